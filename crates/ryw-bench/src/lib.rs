@@ -1,0 +1,1 @@
+//! ryw-bench (skeleton)

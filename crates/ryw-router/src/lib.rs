@@ -1,0 +1,1 @@
+//! ryw-router (skeleton)
