@@ -1,1 +1,80 @@
-//! ryw-cluster (skeleton)
+//! A real local replication cluster for ryw: one PostgreSQL primary, N
+//! streaming hot-standby followers with controllable replication lag, and
+//! optionally a private Redis — started from the PostgreSQL binaries on the
+//! machine, on loopback only, in a folder the user can find again.
+//!
+//! Everything here drives real `postgres` and `redis-server` processes; there
+//! is no simulation. The cluster is described by a JSON file
+//! ([`ClusterInfo`], `cluster.json` in the cluster folder) that the service
+//! and the bench read to find the nodes.
+//!
+//! # Layout
+//!
+//! - [`error`]: [`ClusterError`], the one error enum of this crate.
+//! - [`pgbin`]: finds the PostgreSQL server binaries (`--pg-bin`, `PG_BIN`,
+//!   `pg_config --bindir`, `PATH`, `/usr/lib/postgresql/*/bin`).
+//! - [`runas`]: which OS user runs the servers (`postgres` when we are root).
+//! - [`info`]: [`ClusterInfo`] / [`NodeInfo`], the saved description.
+//! - [`up`]: [`up()`] — `initdb`, `pg_basebackup -R -X stream -C -S`, start,
+//!   wait until every follower streams.
+//! - [`ops`]: [`status()`], [`set_lag()`], [`down()`] and the fault helpers
+//!   the reliability tests use (kill, restart, cut and repair replication).
+//! - [`redis`]: a private `redis-server` without persistence.
+//! - [`harness`]: [`harness::TestCluster`], one call that gives an integration
+//!   test a running cluster on unique ports, torn down on drop.
+
+pub mod error;
+pub mod harness;
+pub mod info;
+pub mod ops;
+pub mod pgbin;
+pub mod redis;
+pub mod runas;
+pub mod up;
+
+pub use error::ClusterError;
+pub use info::{ClusterInfo, NodeInfo, RedisInfo, Role};
+pub use ops::{NodeStatus, down, set_lag, status};
+pub use up::{UpOptions, up};
+
+/// Default folder of `ryw cluster up`, relative to the working directory.
+pub const DEFAULT_DIR: &str = ".ryw/cluster";
+
+/// Default port of the leader. Followers take the next ports. Below 32768 on
+/// purpose: Linux hands client sockets ports 32768–60999, and a client
+/// retrying a stopped server in that range can connect to itself and block
+/// the server's restart.
+pub const DEFAULT_PORT: u16 = 25432;
+
+/// The database the cluster creates for applications (URLs point at it).
+pub const DATABASE: &str = "ryw";
+
+/// Parses a duration such as `100ms`, `1s` or `0` (humantime syntax).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, ClusterError> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(t).map_err(|e| ClusterError::BadArgument(format!("duration {t:?}: {e}")))
+}
+
+/// Parses a comma-separated list of delays, e.g. `100ms,400ms`.
+pub fn parse_lags(s: &str) -> Result<Vec<std::time::Duration>, ClusterError> {
+    s.split(',').filter(|p| !p.trim().is_empty()).map(parse_duration).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn lags_parse_as_a_comma_separated_list() {
+        assert_eq!(
+            parse_lags("100ms,400ms").unwrap(),
+            vec![Duration::from_millis(100), Duration::from_millis(400)]
+        );
+        assert_eq!(parse_lags("0").unwrap(), vec![Duration::ZERO]);
+        assert!(parse_lags("fast").is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! One call that gives an integration test a running cluster.
+//!
+//! ```no_run
+//! # async fn t() {
+//! use std::time::Duration;
+//! let cluster = ryw_cluster::harness::TestCluster::start(&[Duration::from_millis(100)]).await;
+//! let leader = cluster.leader_url();
+//! # }
+//! ```
+//!
+//! Every cluster gets its own temporary folder and a random block of ports
+//! below 32768, so tests (and test processes) run in parallel without
+//! colliding; a bring-up that loses a port race is retried on other ports.
+//! The cluster is stopped and its folder removed on drop, also when the test
+//! panics. Missing prerequisites fail loudly with the command that fixes them.
+
+use crate::info::ClusterInfo;
+use crate::up::{UpOptions, up};
+use crate::{ClusterError, ops, redis};
+use rand::Rng;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// What a test needs.
+#[derive(Debug, Clone, Default)]
+pub struct TestClusterOptions {
+    /// Replay delay per follower (one follower per entry).
+    pub lags: Vec<Duration>,
+    /// Start a private Redis as well.
+    pub redis: bool,
+}
+
+/// A running cluster owned by a test; stopped and removed on drop.
+#[derive(Debug)]
+pub struct TestCluster {
+    info: Mutex<ClusterInfo>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl TestCluster {
+    /// A leader and one follower per entry of `lags`.
+    pub async fn start(lags: &[Duration]) -> TestCluster {
+        Self::start_with(TestClusterOptions { lags: lags.to_vec(), redis: false }).await
+    }
+
+    /// A cluster as described by `opts`. Panics, with the reason and the fix,
+    /// when it cannot be started.
+    pub async fn start_with(opts: TestClusterOptions) -> TestCluster {
+        assert!(!opts.lags.is_empty(), "a test cluster needs at least one follower");
+        let mut last_err = None;
+        for _attempt in 0..5 {
+            let dir = tempfile::Builder::new().prefix("ryw-test-").tempdir().expect("creating a temporary folder");
+            // The servers may run as another OS user (`postgres`, when tests
+            // run as root): let it through the temporary folder.
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod of the temporary folder");
+            let port = rand::rng().random_range(20_000..31_000u16);
+            let up_opts = UpOptions {
+                dir: dir.path().join("cluster"),
+                replicas: opts.lags.len(),
+                lags: opts.lags.clone(),
+                port,
+                redis: opts.redis,
+                shared_buffers: "64MB".into(),
+                ..UpOptions::default()
+            };
+            match up(&up_opts).await {
+                Ok(info) => return TestCluster { info: Mutex::new(info), dir: Some(dir) },
+                // Another test took one of our ports between the check and
+                // the start: try another block.
+                Err(e @ (ClusterError::PortInUse { .. } | ClusterError::NotAnswering { .. })) => {
+                    let _ = ops::down(&up_opts.dir, true);
+                    last_err = Some(e);
+                }
+                Err(e) => {
+                    let _ = ops::down(&up_opts.dir, true);
+                    panic!("could not start a test cluster: {e}");
+                }
+            }
+        }
+        panic!("could not start a test cluster after 5 attempts: {}", last_err.map(|e| e.to_string()).unwrap_or_default());
+    }
+
+    /// A copy of the cluster's description.
+    pub fn info(&self) -> ClusterInfo {
+        self.info.lock().unwrap().clone()
+    }
+
+    /// The cluster folder (holds `cluster.json`).
+    pub fn dir(&self) -> std::path::PathBuf {
+        self.info().dir
+    }
+
+    /// URL of the application database on the leader.
+    pub fn leader_url(&self) -> String {
+        self.info().leader().url.clone()
+    }
+
+    /// `(name, url)` of every follower, in order.
+    pub fn follower_urls(&self) -> Vec<(String, String)> {
+        self.info().followers().map(|n| (n.name.clone(), n.url.clone())).collect()
+    }
+
+    /// URL of the private Redis, when started with one.
+    pub fn redis_url(&self) -> Option<String> {
+        self.info().redis.map(|r| r.url)
+    }
+
+    /// Changes follower `replica`'s (1-based) replay delay live.
+    pub async fn set_lag(&self, replica: usize, delay: Duration) {
+        let info = ops::set_lag(&self.dir(), &replica.to_string(), delay).await.expect("cluster lag");
+        let mut guard = self.info.lock().unwrap();
+        if let Some(n) = guard.nodes.iter_mut().find(|n| n.name == info.name) {
+            n.delay_ms = info.delay_ms;
+        }
+    }
+
+    /// SIGKILLs a node (`leader`, `follower1`, …) and its children.
+    pub fn kill(&self, name: &str) {
+        ops::kill_node(&self.info(), name).expect("kill node");
+    }
+
+    /// Stops a node cleanly.
+    pub fn stop(&self, name: &str) {
+        ops::stop_node(&self.info(), name).expect("stop node");
+    }
+
+    /// Starts a stopped or killed node again.
+    pub async fn start_node(&self, name: &str) {
+        ops::start_node(&self.info(), name).await.expect("start node");
+    }
+
+    /// Points a follower's `primary_conninfo` at a dead port.
+    pub async fn cut_replication(&self, name: &str) {
+        ops::cut_replication(&self.info(), name).await.expect("cut replication");
+    }
+
+    /// Restores a follower's `primary_conninfo`.
+    pub async fn repair_replication(&self, name: &str) {
+        ops::repair_replication(&self.info(), name).await.expect("repair replication");
+    }
+
+    /// Stops the private Redis.
+    pub fn stop_redis(&self) {
+        let info = self.info();
+        let r = info.redis.expect("this test cluster has no Redis");
+        redis::stop(r.pid);
+    }
+
+    /// Starts the private Redis again on the same port.
+    pub async fn start_redis(&self) {
+        let info = self.info();
+        let r = info.redis.clone().expect("this test cluster has no Redis");
+        let bin = redis::find().expect("redis-server");
+        let (pid, _) = redis::start(&bin, &info.dir, r.port).await.expect("restart redis");
+        self.info.lock().unwrap().redis.as_mut().expect("redis").pid = pid;
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let info = self.info.get_mut().map(|i| i.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        // Persist pid changes (e.g. a restarted Redis) so `down` finds them.
+        let _ = info.save();
+        if let Err(e) = ops::down(&info.dir, true) {
+            eprintln!("warning: tearing down test cluster {}: {e}", info.dir.display());
+        }
+        drop(self.dir.take());
+    }
+}

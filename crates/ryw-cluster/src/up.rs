@@ -1,0 +1,382 @@
+//! `ryw cluster up`: a real primary and N streaming hot standbys.
+//!
+//! The recipe is the plain one (`initdb`; `pg_basebackup -R -X stream -C -S
+//! slotN` per follower; `pg_ctl -w start`), with each follower's
+//! `recovery_min_apply_delay` set from `--lag` so the replication lag is
+//! real and controllable. `cluster.json` is saved after every node that
+//! starts, so `down` can clean up after a bring-up that failed half way.
+
+use crate::info::{ClusterInfo, NodeInfo, RedisInfo, Role};
+use crate::runas::OsUser;
+use crate::{ClusterError, DATABASE, DEFAULT_PORT, ops, pgbin};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use futures_util::future::join_all;
+use tokio::process::Command;
+
+/// Free space a cluster needs before we start (three data folders, WAL, logs).
+const NEED_MIB: u64 = 512;
+/// How long a follower may take to reach `streaming`.
+const STREAMING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Cluster folder (created if missing).
+    pub dir: PathBuf,
+    /// Number of followers.
+    pub replicas: usize,
+    /// Replay delay per follower; the last one repeats when shorter than
+    /// `replicas`, none means no delay.
+    pub lags: Vec<Duration>,
+    /// Leader port; followers take the next ones.
+    pub port: u16,
+    /// Also start a private Redis.
+    pub redis: bool,
+    /// Explicit PostgreSQL binary folder.
+    pub pg_bin: Option<PathBuf>,
+    /// OS user for the servers when running as root (default `postgres`).
+    pub os_user: Option<String>,
+    /// `shared_buffers` for every node.
+    pub shared_buffers: String,
+}
+
+impl Default for UpOptions {
+    fn default() -> Self {
+        UpOptions {
+            dir: PathBuf::from(crate::DEFAULT_DIR),
+            replicas: 2,
+            lags: vec![Duration::from_millis(100), Duration::from_millis(400)],
+            port: DEFAULT_PORT,
+            redis: false,
+            pg_bin: None,
+            os_user: None,
+            shared_buffers: "256MB".into(),
+        }
+    }
+}
+
+impl UpOptions {
+    /// The delay of follower `i` (0-based).
+    pub fn lag_of(&self, i: usize) -> Duration {
+        self.lags.get(i).or(self.lags.last()).copied().unwrap_or(Duration::ZERO)
+    }
+}
+
+/// Starts the cluster and returns (and saves) its description.
+pub async fn up(opts: &UpOptions) -> Result<ClusterInfo, ClusterError> {
+    let started = Instant::now();
+    if opts.replicas == 0 || opts.replicas > 8 {
+        return Err(ClusterError::BadArgument(format!("--replicas must be 1..=8, not {}", opts.replicas)));
+    }
+    if u32::from(opts.port) + opts.replicas as u32 >= 65536 || opts.port < 1024 {
+        return Err(ClusterError::BadArgument(format!("--port {} leaves no room for the followers", opts.port)));
+    }
+    let bin = pgbin::find(opts.pg_bin.as_deref())?;
+    let user = OsUser::resolve(opts.os_user.as_deref())?;
+    let redis_bin = if opts.redis { Some(crate::redis::find()?) } else { None };
+
+    std::fs::create_dir_all(&opts.dir).map_err(ClusterError::io("creating", &opts.dir))?;
+    let dir = std::fs::canonicalize(&opts.dir).map_err(ClusterError::io("resolving", &opts.dir))?;
+    check_not_in_use(&dir)?;
+    check_disk(&dir)?;
+    user.check_reachable(&dir.join("pg"))?;
+    let ports: Vec<u16> = (0..=opts.replicas as u16).map(|i| opts.port + i).collect();
+    for &port in &ports {
+        check_port(port)?;
+    }
+
+    let pgdir = dir.join("pg");
+    std::fs::create_dir_all(&pgdir).map_err(ClusterError::io("creating", &pgdir))?;
+    user.own(&pgdir)?;
+
+    let mut info = ClusterInfo {
+        version: 1,
+        dir: dir.clone(),
+        pg_bin: bin.clone(),
+        os_user: user.name.clone(),
+        nodes: Vec::new(),
+        redis: None,
+        up_secs: 0.0,
+    };
+    match build(&mut info, opts, &user, &ports, redis_bin.as_deref()).await {
+        Ok(()) => {
+            info.up_secs = started.elapsed().as_secs_f64();
+            info.save()?;
+            Ok(info)
+        }
+        Err(e) => {
+            // Leave nothing running; the data stays for inspection and the
+            // next `up` says how to remove it.
+            let _ = ops::stop_all(&info, &user);
+            Err(e)
+        }
+    }
+}
+
+async fn build(
+    info: &mut ClusterInfo,
+    opts: &UpOptions,
+    user: &OsUser,
+    ports: &[u16],
+    redis_bin: Option<&Path>,
+) -> Result<(), ClusterError> {
+    let t0 = Instant::now();
+    let bin = info.pg_bin.clone();
+    let pgdir = info.dir.join("pg");
+
+    // Leader.
+    let leader_dir = pgdir.join("leader");
+    let leader_log = pgdir.join("leader.log");
+    run(
+        user.command(bin.join("initdb"))
+            .arg("-D")
+            .arg(&leader_dir)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]),
+        "initdb",
+    )
+    .await?;
+    let conf = leader_conf(ports[0], &leader_dir, &opts.shared_buffers);
+    write_as(user, &leader_dir.join("ryw.conf"), &conf)?;
+    append_as(user, &leader_dir.join("postgresql.conf"), "\ninclude 'ryw.conf'\n")?;
+    write_as(user, &leader_dir.join("pg_hba.conf"), HBA)?;
+    let pid = start(user, &bin, &leader_dir, &leader_log, "leader").await?;
+    info.nodes.push(NodeInfo {
+        name: "leader".into(),
+        role: Role::Leader,
+        port: ports[0],
+        pid,
+        url: url(ports[0]),
+        data_dir: leader_dir.clone(),
+        log: leader_log.clone(),
+        delay_ms: None,
+    });
+    info.save()?;
+    let admin = ops::connect(&admin_url(ports[0]), "leader").await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
+        .await
+        .map_err(|source| ClusterError::Sql { node: "leader".into(), source })?;
+
+    tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, "leader up");
+
+    // Followers: base backups in parallel (they share the leader's fast
+    // checkpoint), then starts in parallel.
+    let followers: Vec<(String, u16, PathBuf, PathBuf, Duration, String)> = (0..opts.replicas)
+        .map(|i| {
+            let name = format!("follower{}", i + 1);
+            let data = pgdir.join(&name);
+            let log = pgdir.join(format!("{name}.log"));
+            (name, ports[i + 1], data, log, opts.lag_of(i), format!("slot{}", i + 1))
+        })
+        .collect();
+    let leader_port = ports[0].to_string();
+    let backups = followers.iter().map(|(_, _, data, _, _, slot)| {
+        let mut cmd = user.command(bin.join("pg_basebackup"));
+        cmd.args(["-h", "127.0.0.1", "-p", &leader_port, "-U", "postgres", "-D"])
+            .arg(data)
+            .args(["-R", "-X", "stream", "-C", "-S", slot, "--checkpoint=fast", "--no-sync"]);
+        async move { run(&mut cmd, "pg_basebackup").await }
+    });
+    for r in join_all(backups).await {
+        r?;
+    }
+    tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, "base backups taken");
+    for (name, port, data, _, delay, _) in &followers {
+        append_as(
+            user,
+            &data.join("postgresql.auto.conf"),
+            &format!(
+                "port = {port}\nunix_socket_directories = '{}'\ncluster_name = '{name}'\n\
+                 primary_conninfo = 'host=127.0.0.1 port={} user=postgres application_name={name}'\n\
+                 recovery_min_apply_delay = '{}ms'\n",
+                data.display(),
+                ports[0],
+                delay.as_millis()
+            ),
+        )?;
+    }
+    let starts = followers.iter().map(|(name, _, data, log, _, _)| start(user, &bin, data, log, name));
+    let pids = join_all(starts).await;
+    for ((name, port, data, log, delay, _), pid) in followers.into_iter().zip(pids) {
+        let pid = pid?;
+        info.nodes.push(NodeInfo {
+            name,
+            role: Role::Follower,
+            port,
+            pid,
+            url: url(port),
+            data_dir: data,
+            log,
+            delay_ms: Some(delay.as_millis() as u64),
+        });
+    }
+    info.save()?;
+    for r in join_all(info.followers().map(wait_streaming)).await {
+        r?;
+    }
+    tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, "followers streaming");
+
+    if let Some(redis_bin) = redis_bin {
+        let port = free_port_after(ports[ports.len() - 1] + 1)?;
+        let r = crate::redis::start(redis_bin, &info.dir, port).await?;
+        info.redis = Some(RedisInfo { port, pid: r.0, url: format!("redis://127.0.0.1:{port}/"), log: r.1 });
+    }
+    Ok(())
+}
+
+const HBA: &str = "\
+# ryw: trust on loopback only (a local, throwaway cluster)
+local   all             all                     trust
+host    all             all     127.0.0.1/32    trust
+local   replication     all                     trust
+host    replication     all     127.0.0.1/32    trust
+";
+
+fn leader_conf(port: u16, data: &Path, shared_buffers: &str) -> String {
+    format!(
+        "# written by `ryw cluster up`\n\
+         listen_addresses = '127.0.0.1'\n\
+         port = {port}\n\
+         unix_socket_directories = '{}'\n\
+         cluster_name = 'leader'\n\
+         max_connections = 300\n\
+         shared_buffers = '{shared_buffers}'\n\
+         wal_level = replica\n\
+         max_wal_senders = 16\n\
+         max_replication_slots = 16\n\
+         # a follower that is down must not fill the disk with retained WAL\n\
+         max_slot_wal_keep_size = '1GB'\n\
+         hot_standby = on\n\
+         hot_standby_feedback = on\n\
+         wal_receiver_status_interval = '1s'\n\
+         wal_retrieve_retry_interval = '500ms'\n\
+         log_line_prefix = '%m [%p] %q%a '\n\
+         log_checkpoints = off\n",
+        data.display()
+    )
+}
+
+/// libpq URL of the application database on a port.
+pub fn url(port: u16) -> String {
+    format!("postgres://postgres@127.0.0.1:{port}/{DATABASE}")
+}
+
+/// libpq URL of the `postgres` maintenance database on a port.
+pub fn admin_url(port: u16) -> String {
+    format!("postgres://postgres@127.0.0.1:{port}/postgres")
+}
+
+/// Runs a helper program to completion, turning failure into a clear error.
+pub(crate) async fn run(cmd: &mut std::process::Command, program: &str) -> Result<String, ClusterError> {
+    let out = Command::from(std::mem::replace(cmd, std::process::Command::new("true")))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| ClusterError::Command { program: program.into(), status: "could not start".into(), output: e.to_string() })?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(ClusterError::Command { program: program.into(), status: out.status.to_string(), output: text.trim().into() })
+    }
+}
+
+/// `pg_ctl start -w`, then the postmaster pid.
+pub(crate) async fn start(user: &OsUser, bin: &Path, data: &Path, log: &Path, node: &str) -> Result<i32, ClusterError> {
+    let res = run(
+        user.command(bin.join("pg_ctl")).arg("-D").arg(data).arg("-l").arg(log).args(["-w", "-t", "30", "start"]),
+        "pg_ctl start",
+    )
+    .await;
+    if let Err(e) = res {
+        return Err(match e {
+            ClusterError::Command { .. } => ClusterError::NotAnswering {
+                node: node.into(),
+                secs: 30,
+                log: log.to_path_buf(),
+                tail: ops::log_tail(log, 15),
+            },
+            other => other,
+        });
+    }
+    ops::postmaster_pid(data).ok_or_else(|| ClusterError::NotAnswering {
+        node: node.into(),
+        secs: 30,
+        log: log.to_path_buf(),
+        tail: ops::log_tail(log, 15),
+    })
+}
+
+async fn wait_streaming(node: &NodeInfo) -> Result<(), ClusterError> {
+    let deadline = Instant::now() + STREAMING_TIMEOUT;
+    loop {
+        if let Ok(client) = ops::connect(&admin_url(node.port), &node.name).await
+            && let Ok(Some(row)) = client.query_opt("SELECT status FROM pg_stat_wal_receiver", &[]).await
+            && row.get::<_, Option<String>>(0).as_deref() == Some("streaming")
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(ClusterError::NotStreaming {
+                node: node.name.clone(),
+                secs: STREAMING_TIMEOUT.as_secs(),
+                log: node.log.clone(),
+                tail: ops::log_tail(&node.log, 15),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn check_not_in_use(dir: &Path) -> Result<(), ClusterError> {
+    match ClusterInfo::load(dir) {
+        Ok(info) => {
+            if let Some(pid) = ops::any_alive(&info) {
+                Err(ClusterError::AlreadyRunning { dir: dir.to_path_buf(), pid })
+            } else {
+                Err(ClusterError::StaleData { dir: dir.to_path_buf() })
+            }
+        }
+        Err(ClusterError::NotFound { .. }) if dir.join("pg").exists() => {
+            Err(ClusterError::StaleData { dir: dir.to_path_buf() })
+        }
+        Err(ClusterError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn check_disk(dir: &Path) -> Result<(), ClusterError> {
+    let st = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| ClusterError::Io { what: "statvfs", path: dir.to_path_buf(), source: e.into() })?;
+    let free_mib = st.blocks_available() as u64 * st.fragment_size() as u64 / (1024 * 1024);
+    if free_mib < NEED_MIB {
+        return Err(ClusterError::NotEnoughDisk { dir: dir.to_path_buf(), free_mib, need_mib: NEED_MIB });
+    }
+    Ok(())
+}
+
+/// Fails with [`ClusterError::PortInUse`] when something listens on `port`.
+pub fn check_port(port: u16) -> Result<(), ClusterError> {
+    TcpListener::bind(("127.0.0.1", port)).map(drop).map_err(|_| ClusterError::PortInUse { port })
+}
+
+fn free_port_after(from: u16) -> Result<u16, ClusterError> {
+    (from..from.saturating_add(200))
+        .find(|&p| check_port(p).is_ok())
+        .ok_or(ClusterError::PortInUse { port: from })
+}
+
+fn write_as(user: &OsUser, path: &Path, text: &str) -> Result<(), ClusterError> {
+    std::fs::write(path, text).map_err(ClusterError::io("writing", path))?;
+    user.own(path)
+}
+
+fn append_as(user: &OsUser, path: &Path, text: &str) -> Result<(), ClusterError> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).map_err(ClusterError::io("opening", path))?;
+    f.write_all(text.as_bytes()).map_err(ClusterError::io("appending to", path))?;
+    user.own(path)
+}
+

@@ -1,0 +1,73 @@
+//! `ryw cluster up | status | lag | down` through the real binary.
+
+use rand::Rng;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+
+fn ryw(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ryw")).args(args).output().expect("running ryw")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn cluster_commands_bring_up_report_change_lag_and_tear_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tmp.path().join("c");
+    let dir = dir.to_str().unwrap();
+    // A random block below 32768; retry on a lost port race.
+    let mut up = None;
+    for _ in 0..5 {
+        let port = rand::rng().random_range(20_000..31_000u16).to_string();
+        let o = ryw(&["cluster", "up", "--dir", dir, "--port", &port, "--lag", "0,200ms", "--shared-buffers", "32MB"]);
+        if o.status.success() {
+            up = Some(o);
+            break;
+        }
+        assert!(text(&o).contains("in use"), "up failed: {}", text(&o));
+    }
+    let up = up.expect("no free port block after 5 tries");
+    let out = text(&up);
+    assert!(out.contains("follower2") && out.contains("postgres://postgres@127.0.0.1:"), "{out}");
+
+    let st = ryw(&["cluster", "status", "--dir", dir, "--json"]);
+    assert!(st.status.success(), "{}", text(&st));
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert!(nodes.iter().all(|n| n["alive"] == true), "{v}");
+    assert_eq!(nodes[1]["streaming"], true);
+    assert_eq!(nodes[2]["delay_ms"], 200);
+
+    let lag = ryw(&["cluster", "lag", "--dir", dir, "--replica", "2", "--delay", "900ms"]);
+    assert!(lag.status.success(), "{}", text(&lag));
+    let st = ryw(&["cluster", "status", "--dir", dir, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["nodes"][2]["delay_ms"], 900);
+
+    let bad = ryw(&["cluster", "lag", "--dir", dir, "--replica", "7", "--delay", "1s"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("no replica"), "{}", text(&bad));
+
+    let twice = ryw(&["cluster", "up", "--dir", dir]);
+    assert!(!twice.status.success());
+    assert!(text(&twice).contains("already holds a running cluster"), "{}", text(&twice));
+
+    let down = ryw(&["cluster", "down", "--dir", dir, "--purge"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(text(&down).contains("stopped follower2, follower1, leader"), "{}", text(&down));
+    let again = ryw(&["cluster", "down", "--dir", dir]);
+    assert!(again.status.success());
+    assert!(text(&again).contains("nothing running"), "{}", text(&again));
+}
+
+#[test]
+fn status_of_a_folder_without_a_cluster_says_how_to_start_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = ryw(&["cluster", "status", "--dir", tmp.path().to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("ryw cluster up"), "{}", text(&o));
+}
