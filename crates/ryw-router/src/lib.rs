@@ -30,10 +30,14 @@
 
 mod clock;
 mod config;
+pub mod decide;
 mod error;
 mod lsn;
+mod metrics;
 mod strategy;
 mod token;
+mod tracker;
+mod view;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{LEADER_NAME, NodeUrls, RouterConfig};
@@ -41,3 +45,6 @@ pub use error::{Error, Result};
 pub use lsn::Lsn;
 pub use strategy::{Freshness, Strategy};
 pub use token::{MIN_KEY_BYTES, Token, TokenError, TokenKey};
+pub use decide::{Choice, Reason, SessionState, decide};
+pub use metrics::{MetricsSnapshot, ReadCount};
+pub use view::{ClusterView, NodeStatus, Role};
