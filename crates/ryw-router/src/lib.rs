@@ -34,6 +34,7 @@ pub mod decide;
 mod error;
 mod lsn;
 mod metrics;
+mod store;
 mod strategy;
 mod token;
 mod tracker;
@@ -48,3 +49,7 @@ pub use token::{MIN_KEY_BYTES, Token, TokenError, TokenKey};
 pub use decide::{Choice, Reason, SessionState, decide};
 pub use metrics::{MetricsSnapshot, ReadCount};
 pub use view::{ClusterView, NodeStatus, Role};
+pub use store::{
+    MAX_SESSION_KEY, MemoryStore, RedisStore, RedisStoreConfig, SessionKey, SessionRecord,
+    SessionStore, StoreFuture, StoreHealth,
+};
