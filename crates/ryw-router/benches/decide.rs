@@ -1,0 +1,128 @@
+//! The routing decision with no I/O: what every read pays before it touches
+//! a database. Goal: well under 1 µs.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use ryw_router::{
+    ClusterView, Freshness, Lsn, NodeStatus, Role, RouterConfig, SessionState, Strategy, decide,
+};
+
+fn node(name: &str, role: Role, lsn: u64) -> NodeStatus {
+    NodeStatus {
+        name: Arc::from(name),
+        role,
+        lsn: Some(Lsn::from_u64(lsn)),
+        lag_bytes: Some(0),
+        lag_ms: Some(0),
+        healthy: true,
+        in_rotation: true,
+        note: None,
+        epoch: 0,
+    }
+}
+
+/// A leader and `n` followers at slightly different replay positions.
+fn view(n: usize) -> ClusterView {
+    ClusterView {
+        leader: node("leader", Role::Leader, 10_000_000),
+        followers: (0..n)
+            .map(|i| {
+                node(
+                    &format!("f{i}"),
+                    Role::Follower,
+                    10_000_000 - 100 * i as u64,
+                )
+            })
+            .collect(),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let cfg = RouterConfig::default();
+    let mut rng = StdRng::seed_from_u64(1);
+    let now_ms = 1_700_000_000_000u64;
+    let cases = [
+        (
+            "causal/2 followers/caught up",
+            2,
+            Strategy::Causal,
+            Some(9_999_950),
+            None,
+        ),
+        (
+            "causal/2 followers/must wait",
+            2,
+            Strategy::Causal,
+            Some(10_000_001),
+            None,
+        ),
+        (
+            "causal/8 followers/caught up",
+            8,
+            Strategy::Causal,
+            Some(9_999_500),
+            None,
+        ),
+        (
+            "hybrid/2 followers/in window",
+            2,
+            Strategy::Hybrid,
+            Some(9_999_950),
+            Some(now_ms - 1_000),
+        ),
+        (
+            "hybrid/2 followers/after window",
+            2,
+            Strategy::Hybrid,
+            Some(9_999_950),
+            Some(now_ms - 60_000),
+        ),
+        (
+            "sticky/2 followers",
+            2,
+            Strategy::Sticky,
+            None,
+            Some(now_ms - 60_000),
+        ),
+        ("legacy/2 followers", 2, Strategy::Legacy, None, None),
+        (
+            "per-read-check/2 followers",
+            2,
+            Strategy::PerReadCheck,
+            Some(9_999_950),
+            None,
+        ),
+    ];
+    let mut group = c.benchmark_group("decide");
+    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(Duration::from_secs(1));
+    for (name, followers, strategy, token, last_write_ms) in cases {
+        let v = view(followers);
+        let session = SessionState::Known {
+            token: token.map(Lsn::from_u64),
+            last_write_ms,
+        };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                decide(
+                    black_box(&v),
+                    black_box(&session),
+                    Freshness::Fresh,
+                    black_box(strategy),
+                    black_box(now_ms),
+                    &cfg,
+                    &mut rng,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

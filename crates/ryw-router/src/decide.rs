@@ -1,0 +1,625 @@
+//! The routing decision as a pure function: a published [`ClusterView`], what
+//! is known of the session, the strategy, the time and a random source in; a
+//! [`Choice`] out. No I/O, no locks, no allocation, so every rule is
+//! unit-tested here and the decision is benchmarked (`benches/decide.rs`).
+
+use std::fmt;
+
+use rand::Rng;
+
+use crate::{ClusterView, Freshness, Lsn, RouterConfig, Strategy};
+
+/// What routing knows of a session when its read arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// The session store answered (or the strategy does not need it).
+    Known {
+        /// The highest position the session must see: max of the stored
+        /// token and the client's verified token (rule 4), `None` if neither.
+        token: Option<Lsn>,
+        /// Wall-clock ms of the session's last write, for the sticky window.
+        last_write_ms: Option<u64>,
+    },
+    /// The session store failed or is recovering: nothing is known, so fresh
+    /// reads that depend on it go to the leader (rule 5).
+    Unknown,
+}
+
+/// Why a read went where it went: logged, counted and shown in `Decision`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The strategy is `leader`.
+    LeaderStrategy,
+    /// A stale-ok read on a follower in rotation.
+    StaleOk,
+    /// A follower picked at random (`legacy`, `sticky` after the window, or
+    /// no token to honour).
+    RandomFollower,
+    /// The session wrote within the sticky window.
+    WroteWithinWindow,
+    /// A follower's known replay position had reached the token.
+    CaughtUp,
+    /// A follower reached the token while the read waited.
+    CaughtUpAfterWait,
+    /// The follower asked right before the read had reached the token
+    /// (`per-read-check`).
+    CheckPassed,
+    /// No follower is in rotation.
+    NoFollowerInRotation,
+    /// The session store is unreachable or recovering (rule 5).
+    StoreDegraded,
+    /// The token is absurdly far beyond the leader's position (rule 4).
+    TokenAbsurd,
+    /// No follower had caught up and the wait budget is zero.
+    NoWaitBudget,
+    /// No follower caught up within the wait budget.
+    WaitBudgetSpent,
+    /// The follower asked right before the read was behind the token.
+    CheckFailed,
+    /// The chosen follower could not give a connection, failed its check
+    /// query, or was forgotten between decision and connection (rules 2, 3).
+    FollowerUnavailable,
+}
+
+impl Reason {
+    /// A short phrase for logs and the dashboard.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::LeaderStrategy => "strategy is leader",
+            Reason::StaleOk => "stale-ok read",
+            Reason::RandomFollower => "random follower",
+            Reason::WroteWithinWindow => "wrote within sticky window",
+            Reason::CaughtUp => "follower caught up",
+            Reason::CaughtUpAfterWait => "follower caught up after wait",
+            Reason::CheckPassed => "follower passed replay check",
+            Reason::NoFollowerInRotation => "no follower in rotation",
+            Reason::StoreDegraded => "session store degraded",
+            Reason::TokenAbsurd => "token far beyond leader",
+            Reason::NoWaitBudget => "no follower caught up, no wait budget",
+            Reason::WaitBudgetSpent => "no follower caught up within budget",
+            Reason::CheckFailed => "follower behind at replay check",
+            Reason::FollowerUnavailable => "follower unavailable",
+        }
+    }
+
+    /// Whether the read wanted a follower but ends on the leader (counted as
+    /// a fallback in the metrics).
+    pub const fn is_fallback(self) -> bool {
+        matches!(
+            self,
+            Reason::NoFollowerInRotation
+                | Reason::StoreDegraded
+                | Reason::TokenAbsurd
+                | Reason::NoWaitBudget
+                | Reason::WaitBudgetSpent
+                | Reason::CheckFailed
+                | Reason::FollowerUnavailable
+        )
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where to send a read, before any I/O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// Serve it on the leader.
+    Leader(Reason),
+    /// Serve it on follower `index` (of `view.followers`).
+    Follower {
+        /// Index into `ClusterView::followers`.
+        index: usize,
+        /// Why.
+        reason: Reason,
+    },
+    /// `causal`: no follower has reached `target` yet; wait up to the budget
+    /// for one that does, then the leader.
+    Wait {
+        /// The position a follower must reach.
+        target: Lsn,
+    },
+    /// `per-read-check`: ask follower `index` for its replay position first;
+    /// serve there if it has reached `target`, else on the leader.
+    Check {
+        /// Index into `ClusterView::followers`.
+        index: usize,
+        /// The position it must have reached.
+        target: Lsn,
+    },
+}
+
+/// Decides where a read goes. Pure: the same inputs and random draws give the
+/// same answer.
+///
+/// `now_ms` is wall-clock time (the sticky window compares it with the stored
+/// `last_write_ms`).
+pub fn decide<R: Rng + ?Sized>(
+    view: &ClusterView,
+    session: &SessionState,
+    freshness: Freshness,
+    strategy: Strategy,
+    now_ms: u64,
+    cfg: &RouterConfig,
+    rng: &mut R,
+) -> Choice {
+    // Stale-ok reads go to followers in rotation under every strategy.
+    if freshness == Freshness::StaleOk {
+        return random_follower(view, rng, Reason::StaleOk);
+    }
+    match strategy {
+        Strategy::Leader => return Choice::Leader(Reason::LeaderStrategy),
+        // No guarantee on purpose: this is the stale-read problem.
+        Strategy::Legacy => return random_follower(view, rng, Reason::RandomFollower),
+        _ => {}
+    }
+    // Rule 5: without the session's state, no follower can be proven fresh.
+    let SessionState::Known {
+        token,
+        last_write_ms,
+    } = *session
+    else {
+        return Choice::Leader(Reason::StoreDegraded);
+    };
+    let within_window = || {
+        // A write time in the future (clock skew between instances) counts
+        // as "just now": the safe side.
+        last_write_ms
+            .is_some_and(|w| u128::from(now_ms.saturating_sub(w)) < cfg.sticky_window.as_millis())
+    };
+    match strategy {
+        Strategy::Sticky if within_window() => Choice::Leader(Reason::WroteWithinWindow),
+        Strategy::Sticky => random_follower(view, rng, Reason::RandomFollower),
+        Strategy::Hybrid if within_window() => Choice::Leader(Reason::WroteWithinWindow),
+        Strategy::Causal | Strategy::Hybrid => causal(view, token, cfg, rng),
+        Strategy::PerReadCheck => {
+            let Some(target) = token else {
+                return random_follower(view, rng, Reason::RandomFollower);
+            };
+            if is_absurd(view, target, cfg) {
+                return Choice::Leader(Reason::TokenAbsurd);
+            }
+            match random_follower(view, rng, Reason::RandomFollower) {
+                Choice::Follower { index, .. } => Choice::Check { index, target },
+                leader => leader,
+            }
+        }
+        Strategy::Leader | Strategy::Legacy => unreachable!("handled above"),
+    }
+}
+
+/// `causal`: a follower in rotation known to have replayed up to the token,
+/// the least lagged; else wait (within budget) or the leader.
+fn causal<R: Rng + ?Sized>(
+    view: &ClusterView,
+    token: Option<Lsn>,
+    cfg: &RouterConfig,
+    rng: &mut R,
+) -> Choice {
+    let target = token.unwrap_or(Lsn::ZERO);
+    // Rule 4: a bogus token cannot make anyone wait.
+    if is_absurd(view, target, cfg) {
+        return Choice::Leader(Reason::TokenAbsurd);
+    }
+    // Rule 2: the positions in the view were observed by the tracker before
+    // this read's statement will start.
+    if let Some(index) = least_lagged_caught_up(view, target, rng) {
+        return Choice::Follower {
+            index,
+            reason: Reason::CaughtUp,
+        };
+    }
+    if view.followers_in_rotation() == 0 {
+        return Choice::Leader(Reason::NoFollowerInRotation);
+    }
+    if cfg.causal_wait.is_zero() {
+        return Choice::Leader(Reason::NoWaitBudget);
+    }
+    Choice::Wait { target }
+}
+
+/// Rule 4: a token more than `absurd_token_ahead` bytes beyond the leader's
+/// last known position cannot be real; such reads go to the leader at once.
+pub fn is_absurd(view: &ClusterView, token: Lsn, cfg: &RouterConfig) -> bool {
+    view.leader_lsn()
+        .is_some_and(|leader| token > leader.saturating_add(cfg.absurd_token_ahead))
+}
+
+/// The follower in rotation with the highest known replay position, if it is
+/// at least `target` (ties broken at random, so equally fresh followers share
+/// the load).
+pub fn least_lagged_caught_up<R: Rng + ?Sized>(
+    view: &ClusterView,
+    target: Lsn,
+    rng: &mut R,
+) -> Option<usize> {
+    let mut best: Option<(usize, Lsn)> = None;
+    let mut ties = 0u32;
+    for (i, f) in view.followers.iter().enumerate() {
+        let Some(replay) = f.lsn else { continue };
+        if !f.in_rotation || replay < target {
+            continue;
+        }
+        match best {
+            Some((_, b)) if replay < b => {}
+            Some((_, b)) if replay == b => {
+                // Reservoir sampling over equally fresh followers.
+                ties += 1;
+                if rng.random_range(0..=ties) == 0 {
+                    best = Some((i, replay));
+                }
+            }
+            _ => {
+                best = Some((i, replay));
+                ties = 0;
+            }
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// A uniformly random follower in rotation, or the leader if there is none.
+fn random_follower<R: Rng + ?Sized>(view: &ClusterView, rng: &mut R, reason: Reason) -> Choice {
+    let n = view.followers_in_rotation();
+    if n == 0 {
+        return Choice::Leader(Reason::NoFollowerInRotation);
+    }
+    let pick = rng.random_range(0..n);
+    let index = view
+        .followers
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.in_rotation)
+        .nth(pick)
+        .map(|(i, _)| i)
+        .expect("pick < number in rotation");
+    Choice::Follower { index, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+    use crate::view::{NodeStatus, Role};
+
+    fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> NodeStatus {
+        NodeStatus {
+            name: Arc::from(name),
+            role,
+            lsn: lsn.map(Lsn::from_u64),
+            lag_bytes: None,
+            lag_ms: None,
+            healthy: in_rotation,
+            in_rotation,
+            note: None,
+            epoch: 0,
+        }
+    }
+
+    /// Leader at 1000; followers given as (replay, in rotation).
+    fn view(followers: &[(Option<u64>, bool)]) -> ClusterView {
+        ClusterView {
+            leader: node("leader", Role::Leader, Some(1000), true),
+            followers: followers
+                .iter()
+                .enumerate()
+                .map(|(i, (lsn, rot))| node(&format!("f{}", i + 1), Role::Follower, *lsn, *rot))
+                .collect(),
+        }
+    }
+
+    fn known(token: Option<u64>, last_write_ms: Option<u64>) -> SessionState {
+        SessionState::Known {
+            token: token.map(Lsn::from_u64),
+            last_write_ms,
+        }
+    }
+
+    fn rng() -> StdRng {
+        StdRng::seed_from_u64(7)
+    }
+
+    fn fresh(v: &ClusterView, s: SessionState, st: Strategy, now_ms: u64) -> Choice {
+        decide(
+            v,
+            &s,
+            Freshness::Fresh,
+            st,
+            now_ms,
+            &RouterConfig::default(),
+            &mut rng(),
+        )
+    }
+
+    fn follower(index: usize, reason: Reason) -> Choice {
+        Choice::Follower { index, reason }
+    }
+
+    #[test]
+    fn leader_strategy_always_reads_the_leader() {
+        let v = view(&[(Some(1000), true)]);
+        assert_eq!(
+            fresh(&v, known(None, None), Strategy::Leader, 0),
+            Choice::Leader(Reason::LeaderStrategy)
+        );
+    }
+
+    #[test]
+    fn legacy_ignores_the_token_and_the_store() {
+        let v = view(&[(Some(10), true)]);
+        for s in [known(Some(999), Some(0)), SessionState::Unknown] {
+            assert_eq!(
+                fresh(&v, s, Strategy::Legacy, 0),
+                follower(0, Reason::RandomFollower)
+            );
+        }
+        assert_eq!(
+            fresh(
+                &view(&[(Some(10), false)]),
+                known(None, None),
+                Strategy::Legacy,
+                0
+            ),
+            Choice::Leader(Reason::NoFollowerInRotation)
+        );
+    }
+
+    #[test]
+    fn sticky_reads_the_leader_inside_the_window_and_a_follower_after() {
+        let v = view(&[(Some(10), true)]);
+        let wrote_at = 1_000_000;
+        let s = known(Some(1000), Some(wrote_at));
+        assert_eq!(
+            fresh(&v, s, Strategy::Sticky, wrote_at),
+            Choice::Leader(Reason::WroteWithinWindow)
+        );
+        assert_eq!(
+            fresh(&v, s, Strategy::Sticky, wrote_at + 4_999),
+            Choice::Leader(Reason::WroteWithinWindow)
+        );
+        // Window expired: sticky does not look at the token (its weakness).
+        assert_eq!(
+            fresh(&v, s, Strategy::Sticky, wrote_at + 5_000),
+            follower(0, Reason::RandomFollower)
+        );
+        assert_eq!(
+            fresh(&v, known(None, None), Strategy::Sticky, wrote_at),
+            follower(0, Reason::RandomFollower)
+        );
+    }
+
+    #[test]
+    fn a_write_time_in_the_future_counts_as_inside_the_window() {
+        let v = view(&[(Some(1000), true)]);
+        let s = known(None, Some(2_000_000));
+        assert_eq!(
+            fresh(&v, s, Strategy::Sticky, 1_000_000),
+            Choice::Leader(Reason::WroteWithinWindow)
+        );
+    }
+
+    #[test]
+    fn causal_uses_a_follower_only_once_it_reached_the_token() {
+        let v = view(&[(Some(499), true), (Some(500), true)]);
+        assert_eq!(
+            fresh(&v, known(Some(500), None), Strategy::Causal, 0),
+            follower(1, Reason::CaughtUp),
+            "equal to the token is enough"
+        );
+        assert_eq!(
+            fresh(&v, known(Some(501), None), Strategy::Causal, 0),
+            Choice::Wait {
+                target: Lsn::from_u64(501)
+            }
+        );
+    }
+
+    #[test]
+    fn causal_prefers_the_least_lagged_eligible_follower() {
+        let v = view(&[
+            (Some(600), true),
+            (Some(900), true),
+            (Some(950), false),
+            (Some(700), true),
+        ]);
+        for seed in 0..50 {
+            let c = decide(
+                &v,
+                &known(Some(500), None),
+                Freshness::Fresh,
+                Strategy::Causal,
+                0,
+                &RouterConfig::default(),
+                &mut StdRng::seed_from_u64(seed),
+            );
+            assert_eq!(c, follower(1, Reason::CaughtUp), "950 is out of rotation");
+        }
+    }
+
+    #[test]
+    fn equally_fresh_followers_share_the_load() {
+        let v = view(&[(Some(900), true), (Some(900), true), (Some(900), true)]);
+        let mut seen = [0; 3];
+        let mut r = rng();
+        for _ in 0..300 {
+            seen[least_lagged_caught_up(&v, Lsn::from_u64(900), &mut r).unwrap()] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+    }
+
+    #[test]
+    fn causal_without_a_token_takes_any_follower_with_a_known_position() {
+        let v = view(&[(None, false), (Some(0), true)]);
+        assert_eq!(
+            fresh(&v, known(None, None), Strategy::Causal, 0),
+            follower(1, Reason::CaughtUp)
+        );
+    }
+
+    #[test]
+    fn causal_with_no_budget_goes_to_the_leader_instead_of_waiting() {
+        let v = view(&[(Some(10), true)]);
+        let cfg = RouterConfig {
+            causal_wait: Duration::ZERO,
+            ..RouterConfig::default()
+        };
+        let c = decide(
+            &v,
+            &known(Some(500), None),
+            Freshness::Fresh,
+            Strategy::Causal,
+            0,
+            &cfg,
+            &mut rng(),
+        );
+        assert_eq!(c, Choice::Leader(Reason::NoWaitBudget));
+    }
+
+    #[test]
+    fn causal_does_not_wait_when_no_follower_is_in_rotation() {
+        let v = view(&[(Some(10), false)]);
+        assert_eq!(
+            fresh(&v, known(Some(500), None), Strategy::Causal, 0),
+            Choice::Leader(Reason::NoFollowerInRotation)
+        );
+    }
+
+    #[test]
+    fn a_token_absurdly_beyond_the_leader_goes_straight_to_the_leader() {
+        let v = view(&[(Some(1000), true)]);
+        let gib = 1u64 << 30;
+        // Slightly ahead of what the tracker knows: plausible (another
+        // instance's fresher write), so it may wait.
+        assert_eq!(
+            fresh(&v, known(Some(1000 + gib), None), Strategy::Causal, 0),
+            Choice::Wait {
+                target: Lsn::from_u64(1000 + gib)
+            }
+        );
+        for st in [Strategy::Causal, Strategy::Hybrid, Strategy::PerReadCheck] {
+            assert_eq!(
+                fresh(&v, known(Some(1001 + gib), None), st, 0),
+                Choice::Leader(Reason::TokenAbsurd),
+                "{st}"
+            );
+        }
+        assert_eq!(
+            fresh(&v, known(Some(u64::MAX), None), Strategy::Causal, 0),
+            Choice::Leader(Reason::TokenAbsurd)
+        );
+    }
+
+    #[test]
+    fn hybrid_is_sticky_in_the_window_then_causal() {
+        let v = view(&[(Some(400), true)]);
+        let s = known(Some(500), Some(10_000));
+        assert_eq!(
+            fresh(&v, s, Strategy::Hybrid, 12_000),
+            Choice::Leader(Reason::WroteWithinWindow)
+        );
+        assert_eq!(
+            fresh(&v, s, Strategy::Hybrid, 15_000),
+            Choice::Wait {
+                target: Lsn::from_u64(500)
+            }
+        );
+        let caught_up = view(&[(Some(500), true)]);
+        assert_eq!(
+            fresh(&caught_up, s, Strategy::Hybrid, 15_000),
+            follower(0, Reason::CaughtUp)
+        );
+    }
+
+    #[test]
+    fn a_degraded_store_sends_fresh_reads_to_the_leader() {
+        let v = view(&[(Some(1000), true)]);
+        for st in [
+            Strategy::Sticky,
+            Strategy::Causal,
+            Strategy::Hybrid,
+            Strategy::PerReadCheck,
+        ] {
+            assert_eq!(
+                fresh(&v, SessionState::Unknown, st, 0),
+                Choice::Leader(Reason::StoreDegraded),
+                "{st}"
+            );
+        }
+    }
+
+    #[test]
+    fn per_read_check_asks_a_follower_when_there_is_a_token() {
+        let v = view(&[(Some(1), true)]);
+        assert_eq!(
+            fresh(&v, known(Some(500), None), Strategy::PerReadCheck, 0),
+            Choice::Check {
+                index: 0,
+                target: Lsn::from_u64(500)
+            },
+            "the tracker's view is not consulted for the position"
+        );
+        assert_eq!(
+            fresh(&v, known(None, None), Strategy::PerReadCheck, 0),
+            follower(0, Reason::RandomFollower)
+        );
+    }
+
+    #[test]
+    fn stale_ok_reads_use_followers_under_every_strategy() {
+        let v = view(&[(Some(1), true)]);
+        for st in Strategy::ALL {
+            let c = decide(
+                &v,
+                &SessionState::Unknown,
+                Freshness::StaleOk,
+                st,
+                0,
+                &RouterConfig::default(),
+                &mut rng(),
+            );
+            assert_eq!(c, follower(0, Reason::StaleOk), "{st}");
+        }
+        let none = view(&[(Some(1), false)]);
+        let c = decide(
+            &none,
+            &SessionState::Unknown,
+            Freshness::StaleOk,
+            Strategy::Leader,
+            0,
+            &RouterConfig::default(),
+            &mut rng(),
+        );
+        assert_eq!(c, Choice::Leader(Reason::NoFollowerInRotation));
+    }
+
+    #[test]
+    fn random_picks_only_followers_in_rotation_and_all_of_them() {
+        let v = view(&[(Some(1), true), (Some(1), false), (Some(1), true)]);
+        let mut seen = [0; 3];
+        let mut r = rng();
+        for _ in 0..200 {
+            match random_follower(&v, &mut r, Reason::StaleOk) {
+                Choice::Follower { index, .. } => seen[index] += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(seen[1], 0);
+        assert!(seen[0] > 50 && seen[2] > 50, "{seen:?}");
+    }
+
+    #[test]
+    fn fallback_reasons_are_the_ones_that_wanted_a_follower() {
+        assert!(Reason::WaitBudgetSpent.is_fallback());
+        assert!(Reason::StoreDegraded.is_fallback());
+        assert!(!Reason::LeaderStrategy.is_fallback());
+        assert!(!Reason::WroteWithinWindow.is_fallback());
+    }
+}

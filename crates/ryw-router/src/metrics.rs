@@ -1,0 +1,213 @@
+//! Counters a service can export (Prometheus or anything else): plain
+//! atomics, read as a [`MetricsSnapshot`]. No metrics backend dependency.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::{Freshness, Strategy};
+
+const STRATEGIES: usize = Strategy::ALL.len();
+
+/// The live counters, shared by the router and the tracker.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    /// Node names, leader first, in the order of `reads`.
+    nodes: Vec<Arc<str>>,
+    /// `[node][fresh = 0, stale-ok = 1][strategy]`.
+    reads: Vec<[[AtomicU64; STRATEGIES]; 2]>,
+    writes: AtomicU64,
+    waits: AtomicU64,
+    wait_micros: AtomicU64,
+    wait_timeouts: AtomicU64,
+    fallbacks_to_leader: AtomicU64,
+    evictions: AtomicU64,
+    forgets: AtomicU64,
+    store_errors: AtomicU64,
+    read_checks: AtomicU64,
+    absurd_tokens: AtomicU64,
+}
+
+impl Metrics {
+    /// Counters for `nodes` (leader first, then followers in config order).
+    pub fn new(nodes: Vec<Arc<str>>) -> Metrics {
+        let reads = nodes.iter().map(|_| Default::default()).collect();
+        Metrics {
+            nodes,
+            reads,
+            writes: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            wait_micros: AtomicU64::new(0),
+            wait_timeouts: AtomicU64::new(0),
+            fallbacks_to_leader: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            forgets: AtomicU64::new(0),
+            store_errors: AtomicU64::new(0),
+            read_checks: AtomicU64::new(0),
+            absurd_tokens: AtomicU64::new(0),
+        }
+    }
+
+    /// `node` is 0 for the leader, `1 + i` for follower `i`.
+    pub fn add_read(&self, node: usize, freshness: Freshness, strategy: Strategy) {
+        let f = match freshness {
+            Freshness::Fresh => 0,
+            Freshness::StaleOk => 1,
+        };
+        self.reads[node][f][strategy.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn add_write(&self) {
+        self.writes.fetch_add(1, Relaxed);
+    }
+
+    pub fn add_wait(&self, waited: Duration, timed_out: bool) {
+        self.waits.fetch_add(1, Relaxed);
+        self.wait_micros
+            .fetch_add(waited.as_micros() as u64, Relaxed);
+        if timed_out {
+            self.wait_timeouts.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn add_fallback(&self) {
+        self.fallbacks_to_leader.fetch_add(1, Relaxed);
+    }
+
+    pub fn add_evictions(&self, n: u64) {
+        if n > 0 {
+            self.evictions.fetch_add(n, Relaxed);
+        }
+    }
+
+    pub fn add_forget(&self) {
+        self.forgets.fetch_add(1, Relaxed);
+    }
+
+    pub fn add_store_error(&self) {
+        self.store_errors.fetch_add(1, Relaxed);
+    }
+
+    pub fn add_read_check(&self) {
+        self.read_checks.fetch_add(1, Relaxed);
+    }
+
+    pub fn add_absurd_token(&self) {
+        self.absurd_tokens.fetch_add(1, Relaxed);
+    }
+
+    /// Reads every counter (each one atomically; not all at one instant).
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let mut reads = Vec::new();
+        for (node, per_node) in self.nodes.iter().zip(&self.reads) {
+            for (freshness, per_f) in [Freshness::Fresh, Freshness::StaleOk]
+                .into_iter()
+                .zip(per_node)
+            {
+                for (strategy, count) in Strategy::ALL.into_iter().zip(per_f) {
+                    let count = count.load(Relaxed);
+                    if count > 0 {
+                        reads.push(ReadCount {
+                            node: node.clone(),
+                            freshness,
+                            strategy,
+                            count,
+                        });
+                    }
+                }
+            }
+        }
+        MetricsSnapshot {
+            reads,
+            writes: self.writes.load(Relaxed),
+            waits: self.waits.load(Relaxed),
+            wait_time: Duration::from_micros(self.wait_micros.load(Relaxed)),
+            wait_timeouts: self.wait_timeouts.load(Relaxed),
+            fallbacks_to_leader: self.fallbacks_to_leader.load(Relaxed),
+            evictions: self.evictions.load(Relaxed),
+            forgets: self.forgets.load(Relaxed),
+            store_errors: self.store_errors.load(Relaxed),
+            read_checks: self.read_checks.load(Relaxed),
+            absurd_tokens: self.absurd_tokens.load(Relaxed),
+        }
+    }
+}
+
+/// Reads served by one node under one strategy and freshness.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadCount {
+    /// `leader` or a follower's name.
+    pub node: Arc<str>,
+    /// Fresh or stale-ok.
+    pub freshness: Freshness,
+    /// The strategy in force for the read (stale-ok reads are routed the
+    /// same under all of them).
+    pub strategy: Strategy,
+    /// Reads since the router started.
+    pub count: u64,
+}
+
+/// All counters at one moment, totals since the router started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Reads by node, freshness and strategy; combinations never used are
+    /// left out.
+    pub reads: Vec<ReadCount>,
+    /// Leader connections handed out by `write()`.
+    pub writes: u64,
+    /// Fresh reads that waited for a follower to catch up.
+    pub waits: u64,
+    /// Total time those reads waited.
+    pub wait_time: Duration,
+    /// Waits that ran out of budget and went to the leader.
+    pub wait_timeouts: u64,
+    /// Reads that wanted a follower and were served by the leader (no
+    /// follower, store degraded, budget spent, check failed, …).
+    pub fallbacks_to_leader: u64,
+    /// Times a follower left rotation (down, forgotten or lagging).
+    pub evictions: u64,
+    /// Times the router forgot a follower's position because one of its own
+    /// connections failed (rule 3).
+    pub forgets: u64,
+    /// Session store calls that failed or timed out (rule 5).
+    pub store_errors: u64,
+    /// Extra replay-position queries made by `per-read-check`.
+    pub read_checks: u64,
+    /// Tokens absurdly far beyond the leader, sent to the leader and clamped
+    /// (rule 4).
+    pub absurd_tokens: u64,
+}
+
+impl MetricsSnapshot {
+    /// Reads served by `node`, all kinds together.
+    pub fn reads_on(&self, node: &str) -> u64 {
+        self.reads
+            .iter()
+            .filter(|r| &*r.node == node)
+            .map(|r| r.count)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_lists_used_counters_by_node() {
+        let m = Metrics::new(vec![Arc::from("leader"), Arc::from("f1")]);
+        m.add_read(0, Freshness::Fresh, Strategy::Causal);
+        m.add_read(1, Freshness::Fresh, Strategy::Causal);
+        m.add_read(1, Freshness::Fresh, Strategy::Causal);
+        m.add_read(1, Freshness::StaleOk, Strategy::Hybrid);
+        m.add_wait(Duration::from_millis(3), true);
+        m.add_evictions(0);
+        let s = m.snapshot();
+        assert_eq!(s.reads.len(), 3);
+        assert_eq!(s.reads_on("f1"), 3);
+        assert_eq!(s.reads_on("leader"), 1);
+        assert_eq!((s.waits, s.wait_timeouts), (1, 1));
+        assert_eq!(s.wait_time, Duration::from_millis(3));
+        assert_eq!(s.evictions, 0);
+    }
+}

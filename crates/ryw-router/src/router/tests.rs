@@ -1,0 +1,298 @@
+//! Router tests that need no database: waits under paused tokio time, token
+//! advance and clamping, the store guard, incarnation checks, and start-up
+//! with every node down. Routing against real followers is tested by the
+//! cluster harness.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep};
+
+use super::*;
+use crate::view::NodeStatus;
+use crate::{ManualClock, MemoryStore};
+
+fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> NodeStatus {
+    NodeStatus {
+        name: Arc::from(name),
+        role,
+        lsn: lsn.map(Lsn::from_u64),
+        lag_bytes: None,
+        lag_ms: None,
+        healthy: in_rotation,
+        in_rotation,
+        note: None,
+        epoch: 0,
+    }
+}
+
+/// Leader at `leader`; followers as (replay, in rotation).
+fn view(leader: u64, followers: &[(Option<u64>, bool)]) -> Arc<ClusterView> {
+    Arc::new(ClusterView {
+        leader: node("leader", Role::Leader, Some(leader), true),
+        followers: followers
+            .iter()
+            .enumerate()
+            .map(|(i, (lsn, rot))| node(&format!("f{}", i + 1), Role::Follower, *lsn, *rot))
+            .collect(),
+    })
+}
+
+/// Publishes `behind` every 10 ms, like a tracker whose follower is stuck.
+fn keep_publishing(tx: watch::Sender<Arc<ClusterView>>, behind: Arc<ClusterView>) {
+    tokio::spawn(async move {
+        loop {
+            sleep(Duration::from_millis(10)).await;
+            if tx.send(behind.clone()).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_ends_exactly_at_its_budget_when_no_follower_catches_up() {
+    let behind = view(1000, &[(Some(500), true), (Some(600), true)]);
+    let (tx, rx) = watch::channel(behind.clone());
+    keep_publishing(tx, behind);
+    let started = Instant::now();
+    let found = wait_for_caught_up(rx, Lsn::from_u64(800), Duration::from_millis(200)).await;
+    assert!(found.is_none());
+    assert_eq!(started.elapsed(), Duration::from_millis(200));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_read_wakes_on_the_publish_that_shows_a_follower_caught_up() {
+    let (tx, rx) = watch::channel(view(1000, &[(Some(500), true), (Some(600), true)]));
+    tokio::spawn(async move {
+        sleep(Duration::from_millis(150)).await;
+        tx.send_replace(view(1000, &[(Some(500), true), (Some(800), true)]));
+        sleep(Duration::from_secs(10)).await; // keep the channel open
+    });
+    let started = Instant::now();
+    let (index, seen_in) = wait_for_caught_up(rx, Lsn::from_u64(800), Duration::from_millis(200))
+        .await
+        .expect("caught up within budget");
+    assert_eq!(index, 1);
+    assert_eq!(seen_in.followers[1].lsn, Some(Lsn::from_u64(800)));
+    assert_eq!(started.elapsed(), Duration::from_millis(150));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_beyond_the_leader_cannot_stretch_the_wait() {
+    // 500 MiB beyond the leader: not absurd, so it may wait, but only the budget.
+    let behind = view(1000, &[(Some(1000), true)]);
+    let (tx, rx) = watch::channel(behind.clone());
+    keep_publishing(tx, behind);
+    let started = Instant::now();
+    let target = Lsn::from_u64(1000 + (500 << 20));
+    assert!(
+        wait_for_caught_up(rx, target, Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+    assert_eq!(started.elapsed(), Duration::from_millis(200));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_gives_up_when_the_last_follower_leaves_rotation() {
+    let (tx, rx) = watch::channel(view(1000, &[(Some(500), true)]));
+    tokio::spawn(async move {
+        sleep(Duration::from_millis(30)).await;
+        tx.send_replace(view(1000, &[(None, false)]));
+        sleep(Duration::from_secs(10)).await;
+    });
+    let started = Instant::now();
+    assert!(
+        wait_for_caught_up(rx, Lsn::from_u64(800), Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+    assert_eq!(started.elapsed(), Duration::from_millis(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_ends_when_the_tracker_is_gone() {
+    let (tx, rx) = watch::channel(view(1000, &[(Some(500), true)]));
+    drop(tx);
+    let started = Instant::now();
+    assert!(
+        wait_for_caught_up(rx, Lsn::from_u64(800), Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+    assert_eq!(started.elapsed(), Duration::ZERO);
+}
+
+fn known(token: Option<u64>) -> SessionState {
+    SessionState::Known {
+        token: token.map(Lsn::from_u64),
+        last_write_ms: None,
+    }
+}
+
+#[test]
+fn a_follower_read_advances_the_token_to_what_the_follower_had_replayed() {
+    let v = view(1000, &[(Some(700), true)]);
+    let cfg = RouterConfig::default();
+    let lsn = |v: u64| Some(Lsn::from_u64(v));
+    // Causal read on a follower at 700 with token 500: the session has now seen 700.
+    assert_eq!(
+        advance_token(&v, &cfg, &known(Some(500)), None, lsn(700)),
+        (lsn(700), false)
+    );
+    // A legacy read on a lagging follower never lowers the token.
+    assert_eq!(
+        advance_token(&v, &cfg, &known(Some(900)), None, lsn(700)),
+        (lsn(900), false)
+    );
+    // A leader read: the leader's known position.
+    assert_eq!(
+        advance_token(&v, &cfg, &known(Some(900)), None, lsn(1000)),
+        (lsn(1000), false)
+    );
+    // A first read with nothing known.
+    assert_eq!(
+        advance_token(&v, &cfg, &known(None), None, None),
+        (None, false)
+    );
+}
+
+#[test]
+fn an_absurd_token_is_clamped_to_the_leader_position() {
+    let v = view(1000, &[]);
+    let cfg = RouterConfig::default();
+    let absurd = Some(1000 + (1 << 30) + 1);
+    assert_eq!(
+        advance_token(&v, &cfg, &known(absurd), None, Some(Lsn::from_u64(1000))),
+        (Some(Lsn::from_u64(1000)), true)
+    );
+    // With the store down, the client's own token is what gets clamped.
+    assert_eq!(
+        advance_token(
+            &v,
+            &cfg,
+            &SessionState::Unknown,
+            absurd.map(Lsn::from_u64),
+            None
+        ),
+        (Some(Lsn::from_u64(1000)), true)
+    );
+}
+
+#[test]
+fn the_store_stays_distrusted_for_the_grace_period_after_a_failure() {
+    let clock = ManualClock::new(1_000_000);
+    let grace = Duration::from_secs(10);
+    let guard = StoreGuard::default();
+    assert!(guard.trusted(clock.now_ms(), grace));
+    guard.failed(clock.now_ms());
+    clock.advance(Duration::from_millis(9_999));
+    assert!(!guard.trusted(clock.now_ms(), grace));
+    clock.advance(Duration::from_millis(1));
+    assert!(guard.trusted(clock.now_ms(), grace));
+    // An older failure reported late does not shorten the grace.
+    guard.failed(clock.now_ms());
+    guard.failed(clock.now_ms() - 5_000);
+    clock.advance(Duration::from_millis(6_000));
+    assert!(!guard.trusted(clock.now_ms(), grace));
+}
+
+#[test]
+fn new_follower_connections_must_match_the_known_incarnation() {
+    assert_eq!(check_incarnation(Some(42), 42), Ok(()));
+    assert!(
+        check_incarnation(Some(42), 43).is_err(),
+        "restarted since the last poll"
+    );
+    assert!(check_incarnation(None, 42).is_err(), "position unknown");
+}
+
+fn unreachable_urls() -> NodeUrls {
+    // Nothing listens on port 1 of loopback: refused at once.
+    NodeUrls {
+        leader: "host=127.0.0.1 port=1 user=ryw".into(),
+        followers: vec![("f1".into(), "host=127.0.0.1 port=1 user=ryw".into())],
+    }
+}
+
+fn quick_config() -> RouterConfig {
+    RouterConfig {
+        pool_timeout: Duration::from_millis(300),
+        connect_timeout: Duration::from_millis(300),
+        ..RouterConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_router_starts_with_every_node_down_and_fails_cleanly() {
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let router = Router::connect_with_clock(
+        quick_config(),
+        unreachable_urls(),
+        Arc::new(MemoryStore::default()),
+        clock,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(router.write().await, Err(Error::Pool { ref node, .. }) if node == "leader"));
+    let user = SessionKey::new("u1").unwrap();
+    for strategy in Strategy::ALL {
+        let err = router
+            .read(&user, Freshness::Fresh, Some(strategy), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Pool { ref node, .. } if node == "leader"),
+            "{strategy}: {err}"
+        );
+    }
+    // The tracker reports what it sees.
+    let mut rx = router.watch_cluster();
+    let view = tokio::time::timeout(
+        Duration::from_secs(5),
+        rx.wait_for(|v| {
+            v.leader
+                .note
+                .as_deref()
+                .is_some_and(|n| n.contains("connect"))
+        }),
+    )
+    .await
+    .expect("tracker reported the leader down")
+    .unwrap()
+    .clone();
+    assert!(!view.leader.healthy);
+    assert!(
+        view.followers
+            .iter()
+            .all(|f| !f.in_rotation && f.lsn.is_none())
+    );
+    assert_eq!(router.store_health(), StoreHealth::Ok);
+    let m = router.metrics();
+    assert_eq!(m.writes, 1);
+    router.shutdown();
+    assert!(router.write().await.is_err());
+}
+
+#[tokio::test]
+async fn bad_urls_and_configs_are_refused_at_connect() {
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::default());
+    let bad_url = NodeUrls {
+        leader: "postgres://[not a host".into(),
+        followers: vec![],
+    };
+    let err = Router::connect(RouterConfig::default(), bad_url, store.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Url { .. }), "{err}");
+    let bad_cfg = RouterConfig {
+        poll_interval: Duration::ZERO,
+        ..RouterConfig::default()
+    };
+    let err = Router::connect(bad_cfg, unreachable_urls(), store)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+}

@@ -1,0 +1,197 @@
+//! [`MemoryStore`]: sessions in a map in this process. The default: right for
+//! one service instance, and for tests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{SessionKey, SessionRecord, SessionStore, StoreFuture, StoreHealth};
+use crate::{Clock, Lsn, SystemClock};
+
+/// Sweep expired sessions after this many updates.
+const SWEEP_EVERY: u64 = 4096;
+
+#[derive(Debug, Default)]
+struct Entry {
+    record: SessionRecord,
+    expires_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct Map {
+    sessions: HashMap<SessionKey, Entry>,
+    updates: u64,
+}
+
+/// Sessions in memory, each forgotten `ttl` after its last update (like the
+/// Redis keys' TTL). Never fails, so always healthy.
+#[derive(Debug)]
+pub struct MemoryStore {
+    map: Mutex<Map>,
+    ttl: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemoryStore {
+    /// A 10-minute TTL on the system clock.
+    fn default() -> MemoryStore {
+        MemoryStore::new(Duration::from_secs(600), Arc::new(SystemClock))
+    }
+}
+
+impl MemoryStore {
+    /// A store whose sessions expire `ttl` after their last update, timed by
+    /// `clock`.
+    pub fn new(ttl: Duration, clock: Arc<dyn Clock>) -> MemoryStore {
+        MemoryStore {
+            map: Mutex::new(Map::default()),
+            ttl,
+            clock,
+        }
+    }
+
+    /// Number of live (unexpired) sessions.
+    pub fn len(&self) -> usize {
+        let now = self.clock.now_ms();
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.sessions.values().filter(|e| e.expires_ms > now).count()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn update(&self, key: &SessionKey, f: impl FnOnce(&mut SessionRecord)) -> Lsn {
+        let now = self.clock.now_ms();
+        let expires_ms = now.saturating_add(self.ttl.as_millis() as u64);
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.updates += 1;
+        if map.updates % SWEEP_EVERY == 0 {
+            map.sessions.retain(|_, e| e.expires_ms > now);
+        }
+        let entry = map.sessions.entry(key.clone()).or_default();
+        if entry.expires_ms <= now {
+            entry.record = SessionRecord::default();
+        }
+        f(&mut entry.record);
+        entry.expires_ms = expires_ms;
+        entry.record.token.unwrap_or(Lsn::ZERO)
+    }
+}
+
+impl SessionStore for MemoryStore {
+    fn load<'a>(&'a self, key: &'a SessionKey) -> StoreFuture<'a, SessionRecord> {
+        let now = self.clock.now_ms();
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let record = map
+            .sessions
+            .get(key)
+            .filter(|e| e.expires_ms > now)
+            .map(|e| e.record)
+            .unwrap_or_default();
+        Box::pin(std::future::ready(Ok(record)))
+    }
+
+    fn record_write<'a>(
+        &'a self,
+        key: &'a SessionKey,
+        lsn: Lsn,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Lsn> {
+        let stored = self.update(key, |r| {
+            r.token = r.token.max(Some(lsn));
+            r.last_write_ms = r.last_write_ms.max(Some(now_ms));
+        });
+        Box::pin(std::future::ready(Ok(stored)))
+    }
+
+    fn observe<'a>(&'a self, key: &'a SessionKey, lsn: Lsn) -> StoreFuture<'a, Lsn> {
+        let stored = self.update(key, |r| r.token = r.token.max(Some(lsn)));
+        Box::pin(std::future::ready(Ok(stored)))
+    }
+
+    fn health(&self) -> StoreHealth {
+        StoreHealth::Ok
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManualClock;
+
+    fn store() -> (MemoryStore, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        (
+            MemoryStore::new(Duration::from_secs(600), clock.clone()),
+            clock,
+        )
+    }
+
+    fn key(s: &str) -> SessionKey {
+        SessionKey::new(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn tokens_only_ever_rise() {
+        let (s, _) = store();
+        let k = key("u1");
+        assert_eq!(s.load(&k).await.unwrap(), SessionRecord::default());
+        assert_eq!(
+            s.record_write(&k, Lsn::from_u64(500), 10).await.unwrap(),
+            Lsn::from_u64(500)
+        );
+        assert_eq!(
+            s.observe(&k, Lsn::from_u64(400)).await.unwrap(),
+            Lsn::from_u64(500)
+        );
+        assert_eq!(
+            s.record_write(&k, Lsn::from_u64(300), 5).await.unwrap(),
+            Lsn::from_u64(500)
+        );
+        assert_eq!(
+            s.load(&k).await.unwrap(),
+            SessionRecord {
+                token: Some(Lsn::from_u64(500)),
+                last_write_ms: Some(10)
+            }
+        );
+        assert_eq!(
+            s.observe(&k, Lsn::from_u64(900)).await.unwrap(),
+            Lsn::from_u64(900)
+        );
+        assert_eq!(s.load(&key("u2")).await.unwrap(), SessionRecord::default());
+    }
+
+    #[tokio::test]
+    async fn sessions_expire_after_the_ttl_since_their_last_update() {
+        let (s, clock) = store();
+        let k = key("u1");
+        s.record_write(&k, Lsn::from_u64(5), clock.now_ms())
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(599));
+        s.observe(&k, Lsn::from_u64(6)).await.unwrap();
+        clock.advance(Duration::from_secs(599));
+        assert_eq!(s.load(&k).await.unwrap().token, Some(Lsn::from_u64(6)));
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(s.load(&k).await.unwrap(), SessionRecord::default());
+        assert!(s.is_empty());
+        // An expired entry starts over rather than resurrecting old values.
+        s.observe(&k, Lsn::from_u64(1)).await.unwrap();
+        assert_eq!(s.load(&k).await.unwrap().last_write_ms, None);
+    }
+
+    #[test]
+    fn session_keys_are_checked() {
+        assert!(SessionKey::new("3f2c9c1e-8a53-4a53-9b55-0c8f1b3f5a11").is_ok());
+        for bad in ["", "a b", "a\nb", &"x".repeat(129)] {
+            assert!(SessionKey::new(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The session store: where a session's token and last write time live
+//! between requests, so that a user's next read — on another instance, from
+//! another device — knows what it must see.
+//!
+//! [`SessionStore`] is the crate's one trait, because there are two real
+//! implementations: [`MemoryStore`] (one process) and [`RedisStore`] (shared
+//! by every instance of a service).
+
+mod memory;
+mod redis;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::{Error, Lsn, Result};
+
+pub use self::memory::MemoryStore;
+pub use self::redis::{RedisStore, RedisStoreConfig};
+
+/// Longest accepted session key, in bytes.
+pub const MAX_SESSION_KEY: usize = 128;
+
+/// Identifies a session: the service passes the user id (a UUID). Checked on
+/// the way in so it is safe inside a Redis key and a log line.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey(Arc<str>);
+
+impl SessionKey {
+    /// A key from a user id: 1–128 bytes, no whitespace or control
+    /// characters.
+    pub fn new(id: impl AsRef<str>) -> Result<SessionKey> {
+        let id = id.as_ref();
+        let ok = !id.is_empty()
+            && id.len() <= MAX_SESSION_KEY
+            && !id.chars().any(|c| c.is_control() || c.is_whitespace());
+        if ok {
+            Ok(SessionKey(Arc::from(id)))
+        } else {
+            Err(Error::InvalidSessionKey)
+        }
+    }
+
+    /// The id as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for SessionKey {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<SessionKey> {
+        SessionKey::new(s)
+    }
+}
+
+/// What the store holds for one session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The highest position the session has written or seen.
+    pub token: Option<Lsn>,
+    /// Wall-clock ms of its last write (the sticky window).
+    pub last_write_ms: Option<u64>,
+}
+
+/// Whether the store can be relied on; shown by `GET /api/cluster`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// Answering.
+    Ok,
+    /// Failing or recently failed: fresh reads go to the leader (rule 5).
+    Degraded(String),
+}
+
+impl StoreHealth {
+    /// Whether it is [`StoreHealth::Ok`].
+    pub fn is_ok(&self) -> bool {
+        matches!(self, StoreHealth::Ok)
+    }
+}
+
+/// A boxed future of a store call (dyn-compatible, no extra dependency).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// Keeps sessions' tokens. Every update is `max(old, new)`, atomically: a
+/// token is never lowered, whichever instance writes last (rules 1 and 7).
+///
+/// Implementations must answer quickly or fail (the Redis store times out
+/// after 250 ms): the router treats any error as "session unknown" and sends
+/// the session's fresh reads to the leader (rule 5).
+pub trait SessionStore: Send + Sync + fmt::Debug {
+    /// The session's record; an empty record for an unknown or expired one.
+    fn load<'a>(&'a self, key: &'a SessionKey) -> StoreFuture<'a, SessionRecord>;
+
+    /// After a committed write at `lsn`: token = max(token, lsn) and
+    /// last write = max(last write, `now_ms`). Returns the stored token.
+    fn record_write<'a>(
+        &'a self,
+        key: &'a SessionKey,
+        lsn: Lsn,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Lsn>;
+
+    /// After a read that saw `lsn`: token = max(token, lsn) (monotonic reads,
+    /// rule 7). Returns the stored token.
+    fn observe<'a>(&'a self, key: &'a SessionKey, lsn: Lsn) -> StoreFuture<'a, Lsn>;
+
+    /// Whether the store is answering.
+    fn health(&self) -> StoreHealth;
+
+    /// `"memory"` or `"redis"`, for the dashboard.
+    fn backend(&self) -> &'static str;
+}

@@ -1,0 +1,494 @@
+//! The tracker's bookkeeping, with no I/O: what each poll result or failure
+//! does to the known positions, lag and rotation. Kept apart from the polling
+//! tasks so every rule here is unit-tested with made-up polls and instants.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::view::{ClusterView, NodeStatus, Role};
+use crate::{LEADER_NAME, Lsn, RouterConfig};
+
+/// Leader positions closer in time than this are merged into one history
+/// entry (the later position, the earlier time): bounds memory under heavy
+/// write rates at the cost of over-stating lag by under a millisecond.
+const HISTORY_RESOLUTION: Duration = Duration::from_millis(1);
+
+/// What one follower poll returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FollowerPoll {
+    /// `pg_last_wal_replay_lsn()`; `None` on a primary.
+    pub replay: Option<Lsn>,
+    /// `pg_postmaster_start_time()` in µs since the epoch: changes when the
+    /// server restarts.
+    pub started_at_us: i64,
+    /// `pg_stat_wal_receiver.status`; `None` when there is no WAL receiver.
+    pub receiver: Option<String>,
+}
+
+/// The limits that decide rotation.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub max_lag_bytes: u64,
+    pub max_lag_time: Duration,
+    /// How far back the leader history reaches; beyond it lag time is a lower
+    /// bound, already past `max_lag_time`.
+    pub history_span: Duration,
+}
+
+impl Limits {
+    pub fn from_config(cfg: &RouterConfig) -> Limits {
+        Limits {
+            max_lag_bytes: cfg.max_lag_bytes,
+            max_lag_time: cfg.max_lag_time,
+            history_span: (cfg.max_lag_time * 2).max(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// When the leader first reached each position: lag time without
+/// `pg_last_xact_replay_timestamp()` (FACTS: that grows forever on an idle
+/// cluster).
+#[derive(Debug, Default)]
+pub(crate) struct LeaderHistory {
+    /// `(position, first seen)`, both increasing.
+    entries: VecDeque<(Lsn, Instant)>,
+}
+
+impl LeaderHistory {
+    /// Notes that the leader was at `lsn` at `now`. Positions never go back.
+    pub fn record(&mut self, lsn: Lsn, now: Instant, span: Duration) {
+        match self.entries.back_mut() {
+            Some((last, _)) if lsn <= *last => return,
+            Some((last, seen)) if now.saturating_duration_since(*seen) < HISTORY_RESOLUTION => {
+                *last = lsn;
+            }
+            _ => self.entries.push_back((lsn, now)),
+        }
+        // Drop the oldest entry only while the next one is also out of the
+        // span, so the first entry always dates from at least `span` ago:
+        // lag of a follower behind it reads as at least `span`.
+        while self.entries.len() >= 2 && now.saturating_duration_since(self.entries[1].1) > span {
+            self.entries.pop_front();
+        }
+    }
+
+    /// The latest position the leader is known to have reached.
+    pub fn latest(&self) -> Option<Lsn> {
+        self.entries.back().map(|(lsn, _)| *lsn)
+    }
+
+    /// Lag time of a follower at `replay`: `now` minus the time the leader
+    /// first went past `replay`; zero when `replay` has reached the leader's
+    /// latest known position.
+    pub fn lag(&self, replay: Lsn, now: Instant) -> Option<Duration> {
+        let (latest, _) = self.entries.back()?;
+        if replay >= *latest {
+            return Some(Duration::ZERO);
+        }
+        let first_beyond = self.entries.partition_point(|(lsn, _)| *lsn <= replay);
+        let (_, seen) = self.entries[first_beyond];
+        Some(now.saturating_duration_since(seen))
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[derive(Debug)]
+struct Follower {
+    status: NodeStatus,
+    /// The postmaster start time the positions we hold came from. Kept when
+    /// the position is forgotten, to tell a reconnect from a restart.
+    started_at_us: Option<i64>,
+}
+
+/// Everything the tracker knows; one instance behind a mutex, turned into a
+/// [`ClusterView`] after every change.
+#[derive(Debug)]
+pub(crate) struct TrackerState {
+    limits: Limits,
+    leader: NodeStatus,
+    history: LeaderHistory,
+    followers: Vec<Follower>,
+}
+
+impl TrackerState {
+    pub fn new(follower_names: &[Arc<str>], limits: Limits) -> TrackerState {
+        TrackerState {
+            limits,
+            leader: NodeStatus::new(Arc::from(LEADER_NAME), Role::Leader),
+            history: LeaderHistory::default(),
+            followers: follower_names
+                .iter()
+                .map(|name| Follower {
+                    status: NodeStatus::new(name.clone(), Role::Follower),
+                    started_at_us: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// A successful poll of the leader.
+    pub fn on_leader_poll(&mut self, lsn: Lsn, now: Instant) {
+        if !self.leader.healthy {
+            tracing::info!(node = LEADER_NAME, %lsn, "leader reachable");
+        }
+        self.leader.healthy = true;
+        self.leader.in_rotation = true;
+        self.leader.note = None;
+        self.note_leader_lsn(lsn, now);
+    }
+
+    /// A leader position learnt elsewhere (a write's commit LSN): makes lag
+    /// and the rule 4 bound current without waiting for the next poll.
+    pub fn note_leader_lsn(&mut self, lsn: Lsn, now: Instant) {
+        self.history.record(lsn, now, self.limits.history_span);
+        self.leader.lsn = self.leader.lsn.max(Some(lsn));
+    }
+
+    /// The leader could not be polled. Its last position is kept: positions
+    /// only grow, so it is still a lower bound.
+    pub fn on_leader_error(&mut self, why: &str) {
+        if self.leader.healthy {
+            tracing::warn!(node = LEADER_NAME, error = why, "leader unreachable");
+        }
+        self.leader.healthy = false;
+        self.leader.in_rotation = false;
+        self.leader.note = Some(why.to_owned());
+    }
+
+    /// A successful poll of follower `i`.
+    pub fn on_follower_poll(&mut self, i: usize, poll: FollowerPoll) {
+        let f = &mut self.followers[i];
+        // Rule 3: a restarted standby can come back behind what it had
+        // replayed; nothing learnt from the previous incarnation survives.
+        if f.started_at_us
+            .is_some_and(|known| known != poll.started_at_us)
+        {
+            forget(&mut f.status, "postmaster restarted");
+        }
+        f.started_at_us = Some(poll.started_at_us);
+        let streaming = poll.receiver.as_deref() == Some("streaming");
+        match poll.replay {
+            None => forget(&mut f.status, "no replay position (not a standby?)"),
+            Some(_) if !streaming => {
+                // A standby whose WAL receiver stopped answers queries with
+                // frozen data; treat it as down until it streams again.
+                let why = match poll.receiver.as_deref() {
+                    None => "wal receiver not running".to_owned(),
+                    Some(other) => format!("wal receiver {other}"),
+                };
+                forget(&mut f.status, &why);
+            }
+            Some(replay) => {
+                if f.status.lsn.is_some_and(|known| replay < known) {
+                    // Same incarnation yet behind: something we do not
+                    // understand (a different server behind the address?).
+                    forget(&mut f.status, "replay position went backwards");
+                }
+                if !f.status.healthy {
+                    tracing::info!(node = %f.status.name, %replay, "follower healthy");
+                }
+                f.status.lsn = Some(replay);
+                f.status.healthy = true;
+                f.status.note = None;
+            }
+        }
+    }
+
+    /// Follower `i` could not be polled or connected to, or one of the
+    /// router's own connections to it broke (rule 3): forget its position.
+    pub fn forget_follower(&mut self, i: usize, why: &str) {
+        forget(&mut self.followers[i].status, why);
+    }
+
+    /// The postmaster start time follower `i`'s known position belongs to, if
+    /// its position is known. New pooled connections must match it.
+    pub fn known_incarnation(&self, i: usize) -> Option<i64> {
+        let f = &self.followers[i];
+        f.status.lsn.and(f.started_at_us)
+    }
+
+    /// Recomputes lag and rotation at `now`; returns how many followers left
+    /// rotation in this step.
+    pub fn refresh(&mut self, now: Instant) -> u64 {
+        let limits = self.limits;
+        let leader = self.history.latest();
+        let mut evicted = 0;
+        for f in &mut self.followers {
+            let s = &mut f.status;
+            let was_in = s.in_rotation;
+            match (s.healthy, s.lsn, leader) {
+                (true, Some(replay), Some(leader_lsn)) => {
+                    let bytes = leader_lsn.bytes_since(replay);
+                    let time = self.history.lag(replay, now).unwrap_or_default();
+                    s.lag_bytes = Some(bytes);
+                    s.lag_ms = Some(time.as_millis() as u64);
+                    // Rule 8: lagging past either limit leaves rotation.
+                    s.in_rotation = bytes <= limits.max_lag_bytes && time <= limits.max_lag_time;
+                    s.note = (!s.in_rotation)
+                        .then(|| format!("lagging {bytes} bytes, {} ms", time.as_millis()));
+                }
+                (true, Some(_), None) => {
+                    // The leader was never reached: lag cannot be judged.
+                    // Position-based (causal) decisions stay correct.
+                    s.lag_bytes = None;
+                    s.lag_ms = None;
+                    s.in_rotation = true;
+                }
+                _ => {
+                    s.lag_bytes = None;
+                    s.lag_ms = None;
+                    s.in_rotation = false;
+                }
+            }
+            if was_in && !s.in_rotation {
+                evicted += 1;
+                tracing::warn!(node = %s.name, note = ?s.note, "follower left rotation");
+            } else if !was_in && s.in_rotation {
+                tracing::info!(node = %s.name, "follower in rotation");
+            }
+        }
+        evicted
+    }
+
+    /// The snapshot routing reads.
+    pub fn view(&self) -> ClusterView {
+        ClusterView {
+            leader: self.leader.clone(),
+            followers: self.followers.iter().map(|f| f.status.clone()).collect(),
+        }
+    }
+}
+
+/// Rule 3: the position is no longer trusted, and decisions taken under the
+/// old epoch are void (the epoch moves only when something was known, so a
+/// node that stays down does not churn it).
+fn forget(s: &mut NodeStatus, why: &str) {
+    if s.healthy || s.lsn.is_some() {
+        tracing::warn!(node = %s.name, reason = why, "forgetting follower position");
+        s.epoch += 1;
+    }
+    s.lsn = None;
+    s.healthy = false;
+    // `in_rotation` is left to `refresh`, which counts the eviction.
+    s.lag_bytes = None;
+    s.lag_ms = None;
+    s.note = Some(why.to_owned());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn limits() -> Limits {
+        Limits::from_config(&RouterConfig::default())
+    }
+
+    fn state(n: usize) -> TrackerState {
+        let names: Vec<Arc<str>> = (1..=n).map(|i| Arc::from(format!("f{i}"))).collect();
+        TrackerState::new(&names, limits())
+    }
+
+    fn streaming(replay: u64, started: i64) -> FollowerPoll {
+        FollowerPoll {
+            replay: Some(Lsn::from_u64(replay)),
+            started_at_us: started,
+            receiver: Some("streaming".into()),
+        }
+    }
+
+    #[test]
+    fn a_caught_up_follower_is_in_rotation_with_zero_lag() {
+        let t0 = Instant::now();
+        let mut st = state(1);
+        st.on_leader_poll(Lsn::from_u64(1000), t0);
+        st.on_follower_poll(0, streaming(1000, 1));
+        st.refresh(t0 + Duration::from_secs(60));
+        let f = &st.view().followers[0];
+        assert!(f.healthy && f.in_rotation);
+        assert_eq!(f.lsn, Some(Lsn::from_u64(1000)));
+        // Idle cluster, a minute later: still zero lag (not replay-timestamp lag).
+        assert_eq!((f.lag_bytes, f.lag_ms), (Some(0), Some(0)));
+    }
+
+    #[test]
+    fn lag_time_counts_from_when_the_leader_first_passed_the_follower() {
+        let t0 = Instant::now();
+        let mut st = state(1);
+        st.on_leader_poll(Lsn::from_u64(100), t0);
+        st.on_leader_poll(Lsn::from_u64(200), t0 + Duration::from_millis(50));
+        st.on_leader_poll(Lsn::from_u64(300), t0 + Duration::from_millis(120));
+        st.on_follower_poll(0, streaming(150, 1));
+        st.refresh(t0 + Duration::from_millis(400));
+        let f = &st.view().followers[0];
+        // The leader first went beyond 150 when it reached 200, at t0+50ms.
+        assert_eq!(f.lag_ms, Some(350));
+        assert_eq!(f.lag_bytes, Some(150));
+    }
+
+    #[test]
+    fn a_follower_lagging_past_the_byte_limit_leaves_rotation_and_returns() {
+        let t0 = Instant::now();
+        let mut st = state(1);
+        st.on_leader_poll(Lsn::from_u64(100 * MIB), t0);
+        st.on_follower_poll(0, streaming(100 * MIB - 17 * MIB, 1));
+        assert_eq!(st.refresh(t0), 0, "was never in rotation");
+        assert!(!st.view().followers[0].in_rotation);
+        st.on_follower_poll(0, streaming(100 * MIB - MIB, 1));
+        st.refresh(t0);
+        assert!(st.view().followers[0].in_rotation);
+        st.on_leader_poll(Lsn::from_u64(200 * MIB), t0 + Duration::from_millis(10));
+        assert_eq!(
+            st.refresh(t0 + Duration::from_millis(10)),
+            1,
+            "one eviction"
+        );
+        let f = &st.view().followers[0];
+        assert!(f.healthy && !f.in_rotation);
+        assert!(f.note.as_deref().unwrap().contains("lagging"));
+    }
+
+    #[test]
+    fn a_follower_lagging_past_the_time_limit_leaves_rotation() {
+        let t0 = Instant::now();
+        let mut st = state(1);
+        st.on_leader_poll(Lsn::from_u64(1000), t0);
+        st.on_follower_poll(0, streaming(1000, 1));
+        st.on_leader_poll(Lsn::from_u64(1010), t0 + Duration::from_secs(1));
+        st.refresh(t0 + Duration::from_secs(10));
+        assert!(st.view().followers[0].in_rotation, "9 s behind: in");
+        assert_eq!(st.refresh(t0 + Duration::from_millis(11_001)), 1);
+        assert!(!st.view().followers[0].in_rotation, "10.001 s behind: out");
+    }
+
+    #[test]
+    fn a_stopped_wal_receiver_is_forgotten_until_it_streams_again() {
+        let t0 = Instant::now();
+        let mut st = state(1);
+        st.on_leader_poll(Lsn::from_u64(1000), t0);
+        st.on_follower_poll(0, streaming(1000, 1));
+        st.refresh(t0);
+        let epoch = st.view().followers[0].epoch;
+        st.on_follower_poll(
+            0,
+            FollowerPoll {
+                replay: Some(Lsn::from_u64(1000)),
+                started_at_us: 1,
+                receiver: None,
+            },
+        );
+        st.refresh(t0);
+        let f = &st.view().followers[0];
+        assert_eq!((f.lsn, f.healthy, f.in_rotation), (None, false, false));
+        assert!(f.epoch > epoch);
+        st.on_follower_poll(0, streaming(1000, 1));
+        st.refresh(t0);
+        assert!(st.view().followers[0].in_rotation);
+    }
+
+    #[test]
+    fn a_restart_forgets_the_position_and_bumps_the_epoch() {
+        let t0 = Instant::now();
+        let mut st = state(2);
+        st.on_leader_poll(Lsn::from_u64(5000), t0);
+        st.on_follower_poll(0, streaming(5000, 111));
+        st.on_follower_poll(1, streaming(5000, 222));
+        st.refresh(t0);
+        let before = st.view();
+        assert_eq!(st.known_incarnation(0), Some(111));
+
+        // Follower 0 restarted and came back behind.
+        st.on_follower_poll(0, streaming(4000, 333));
+        st.refresh(t0);
+        let after = st.view();
+        assert!(after.followers[0].epoch > before.followers[0].epoch);
+        assert_eq!(after.followers[0].lsn, Some(Lsn::from_u64(4000)));
+        assert_eq!(st.known_incarnation(0), Some(333));
+        assert_eq!(after.followers[1], before.followers[1], "others untouched");
+    }
+
+    #[test]
+    fn a_broken_connection_forgets_and_a_reconnect_relearns() {
+        let t0 = Instant::now();
+        let mut st = state(1);
+        st.on_leader_poll(Lsn::from_u64(10), t0);
+        st.on_follower_poll(0, streaming(10, 7));
+        st.refresh(t0);
+        assert_eq!(st.refresh(t0), 0);
+        st.forget_follower(0, "connection closed");
+        assert_eq!(st.refresh(t0), 1, "leaving rotation counts as an eviction");
+        let f = &st.view().followers[0];
+        assert_eq!((f.lsn, f.in_rotation), (None, false));
+        assert_eq!(
+            st.known_incarnation(0),
+            None,
+            "new connections are refused meanwhile"
+        );
+        st.on_follower_poll(0, streaming(10, 7));
+        st.refresh(t0);
+        assert!(st.view().followers[0].in_rotation);
+    }
+
+    #[test]
+    fn a_primary_polled_as_follower_is_never_in_rotation() {
+        let t0 = Instant::now();
+        let mut st = state(1);
+        st.on_leader_poll(Lsn::from_u64(10), t0);
+        st.on_follower_poll(
+            0,
+            FollowerPoll {
+                replay: None,
+                started_at_us: 1,
+                receiver: None,
+            },
+        );
+        st.refresh(t0);
+        assert!(!st.view().followers[0].in_rotation);
+    }
+
+    #[test]
+    fn the_leader_keeps_its_last_position_when_unreachable() {
+        let t0 = Instant::now();
+        let mut st = state(0);
+        st.on_leader_poll(Lsn::from_u64(10), t0);
+        st.on_leader_error("connection refused");
+        let v = st.view();
+        assert_eq!(v.leader.lsn, Some(Lsn::from_u64(10)));
+        assert!(!v.leader.healthy);
+        st.note_leader_lsn(Lsn::from_u64(5), t0);
+        assert_eq!(
+            st.view().leader.lsn,
+            Some(Lsn::from_u64(10)),
+            "never lowered"
+        );
+    }
+
+    #[test]
+    fn history_stays_bounded_and_old_lag_stays_large() {
+        let t0 = Instant::now();
+        let span = Duration::from_secs(20);
+        let mut h = LeaderHistory::default();
+        for ms in 0..60_000u64 {
+            h.record(Lsn::from_u64(ms + 1), t0 + Duration::from_millis(ms), span);
+        }
+        assert!(h.len() <= 20_002, "{}", h.len());
+        let now = t0 + Duration::from_millis(60_000);
+        assert!(h.lag(Lsn::from_u64(1), now).unwrap() >= span);
+        assert_eq!(h.lag(Lsn::from_u64(60_000), now), Some(Duration::ZERO));
+        // Positions within a millisecond merge into one entry.
+        let mut h = LeaderHistory::default();
+        for i in 1..=100 {
+            h.record(Lsn::from_u64(i), t0, span);
+        }
+        assert_eq!(h.len(), 1);
+        assert_eq!(h.latest(), Some(Lsn::from_u64(100)));
+    }
+}
