@@ -35,19 +35,39 @@ pub enum ClusterError {
     NotFound { dir: PathBuf },
     /// The file system holding the folder is nearly full.
     #[error("only {free_mib} MiB free under {dir}; a cluster needs at least {need_mib} MiB")]
-    NotEnoughDisk { dir: PathBuf, free_mib: u64, need_mib: u64 },
+    NotEnoughDisk {
+        dir: PathBuf,
+        free_mib: u64,
+        need_mib: u64,
+    },
     /// The OS user that must run the servers cannot be used.
     #[error("{0}")]
     OsUser(String),
     /// A helper program (initdb, pg_ctl, pg_basebackup, …) failed.
     #[error("{program} failed ({status}): {output}")]
-    Command { program: String, status: String, output: String },
+    Command {
+        program: String,
+        status: String,
+        output: String,
+    },
     /// A follower never reached the `streaming` state.
-    #[error("{node} did not start streaming within {secs} s; last lines of its log ({log}):\n{tail}")]
-    NotStreaming { node: String, secs: u64, log: PathBuf, tail: String },
+    #[error(
+        "{node} did not start streaming within {secs} s; last lines of its log ({log}):\n{tail}"
+    )]
+    NotStreaming {
+        node: String,
+        secs: u64,
+        log: PathBuf,
+        tail: String,
+    },
     /// A server did not come up or answer in time.
     #[error("{node} did not answer within {secs} s; last lines of its log ({log}):\n{tail}")]
-    NotAnswering { node: String, secs: u64, log: PathBuf, tail: String },
+    NotAnswering {
+        node: String,
+        secs: u64,
+        log: PathBuf,
+        tail: String,
+    },
     /// The named replica does not exist in this cluster.
     #[error("no replica {0:?} in this cluster (use 1..=N or a follower name)")]
     NoSuchReplica(String),
@@ -56,17 +76,33 @@ pub enum ClusterError {
     BadArgument(String),
     /// A SQL command against a node failed.
     #[error("{node}: {source}")]
-    Sql { node: String, #[source] source: tokio_postgres::Error },
+    Sql {
+        node: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// File-system trouble.
     #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// `cluster.json` could not be read or written.
     #[error("cluster description {path}: {source}")]
-    Json { path: PathBuf, #[source] source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl ClusterError {
-    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn io(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| ClusterError::Io { what, path, source }
     }

@@ -41,16 +41,26 @@ pub struct TestCluster {
 impl TestCluster {
     /// A leader and one follower per entry of `lags`.
     pub async fn start(lags: &[Duration]) -> TestCluster {
-        Self::start_with(TestClusterOptions { lags: lags.to_vec(), redis: false }).await
+        Self::start_with(TestClusterOptions {
+            lags: lags.to_vec(),
+            redis: false,
+        })
+        .await
     }
 
     /// A cluster as described by `opts`. Panics, with the reason and the fix,
     /// when it cannot be started.
     pub async fn start_with(opts: TestClusterOptions) -> TestCluster {
-        assert!(!opts.lags.is_empty(), "a test cluster needs at least one follower");
+        assert!(
+            !opts.lags.is_empty(),
+            "a test cluster needs at least one follower"
+        );
         let mut last_err = None;
         for _attempt in 0..5 {
-            let dir = tempfile::Builder::new().prefix("ryw-test-").tempdir().expect("creating a temporary folder");
+            let dir = tempfile::Builder::new()
+                .prefix("ryw-test-")
+                .tempdir()
+                .expect("creating a temporary folder");
             // The servers may run as another OS user (`postgres`, when tests
             // run as root): let it through the temporary folder.
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
@@ -66,7 +76,12 @@ impl TestCluster {
                 ..UpOptions::default()
             };
             match up(&up_opts).await {
-                Ok(info) => return TestCluster { info: Mutex::new(info), dir: Some(dir) },
+                Ok(info) => {
+                    return TestCluster {
+                        info: Mutex::new(info),
+                        dir: Some(dir),
+                    };
+                }
                 // Another test took one of our ports between the check and
                 // the start: try another block.
                 Err(e @ (ClusterError::PortInUse { .. } | ClusterError::NotAnswering { .. })) => {
@@ -79,7 +94,10 @@ impl TestCluster {
                 }
             }
         }
-        panic!("could not start a test cluster after 5 attempts: {}", last_err.map(|e| e.to_string()).unwrap_or_default());
+        panic!(
+            "could not start a test cluster after 5 attempts: {}",
+            last_err.map(|e| e.to_string()).unwrap_or_default()
+        );
     }
 
     /// A copy of the cluster's description.
@@ -99,7 +117,10 @@ impl TestCluster {
 
     /// `(name, url)` of every follower, in order.
     pub fn follower_urls(&self) -> Vec<(String, String)> {
-        self.info().followers().map(|n| (n.name.clone(), n.url.clone())).collect()
+        self.info()
+            .followers()
+            .map(|n| (n.name.clone(), n.url.clone()))
+            .collect()
     }
 
     /// URL of the private Redis, when started with one.
@@ -109,7 +130,9 @@ impl TestCluster {
 
     /// Changes follower `replica`'s (1-based) replay delay live.
     pub async fn set_lag(&self, replica: usize, delay: Duration) {
-        let info = ops::set_lag(&self.dir(), &replica.to_string(), delay).await.expect("cluster lag");
+        let info = ops::set_lag(&self.dir(), &replica.to_string(), delay)
+            .await
+            .expect("cluster lag");
         let mut guard = self.info.lock().unwrap();
         if let Some(n) = guard.nodes.iter_mut().find(|n| n.name == info.name) {
             n.delay_ms = info.delay_ms;
@@ -128,17 +151,23 @@ impl TestCluster {
 
     /// Starts a stopped or killed node again.
     pub async fn start_node(&self, name: &str) {
-        ops::start_node(&self.info(), name).await.expect("start node");
+        ops::start_node(&self.info(), name)
+            .await
+            .expect("start node");
     }
 
     /// Points a follower's `primary_conninfo` at a dead port.
     pub async fn cut_replication(&self, name: &str) {
-        ops::cut_replication(&self.info(), name).await.expect("cut replication");
+        ops::cut_replication(&self.info(), name)
+            .await
+            .expect("cut replication");
     }
 
     /// Restores a follower's `primary_conninfo`.
     pub async fn repair_replication(&self, name: &str) {
-        ops::repair_replication(&self.info(), name).await.expect("repair replication");
+        ops::repair_replication(&self.info(), name)
+            .await
+            .expect("repair replication");
     }
 
     /// Stops the private Redis.
@@ -153,18 +182,27 @@ impl TestCluster {
         let info = self.info();
         let r = info.redis.clone().expect("this test cluster has no Redis");
         let bin = redis::find().expect("redis-server");
-        let (pid, _) = redis::start(&bin, &info.dir, r.port).await.expect("restart redis");
+        let (pid, _) = redis::start(&bin, &info.dir, r.port)
+            .await
+            .expect("restart redis");
         self.info.lock().unwrap().redis.as_mut().expect("redis").pid = pid;
     }
 }
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        let info = self.info.get_mut().map(|i| i.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        let info = self
+            .info
+            .get_mut()
+            .map(|i| i.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
         // Persist pid changes (e.g. a restarted Redis) so `down` finds them.
         let _ = info.save();
         if let Err(e) = ops::down(&info.dir, true) {
-            eprintln!("warning: tearing down test cluster {}: {e}", info.dir.display());
+            eprintln!(
+                "warning: tearing down test cluster {}: {e}",
+                info.dir.display()
+            );
         }
         drop(self.dir.take());
     }

@@ -89,9 +89,17 @@ impl ClusterInfo {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ClusterError::NotFound { dir: dir.to_path_buf() });
+                return Err(ClusterError::NotFound {
+                    dir: dir.to_path_buf(),
+                });
             }
-            Err(e) => return Err(ClusterError::Io { what: "reading", path, source: e }),
+            Err(e) => {
+                return Err(ClusterError::Io {
+                    what: "reading",
+                    path,
+                    source: e,
+                });
+            }
         };
         serde_json::from_str(&text).map_err(|source| ClusterError::Json { path, source })
     }
@@ -100,7 +108,10 @@ impl ClusterInfo {
     pub fn save(&self) -> Result<(), ClusterError> {
         let path = self.dir.join(FILE);
         let tmp = self.dir.join(format!("{FILE}.tmp"));
-        let text = serde_json::to_string_pretty(self).map_err(|source| ClusterError::Json { path: path.clone(), source })?;
+        let text = serde_json::to_string_pretty(self).map_err(|source| ClusterError::Json {
+            path: path.clone(),
+            source,
+        })?;
         std::fs::write(&tmp, text).map_err(ClusterError::io("writing", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(ClusterError::io("renaming", &path))
     }

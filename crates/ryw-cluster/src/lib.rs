@@ -55,12 +55,16 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, ClusterError> {
     if t == "0" {
         return Ok(std::time::Duration::ZERO);
     }
-    humantime::parse_duration(t).map_err(|e| ClusterError::BadArgument(format!("duration {t:?}: {e}")))
+    humantime::parse_duration(t)
+        .map_err(|e| ClusterError::BadArgument(format!("duration {t:?}: {e}")))
 }
 
 /// Parses a comma-separated list of delays, e.g. `100ms,400ms`.
 pub fn parse_lags(s: &str) -> Result<Vec<std::time::Duration>, ClusterError> {
-    s.split(',').filter(|p| !p.trim().is_empty()).map(parse_duration).collect()
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(parse_duration)
+        .collect()
 }
 
 #[cfg(test)]

@@ -41,11 +41,18 @@ pub struct NodeStatus {
 
 /// Connects to a node with a short timeout (a dead node must not hang us).
 pub async fn connect(url: &str, node: &str) -> Result<tokio_postgres::Client, ClusterError> {
-    let mut cfg: tokio_postgres::Config =
-        url.parse().map_err(|source| ClusterError::Sql { node: node.into(), source })?;
+    let mut cfg: tokio_postgres::Config = url.parse().map_err(|source| ClusterError::Sql {
+        node: node.into(),
+        source,
+    })?;
     cfg.connect_timeout(Duration::from_secs(2));
     let (client, conn) =
-        cfg.connect(tokio_postgres::NoTls).await.map_err(|source| ClusterError::Sql { node: node.into(), source })?;
+        cfg.connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|source| ClusterError::Sql {
+                node: node.into(),
+                source,
+            })?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -113,20 +120,32 @@ pub async fn set_lag(dir: &Path, which: &str, delay: Duration) -> Result<NodeInf
     let mut info = ClusterInfo::load(dir)?;
     let node = info.follower(which)?.clone();
     let client = connect(&admin_url(node.port), &node.name).await?;
-    let sql = |source| ClusterError::Sql { node: node.name.clone(), source };
+    let sql = |source| ClusterError::Sql {
+        node: node.name.clone(),
+        source,
+    };
     // ALTER SYSTEM refuses to run inside a transaction block, and a
     // multi-statement simple query is one: two round trips.
     client
-        .batch_execute(&format!("ALTER SYSTEM SET recovery_min_apply_delay = '{}ms'", delay.as_millis()))
+        .batch_execute(&format!(
+            "ALTER SYSTEM SET recovery_min_apply_delay = '{}ms'",
+            delay.as_millis()
+        ))
         .await
         .map_err(sql)?;
-    client.batch_execute("SELECT pg_reload_conf()").await.map_err(sql)?;
+    client
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .map_err(sql)?;
     let ms = delay.as_millis() as u64;
     if let Some(n) = info.nodes.iter_mut().find(|n| n.name == node.name) {
         n.delay_ms = Some(ms);
     }
     info.save()?;
-    Ok(NodeInfo { delay_ms: Some(ms), ..node })
+    Ok(NodeInfo {
+        delay_ms: Some(ms),
+        ..node
+    })
 }
 
 /// What `down` did.
@@ -147,7 +166,10 @@ pub fn down(dir: &Path, purge: bool) -> Result<DownReport, ClusterError> {
         Ok(info) => info,
         Err(ClusterError::NotFound { .. }) if purge && dir.join("pg").exists() => {
             remove_data(dir)?;
-            return Ok(DownReport { stopped: vec![], purged: true });
+            return Ok(DownReport {
+                stopped: vec![],
+                purged: true,
+            });
         }
         Err(e) => return Err(e),
     };
@@ -156,7 +178,10 @@ pub fn down(dir: &Path, purge: bool) -> Result<DownReport, ClusterError> {
     if purge {
         remove_data(&info.dir)?;
     }
-    Ok(DownReport { stopped, purged: purge })
+    Ok(DownReport {
+        stopped,
+        purged: purge,
+    })
 }
 
 /// Stops every node (followers first, so they do not spin reconnecting to a
@@ -178,7 +203,12 @@ pub(crate) fn stop_all(info: &ClusterInfo, user: &OsUser) -> Result<Vec<String>,
 
 /// Stops one node: `pg_ctl stop -m MODE`, then `-m immediate`, then SIGKILL
 /// of the postmaster and its children. Returns whether it was running.
-fn stop_node_sync(info: &ClusterInfo, user: &OsUser, node: &NodeInfo, mode: &str) -> Result<bool, ClusterError> {
+fn stop_node_sync(
+    info: &ClusterInfo,
+    user: &OsUser,
+    node: &NodeInfo,
+    mode: &str,
+) -> Result<bool, ClusterError> {
     let Some(pid) = postmaster_pid(&node.data_dir).filter(|&p| is_alive(p)) else {
         return Ok(false);
     };
@@ -226,7 +256,10 @@ pub fn is_alive(pid: i32) -> bool {
     }
     // A zombie (exited, not yet reaped by its parent) is not alive.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -263,10 +296,20 @@ fn kill_tree(pid: i32) {
 fn children_of(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(p) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
         if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat"))
             && let Some(rest) = stat.rsplit(')').next()
-            && rest.split_whitespace().nth(1).and_then(|s| s.parse::<i32>().ok()) == Some(pid)
+            && rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse::<i32>().ok())
+                == Some(pid)
         {
             out.push(p);
         }
@@ -335,7 +378,10 @@ pub async fn repair_replication(info: &ClusterInfo, name: &str) -> Result<(), Cl
 async fn set_conninfo(info: &ClusterInfo, name: &str, port: u16) -> Result<(), ClusterError> {
     let node = node(info, name)?;
     let client = connect(&admin_url(node.port), &node.name).await?;
-    let sql = |source| ClusterError::Sql { node: node.name.clone(), source };
+    let sql = |source| ClusterError::Sql {
+        node: node.name.clone(),
+        source,
+    };
     client
         .batch_execute(&format!(
             "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port={port} user=postgres application_name={}'",
@@ -343,19 +389,29 @@ async fn set_conninfo(info: &ClusterInfo, name: &str, port: u16) -> Result<(), C
         ))
         .await
         .map_err(sql)?;
-    client.batch_execute("SELECT pg_reload_conf()").await.map_err(sql)?;
+    client
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .map_err(sql)?;
     Ok(())
 }
 
 fn node<'a>(info: &'a ClusterInfo, name: &str) -> Result<&'a NodeInfo, ClusterError> {
-    info.nodes.iter().find(|n| n.name == name).ok_or_else(|| ClusterError::NoSuchReplica(name.to_string()))
+    info.nodes
+        .iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| ClusterError::NoSuchReplica(name.to_string()))
 }
 
 /// Runs `pgbench` from the cluster's binaries (used by the bench for its
 /// calibration line). Returns its output.
 pub async fn pgbench(info: &ClusterInfo, args: &[&str]) -> Result<String, ClusterError> {
     let user = OsUser::resolve(Some(&info.os_user))?;
-    run(user.command(info.pg_bin.join("pgbench")).args(args), "pgbench").await
+    run(
+        user.command(info.pg_bin.join("pgbench")).args(args),
+        "pgbench",
+    )
+    .await
 }
 
 /// Path of a binary in the cluster's PostgreSQL folder.

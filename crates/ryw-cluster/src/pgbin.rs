@@ -22,7 +22,9 @@ pub fn find(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
         return if complete(p) {
             Ok(p.to_path_buf())
         } else {
-            Err(ClusterError::PgBinariesMissing { searched: format!("--pg-bin {}", p.display()) })
+            Err(ClusterError::PgBinariesMissing {
+                searched: format!("--pg-bin {}", p.display()),
+            })
         };
     }
     if let Some(p) = std::env::var_os("PG_BIN") {
@@ -44,14 +46,20 @@ pub fn find(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
         searched.push(c.display().to_string());
     }
     searched.dedup();
-    Err(ClusterError::PgBinariesMissing { searched: summarise(&searched) })
+    Err(ClusterError::PgBinariesMissing {
+        searched: summarise(&searched),
+    })
 }
 
 fn summarise(searched: &[String]) -> String {
     if searched.len() <= 6 {
         searched.join(", ")
     } else {
-        format!("{}, … ({} folders)", searched[..6].join(", "), searched.len())
+        format!(
+            "{}, … ({} folders)",
+            searched[..6].join(", "),
+            searched.len()
+        )
     }
 }
 
@@ -70,7 +78,7 @@ fn debian_dirs(root: &Path) -> Vec<PathBuf> {
             Some((major, e.path().join("bin")))
         })
         .collect();
-    majors.sort_by(|a, b| b.0.cmp(&a.0));
+    majors.sort_by_key(|m| std::cmp::Reverse(m.0));
     majors.into_iter().map(|(_, p)| p).collect()
 }
 

@@ -27,18 +27,29 @@ pub async fn start(bin: &Path, dir: &Path, port: u16) -> Result<(i32, PathBuf), 
     let pidfile = rdir.join("redis.pid");
     let log = rdir.join("redis.log");
     let mut cmd = std::process::Command::new(bin);
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .args(["--daemonize", "yes", "--dir"])
-        .arg(&rdir)
-        .arg("--pidfile")
-        .arg(&pidfile)
-        .arg("--logfile")
-        .arg(&log);
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .args(["--daemonize", "yes", "--dir"])
+    .arg(&rdir)
+    .arg("--pidfile")
+    .arg(&pidfile)
+    .arg("--logfile")
+    .arg(&log);
     crate::up::run(&mut cmd, "redis-server").await?;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         if ping(port)
-            && let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|t| t.trim().parse().ok())
+            && let Some(pid) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
         {
             return Ok((pid, log));
         }
@@ -56,7 +67,9 @@ pub async fn start(bin: &Path, dir: &Path, port: u16) -> Result<(i32, PathBuf), 
 
 /// Whether a Redis answers `PING` on this loopback port.
 pub fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)) else {
+    let Ok(mut s) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(200)));

@@ -43,12 +43,16 @@ impl OsUser {
                     "OS user {name:?} is root, and postgres refuses to run as root; pass --os-user with an unprivileged user"
                 )));
             }
-            Ok(OsUser { name: user.name, uid: user.uid.as_raw(), gid: user.gid.as_raw(), switch: true })
+            Ok(OsUser {
+                name: user.name,
+                uid: user.uid.as_raw(),
+                gid: user.gid.as_raw(),
+                switch: true,
+            })
         } else {
-            let user = User::from_uid(me)
-                .ok()
-                .flatten()
-                .ok_or_else(|| ClusterError::OsUser(format!("cannot look up the current user (uid {me})")))?;
+            let user = User::from_uid(me).ok().flatten().ok_or_else(|| {
+                ClusterError::OsUser(format!("cannot look up the current user (uid {me})"))
+            })?;
             if let Some(req) = requested
                 && req != user.name
             {
@@ -56,7 +60,12 @@ impl OsUser {
                     "only root can run the servers as another user ({req:?}); drop --os-user or run as root"
                 )));
             }
-            Ok(OsUser { name: user.name, uid: me.as_raw(), gid: user.gid.as_raw(), switch: false })
+            Ok(OsUser {
+                name: user.name,
+                uid: me.as_raw(),
+                gid: user.gid.as_raw(),
+                switch: false,
+            })
         }
     }
 
@@ -69,7 +78,16 @@ impl OsUser {
             // The caller's HOME may be unreadable for this user (e.g. /root).
             cmd.env("HOME", "/tmp");
         }
-        for var in ["PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE", "PGPASSWORD", "PGOPTIONS"] {
+        for var in [
+            "PGDATA",
+            "PGHOST",
+            "PGPORT",
+            "PGUSER",
+            "PGDATABASE",
+            "PGSERVICE",
+            "PGPASSWORD",
+            "PGOPTIONS",
+        ] {
             cmd.env_remove(var);
         }
         cmd.current_dir("/");
@@ -79,8 +97,15 @@ impl OsUser {
     /// Hands `path` to this user (no-op when we do not switch).
     pub fn own(&self, path: &Path) -> Result<(), ClusterError> {
         if self.switch {
-            chown(path, Some(Uid::from_raw(self.uid)), Some(Gid::from_raw(self.gid))).map_err(|e| {
-                ClusterError::Io { what: "chown", path: path.to_path_buf(), source: std::io::Error::from(e) }
+            chown(
+                path,
+                Some(Uid::from_raw(self.uid)),
+                Some(Gid::from_raw(self.gid)),
+            )
+            .map_err(|e| ClusterError::Io {
+                what: "chown",
+                path: path.to_path_buf(),
+                source: std::io::Error::from(e),
             })?;
         }
         Ok(())
@@ -95,7 +120,9 @@ impl OsUser {
             return Ok(());
         }
         for anc in dir.ancestors().skip(1) {
-            let Ok(meta) = std::fs::metadata(anc) else { continue };
+            let Ok(meta) = std::fs::metadata(anc) else {
+                continue;
+            };
             let mode = meta.permissions().mode();
             let ok = if meta.uid() == self.uid {
                 mode & 0o100 != 0

@@ -9,10 +9,10 @@
 use crate::info::{ClusterInfo, NodeInfo, RedisInfo, Role};
 use crate::runas::OsUser;
 use crate::{ClusterError, DATABASE, DEFAULT_PORT, ops, pgbin};
+use futures_util::future::join_all;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use futures_util::future::join_all;
 use tokio::process::Command;
 
 /// Free space a cluster needs before we start (three data folders, WAL, logs).
@@ -60,7 +60,11 @@ impl Default for UpOptions {
 impl UpOptions {
     /// The delay of follower `i` (0-based).
     pub fn lag_of(&self, i: usize) -> Duration {
-        self.lags.get(i).or(self.lags.last()).copied().unwrap_or(Duration::ZERO)
+        self.lags
+            .get(i)
+            .or(self.lags.last())
+            .copied()
+            .unwrap_or(Duration::ZERO)
     }
 }
 
@@ -68,14 +72,24 @@ impl UpOptions {
 pub async fn up(opts: &UpOptions) -> Result<ClusterInfo, ClusterError> {
     let started = Instant::now();
     if opts.replicas == 0 || opts.replicas > 8 {
-        return Err(ClusterError::BadArgument(format!("--replicas must be 1..=8, not {}", opts.replicas)));
+        return Err(ClusterError::BadArgument(format!(
+            "--replicas must be 1..=8, not {}",
+            opts.replicas
+        )));
     }
     if u32::from(opts.port) + opts.replicas as u32 >= 65536 || opts.port < 1024 {
-        return Err(ClusterError::BadArgument(format!("--port {} leaves no room for the followers", opts.port)));
+        return Err(ClusterError::BadArgument(format!(
+            "--port {} leaves no room for the followers",
+            opts.port
+        )));
     }
     let bin = pgbin::find(opts.pg_bin.as_deref())?;
     let user = OsUser::resolve(opts.os_user.as_deref())?;
-    let redis_bin = if opts.redis { Some(crate::redis::find()?) } else { None };
+    let redis_bin = if opts.redis {
+        Some(crate::redis::find()?)
+    } else {
+        None
+    };
 
     std::fs::create_dir_all(&opts.dir).map_err(ClusterError::io("creating", &opts.dir))?;
     let dir = std::fs::canonicalize(&opts.dir).map_err(ClusterError::io("resolving", &opts.dir))?;
@@ -133,13 +147,26 @@ async fn build(
         user.command(bin.join("initdb"))
             .arg("-D")
             .arg(&leader_dir)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]),
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ]),
         "initdb",
     )
     .await?;
     let conf = leader_conf(ports[0], &leader_dir, &opts.shared_buffers);
     write_as(user, &leader_dir.join("ryw.conf"), &conf)?;
-    append_as(user, &leader_dir.join("postgresql.conf"), "\ninclude 'ryw.conf'\n")?;
+    append_as(
+        user,
+        &leader_dir.join("postgresql.conf"),
+        "\ninclude 'ryw.conf'\n",
+    )?;
     write_as(user, &leader_dir.join("pg_hba.conf"), HBA)?;
     let pid = start(user, &bin, &leader_dir, &leader_log, "leader").await?;
     info.nodes.push(NodeInfo {
@@ -157,7 +184,10 @@ async fn build(
     admin
         .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
         .await
-        .map_err(|source| ClusterError::Sql { node: "leader".into(), source })?;
+        .map_err(|source| ClusterError::Sql {
+            node: "leader".into(),
+            source,
+        })?;
 
     tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, "leader up");
 
@@ -168,21 +198,48 @@ async fn build(
             let name = format!("follower{}", i + 1);
             let data = pgdir.join(&name);
             let log = pgdir.join(format!("{name}.log"));
-            (name, ports[i + 1], data, log, opts.lag_of(i), format!("slot{}", i + 1))
+            (
+                name,
+                ports[i + 1],
+                data,
+                log,
+                opts.lag_of(i),
+                format!("slot{}", i + 1),
+            )
         })
         .collect();
     let leader_port = ports[0].to_string();
     let backups = followers.iter().map(|(_, _, data, _, _, slot)| {
         let mut cmd = user.command(bin.join("pg_basebackup"));
-        cmd.args(["-h", "127.0.0.1", "-p", &leader_port, "-U", "postgres", "-D"])
-            .arg(data)
-            .args(["-R", "-X", "stream", "-C", "-S", slot, "--checkpoint=fast", "--no-sync"]);
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &leader_port,
+            "-U",
+            "postgres",
+            "-D",
+        ])
+        .arg(data)
+        .args([
+            "-R",
+            "-X",
+            "stream",
+            "-C",
+            "-S",
+            slot,
+            "--checkpoint=fast",
+            "--no-sync",
+        ]);
         async move { run(&mut cmd, "pg_basebackup").await }
     });
     for r in join_all(backups).await {
         r?;
     }
-    tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, "base backups taken");
+    tracing::debug!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "base backups taken"
+    );
     for (name, port, data, _, delay, _) in &followers {
         append_as(
             user,
@@ -197,7 +254,9 @@ async fn build(
             ),
         )?;
     }
-    let starts = followers.iter().map(|(name, _, data, log, _, _)| start(user, &bin, data, log, name));
+    let starts = followers
+        .iter()
+        .map(|(name, _, data, log, _, _)| start(user, &bin, data, log, name));
     let pids = join_all(starts).await;
     for ((name, port, data, log, delay, _), pid) in followers.into_iter().zip(pids) {
         let pid = pid?;
@@ -216,12 +275,20 @@ async fn build(
     for r in join_all(info.followers().map(wait_streaming)).await {
         r?;
     }
-    tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, "followers streaming");
+    tracing::debug!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "followers streaming"
+    );
 
     if let Some(redis_bin) = redis_bin {
         let port = free_port_after(ports[ports.len() - 1] + 1)?;
         let r = crate::redis::start(redis_bin, &info.dir, port).await?;
-        info.redis = Some(RedisInfo { port, pid: r.0, url: format!("redis://127.0.0.1:{port}/"), log: r.1 });
+        info.redis = Some(RedisInfo {
+            port,
+            pid: r.0,
+            url: format!("redis://127.0.0.1:{port}/"),
+            log: r.1,
+        });
     }
     Ok(())
 }
@@ -269,24 +336,50 @@ pub fn admin_url(port: u16) -> String {
 }
 
 /// Runs a helper program to completion, turning failure into a clear error.
-pub(crate) async fn run(cmd: &mut std::process::Command, program: &str) -> Result<String, ClusterError> {
+pub(crate) async fn run(
+    cmd: &mut std::process::Command,
+    program: &str,
+) -> Result<String, ClusterError> {
     let out = Command::from(std::mem::replace(cmd, std::process::Command::new("true")))
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| ClusterError::Command { program: program.into(), status: "could not start".into(), output: e.to_string() })?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        .map_err(|e| ClusterError::Command {
+            program: program.into(),
+            status: "could not start".into(),
+            output: e.to_string(),
+        })?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     if out.status.success() {
         Ok(text)
     } else {
-        Err(ClusterError::Command { program: program.into(), status: out.status.to_string(), output: text.trim().into() })
+        Err(ClusterError::Command {
+            program: program.into(),
+            status: out.status.to_string(),
+            output: text.trim().into(),
+        })
     }
 }
 
 /// `pg_ctl start -w`, then the postmaster pid.
-pub(crate) async fn start(user: &OsUser, bin: &Path, data: &Path, log: &Path, node: &str) -> Result<i32, ClusterError> {
+pub(crate) async fn start(
+    user: &OsUser,
+    bin: &Path,
+    data: &Path,
+    log: &Path,
+    node: &str,
+) -> Result<i32, ClusterError> {
     let res = run(
-        user.command(bin.join("pg_ctl")).arg("-D").arg(data).arg("-l").arg(log).args(["-w", "-t", "30", "start"]),
+        user.command(bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(data)
+            .arg("-l")
+            .arg(log)
+            .args(["-w", "-t", "30", "start"]),
         "pg_ctl start",
     )
     .await;
@@ -313,7 +406,9 @@ async fn wait_streaming(node: &NodeInfo) -> Result<(), ClusterError> {
     let deadline = Instant::now() + STREAMING_TIMEOUT;
     loop {
         if let Ok(client) = ops::connect(&admin_url(node.port), &node.name).await
-            && let Ok(Some(row)) = client.query_opt("SELECT status FROM pg_stat_wal_receiver", &[]).await
+            && let Ok(Some(row)) = client
+                .query_opt("SELECT status FROM pg_stat_wal_receiver", &[])
+                .await
             && row.get::<_, Option<String>>(0).as_deref() == Some("streaming")
         {
             return Ok(());
@@ -334,13 +429,20 @@ fn check_not_in_use(dir: &Path) -> Result<(), ClusterError> {
     match ClusterInfo::load(dir) {
         Ok(info) => {
             if let Some(pid) = ops::any_alive(&info) {
-                Err(ClusterError::AlreadyRunning { dir: dir.to_path_buf(), pid })
+                Err(ClusterError::AlreadyRunning {
+                    dir: dir.to_path_buf(),
+                    pid,
+                })
             } else {
-                Err(ClusterError::StaleData { dir: dir.to_path_buf() })
+                Err(ClusterError::StaleData {
+                    dir: dir.to_path_buf(),
+                })
             }
         }
         Err(ClusterError::NotFound { .. }) if dir.join("pg").exists() => {
-            Err(ClusterError::StaleData { dir: dir.to_path_buf() })
+            Err(ClusterError::StaleData {
+                dir: dir.to_path_buf(),
+            })
         }
         Err(ClusterError::NotFound { .. }) => Ok(()),
         Err(e) => Err(e),
@@ -348,18 +450,27 @@ fn check_not_in_use(dir: &Path) -> Result<(), ClusterError> {
 }
 
 fn check_disk(dir: &Path) -> Result<(), ClusterError> {
-    let st = nix::sys::statvfs::statvfs(dir)
-        .map_err(|e| ClusterError::Io { what: "statvfs", path: dir.to_path_buf(), source: e.into() })?;
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| ClusterError::Io {
+        what: "statvfs",
+        path: dir.to_path_buf(),
+        source: e.into(),
+    })?;
     let free_mib = st.blocks_available() as u64 * st.fragment_size() as u64 / (1024 * 1024);
     if free_mib < NEED_MIB {
-        return Err(ClusterError::NotEnoughDisk { dir: dir.to_path_buf(), free_mib, need_mib: NEED_MIB });
+        return Err(ClusterError::NotEnoughDisk {
+            dir: dir.to_path_buf(),
+            free_mib,
+            need_mib: NEED_MIB,
+        });
     }
     Ok(())
 }
 
 /// Fails with [`ClusterError::PortInUse`] when something listens on `port`.
 pub fn check_port(port: u16) -> Result<(), ClusterError> {
-    TcpListener::bind(("127.0.0.1", port)).map(drop).map_err(|_| ClusterError::PortInUse { port })
+    TcpListener::bind(("127.0.0.1", port))
+        .map(drop)
+        .map_err(|_| ClusterError::PortInUse { port })
 }
 
 fn free_port_after(from: u16) -> Result<u16, ClusterError> {
@@ -375,8 +486,11 @@ fn write_as(user: &OsUser, path: &Path, text: &str) -> Result<(), ClusterError> 
 
 fn append_as(user: &OsUser, path: &Path, text: &str) -> Result<(), ClusterError> {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().append(true).open(path).map_err(ClusterError::io("opening", path))?;
-    f.write_all(text.as_bytes()).map_err(ClusterError::io("appending to", path))?;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(ClusterError::io("opening", path))?;
+    f.write_all(text.as_bytes())
+        .map_err(ClusterError::io("appending to", path))?;
     user.own(path)
 }
-

@@ -98,7 +98,7 @@ pub use decide::{Choice, Reason, SessionState, decide};
 pub use error::{Error, Result};
 pub use lsn::Lsn;
 pub use metrics::{MetricsSnapshot, ReadCount};
-pub use router::{Decision, Router};
+pub use router::{Decision, ReadOptions, Router};
 pub use store::{
     MAX_SESSION_KEY, MemoryStore, RedisStore, RedisStoreConfig, SessionKey, SessionRecord,
     SessionStore, StoreFuture, StoreHealth,

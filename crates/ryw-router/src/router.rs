@@ -25,6 +25,18 @@ use crate::{
     SessionKey, SessionStore, StoreHealth, Strategy, SystemClock,
 };
 
+/// Per-read overrides of the router's configuration; `Default` changes
+/// nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Strategy for this read (else the configured default).
+    pub strategy: Option<Strategy>,
+    /// Sticky window for this read (`sticky`, `hybrid`).
+    pub sticky_window: Option<Duration>,
+    /// Wait budget for this read (`causal`, `hybrid`, `per-read-check`).
+    pub causal_wait: Option<Duration>,
+}
+
 /// Where a read went and why: for `X-Served-By`, `X-Consistency-Token`, logs
 /// and the bench.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -260,8 +272,37 @@ impl Router {
         strategy: Option<Strategy>,
         client_token: Option<Lsn>,
     ) -> Result<(Object, Decision)> {
+        let opts = ReadOptions {
+            strategy,
+            ..ReadOptions::default()
+        };
+        self.read_with(session, freshness, opts, client_token).await
+    }
+
+    /// [`Router::read`] with per-read overrides of the strategy, the sticky
+    /// window and the causal wait budget (the bench compares `sticky` at 2 s
+    /// and 5 s on one router; a service may let a request choose).
+    pub async fn read_with(
+        &self,
+        session: &SessionKey,
+        freshness: Freshness,
+        opts: ReadOptions,
+        client_token: Option<Lsn>,
+    ) -> Result<(Object, Decision)> {
         let inner = &self.inner;
-        let strategy = strategy.unwrap_or(inner.cfg.default_strategy);
+        let strategy = opts.strategy.unwrap_or(inner.cfg.default_strategy);
+        // Overrides apply to this read only; the common path borrows.
+        let overridden;
+        let cfg = if opts.sticky_window.is_some() || opts.causal_wait.is_some() {
+            overridden = RouterConfig {
+                sticky_window: opts.sticky_window.unwrap_or(inner.cfg.sticky_window),
+                causal_wait: opts.causal_wait.unwrap_or(inner.cfg.causal_wait),
+                ..inner.cfg.clone()
+            };
+            &overridden
+        } else {
+            &inner.cfg
+        };
         let now_ms = inner.clock.now_ms();
         let fresh = freshness == Freshness::Fresh;
 
@@ -298,9 +339,7 @@ impl Router {
         let view = inner.tracker.shared.view();
         let choice = {
             let mut rng = rand::rng();
-            decide(
-                &view, &state, freshness, strategy, now_ms, &inner.cfg, &mut rng,
-            )
+            decide(&view, &state, freshness, strategy, now_ms, cfg, &mut rng)
         };
 
         let mut waited = Duration::ZERO;
@@ -309,12 +348,9 @@ impl Router {
             Choice::Follower { index, reason } => (follower_target(&view, index), reason),
             Choice::Wait { target } => {
                 let started = Instant::now();
-                let found = wait_for_caught_up(
-                    inner.tracker.shared.subscribe(),
-                    target,
-                    inner.cfg.causal_wait,
-                )
-                .await;
+                let found =
+                    wait_for_caught_up(inner.tracker.shared.subscribe(), target, cfg.causal_wait)
+                        .await;
                 waited = started.elapsed();
                 inner.metrics.add_wait(waited, found.is_none());
                 match found {

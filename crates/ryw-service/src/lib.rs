@@ -1,1 +1,39 @@
-//! ryw-service (skeleton)
+//! The ryw demo service: seed 000's payments and seed 003's profile and
+//! products, served through the read-your-writes router, with a dashboard,
+//! OpenAPI, health and Prometheus metrics.
+//!
+//! # Layout
+//!
+//! - `config.rs`: [`ServiceConfig`], typed; the binary fills it from flags.
+//! - `startup.rs`: [`Service`]: connect, migrate, bind, run until stopped.
+//! - `app.rs`: [`app()`] — every route and the middleware (time limit,
+//!   consistency headers, request log and counters); the OpenAPI document.
+//! - `state.rs`: [`AppState`], shared by the handlers.
+//! - `extract.rs`: identity (`X-Demo-UserId`), `X-Read-Strategy`,
+//!   `X-Consistency-Token` and JSON bodies, refused with 4xx before any work.
+//! - `domain.rs`: input newtypes (amounts, profiles, idempotency keys).
+//! - `error.rs`: [`ApiError`] → problem+json, in one place.
+//! - `routes/`: handlers filed by resource, and the read/write plumbing.
+//! - `schema.rs`: migrations, applied on start under an advisory lock.
+//! - `metrics.rs`: `/metrics` text.
+//! - `static/`: the dashboard (HTML, JS, CSS), embedded in the binary.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod routes;
+pub mod schema;
+pub mod startup;
+pub mod state;
+
+pub use app::app;
+pub use config::ServiceConfig;
+pub use error::ApiError;
+pub use startup::Service;
+pub use state::AppState;
+
+/// Default largest request body (64 KiB, as DESIGN.md says).
+pub const BODY_LIMIT: usize = 64 * 1024;

@@ -22,6 +22,69 @@ pub enum Command {
     /// Manage a local PostgreSQL primary + streaming followers (+ Redis).
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Run the HTTP service (API, dashboard, OpenAPI, metrics) on the router.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A local cluster folder (from `ryw cluster up`): node URLs come from its
+    /// cluster.json, and the dashboard may change follower lag.
+    #[arg(long, env = "RYW_CLUSTER", conflicts_with = "leader_url")]
+    pub cluster: Option<PathBuf>,
+    /// The leader (primary) URL, e.g. postgres://app@db1:5432/app.
+    #[arg(long, env = "RYW_LEADER_URL", required_unless_present = "cluster")]
+    pub leader_url: Option<String>,
+    /// A follower URL, as `NAME=URL` or plain `URL` (named followerN);
+    /// repeat it, or separate with commas in RYW_FOLLOWER_URL.
+    #[arg(long = "follower-url", env = "RYW_FOLLOWER_URL", value_delimiter = ',')]
+    pub follower_urls: Vec<String>,
+    /// Redis URL for the shared session store (several instances); without
+    /// it, sessions live in this process's memory.
+    #[arg(long, env = "RYW_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Default strategy of fresh reads: leader, legacy, sticky, causal,
+    /// hybrid, per-read-check.
+    #[arg(long, env = "RYW_STRATEGY", default_value = "hybrid")]
+    pub strategy: String,
+    /// Sticky window: after a write, the session reads from the leader this long.
+    #[arg(long, env = "RYW_STICKY_WINDOW", default_value = "5s")]
+    pub sticky_window: String,
+    /// Causal wait budget: longest a fresh read waits for a follower (0 = never).
+    #[arg(long, env = "RYW_CAUSAL_WAIT", default_value = "200ms")]
+    pub causal_wait: String,
+    /// A follower lagging more than this leaves rotation.
+    #[arg(long, env = "RYW_MAX_LAG", default_value = "10s")]
+    pub max_lag: String,
+    /// A follower more than this many WAL bytes behind leaves rotation.
+    #[arg(long, env = "RYW_MAX_LAG_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_lag_bytes: u64,
+    /// How often the tracker polls every node.
+    #[arg(long, env = "RYW_POLL_INTERVAL", default_value = "10ms")]
+    pub poll_interval: String,
+    /// Connections per node.
+    #[arg(long, env = "RYW_POOL_SIZE", default_value_t = 8)]
+    pub pool_size: usize,
+    /// Accept `X-Read-Strategy` per request (dashboard, bench).
+    #[arg(long, env = "RYW_ALLOW_STRATEGY_HEADER")]
+    pub allow_strategy_header: bool,
+    /// Listen address.
+    #[arg(long, env = "RYW_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// HMAC key of consistency tokens (at least 16 bytes); share it between
+    /// instances. Without it (and without --token-key-file) a random key is
+    /// made per start, and tokens do not survive a restart.
+    #[arg(long, env = "RYW_TOKEN_KEY", hide_env_values = true)]
+    pub token_key: Option<String>,
+    /// File holding the token key.
+    #[arg(long, env = "RYW_TOKEN_KEY_FILE", conflicts_with = "token_key")]
+    pub token_key_file: Option<PathBuf>,
+    /// Opening balance of new accounts, in cents.
+    #[arg(long, env = "RYW_OPENING_BALANCE", default_value_t = 100_000)]
+    pub opening_balance: i64,
+    /// Longest a request may take before it is answered 503.
+    #[arg(long, env = "RYW_REQUEST_TIMEOUT", default_value = "10s")]
+    pub request_timeout: String,
 }
 
 #[derive(Debug, Args)]

@@ -5,11 +5,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 
 fn ryw(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ryw")).args(args).output().expect("running ryw")
+    Command::new(env!("CARGO_BIN_EXE_ryw"))
+        .args(args)
+        .output()
+        .expect("running ryw")
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
@@ -22,7 +29,18 @@ fn cluster_commands_bring_up_report_change_lag_and_tear_down() {
     let mut up = None;
     for _ in 0..5 {
         let port = rand::rng().random_range(20_000..31_000u16).to_string();
-        let o = ryw(&["cluster", "up", "--dir", dir, "--port", &port, "--lag", "0,200ms", "--shared-buffers", "32MB"]);
+        let o = ryw(&[
+            "cluster",
+            "up",
+            "--dir",
+            dir,
+            "--port",
+            &port,
+            "--lag",
+            "0,200ms",
+            "--shared-buffers",
+            "32MB",
+        ]);
         if o.status.success() {
             up = Some(o);
             break;
@@ -31,7 +49,10 @@ fn cluster_commands_bring_up_report_change_lag_and_tear_down() {
     }
     let up = up.expect("no free port block after 5 tries");
     let out = text(&up);
-    assert!(out.contains("follower2") && out.contains("postgres://postgres@127.0.0.1:"), "{out}");
+    assert!(
+        out.contains("follower2") && out.contains("postgres://postgres@127.0.0.1:"),
+        "{out}"
+    );
 
     let st = ryw(&["cluster", "status", "--dir", dir, "--json"]);
     assert!(st.status.success(), "{}", text(&st));
@@ -42,23 +63,49 @@ fn cluster_commands_bring_up_report_change_lag_and_tear_down() {
     assert_eq!(nodes[1]["streaming"], true);
     assert_eq!(nodes[2]["delay_ms"], 200);
 
-    let lag = ryw(&["cluster", "lag", "--dir", dir, "--replica", "2", "--delay", "900ms"]);
+    let lag = ryw(&[
+        "cluster",
+        "lag",
+        "--dir",
+        dir,
+        "--replica",
+        "2",
+        "--delay",
+        "900ms",
+    ]);
     assert!(lag.status.success(), "{}", text(&lag));
     let st = ryw(&["cluster", "status", "--dir", dir, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(v["nodes"][2]["delay_ms"], 900);
 
-    let bad = ryw(&["cluster", "lag", "--dir", dir, "--replica", "7", "--delay", "1s"]);
+    let bad = ryw(&[
+        "cluster",
+        "lag",
+        "--dir",
+        dir,
+        "--replica",
+        "7",
+        "--delay",
+        "1s",
+    ]);
     assert!(!bad.status.success());
     assert!(text(&bad).contains("no replica"), "{}", text(&bad));
 
     let twice = ryw(&["cluster", "up", "--dir", dir]);
     assert!(!twice.status.success());
-    assert!(text(&twice).contains("already holds a running cluster"), "{}", text(&twice));
+    assert!(
+        text(&twice).contains("already holds a running cluster"),
+        "{}",
+        text(&twice)
+    );
 
     let down = ryw(&["cluster", "down", "--dir", dir, "--purge"]);
     assert!(down.status.success(), "{}", text(&down));
-    assert!(text(&down).contains("stopped follower2, follower1, leader"), "{}", text(&down));
+    assert!(
+        text(&down).contains("stopped follower2, follower1, leader"),
+        "{}",
+        text(&down)
+    );
     let again = ryw(&["cluster", "down", "--dir", dir]);
     assert!(again.status.success());
     assert!(text(&again).contains("nothing running"), "{}", text(&again));

@@ -67,7 +67,7 @@ impl MemoryStore {
         let expires_ms = now.saturating_add(self.ttl.as_millis() as u64);
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.updates += 1;
-        if map.updates % SWEEP_EVERY == 0 {
+        if map.updates.is_multiple_of(SWEEP_EVERY) {
             map.sessions.retain(|_, e| e.expires_ms > now);
         }
         let entry = map.sessions.entry(key.clone()).or_default();

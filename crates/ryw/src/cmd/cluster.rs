@@ -26,7 +26,11 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
         ClusterCommand::Lag(args) => {
             let delay = ryw_cluster::parse_duration(&args.delay)?;
             let node = ryw_cluster::set_lag(&args.dir.dir, &args.replica, delay).await?;
-            println!("{}: recovery_min_apply_delay = {}ms", node.name, delay.as_millis());
+            println!(
+                "{}: recovery_min_apply_delay = {}ms",
+                node.name,
+                delay.as_millis()
+            );
             Ok(())
         }
         ClusterCommand::Down(args) => {
@@ -51,7 +55,9 @@ pub fn up_options(args: &UpArgs) -> anyhow::Result<UpOptions> {
 
 pub fn down(dir: &Path, purge: bool) -> anyhow::Result<()> {
     match ryw_cluster::down(dir, purge) {
-        Ok(r) if r.stopped.is_empty() && !r.purged => println!("nothing running in {}", dir.display()),
+        Ok(r) if r.stopped.is_empty() && !r.purged => {
+            println!("nothing running in {}", dir.display())
+        }
         Ok(r) => {
             if !r.stopped.is_empty() {
                 println!("stopped {}", r.stopped.join(", "));
@@ -60,21 +66,39 @@ pub fn down(dir: &Path, purge: bool) -> anyhow::Result<()> {
                 println!("removed the data in {}", dir.display());
             }
         }
-        Err(ryw_cluster::ClusterError::NotFound { .. }) => println!("nothing running in {} (no cluster.json)", dir.display()),
+        Err(ryw_cluster::ClusterError::NotFound { .. }) => {
+            println!("nothing running in {} (no cluster.json)", dir.display())
+        }
         Err(e) => return Err(e.into()),
     }
     Ok(())
 }
 
 pub fn print_info(info: &ClusterInfo) {
-    println!("cluster up in {:.1} s, saved to {}", info.up_secs, info.dir.join("cluster.json").display());
-    println!("{:<10} {:<8} {:>5} {:>7}  {:<8} url", "node", "role", "port", "pid", "delay");
+    println!(
+        "cluster up in {:.1} s, saved to {}",
+        info.up_secs,
+        info.dir.join("cluster.json").display()
+    );
+    println!(
+        "{:<10} {:<8} {:>5} {:>7}  {:<8} url",
+        "node", "role", "port", "pid", "delay"
+    );
     for n in &info.nodes {
-        let delay = n.delay_ms.map(|d| format!("{d}ms")).unwrap_or_else(|| "-".into());
-        println!("{:<10} {:<8} {:>5} {:>7}  {:<8} {}", n.name, n.role, n.port, n.pid, delay, n.url);
+        let delay = n
+            .delay_ms
+            .map(|d| format!("{d}ms"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<10} {:<8} {:>5} {:>7}  {:<8} {}",
+            n.name, n.role, n.port, n.pid, delay, n.url
+        );
     }
     if let Some(r) = &info.redis {
-        println!("{:<10} {:<8} {:>5} {:>7}  {:<8} {}", "redis", "session", r.port, r.pid, "-", r.url);
+        println!(
+            "{:<10} {:<8} {:>5} {:>7}  {:<8} {}",
+            "redis", "session", r.port, r.pid, "-", r.url
+        );
     }
 }
 
@@ -95,12 +119,20 @@ pub fn print_status(info: &ClusterInfo, nodes: &[NodeStatus]) {
             if s.alive { "yes" } else { "no" },
             opt(s.lsn.clone()),
             opt(s.lag_bytes.map(|b| b.to_string())),
-            opt(s.streaming.map(|b| if b { "yes".into() } else { "no".into() })),
+            opt(s
+                .streaming
+                .map(|b| if b { "yes".into() } else { "no".into() })),
             opt(s.delay_ms.map(|d| format!("{d}ms"))),
         );
     }
     if let Some(r) = &info.redis {
         let alive = ryw_cluster::ops::is_alive(r.pid);
-        println!("redis      session  {:>5} {:>7} {:<5} {}", r.port, r.pid, if alive { "yes" } else { "no" }, r.url);
+        println!(
+            "redis      session  {:>5} {:>7} {:<5} {}",
+            r.port,
+            r.pid,
+            if alive { "yes" } else { "no" },
+            r.url
+        );
     }
 }

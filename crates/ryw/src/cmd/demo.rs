@@ -11,7 +11,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
     }
     let dir = tmp.path().join("cluster");
-    let opts = UpOptions { dir: dir.clone(), pg_bin: args.pg_bin.clone(), ..UpOptions::default() };
+    let opts = UpOptions {
+        dir: dir.clone(),
+        pg_bin: args.pg_bin.clone(),
+        ..UpOptions::default()
+    };
     let info = ryw_cluster::up(&opts).await?;
     super::cluster::print_info(&info);
     let (info, nodes) = ryw_cluster::status(&dir).await?;

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod demo;
+mod serve;
 
 use crate::cli::Command;
 
@@ -14,12 +15,16 @@ pub fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Demo(args) => demo::run(args).await,
         Command::Cluster(c) => cluster::run(c).await,
+        Command::Serve(args) => serve::run(*args).await,
     }
 }

@@ -1,0 +1,65 @@
+//! [`ServiceConfig`]: everything `ryw serve` needs, typed. The binary builds
+//! it from flags and `RYW_*` variables; tests build it directly.
+
+use ryw_router::{NodeUrls, RouterConfig, TokenKey};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the service listens, which nodes it routes to, and how.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Listen address; port 0 picks a free port (tests read it back).
+    pub listen: SocketAddr,
+    /// The leader and the followers.
+    pub nodes: NodeUrls,
+    /// Redis URL for the shared session store; `None` = in-memory (one instance).
+    pub redis_url: Option<String>,
+    /// Routing: default strategy, sticky window, causal budget, lag limits.
+    pub router: RouterConfig,
+    /// Accept `X-Read-Strategy` per request (dashboard, bench).
+    pub allow_strategy_header: bool,
+    /// HMAC key of consistency tokens; share it between instances.
+    pub token_key: TokenKey,
+    /// Opening balance of new accounts, in cents.
+    pub opening_balance_cents: i64,
+    /// Longest a request may take before it is answered 503.
+    pub request_timeout: Duration,
+    /// Largest accepted request body.
+    pub body_limit: usize,
+    /// The local cluster folder when serving one (`--cluster`): enables the
+    /// dashboard's lag control.
+    pub cluster_dir: Option<PathBuf>,
+}
+
+impl ServiceConfig {
+    /// A configuration with the documented defaults for these nodes.
+    pub fn new(nodes: NodeUrls, token_key: TokenKey) -> ServiceConfig {
+        ServiceConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            nodes,
+            redis_url: None,
+            router: RouterConfig::default(),
+            allow_strategy_header: false,
+            token_key,
+            opening_balance_cents: 100_000,
+            request_timeout: Duration::from_secs(10),
+            body_limit: crate::BODY_LIMIT,
+            cluster_dir: None,
+        }
+    }
+
+    /// Node URLs from a `ryw cluster up` folder.
+    pub fn nodes_from_cluster(
+        dir: &std::path::Path,
+    ) -> Result<NodeUrls, ryw_cluster::ClusterError> {
+        let info = ryw_cluster::ClusterInfo::load(dir)?;
+        Ok(NodeUrls {
+            leader: info.leader().url.clone(),
+            followers: info
+                .followers()
+                .map(|n| (n.name.clone(), n.url.clone()))
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,239 @@
+//! [`ApiError`]: every way a request can fail, mapped to RFC 9457
+//! `application/problem+json` in one place. Client faults are 4xx and logged
+//! at debug; our faults are 5xx and logged with their cause.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Base of the problem `type` URIs; the slug after it is stable.
+pub const PROBLEM_BASE: &str = "https://ryw.dev/problems/";
+
+/// Everything a handler can answer other than success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// `X-Demo-UserId` is not a UUID.
+    #[error("X-Demo-UserId must be a UUID, got {0:?}")]
+    BadUserId(String),
+    /// `X-Read-Strategy` names no strategy.
+    #[error("{0}")]
+    UnknownStrategy(String),
+    /// `X-Read-Strategy` sent to a server without `--allow-strategy-header`.
+    #[error("this server does not accept X-Read-Strategy (start it with --allow-strategy-header)")]
+    StrategyHeaderNotAllowed,
+    /// `X-Consistency-Token` is malformed, tampered or signed with another key.
+    #[error("X-Consistency-Token refused: {0}")]
+    BadToken(String),
+    /// `Idempotency-Key` is empty, too long or not visible ASCII.
+    #[error("Idempotency-Key must be 1–128 visible ASCII characters")]
+    BadIdempotencyKey,
+    /// The body is not JSON.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// The body is not `application/json`.
+    #[error("the body must be application/json")]
+    UnsupportedMediaType,
+    /// The body is larger than the limit.
+    #[error("the body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    /// `amount_cents` is not an integer in range.
+    #[error("{0}")]
+    InvalidAmount(String),
+    /// A field of the body is invalid.
+    #[error("{detail}")]
+    InvalidField { field: &'static str, detail: String },
+    /// Not enough money for the payment.
+    #[error("balance {balance_cents} is less than the amount {amount_cents}")]
+    InsufficientFunds {
+        balance_cents: i64,
+        amount_cents: i64,
+    },
+    /// The caller has no account (`POST /api/account` first).
+    #[error("no account for this user; create it with POST /api/account")]
+    NoAccount,
+    /// The caller has no profile.
+    #[error("no profile for this user; create it with POST /api/me/profile")]
+    NoProfile,
+    /// The same `Idempotency-Key` was used with another body.
+    #[error("this Idempotency-Key was already used for a different payment")]
+    IdempotencyKeyReused,
+    /// The endpoint needs a local cluster (`--cluster DIR`).
+    #[error("{0}")]
+    NotAvailable(String),
+    /// A node or the session store is unreachable: retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The request took longer than the server's limit.
+    #[error("the request took longer than {0:?}")]
+    Timeout(std::time::Duration),
+    /// Anything else: our fault.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    balance_cents: Option<i64>,
+}
+
+impl ApiError {
+    /// HTTP status, stable slug and title.
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        match self {
+            BadUserId(_) => (StatusCode::BAD_REQUEST, "bad-user-id", "Bad user id"),
+            UnknownStrategy(_) => (
+                StatusCode::BAD_REQUEST,
+                "unknown-strategy",
+                "Unknown read strategy",
+            ),
+            StrategyHeaderNotAllowed => (
+                StatusCode::BAD_REQUEST,
+                "strategy-header-not-allowed",
+                "Read strategy header not allowed",
+            ),
+            BadToken(_) => (
+                StatusCode::BAD_REQUEST,
+                "bad-token",
+                "Bad consistency token",
+            ),
+            BadIdempotencyKey => (
+                StatusCode::BAD_REQUEST,
+                "bad-idempotency-key",
+                "Bad idempotency key",
+            ),
+            MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON"),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            BodyTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Body too large",
+            ),
+            InvalidAmount(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-amount",
+                "Invalid amount",
+            ),
+            InvalidField { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-field",
+                "Invalid field",
+            ),
+            InsufficientFunds { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "insufficient-funds",
+                "Insufficient funds",
+            ),
+            NoAccount => (StatusCode::NOT_FOUND, "no-account", "No account"),
+            NoProfile => (StatusCode::NOT_FOUND, "no-profile", "No profile"),
+            IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency key reused",
+            ),
+            NotAvailable(_) => (StatusCode::NOT_FOUND, "not-available", "Not available"),
+            Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+            ),
+            Timeout(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "Request timed out",
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
+        }
+    }
+
+    /// Maps a router error: unreachable nodes and stores are 503 (retry),
+    /// a refused token is the client's fault, the rest is ours.
+    pub fn from_router(e: ryw_router::Error) -> ApiError {
+        use ryw_router::Error as E;
+        match e {
+            E::Token(t) => ApiError::BadToken(t.to_string()),
+            E::Pool { .. } | E::StoreTimeout(_) => ApiError::Unavailable(e.to_string()),
+            E::Postgres(ref pg) if is_connection_error(pg) => ApiError::Unavailable(e.to_string()),
+            other => ApiError::Internal(anyhow::Error::new(other)),
+        }
+    }
+
+    /// Maps a database error from a handler's own statement.
+    pub fn from_db(e: tokio_postgres::Error) -> ApiError {
+        if is_connection_error(&e) {
+            ApiError::Unavailable(format!("database: {e}"))
+        } else {
+            ApiError::Internal(anyhow::Error::new(e).context("database"))
+        }
+    }
+}
+
+/// Whether an error means the connection (or the server) is gone, rather
+/// than the statement being wrong: such reads are retried elsewhere.
+pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        // admin_shutdown, crash_shutdown, cannot_connect_now, and class 08.
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") || c == "57P01" || c == "57P02" || c == "57P03"
+        }
+        // No SQLSTATE: an I/O error on the socket.
+        None => true,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.parts();
+        if let ApiError::Internal(err) = &self {
+            tracing::error!(error = ?err, "internal error");
+        } else if status.is_server_error() {
+            tracing::warn!(slug, detail = %self, "unavailable");
+        } else {
+            tracing::debug!(%status, slug, detail = %self, "client error");
+        }
+        let detail = match &self {
+            // Never leak internals to clients; the log has the cause chain.
+            ApiError::Internal(_) => "an internal error occurred; it was logged".to_owned(),
+            other => other.to_string(),
+        };
+        let balance_cents = match &self {
+            ApiError::InsufficientFunds { balance_cents, .. } => Some(*balance_cents),
+            _ => None,
+        };
+        let body = Problem {
+            kind: format!("{PROBLEM_BASE}{slug}"),
+            title,
+            status: status.as_u16(),
+            detail,
+            balance_cents,
+        };
+        let mut resp = (status, axum::Json(body)).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if matches!(self, ApiError::Unavailable(_) | ApiError::Timeout(_)) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}

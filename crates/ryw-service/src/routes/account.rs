@@ -1,0 +1,59 @@
+//! `POST /api/account`: create the caller's account.
+
+use super::{Served, record_write, respond};
+use crate::error::ApiError;
+use crate::extract::Caller;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The caller's account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountBody {
+    /// The user id.
+    pub user_id: uuid::Uuid,
+    /// Current balance in cents.
+    pub balance_cents: i64,
+    /// Rises by one per payment: a client can tell a stale balance by it.
+    pub version: i64,
+}
+
+/// Creates the caller's account with the opening balance (201), or returns
+/// the existing one (200).
+#[utoipa::path(post, path = "/api/account", tag = "payments",
+    params(("X-Demo-UserId" = Option<String>, Header, description = "caller (UUID)")),
+    responses((status = 201, body = AccountBody), (status = 200, body = AccountBody), (status = 400, description = "bad user id")))]
+pub async fn create(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let conn = state.router.write().await.map_err(ApiError::from_router)?;
+    let uid = caller.user.0;
+    let inserted = conn
+        .query_opt(
+            "INSERT INTO accounts (user_id, opening_cents, balance_cents) VALUES ($1, $2, $2) \
+             ON CONFLICT (user_id) DO NOTHING RETURNING balance_cents, version",
+            &[&uid, &state.cfg.opening_balance_cents],
+        )
+        .await
+        .map_err(ApiError::from_db)?;
+    let (status, row) = match inserted {
+        Some(row) => (StatusCode::CREATED, row),
+        None => (
+            StatusCode::OK,
+            conn.query_one(
+                "SELECT balance_cents, version FROM accounts WHERE user_id = $1",
+                &[&uid],
+            )
+            .await
+            .map_err(ApiError::from_db)?,
+        ),
+    };
+    let token = record_write(&state, &caller, &conn).await;
+    let body = AccountBody {
+        user_id: uid,
+        balance_cents: row.get(0),
+        version: row.get(1),
+    };
+    Ok(respond(&state, Served::leader(token), status, body))
+}

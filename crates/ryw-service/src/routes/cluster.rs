@@ -1,0 +1,157 @@
+//! `GET /api/cluster` (what the router knows of every node, and the session
+//! store's health) and `POST /api/cluster/lag` (the dashboard's lag control,
+//! only when serving a local cluster).
+
+use super::{Served, respond};
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// One node as the router's tracker last saw it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeBody {
+    /// `leader` or the follower's name.
+    pub name: String,
+    /// `leader` or `follower`.
+    pub role: &'static str,
+    /// Leader: current WAL position; follower: replay position (null when unknown).
+    pub lsn: Option<String>,
+    /// WAL bytes behind the leader (followers).
+    pub lag_bytes: Option<u64>,
+    /// Time behind the leader, measured in-process (followers).
+    pub lag_ms: Option<u64>,
+    /// Reachable, and for a follower streaming.
+    pub healthy: bool,
+    /// May serve reads now.
+    pub in_rotation: bool,
+    /// Why not, when not.
+    pub note: Option<String>,
+}
+
+/// The session store's state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoreBody {
+    /// `memory` or `redis`.
+    pub kind: &'static str,
+    /// False while degraded (fresh reads then go to the leader).
+    pub healthy: bool,
+    /// Why degraded.
+    pub detail: Option<String>,
+}
+
+/// `GET /api/cluster`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterBody {
+    /// The server's default strategy.
+    pub strategy: String,
+    /// Whether `X-Read-Strategy` is accepted.
+    pub strategy_header: bool,
+    /// Whether `POST /api/cluster/lag` works (local cluster).
+    pub lag_control: bool,
+    /// Leader first.
+    pub nodes: Vec<NodeBody>,
+    /// Session store health.
+    pub session_store: StoreBody,
+}
+
+/// Every node's role, position, lag and rotation; the session store's health.
+#[utoipa::path(get, path = "/api/cluster", tag = "ops", responses((status = 200, body = ClusterBody)))]
+pub async fn show(State(state): State<AppState>) -> Response {
+    let view = state.router.cluster_view();
+    let nodes = view
+        .nodes()
+        .map(|n| NodeBody {
+            name: n.name.to_string(),
+            role: n.role.as_str(),
+            lsn: n.lsn.map(|l| l.to_string()),
+            lag_bytes: n.lag_bytes,
+            lag_ms: n.lag_ms,
+            healthy: n.healthy,
+            in_rotation: n.in_rotation,
+            note: n.note.clone(),
+        })
+        .collect();
+    let health = state.router.store_health();
+    let body = ClusterBody {
+        strategy: state.cfg.router.default_strategy.to_string(),
+        strategy_header: state.cfg.allow_strategy_header,
+        lag_control: state.cfg.cluster_dir.is_some(),
+        nodes,
+        session_store: StoreBody {
+            kind: state.router.store_backend(),
+            healthy: health.is_ok(),
+            detail: match health {
+                ryw_router::StoreHealth::Ok => None,
+                ryw_router::StoreHealth::Degraded(why) => Some(why),
+            },
+        },
+    };
+    respond(
+        &state,
+        Served {
+            node: "none".into(),
+            token: None,
+            strategy: None,
+            waited: Default::default(),
+        },
+        StatusCode::OK,
+        body,
+    )
+}
+
+/// Changes a local follower's replay delay: `{"follower": "follower1", "delay_ms": 800}`.
+#[utoipa::path(post, path = "/api/cluster/lag", tag = "ops",
+    responses((status = 200, description = "changed"), (status = 404, description = "not serving a local cluster")))]
+pub async fn set_lag(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let Some(dir) = &state.cfg.cluster_dir else {
+        return Err(ApiError::NotAvailable(
+            "lag control works only when the service runs on a local cluster (--cluster DIR)"
+                .into(),
+        ));
+    };
+    let follower = body
+        .get("follower")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| ApiError::InvalidField {
+            field: "follower",
+            detail: "follower must be a follower's name, e.g. follower1".into(),
+        })?;
+    let delay_ms = body
+        .get("delay_ms")
+        .and_then(|v| v.as_u64())
+        .filter(|&d| d <= 60_000)
+        .ok_or_else(|| ApiError::InvalidField {
+            field: "delay_ms",
+            detail: "delay_ms must be an integer in 0..=60000".into(),
+        })?;
+    let node = ryw_cluster::set_lag(dir, follower, std::time::Duration::from_millis(delay_ms))
+        .await
+        .map_err(|e| match e {
+            ryw_cluster::ClusterError::NoSuchReplica(_) => ApiError::InvalidField {
+                field: "follower",
+                detail: e.to_string(),
+            },
+            other => ApiError::Internal(other.into()),
+        })?;
+    tracing::info!(follower = %node.name, delay_ms, "changed replay delay");
+    let body = serde_json::json!({"follower": node.name, "delay_ms": delay_ms});
+    Ok(respond(
+        &state,
+        Served {
+            node: "none".into(),
+            token: None,
+            strategy: None,
+            waited: Default::default(),
+        },
+        StatusCode::OK,
+        body,
+    ))
+}

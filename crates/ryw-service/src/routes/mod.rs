@@ -1,0 +1,143 @@
+//! HTTP handlers, one file per resource, and the shared read/write plumbing:
+//! every `/api` response names the node that served it (`X-Served-By`) and
+//! carries the session's signed token (`X-Consistency-Token`).
+
+pub mod account;
+pub mod cluster;
+pub mod dashboard;
+pub mod ops;
+pub mod payments;
+pub mod products;
+pub mod profile;
+
+use crate::error::{ApiError, is_connection_error};
+use crate::extract::{Caller, ClientToken, ReadPrefs};
+use crate::state::AppState;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ryw_router::{Decision, Freshness, Lsn, Strategy};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+/// Who served a request, for the response headers and the request log.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// `leader` or a follower's name.
+    pub node: Arc<str>,
+    /// The session's position after this request.
+    pub token: Option<Lsn>,
+    /// The strategy applied (reads only).
+    pub strategy: Option<Strategy>,
+    /// Time spent waiting for a follower to catch up.
+    pub waited: Duration,
+}
+
+impl Served {
+    /// A write (or a read) on the leader.
+    pub fn leader(token: Option<Lsn>) -> Served {
+        Served {
+            node: Arc::from(ryw_router::LEADER_NAME),
+            token,
+            strategy: None,
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// From a router decision.
+    pub fn from_decision(d: &Decision) -> Served {
+        Served {
+            node: d.node.clone(),
+            token: d.token,
+            strategy: Some(d.strategy),
+            waited: d.waited,
+        }
+    }
+}
+
+/// A JSON response with the consistency headers.
+pub fn respond(
+    state: &AppState,
+    served: Served,
+    status: StatusCode,
+    body: impl Serialize,
+) -> Response {
+    let mut resp = (status, axum::Json(body)).into_response();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&served.node) {
+        h.insert("x-served-by", v);
+    }
+    let token = state.key.sign(served.token.unwrap_or(Lsn::ZERO));
+    if let Ok(v) = HeaderValue::from_str(&token) {
+        h.insert("x-consistency-token", v);
+    }
+    if served.strategy.is_some() {
+        h.insert(
+            "x-waited-ms",
+            HeaderValue::from(served.waited.as_millis() as u64),
+        );
+    }
+    resp.extensions_mut().insert(served);
+    resp
+}
+
+/// Runs one read statement on the node the router picks. If the
+/// connection breaks mid-read (a follower died), the router forgets that
+/// follower (rule 3) and the read is retried once elsewhere (rule 8: no
+/// failed requests when a follower leaves).
+pub async fn read_rows(
+    state: &AppState,
+    caller: &Caller,
+    freshness: Freshness,
+    prefs: ReadPrefs,
+    token: ClientToken,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<(Vec<Row>, Decision), ApiError> {
+    let opts = prefs.options();
+    let mut last = None;
+    for attempt in 0..2 {
+        let (conn, decision) = state
+            .router
+            .read_with(&caller.session, freshness, opts, token.0)
+            .await
+            .map_err(ApiError::from_router)?;
+        let res = async {
+            let stmt = conn.prepare_cached(sql).await?;
+            conn.query(&stmt, params).await
+        }
+        .await;
+        match res {
+            Ok(rows) => return Ok((rows, decision)),
+            Err(e) if is_connection_error(&e) => {
+                state.router.report_error(&decision, &e);
+                tracing::warn!(node = %decision.node, attempt, error = %e, "read failed; retrying on another node");
+                last = Some(e);
+            }
+            Err(e) => return Err(ApiError::from_db(e)),
+        }
+    }
+    Err(ApiError::Unavailable(format!(
+        "the read failed twice: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )))
+}
+
+/// The leader's position after a committed write, stored for the session
+/// (rule 1: read after COMMIT returned). If it cannot be read, the write
+/// still stands; the error is logged and the response carries no new token.
+pub async fn record_write(
+    state: &AppState,
+    caller: &Caller,
+    client: &tokio_postgres::Client,
+) -> Option<Lsn> {
+    match state.router.record_write(&caller.session, client).await {
+        Ok(lsn) => Some(lsn),
+        Err(e) => {
+            tracing::error!(error = %e, user = %caller.user.0, "committed, but could not record the write position");
+            None
+        }
+    }
+}

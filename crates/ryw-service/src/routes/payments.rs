@@ -1,0 +1,299 @@
+//! `POST /api/payments` (pay, exactly once per `Idempotency-Key`) and
+//! `GET /api/payments` and `GET /api/balance` (fresh reads).
+
+use super::{Served, read_rows, record_write, respond};
+use crate::domain::{self, AmountCents, IdempotencyKey};
+use crate::error::ApiError;
+use crate::extract::{Caller, ClientToken, JsonBody, ReadPrefs};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use ryw_router::Freshness;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+/// Body of `POST /api/payments`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PaymentRequest {
+    /// Integer cents, 1..=100000000.
+    pub amount_cents: i64,
+    /// Optional note, at most 200 characters.
+    pub description: Option<String>,
+}
+
+/// A committed payment and the balance right after it (seed 000's strategy
+/// 1: the client shows this at once, with no second read).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PaymentBody {
+    /// The payment's id.
+    pub payment_id: uuid::Uuid,
+    /// Amount debited.
+    pub amount_cents: i64,
+    /// Balance right after this payment.
+    pub balance_cents: i64,
+    /// Account version right after this payment.
+    pub version: i64,
+    /// Always `leader`.
+    pub served_by: &'static str,
+}
+
+/// `GET /api/balance`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceBody {
+    /// Balance in cents.
+    pub balance_cents: i64,
+    /// Account version: compare with the last payment's to spot staleness.
+    pub version: i64,
+    /// `leader` or a follower's name.
+    pub served_by: String,
+    /// Strategy that routed the read.
+    pub strategy: String,
+    /// Time spent waiting for a follower to catch up.
+    pub waited_ms: u64,
+}
+
+/// One row of `GET /api/payments`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentRow {
+    /// The payment's id.
+    pub payment_id: uuid::Uuid,
+    /// Amount debited.
+    pub amount_cents: i64,
+    /// Optional note.
+    pub description: Option<String>,
+    /// Account version after this payment.
+    pub version: i64,
+    /// When it committed (RFC 3339).
+    pub created_at: String,
+}
+
+/// `GET /api/payments`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentList {
+    /// Newest first, at most 50.
+    pub payments: Vec<PaymentRow>,
+    /// `leader` or a follower's name.
+    pub served_by: String,
+    /// Strategy that routed the read.
+    pub strategy: String,
+}
+
+fn request_hash(amount: AmountCents, description: &Option<String>) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(amount.get().to_be_bytes());
+    match description {
+        Some(d) => {
+            h.update([1]);
+            h.update(d.as_bytes());
+        }
+        None => h.update([0]),
+    }
+    h.finalize().to_vec()
+}
+
+/// Pays: one leader transaction that locks the account row, replays an
+/// earlier payment with the same `Idempotency-Key`, checks the balance,
+/// debits it, bumps `version` and records the payment (rule 6).
+#[utoipa::path(post, path = "/api/payments", tag = "payments", request_body = PaymentRequest,
+    params(("X-Demo-UserId" = Option<String>, Header, description = "caller (UUID)"),
+           ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    responses((status = 201, body = PaymentBody), (status = 200, description = "replay of the same Idempotency-Key", body = PaymentBody),
+              (status = 422, description = "invalid amount, insufficient funds or reused key"), (status = 404, description = "no account")))]
+pub async fn pay(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let amount = AmountCents::parse(body.get("amount_cents").unwrap_or(&serde_json::Value::Null))?;
+    let description = domain::description(body.get("description"))?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(IdempotencyKey::parse(
+            v.to_str().map_err(|_| ApiError::BadIdempotencyKey)?,
+        )?),
+    };
+    let hash = request_hash(amount, &description);
+    let uid = caller.user.0;
+
+    let mut conn = state.router.write().await.map_err(ApiError::from_router)?;
+    let outcome = {
+        let tx = conn.transaction().await.map_err(ApiError::from_db)?;
+        // The account row lock serialises this user's payments: a second
+        // click waits here, then sees the first one's committed row below.
+        let Some(acct) = tx
+            .query_opt(
+                "SELECT balance_cents FROM accounts WHERE user_id = $1 FOR UPDATE",
+                &[&uid],
+            )
+            .await
+            .map_err(ApiError::from_db)?
+        else {
+            return Err(ApiError::NoAccount);
+        };
+        let replay = match &key {
+            Some(k) => tx
+                .query_opt(
+                    "SELECT payment_id, amount_cents, balance_after, version, request_hash \
+                     FROM payments WHERE user_id = $1 AND idempotency_key = $2",
+                    &[&uid, &k.as_str()],
+                )
+                .await
+                .map_err(ApiError::from_db)?,
+            None => None,
+        };
+        if let Some(prev) = replay {
+            let prev_hash: Vec<u8> = prev.get(4);
+            if prev_hash != hash {
+                return Err(ApiError::IdempotencyKeyReused);
+            }
+            (
+                StatusCode::OK,
+                PaymentBody {
+                    payment_id: prev.get(0),
+                    amount_cents: prev.get(1),
+                    balance_cents: prev.get(2),
+                    version: prev.get(3),
+                    served_by: "leader",
+                },
+            )
+        } else {
+            let balance: i64 = acct.get(0);
+            if balance < amount.get() {
+                return Err(ApiError::InsufficientFunds {
+                    balance_cents: balance,
+                    amount_cents: amount.get(),
+                });
+            }
+            let row = tx
+                .query_opt(
+                    "UPDATE accounts SET balance_cents = balance_cents - $2, version = version + 1 \
+                     WHERE user_id = $1 AND balance_cents >= $2 RETURNING balance_cents, version",
+                    &[&uid, &amount.get()],
+                )
+                .await
+                .map_err(ApiError::from_db)?
+                .ok_or(ApiError::InsufficientFunds {
+                    balance_cents: balance,
+                    amount_cents: amount.get(),
+                })?;
+            let payment_id = uuid::Uuid::new_v4();
+            let (balance_after, version): (i64, i64) = (row.get(0), row.get(1));
+            tx.execute(
+                "INSERT INTO payments (payment_id, user_id, idempotency_key, request_hash, amount_cents, \
+                 description, balance_after, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[&payment_id, &uid, &key.as_ref().map(|k| k.as_str()), &hash, &amount.get(), &description, &balance_after, &version],
+            )
+            .await
+            .map_err(ApiError::from_db)?;
+            tx.commit().await.map_err(ApiError::from_db)?;
+            (
+                StatusCode::CREATED,
+                PaymentBody {
+                    payment_id,
+                    amount_cents: amount.get(),
+                    balance_cents: balance_after,
+                    version,
+                    served_by: "leader",
+                },
+            )
+        }
+    };
+    // Rule 1: the token is read after COMMIT returned, in its own statement.
+    // A replay records too, so its token covers the first payment.
+    let token = record_write(&state, &caller, &conn).await;
+    let (status, body) = outcome;
+    let mut resp = respond(&state, Served::leader(token), status, body);
+    if status == StatusCode::OK {
+        resp.headers_mut().insert(
+            "idempotent-replay",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(resp)
+}
+
+/// The caller's balance: a fresh read, routed by the strategy.
+#[utoipa::path(get, path = "/api/balance", tag = "payments",
+    params(("X-Demo-UserId" = Option<String>, Header, description = "caller (UUID)"),
+           ("X-Read-Strategy" = Option<String>, Header, description = "strategy[:duration], with --allow-strategy-header"),
+           ("X-Consistency-Token" = Option<String>, Header, description = "token from an earlier response")),
+    responses((status = 200, body = BalanceBody), (status = 404, description = "no account"), (status = 400, description = "bad token or strategy")))]
+pub async fn balance(
+    State(state): State<AppState>,
+    caller: Caller,
+    prefs: ReadPrefs,
+    token: ClientToken,
+) -> Result<Response, ApiError> {
+    let (rows, d) = read_rows(
+        &state,
+        &caller,
+        Freshness::Fresh,
+        prefs,
+        token,
+        "SELECT balance_cents, version FROM accounts WHERE user_id = $1",
+        &[&caller.user.0],
+    )
+    .await?;
+    let row = rows.first().ok_or(ApiError::NoAccount)?;
+    let body = BalanceBody {
+        balance_cents: row.get(0),
+        version: row.get(1),
+        served_by: d.node.to_string(),
+        strategy: d.strategy.to_string(),
+        waited_ms: d.waited.as_millis() as u64,
+    };
+    Ok(respond(
+        &state,
+        Served::from_decision(&d),
+        StatusCode::OK,
+        body,
+    ))
+}
+
+/// The caller's recent payments, newest first: a fresh read.
+#[utoipa::path(get, path = "/api/payments", tag = "payments",
+    params(("X-Demo-UserId" = Option<String>, Header, description = "caller (UUID)")),
+    responses((status = 200, body = PaymentList)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    prefs: ReadPrefs,
+    token: ClientToken,
+) -> Result<Response, ApiError> {
+    let (rows, d) = read_rows(
+        &state,
+        &caller,
+        Freshness::Fresh,
+        prefs,
+        token,
+        "SELECT payment_id, amount_cents, description, version, \
+         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') \
+         FROM payments WHERE user_id = $1 ORDER BY version DESC LIMIT 50",
+        &[&caller.user.0],
+    )
+    .await?;
+    let payments = rows
+        .iter()
+        .map(|r| PaymentRow {
+            payment_id: r.get(0),
+            amount_cents: r.get(1),
+            description: r.get(2),
+            version: r.get(3),
+            created_at: r.get(4),
+        })
+        .collect();
+    let body = PaymentList {
+        payments,
+        served_by: d.node.to_string(),
+        strategy: d.strategy.to_string(),
+    };
+    Ok(respond(
+        &state,
+        Served::from_decision(&d),
+        StatusCode::OK,
+        body,
+    ))
+}

@@ -1,0 +1,115 @@
+//! [`Service`]: build (connect, migrate, bind), then run until a shutdown
+//! future resolves. The binary and the tests both use it.
+
+use crate::app::app;
+use crate::config::ServiceConfig;
+use crate::schema;
+use crate::state::AppState;
+use anyhow::Context;
+use ryw_router::{MemoryStore, RedisStore, RedisStoreConfig, Router, SessionStore};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Followers that have not replayed the migrations yet would answer
+/// "relation does not exist": wait (bounded) until every follower in
+/// rotation has replayed them. A follower that is down or lagging is not in
+/// rotation and gets no reads until it has caught up anyway.
+async fn wait_for_schema_on_followers(router: &Router, lsn: ryw_router::Lsn) {
+    let deadline = std::time::Duration::from_secs(10);
+    let mut watch = router.watch_cluster();
+    let done = tokio::time::timeout(deadline, async {
+        loop {
+            {
+                let view = watch.borrow_and_update();
+                // Done when each follower has replayed the schema, or has
+                // been polled and is out of rotation (down or lagging).
+                let polled =
+                    |f: &ryw_router::NodeStatus| f.note.as_deref() != Some("not polled yet");
+                if view
+                    .followers
+                    .iter()
+                    .all(|f| f.lsn.is_some_and(|l| l >= lsn) || (polled(f) && !f.in_rotation))
+                {
+                    return;
+                }
+            }
+            if watch.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    if done.is_err() {
+        tracing::warn!(%lsn, "followers had not replayed the schema after {deadline:?}; serving anyway");
+    }
+}
+
+/// A connected, migrated service bound to its port.
+#[derive(Debug)]
+pub struct Service {
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+}
+
+impl Service {
+    /// Connects the router (and the session store), applies migrations on the
+    /// leader and binds the listener.
+    pub async fn build(cfg: ServiceConfig) -> anyhow::Result<Service> {
+        let store: Arc<dyn SessionStore> = match &cfg.redis_url {
+            Some(url) => Arc::new(
+                RedisStore::connect(RedisStoreConfig::new(url.clone()))
+                    .await
+                    .with_context(|| format!("connecting to Redis at {url}"))?,
+            ),
+            None => Arc::new(MemoryStore::default()),
+        };
+        let router = Router::connect(cfg.router.clone(), cfg.nodes.clone(), store)
+            .await
+            .context("starting the router")?;
+        let schema_lsn = {
+            let mut conn = router.write().await.context("connecting to the leader")?;
+            schema::migrate(&mut conn).await?;
+            let row = conn
+                .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                .await?;
+            row.get::<_, String>(0).parse::<ryw_router::Lsn>()?
+        };
+        wait_for_schema_on_followers(&router, schema_lsn).await;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("binding {}", cfg.listen))?;
+        let addr = listener.local_addr()?;
+        Ok(Service {
+            state: AppState::new(router, cfg),
+            listener,
+            addr,
+        })
+    }
+
+    /// Where it listens (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (tests use it for in-process requests).
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests and
+    /// stops the router's background tasks.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        axum::serve(self.listener, app(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving")?;
+        state.router.shutdown();
+        Ok(())
+    }
+}

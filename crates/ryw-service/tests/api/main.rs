@@ -1,0 +1,8 @@
+//! HTTP tests of the service on a real cluster (one binary, several modules).
+
+mod errors;
+mod helpers;
+mod instances;
+mod ops;
+mod payments;
+mod strategies;
