@@ -24,7 +24,15 @@ async fn bad_input_gets_a_problem_json_4xx_and_writes_nothing() {
     tampered.replace_range(3..4, if &valid[3..4] == "0" { "1" } else { "0" });
 
     // (method, path, headers, body, status, problem type)
-    let cases: Vec<(&str, &str, Vec<(&str, String)>, Option<String>, u16, &str)> = vec![
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, String)>,
+        Option<String>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/api/payments",
