@@ -22,16 +22,20 @@
 //!   and [`ab_table`] for "A B A B" comparisons with pgbench.
 //! - [`error`]: [`BenchError`], the one error enum of this crate.
 
+pub mod calibrate;
 pub mod checker;
 pub mod config;
 pub mod error;
 pub mod history;
+pub mod html;
 pub mod report;
 
+pub use calibrate::{LoadResult, LoadSpec, ab_table, http_load};
 pub use checker::{Check, ReadCheck, Violation, ViolationKind, check_history};
 pub use config::{BenchConfig, Load, StrategyName, StrategySpec, Think};
 pub use error::BenchError;
 pub use history::{History, LagSample, Object, Op, OpKind};
+pub use html::write_report_dir;
 pub use report::{
     BenchReport, FollowerLag, Latency, Oracle, ReportMeta, StrategyReport, check_file,
     follower_delays,
