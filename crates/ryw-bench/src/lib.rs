@@ -25,6 +25,7 @@
 pub mod calibrate;
 pub mod checker;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod history;
 pub mod html;
@@ -33,6 +34,7 @@ pub mod report;
 pub use calibrate::{LoadResult, LoadSpec, ab_table, http_load};
 pub use checker::{Check, ReadCheck, Violation, ViolationKind, check_history};
 pub use config::{BenchConfig, Load, StrategyName, StrategySpec, Think};
+pub use engine::run;
 pub use error::BenchError;
 pub use history::{History, LagSample, Object, Op, OpKind};
 pub use html::write_report_dir;
