@@ -385,4 +385,67 @@ mod tests {
             .is_err()
         );
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_load_generator_counts_answers_statuses_and_sends_the_headers() {
+        use axum::http::HeaderMap;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let with_header = Arc::new(AtomicU64::new(0));
+        let seen = with_header.clone();
+        let app = axum::Router::new().route(
+            "/ok",
+            axum::routing::get(move |h: HeaderMap| async move {
+                if h.get("x-read-strategy").is_some_and(|v| v == "causal") {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                }
+                "ok"
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let spec = LoadSpec {
+            url: format!("{base}/ok"),
+            headers: vec![("X-Read-Strategy".into(), "causal".into())],
+            connections: 4,
+            duration: Duration::from_millis(300),
+            timeout: Duration::from_secs(2),
+        };
+        let r = http_load(&spec).await.unwrap();
+        assert!(r.requests > 20, "{r:?}");
+        assert_eq!((r.errors, r.non_2xx), (0, 0), "{r:?}");
+        assert_eq!(
+            with_header.load(Ordering::Relaxed),
+            r.requests,
+            "every request carried the header"
+        );
+        assert!(
+            r.requests_per_s > 0.0
+                && r.latency_ms.p50 > 0.0
+                && r.latency_ms.p99 >= r.latency_ms.p50
+        );
+        assert!(r.elapsed_s < 1.5);
+
+        let missing = http_load(&LoadSpec {
+            url: format!("{base}/nope"),
+            ..spec.clone()
+        })
+        .await
+        .unwrap();
+        assert!(
+            missing.requests > 0 && missing.non_2xx == missing.requests,
+            "{missing:?}"
+        );
+        let refused = http_load(&LoadSpec {
+            url: "http://127.0.0.1:9/".into(),
+            duration: Duration::from_millis(100),
+            ..spec
+        })
+        .await
+        .unwrap();
+        assert_eq!(refused.requests, 0);
+        assert!(refused.errors > 0);
+    }
 }

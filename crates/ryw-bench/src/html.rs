@@ -40,12 +40,10 @@ fn bar_chart(
             .copied()
             .chain(reference.map(|r| r.0))
             .fold(0.0f64, f64::max);
-        let top = if top <= 0.0 {
-            1.0
-        } else {
-            (top * 1.15).min(100.0).max(top)
-        };
-        let n = names.len().max(1) as u32;
+        // Room above the tallest bar for its label.
+        let top = if top <= 0.0 { 1.0 } else { top * 1.12 };
+        // `a..b` segmented has a segment for `b` too: end at the last index.
+        let n = names.len().max(2) as u32 - 1;
         let mut c = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(12)
@@ -115,15 +113,15 @@ fn text_anchor_bottom() -> plotters::style::text_anchor::Pos {
 
 /// One line per strategy over categories `0..labels.len()`; `None` points are skipped.
 fn line_chart(
-    title: &str,
+    title: &'static str,
     x_desc: &str,
     y_desc: &str,
     labels: &[String],
     series: &[(String, Vec<Option<f64>>)],
     log_y: bool,
-    chart: &'static str,
+    legend: SeriesLabelPosition,
 ) -> Result<String, BenchError> {
-    let err = chart_err(chart);
+    let err = chart_err(title);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (W, H + 60)).into_drawing_area();
@@ -173,7 +171,7 @@ fn line_chart(
                         .map_err(|e| err(e.to_string()))?;
                 }
                 c.configure_series_labels()
-                    .position(SeriesLabelPosition::UpperLeft)
+                    .position(legend.clone())
                     .background_style(WHITE.mix(0.85))
                     .border_style(BLACK)
                     .draw()
@@ -258,7 +256,7 @@ pub fn charts(report: &BenchReport) -> Result<Vec<(String, String)>, BenchError>
                 &labels,
                 &series,
                 false,
-                "stale by gap",
+                SeriesLabelPosition::UpperRight,
             )?,
         ));
 
@@ -288,7 +286,7 @@ pub fn charts(report: &BenchReport) -> Result<Vec<(String, String)>, BenchError>
                     &labels,
                     &series,
                     true,
-                    "latency",
+                    SeriesLabelPosition::UpperLeft,
                 )?,
             ));
         }
