@@ -1,1 +1,44 @@
-//! ryw-bench (skeleton)
+//! ryw-bench: the workload, the consistency checker and the report behind
+//! `ryw bench`. It measures, against a running `ryw serve` (over HTTP only),
+//! how each read strategy trades stale reads against leader load and
+//! latency: every strategy runs at the same time on its own group of
+//! virtual users, so they all see the same replication lag.
+//!
+//! # Layout
+//!
+//! - [`config`]: [`BenchConfig`] and what it is made of ([`Think`],
+//!   [`StrategySpec`], [`Load`]), each with a `FromStr` for the binary.
+//! - [`engine`]: [`run()`] — virtual users (pay, think, read the balance, now
+//!   and then the profile and the catalogue), `X-Read-Strategy` per request,
+//!   token echo, `/api/cluster` lag sampling, progress bar, deadline.
+//! - [`history`]: [`History`], [`Op`], [`LagSample`] and the JSON-lines
+//!   file format of a recorded run (documented there).
+//! - [`checker`]: [`check_history`] — read-your-writes and monotonic-read
+//!   violations from versions and the client's clock, never `served_by`.
+//! - [`report`]: [`BenchReport`] built from a history (per strategy, lag,
+//!   oracle), the terminal table, JSON, [`check_file`] for offline checks.
+//! - [`html`]: the `--report DIR` page with SVG charts (plotters).
+//! - [`calibrate`]: [`http_load`], a lean closed-loop HTTP load generator,
+//!   and [`ab_table`] for "A B A B" comparisons with pgbench.
+//! - [`error`]: [`BenchError`], the one error enum of this crate.
+
+pub mod calibrate;
+pub mod checker;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod history;
+pub mod html;
+pub mod report;
+
+pub use calibrate::{LoadResult, LoadSpec, ab_table, http_load};
+pub use checker::{Check, ReadCheck, Violation, ViolationKind, check_history};
+pub use config::{BenchConfig, Load, StrategyName, StrategySpec, Think};
+pub use engine::run;
+pub use error::BenchError;
+pub use history::{History, LagSample, Object, Op, OpKind};
+pub use html::write_report_dir;
+pub use report::{
+    BenchReport, FollowerLag, Latency, Oracle, ReportMeta, StrategyReport, check_file,
+    follower_delays,
+};

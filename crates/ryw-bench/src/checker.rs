@@ -1,0 +1,440 @@
+//! The consistency checker: judges a [`History`](crate::History) against the
+//! definitions in DESIGN.md, from the versions in the responses and the
+//! client's own clock — never from `served_by` (the server's word is what is
+//! being tested).
+//!
+//! - **RYW violation**: a fresh read by user `u` returns a `version` lower
+//!   than the highest `version` of any write by `u` (to the same object)
+//!   acknowledged before the read was sent.
+//! - **Monotonic-read violation**: a read by one client returns a `version`
+//!   lower than a read of the same object by the same client that completed
+//!   before it was sent.
+//!
+//! Both are judged per object: the account (`pay` → `balance`) and the
+//! profile (`profile` → `me`). A write whose response never came is not
+//! acknowledged, so a read may or may not see it. Each is an O(n log n)
+//! sweep over the history, so it also judges long recorded histories.
+
+use crate::history::{Object, Op, OpKind};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Which rule a read broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViolationKind {
+    /// Older than the user's own acknowledged write.
+    ReadYourWrites,
+    /// Older than what the same client had already read.
+    MonotonicRead,
+}
+
+/// One broken rule, with what is needed to find it in the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Violation {
+    /// Which rule.
+    pub kind: ViolationKind,
+    /// Index of the read in `History::ops`.
+    pub op: usize,
+    /// The read's user.
+    pub user: String,
+    /// The read's client.
+    pub client: String,
+    /// The read's strategy.
+    pub strategy: String,
+    /// `balance` or `me`.
+    pub read: OpKind,
+    /// When the read was sent (µs).
+    pub sent_us: u64,
+    /// The version it returned.
+    pub version: u64,
+    /// The version it had to return at least.
+    pub expected: u64,
+    /// Who served it (reported, not used to judge).
+    pub served_by: Option<String>,
+}
+
+/// The verdict on one checked fresh read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReadCheck {
+    /// Index of the read in `History::ops`.
+    pub op: usize,
+    /// Highest version of the user's writes acknowledged before the read was
+    /// sent (`None`: no acknowledged write yet).
+    pub required: Option<u64>,
+    /// Time from the acknowledgement of the user's latest such write to the
+    /// read's send, µs (`None`: no acknowledged write yet).
+    pub since_write_us: Option<u64>,
+    /// The read broke read-your-writes.
+    pub ryw_violation: bool,
+    /// The read broke monotonic reads.
+    pub monotonic_violation: bool,
+}
+
+/// What the checker found in a history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Check {
+    /// One verdict per checked fresh read (2xx with a version), in history order.
+    pub reads: Vec<ReadCheck>,
+    /// Every violation, in history order (a read can break both rules).
+    pub violations: Vec<Violation>,
+}
+
+impl Check {
+    /// Number of read-your-writes violations.
+    pub fn ryw_violations(&self) -> usize {
+        self.violations
+            .iter()
+            .filter(|v| v.kind == ViolationKind::ReadYourWrites)
+            .count()
+    }
+
+    /// Number of monotonic-read violations.
+    pub fn monotonic_violations(&self) -> usize {
+        self.violations
+            .iter()
+            .filter(|v| v.kind == ViolationKind::MonotonicRead)
+            .count()
+    }
+}
+
+/// (time, version) events sorted by time, with the running maximum version.
+struct Timeline {
+    times: Vec<u64>,
+    max_version: Vec<u64>,
+}
+
+impl Timeline {
+    fn new(mut events: Vec<(u64, u64)>) -> Timeline {
+        events.sort_unstable();
+        let mut max = 0;
+        let max_version = events
+            .iter()
+            .map(|&(_, v)| {
+                max = max.max(v);
+                max
+            })
+            .collect();
+        Timeline {
+            times: events.into_iter().map(|(t, _)| t).collect(),
+            max_version,
+        }
+    }
+
+    /// Highest version among events strictly before `t`, and the time of the
+    /// latest such event.
+    fn before(&self, t: u64) -> Option<(u64, u64)> {
+        let n = self.times.partition_point(|&x| x < t);
+        (n > 0).then(|| (self.max_version[n - 1], self.times[n - 1]))
+    }
+}
+
+/// Events per key: (time µs, version).
+type Events<K> = HashMap<K, Vec<(u64, u64)>>;
+
+/// Judges a history: every fresh read (`balance`, `me`) that returned 2xx and
+/// a version is checked for read-your-writes and monotonic reads.
+pub fn check_history(ops: &[Op]) -> Check {
+    let is_read = |o: &Op| o.kind.is_fresh_read() && o.ok_with_version();
+
+    // Acknowledged writes per (user, object), by acknowledgement time.
+    let mut writes: Events<(&str, Object)> = HashMap::new();
+    // Completed reads per (client, user, object), by completion time. The user
+    // is part of the key because versions are per account.
+    let mut reads: Events<(&str, &str, Object)> = HashMap::new();
+    for op in ops {
+        let (Some(obj), Some(v)) = (op.kind.object(), op.version) else {
+            continue;
+        };
+        if op.kind.is_write() && op.ok_with_version() {
+            writes
+                .entry((&op.user, obj))
+                .or_default()
+                .push((op.recv_us, v));
+        } else if is_read(op) {
+            reads
+                .entry((&op.client, &op.user, obj))
+                .or_default()
+                .push((op.recv_us, v));
+        }
+    }
+    let writes: HashMap<_, _> = writes
+        .into_iter()
+        .map(|(k, e)| (k, Timeline::new(e)))
+        .collect();
+    let reads: HashMap<_, _> = reads
+        .into_iter()
+        .map(|(k, e)| (k, Timeline::new(e)))
+        .collect();
+
+    let mut check = Check::default();
+    for (i, op) in ops.iter().enumerate() {
+        if !is_read(op) {
+            continue;
+        }
+        let (Some(obj), Some(version)) = (op.kind.object(), op.version) else {
+            continue;
+        };
+        let acked = writes
+            .get(&(op.user.as_str(), obj))
+            .and_then(|t| t.before(op.sent_us));
+        let seen = reads
+            .get(&(op.client.as_str(), op.user.as_str(), obj))
+            .and_then(|t| t.before(op.sent_us));
+        let verdict = ReadCheck {
+            op: i,
+            required: acked.map(|(v, _)| v),
+            since_write_us: acked.map(|(_, t)| op.sent_us - t),
+            ryw_violation: acked.is_some_and(|(v, _)| version < v),
+            monotonic_violation: seen.is_some_and(|(v, _)| version < v),
+        };
+        let violation = |kind, expected| Violation {
+            kind,
+            op: i,
+            user: op.user.clone(),
+            client: op.client.clone(),
+            strategy: op.strategy.clone(),
+            read: op.kind,
+            sent_us: op.sent_us,
+            version,
+            expected,
+            served_by: op.served_by.clone(),
+        };
+        if let (true, Some((v, _))) = (verdict.ryw_violation, acked) {
+            check
+                .violations
+                .push(violation(ViolationKind::ReadYourWrites, v));
+        }
+        if let (true, Some((v, _))) = (verdict.monotonic_violation, seen) {
+            check
+                .violations
+                .push(violation(ViolationKind::MonotonicRead, v));
+        }
+        check.reads.push(verdict);
+    }
+    check
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A terse op builder: `op(user, client, kind, sent, recv, version)`.
+    fn op(user: &str, client: &str, kind: OpKind, sent: u64, recv: u64, version: u64) -> Op {
+        Op {
+            user: user.into(),
+            client: client.into(),
+            strategy: "legacy".into(),
+            kind,
+            sent_us: sent,
+            recv_us: recv,
+            status: if kind == OpKind::Account { 201 } else { 200 },
+            version: Some(version),
+            served_by: Some("follower1".into()),
+            waited_ms: None,
+        }
+    }
+
+    use OpKind::{Balance, Me, Pay, Profile};
+
+    #[test]
+    fn a_clean_history_has_no_violation() {
+        let h = vec![
+            op("a", "a1", OpKind::Account, 0, 5, 0),
+            op("a", "a1", Pay, 10, 20, 1),
+            op("a", "a1", Balance, 25, 30, 1),
+            // sent while the payment was in flight: may see the old version
+            op("a", "a2", Pay, 40, 60, 2),
+            op("a", "a1", Balance, 50, 55, 1),
+            op("a", "a1", Balance, 61, 70, 2),
+            op("a", "a1", Profile, 80, 90, 1),
+            op("a", "a1", Me, 91, 95, 1),
+            // another user's higher versions do not matter
+            op("b", "b1", Pay, 10, 12, 9),
+            op("b", "b1", Balance, 13, 14, 9),
+        ];
+        let c = check_history(&h);
+        assert_eq!(c.violations, vec![]);
+        assert_eq!(c.reads.len(), 5);
+        assert_eq!(c.reads[0].since_write_us, Some(5));
+        assert_eq!(
+            c.reads[1].required,
+            Some(1),
+            "the payment in flight is not required"
+        );
+    }
+
+    #[test]
+    fn stale_and_non_monotonic_reads_are_each_counted() {
+        let mut h = vec![
+            op("a", "a1", Pay, 0, 10, 1),
+            op("a", "a1", Pay, 20, 30, 2),
+            op("a", "a1", Balance, 31, 40, 1), // stale: RYW (needs 2)
+            op("a", "a1", Balance, 41, 50, 2),
+            op("a", "a1", Balance, 51, 60, 1), // stale and goes back: RYW + monotonic
+            op("a", "a2", Balance, 61, 70, 2), // other device: fine
+            op("a", "a2", Balance, 65, 75, 1), // overlaps the previous read: RYW only
+            op("b", "b1", Profile, 0, 10, 3),
+            op("b", "b1", Me, 11, 20, 3),
+            op("b", "b1", Me, 21, 30, 3),
+            op("b", "b1", Profile, 31, 40, 4),
+            op("b", "b1", Me, 41, 50, 2), // RYW (4) + monotonic (3)
+        ];
+        // a failed write is not acknowledged; a failed read is not judged
+        let mut failed = op("a", "a1", Pay, 80, 90, 99);
+        failed.status = 0;
+        h.push(failed);
+        let mut err_read = op("a", "a1", Balance, 91, 95, 0);
+        err_read.status = 404;
+        h.push(err_read);
+        h.push(op("a", "a1", Balance, 96, 99, 2));
+
+        let c = check_history(&h);
+        assert_eq!(c.ryw_violations(), 4);
+        assert_eq!(c.monotonic_violations(), 2);
+        let at: Vec<(usize, ViolationKind, u64, u64)> = c
+            .violations
+            .iter()
+            .map(|v| (v.op, v.kind, v.version, v.expected))
+            .collect();
+        use ViolationKind::*;
+        assert_eq!(
+            at,
+            [
+                (2, ReadYourWrites, 1, 2),
+                (4, ReadYourWrites, 1, 2),
+                (4, MonotonicRead, 1, 2),
+                (6, ReadYourWrites, 1, 2),
+                (11, ReadYourWrites, 2, 4),
+                (11, MonotonicRead, 2, 3)
+            ]
+        );
+        assert_eq!(c.reads.len(), 9);
+    }
+
+    #[test]
+    fn a_new_account_of_the_same_client_starts_its_versions_again() {
+        let h = vec![
+            op("a", "c", Pay, 0, 1, 5),
+            op("a", "c", Balance, 2, 3, 5),
+            op("z", "c", Pay, 4, 5, 1),
+            op("z", "c", Balance, 6, 7, 1),
+        ];
+        assert_eq!(check_history(&h).violations, vec![]);
+    }
+
+    /// A model of a correct service: per user, writes commit halfway through
+    /// their request; a read returns any committed version at or above both
+    /// the user's acknowledged writes and what its client already saw.
+    /// Requests overlap (the next one may start before the last one ended).
+    /// Per user, steps of (is a write, client, duration, gap to the next, pick).
+    type Steps = Vec<Vec<(bool, u8, u16, u16, u8)>>;
+
+    fn model_history(steps: Steps) -> (Vec<Op>, Vec<(u64, u64)>) {
+        let mut ops = Vec::new();
+        let mut bounds = Vec::new(); // per op: (ryw floor, monotonic floor) for reads
+        for (u, user_steps) in steps.into_iter().enumerate() {
+            let user = format!("user{u}");
+            let mut t = 0u64;
+            let mut commits: Vec<(u64, u64)> = Vec::new(); // (commit time, version)
+            let mut mine: Vec<usize> = Vec::new(); // indexes of this user's ops
+            for (is_write, client, dur, gap, pick) in user_steps {
+                let client = format!("{user}-c{}", client % 2);
+                let dur = u64::from(dur) + 1;
+                let sent = t;
+                let recv = sent + dur;
+                let acked_floor = mine
+                    .iter()
+                    .map(|&i| &ops[i])
+                    .filter(|o: &&Op| o.kind == Pay && o.recv_us < sent)
+                    .map(|o| o.version.unwrap())
+                    .max()
+                    .unwrap_or(0);
+                let seen_floor = mine
+                    .iter()
+                    .map(|&i| &ops[i])
+                    .filter(|o: &&Op| o.kind == Balance && o.client == client && o.recv_us < sent)
+                    .map(|o| o.version.unwrap())
+                    .max()
+                    .unwrap_or(0);
+                let op = if is_write {
+                    let v = commits.len() as u64 + 1;
+                    commits.push((sent + dur / 2, v));
+                    bounds.push((0, 0));
+                    Op {
+                        version: Some(v),
+                        ..self::op(&user, &client, Pay, sent, recv, v)
+                    }
+                } else {
+                    let committed = commits
+                        .iter()
+                        .filter(|&&(ct, _)| ct <= sent)
+                        .map(|&(_, v)| v)
+                        .max()
+                        .unwrap_or(0);
+                    let lo = acked_floor.max(seen_floor);
+                    let v = lo + u64::from(pick) % (committed - lo + 1);
+                    bounds.push((acked_floor, seen_floor));
+                    self::op(&user, &client, Balance, sent, recv, v)
+                };
+                mine.push(ops.len());
+                ops.push(op);
+                t = sent + u64::from(gap) % (dur + 5);
+            }
+        }
+        (ops, bounds)
+    }
+
+    fn steps() -> impl Strategy<Value = Steps> {
+        prop::collection::vec(
+            prop::collection::vec(
+                (
+                    any::<bool>(),
+                    any::<u8>(),
+                    0u16..50,
+                    any::<u16>(),
+                    any::<u8>(),
+                ),
+                1..40,
+            ),
+            1..4,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn a_correct_service_never_shows_a_violation(steps in steps()) {
+            let (ops, _) = model_history(steps);
+            prop_assert_eq!(check_history(&ops).violations, vec![]);
+        }
+
+        #[test]
+        fn one_injected_stale_read_is_exactly_one_ryw_violation(steps in steps(), which in any::<prop::sample::Index>()) {
+            let (mut ops, bounds) = model_history(steps);
+            let stale_able: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].kind == Balance && bounds[i].0 > 0).collect();
+            prop_assume!(!stale_able.is_empty());
+            let i = stale_able[which.index(stale_able.len())];
+            let (ryw_floor, seen_floor) = bounds[i];
+            ops[i].version = Some(ryw_floor - 1);
+            let c = check_history(&ops);
+            prop_assert_eq!(c.ryw_violations(), 1);
+            prop_assert_eq!(c.monotonic_violations(), usize::from(seen_floor > ryw_floor - 1));
+            prop_assert!(c.violations.iter().all(|v| v.op == i));
+        }
+
+        #[test]
+        fn one_injected_step_back_is_exactly_one_monotonic_violation(steps in steps(), which in any::<prop::sample::Index>()) {
+            let (mut ops, bounds) = model_history(steps);
+            let able: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].kind == Balance && bounds[i].1 > 0).collect();
+            prop_assume!(!able.is_empty());
+            let i = able[which.index(able.len())];
+            let (ryw_floor, seen_floor) = bounds[i];
+            ops[i].version = Some(seen_floor - 1);
+            let c = check_history(&ops);
+            prop_assert_eq!(c.monotonic_violations(), 1);
+            prop_assert_eq!(c.ryw_violations(), usize::from(seen_floor - 1 < ryw_floor));
+            prop_assert!(c.violations.iter().all(|v| v.op == i));
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+/// Everything that can stop a bench, a check or a report from being made.
+///
+/// Failed requests during a run are *not* errors: they are recorded in the
+/// history (status `0` for a transport failure or timeout) and counted in the
+/// report. Only what makes the whole job impossible ends up here.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A configuration value that cannot be used (bad duration, no target…).
+    #[error("invalid {what}: {detail}")]
+    Config {
+        /// Which setting.
+        what: &'static str,
+        /// Why it was refused.
+        detail: String,
+    },
+    /// The service refused the bench before it started (preflight), e.g. a
+    /// server that does not run with `--allow-strategy-header`.
+    #[error("target {url} refused the bench: {detail}")]
+    Target {
+        /// Base URL of the service instance.
+        url: String,
+        /// What it said, or why it could not be reached.
+        detail: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("http client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// Reading or writing a file.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// `reading`, `writing`, `creating`.
+        what: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A history file line that is not a valid record.
+    #[error("{path}:{line}: {detail}")]
+    HistoryLine {
+        /// The history file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Serialising or parsing JSON outside a history file.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Drawing a chart of the HTML report.
+    #[error("chart {chart}: {detail}")]
+    Chart {
+        /// Which chart.
+        chart: &'static str,
+        /// The plotting error.
+        detail: String,
+    },
+}
+
+impl BenchError {
+    pub(crate) fn io(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> BenchError {
+        let path = path.into();
+        move |source| BenchError::Io { what, path, source }
+    }
+
+    pub(crate) fn config(what: &'static str, detail: impl Into<String>) -> BenchError {
+        BenchError::Config {
+            what,
+            detail: detail.into(),
+        }
+    }
+}

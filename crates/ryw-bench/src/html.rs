@@ -1,0 +1,522 @@
+//! The `--report DIR` output: `index.html` (tables and SVG charts drawn with
+//! plotters' SVG backend, no script, no external file), `report.json` and
+//! `history.jsonl` (the raw history, for `ryw bench check`).
+
+use crate::BenchError;
+use crate::report::BenchReport;
+use plotters::prelude::*;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+const W: u32 = 760;
+const H: u32 = 340;
+
+fn chart_err(chart: &'static str) -> impl Fn(String) -> BenchError {
+    move |detail| BenchError::Chart { chart, detail }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A bar per strategy, values in percent; an optional dashed reference line.
+fn bar_chart(
+    title: &str,
+    names: &[String],
+    values_pct: &[f64],
+    reference: Option<(f64, &str)>,
+    chart: &'static str,
+) -> Result<String, BenchError> {
+    let err = chart_err(chart);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let top = values_pct
+            .iter()
+            .copied()
+            .chain(reference.map(|r| r.0))
+            .fold(0.0f64, f64::max);
+        // Room above the tallest bar for its label.
+        let top = if top <= 0.0 { 1.0 } else { top * 1.12 };
+        // `a..b` segmented has a segment for `b` too: end at the last index.
+        let n = names.len().max(2) as u32 - 1;
+        let mut c = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d((0u32..n).into_segmented(), 0f64..top)
+            .map_err(|e| err(e.to_string()))?;
+        c.configure_mesh()
+            .disable_x_mesh()
+            .y_desc("%")
+            .x_labels(names.len())
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        c.draw_series(values_pct.iter().enumerate().map(|(i, &v)| {
+            let i = i as u32;
+            let mut bar = Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), v),
+                ],
+                Palette99::pick(i as usize).filled(),
+            );
+            bar.set_margin(0, 0, 8, 8);
+            bar
+        }))
+        .map_err(|e| err(e.to_string()))?;
+        c.draw_series(values_pct.iter().enumerate().map(|(i, &v)| {
+            Text::new(
+                format!("{v:.1}%"),
+                (SegmentValue::CenterOf(i as u32), v),
+                TextStyle::from(("sans-serif", 12).into_font()).pos(text_anchor_bottom()),
+            )
+        }))
+        .map_err(|e| err(e.to_string()))?;
+        if let Some((y, label)) = reference {
+            let style = ShapeStyle {
+                color: BLACK.mix(0.8),
+                filled: false,
+                stroke_width: 2,
+            };
+            c.draw_series(std::iter::once(PathElement::new(
+                vec![(SegmentValue::Exact(0), y), (SegmentValue::Last, y)],
+                style,
+            )))
+            .map_err(|e| err(e.to_string()))?
+            .label(format!("{label}: {y:.1}%"))
+            .legend(move |(x, yy)| PathElement::new(vec![(x, yy), (x + 16, yy)], style));
+            c.configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| err(e.to_string()))?;
+        }
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    Ok(svg)
+}
+
+fn text_anchor_bottom() -> plotters::style::text_anchor::Pos {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    Pos::new(HPos::Center, VPos::Bottom)
+}
+
+/// One line per strategy over categories `0..labels.len()`; `None` points are skipped.
+fn line_chart(
+    title: &'static str,
+    x_desc: &str,
+    y_desc: &str,
+    labels: &[String],
+    series: &[(String, Vec<Option<f64>>)],
+    log_y: bool,
+    legend: SeriesLabelPosition,
+) -> Result<String, BenchError> {
+    let err = chart_err(title);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H + 60)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let values = || series.iter().flat_map(|(_, v)| v.iter().flatten().copied());
+        let top = values().fold(0.0f64, f64::max);
+        let last = labels.len().saturating_sub(1).max(1) as f64;
+        let mut builder = ChartBuilder::on(&root);
+        builder
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .right_y_label_area_size(0);
+        let fmt_x = |x: &f64| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                labels.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        macro_rules! draw {
+            ($c:expr) => {{
+                let mut c = $c;
+                c.configure_mesh()
+                    .x_desc(x_desc)
+                    .y_desc(y_desc)
+                    .x_labels(labels.len())
+                    .x_label_formatter(&fmt_x)
+                    .draw()
+                    .map_err(|e| err(e.to_string()))?;
+                for (i, (name, points)) in series.iter().enumerate() {
+                    let color = Palette99::pick(i).to_rgba();
+                    let pts: Vec<(f64, f64)> = points
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(x, y)| y.map(|y| (x as f64, y)))
+                        .collect();
+                    c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                        .map_err(|e| err(e.to_string()))?
+                        .label(name.as_str())
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                        });
+                    c.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                        .map_err(|e| err(e.to_string()))?;
+                }
+                c.configure_series_labels()
+                    .position(legend.clone())
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK)
+                    .draw()
+                    .map_err(|e| err(e.to_string()))?;
+            }};
+        }
+        if log_y {
+            let low = values().filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min);
+            let low = if low.is_finite() { low / 2.0 } else { 0.01 };
+            let top = if top > low { top * 2.0 } else { low * 10.0 };
+            draw!(
+                builder
+                    .build_cartesian_2d(-0.2f64..last + 0.2, (low..top).log_scale())
+                    .map_err(|e| err(e.to_string()))?
+            );
+        } else {
+            let top = if top <= 0.0 { 1.0 } else { top * 1.15 };
+            draw!(
+                builder
+                    .build_cartesian_2d(-0.2f64..last + 0.2, 0f64..top)
+                    .map_err(|e| err(e.to_string()))?
+            );
+        }
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    Ok(svg)
+}
+
+/// The SVG charts of the report: (title, svg).
+pub fn charts(report: &BenchReport) -> Result<Vec<(String, String)>, BenchError> {
+    let names: Vec<String> = report
+        .strategies
+        .iter()
+        .map(|s| s.strategy.clone())
+        .collect();
+    let mut out = Vec::new();
+    if names.is_empty() {
+        return Ok(out);
+    }
+    let stale: Vec<f64> = report
+        .strategies
+        .iter()
+        .map(|s| 100.0 * s.stale_rate)
+        .collect();
+    out.push((
+        "Stale fresh reads (RYW violations) per strategy".to_string(),
+        bar_chart("stale-read rate (%)", &names, &stale, None, "stale rate")?,
+    ));
+
+    let leader: Vec<f64> = report
+        .strategies
+        .iter()
+        .map(|s| 100.0 * s.leader_share)
+        .collect();
+    let oracle = report.oracle.as_ref().map(|o| (100.0 * o.share, "oracle"));
+    out.push((
+        "Fresh reads served by the leader".to_string(),
+        bar_chart("leader share (%)", &names, &leader, oracle, "leader share")?,
+    ));
+
+    if let Some(first) = report.strategies.first() {
+        let labels: Vec<String> = first.by_gap.iter().map(|b| b.label.clone()).collect();
+        let series: Vec<(String, Vec<Option<f64>>)> = report
+            .strategies
+            .iter()
+            .map(|s| {
+                (
+                    s.strategy.clone(),
+                    s.by_gap
+                        .iter()
+                        .map(|b| (b.reads > 0).then(|| 100.0 * b.stale as f64 / b.reads as f64))
+                        .collect(),
+                )
+            })
+            .collect();
+        out.push((
+            "Stale-read rate by time since the user's own write (think time)".to_string(),
+            line_chart(
+                "stale-read rate by time since the write",
+                "time from the write's acknowledgement to the read",
+                "stale %",
+                &labels,
+                &series,
+                false,
+                SeriesLabelPosition::UpperRight,
+            )?,
+        ));
+
+        let labels: Vec<String> = first
+            .latency_cdf
+            .iter()
+            .map(|(p, _)| format!("p{p}"))
+            .collect();
+        let series: Vec<(String, Vec<Option<f64>>)> = report
+            .strategies
+            .iter()
+            .filter(|s| !s.latency_cdf.is_empty())
+            .map(|s| {
+                (
+                    s.strategy.clone(),
+                    s.latency_cdf.iter().map(|(_, ms)| Some(*ms)).collect(),
+                )
+            })
+            .collect();
+        if !series.is_empty() {
+            out.push((
+                "Fresh-read latency distribution".to_string(),
+                line_chart(
+                    "fresh-read latency by percentile",
+                    "percentile",
+                    "ms (log)",
+                    &labels,
+                    &series,
+                    true,
+                    SeriesLabelPosition::UpperLeft,
+                )?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The whole HTML page.
+pub fn html_page(report: &BenchReport) -> Result<String, BenchError> {
+    let mut h = String::new();
+    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+    h.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>ryw bench report</title>\n<style>\nbody{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}\ntable{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}\nth{background:#f3f3f3}.bad{color:#b00020;font-weight:bold}.note{color:#555;font-size:90%}figure{margin:1.5em 0}\n</style></head><body>\n<h1>ryw bench report</h1>\n");
+    let _ = writeln!(
+        h,
+        "<p>{} operations over {:.1} s{}; targets: {}; think: {}; load: {}; token echoed: {}.</p>",
+        report.operations,
+        report.elapsed_s,
+        if report.interrupted {
+            " (<b>stopped early</b>)"
+        } else {
+            ""
+        },
+        if report.targets.is_empty() {
+            "(offline check)".to_string()
+        } else {
+            esc(&report.targets.join(", "))
+        },
+        esc(report.think.as_deref().unwrap_or("-")),
+        esc(report.load.as_deref().unwrap_or("-")),
+        report
+            .send_token
+            .map_or("-", |t| if t { "yes" } else { "no" }),
+    );
+    h.push_str("<h2>Per strategy</h2>\n<table><tr><th>strategy</th><th>users</th><th>fresh reads</th><th>reads/s</th><th>RYW violations</th><th>stale %</th><th>monotonic violations</th><th>leader share</th><th>oracle share</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>waits</th><th>mean wait ms</th><th>errors</th></tr>\n");
+    for s in &report.strategies {
+        let bad = |n: u64| {
+            if n > 0 {
+                format!("<td class=\"bad\">{n}</td>")
+            } else {
+                format!("<td>{n}</td>")
+            }
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td>{}<td>{}</td>{}<td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
+            esc(&s.strategy),
+            s.users,
+            s.reads,
+            s.reads_per_s,
+            bad(s.ryw_violations),
+            pct(s.stale_rate),
+            bad(s.monotonic_violations),
+            pct(s.leader_share),
+            s.oracle_share.map_or("-".into(), pct),
+            s.latency_ms.p50,
+            s.latency_ms.p95,
+            s.latency_ms.p99,
+            s.waits,
+            s.mean_wait_ms,
+            s.errors
+        );
+    }
+    h.push_str("</table>\n");
+    match &report.oracle {
+        Some(o) => {
+            let _ = writeln!(
+                h,
+                "<p><b>Oracle:</b> {} of the fresh reads ({} of {}) were sent less than {:.1} ms after the user's own acknowledged write, before any follower could have applied it. No strategy that keeps read-your-writes without waiting can serve fewer than that from the leader on this run. <span class=\"note\">(delay: {})</span></p>",
+                pct(o.share),
+                o.forced,
+                o.fresh_reads,
+                o.delay_ms,
+                esc(&o.source)
+            );
+        }
+        None => h.push_str(
+            "<p><b>Oracle:</b> unknown (no follower lag samples and no cluster.json delays).</p>\n",
+        ),
+    }
+    for (title, svg) in charts(report)? {
+        let _ = writeln!(
+            h,
+            "<figure><figcaption><b>{}</b></figcaption>\n{}\n</figure>",
+            esc(&title),
+            svg
+        );
+    }
+    if !report.followers.is_empty() {
+        h.push_str("<h2>Followers' replication lag meanwhile</h2>\n<table><tr><th>follower</th><th>configured delay</th><th>samples</th><th>min ms</th><th>median ms</th><th>max ms</th><th>in rotation</th></tr>\n");
+        for f in &report.followers {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td></tr>",
+                esc(&f.node),
+                f.configured_delay_ms
+                    .map_or("-".into(), |d| format!("{d} ms")),
+                f.samples,
+                f.min_ms,
+                f.median_ms,
+                f.max_ms,
+                f.in_rotation_share.map_or("-".into(), pct)
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    let _ = writeln!(
+        h,
+        "<h2>Violations</h2>\n<p>{} read-your-writes, {} monotonic-read.</p>",
+        report.ryw_violations, report.monotonic_violations
+    );
+    if !report.violations.is_empty() {
+        h.push_str("<table><tr><th>rule</th><th>op #</th><th>strategy</th><th>read</th><th>user</th><th>client</th><th>sent (s)</th><th>version</th><th>expected ≥</th><th>served by</th></tr>\n");
+        for v in &report.violations {
+            let _ = writeln!(
+                h,
+                "<tr><td>{:?}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                v.kind,
+                v.op,
+                esc(&v.strategy),
+                v.read.as_str(),
+                esc(&v.user),
+                esc(&v.client),
+                v.sent_us as f64 / 1e6,
+                v.version,
+                v.expected,
+                esc(v.served_by.as_deref().unwrap_or("?"))
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    h.push_str("<p class=\"note\">RYW violation: a fresh read by a user returns a version lower than the highest version of that user's writes acknowledged before the read was sent. Monotonic-read violation: a read by one client returns a version lower than a read by the same client that completed before it was sent. Both judged from the versions and the client's clock only, never from served_by.</p>\n</body></html>\n");
+    Ok(h)
+}
+
+/// Writes `index.html`, `report.json` and `history.jsonl` into `dir`
+/// (created if missing). Returns the path of `index.html`.
+pub fn write_report_dir(report: &BenchReport, dir: &Path) -> Result<PathBuf, BenchError> {
+    std::fs::create_dir_all(dir).map_err(BenchError::io("creating", dir))?;
+    let index = dir.join("index.html");
+    std::fs::write(&index, html_page(report)?).map_err(BenchError::io("writing", &index))?;
+    let json = dir.join("report.json");
+    std::fs::write(&json, report.to_json()?).map_err(BenchError::io("writing", &json))?;
+    report.history.save(&dir.join("history.jsonl"))?;
+    Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{History, LagSample, Op, OpKind};
+    use crate::report::ReportMeta;
+
+    fn report() -> BenchReport {
+        let mut ops = Vec::new();
+        for (s, strategy) in ["leader", "legacy", "sticky:2s"].iter().enumerate() {
+            for i in 0..20u64 {
+                let user = format!("{strategy}-u");
+                let t = i * 100_000;
+                let op = |kind, sent: u64, recv: u64, version, served: &str| Op {
+                    user: user.clone(),
+                    client: user.clone(),
+                    strategy: strategy.to_string(),
+                    kind,
+                    sent_us: sent,
+                    recv_us: recv,
+                    status: 200,
+                    version: Some(version),
+                    served_by: Some(served.into()),
+                    waited_ms: None,
+                };
+                ops.push(op(OpKind::Pay, t, t + 2000, i + 1, "leader"));
+                let stale = s == 1 && i % 3 == 0;
+                ops.push(op(
+                    OpKind::Balance,
+                    t + 3000 + i * 1000,
+                    t + 4000 + i * 1500,
+                    if stale { i } else { i + 1 },
+                    if s == 0 { "leader" } else { "follower1" },
+                ));
+            }
+        }
+        let lag = (0..8)
+            .map(|i| LagSample {
+                t_us: i * 250_000,
+                node: "follower1".into(),
+                lag_ms: Some(10.0 + i as f64),
+                lag_bytes: None,
+                in_rotation: Some(true),
+            })
+            .collect();
+        BenchReport::from_history(
+            History { ops, lag },
+            ReportMeta {
+                strategy_order: vec!["leader".into(), "legacy".into(), "sticky:2s".into()],
+                ..ReportMeta::default()
+            },
+        )
+    }
+
+    #[test]
+    fn the_report_folder_holds_a_page_with_four_charts_the_json_and_the_history() {
+        let r = report();
+        assert_eq!(r.strategies[1].ryw_violations, 7);
+        let dir = tempfile::tempdir().unwrap();
+        let index = write_report_dir(&r, &dir.path().join("out")).unwrap();
+        let page = std::fs::read_to_string(&index).unwrap();
+        assert_eq!(page.matches("<svg").count(), 4, "four charts");
+        assert!(page.contains("sticky:2s") && page.contains("Oracle:"));
+        assert!(page.contains("<td class=\"bad\">7</td>"));
+        let back = History::read(&dir.path().join("out/history.jsonl")).unwrap();
+        assert_eq!(back, r.history);
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("out/report.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["strategies"][1]["ryw_violations"], 7);
+    }
+
+    #[test]
+    fn an_empty_report_still_renders() {
+        let r = BenchReport::from_history(History::default(), ReportMeta::default());
+        let page = html_page(&r).unwrap();
+        assert!(page.contains("0 read-your-writes"));
+    }
+
+    #[test]
+    fn text_is_escaped() {
+        assert_eq!(
+            esc("<a href=\"x\">&</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
+        );
+    }
+}
