@@ -54,7 +54,7 @@ impl Default for BenchConfig {
         BenchConfig {
             targets: vec!["http://127.0.0.1:8080".to_string()],
             strategies: StrategySpec::all(),
-            users: 28,
+            users: 32,
             duration: Duration::from_secs(20),
             think: Think::Uniform {
                 lo: Duration::ZERO,
@@ -107,13 +107,13 @@ impl BenchConfig {
                 "must be more than 0",
             ));
         }
-        if let Load::Open { iterations_per_s } = self.load {
-            if !(iterations_per_s.is_finite() && iterations_per_s > 0.0) {
-                return Err(BenchError::config(
-                    "arrival rate",
-                    "must be a positive number",
-                ));
-            }
+        if let Load::Open { iterations_per_s } = self.load
+            && !(iterations_per_s.is_finite() && iterations_per_s > 0.0)
+        {
+            return Err(BenchError::config(
+                "arrival rate",
+                "must be a positive number",
+            ));
         }
         Ok(())
     }
@@ -311,7 +311,9 @@ pub struct StrategySpec {
 
 impl StrategySpec {
     /// The default set `all`: `leader`, `legacy`, `sticky:2s` (Rails'
-    /// default), `sticky:5s` (seed 003), `causal`, `hybrid`, `per-read-check`.
+    /// default), `sticky:5s` (seed 003), `causal` (the server's wait budget),
+    /// `causal:0ms` (never waits: the one to hold against the oracle line),
+    /// `hybrid`, `per-read-check`.
     pub fn all() -> Vec<StrategySpec> {
         use StrategyName::*;
         let s = |name, ms: Option<u64>| StrategySpec {
@@ -324,6 +326,7 @@ impl StrategySpec {
             s(Sticky, Some(2000)),
             s(Sticky, Some(5000)),
             s(Causal, None),
+            s(Causal, Some(0)),
             s(Hybrid, None),
             s(PerReadCheck, None),
         ]
@@ -411,9 +414,9 @@ impl fmt::Display for DurationText {
         let us = self.0.as_micros();
         if us == 0 {
             f.write_str("0ms")
-        } else if us % 1_000_000 == 0 {
+        } else if us.is_multiple_of(1_000_000) {
             write!(f, "{}s", us / 1_000_000)
-        } else if us % 1000 == 0 {
+        } else if us.is_multiple_of(1000) {
             write!(f, "{}ms", us / 1000)
         } else {
             write!(f, "{us}us")
@@ -508,7 +511,7 @@ mod tests {
     }
 
     #[test]
-    fn strategy_list_all_is_the_seven_default_strategies() {
+    fn strategy_list_all_is_the_eight_default_strategies() {
         let names: Vec<String> = StrategySpec::parse_list("all")
             .unwrap()
             .iter()
@@ -522,6 +525,7 @@ mod tests {
                 "sticky:2s",
                 "sticky:5s",
                 "causal",
+                "causal:0ms",
                 "hybrid",
                 "per-read-check"
             ]
@@ -542,9 +546,9 @@ mod tests {
             users: 10,
             ..BenchConfig::default()
         };
-        assert_eq!(c.group_sizes(), [2, 2, 2, 1, 1, 1, 1]);
+        assert_eq!(c.group_sizes(), [2, 2, 1, 1, 1, 1, 1, 1]);
         c.users = 0;
-        assert_eq!(c.group_sizes(), [1; 7]);
+        assert_eq!(c.group_sizes(), [1; 8]);
     }
 
     #[test]

@@ -273,7 +273,7 @@ impl User {
         self.call(sh, OpKind::Balance, Method::GET, "/api/balance", None)
             .await;
 
-        let every = |n: u32| n > 0 && self.iteration % u64::from(n) == 0;
+        let every = |n: u32| n > 0 && self.iteration.is_multiple_of(u64::from(n));
         let (profile, products) = (
             every(sh.config.profile_every),
             every(sh.config.products_every),

@@ -24,6 +24,98 @@ pub enum Command {
     Cluster(ClusterCommand),
     /// Run the HTTP service (API, dashboard, OpenAPI, metrics) on the router.
     Serve(Box<ServeArgs>),
+    /// The workload, the consistency checker and the report.
+    Bench(Box<BenchArgs>),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    #[command(flatten)]
+    pub run: BenchRunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Check a recorded history (JSON lines) for RYW and monotonic-read violations.
+    Check {
+        /// The history file (`history.jsonl` from `--report DIR`, or your own).
+        file: PathBuf,
+        /// A cluster folder whose followers' delays give the oracle line.
+        #[arg(long)]
+        cluster: Option<PathBuf>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Throughput of `GET /api/balance` (causal) against `pgbench -S` on one
+    /// follower, interleaved A B A B in one run.
+    Calibrate(CalibrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// The cluster folder (from `ryw cluster up`).
+    #[arg(long, default_value = ryw_cluster::DEFAULT_DIR)]
+    pub cluster: PathBuf,
+    /// Rounds of A then B.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    /// Length of each measurement.
+    #[arg(long, default_value = "10s")]
+    pub duration: String,
+    /// Concurrent HTTP connections (pgbench uses -c8 -j2).
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRunArgs {
+    /// A running service (`ryw serve --allow-strategy-header`); repeat for
+    /// several instances (a user writes through one and reads through another).
+    #[arg(long = "target", conflicts_with = "cluster")]
+    pub targets: Vec<String>,
+    /// A cluster folder: the bench starts the service in-process on it.
+    #[arg(long)]
+    pub cluster: Option<PathBuf>,
+    /// Strategies, comma-separated: `all` or names with an optional
+    /// `:duration` (e.g. `legacy,sticky:2s,causal:0ms`).
+    #[arg(long, default_value = "all")]
+    pub strategies: String,
+    /// Virtual users in total (split over the strategies).
+    #[arg(long, default_value_t = 32)]
+    pub users: usize,
+    /// How long the workload runs.
+    #[arg(long, default_value = "20s")]
+    pub duration: String,
+    /// Think time between a write and the read after it: `200ms`,
+    /// `0ms..1s` (uniform) or `exp:300ms`.
+    #[arg(long, default_value = "0ms..1s")]
+    pub think: String,
+    /// `closed` or `open:RATE` (iterations per second).
+    #[arg(long, default_value = "closed")]
+    pub load: String,
+    /// Do not echo `X-Consistency-Token` (rely on the server's session store).
+    #[arg(long)]
+    pub no_token: bool,
+    /// Use the cluster's Redis (from `cluster up --redis`) as session store
+    /// for the in-process service.
+    #[arg(long)]
+    pub redis: bool,
+    /// Write the JSON report to this file (`-` for stdout).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write an HTML report with SVG charts (and the history) to this folder.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -89,9 +181,24 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Leave the cluster up (until Ctrl-C) instead of tearing it down.
+    /// After the bench, leave the cluster and the dashboard up until Ctrl-C.
     #[arg(long)]
     pub keep: bool,
+    /// Use a private Redis as the session store (default: in-memory).
+    #[arg(long)]
+    pub redis: bool,
+    /// How long the bench runs.
+    #[arg(long, default_value = "40s")]
+    pub duration: String,
+    /// Virtual users in total.
+    #[arg(long, default_value_t = 32)]
+    pub users: usize,
+    /// Where the HTML report goes.
+    #[arg(long, default_value = "ryw-report")]
+    pub report: PathBuf,
+    /// Dashboard address when --keep is given.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
     /// Folder of the PostgreSQL server binaries.
     #[arg(long, env = "PG_BIN")]
     pub pg_bin: Option<PathBuf>,

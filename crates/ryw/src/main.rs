@@ -8,7 +8,8 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    cmd::init_logging(args.verbose);
+    let quiet = matches!(args.command, cli::Command::Bench(_) | cli::Command::Demo(_));
+    cmd::init_logging(args.verbose, quiet);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,29 +1,128 @@
-//! `ryw demo`: for now, bring a cluster up in a temporary folder, show its
-//! status and tear it down. The bench issue completes it.
+//! `ryw demo`: the main job. A local cluster in a temporary folder (lags
+//! 100 ms and 400 ms), the service in-process, the bench over every
+//! strategy, the comparison table and the HTML report; then everything is
+//! torn down (also on Ctrl-C, and on error).
 
+use super::bench::emit;
+use super::serve::{InProcess, local_config};
 use crate::cli::DemoArgs;
+use anyhow::Context;
+use ryw_bench::{BenchConfig, StrategySpec};
 use ryw_cluster::UpOptions;
+use std::time::Duration;
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let tmp = tempfile::Builder::new().prefix("ryw-demo-").tempdir()?;
     {
+        // The servers may run as the `postgres` OS user: let it in.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
     }
     let dir = tmp.path().join("cluster");
     let opts = UpOptions {
         dir: dir.clone(),
+        redis: args.redis,
         pg_bin: args.pg_bin.clone(),
         ..UpOptions::default()
     };
+    println!(
+        "starting a local cluster: leader + 2 streaming followers with replay delays 100 ms and 400 ms …"
+    );
     let info = ryw_cluster::up(&opts).await?;
     super::cluster::print_info(&info);
-    let (info, nodes) = ryw_cluster::status(&dir).await?;
-    super::cluster::print_status(&info, &nodes);
-    if args.keep {
-        println!("cluster kept; press Ctrl-C to stop it");
-        tokio::signal::ctrl_c().await?;
-    }
+    let result = with_cluster(&args, &dir, info.redis.map(|r| r.url)).await;
+    println!("tearing down the cluster …");
     super::cluster::down(&dir, true)?;
-    Ok(())
+    result
+}
+
+async fn with_cluster(
+    args: &DemoArgs,
+    dir: &std::path::Path,
+    redis: Option<String>,
+) -> anyhow::Result<()> {
+    let listen = if args.keep {
+        args.listen
+    } else {
+        "127.0.0.1:0".parse()?
+    };
+    let service = InProcess::start(local_config(dir, redis, listen)?).await?;
+    let cfg = BenchConfig {
+        targets: vec![format!("http://{}", service.addr)],
+        strategies: StrategySpec::all(),
+        users: args.users,
+        duration: ryw_cluster::parse_duration(&args.duration).context("--duration")?,
+        cluster_dir: Some(dir.to_path_buf()),
+        ..BenchConfig::default()
+    };
+    println!(
+        "running the bench: {} users over {} strategies at the same time for {:?}; think time 0–1 s between a payment and the balance read",
+        cfg.users,
+        cfg.strategies.len(),
+        cfg.duration
+    );
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = interrupted.clone();
+    let report = ryw_bench::run(cfg, async move {
+        let _ = tokio::signal::ctrl_c().await;
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        eprintln!("interrupted: finishing the report, then tearing down");
+    })
+    .await;
+    let outcome = match report {
+        Ok(report) => {
+            emit(&report, None, Some(&args.report))?;
+            println!("{}", explain(&report));
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    };
+    if args.keep && !interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        println!(
+            "\ndashboard: http://{}/   API docs: http://{}/docs   (Ctrl-C to stop)",
+            service.addr, service.addr
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tokio::time::timeout(Duration::from_secs(10), service.stop())
+        .await
+        .context("stopping the service")??;
+    outcome
+}
+
+/// The table in one paragraph of plain words.
+fn explain(r: &ryw_bench::BenchReport) -> String {
+    let find = |name: &str| r.strategies.iter().find(|s| s.strategy == name);
+    let mut out = String::from("\nIn plain words:\n");
+    if let Some(l) = find("legacy") {
+        out += &format!(
+            "- legacy (random follower): {} of {} balance reads right after a payment showed an older balance.\n",
+            l.ryw_violations, l.reads
+        );
+    }
+    for name in [
+        "leader",
+        "sticky:2s",
+        "sticky:5s",
+        "causal",
+        "hybrid",
+        "per-read-check",
+    ] {
+        if let Some(s) = find(name) {
+            out += &format!(
+                "- {name}: {} stale of {} fresh reads; {:.1}% served by the leader; p99 {:.1} ms.\n",
+                s.ryw_violations,
+                s.reads,
+                s.leader_share * 100.0,
+                s.latency_ms.p99
+            );
+        }
+    }
+    if let Some(o) = &r.oracle {
+        out += &format!(
+            "- oracle: {:.1}% of fresh reads came sooner after the user's own payment than any follower could have applied it; no strategy can serve those from a follower without waiting.\n",
+            o.share * 100.0
+        );
+    }
+    out
 }

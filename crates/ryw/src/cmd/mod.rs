@@ -1,5 +1,6 @@
 //! One module per command; each takes parsed arguments and calls library code.
 
+mod bench;
 mod cluster;
 mod demo;
 mod serve;
@@ -7,8 +8,11 @@ mod serve;
 use crate::cli::Command;
 
 /// Logs go to stderr; `RUST_LOG` wins over `-v`.
-pub fn init_logging(verbose: u8) {
+pub fn init_logging(verbose: u8, quiet_requests: bool) {
     let default = match verbose {
+        // The bench and the demo drive thousands of requests a second through
+        // an in-process service: keep its per-request lines out of the way.
+        0 if quiet_requests => "info,ryw::request=warn",
         0 => "info",
         1 => "debug",
         _ => "trace",
@@ -26,5 +30,6 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Cluster(c) => cluster::run(c).await,
         Command::Serve(args) => serve::run(*args).await,
+        Command::Bench(args) => bench::run(*args).await,
     }
 }
