@@ -46,6 +46,16 @@ impl Served {
         }
     }
 
+    /// A status answer that involved no node's data.
+    pub fn none() -> Served {
+        Served {
+            node: Arc::from("none"),
+            token: None,
+            strategy: None,
+            waited: Duration::ZERO,
+        }
+    }
+
     /// From a router decision.
     pub fn from_decision(d: &Decision) -> Served {
         Served {
