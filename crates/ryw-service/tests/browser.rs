@@ -402,6 +402,29 @@ async fn scenario(client: &Client, base: &str, out: &Path) {
         );
     }
     screenshot(client, &out.join("dashboard.png")).await;
+
+    // A phone-sized window: the cards fit, nothing scrolls sideways.
+    client.set_window_size(390, 1000).await.expect("resizing");
+    let deadline = Instant::now() + STEP;
+    loop {
+        let v = client
+            .execute(
+                "return [window.innerWidth, document.documentElement.scrollWidth]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let (inner, scroll) = (v[0].as_u64().unwrap(), v[1].as_u64().unwrap());
+        if inner < 500 && scroll <= inner {
+            break;
+        }
+        if Instant::now() > deadline {
+            screenshot(client, &out.join("dashboard-narrow.png")).await;
+            panic!("in a {inner} px wide window the page is {scroll} px wide");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    screenshot(client, &out.join("dashboard-narrow.png")).await;
 }
 
 /// Runs `fut`, catching a panic so that cleanup can run before it goes on.
