@@ -362,10 +362,11 @@ async fn scenario(client: &Client, base: &str, out: &Path) {
     // Legacy: a random follower, hundreds of ms behind: STALE within a few tries.
     choose_strategy(client, "legacy").await;
     let mut stale = None;
-    for _ in 0..LEGACY_TRIES {
+    for try_no in 1..=LEGACY_TRIES {
         let p = pay_then_read(client).await;
         assert!(p.read_result.contains("via legacy"), "{p:#?}");
         if p.mark.as_deref() == Some("STALE") {
+            eprintln!("legacy: STALE on try {try_no}: {}", p.read_result);
             stale = Some(p);
             break;
         }
