@@ -91,7 +91,8 @@ async function refresh() {
   for (const text of [now(), d.strategy, d.served_by, d.waited_ms + " ms", d.version]) {
     const td = document.createElement("td"); td.textContent = text; row.append(td);
   }
-  const td = document.createElement("td"); td.append(mark.cloneNode(true)); row.append(td);
+  const copy = mark.cloneNode(true); copy.removeAttribute("id"); // ids are unique: #stale-mark is the latest read's
+  const td = document.createElement("td"); td.append(copy); row.append(td);
   const body = $("#reads tbody");
   body.prepend(row);
   while (body.children.length > 10) body.lastChild.remove();
