@@ -13,12 +13,14 @@
 //! | `tokens` | forged tokens are refused, far-future tokens wait at most the budget (rule 4) |
 //! | `store_outage` | Redis down: fresh reads on the leader, health degraded; back after the grace (rule 5) |
 //! | `monotonic` | a session never reads an older version, across followers and instances (rule 7) |
+//! | `monotonic` | a session never reads an older version, across followers and instances (rule 7, with `after_read`) |
 //! | `cut` | a follower whose WAL receiver stopped leaves rotation and returns (rule 8) |
 //! | `kill` | a SIGKILLed follower: reads keep working, it leaves rotation and returns (rule 8) |
 
 mod commit_lsn;
 mod cut;
 mod kill;
+mod monotonic;
 mod pairs;
 mod restart;
 mod store_outage;

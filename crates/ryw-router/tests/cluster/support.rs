@@ -23,7 +23,7 @@ const UPSERT: &str =
     "INSERT INTO kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v";
 /// The value (0 when the row is not there yet) and the port of the server
 /// that ran the statement.
-const SELECT: &str = "SELECT coalesce((SELECT v FROM kv WHERE k = $1), 0), inet_server_port()";
+pub const SELECT: &str = "SELECT coalesce((SELECT v FROM kv WHERE k = $1), 0), inet_server_port()";
 
 /// The session store a test's router uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,7 +131,7 @@ impl Nodes {
         ))
     }
 
-    fn name(&self, port: Option<i32>) -> String {
+    pub fn name(&self, port: Option<i32>) -> String {
         port.and_then(|p| self.0.get(&p).cloned())
             .unwrap_or_else(|| format!("unknown server (port {port:?})"))
     }
