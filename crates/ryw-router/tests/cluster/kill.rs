@@ -15,8 +15,11 @@ use crate::support::{
 };
 
 const BEFORE: usize = 0;
+/// From the moment follower1 is seen out of rotation until it is started.
 const DOWN: usize = 1;
-const BACK: usize = 2;
+/// While it starts and rejoins (it may serve again before we notice).
+const RESTARTING: usize = 2;
+const BACK: usize = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_survive_a_killed_follower_which_leaves_rotation_and_returns_after_restart() {
@@ -34,7 +37,7 @@ async fn reads_survive_a_killed_follower_which_leaves_rotation_and_returns_after
         let (phase, stop) = (phase.clone(), stop.clone());
         let s = session(format!("kill-{n}"));
         readers.spawn(async move {
-            let mut tallies: [Tally; 3] = Default::default();
+            let mut tallies: [Tally; 4] = Default::default();
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
@@ -70,9 +73,13 @@ async fn reads_survive_a_killed_follower_which_leaves_rotation_and_returns_after
     })
     .await;
     phase.store(DOWN, Ordering::Relaxed);
-    eprintln!("follower1 gone {killed:?} after SIGKILL, out of rotation {left:?} later");
+    eprintln!(
+        "follower1 gone {killed:?} after SIGKILL, out of rotation {left:?} later ({:?} in all)",
+        kill_at.elapsed()
+    );
 
     tokio::time::sleep(secs(1)).await;
+    phase.store(RESTARTING, Ordering::Relaxed);
     let start_at = Instant::now();
     ctx.cluster.start_node("follower1").await;
     let started = start_at.elapsed();
@@ -88,17 +95,20 @@ async fn reads_survive_a_killed_follower_which_leaves_rotation_and_returns_after
 
     tokio::time::sleep(secs(1)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut tallies: [Tally; 3] = Default::default();
+    let mut tallies: [Tally; 4] = Default::default();
     while let Some(r) = readers.join_next().await {
         for (total, t) in tallies.iter_mut().zip(r.expect("a reader panicked")) {
             total.merge(t);
         }
     }
-    for (name, t) in ["before", "down", "back"].iter().zip(&tallies) {
+    for (name, t) in ["before", "down", "restarting", "back"]
+        .iter()
+        .zip(&tallies)
+    {
         eprintln!("{name}: {t:?}");
         assert!(t.errors.is_empty(), "{name}: reads failed: {:?}", t.errors);
         assert_eq!(t.stale, 0, "{name}: {t:?}");
-        assert!(t.reads > 10, "{name}: {t:?}");
+        assert!(t.reads > 5, "{name}: {t:?}");
     }
     assert!(tallies[BEFORE].on("follower1") > 0, "{:?}", tallies[BEFORE]);
     assert_eq!(tallies[DOWN].on("follower1"), 0, "{:?}", tallies[DOWN]);
