@@ -5,13 +5,11 @@
 //! enough: a follower that reached that one still shows the old row, which
 //! is what this test would see if rule 1 were broken.
 
-use ryw_router::{Lsn, RouterConfig, SessionKey};
+use ryw_router::{Lsn, SessionKey};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::support::{
-    Ctx, StoreKind, direct, follower_url, ms, replay_lsn, secs, session, value_on,
-};
+use crate::support::{Ctx, direct, follower_url, ms, replay_lsn, secs, session, value_on};
 
 const UPSERT: &str =
     "INSERT INTO kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v";
@@ -27,11 +25,13 @@ async fn value_once_replayed(follower: &tokio_postgres::Client, s: &SessionKey, 
     value_on(follower, s).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_at_the_write_token_shows_the_write_but_not_at_an_lsn_read_inside_the_transaction()
- {
-    let ctx = Ctx::start(&[ms(400)], RouterConfig::default(), StoreKind::Memory).await;
-    let url = follower_url(&ctx.cluster, "follower1");
+/// Runs on the cluster of `pairs` (one cluster fewer to start), against its
+/// 400 ms follower.
+pub async fn a_follower_at_the_write_token_shows_the_write_but_not_at_an_lsn_read_inside_the_transaction(
+    ctx: &Ctx,
+    follower: &str,
+) {
+    let url = follower_url(&ctx.cluster, follower);
     let mut tasks = JoinSet::new();
     for n in 0..25 {
         let router = ctx.router.clone();

@@ -8,7 +8,7 @@
 //! | module | shows |
 //! | --- | --- |
 //! | `pairs` | write-then-read pairs: `legacy` stale, every other strategy never (rules 1, 2) |
-//! | `commit_lsn` | a follower at the write's token shows the write; at an LSN read inside the transaction it does not (rules 1, 2) |
+//! | `commit_lsn` | a follower at the write's token shows the write; at an LSN read inside the transaction it does not (rules 1, 2; run by `pairs`) |
 //! | `restart` | a follower restarted behind is not trusted at its old position (rule 3) |
 //! | `tokens` | forged tokens are refused, far-future tokens wait at most the budget (rule 4) |
 //! | `store_outage` | Redis down: fresh reads on the leader, health degraded; back after the grace (rule 5) |

@@ -1,6 +1,8 @@
 //! Issue 3, "what it must show": write-then-read pairs on a cluster whose
 //! followers lag 100 ms and 400 ms. `legacy` reads its own writes stale;
-//! every other strategy never does (rules 1 and 2 end to end).
+//! every other strategy never does (rules 1 and 2 end to end). And `causal`
+//! with no wait budget still serves reads made long enough after the write
+//! from followers.
 
 use std::time::Duration;
 
@@ -45,6 +47,8 @@ async fn pairs(ctx: &Ctx, label: &str, opts: ReadOptions) -> Tally {
     total
 }
 
+/// On one cluster: the pairs per strategy, `causal` without a budget, and
+/// the token-versus-in-transaction-LSN check of `commit_lsn`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_reads_right_after_a_write_are_stale_only_under_legacy() {
     let ctx = Ctx::start(
@@ -74,18 +78,14 @@ async fn fresh_reads_right_after_a_write_are_stale_only_under_legacy() {
         let t = pairs(&ctx, label, opts).await;
         assert_eq!(t.stale, 0, "{label} served its own writes stale: {t:?}");
     }
+
+    causal_without_a_wait_budget_serves_old_enough_writes_from_followers(&ctx).await;
+    crate::commit_lsn::a_follower_at_the_write_token_shows_the_write_but_not_at_an_lsn_read_inside_the_transaction(&ctx, "follower2").await;
 }
 
 /// With no wait budget, `causal` never waits; a read issued long enough after
 /// the write (600 ms > both lags) finds a follower that has it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn causal_without_a_wait_budget_serves_old_enough_writes_from_followers() {
-    let ctx = Ctx::start(
-        &[ms(100), ms(400)],
-        RouterConfig::default(),
-        StoreKind::Memory,
-    )
-    .await;
+async fn causal_without_a_wait_budget_serves_old_enough_writes_from_followers(ctx: &Ctx) {
     let opts = ReadOptions {
         causal_wait: Some(Duration::ZERO),
         ..with(Strategy::Causal)

@@ -45,6 +45,7 @@ impl Ctx {
     /// for [`StoreKind::Redis`]), a router with `cfg`, the table created and
     /// replayed on every follower, every follower in rotation.
     pub async fn start(lags: &[Duration], cfg: RouterConfig, store: StoreKind) -> Ctx {
+        let started = Instant::now();
         let cluster = TestCluster::start_with(TestClusterOptions {
             lags: lags.to_vec(),
             redis: store == StoreKind::Redis,
@@ -82,6 +83,7 @@ impl Ctx {
                 .all(|f| f.in_rotation && f.lsn.is_some_and(|l| l >= lsn))
         })
         .await;
+        eprintln!("cluster and router ready in {:?}", started.elapsed());
         Ctx {
             cluster,
             router,
