@@ -48,6 +48,10 @@ pub enum Error {
     /// `pg_current_wal_lsn()` returned nothing (should not happen on a leader).
     #[error("leader returned no wal position")]
     NoLeaderLsn,
+    /// A node returned no WAL position after a read (a follower that is no
+    /// longer a standby).
+    #[error("{0} returned no wal position")]
+    NoPosition(String),
     /// The session store failed (rule 5: fresh reads then go to the leader).
     #[error("session store: {0}")]
     Store(String),

@@ -18,7 +18,7 @@
 //! | `tracker/` | background polling of every node (`mod.rs`) and the pure bookkeeping of positions, lag and rotation (`state.rs`; rules 3 and 8) |
 //! | `decide.rs` | [`decide()`]: the routing decision as a pure function (rules 2, 4, 5) |
 //! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`] |
-//! | `router.rs` | [`Router`]: pools, `write`/`record_write` (rule 1), `read` with bounded waits, monotonic tokens (rule 7) |
+//! | `router.rs` | [`Router`]: pools, `write`/`record_write` (rule 1), `read` with bounded waits, `after_read` for monotonic tokens (rule 7) |
 //! | `metrics.rs` | [`MetricsSnapshot`]: counters with no backend dependency |
 //! | `error.rs` | [`Error`], the crate's one error type |
 //!
@@ -60,13 +60,16 @@
 //!
 //! // GET /api/balance: a fresh read. A bad token is the client's fault (400).
 //! let client_token = Some(key.verify(&response_token)?);
-//! let (conn, decision) = router.read(&user, Freshness::Fresh, None, client_token).await?;
+//! let (conn, mut decision) = router.read(&user, Freshness::Fresh, None, client_token).await?;
 //! match conn
 //!     .query_one("SELECT balance_cents FROM accounts WHERE user_id = $1::text::uuid", &[&user.as_str()])
 //!     .await
 //! {
 //!     Ok(row) => {
 //!         let _balance: i64 = row.get(0);
+//!         // Rule 7: the token now covers all the read can have seen, so the
+//!         // next read never sees an older state (also of others' writes).
+//!         router.after_read(&user, &mut decision, &conn).await?;
 //!         let _served_by: &str = &decision.node; // -> X-Served-By
 //!         let _token = decision.token.map(|t| key.sign(t)); // -> X-Consistency-Token
 //!     }

@@ -58,6 +58,8 @@ pub struct Decision {
     pub seen: Option<Lsn>,
     /// The session's token after this read: what to send back in
     /// `X-Consistency-Token` (sign it with [`TokenKey`](crate::TokenKey)).
+    /// At least `seen`; raised to what the read can have seen by
+    /// [`Router::after_read`] (rule 7).
     pub token: Option<Lsn>,
     /// Follower index and the epoch the read was served under, so a failure
     /// can be reported against the right node.
@@ -265,6 +267,8 @@ impl Router {
     ///
     /// If running the read on the connection fails, pass the error to
     /// [`Router::report_error`] so a broken follower is forgotten at once.
+    /// Once it has run, [`Router::after_read`] raises the session's token to
+    /// all the read can have seen (rule 7).
     pub async fn read(
         &self,
         session: &SessionKey,
@@ -489,6 +493,58 @@ impl Router {
         })
     }
 
+    /// Rule 7 for data that other sessions write: call once the read's
+    /// statements have run, with the connection `decision` came with. It
+    /// reads that node's position in a statement of its own, *after* the
+    /// read's snapshot (a follower's replay position, the leader's WAL
+    /// position), so the result bounds from above everything the read can
+    /// have seen. The session's token is raised to it: in
+    /// `decision.token` (for the response) and, for the strategies that
+    /// track tokens, in the session store. Returns that position.
+    ///
+    /// Without it the token after a read is [`Decision::seen`], what the node
+    /// was known to have reached *before* the read: a lower bound. The read
+    /// may see more (positions are polled every `poll_interval`), and a later
+    /// read on a follower between the two would then see an older state. The
+    /// session's own writes are safe either way (their tokens come from
+    /// [`Router::record_write`]); reads of what others write are not. One
+    /// round trip.
+    pub async fn after_read(
+        &self,
+        session: &SessionKey,
+        decision: &mut Decision,
+        client: &tokio_postgres::Client,
+    ) -> Result<Lsn> {
+        let inner = &self.inner;
+        let sql = match decision.role {
+            Role::Leader => "SELECT pg_current_wal_lsn()",
+            Role::Follower => "SELECT pg_last_wal_replay_lsn()",
+        };
+        let rows = match client.simple_query(sql).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.report_error(decision, &e);
+                return Err(e.into());
+            }
+        };
+        let lsn: Lsn = first_value(&rows)
+            .ok_or_else(|| Error::NoPosition(decision.node.to_string()))?
+            .parse()?;
+        if decision.role == Role::Leader {
+            inner.tracker.shared.note_leader_lsn(lsn);
+        }
+        if decision.token < Some(lsn) {
+            decision.token = Some(lsn);
+            if decision.freshness == Freshness::Fresh
+                && decision.strategy.tracks_tokens()
+                && let Err(e) = inner.store.observe(session, lsn).await
+            {
+                self.store_failed(inner.clock.now_ms(), &e);
+            }
+        }
+        Ok(lsn)
+    }
+
     /// Tell the router that running a read on the connection of `decision`
     /// failed. If the read was on a follower and the failure is the
     /// connection's (closed, I/O, admin shutdown), that follower's position
@@ -625,8 +681,9 @@ impl Router {
 ///
 /// Rule 4: a token absurdly beyond the leader is clamped to the leader's
 /// position before it is stored or handed back. Rule 7: the session has now
-/// seen `seen`; later reads must not see less, on whichever follower they
-/// land, so the token never goes below it.
+/// seen at least `seen`, so the token never goes below it. The read may see
+/// more than `seen` (a lower bound known before it); [`Router::after_read`]
+/// raises the token to an upper bound once it has run.
 fn advance_token(
     view: &ClusterView,
     cfg: &RouterConfig,

@@ -1,0 +1,28 @@
+//! The router against a real cluster: real PostgreSQL 15 primary and
+//! streaming followers with real replay delay, real Redis, no mocks
+//! (`ryw_cluster::harness`). Every test checks values it wrote itself and the
+//! port of the server that answered, never the router's word for where a read
+//! went. Each test starts its own small cluster on its own ports, so they run
+//! in parallel; every wait has a deadline.
+//!
+//! | module | shows |
+//! | --- | --- |
+//! | `pairs` | write-then-read pairs: `legacy` stale, every other strategy never (rules 1, 2) |
+//! | `commit_lsn` | a follower at the write's token shows the write; at an LSN read inside the transaction it does not (rules 1, 2; run by `pairs`) |
+//! | `restart` | a follower restarted behind is not trusted at its old position (rule 3) |
+//! | `tokens` | forged tokens are refused, far-future tokens wait at most the budget (rule 4) |
+//! | `store_outage` | Redis down: fresh reads on the leader, health degraded; back after the grace (rule 5) |
+//! | `monotonic` | a session never reads an older version, across followers and instances (rule 7) |
+//! | `monotonic` | a session never reads an older version, across followers and instances (rule 7, with `after_read`) |
+//! | `cut` | a follower whose WAL receiver stopped leaves rotation and returns (rule 8) |
+//! | `kill` | a SIGKILLed follower: reads keep working, it leaves rotation and returns (rule 8) |
+
+mod commit_lsn;
+mod cut;
+mod kill;
+mod monotonic;
+mod pairs;
+mod restart;
+mod store_outage;
+mod support;
+mod tokens;
