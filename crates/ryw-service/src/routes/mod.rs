@@ -109,14 +109,29 @@ pub async fn read_rows(
     let opts = prefs.options();
     let mut last = None;
     for attempt in 0..2 {
-        let (conn, decision) = state
+        let (conn, mut decision) = state
             .router
             .read_with(&caller.session, freshness, opts, token.0)
             .await
             .map_err(ApiError::from_router)?;
         let res = async {
             let stmt = conn.prepare_cached(sql).await?;
-            conn.query(&stmt, params).await
+            if freshness == Freshness::StaleOk {
+                return conn.query(&stmt, params).await;
+            }
+            // Rule 7: the node's position, read in a statement of its own
+            // *after* the read's snapshot, bounds what the read saw, so the
+            // session's token never lags behind it. Sent right behind the
+            // query on the same connection (pipelined): no extra round trip.
+            // `join` polls the query first, so it is sent first.
+            let (rows, _) = futures_util::future::join(
+                conn.query(&stmt, params),
+                state
+                    .router
+                    .after_read(&caller.session, &mut decision, &conn),
+            )
+            .await;
+            rows
         }
         .await;
         match res {
