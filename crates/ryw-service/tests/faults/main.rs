@@ -17,4 +17,4 @@ mod follower;
 mod ledger;
 mod load;
 mod rotation;
-// mod store;
+mod store;

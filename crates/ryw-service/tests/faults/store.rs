@@ -5,31 +5,39 @@
 //! resume once the router's `store_recovery_grace` has passed.
 
 use crate::helpers::*;
-use crate::load::{AFTER, DURING, Load};
 use crate::ledger;
-use ryw_cluster::harness::TestClusterOptions;
+use crate::load::{AFTER, DURING, Load};
+use ryw_cluster::harness::{TestCluster, TestClusterOptions};
+use ryw_service::Service;
 use std::time::{Duration, Instant};
 
 const GRACE: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_mid_load_sends_fresh_reads_to_the_leader_and_fails_nothing() {
-    let t = TestApp::start_with(
-        TestClusterOptions {
-            lags: LAGS.to_vec(),
-            redis: true,
-        },
-        |cfg| {
-            cfg.router.store_recovery_grace = GRACE;
-            // The grace must cover the lag limit (see RouterConfig).
-            cfg.router.max_lag_time = GRACE;
-        },
-    )
+    init_logs();
+    let cluster = TestCluster::start_with(TestClusterOptions {
+        lags: LAGS.to_vec(),
+        redis: true,
+    })
     .await;
-    t.cluster.redis_url().expect("redis");
+    let mut cfg = config(&cluster);
+    cfg.redis_url = cluster.redis_url();
+    cfg.router.store_recovery_grace = GRACE;
+    // The grace must cover the lag limit (see `RouterConfig`).
+    cfg.router.max_lag_time = GRACE;
+    let service = Service::build(cfg).await.expect("service starts");
+    wait_followers_in_rotation(&service.state()).await;
+    let t = TestApp {
+        app: ryw_service::app(service.state()),
+        cluster,
+    };
     let app = &t.app;
     let cfg_redis = call(app, "GET", "/api/cluster", None, &[], None).await;
-    assert_eq!(cfg_redis.body["session_store"]["kind"], "redis", "{cfg_redis:?}");
+    assert_eq!(
+        cfg_redis.body["session_store"]["kind"], "redis",
+        "{cfg_redis:?}"
+    );
 
     let load = Load::start(app).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -46,7 +54,10 @@ async fn redis_stopped_mid_load_sends_fresh_reads_to_the_leader_and_fails_nothin
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(degraded_seen, "readyz never said degraded while Redis was down");
+    assert!(
+        degraded_seen,
+        "readyz never said degraded while Redis was down"
+    );
 
     t.cluster.start_redis().await;
     load.phase(AFTER);
@@ -78,9 +89,15 @@ async fn redis_stopped_mid_load_sends_fresh_reads_to_the_leader_and_fails_nothin
 
     let report = load.stop().await;
     let ledger = ledger::check(&t.cluster.leader_url(), &report).await;
-    println!("Redis stopped: follower reads resumed {resumed:?} after it restarted\n{report}\n  {ledger}");
+    println!(
+        "Redis stopped: follower reads resumed {resumed:?} after it restarted\n{report}\n  {ledger}"
+    );
     report.assert_consistent();
-    assert_eq!(report.total().unavailable(), 0, "no request may fail: {report}");
+    assert_eq!(
+        report.total().unavailable(),
+        0,
+        "no request may fail: {report}"
+    );
     let during = &report.phases[DURING];
     assert!(during.pay.ok > 0 && during.fresh.ok > 0, "{report}");
     assert_eq!(
@@ -88,8 +105,14 @@ async fn redis_stopped_mid_load_sends_fresh_reads_to_the_leader_and_fails_nothin
         0,
         "fresh reads reached followers while Redis was down: {report}"
     );
-    assert!(resumed >= GRACE - Duration::from_millis(100), "resumed before the grace: {resumed:?}");
-    assert!(report.phases[AFTER].fresh.served_by_followers() > 0, "{report}");
+    assert!(
+        resumed >= GRACE - Duration::from_millis(100),
+        "resumed before the grace: {resumed:?}"
+    );
+    assert!(
+        report.phases[AFTER].fresh.served_by_followers() > 0,
+        "{report}"
+    );
 }
 
 /// `session_store.healthy` of `GET /api/cluster`.
