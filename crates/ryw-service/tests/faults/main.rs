@@ -13,7 +13,7 @@
 mod helpers;
 
 mod follower;
-// mod leader;
+mod leader;
 mod ledger;
 mod load;
 mod rotation;
