@@ -5,6 +5,8 @@
 //! payments returned, never by `X-Served-By`), the failures it allows and no
 //! others, and the ledger checked in the leader's own tables.
 //!
+//! `bodies` adds random request bodies (proptest): never a 5xx.
+//!
 //! Figures of the last run are in `docs/reliability.md`; run with
 //! `--nocapture` to see each test's report.
 
@@ -12,6 +14,7 @@
 #[path = "../api/helpers.rs"]
 mod helpers;
 
+mod bodies;
 mod follower;
 mod leader;
 mod ledger;
