@@ -164,6 +164,7 @@ impl TrackerState {
 
     /// A successful poll of follower `i`.
     pub fn on_follower_poll(&mut self, i: usize, poll: FollowerPoll) {
+        let leader_up = self.leader.healthy;
         let f = &mut self.followers[i];
         // Rule 3: a restarted standby can come back behind what it had
         // replayed; nothing learnt from the previous incarnation survives.
@@ -176,9 +177,14 @@ impl TrackerState {
         let streaming = poll.receiver.as_deref() == Some("streaming");
         match poll.replay {
             None => forget(&mut f.status, "no replay position (not a standby?)"),
-            Some(_) if !streaming => {
+            Some(_) if !streaming && leader_up => {
                 // A standby whose WAL receiver stopped answers queries with
                 // frozen data; treat it as down until it streams again.
+                // Not while the leader is down: then every receiver stops,
+                // yet each replay position is still exact (same
+                // incarnation), so stale-ok reads and fresh reads whose
+                // token it has replayed can go on; lag against the leader's
+                // last known position still evicts one that was behind.
                 let why = match poll.receiver.as_deref() {
                     None => "wal receiver not running".to_owned(),
                     Some(other) => format!("wal receiver {other}"),
@@ -392,6 +398,31 @@ mod tests {
         st.on_follower_poll(0, streaming(1000, 1));
         st.refresh(t0);
         assert!(st.view().followers[0].in_rotation);
+    }
+
+    #[test]
+    fn a_stopped_wal_receiver_is_kept_in_rotation_while_the_leader_is_down() {
+        let t0 = Instant::now();
+        let mut st = state(1);
+        st.on_leader_poll(Lsn::from_u64(1000), t0);
+        st.on_follower_poll(0, streaming(1000, 1));
+        st.refresh(t0);
+        let stopped = FollowerPoll {
+            replay: Some(Lsn::from_u64(1000)),
+            started_at_us: 1,
+            receiver: None,
+        };
+        st.on_leader_error("connection refused");
+        st.on_follower_poll(0, stopped.clone());
+        st.refresh(t0 + Duration::from_millis(100));
+        let f = &st.view().followers[0];
+        assert_eq!(f.lsn, Some(Lsn::from_u64(1000)));
+        assert!(f.healthy && f.in_rotation);
+        // Leader back, receiver still stopped: frozen, forgotten.
+        st.on_leader_poll(Lsn::from_u64(2000), t0 + Duration::from_millis(200));
+        st.on_follower_poll(0, stopped);
+        st.refresh(t0 + Duration::from_millis(200));
+        assert!(!st.view().followers[0].in_rotation);
     }
 
     #[test]

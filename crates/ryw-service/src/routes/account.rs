@@ -49,7 +49,7 @@ pub async fn create(State(state): State<AppState>, caller: Caller) -> Result<Res
             .map_err(ApiError::from_db)?,
         ),
     };
-    let token = record_write(&state, &caller, &conn).await;
+    let token = Some(record_write(&state, &caller, &conn).await?);
     let body = AccountBody {
         user_id: uid,
         balance_cents: row.get(0),

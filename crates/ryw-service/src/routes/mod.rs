@@ -151,18 +151,29 @@ pub async fn read_rows(
 }
 
 /// The leader's position after a committed write, stored for the session
-/// (rule 1: read after COMMIT returned). If it cannot be read, the write
-/// still stands; the error is logged and the response carries no new token.
+/// (rule 1: read after COMMIT returned). A session store failure does not
+/// fail it (the router marks the store degraded, rule 5).
+///
+/// If the position itself cannot be read (the leader went away right after
+/// COMMIT), the write stands but nothing can tell this session's next fresh
+/// read what it must wait for: a 201 then let it read a follower without its
+/// own payment (found by the leader-stop fault test). So the answer is a 503
+/// saying the outcome is unknown; a retry with the same `Idempotency-Key`
+/// returns the committed payment, charged once, with a proper token.
 pub async fn record_write(
     state: &AppState,
     caller: &Caller,
     client: &tokio_postgres::Client,
-) -> Option<Lsn> {
-    match state.router.record_write(&caller.session, client).await {
-        Ok(lsn) => Some(lsn),
-        Err(e) => {
-            tracing::error!(error = %e, user = %caller.user.0, "committed, but could not record the write position");
-            None
-        }
-    }
+) -> Result<Lsn, ApiError> {
+    state
+        .router
+        .record_write(&caller.session, client)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, user = %caller.user.0, "committed, but could not read the write position");
+            ApiError::Unavailable(format!(
+                "the write may have committed, but the leader went away before its position \
+                 could be read ({e}); retry with the same Idempotency-Key to learn its outcome"
+            ))
+        })
 }

@@ -203,7 +203,7 @@ pub async fn pay(
     };
     // Rule 1: the token is read after COMMIT returned, in its own statement.
     // A replay records too, so its token covers the first payment.
-    let token = record_write(&state, &caller, &conn).await;
+    let token = Some(record_write(&state, &caller, &conn).await?);
     let (status, body) = outcome;
     let mut resp = respond(&state, Served::leader(token), status, body);
     if status == StatusCode::OK {

@@ -70,7 +70,7 @@ pub async fn upsert(
         )
         .await
         .map_err(ApiError::from_db)?;
-    let token = record_write(&state, &caller, &conn).await;
+    let token = Some(record_write(&state, &caller, &conn).await?);
     let body = ProfileBody {
         user_id: caller.user.0,
         email: p.email,
