@@ -281,7 +281,6 @@ fn random_follower<R: Rng + ?Sized>(view: &ClusterView, rng: &mut R, reason: Rea
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use rand::SeedableRng;
@@ -291,17 +290,7 @@ mod tests {
     use crate::view::{NodeStatus, Role};
 
     fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> NodeStatus {
-        NodeStatus {
-            name: Arc::from(name),
-            role,
-            lsn: lsn.map(Lsn::from_u64),
-            lag_bytes: None,
-            lag_ms: None,
-            healthy: in_rotation,
-            in_rotation,
-            note: None,
-            epoch: 0,
-        }
+        NodeStatus::for_test(name, role, lsn, in_rotation)
     }
 
     /// Leader at 1000; followers given as (replay, in rotation).

@@ -74,6 +74,29 @@ impl NodeStatus {
     }
 }
 
+#[cfg(test)]
+impl NodeStatus {
+    /// A node for unit tests: healthy exactly when in rotation.
+    pub(crate) fn for_test(
+        name: &str,
+        role: Role,
+        lsn: Option<u64>,
+        in_rotation: bool,
+    ) -> NodeStatus {
+        NodeStatus {
+            name: Arc::from(name),
+            role,
+            lsn: lsn.map(Lsn::from_u64),
+            lag_bytes: None,
+            lag_ms: None,
+            healthy: in_rotation,
+            in_rotation,
+            note: None,
+            epoch: 0,
+        }
+    }
+}
+
 /// A consistent snapshot of the whole cluster, published on every poll.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterView {

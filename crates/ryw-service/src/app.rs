@@ -83,12 +83,10 @@ async fn around(State(state): State<AppState>, req: Request, next: Next) -> Resp
     let method = req.method().clone();
     let is_api = req.uri().path().starts_with("/api");
     // An error answered before any node was involved still carries the
-    // client's token (when it verifies) so the client loses nothing.
-    let client_token = req
-        .headers()
-        .get("x-consistency-token")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|t| state.key.verify(t.trim()).ok());
+    // client's token (when it verifies) so the client loses nothing. Kept
+    // raw and verified only for such answers: on the common path the
+    // handler's extractor has already verified it.
+    let client_token = req.headers().get("x-consistency-token").cloned();
     let limit = state.cfg.request_timeout;
     let mut resp = match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
@@ -103,7 +101,7 @@ async fn around(State(state): State<AppState>, req: Request, next: Next) -> Resp
             && let Ok(v) = HeaderValue::from_str(
                 &state
                     .key
-                    .sign(client_token.unwrap_or(ryw_router::Lsn::ZERO)),
+                    .sign(verified(&state, client_token.as_ref()).unwrap_or(ryw_router::Lsn::ZERO)),
             )
         {
             h.insert("x-consistency-token", v);
@@ -125,4 +123,10 @@ async fn around(State(state): State<AppState>, req: Request, next: Next) -> Resp
         waited_ms = served.map(|s| s.waited.as_millis() as u64).unwrap_or(0),
     );
     resp
+}
+
+/// The position of a client's `X-Consistency-Token`, if it verifies.
+fn verified(state: &AppState, token: Option<&HeaderValue>) -> Option<ryw_router::Lsn> {
+    let text = token?.to_str().ok()?;
+    state.key.verify(text.trim()).ok()
 }

@@ -14,17 +14,7 @@ use crate::view::NodeStatus;
 use crate::{ManualClock, MemoryStore};
 
 fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> NodeStatus {
-    NodeStatus {
-        name: Arc::from(name),
-        role,
-        lsn: lsn.map(Lsn::from_u64),
-        lag_bytes: None,
-        lag_ms: None,
-        healthy: in_rotation,
-        in_rotation,
-        note: None,
-        epoch: 0,
-    }
+    NodeStatus::for_test(name, role, lsn, in_rotation)
 }
 
 /// Leader at `leader`; followers as (replay, in rotation).

@@ -91,17 +91,7 @@ pub async fn show(State(state): State<AppState>) -> Response {
             },
         },
     };
-    respond(
-        &state,
-        Served {
-            node: "none".into(),
-            token: None,
-            strategy: None,
-            waited: Default::default(),
-        },
-        StatusCode::OK,
-        body,
-    )
+    respond(&state, Served::none(), StatusCode::OK, body)
 }
 
 /// Changes a local follower's replay delay: `{"follower": "follower1", "delay_ms": 800}`.
@@ -143,15 +133,5 @@ pub async fn set_lag(
         })?;
     tracing::info!(follower = %node.name, delay_ms, "changed replay delay");
     let body = serde_json::json!({"follower": node.name, "delay_ms": delay_ms});
-    Ok(respond(
-        &state,
-        Served {
-            node: "none".into(),
-            token: None,
-            strategy: None,
-            waited: Default::default(),
-        },
-        StatusCode::OK,
-        body,
-    ))
+    Ok(respond(&state, Served::none(), StatusCode::OK, body))
 }
