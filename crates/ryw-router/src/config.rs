@@ -40,13 +40,19 @@ pub struct RouterConfig {
     /// A poll not answered in this time counts as the node being down, so a
     /// hung node leaves rotation within a second (rule 8). Default 500 ms.
     pub poll_timeout: Duration,
-    /// Connections per node in each pool. Default 8 (measured better than 16
-    /// on two cores, see `FACTS.md`).
+    /// Connections in the leader's write pool (one per transaction in
+    /// flight). Default 8 (measured better than 16 on two cores, see
+    /// `FACTS.md`).
     pub pool_size: usize,
+    /// Shared read connections per node, each pipelining every concurrent
+    /// read given to it (see [`ReadConn`](crate::ReadConn)). More of them
+    /// spread reads over more server processes and shorten the queue behind
+    /// a slow statement. Default 2.
+    pub read_connections: usize,
     /// Longest wait for a pooled connection (to create one, or for one to be
     /// free). Default 2 s.
     pub pool_timeout: Duration,
-    /// Longest a new connection (tracker or pool) may take. Default 2 s.
+    /// Longest a new connection (tracker, pool or read) may take. Default 2 s.
     pub connect_timeout: Duration,
     /// First delay before the tracker reconnects to a node it lost; doubles
     /// up to `reconnect_max`. Default 50 ms.
@@ -76,6 +82,7 @@ impl Default for RouterConfig {
             poll_interval: Duration::from_millis(10),
             poll_timeout: Duration::from_millis(500),
             pool_size: 8,
+            read_connections: 2,
             pool_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             reconnect_min: Duration::from_millis(50),
@@ -92,6 +99,9 @@ impl RouterConfig {
         let bad = |what: &str| Err(Error::Config(what.to_owned()));
         if self.pool_size == 0 {
             return bad("pool_size must be at least 1");
+        }
+        if self.read_connections == 0 {
+            return bad("read_connections must be at least 1");
         }
         if self.poll_interval.is_zero() {
             return bad("poll_interval must be positive");

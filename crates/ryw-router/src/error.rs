@@ -42,6 +42,14 @@ pub enum Error {
         /// Why (timeout, refused, failed validation).
         source: deadpool_postgres::PoolError,
     },
+    /// No shared read connection to a node could be opened.
+    #[error("no read connection to {node}: {reason}")]
+    Connect {
+        /// The node's name.
+        node: String,
+        /// Why (refused, timed out, restarted, shut down).
+        reason: String,
+    },
     /// A statement the router itself runs failed.
     #[error("postgres: {}", describe_pg(.0))]
     Postgres(#[from] tokio_postgres::Error),

@@ -18,7 +18,8 @@
 //! | `tracker/` | background polling of every node (`mod.rs`) and the pure bookkeeping of positions, lag and rotation (`state.rs`; rules 3 and 8) |
 //! | `decide.rs` | [`decide()`]: the routing decision as a pure function (rules 2, 4, 5) |
 //! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`] |
-//! | `router.rs` | [`Router`]: pools, `write`/`record_write` (rule 1), `read` with bounded waits, `after_read` for monotonic tokens (rule 7) |
+//! | `router.rs` | [`Router`]: `write`/`record_write` (rule 1) on the leader's pool, `read` with bounded waits, `after_read` for monotonic tokens (rule 7) |
+//! | `reader.rs` | [`ReadConn`]: shared, pipelining read connections per node, checked against restarts (rule 2) |
 //! | `metrics.rs` | [`MetricsSnapshot`]: counters with no backend dependency |
 //! | `error.rs` | [`Error`], the crate's one error type |
 //!
@@ -88,6 +89,7 @@ pub mod decide;
 mod error;
 mod lsn;
 mod metrics;
+mod reader;
 mod router;
 mod store;
 mod strategy;
@@ -101,6 +103,7 @@ pub use decide::{Choice, Reason, SessionState, decide};
 pub use error::{Error, Result};
 pub use lsn::Lsn;
 pub use metrics::{MetricsSnapshot, ReadCount};
+pub use reader::ReadConn;
 pub use router::{Decision, ReadOptions, Router};
 pub use store::{
     MAX_SESSION_KEY, MemoryStore, RedisStore, RedisStoreConfig, SessionKey, SessionRecord,

@@ -26,6 +26,7 @@ pub(crate) struct Metrics {
     store_errors: AtomicU64,
     read_checks: AtomicU64,
     absurd_tokens: AtomicU64,
+    stalls: AtomicU64,
 }
 
 impl Metrics {
@@ -45,6 +46,7 @@ impl Metrics {
             store_errors: AtomicU64::new(0),
             read_checks: AtomicU64::new(0),
             absurd_tokens: AtomicU64::new(0),
+            stalls: AtomicU64::new(0),
         }
     }
 
@@ -96,6 +98,10 @@ impl Metrics {
         self.absurd_tokens.fetch_add(1, Relaxed);
     }
 
+    pub fn add_stall(&self) {
+        self.stalls.fetch_add(1, Relaxed);
+    }
+
     /// Reads every counter (each one atomically; not all at one instant).
     pub fn snapshot(&self) -> MetricsSnapshot {
         let mut reads = Vec::new();
@@ -129,6 +135,7 @@ impl Metrics {
             store_errors: self.store_errors.load(Relaxed),
             read_checks: self.read_checks.load(Relaxed),
             absurd_tokens: self.absurd_tokens.load(Relaxed),
+            stalls: self.stalls.load(Relaxed),
         }
     }
 }
@@ -176,6 +183,9 @@ pub struct MetricsSnapshot {
     /// Tokens absurdly far beyond the leader, sent to the leader and clamped
     /// (rule 4).
     pub absurd_tokens: u64,
+    /// Reads that did not answer in time and retired their shared
+    /// connection ([`Router::report_stall`](crate::Router::report_stall)).
+    pub stalls: u64,
 }
 
 impl MetricsSnapshot {

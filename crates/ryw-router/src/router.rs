@@ -7,10 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use deadpool_postgres::{
-    Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
-    TimeoutType,
-};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
@@ -18,7 +15,8 @@ use tokio_postgres::{NoTls, SimpleQueryMessage};
 use crate::decide::{Choice, Reason, SessionState, decide, is_absurd, least_lagged_caught_up};
 use crate::error::describe_pg;
 use crate::metrics::Metrics;
-use crate::tracker::{Limits, START_TIME_QUERY, Shared, Tracker, TrackerState};
+use crate::reader::{FollowerGuard, ReadConn, Readers};
+use crate::tracker::{Limits, Shared, Tracker, TrackerState};
 use crate::view::{ClusterView, Role};
 use crate::{
     Clock, Error, Freshness, LEADER_NAME, Lsn, MetricsSnapshot, NodeUrls, Result, RouterConfig,
@@ -66,6 +64,20 @@ pub struct Decision {
     follower: Option<usize>,
 }
 
+impl Decision {
+    /// A SQL expression giving the serving node's position, to select in
+    /// the read's own statement for [`Router::after_read_with`]:
+    /// `pg_last_wal_replay_lsn()` on a follower, `pg_current_wal_lsn()` on
+    /// the leader (type `pg_lsn`, NULL if a follower is no longer a
+    /// standby).
+    pub fn position_sql(&self) -> &'static str {
+        match self.role {
+            Role::Leader => "pg_current_wal_lsn()",
+            Role::Follower => "pg_last_wal_replay_lsn()",
+        }
+    }
+}
+
 /// Remembers when the session store last failed: fresh reads stay on the
 /// leader until `store_recovery_grace` after that (rule 5), because writes
 /// made during the outage may be missing from it.
@@ -91,8 +103,11 @@ struct Inner {
     cfg: RouterConfig,
     clock: Arc<dyn Clock>,
     store: Arc<dyn SessionStore>,
+    /// Writes: pooled, one transaction per connection.
     leader: Pool,
-    followers: Vec<Pool>,
+    /// Reads: shared, pipelining clients (fresh reads on the leader too).
+    leader_reads: Readers,
+    followers: Vec<Readers>,
     tracker: Tracker,
     metrics: Arc<Metrics>,
     store_guard: StoreGuard,
@@ -189,12 +204,29 @@ impl Router {
             metrics.clone(),
         ));
 
-        let leader = build_pool(leader_pg.clone(), &cfg, None)?;
+        let leader = build_pool(leader_pg.clone(), &cfg)?;
+        let leader_reads = Readers::new(
+            leader_pg.clone(),
+            cfg.read_connections,
+            cfg.connect_timeout,
+            None,
+        );
         let followers = follower_pgs
             .iter()
             .enumerate()
-            .map(|(i, pg)| build_pool(pg.clone(), &cfg, Some(incarnation_hook(shared.clone(), i))))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|(index, pg)| {
+                let guard = FollowerGuard {
+                    shared: shared.clone(),
+                    index,
+                };
+                Readers::new(
+                    pg.clone(),
+                    cfg.read_connections,
+                    cfg.connect_timeout,
+                    Some(guard),
+                )
+            })
+            .collect();
 
         let tracker_pg = |mut pg: tokio_postgres::Config| {
             if pg.get_application_name().is_none() {
@@ -214,6 +246,7 @@ impl Router {
                 clock,
                 store,
                 leader,
+                leader_reads,
                 followers,
                 tracker,
                 metrics,
@@ -265,8 +298,11 @@ impl Router {
     /// `X-Consistency-Token`, already verified with
     /// [`TokenKey::verify`](crate::TokenKey::verify) (rule 4).
     ///
-    /// If running the read on the connection fails, pass the error to
-    /// [`Router::report_error`] so a broken follower is forgotten at once.
+    /// The connection is shared with other concurrent reads of the node and
+    /// pipelines them (see [`ReadConn`]): run single statements on it. If
+    /// running the read fails, pass the error to [`Router::report_error`] so
+    /// a broken follower is forgotten at once; if it does not answer in
+    /// time, call [`Router::report_stall`].
     /// Once it has run, [`Router::after_read`] raises the session's token to
     /// all the read can have seen (rule 7).
     pub async fn read(
@@ -275,7 +311,7 @@ impl Router {
         freshness: Freshness,
         strategy: Option<Strategy>,
         client_token: Option<Lsn>,
-    ) -> Result<(Object, Decision)> {
+    ) -> Result<(ReadConn, Decision)> {
         let opts = ReadOptions {
             strategy,
             ..ReadOptions::default()
@@ -292,7 +328,7 @@ impl Router {
         freshness: Freshness,
         opts: ReadOptions,
         client_token: Option<Lsn>,
-    ) -> Result<(Object, Decision)> {
+    ) -> Result<(ReadConn, Decision)> {
         let inner = &self.inner;
         let strategy = opts.strategy.unwrap_or(inner.cfg.default_strategy);
         // Overrides apply to this read only; the common path borrows.
@@ -372,7 +408,7 @@ impl Router {
                 match self.follower_conn(index, Some(epoch)).await {
                     Ok(conn) => (conn, Served::Follower(index, seen), reason),
                     Err(()) => (
-                        self.leader_conn().await?,
+                        self.leader_read_conn().await?,
                         Served::Leader,
                         Reason::FollowerUnavailable,
                     ),
@@ -382,10 +418,10 @@ impl Router {
                 inner.metrics.add_read_check();
                 match self.check_follower(index, lsn).await {
                     Ok((conn, seen)) => (conn, Served::Follower(index, Some(seen)), reason),
-                    Err(reason) => (self.leader_conn().await?, Served::Leader, reason),
+                    Err(reason) => (self.leader_read_conn().await?, Served::Leader, reason),
                 }
             }
-            Target::Leader => (self.leader_conn().await?, Served::Leader, reason),
+            Target::Leader => (self.leader_read_conn().await?, Served::Leader, reason),
         };
         let ctx = ReadCtx {
             session,
@@ -403,11 +439,11 @@ impl Router {
     async fn finish(
         &self,
         ctx: &ReadCtx<'_>,
-        conn: Object,
+        conn: ReadConn,
         served: Served,
         reason: Reason,
         waited: Duration,
-    ) -> (Object, Decision) {
+    ) -> (ReadConn, Decision) {
         let ReadCtx {
             session,
             strategy,
@@ -508,28 +544,43 @@ impl Router {
     /// read on a follower between the two would then see an older state. The
     /// session's own writes are safe either way (their tokens come from
     /// [`Router::record_write`]); reads of what others write are not. One
-    /// round trip.
+    /// round trip, pipelined behind the read if sent before its answer is
+    /// awaited. Cheaper still: read the position in the read's own statement
+    /// ([`Decision::position_sql`]) and pass it to
+    /// [`Router::after_read_with`].
     pub async fn after_read(
         &self,
         session: &SessionKey,
         decision: &mut Decision,
-        client: &tokio_postgres::Client,
+        conn: &ReadConn,
     ) -> Result<Lsn> {
-        let inner = &self.inner;
         let sql = match decision.role {
-            Role::Leader => "SELECT pg_current_wal_lsn()",
-            Role::Follower => "SELECT pg_last_wal_replay_lsn()",
+            Role::Leader => LEADER_POSITION,
+            Role::Follower => REPLAY_POSITION,
         };
-        let rows = match client.simple_query(sql).await {
-            Ok(rows) => rows,
+        // Prepared once per shared connection: on every fresh read, the
+        // extended protocol's bind/execute costs the server less than
+        // parsing and planning a simple query each time.
+        let lsn = match position(conn, sql).await {
+            Ok(lsn) => lsn,
             Err(e) => {
                 self.report_error(decision, &e);
                 return Err(e.into());
             }
         };
-        let lsn: Lsn = first_value(&rows)
-            .ok_or_else(|| Error::NoPosition(decision.node.to_string()))?
-            .parse()?;
+        let lsn = lsn.ok_or_else(|| Error::NoPosition(decision.node.to_string()))?;
+        self.after_read_with(session, decision, lsn).await;
+        Ok(lsn)
+    }
+
+    /// [`Router::after_read`] with the node's position already read by the
+    /// caller, in the read's own statement or a later one on the same
+    /// connection: `SELECT …, <decision.position_sql()> FROM …`. Saves the
+    /// server a statement per fresh read. A statement's snapshot is taken
+    /// before it executes, so the position it returns bounds what it saw,
+    /// as a statement of its own would.
+    pub async fn after_read_with(&self, session: &SessionKey, decision: &mut Decision, lsn: Lsn) {
+        let inner = &self.inner;
         if decision.role == Role::Leader {
             inner.tracker.shared.note_leader_lsn(lsn);
         }
@@ -542,7 +593,6 @@ impl Router {
                 self.store_failed(inner.clock.now_ms(), &e);
             }
         }
-        Ok(lsn)
     }
 
     /// Tell the router that running a read on the connection of `decision`
@@ -557,6 +607,27 @@ impl Router {
                 .tracker
                 .shared
                 .forget_follower(i, &format!("read failed: {}", describe_pg(error)));
+        }
+    }
+
+    /// Tell the router that a read on `conn` (handed out with `decision`)
+    /// did not answer in time: the node may be stalled (stopped, swapping,
+    /// a network partition that drops packets). The shared connection is
+    /// retired, since every read queued behind the stalled one waits too,
+    /// and a follower is forgotten (rule 3) until its polls answer again.
+    pub fn report_stall(&self, decision: &Decision, conn: &ReadConn, after: Duration) {
+        conn.retire();
+        self.inner.metrics.add_stall();
+        match decision.follower {
+            Some(i) => self
+                .inner
+                .tracker
+                .shared
+                .forget_follower(i, &format!("read stalled for {after:?}")),
+            None => tracing::warn!(
+                after_ms = after.as_millis() as u64,
+                "a read on the leader stalled"
+            ),
         }
     }
 
@@ -608,8 +679,9 @@ impl Router {
         let inner = &self.inner;
         inner.tracker.shutdown();
         inner.leader.close();
-        for pool in &inner.followers {
-            pool.close();
+        inner.leader_reads.close();
+        for readers in &inner.followers {
+            readers.close();
         }
     }
 
@@ -626,25 +698,26 @@ impl Router {
         })
     }
 
-    /// A pooled connection to follower `i`. With `epoch`, refuses it if the
-    /// tracker forgot the follower since the decision was taken (rule 2: the
-    /// position that made it eligible must still stand). On a connection
-    /// failure the follower is forgotten (rule 3). `Err` means "use the
-    /// leader".
-    async fn follower_conn(&self, i: usize, epoch: Option<u64>) -> Result<Object, ()> {
+    /// A shared read connection to the leader.
+    async fn leader_read_conn(&self) -> Result<ReadConn> {
+        self.inner
+            .leader_reads
+            .get()
+            .await
+            .map_err(|reason| Error::Connect {
+                node: LEADER_NAME.to_owned(),
+                reason,
+            })
+    }
+
+    /// A shared read connection to follower `i`. With `epoch`, refuses it if
+    /// the tracker forgot the follower since the decision was taken (rule 2:
+    /// the position that made it eligible must still stand). On a
+    /// connection failure the follower is forgotten (rule 3, in
+    /// [`Readers`]). `Err` means "use the leader".
+    async fn follower_conn(&self, i: usize, epoch: Option<u64>) -> Result<ReadConn, ()> {
         let shared = &self.inner.tracker.shared;
-        let conn = match self.inner.followers[i].get().await {
-            Ok(conn) => conn,
-            Err(PoolError::Timeout(TimeoutType::Wait)) => return Err(()), // busy, not broken
-            Err(e) => {
-                let why = match &e {
-                    PoolError::Backend(pg) => describe_pg(pg),
-                    other => other.to_string(),
-                };
-                shared.forget_follower(i, &format!("no connection: {why}"));
-                return Err(());
-            }
-        };
+        let conn = self.inner.followers[i].get().await.map_err(|_| ())?;
         if epoch.is_some_and(|e| shared.view().followers[i].epoch != e) {
             return Err(());
         }
@@ -653,16 +726,14 @@ impl Router {
 
     /// `per-read-check`: asks follower `i` for its replay position in a
     /// statement of its own, before the read's statement (rule 2).
-    async fn check_follower(&self, i: usize, target: Lsn) -> Result<(Object, Lsn), Reason> {
+    async fn check_follower(&self, i: usize, target: Lsn) -> Result<(ReadConn, Lsn), Reason> {
         let conn = self
             .follower_conn(i, None)
             .await
             .map_err(|()| Reason::FollowerUnavailable)?;
-        match conn.simple_query("SELECT pg_last_wal_replay_lsn()").await {
-            Ok(rows) => match first_value(&rows).and_then(|v| v.parse::<Lsn>().ok()) {
-                Some(replay) if replay >= target => Ok((conn, replay)),
-                _ => Err(Reason::CheckFailed),
-            },
+        match position(&conn, REPLAY_POSITION).await {
+            Ok(Some(replay)) if replay >= target => Ok((conn, replay)),
+            Ok(_) => Err(Reason::CheckFailed),
             Err(e) => {
                 if connection_lost(&e) {
                     self.inner
@@ -698,16 +769,6 @@ fn advance_token(
     match token {
         Some(t) if is_absurd(view, t, cfg) => (view.leader_lsn().max(seen), true),
         _ => (token.max(seen), false),
-    }
-}
-
-/// Rule 2 for new pooled connections: the server's postmaster start time must
-/// be the one the follower's known position was observed under.
-fn check_incarnation(known: Option<i64>, started: i64) -> Result<(), &'static str> {
-    match known {
-        Some(k) if k == started => Ok(()),
-        Some(_) => Err("follower restarted since last poll"),
-        None => Err("follower position unknown"),
     }
 }
 
@@ -759,7 +820,23 @@ fn connection_lost(e: &tokio_postgres::Error) -> bool {
     }
 }
 
-fn first_value(rows: &[SimpleQueryMessage]) -> Option<&str> {
+/// A follower's replay position (NULL on a leader).
+const REPLAY_POSITION: &str = "SELECT pg_last_wal_replay_lsn()";
+/// The leader's WAL write position.
+const LEADER_POSITION: &str = "SELECT pg_current_wal_lsn()";
+
+/// Runs one of the position queries as a cached prepared statement.
+async fn position(
+    conn: &ReadConn,
+    sql: &str,
+) -> std::result::Result<Option<Lsn>, tokio_postgres::Error> {
+    let stmt = conn.prepare_cached(sql).await?;
+    let row = conn.query_one(&stmt, &[]).await?;
+    let lsn: Option<tokio_postgres::types::PgLsn> = row.try_get(0)?;
+    Ok(lsn.map(Lsn::from))
+}
+
+pub(crate) fn first_value(rows: &[SimpleQueryMessage]) -> Option<&str> {
     rows.iter().find_map(|m| match m {
         SimpleQueryMessage::Row(row) => row.get(0),
         _ => None,
@@ -777,54 +854,26 @@ fn parse_url(name: &str, url: &str, cfg: &RouterConfig) -> Result<tokio_postgres
     Ok(pg)
 }
 
-fn build_pool(pg: tokio_postgres::Config, cfg: &RouterConfig, hook: Option<Hook>) -> Result<Pool> {
+/// The leader's pool, for writes (a transaction needs a connection of its
+/// own).
+fn build_pool(pg: tokio_postgres::Config, cfg: &RouterConfig) -> Result<Pool> {
     let manager = Manager::from_config(
         pg,
         NoTls,
         ManagerConfig {
             // `is_closed()` only: validating with a query on every checkout
-            // would add a round trip to every read.
+            // would add a round trip to every write.
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    let mut builder = Pool::builder(manager)
+    Pool::builder(manager)
         .max_size(cfg.pool_size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(cfg.pool_timeout))
         .create_timeout(Some(cfg.connect_timeout))
-        .recycle_timeout(Some(cfg.pool_timeout));
-    if let Some(hook) = hook {
-        builder = builder.post_create(hook);
-    }
-    builder
+        .recycle_timeout(Some(cfg.pool_timeout))
         .build()
         .map_err(|e| Error::Config(format!("pool: {e}")))
-}
-
-/// Rule 2 for new connections: a follower's known position belongs to one
-/// postmaster incarnation. A new connection to a server that restarted since
-/// the tracker last looked would pair an old position with new data; refuse
-/// it and forget the follower (the read then goes to the leader).
-fn incarnation_hook(shared: Arc<Shared>, i: usize) -> Hook {
-    Hook::async_fn(move |client, _| {
-        let shared = shared.clone();
-        Box::pin(async move {
-            let rows = client
-                .simple_query(START_TIME_QUERY)
-                .await
-                .map_err(HookError::Backend)?;
-            let started: i64 = first_value(&rows)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| HookError::message("no postmaster start time"))?;
-            let known = shared.known_incarnation(i);
-            check_incarnation(known, started).map_err(|why| {
-                if known.is_some() {
-                    shared.forget_follower(i, "restarted (seen by a new connection)");
-                }
-                HookError::message(why)
-            })
-        })
-    })
 }
 
 #[cfg(test)]

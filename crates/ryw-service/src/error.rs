@@ -166,7 +166,9 @@ impl ApiError {
         use ryw_router::Error as E;
         match e {
             E::Token(t) => ApiError::BadToken(t.to_string()),
-            E::Pool { .. } | E::StoreTimeout(_) => ApiError::Unavailable(e.to_string()),
+            E::Pool { .. } | E::Connect { .. } | E::StoreTimeout(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
             E::Postgres(ref pg) if is_connection_error(pg) => ApiError::Unavailable(e.to_string()),
             other => ApiError::Internal(anyhow::Error::new(other)),
         }

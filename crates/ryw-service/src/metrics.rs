@@ -91,7 +91,7 @@ pub fn render(
             r.count
         );
     }
-    let counters: [(&str, &str, u64); 8] = [
+    let counters: [(&str, &str, u64); 9] = [
         (
             "ryw_writes_total",
             "leader connections handed out for writes",
@@ -131,6 +131,11 @@ pub fn render(
             "ryw_read_checks_total",
             "extra replay-position queries made by per-read-check",
             router.read_checks,
+        ),
+        (
+            "ryw_read_stalls_total",
+            "reads that did not answer in time (their shared connection was retired)",
+            router.stalls,
         ),
     ];
     for (name, help, v) in counters {

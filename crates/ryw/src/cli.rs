@@ -154,9 +154,12 @@ pub struct ServeArgs {
     /// How often the tracker polls every node.
     #[arg(long, env = "RYW_POLL_INTERVAL", default_value = "10ms")]
     pub poll_interval: String,
-    /// Connections per node.
+    /// Connections in the leader's write pool.
     #[arg(long, env = "RYW_POOL_SIZE", default_value_t = 8)]
     pub pool_size: usize,
+    /// Shared, pipelining read connections per node.
+    #[arg(long, env = "RYW_READ_CONNECTIONS", default_value_t = 2)]
+    pub read_connections: usize,
     /// Accept `X-Read-Strategy` per request (dashboard, bench).
     #[arg(long, env = "RYW_ALLOW_STRATEGY_HEADER")]
     pub allow_strategy_header: bool,
@@ -177,6 +180,10 @@ pub struct ServeArgs {
     /// Longest a request may take before it is answered 503.
     #[arg(long, env = "RYW_REQUEST_TIMEOUT", default_value = "10s")]
     pub request_timeout: String,
+    /// Longest one read statement may take before its node counts as
+    /// stalled (the read is retried once elsewhere).
+    #[arg(long, env = "RYW_READ_TIMEOUT", default_value = "2s")]
+    pub read_timeout: String,
 }
 
 #[derive(Debug, Args)]

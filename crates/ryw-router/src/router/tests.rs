@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
 
 use super::*;
+use crate::reader::check_incarnation;
 use crate::view::NodeStatus;
 use crate::{ManualClock, MemoryStore};
 
@@ -234,7 +235,7 @@ async fn a_router_starts_with_every_node_down_and_fails_cleanly() {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, Error::Pool { ref node, .. } if node == "leader"),
+            matches!(err, Error::Connect { ref node, .. } if node == "leader"),
             "{strategy}: {err}"
         );
     }

@@ -20,6 +20,7 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::Row;
+use tokio_postgres::types::PgLsn;
 use tokio_postgres::types::ToSql;
 
 /// Who served a request, for the response headers and the request log.
@@ -93,20 +94,49 @@ pub fn respond(
     resp
 }
 
+/// A read statement in two halves, so that [`read_rows`] can add the
+/// serving node's position to its select list: `SELECT {columns} {rest}`.
+#[derive(Debug, Clone, Copy)]
+pub struct Select {
+    /// The select list, e.g. `balance_cents, version`.
+    pub columns: &'static str,
+    /// Everything after it, from `FROM` on.
+    pub rest: &'static str,
+}
+
+impl Select {
+    /// The statement to run: for a fresh read, with the node's position as
+    /// one more, last, column (rule 7).
+    fn sql(&self, position: Option<&str>) -> String {
+        match position {
+            Some(pos) => format!("SELECT {}, {pos} {}", self.columns, self.rest),
+            None => format!("SELECT {} {}", self.columns, self.rest),
+        }
+    }
+}
+
 /// Runs one read statement on the node the router picks. If the
-/// connection breaks mid-read (a follower died), the router forgets that
+/// connection breaks mid-read (a follower died) or the node does not answer
+/// within `read_timeout` (stopped, partitioned), the router forgets that
 /// follower (rule 3) and the read is retried once elsewhere (rule 8: no
 /// failed requests when a follower leaves).
+///
+/// Rule 7 for fresh reads: the statement also selects the node's position,
+/// evaluated after its snapshot was taken, so it bounds what the read saw,
+/// and the session's token is raised to it; a later read never sees an
+/// older state. That costs no extra statement. Only a read that returns no
+/// row asks for the position in a statement of its own.
 pub async fn read_rows(
     state: &AppState,
     caller: &Caller,
     freshness: Freshness,
     prefs: ReadPrefs,
     token: ClientToken,
-    sql: &str,
+    select: Select,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<(Vec<Row>, Decision), ApiError> {
     let opts = prefs.options();
+    let fresh = freshness == Freshness::Fresh;
     let mut last = None;
     for attempt in 0..2 {
         let (conn, mut decision) = state
@@ -114,39 +144,60 @@ pub async fn read_rows(
             .read_with(&caller.session, freshness, opts, token.0)
             .await
             .map_err(ApiError::from_router)?;
-        let res = async {
-            let stmt = conn.prepare_cached(sql).await?;
-            if freshness == Freshness::StaleOk {
-                return conn.query(&stmt, params).await;
+        let sql = select.sql(fresh.then(|| decision.position_sql()));
+        let res = tokio::time::timeout(state.cfg.read_timeout, async {
+            let stmt = conn.prepare_cached(&sql).await?;
+            let rows = conn.query(&stmt, params).await?;
+            if fresh {
+                let position = rows.first().and_then(|row| {
+                    row.try_get::<_, Option<PgLsn>>(row.len() - 1)
+                        .ok()
+                        .flatten()
+                });
+                match position {
+                    Some(lsn) => {
+                        state
+                            .router
+                            .after_read_with(&caller.session, &mut decision, lsn.into())
+                            .await
+                    }
+                    None => {
+                        // No row to carry it: ask in a statement of its own.
+                        // A failure here costs only this token's precision.
+                        let _ = state
+                            .router
+                            .after_read(&caller.session, &mut decision, &conn)
+                            .await;
+                    }
+                }
             }
-            // Rule 7: the node's position, read in a statement of its own
-            // *after* the read's snapshot, bounds what the read saw, so the
-            // session's token never lags behind it. Sent right behind the
-            // query on the same connection (pipelined): no extra round trip.
-            // `join` polls the query first, so it is sent first.
-            let (rows, _) = futures_util::future::join(
-                conn.query(&stmt, params),
-                state
-                    .router
-                    .after_read(&caller.session, &mut decision, &conn),
-            )
-            .await;
-            rows
-        }
+            Ok(rows)
+        })
         .await;
+        let Ok(res) = res else {
+            state
+                .router
+                .report_stall(&decision, &conn, state.cfg.read_timeout);
+            tracing::warn!(node = %decision.node, attempt, "read stalled; retrying on another node");
+            last = Some(format!(
+                "{} did not answer in {:?}",
+                decision.node, state.cfg.read_timeout
+            ));
+            continue;
+        };
         match res {
             Ok(rows) => return Ok((rows, decision)),
             Err(e) if is_connection_error(&e) => {
                 state.router.report_error(&decision, &e);
                 tracing::warn!(node = %decision.node, attempt, error = %e, "read failed; retrying on another node");
-                last = Some(e);
+                last = Some(e.to_string());
             }
             Err(e) => return Err(ApiError::from_db(e)),
         }
     }
     Err(ApiError::Unavailable(format!(
         "the read failed twice: {}",
-        last.map(|e| e.to_string()).unwrap_or_default()
+        last.unwrap_or_default()
     )))
 }
 

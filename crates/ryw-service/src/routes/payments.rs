@@ -1,7 +1,7 @@
 //! `POST /api/payments` (pay, exactly once per `Idempotency-Key`) and
 //! `GET /api/payments` and `GET /api/balance` (fresh reads).
 
-use super::{Served, read_rows, record_write, respond};
+use super::{Select, Served, read_rows, record_write, respond};
 use crate::domain::{self, AmountCents, IdempotencyKey};
 use crate::error::ApiError;
 use crate::extract::{Caller, ClientToken, JsonBody, ReadPrefs};
@@ -233,7 +233,10 @@ pub async fn balance(
         Freshness::Fresh,
         prefs,
         token,
-        "SELECT balance_cents, version FROM accounts WHERE user_id = $1",
+        Select {
+            columns: "balance_cents, version",
+            rest: "FROM accounts WHERE user_id = $1",
+        },
         &[&caller.user.0],
     )
     .await?;
@@ -269,9 +272,11 @@ pub async fn list(
         Freshness::Fresh,
         prefs,
         token,
-        "SELECT payment_id, amount_cents, description, version, \
-         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') \
-         FROM payments WHERE user_id = $1 ORDER BY version DESC LIMIT 50",
+        Select {
+            columns: "payment_id, amount_cents, description, version, \
+                      to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+            rest: "FROM payments WHERE user_id = $1 ORDER BY version DESC LIMIT 50",
+        },
         &[&caller.user.0],
     )
     .await?;

@@ -1,7 +1,7 @@
 //! `GET /api/products`: the catalogue, a stale-ok read (any follower in
 //! rotation, under every strategy).
 
-use super::{Served, read_rows, respond};
+use super::{Select, Served, read_rows, respond};
 use crate::error::ApiError;
 use crate::extract::{Caller, ClientToken, ReadPrefs};
 use crate::state::AppState;
@@ -45,7 +45,10 @@ pub async fn list(
         Freshness::StaleOk,
         ReadPrefs::default(),
         token,
-        "SELECT id, name, price_cents FROM products ORDER BY id",
+        Select {
+            columns: "id, name, price_cents",
+            rest: "FROM products ORDER BY id",
+        },
         &[],
     )
     .await?;

@@ -1,7 +1,7 @@
 //! Seed 003's profile: `POST /api/me/profile` (write) and `GET /api/me`
 //! (fresh read).
 
-use super::{Served, read_rows, record_write, respond};
+use super::{Select, Served, read_rows, record_write, respond};
 use crate::domain::Profile;
 use crate::error::ApiError;
 use crate::extract::{Caller, ClientToken, JsonBody, ReadPrefs};
@@ -100,7 +100,10 @@ pub async fn me(
         Freshness::Fresh,
         prefs,
         token,
-        "SELECT email, name, avatar_url, version FROM users WHERE id = $1",
+        Select {
+            columns: "email, name, avatar_url, version",
+            rest: "FROM users WHERE id = $1",
+        },
         &[&caller.user.0],
     )
     .await?;
