@@ -334,16 +334,20 @@ async fn fingerprint(db: &tokio_postgres::Client) -> String {
     .get(0)
 }
 
-/// What one run of cases answered, by status.
-type Statuses = std::collections::BTreeMap<u16, u32>;
+/// What one run of cases answered: count by status, and the slowest answer.
+#[derive(Debug, Default)]
+struct Seen {
+    statuses: std::collections::BTreeMap<u16, u32>,
+    slowest: Duration,
+}
 
-/// Sends one case and checks the answer; counts its status.
+/// Sends one case and checks the answer; notes its status and time.
 fn check(
     rt: &tokio::runtime::Runtime,
     t: &TestApp,
     db: &tokio_postgres::Client,
     c: &Case,
-    statuses: &RefCell<Statuses>,
+    seen: &RefCell<Seen>,
 ) -> Result<(), TestCaseError> {
     let (method, path, body) = ENDPOINTS[c.endpoint];
     let mut req = Request::builder().method(method).uri(path);
@@ -372,7 +376,11 @@ fn check(
             fingerprint(db).await != before,
         )
     });
-    *statuses.borrow_mut().entry(status.as_u16()).or_default() += 1;
+    {
+        let mut seen = seen.borrow_mut();
+        *seen.statuses.entry(status.as_u16()).or_default() += 1;
+        seen.slowest = seen.slowest.max(took);
+    }
     let text = String::from_utf8_lossy(&bytes);
     prop_assert!(
         !status.is_server_error(),
@@ -456,7 +464,7 @@ fn random_header_values_get_a_2xx_or_a_quick_4xx_problem_and_refusals_write_noth
     }
     runs.push(("all five".into(), CASES_ALL, all, fuzzed(&u, &real)));
     for (label, cases, endpoints, headers) in runs {
-        let statuses = RefCell::new(Statuses::new());
+        let seen = RefCell::new(Seen::default());
         let mut runner = TestRunner::new(Config {
             cases,
             failure_persistence: None,
@@ -465,13 +473,14 @@ fn random_header_values_get_a_2xx_or_a_quick_4xx_problem_and_refusals_write_noth
         let started = Instant::now();
         runner
             .run(&case(endpoints, headers), |c| {
-                check(&rt, &t, &db, &c, &statuses)
+                check(&rt, &t, &db, &c, &seen)
             })
             .unwrap_or_else(|e| panic!("{label}: {e}"));
         eprintln!(
-            "headers: {label}: {cases} cases in {:.1} s, statuses {:?}",
+            "headers: {label}: {cases} cases in {:.1} s, statuses {:?}, slowest {:.1} ms",
             started.elapsed().as_secs_f64(),
-            statuses.borrow()
+            seen.borrow().statuses,
+            seen.borrow().slowest.as_secs_f64() * 1000.0
         );
     }
 }
