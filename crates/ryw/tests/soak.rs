@@ -36,8 +36,8 @@ const LAST_THIRD: std::ops::Range<f64> = 40.0..f64::INFINITY;
 /// connections, so what should still grow is allocator noise (a few arena
 /// pages, the metrics' histograms filling in): a few hundred KB to a couple
 /// of MB on this machine. Between 15 s and 40–60 s the service answers about
-/// 10,000–18,000 requests (≈ 400 requests/s), so a leak of just 1 KB per
-/// request adds 10–18 MB, and one of a few KB per request several tens of
+/// 11,000–19,000 requests (≈ 430 requests/s), so a leak of just 1 KB per
+/// request adds 11–19 MB, and one of a few KB per request several tens of
 /// MB: 8 MiB lets the noise through and breaks on either.
 const MAX_GROWTH_KB: u64 = 8 * 1024;
 
