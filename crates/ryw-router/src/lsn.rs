@@ -185,6 +185,20 @@ mod tests {
         }
 
         #[test]
+        fn parse_never_panics_on_any_text(s in "(?s).{0,40}") {
+            let _ = s.parse::<Lsn>();
+        }
+
+        #[test]
+        fn near_valid_text_parses_exactly_when_both_halves_are_1_to_8_hex_digits(
+            s in "[0-9A-Fa-fgxX+ -]{0,10}/[0-9A-Fa-fgxX+ -]{0,10}"
+        ) {
+            let (hi, lo) = s.split_once('/').unwrap();
+            let half_ok = |p: &str| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_hexdigit());
+            prop_assert_eq!(s.parse::<Lsn>().is_ok(), half_ok(hi) && half_ok(lo), "{:?}", s);
+        }
+
+        #[test]
         fn lowercase_parses_like_uppercase(hi in 0u64..=0xFFFF_FFFF, lo in 0u64..=0xFFFF_FFFF) {
             let text = format!("{hi:x}/{lo:x}");
             prop_assert_eq!(text.parse::<Lsn>().unwrap(), Lsn::from_u64((hi << 32) | lo));

@@ -307,5 +307,40 @@ mod tests {
             // base64 0.22 refuses non-canonical encodings.
             prop_assert!(k.verify(&changed).is_err());
         }
+
+        #[test]
+        fn any_single_character_change_is_refused(v in any::<u64>(), at in 0usize..V1_LEN, to in any::<char>()) {
+            let k = key();
+            let text = k.sign(Lsn::from_u64(v));
+            prop_assume!(text.as_bytes()[at] as char != to);
+            let mut changed = text.clone();
+            changed.replace_range(at..at + 1, to.encode_utf8(&mut [0; 4]));
+            prop_assert!(k.verify(&changed).is_err(), "{:?} accepted", changed);
+        }
+
+        #[test]
+        fn truncated_or_extended_tokens_are_refused(v in any::<u64>(), cut in 0usize..V1_LEN, tail in "[!-~]{1,8}") {
+            let k = key();
+            let text = k.sign(Lsn::from_u64(v));
+            prop_assert!(k.verify(&text[..cut]).is_err());
+            let extended = format!("{text}{tail}");
+            prop_assert!(k.verify(&extended).is_err());
+        }
+
+        #[test]
+        fn verify_never_panics_on_any_text(s in "(?s).{0,300}") {
+            // Any characters (control, multi-byte, newlines), past MAX_INPUT.
+            prop_assert!(key().verify(&s).is_err());
+        }
+
+        #[test]
+        fn near_valid_tokens_are_refused(
+            s in prop_oneof![
+                "v1\\.[0-9a-f]{16}\\.[A-Za-z0-9_-]{43}",
+                "v[0-9]{0,3}\\.[0-9a-fA-F]{0,20}\\.[A-Za-z0-9_=+/-]{0,50}",
+            ]
+        ) {
+            prop_assert!(key().verify(&s).is_err());
+        }
     }
 }

@@ -5,7 +5,8 @@
 //! payments returned, never by `X-Served-By`), the failures it allows and no
 //! others, and the ledger checked in the leader's own tables.
 //!
-//! `bodies` adds random request bodies (proptest): never a 5xx.
+//! `bodies` adds random request bodies and `headers` random header values
+//! (proptest): never a 5xx, every refusal a quick 4xx problem+json.
 //!
 //! Figures of the last run are in `docs/reliability.md`; run with
 //! `--nocapture` to see each test's report.
@@ -16,6 +17,7 @@ mod helpers;
 
 mod bodies;
 mod follower;
+mod headers;
 mod leader;
 mod ledger;
 mod load;
