@@ -47,7 +47,9 @@ pub struct RouterConfig {
     /// Shared read connections per node, each pipelining every concurrent
     /// read given to it (see [`ReadConn`](crate::ReadConn)). More of them
     /// spread reads over more server processes and shorten the queue behind
-    /// a slow statement. Default 2.
+    /// a slow statement, but batch less. Default 1: on two cores, one
+    /// connection served 35.1–35.5k primary-key reads/s and two 31.2–33.2k
+    /// (`docs/results.md`); raise it where the database has cores to spare.
     pub read_connections: usize,
     /// Longest wait for a pooled connection (to create one, or for one to be
     /// free). Default 2 s.
@@ -82,7 +84,7 @@ impl Default for RouterConfig {
             poll_interval: Duration::from_millis(10),
             poll_timeout: Duration::from_millis(500),
             pool_size: 8,
-            read_connections: 2,
+            read_connections: 1,
             pool_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             reconnect_min: Duration::from_millis(50),

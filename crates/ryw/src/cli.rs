@@ -158,7 +158,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RYW_POOL_SIZE", default_value_t = 8)]
     pub pool_size: usize,
     /// Shared, pipelining read connections per node.
-    #[arg(long, env = "RYW_READ_CONNECTIONS", default_value_t = 2)]
+    #[arg(long, env = "RYW_READ_CONNECTIONS", default_value_t = 1)]
     pub read_connections: usize,
     /// Accept `X-Read-Strategy` per request (dashboard, bench).
     #[arg(long, env = "RYW_ALLOW_STRATEGY_HEADER")]
