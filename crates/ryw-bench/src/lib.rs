@@ -31,7 +31,7 @@ pub mod history;
 pub mod html;
 pub mod report;
 
-pub use calibrate::{LoadResult, LoadSpec, ab_table, http_load};
+pub use calibrate::{Generator, LoadResult, LoadSpec, ab_table, http_load, load, wrk_load};
 pub use checker::{Check, ReadCheck, Violation, ViolationKind, check_history};
 pub use config::{BenchConfig, Load, StrategyName, StrategySpec, Think};
 pub use engine::run;

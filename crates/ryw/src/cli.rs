@@ -69,6 +69,10 @@ pub struct CalibrateArgs {
     /// Concurrent HTTP connections (pgbench uses -c8 -j2).
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
+    /// HTTP load generator: `wrk` (a process of its own, `apt-get install
+    /// wrk`), `builtin` (in this process), or `auto` (wrk if installed).
+    #[arg(long, default_value = "auto")]
+    pub generator: String,
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,

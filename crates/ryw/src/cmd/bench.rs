@@ -118,6 +118,7 @@ async fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
     let secs = ryw_cluster::parse_duration(&args.duration)?
         .as_secs()
         .max(1);
+    let generator = args.generator.parse::<ryw_bench::Generator>()?.resolve();
     let leader_port = info.leader().port.to_string();
     let port = follower.port.to_string();
 
@@ -190,9 +191,9 @@ async fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
             duration: Duration::from_secs(secs),
             ..LoadSpec::default()
         };
-        let r = ryw_bench::http_load(&spec).await?;
+        let r = ryw_bench::load(generator, &spec).await?;
         eprintln!(
-            "round {round}: GET /api/balance (causal): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, non-2xx {}",
+            "round {round}: GET /api/balance (causal, {generator:?}): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, non-2xx {}",
             r.requests_per_s, r.latency_ms.p50, r.latency_ms.p99, r.non_2xx
         );
         if r.non_2xx > 0 || r.errors > 0 {
@@ -208,7 +209,7 @@ async fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"pgbench_tps": a, "ryw_balance_rps": b})
+            serde_json::json!({"pgbench_tps": a, "ryw_balance_rps": b, "generator": format!("{generator:?}").to_lowercase()})
         );
     } else {
         println!(
