@@ -144,6 +144,16 @@ impl TestCluster {
         ops::kill_node(&self.info(), name).expect("kill node");
     }
 
+    /// Freezes a node (SIGSTOP): open sockets, no answers.
+    pub fn pause(&self, name: &str) {
+        ops::pause_node(&self.info(), name).expect("pause node");
+    }
+
+    /// Lets a paused node run again (SIGCONT).
+    pub fn resume(&self, name: &str) {
+        ops::resume_node(&self.info(), name).expect("resume node");
+    }
+
     /// Stops a node cleanly.
     pub fn stop(&self, name: &str) {
         ops::stop_node(&self.info(), name).expect("stop node");
@@ -198,6 +208,10 @@ impl Drop for TestCluster {
             .unwrap_or_else(|p| p.into_inner().clone());
         // Persist pid changes (e.g. a restarted Redis) so `down` finds them.
         let _ = info.save();
+        // A node a failed test left paused would never stop.
+        for node in &info.nodes {
+            let _ = ops::resume_node(&info, &node.name);
+        }
         if let Err(e) = ops::down(&info.dir, true) {
             eprintln!(
                 "warning: tearing down test cluster {}: {e}",

@@ -340,6 +340,38 @@ pub fn kill_node(info: &ClusterInfo, name: &str) -> Result<(), ClusterError> {
     Ok(())
 }
 
+/// Freezes a node (SIGSTOP to its postmaster, then to every child): it
+/// keeps its sockets open but answers nothing, as a node that hangs
+/// (swapping, a stalled disk, a paused VM) does. [`resume_node`] undoes it.
+pub fn pause_node(info: &ClusterInfo, name: &str) -> Result<(), ClusterError> {
+    signal_node(info, name, Signal::SIGSTOP)
+}
+
+/// Lets a node paused by [`pause_node`] run again (SIGCONT).
+pub fn resume_node(info: &ClusterInfo, name: &str) -> Result<(), ClusterError> {
+    signal_node(info, name, Signal::SIGCONT)
+}
+
+/// Sends `signal` to a node's postmaster and its children: the postmaster
+/// first when stopping (it forks no new backend meanwhile), last when
+/// continuing.
+fn signal_node(info: &ClusterInfo, name: &str, signal: Signal) -> Result<(), ClusterError> {
+    let node = node(info, name)?;
+    if let Some(pid) = postmaster_pid(&node.data_dir).filter(|&p| is_alive(p)) {
+        let send = |p: i32| {
+            let _ = kill(Pid::from_raw(p), signal);
+        };
+        if signal == Signal::SIGSTOP {
+            send(pid);
+        }
+        children_of(pid).into_iter().for_each(send);
+        if signal != Signal::SIGSTOP {
+            send(pid);
+        }
+    }
+    Ok(())
+}
+
 /// Stops a node cleanly (`pg_ctl stop -m fast`).
 pub fn stop_node(info: &ClusterInfo, name: &str) -> Result<(), ClusterError> {
     let user = OsUser::resolve(Some(&info.os_user))?;

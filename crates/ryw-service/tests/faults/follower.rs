@@ -1,4 +1,5 @@
-//! Follower faults: SIGKILL then restart, and replication cut then repaired.
+//! Follower faults: SIGKILL then restart, replication cut then repaired, and
+//! a node frozen by SIGSTOP then resumed.
 //! Reads keep working throughout (no 5xx at all), the follower leaves
 //! rotation within a second and returns once healthy, nothing is stale.
 
@@ -122,5 +123,79 @@ async fn a_follower_whose_replication_is_cut_leaves_rotation_and_returns_after_r
             .contains_key("follower1")
             || report.phases[AFTER].fresh.by_node.contains_key("follower1"),
         "follower1 served nothing after its repair: {report}"
+    );
+}
+
+/// The `ryw_read_stalls_total` counter from `/metrics`.
+async fn read_stalls(t: &TestApp) -> u64 {
+    let r = t.call("GET", "/metrics", None, &[], None).await;
+    let text = r.body.as_str().expect("metrics are text").to_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("ryw_read_stalls_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("ryw_read_stalls_total in /metrics")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_hangs_mid_load_is_timed_out_and_nothing_fails_or_goes_stale() {
+    // A frozen node keeps its sockets open and answers nothing: reads in
+    // flight on it must be timed out and retried elsewhere (rule 8), the
+    // tracker's polls time out (500 ms) and take it out of rotation.
+    const READ_TIMEOUT: Duration = Duration::from_millis(1000);
+    let t = TestApp::start_with(opts(), |cfg| cfg.read_timeout = READ_TIMEOUT).await;
+    let load = Load::start(&t.app).await;
+    tokio::time::sleep(STEADY).await;
+    let stalls_before = read_stalls(&t).await;
+
+    load.phase(DURING);
+    let fault = Instant::now();
+    tokio::task::block_in_place(|| t.cluster.pause("follower1"));
+    let left = wait_rotation(&t.app, "follower1", false, fault, Duration::from_secs(10)).await;
+    // Hung for a while under load: nobody may wait on it for long.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let resume = Instant::now();
+    tokio::task::block_in_place(|| t.cluster.resume("follower1"));
+    let back = wait_rotation(&t.app, "follower1", true, resume, Duration::from_secs(20)).await;
+    load.phase(AFTER);
+    tokio::time::sleep(STEADY).await;
+
+    let report = load.stop().await;
+    let stalls = read_stalls(&t).await - stalls_before;
+    let ledger = ledger::check(&t.cluster.leader_url(), &report).await;
+    let during = &report.phases[DURING];
+    let slowest = during
+        .fresh
+        .max_ms
+        .max(during.stale_ok.max_ms)
+        .max(during.pay.max_ms);
+    println!(
+        "follower1 SIGSTOPped: out of rotation after {left:?}, back {back:?} after SIGCONT, \
+         {stalls} reads timed out and retried, slowest answer meanwhile {slowest} ms\n{report}\n  {ledger}"
+    );
+    report.assert_consistent();
+    assert_eq!(
+        report.total().unavailable(),
+        0,
+        "no request may fail: {report}"
+    );
+    assert!(
+        left <= LEAVE_MAX,
+        "follower1 left rotation only after {left:?}"
+    );
+    // A read stuck on the frozen node waits at most the read timeout, then
+    // once more on another node.
+    assert!(
+        slowest < 2 * READ_TIMEOUT.as_millis() as u64 + 1500,
+        "a request took {slowest} ms during the hang: {report}"
+    );
+    assert!(during.fresh.ok > 0, "{report}");
+    assert!(
+        report.phases[AFTER]
+            .stale_ok
+            .by_node
+            .contains_key("follower1")
+            || report.phases[AFTER].fresh.by_node.contains_key("follower1"),
+        "follower1 served nothing after it resumed: {report}"
     );
 }
