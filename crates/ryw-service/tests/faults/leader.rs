@@ -1,4 +1,5 @@
-//! The leader stopped under load: writes answer 503 problem+json quickly
+//! The leader stopped (`pg_ctl stop -m fast`) or killed (SIGKILL, then crash
+//! recovery) under load: writes answer 503 problem+json quickly
 //! (no hang), stale-ok reads go on from the followers, fresh reads come from
 //! a follower that provably has the session's writes or answer 503 — never
 //! stale. After it restarts, every acknowledged payment is there, and the
@@ -15,6 +16,18 @@ const WRITE_MAX: Duration = Duration::from_secs(3);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_stopped_mid_load_refuses_writes_fast_and_serves_nothing_stale() {
+    leader_down(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_mid_load_loses_no_acknowledged_payment_and_serves_nothing_stale() {
+    leader_down(true).await;
+}
+
+/// The leader goes away mid-load (`kill`: SIGKILL, else a clean stop) and
+/// comes back 4 s later.
+async fn leader_down(kill: bool) {
+    let how = if kill { "killed (SIGKILL)" } else { "stopped" };
     let t = TestApp::start_with(
         TestClusterOptions {
             lags: LAGS.to_vec(),
@@ -28,7 +41,13 @@ async fn the_leader_stopped_mid_load_refuses_writes_fast_and_serves_nothing_stal
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     load.phase(DURING);
-    tokio::task::block_in_place(|| t.cluster.stop("leader"));
+    tokio::task::block_in_place(|| {
+        if kill {
+            t.cluster.kill("leader")
+        } else {
+            t.cluster.stop("leader")
+        }
+    });
     let down = Instant::now();
     // A probe of its own: a write to the dead leader is a quick 503.
     let u = user();
@@ -61,7 +80,7 @@ async fn the_leader_stopped_mid_load_refuses_writes_fast_and_serves_nothing_stal
     let report = load.stop().await;
     let ledger = ledger::check(&t.cluster.leader_url(), &report).await;
     println!(
-        "leader stopped: probe write 503 in {probe_took:?}; readyz {}; writes back {writes_back:?} after start\n{report}\n  {ledger}",
+        "leader {how}: probe write 503 in {probe_took:?}; readyz {}; writes back {writes_back:?} after start\n{report}\n  {ledger}",
         ready.status
     );
     report.assert_consistent();
