@@ -5,7 +5,10 @@
 //! fresher follower must never see an older one next, wherever the read
 //! lands.
 //!
-//! Each read ends with `Router::after_read`: without it the session's token
+//! Each read ends with `Router::after_read` (every other read instead selects
+//! the node's position in its own statement and passes it to
+//! `Router::after_read_with`, as the service does): without either the
+//! session's token
 //! is only what the node was known to have reached before the read, and this
 //! test saw dozens of regressions in 300 reads (a follower's position is
 //! polled every 10 ms; the read sees what was replayed since).
@@ -82,7 +85,7 @@ async fn a_session_never_reads_an_older_version_across_followers_and_instances()
             let mut regressions = Vec::new();
             for i in 0..READS_PER_READER {
                 let (which, opts) = plan[(i + n) % plan.len()];
-                let r = read_counter(&routers[which], &nodes, &s, opts).await;
+                let r = read_counter(&routers[which], &nodes, &s, opts, i % 2 == 1).await;
                 match r {
                     Ok(r) => {
                         if r.v < newest {
@@ -160,20 +163,28 @@ async fn a_session_never_reads_an_older_version_across_followers_and_instances()
 }
 
 /// A fresh read of the counter as session `s`, then `after_read` on the same
-/// connection, as a service promising monotonic reads does.
+/// connection, as a service promising monotonic reads does; with
+/// `in_statement`, the position is selected by the read itself and passed to
+/// `after_read_with`.
 async fn read_counter(
     router: &Router,
     nodes: &Nodes,
     s: &SessionKey,
     opts: ReadOptions,
+    in_statement: bool,
 ) -> Result<Read, ReadError> {
     let started = tokio::time::Instant::now();
     let (conn, mut decision) = router
         .read_with(s, Freshness::Fresh, opts, None)
         .await
         .map_err(ReadError::Route)?;
+    let sql = if in_statement {
+        format!("{SELECT}, {}", decision.position_sql())
+    } else {
+        SELECT.to_owned()
+    };
     let row = async {
-        let stmt = conn.prepare_cached(SELECT).await?;
+        let stmt = conn.prepare_cached(&sql).await?;
         conn.query_one(&stmt, &[&"counter"]).await
     }
     .await;
@@ -181,10 +192,15 @@ async fn read_counter(
         Ok(row) => row,
         Err(e) => return Err(ReadError::Query(e, decision)),
     };
-    router
-        .after_read(s, &mut decision, &conn)
-        .await
-        .map_err(ReadError::Route)?;
+    if in_statement {
+        let lsn: tokio_postgres::types::PgLsn = row.get(2);
+        router.after_read_with(s, &mut decision, lsn.into()).await;
+    } else {
+        router
+            .after_read(s, &mut decision, &conn)
+            .await
+            .map_err(ReadError::Route)?;
+    }
     Ok(Read {
         v: row.get(0),
         node: nodes.name(row.get(1)),
