@@ -62,15 +62,21 @@
 //! // GET /api/balance: a fresh read. A bad token is the client's fault (400).
 //! let client_token = Some(key.verify(&response_token)?);
 //! let (conn, mut decision) = router.read(&user, Freshness::Fresh, None, client_token).await?;
-//! match conn
-//!     .query_one("SELECT balance_cents FROM accounts WHERE user_id = $1::text::uuid", &[&user.as_str()])
-//!     .await
-//! {
+//! // Rule 7: the read also selects the serving node's position (evaluated
+//! // after its snapshot), so the session's token can cover all it saw.
+//! let sql = format!(
+//!     "SELECT balance_cents, {} FROM accounts WHERE user_id = $1::text::uuid",
+//!     decision.position_sql()
+//! );
+//! let stmt = conn.prepare_cached(&sql).await?; // once per shared connection
+//! match conn.query_one(&stmt, &[&user.as_str()]).await {
 //!     Ok(row) => {
 //!         let _balance: i64 = row.get(0);
-//!         // Rule 7: the token now covers all the read can have seen, so the
-//!         // next read never sees an older state (also of others' writes).
-//!         router.after_read(&user, &mut decision, &conn).await?;
+//!         let position: tokio_postgres::types::PgLsn = row.get(1);
+//!         // The next read never sees an older state (also of others'
+//!         // writes). Without the column: `router.after_read(&user, &mut
+//!         // decision, &conn)`, one more statement.
+//!         router.after_read_with(&user, &mut decision, position.into()).await;
 //!         let _served_by: &str = &decision.node; // -> X-Served-By
 //!         let _token = decision.token.map(|t| key.sign(t)); // -> X-Consistency-Token
 //!     }
