@@ -7,7 +7,7 @@
 
 use crate::BenchError;
 use crate::config::{BenchConfig, Load, StrategySpec};
-use crate::history::{History, LagSample, Op, OpKind};
+use crate::history::{History, LagSample, Op, OpKind, Seen};
 use crate::report::{BenchReport, ReportMeta, follower_delays};
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::header::HeaderValue;
@@ -85,10 +85,11 @@ struct User {
     requests: usize,
     iteration: u64,
     profile_counter: u64,
-    /// Highest acknowledged version per object (account, profile).
-    acked: [u64; 2],
-    /// Highest version this client has read per object.
-    seen: [u64; 2],
+    /// Highest acknowledged version per object (account, profile); `None`:
+    /// no write acknowledged yet.
+    acked: [Option<Seen>; 2],
+    /// Highest version this client has read per object; `None`: no read yet.
+    seen: [Option<Seen>; 2],
 }
 
 fn slot(kind: OpKind) -> usize {
@@ -114,8 +115,8 @@ impl User {
             requests: 0,
             iteration: 0,
             profile_counter: 0,
-            acked: [0; 2],
-            seen: [0; 2],
+            acked: [None; 2],
+            seen: [None; 2],
         };
         u.new_account();
         u
@@ -130,8 +131,8 @@ impl User {
         self.client = format!("u{}.{}", self.index, self.generation);
         self.needs_account = true;
         self.token = None;
-        self.acked = [0; 2];
-        self.seen = [0; 2];
+        self.acked = [None; 2];
+        self.seen = [None; 2];
     }
 
     /// Sends one request (rotating over the targets), records it, keeps the
@@ -183,6 +184,7 @@ impl User {
             version: None,
             served_by: None,
             waited_ms: None,
+            problem: None,
         };
         let mut reply = Reply::default();
         if let Ok((status, headers, bytes)) = result {
@@ -202,6 +204,16 @@ impl User {
                 .get("waited_ms")
                 .and_then(Value::as_f64)
                 .or_else(|| header(H_WAITED).and_then(|w| w.parse().ok()));
+            if !status.is_success() {
+                // problem+json: keep the slug, so a 404 `no-account` is told
+                // from any other 404 (it is a read that found nothing).
+                op.problem = body
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .and_then(|t| t.rsplit('/').next())
+                    .filter(|slug| !slug.is_empty())
+                    .map(String::from);
+            }
             reply = Reply {
                 status: op.status,
                 balance: body.get("balance_cents").and_then(Value::as_i64),
@@ -209,22 +221,22 @@ impl User {
         }
 
         let live = &sh.live;
-        if !op.ok() {
+        let s = slot(kind);
+        if op.is_error() {
             live.errors.fetch_add(1, Relaxed);
-        } else if let Some(v) = op.version {
-            let s = slot(kind);
-            if kind.is_write() {
-                self.acked[s] = self.acked[s].max(v);
-            } else if kind.is_fresh_read() {
-                live.reads.fetch_add(1, Relaxed);
-                if v < self.acked[s] {
-                    live.ryw.fetch_add(1, Relaxed);
-                }
-                if v < self.seen[s] {
-                    live.monotonic.fetch_add(1, Relaxed);
-                }
-                self.seen[s] = self.seen[s].max(v);
+        } else if let (true, Some(v)) = (kind.is_write(), op.version) {
+            self.acked[s] = self.acked[s].max(Some(Seen::Version(v)));
+        } else if let Some(got) = op.seen() {
+            // `None` (nothing acknowledged or read yet) is below any `Some`,
+            // so a 404 before the first acknowledged write is no violation.
+            live.reads.fetch_add(1, Relaxed);
+            if Some(got) < self.acked[s] {
+                live.ryw.fetch_add(1, Relaxed);
             }
+            if Some(got) < self.seen[s] {
+                live.monotonic.fetch_add(1, Relaxed);
+            }
+            self.seen[s] = self.seen[s].max(Some(got));
         }
         sh.ops.lock().expect("history lock").push(op);
         reply
@@ -583,7 +595,7 @@ pub async fn run(
 }
 
 /// The engine's bookkeeping against a tiny in-process fake of the service
-/// (axum), with one deliberately stale read. This is not the real bench: the
+/// (axum), with one deliberately stale read and one deliberately stale 404. This is not the real bench: the
 /// real-cluster test runs against `ryw serve` once it exists.
 #[cfg(test)]
 mod tests {
@@ -617,6 +629,7 @@ mod tests {
         tokens_received: AtomicU64,
         duplicate_keys: AtomicU64,
         stale_served: AtomicBool,
+        nothing_served: AtomicBool,
         refuse_strategy: Option<String>,
         hits: [AtomicU64; 2],
     }
@@ -766,7 +779,13 @@ mod tests {
     }
 
     async fn me(State(i): St, h: HeaderMap) -> Response {
-        handle(&i, &h, false, false, |a, strategy| match a.profile {
+        let fake = i.fake.clone();
+        handle(&i, &h, false, false, move |a, strategy| match a.profile {
+            // The one deliberately stale 404: a legacy read from a follower
+            // that has not replayed the profile's creation.
+            Some(_) if strategy == "legacy" && !fake.nothing_served.swap(true, Relaxed) => {
+                Err((Code::NOT_FOUND, "no-profile"))
+            }
             Some(v) => {
                 let waited = if strategy == "causal" { 3 } else { 0 };
                 Ok((
@@ -826,7 +845,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_engine_records_every_answered_request_and_the_checker_finds_the_one_stale_read() {
+    async fn the_engine_records_every_answered_request_and_the_checker_finds_the_two_stale_reads() {
         let fake = Arc::new(Fake::default());
         let targets = vec![
             spawn_instance(0, fake.clone()).await,
@@ -835,21 +854,44 @@ mod tests {
         let report = run(config(targets), std::future::pending()).await.unwrap();
         let ops = &report.history.ops;
 
-        // The one stale read, attributed to legacy; nothing else.
+        // The stale balance and the stale 404 of /api/me, attributed to
+        // legacy, neither an error; nothing else.
         assert!(
-            fake.stale_served.load(Relaxed),
-            "the fake served its stale read"
+            fake.stale_served.load(Relaxed) && fake.nothing_served.load(Relaxed),
+            "the fake served its stale read and its stale 404"
         );
         assert_eq!(
             (report.ryw_violations, report.monotonic_violations),
-            (1, 0),
+            (2, 0),
             "{}",
             report.table()
         );
-        let v = &report.violations[0];
+        let mut found: Vec<_> = report.violations.iter().collect();
+        found.sort_by_key(|v| v.read);
+        let [balance, me] = &found[..] else {
+            panic!("{}", report.table())
+        };
         assert_eq!(
-            (v.strategy.as_str(), v.read, v.version + 1),
-            ("legacy", OpKind::Balance, v.expected)
+            (balance.strategy.as_str(), balance.read, balance.version),
+            ("legacy", OpKind::Balance, Some(balance.expected - 1)),
+            "one version behind"
+        );
+        assert_eq!(
+            (me.strategy.as_str(), me.read, me.version),
+            ("legacy", OpKind::Me, None),
+            "found nothing"
+        );
+        let nothing = ops
+            .iter()
+            .find(|o| o.found_nothing())
+            .expect("the 404 is in the history");
+        assert_eq!(
+            (
+                nothing.kind,
+                nothing.problem.as_deref(),
+                nothing.served_by.as_deref()
+            ),
+            (OpKind::Me, Some("no-profile"), Some("follower1"))
         );
 
         // Every strategy ran at once, on both instances, through the header.
@@ -880,7 +922,7 @@ mod tests {
         };
         assert_eq!((leader.leader_share, legacy.leader_share), (1.0, 0.0));
         assert_eq!((causal.waits, causal.mean_wait_ms), (causal.reads, 3.0));
-        assert_eq!(legacy.ryw_violations, 1);
+        assert_eq!((legacy.ryw_violations, legacy.stale_not_found), (2, 1));
 
         // The browser behaviour: the latest token echoed every time, fresh idempotency keys.
         assert_eq!(fake.token_mismatches.load(Relaxed), 0);
@@ -994,21 +1036,21 @@ mod tests {
         // 60/s over 1 s, split over 3 groups; the first tick of each group fires at once.
         assert!((20..=66).contains(&pays), "{pays} iterations");
         assert_eq!(report.load.as_deref(), Some("open:60"));
-        assert_eq!((report.ryw_violations, report.monotonic_violations), (1, 0));
+        assert_eq!((report.ryw_violations, report.monotonic_violations), (2, 0));
     }
 
     #[tokio::test]
     async fn a_user_low_on_money_moves_to_a_new_account() {
         let mut u = User::new(3, &StrategySpec::parse_list("leader").unwrap()[0]);
         let (first, client) = (u.user_id, u.client.clone());
-        u.acked = [5, 1];
+        u.acked = [Some(Seen::Version(5)), Some(Seen::Version(1))];
         u.needs_account = false;
         u.new_account();
         assert_ne!(u.user_id, first);
         assert_ne!(u.client, client);
         assert_eq!(
             (u.acked, u.seen, u.needs_account, u.token.is_none()),
-            ([0; 2], [0; 2], true, true)
+            ([None; 2], [None; 2], true, true)
         );
     }
 }
