@@ -328,45 +328,103 @@ async fn closed_loop(mut user: User, sh: Arc<Shared>, stop: watch::Receiver<bool
     }
 }
 
+/// How one open-loop group's arrivals went.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Arrivals {
+    /// Arrivals due over the run: rate × elapsed, rounded down (so the tick
+    /// due at the very moment the run stops is not held against it).
+    offered: u64,
+    /// Arrivals that started an iteration.
+    started: u64,
+    /// Arrivals whose tick came but found every user busy.
+    no_idle_user: u64,
+}
+
+impl Arrivals {
+    /// Offered arrivals that never started, whatever the cause: no idle
+    /// user, or the arrival clock's own task running late (a busy machine),
+    /// whose skipped ticks never come at all.
+    fn missed(&self) -> u64 {
+        self.offered.saturating_sub(self.started)
+    }
+}
+
+/// The open-loop clock: arrivals at `rate` per second until stopped, each
+/// handing an idle user to `work` (which gives it back when done); an
+/// arrival with no idle user is not queued. A late tick is not made up for
+/// with a burst (that would bend the load), so the count of what was offered
+/// comes from the elapsed time, not from the ticks that fired.
+async fn arrivals<U, F, Fut>(
+    users: Vec<U>,
+    rate: f64,
+    stop: watch::Receiver<bool>,
+    work: F,
+) -> Arrivals
+where
+    U: Send + 'static,
+    F: Fn(U) -> Fut,
+    Fut: Future<Output = U> + Send + 'static,
+{
+    let (idle_tx, mut idle_rx) = mpsc::unbounded_channel();
+    for u in users {
+        let _ = idle_tx.send(u);
+    }
+    let began = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut running = JoinSet::new();
+    let (mut started, mut no_idle_user) = (0, 0);
+    let arriving = async {
+        loop {
+            tick.tick().await;
+            while running.try_join_next().is_some() {}
+            match idle_rx.try_recv() {
+                Ok(user) => {
+                    started += 1;
+                    let (job, idle_tx) = (work(user), idle_tx.clone());
+                    running.spawn(async move {
+                        let _ = idle_tx.send(job.await);
+                    });
+                }
+                Err(_) => no_idle_user += 1,
+            }
+        }
+    };
+    tokio::select! {
+        // Ticks already due start before the stop is noticed.
+        biased;
+        _ = arriving => {}
+        _ = stopped(stop) => {}
+    }
+    let offered = (began.elapsed().as_secs_f64() * rate).floor() as u64;
+    running.shutdown().await;
+    Arrivals {
+        offered,
+        started,
+        no_idle_user,
+    }
+}
+
 /// Open loop for one strategy group: iterations arrive at `rate` per second,
-/// each taken by an idle user; an arrival with no idle user is missed.
+/// each taken by an idle user; adds the group's missed arrivals (all, and
+/// those that found no idle user) to the run's counts.
 async fn open_loop(
     users: Vec<User>,
     rate: f64,
     sh: Arc<Shared>,
     stop: watch::Receiver<bool>,
-    missed: Arc<AtomicU64>,
+    missed: Arc<[AtomicU64; 2]>,
 ) {
-    let (idle_tx, mut idle_rx) = mpsc::unbounded_channel();
-    for u in users {
-        let _ = idle_tx.send(u);
-    }
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut running = JoinSet::new();
-    let arrivals = async {
-        loop {
-            tick.tick().await;
-            while running.try_join_next().is_some() {}
-            match idle_rx.try_recv() {
-                Ok(mut user) => {
-                    let (sh, idle_tx) = (sh.clone(), idle_tx.clone());
-                    running.spawn(async move {
-                        user.iteration(&sh).await;
-                        let _ = idle_tx.send(user);
-                    });
-                }
-                Err(_) => {
-                    missed.fetch_add(1, Relaxed);
-                }
-            }
+    let a = arrivals(users, rate, stop, |mut user| {
+        let sh = sh.clone();
+        async move {
+            user.iteration(&sh).await;
+            user
         }
-    };
-    tokio::select! {
-        _ = arrivals => {}
-        _ = stopped(stop) => {}
-    }
-    running.shutdown().await;
+    })
+    .await;
+    missed[0].fetch_add(a.missed(), Relaxed);
+    missed[1].fetch_add(a.no_idle_user, Relaxed);
 }
 
 /// Samples `GET /api/cluster` on the first target until stopped.
@@ -512,7 +570,8 @@ pub async fn run(
         live: Live::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let missed = Arc::new(AtomicU64::new(0));
+    // Open loop: missed arrivals, and of those, arrivals with no idle user.
+    let missed = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let mut tasks = JoinSet::new();
     let mut index = 0;
     for (spec, &size) in config.strategies.iter().zip(&groups) {
@@ -587,7 +646,8 @@ pub async fn run(
         send_token: Some(config.send_token),
         elapsed_s: Some(elapsed_s),
         interrupted,
-        missed_arrivals: missed.load(Relaxed),
+        missed_arrivals: missed[0].load(Relaxed),
+        missed_no_idle_user: missed[1].load(Relaxed),
         strategy_order: config.strategies.iter().map(|s| s.to_string()).collect(),
         follower_delays_ms,
     };
@@ -1037,6 +1097,81 @@ mod tests {
         assert!((20..=66).contains(&pays), "{pays} iterations");
         assert_eq!(report.load.as_deref(), Some("open:60"));
         assert_eq!((report.ryw_violations, report.monotonic_violations), (2, 0));
+    }
+
+    /// Runs the arrival clock at 100/s with `users` users whose iterations
+    /// take `work`; after `on_time`, the clock's task is held up for `late`
+    /// (time jumps past its ticks, as on a busy machine), then runs on for
+    /// `after` before the stop.
+    async fn arrivals_with(
+        users: usize,
+        work: Duration,
+        on_time: Duration,
+        late: Duration,
+        after: Duration,
+    ) -> Arrivals {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let clock = tokio::spawn(arrivals(
+            vec![(); users],
+            100.0,
+            stop_rx,
+            move |u| async move {
+                tokio::time::sleep(work).await;
+                u
+            },
+        ));
+        tokio::time::sleep(on_time).await;
+        tokio::time::advance(late).await;
+        tokio::time::sleep(after).await;
+        stop_tx.send(true).unwrap();
+        clock.await.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_loop_on_time_with_idle_users_misses_nothing() {
+        let ms = Duration::from_millis;
+        let a = arrivals_with(5, ms(15), ms(1995), ms(0), ms(0)).await;
+        // Ticks at 0, 10, …, 1990 ms: 200; rate × elapsed = 199.5, rounded down.
+        assert_eq!(
+            a,
+            Arrivals {
+                offered: 199,
+                started: 200,
+                no_idle_user: 0
+            }
+        );
+        assert_eq!(a.missed(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ticks_skipped_while_the_clock_ran_late_are_missed_arrivals() {
+        let ms = Duration::from_millis;
+        // On time for 1 s (ticks 0..=990: 100 started), then 500 ms late: the
+        // ticks due at 1000..=1490 ms come as one late tick; then on time to
+        // 1995 ms (ticks 1500..=1990: 50 started). 49 ticks never came.
+        let a = arrivals_with(5, ms(1), ms(995), ms(500), ms(500)).await;
+        assert_eq!(
+            a,
+            Arrivals {
+                offered: 199,
+                started: 151,
+                no_idle_user: 0
+            }
+        );
+        assert_eq!(
+            a.missed(),
+            48,
+            "49 skipped, less the tick the stop races with"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn arrivals_that_find_every_user_busy_are_missed_too() {
+        let ms = Duration::from_millis;
+        // One user busy for 25 ms per iteration: every third tick finds it idle.
+        let a = arrivals_with(1, ms(25), ms(995), ms(0), ms(0)).await;
+        assert_eq!((a.offered, a.started + a.no_idle_user), (99, 100));
+        assert_eq!((a.started, a.missed()), (34, 65));
     }
 
     #[tokio::test]

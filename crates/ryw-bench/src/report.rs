@@ -36,8 +36,11 @@ pub struct ReportMeta {
     pub elapsed_s: Option<f64>,
     /// Stopped early (Ctrl-C).
     pub interrupted: bool,
-    /// Open loop: arrivals that found no idle user.
+    /// Open loop: offered arrivals (rate × elapsed) that never started an
+    /// iteration, whatever the cause.
     pub missed_arrivals: u64,
+    /// Open loop: of those, arrivals that found every user busy.
+    pub missed_no_idle_user: u64,
     /// Order of the strategies in the report; others follow by name.
     pub strategy_order: Vec<String>,
     /// Followers' configured apply delays (`cluster.json` `delay_ms`); when
@@ -175,8 +178,14 @@ pub struct BenchReport {
     pub elapsed_s: f64,
     /// Stopped early (Ctrl-C): the numbers cover what ran.
     pub interrupted: bool,
-    /// Open loop: arrivals that found no idle user.
+    /// Open loop: offered arrivals (rate × elapsed) that never started an
+    /// iteration, whatever the cause: no idle user, or the bench's own
+    /// arrival clock running late (a busy machine).
     pub missed_arrivals: u64,
+    /// Open loop: of those, arrivals that found every user busy (add users);
+    /// the rest came due while the arrival clock ran late.
+    #[serde(default)]
+    pub missed_no_idle_user: u64,
     /// Requests recorded in the history.
     pub operations: usize,
     /// Per strategy, in the configured order.
@@ -502,6 +511,7 @@ impl BenchReport {
             elapsed_s,
             interrupted: meta.interrupted,
             missed_arrivals: meta.missed_arrivals,
+            missed_no_idle_user: meta.missed_no_idle_user,
             operations: history.ops.len(),
             strategies,
             followers,
@@ -624,10 +634,13 @@ impl BenchReport {
             }
         );
         if self.missed_arrivals > 0 {
+            let busy = self.missed_no_idle_user.min(self.missed_arrivals);
             let _ = writeln!(
                 s,
-                "open loop: {} arrivals found no idle user (add users)",
-                self.missed_arrivals
+                "open loop: {} offered arrivals never started: {busy} found no idle user (add users), \
+                 {} came due while the bench itself ran late (a busy machine)",
+                self.missed_arrivals,
+                self.missed_arrivals - busy
             );
         }
         for v in self.violations.iter().take(5) {
@@ -899,6 +912,31 @@ mod tests {
         assert!(t.contains("ReadYourWrites at op #1: balance a"), "{t}");
         // columns line up: every row of the strategy table is as wide as the header
         assert_eq!(lines[1].chars().count(), lines[0].chars().count());
+    }
+
+    #[test]
+    fn missed_arrivals_are_told_apart_by_cause() {
+        let meta = |missed, busy| ReportMeta {
+            missed_arrivals: missed,
+            missed_no_idle_user: busy,
+            ..ReportMeta::default()
+        };
+        let r = BenchReport::from_history(sample_history(), meta(7, 2));
+        assert!(
+            r.table().contains(
+                "open loop: 7 offered arrivals never started: 2 found no idle user (add users), \
+                 5 came due while the bench itself ran late (a busy machine)"
+            ),
+            "{}",
+            r.table()
+        );
+        let json: serde_json::Value = serde_json::from_str(&r.to_json().unwrap()).unwrap();
+        assert_eq!(
+            (&json["missed_arrivals"], &json["missed_no_idle_user"]),
+            (&serde_json::json!(7), &serde_json::json!(2))
+        );
+        let quiet = BenchReport::from_history(sample_history(), meta(0, 0));
+        assert!(!quiet.table().contains("open loop"));
     }
 
     #[test]
