@@ -10,12 +10,19 @@
 //!   lower than a read of the same object by the same client that completed
 //!   before it was sent.
 //!
-//! Both are judged per object: the account (`pay` → `balance`) and the
-//! profile (`profile` → `me`). A write whose response never came is not
-//! acknowledged, so a read may or may not see it. Each is an O(n log n)
+//! Both are judged per object: the account (`account`, `pay` → `balance`)
+//! and the profile (`profile` → `me`). A write whose response never came is
+//! not acknowledged, so a read may or may not see it. Each is an O(n log n)
 //! sweep over the history, so it also judges long recorded histories.
+//!
+//! A fresh read that *found nothing* (404 `no-account` / `no-profile`, see
+//! [`Op::found_nothing`]) saw the object not exist: lower than every version,
+//! account version 0 included. So it breaks read-your-writes once the
+//! object's creation (or any later write) was acknowledged before it was
+//! sent, and monotonic reads once the same client had read the object; before
+//! the first acknowledged write it is the right answer.
 
-use crate::history::{Object, Op, OpKind};
+use crate::history::{Object, Op, OpKind, Seen};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -46,12 +53,22 @@ pub struct Violation {
     pub read: OpKind,
     /// When the read was sent (µs).
     pub sent_us: u64,
-    /// The version it returned.
-    pub version: u64,
+    /// The version it returned; `None`: it found nothing (404).
+    pub version: Option<u64>,
     /// The version it had to return at least.
     pub expected: u64,
     /// Who served it (reported, not used to judge).
     pub served_by: Option<String>,
+}
+
+impl Violation {
+    /// What the read saw, in words: `read version 1`, `found nothing (404)`.
+    pub fn saw(&self) -> String {
+        match self.version {
+            Some(v) => format!("read version {v}"),
+            None => "found nothing (404)".to_string(),
+        }
+    }
 }
 
 /// The verdict on one checked fresh read.
@@ -74,7 +91,8 @@ pub struct ReadCheck {
 /// What the checker found in a history.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Check {
-    /// One verdict per checked fresh read (2xx with a version), in history order.
+    /// One verdict per checked fresh read (2xx with a version, or a 404 that
+    /// found nothing), in history order.
     pub reads: Vec<ReadCheck>,
     /// Every violation, in history order (a read can break both rules).
     pub violations: Vec<Violation>,
@@ -133,25 +151,27 @@ impl Timeline {
 type Events<K> = HashMap<K, Vec<(u64, u64)>>;
 
 /// Judges a history: every fresh read (`balance`, `me`) that returned 2xx and
-/// a version is checked for read-your-writes and monotonic reads.
+/// a version, or found nothing ([`Op::seen`]), is checked for read-your-writes
+/// and monotonic reads.
 pub fn check_history(ops: &[Op]) -> Check {
-    let is_read = |o: &Op| o.kind.is_fresh_read() && o.ok_with_version();
-
     // Acknowledged writes per (user, object), by acknowledgement time.
     let mut writes: Events<(&str, Object)> = HashMap::new();
-    // Completed reads per (client, user, object), by completion time. The user
-    // is part of the key because versions are per account.
+    // Completed reads that found a version, per (client, user, object), by
+    // completion time. The user is part of the key because versions are per
+    // account. A read that found nothing raises no floor.
     let mut reads: Events<(&str, &str, Object)> = HashMap::new();
     for op in ops {
-        let (Some(obj), Some(v)) = (op.kind.object(), op.version) else {
+        let Some(obj) = op.kind.object() else {
             continue;
         };
-        if op.kind.is_write() && op.ok_with_version() {
-            writes
-                .entry((&op.user, obj))
-                .or_default()
-                .push((op.recv_us, v));
-        } else if is_read(op) {
+        if op.kind.is_write() {
+            if let (true, Some(v)) = (op.ok(), op.version) {
+                writes
+                    .entry((&op.user, obj))
+                    .or_default()
+                    .push((op.recv_us, v));
+            }
+        } else if let Some(Seen::Version(v)) = op.seen() {
             reads
                 .entry((&op.client, &op.user, obj))
                 .or_default()
@@ -169,10 +189,7 @@ pub fn check_history(ops: &[Op]) -> Check {
 
     let mut check = Check::default();
     for (i, op) in ops.iter().enumerate() {
-        if !is_read(op) {
-            continue;
-        }
-        let (Some(obj), Some(version)) = (op.kind.object(), op.version) else {
+        let (Some(obj), Some(got)) = (op.kind.object(), op.seen()) else {
             continue;
         };
         let acked = writes
@@ -185,8 +202,8 @@ pub fn check_history(ops: &[Op]) -> Check {
             op: i,
             required: acked.map(|(v, _)| v),
             since_write_us: acked.map(|(_, t)| op.sent_us - t),
-            ryw_violation: acked.is_some_and(|(v, _)| version < v),
-            monotonic_violation: seen.is_some_and(|(v, _)| version < v),
+            ryw_violation: acked.is_some_and(|(v, _)| got < Seen::Version(v)),
+            monotonic_violation: seen.is_some_and(|(v, _)| got < Seen::Version(v)),
         };
         let violation = |kind, expected| Violation {
             kind,
@@ -196,7 +213,10 @@ pub fn check_history(ops: &[Op]) -> Check {
             strategy: op.strategy.clone(),
             read: op.kind,
             sent_us: op.sent_us,
-            version,
+            version: match got {
+                Seen::Version(v) => Some(v),
+                Seen::Nothing => None,
+            },
             expected,
             served_by: op.served_by.clone(),
         };
@@ -233,6 +253,7 @@ mod tests {
             version: Some(version),
             served_by: Some("follower1".into()),
             waited_ms: None,
+            problem: None,
         }
     }
 
@@ -296,7 +317,7 @@ mod tests {
         let at: Vec<(usize, ViolationKind, u64, u64)> = c
             .violations
             .iter()
-            .map(|v| (v.op, v.kind, v.version, v.expected))
+            .map(|v| (v.op, v.kind, v.version.unwrap(), v.expected))
             .collect();
         use ViolationKind::*;
         assert_eq!(
@@ -311,6 +332,81 @@ mod tests {
             ]
         );
         assert_eq!(c.reads.len(), 9);
+    }
+
+    /// A fresh read answered 404 with its not-found problem.
+    fn nothing(user: &str, client: &str, kind: OpKind, sent: u64, recv: u64) -> Op {
+        Op {
+            status: 404,
+            version: None,
+            problem: kind.not_found_problem().map(String::from),
+            ..op(user, client, kind, sent, recv, 0)
+        }
+    }
+
+    #[test]
+    fn a_read_that_found_nothing_after_the_acknowledged_creation_is_stale() {
+        use OpKind::Account;
+        let mut lost = op("c", "c1", Account, 0, 10, 0);
+        lost.status = 0; // the creation's answer never came: not acknowledged
+        let mut other_404 = nothing("a", "a1", Balance, 300, 310);
+        other_404.problem = Some("not-available".into()); // a wrong URL: an error
+        let mut old_format = nothing("a", "a1", Me, 320, 330);
+        old_format.problem = None; // written before `problem` existed: an error
+        let h = vec![
+            nothing("a", "a1", Me, 0, 5),        // 0: no profile yet: right
+            op("a", "a1", Account, 10, 20, 0),   // 1
+            nothing("a", "a1", Balance, 15, 25), // 2: creation in flight: right
+            nothing("a", "a2", Balance, 21, 30), // 3: RYW (needs 0)
+            op("a", "a1", Balance, 31, 40, 0),   // 4
+            nothing("a", "a1", Balance, 41, 50), // 5: RYW (0) + monotonic (0)
+            op("a", "a1", Profile, 60, 70, 1),   // 6
+            nothing("a", "a2", Me, 65, 75),      // 7: profile in flight: right
+            nothing("a", "a2", Me, 71, 80),      // 8: RYW (needs 1)
+            lost,                                // 9
+            op("c", "c1", Balance, 20, 30, 0),   // 10: sees the lost creation
+            nothing("c", "c1", Balance, 40, 50), // 11: monotonic only
+            nothing("c", "c2", Balance, 41, 51), // 12: other device, no ack: right
+            op("c", "c2", Balance, 60, 70, 0),   // 13: nothing raised no floor
+            other_404,                           // 14
+            old_format,                          // 15
+        ];
+        let c = check_history(&h);
+        use ViolationKind::*;
+        let at: Vec<_> = c
+            .violations
+            .iter()
+            .map(|v| (v.op, v.kind, v.version, v.expected))
+            .collect();
+        assert_eq!(
+            at,
+            [
+                (3, ReadYourWrites, None, 0),
+                (5, ReadYourWrites, None, 0),
+                (5, MonotonicRead, None, 0),
+                (8, ReadYourWrites, None, 1),
+                (11, MonotonicRead, None, 0),
+            ]
+        );
+        assert_eq!((c.ryw_violations(), c.monotonic_violations()), (3, 2));
+        let checked: Vec<usize> = c.reads.iter().map(|r| r.op).collect();
+        assert_eq!(checked, [0, 2, 3, 4, 5, 7, 8, 10, 11, 12, 13]);
+        assert_eq!(c.reads[0].required, None, "no write yet");
+        assert_eq!(c.violations[0].saw(), "found nothing (404)");
+        assert!(h[14].is_error() && h[15].is_error() && !h[3].is_error());
+    }
+
+    #[test]
+    fn a_violation_says_what_the_read_saw() {
+        let h = vec![
+            op("a", "a1", Pay, 0, 10, 2),
+            op("a", "a1", Balance, 11, 20, 1),
+        ];
+        let v = &check_history(&h).violations[0];
+        assert_eq!(
+            format!("{} < {}", v.saw(), v.expected),
+            "read version 1 < 2"
+        );
     }
 
     #[test]
@@ -421,6 +517,23 @@ mod tests {
             prop_assert_eq!(c.ryw_violations(), 1);
             prop_assert_eq!(c.monotonic_violations(), usize::from(seen_floor > ryw_floor - 1));
             prop_assert!(c.violations.iter().all(|v| v.op == i));
+        }
+
+        #[test]
+        fn one_injected_404_after_a_write_is_exactly_one_ryw_violation(steps in steps(), which in any::<prop::sample::Index>()) {
+            let (mut ops, bounds) = model_history(steps);
+            let stale_able: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].kind == Balance && bounds[i].0 > 0).collect();
+            prop_assume!(!stale_able.is_empty());
+            let i = stale_able[which.index(stale_able.len())];
+            // Monotonic too if this client had completed any read before (404s raise no floor).
+            let read_before = ops.iter().any(|o| {
+                o.kind == Balance && o.user == ops[i].user && o.client == ops[i].client && o.recv_us < ops[i].sent_us
+            });
+            ops[i] = nothing(&ops[i].user.clone(), &ops[i].client.clone(), Balance, ops[i].sent_us, ops[i].recv_us);
+            let c = check_history(&ops);
+            prop_assert_eq!(c.ryw_violations(), 1);
+            prop_assert_eq!(c.monotonic_violations(), usize::from(read_before));
+            prop_assert!(c.violations.iter().all(|v| v.op == i && v.version.is_none()));
         }
 
         #[test]

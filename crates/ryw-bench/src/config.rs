@@ -136,8 +136,10 @@ pub enum Load {
     /// (throughput follows the service's speed).
     Closed,
     /// Iterations arrive at this rate (per second, over all strategies, split
-    /// evenly between them), each taken by an idle user of the group; an
-    /// arrival that finds no idle user is counted as missed, not queued.
+    /// evenly between them), each taken by an idle user of the group. An
+    /// arrival that finds no idle user is missed, not queued; so is one due
+    /// while the bench's own clock ran late (missed = rate × elapsed −
+    /// iterations started).
     Open {
         /// Arrivals per second, in total.
         iterations_per_s: f64,

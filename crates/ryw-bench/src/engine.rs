@@ -7,7 +7,7 @@
 
 use crate::BenchError;
 use crate::config::{BenchConfig, Load, StrategySpec};
-use crate::history::{History, LagSample, Op, OpKind};
+use crate::history::{History, LagSample, Op, OpKind, Seen};
 use crate::report::{BenchReport, ReportMeta, follower_delays};
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::header::HeaderValue;
@@ -85,10 +85,11 @@ struct User {
     requests: usize,
     iteration: u64,
     profile_counter: u64,
-    /// Highest acknowledged version per object (account, profile).
-    acked: [u64; 2],
-    /// Highest version this client has read per object.
-    seen: [u64; 2],
+    /// Highest acknowledged version per object (account, profile); `None`:
+    /// no write acknowledged yet.
+    acked: [Option<Seen>; 2],
+    /// Highest version this client has read per object; `None`: no read yet.
+    seen: [Option<Seen>; 2],
 }
 
 fn slot(kind: OpKind) -> usize {
@@ -114,8 +115,8 @@ impl User {
             requests: 0,
             iteration: 0,
             profile_counter: 0,
-            acked: [0; 2],
-            seen: [0; 2],
+            acked: [None; 2],
+            seen: [None; 2],
         };
         u.new_account();
         u
@@ -130,8 +131,8 @@ impl User {
         self.client = format!("u{}.{}", self.index, self.generation);
         self.needs_account = true;
         self.token = None;
-        self.acked = [0; 2];
-        self.seen = [0; 2];
+        self.acked = [None; 2];
+        self.seen = [None; 2];
     }
 
     /// Sends one request (rotating over the targets), records it, keeps the
@@ -183,6 +184,7 @@ impl User {
             version: None,
             served_by: None,
             waited_ms: None,
+            problem: None,
         };
         let mut reply = Reply::default();
         if let Ok((status, headers, bytes)) = result {
@@ -202,6 +204,16 @@ impl User {
                 .get("waited_ms")
                 .and_then(Value::as_f64)
                 .or_else(|| header(H_WAITED).and_then(|w| w.parse().ok()));
+            if !status.is_success() {
+                // problem+json: keep the slug, so a 404 `no-account` is told
+                // from any other 404 (it is a read that found nothing).
+                op.problem = body
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .and_then(|t| t.rsplit('/').next())
+                    .filter(|slug| !slug.is_empty())
+                    .map(String::from);
+            }
             reply = Reply {
                 status: op.status,
                 balance: body.get("balance_cents").and_then(Value::as_i64),
@@ -209,22 +221,22 @@ impl User {
         }
 
         let live = &sh.live;
-        if !op.ok() {
+        let s = slot(kind);
+        if op.is_error() {
             live.errors.fetch_add(1, Relaxed);
-        } else if let Some(v) = op.version {
-            let s = slot(kind);
-            if kind.is_write() {
-                self.acked[s] = self.acked[s].max(v);
-            } else if kind.is_fresh_read() {
-                live.reads.fetch_add(1, Relaxed);
-                if v < self.acked[s] {
-                    live.ryw.fetch_add(1, Relaxed);
-                }
-                if v < self.seen[s] {
-                    live.monotonic.fetch_add(1, Relaxed);
-                }
-                self.seen[s] = self.seen[s].max(v);
+        } else if let (true, Some(v)) = (kind.is_write(), op.version) {
+            self.acked[s] = self.acked[s].max(Some(Seen::Version(v)));
+        } else if let Some(got) = op.seen() {
+            // `None` (nothing acknowledged or read yet) is below any `Some`,
+            // so a 404 before the first acknowledged write is no violation.
+            live.reads.fetch_add(1, Relaxed);
+            if Some(got) < self.acked[s] {
+                live.ryw.fetch_add(1, Relaxed);
             }
+            if Some(got) < self.seen[s] {
+                live.monotonic.fetch_add(1, Relaxed);
+            }
+            self.seen[s] = self.seen[s].max(Some(got));
         }
         sh.ops.lock().expect("history lock").push(op);
         reply
@@ -316,45 +328,103 @@ async fn closed_loop(mut user: User, sh: Arc<Shared>, stop: watch::Receiver<bool
     }
 }
 
+/// How one open-loop group's arrivals went.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Arrivals {
+    /// Arrivals due over the run: rate × elapsed, rounded down (so the tick
+    /// due at the very moment the run stops is not held against it).
+    offered: u64,
+    /// Arrivals that started an iteration.
+    started: u64,
+    /// Arrivals whose tick came but found every user busy.
+    no_idle_user: u64,
+}
+
+impl Arrivals {
+    /// Offered arrivals that never started, whatever the cause: no idle
+    /// user, or the arrival clock's own task running late (a busy machine),
+    /// whose skipped ticks never come at all.
+    fn missed(&self) -> u64 {
+        self.offered.saturating_sub(self.started)
+    }
+}
+
+/// The open-loop clock: arrivals at `rate` per second until stopped, each
+/// handing an idle user to `work` (which gives it back when done); an
+/// arrival with no idle user is not queued. A late tick is not made up for
+/// with a burst (that would bend the load), so the count of what was offered
+/// comes from the elapsed time, not from the ticks that fired.
+async fn arrivals<U, F, Fut>(
+    users: Vec<U>,
+    rate: f64,
+    stop: watch::Receiver<bool>,
+    work: F,
+) -> Arrivals
+where
+    U: Send + 'static,
+    F: Fn(U) -> Fut,
+    Fut: Future<Output = U> + Send + 'static,
+{
+    let (idle_tx, mut idle_rx) = mpsc::unbounded_channel();
+    for u in users {
+        let _ = idle_tx.send(u);
+    }
+    let began = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut running = JoinSet::new();
+    let (mut started, mut no_idle_user) = (0, 0);
+    let arriving = async {
+        loop {
+            tick.tick().await;
+            while running.try_join_next().is_some() {}
+            match idle_rx.try_recv() {
+                Ok(user) => {
+                    started += 1;
+                    let (job, idle_tx) = (work(user), idle_tx.clone());
+                    running.spawn(async move {
+                        let _ = idle_tx.send(job.await);
+                    });
+                }
+                Err(_) => no_idle_user += 1,
+            }
+        }
+    };
+    tokio::select! {
+        // Ticks already due start before the stop is noticed.
+        biased;
+        _ = arriving => {}
+        _ = stopped(stop) => {}
+    }
+    let offered = (began.elapsed().as_secs_f64() * rate).floor() as u64;
+    running.shutdown().await;
+    Arrivals {
+        offered,
+        started,
+        no_idle_user,
+    }
+}
+
 /// Open loop for one strategy group: iterations arrive at `rate` per second,
-/// each taken by an idle user; an arrival with no idle user is missed.
+/// each taken by an idle user; adds the group's missed arrivals (all, and
+/// those that found no idle user) to the run's counts.
 async fn open_loop(
     users: Vec<User>,
     rate: f64,
     sh: Arc<Shared>,
     stop: watch::Receiver<bool>,
-    missed: Arc<AtomicU64>,
+    missed: Arc<[AtomicU64; 2]>,
 ) {
-    let (idle_tx, mut idle_rx) = mpsc::unbounded_channel();
-    for u in users {
-        let _ = idle_tx.send(u);
-    }
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut running = JoinSet::new();
-    let arrivals = async {
-        loop {
-            tick.tick().await;
-            while running.try_join_next().is_some() {}
-            match idle_rx.try_recv() {
-                Ok(mut user) => {
-                    let (sh, idle_tx) = (sh.clone(), idle_tx.clone());
-                    running.spawn(async move {
-                        user.iteration(&sh).await;
-                        let _ = idle_tx.send(user);
-                    });
-                }
-                Err(_) => {
-                    missed.fetch_add(1, Relaxed);
-                }
-            }
+    let a = arrivals(users, rate, stop, |mut user| {
+        let sh = sh.clone();
+        async move {
+            user.iteration(&sh).await;
+            user
         }
-    };
-    tokio::select! {
-        _ = arrivals => {}
-        _ = stopped(stop) => {}
-    }
-    running.shutdown().await;
+    })
+    .await;
+    missed[0].fetch_add(a.missed(), Relaxed);
+    missed[1].fetch_add(a.no_idle_user, Relaxed);
 }
 
 /// Samples `GET /api/cluster` on the first target until stopped.
@@ -500,7 +570,8 @@ pub async fn run(
         live: Live::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let missed = Arc::new(AtomicU64::new(0));
+    // Open loop: missed arrivals, and of those, arrivals with no idle user.
+    let missed = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let mut tasks = JoinSet::new();
     let mut index = 0;
     for (spec, &size) in config.strategies.iter().zip(&groups) {
@@ -575,7 +646,8 @@ pub async fn run(
         send_token: Some(config.send_token),
         elapsed_s: Some(elapsed_s),
         interrupted,
-        missed_arrivals: missed.load(Relaxed),
+        missed_arrivals: missed[0].load(Relaxed),
+        missed_no_idle_user: missed[1].load(Relaxed),
         strategy_order: config.strategies.iter().map(|s| s.to_string()).collect(),
         follower_delays_ms,
     };
@@ -583,7 +655,7 @@ pub async fn run(
 }
 
 /// The engine's bookkeeping against a tiny in-process fake of the service
-/// (axum), with one deliberately stale read. This is not the real bench: the
+/// (axum), with one deliberately stale read and one deliberately stale 404. This is not the real bench: the
 /// real-cluster test runs against `ryw serve` once it exists.
 #[cfg(test)]
 mod tests {
@@ -617,6 +689,7 @@ mod tests {
         tokens_received: AtomicU64,
         duplicate_keys: AtomicU64,
         stale_served: AtomicBool,
+        nothing_served: AtomicBool,
         refuse_strategy: Option<String>,
         hits: [AtomicU64; 2],
     }
@@ -766,7 +839,13 @@ mod tests {
     }
 
     async fn me(State(i): St, h: HeaderMap) -> Response {
-        handle(&i, &h, false, false, |a, strategy| match a.profile {
+        let fake = i.fake.clone();
+        handle(&i, &h, false, false, move |a, strategy| match a.profile {
+            // The one deliberately stale 404: a legacy read from a follower
+            // that has not replayed the profile's creation.
+            Some(_) if strategy == "legacy" && !fake.nothing_served.swap(true, Relaxed) => {
+                Err((Code::NOT_FOUND, "no-profile"))
+            }
             Some(v) => {
                 let waited = if strategy == "causal" { 3 } else { 0 };
                 Ok((
@@ -826,7 +905,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_engine_records_every_answered_request_and_the_checker_finds_the_one_stale_read() {
+    async fn the_engine_records_every_answered_request_and_the_checker_finds_the_two_stale_reads() {
         let fake = Arc::new(Fake::default());
         let targets = vec![
             spawn_instance(0, fake.clone()).await,
@@ -835,21 +914,44 @@ mod tests {
         let report = run(config(targets), std::future::pending()).await.unwrap();
         let ops = &report.history.ops;
 
-        // The one stale read, attributed to legacy; nothing else.
+        // The stale balance and the stale 404 of /api/me, attributed to
+        // legacy, neither an error; nothing else.
         assert!(
-            fake.stale_served.load(Relaxed),
-            "the fake served its stale read"
+            fake.stale_served.load(Relaxed) && fake.nothing_served.load(Relaxed),
+            "the fake served its stale read and its stale 404"
         );
         assert_eq!(
             (report.ryw_violations, report.monotonic_violations),
-            (1, 0),
+            (2, 0),
             "{}",
             report.table()
         );
-        let v = &report.violations[0];
+        let mut found: Vec<_> = report.violations.iter().collect();
+        found.sort_by_key(|v| v.read);
+        let [balance, me] = &found[..] else {
+            panic!("{}", report.table())
+        };
         assert_eq!(
-            (v.strategy.as_str(), v.read, v.version + 1),
-            ("legacy", OpKind::Balance, v.expected)
+            (balance.strategy.as_str(), balance.read, balance.version),
+            ("legacy", OpKind::Balance, Some(balance.expected - 1)),
+            "one version behind"
+        );
+        assert_eq!(
+            (me.strategy.as_str(), me.read, me.version),
+            ("legacy", OpKind::Me, None),
+            "found nothing"
+        );
+        let nothing = ops
+            .iter()
+            .find(|o| o.found_nothing())
+            .expect("the 404 is in the history");
+        assert_eq!(
+            (
+                nothing.kind,
+                nothing.problem.as_deref(),
+                nothing.served_by.as_deref()
+            ),
+            (OpKind::Me, Some("no-profile"), Some("follower1"))
         );
 
         // Every strategy ran at once, on both instances, through the header.
@@ -880,7 +982,7 @@ mod tests {
         };
         assert_eq!((leader.leader_share, legacy.leader_share), (1.0, 0.0));
         assert_eq!((causal.waits, causal.mean_wait_ms), (causal.reads, 3.0));
-        assert_eq!(legacy.ryw_violations, 1);
+        assert_eq!((legacy.ryw_violations, legacy.stale_not_found), (2, 1));
 
         // The browser behaviour: the latest token echoed every time, fresh idempotency keys.
         assert_eq!(fake.token_mismatches.load(Relaxed), 0);
@@ -994,21 +1096,96 @@ mod tests {
         // 60/s over 1 s, split over 3 groups; the first tick of each group fires at once.
         assert!((20..=66).contains(&pays), "{pays} iterations");
         assert_eq!(report.load.as_deref(), Some("open:60"));
-        assert_eq!((report.ryw_violations, report.monotonic_violations), (1, 0));
+        assert_eq!((report.ryw_violations, report.monotonic_violations), (2, 0));
+    }
+
+    /// Runs the arrival clock at 100/s with `users` users whose iterations
+    /// take `work`; after `on_time`, the clock's task is held up for `late`
+    /// (time jumps past its ticks, as on a busy machine), then runs on for
+    /// `after` before the stop.
+    async fn arrivals_with(
+        users: usize,
+        work: Duration,
+        on_time: Duration,
+        late: Duration,
+        after: Duration,
+    ) -> Arrivals {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let clock = tokio::spawn(arrivals(
+            vec![(); users],
+            100.0,
+            stop_rx,
+            move |u| async move {
+                tokio::time::sleep(work).await;
+                u
+            },
+        ));
+        tokio::time::sleep(on_time).await;
+        tokio::time::advance(late).await;
+        tokio::time::sleep(after).await;
+        stop_tx.send(true).unwrap();
+        clock.await.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_loop_on_time_with_idle_users_misses_nothing() {
+        let ms = Duration::from_millis;
+        let a = arrivals_with(5, ms(15), ms(1995), ms(0), ms(0)).await;
+        // Ticks at 0, 10, …, 1990 ms: 200; rate × elapsed = 199.5, rounded down.
+        assert_eq!(
+            a,
+            Arrivals {
+                offered: 199,
+                started: 200,
+                no_idle_user: 0
+            }
+        );
+        assert_eq!(a.missed(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ticks_skipped_while_the_clock_ran_late_are_missed_arrivals() {
+        let ms = Duration::from_millis;
+        // On time for 1 s (ticks 0..=990: 100 started), then 500 ms late: the
+        // ticks due at 1000..=1490 ms come as one late tick; then on time to
+        // 1995 ms (ticks 1500..=1990: 50 started). 49 ticks never came.
+        let a = arrivals_with(5, ms(1), ms(995), ms(500), ms(500)).await;
+        assert_eq!(
+            a,
+            Arrivals {
+                offered: 199,
+                started: 151,
+                no_idle_user: 0
+            }
+        );
+        assert_eq!(
+            a.missed(),
+            48,
+            "49 skipped, less the tick the stop races with"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn arrivals_that_find_every_user_busy_are_missed_too() {
+        let ms = Duration::from_millis;
+        // One user busy for 25 ms per iteration: every third tick finds it idle.
+        let a = arrivals_with(1, ms(25), ms(995), ms(0), ms(0)).await;
+        assert_eq!((a.offered, a.started + a.no_idle_user), (99, 100));
+        assert_eq!((a.started, a.missed()), (34, 65));
     }
 
     #[tokio::test]
     async fn a_user_low_on_money_moves_to_a_new_account() {
         let mut u = User::new(3, &StrategySpec::parse_list("leader").unwrap()[0]);
         let (first, client) = (u.user_id, u.client.clone());
-        u.acked = [5, 1];
+        u.acked = [Some(Seen::Version(5)), Some(Seen::Version(1))];
         u.needs_account = false;
         u.new_account();
         assert_ne!(u.user_id, first);
         assert_ne!(u.client, client);
         assert_eq!(
             (u.acked, u.seen, u.needs_account, u.token.is_none()),
-            ([0; 2], [0; 2], true, true)
+            ([None; 2], [None; 2], true, true)
         );
     }
 }

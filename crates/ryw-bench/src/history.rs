@@ -22,10 +22,20 @@
 //! | `version` | integer, optional | the `version` in the response body: the account's for `account`/`pay`/`balance`, the profile's for `profile`/`me` |
 //! | `served_by` | string, optional | `leader` or a follower name (reported, never used to judge) |
 //! | `waited_ms` | number, optional | time the server waited for a follower (`waited_ms` / `X-Waited-Ms`) |
+//! | `problem` | string, optional | for a problem+json answer, the last segment of its `type` (`no-account`) |
 //!
 //! A write is *acknowledged* when its status is 2xx and it carries a
-//! `version`; a read is *checked* under the same condition. Other lines
-//! count as errors. Unknown fields are ignored.
+//! `version`; a read is *checked* under the same condition. A fresh read
+//! answered `404` with `problem` `no-account` (`balance`) or `no-profile`
+//! (`me`) and no `version` *found nothing*: it saw the object not exist,
+//! below every version, and is checked too:
+//!
+//! ```json
+//! {"user":"5b0c…","client":"u3","strategy":"legacy","kind":"me","sent_us":1300100,"recv_us":1300900,"status":404,"served_by":"follower2","waited_ms":0,"problem":"no-profile"}
+//! ```
+//!
+//! Other lines count as errors (so does such a 404 without `problem`, as
+//! written by older versions of the bench). Unknown fields are ignored.
 //!
 //! A **lag sample** line (a follower's lag seen in `GET /api/cluster`):
 //!
@@ -88,6 +98,16 @@ impl OpKind {
         matches!(self, OpKind::Balance | OpKind::Me)
     }
 
+    /// The problem a fresh read answers when its object does not exist
+    /// (on the node that served it): `no-account`, `no-profile`.
+    pub fn not_found_problem(self) -> Option<&'static str> {
+        match self {
+            OpKind::Balance => Some("no-account"),
+            OpKind::Me => Some("no-profile"),
+            _ => None,
+        }
+    }
+
     /// The name used in history lines.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -127,6 +147,21 @@ pub struct Op {
     /// How long the server waited for a follower, if it said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waited_ms: Option<f64>,
+    /// For a problem+json answer, the slug of its `type` (`no-account`):
+    /// tells "this object does not exist" from any other 404.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// What a checked fresh read saw of its object. `Nothing` (a 404: the
+/// object did not exist on the node that answered) orders below every
+/// version, so "older than the write" covers both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Seen {
+    /// The object was not found (`no-account`, `no-profile`).
+    Nothing,
+    /// The object at this version.
+    Version(u64),
 }
 
 impl Op {
@@ -138,6 +173,36 @@ impl Op {
     /// 2xx.
     pub fn ok(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+
+    /// A fresh read answered 404 with its kind's not-found problem
+    /// (`no-account` for `balance`, `no-profile` for `me`) and no version:
+    /// it found nothing, which is an observation, not an error.
+    pub fn found_nothing(&self) -> bool {
+        self.status == 404
+            && self.version.is_none()
+            && self.problem.is_some()
+            && self.problem.as_deref() == self.kind.not_found_problem()
+    }
+
+    /// What a fresh read saw, if it is checked: a version (2xx) or nothing
+    /// (see [`Op::found_nothing`]). `None` for writes, stale-ok reads and
+    /// failed reads.
+    pub fn seen(&self) -> Option<Seen> {
+        if !self.kind.is_fresh_read() {
+            None
+        } else if self.ok_with_version() {
+            self.version.map(Seen::Version)
+        } else if self.found_nothing() {
+            Some(Seen::Nothing)
+        } else {
+            None
+        }
+    }
+
+    /// Failed: neither 2xx nor a read that found nothing.
+    pub fn is_error(&self) -> bool {
+        !self.ok() && !self.found_nothing()
     }
 
     /// Response time in µs.
@@ -273,6 +338,7 @@ mod tests {
             version,
             served_by: Some("leader".into()),
             waited_ms: None,
+            problem: None,
         }
     }
 
@@ -300,6 +366,41 @@ mod tests {
             "{text}"
         );
         assert_eq!(History::parse(&buf[..], Path::new("h.jsonl")).unwrap(), h);
+    }
+
+    #[test]
+    fn a_404_with_its_not_found_problem_is_a_read_that_found_nothing() {
+        let line = r#"{"user":"u","client":"c","strategy":"legacy","kind":"me","sent_us":1,"recv_us":2,"status":404,"served_by":"follower2","problem":"no-profile"}"#;
+        let h = History::parse(line.as_bytes(), Path::new("h")).unwrap();
+        let me = &h.ops[0];
+        assert_eq!((me.seen(), me.is_error()), (Some(Seen::Nothing), false));
+        let mut buf = Vec::new();
+        h.write_to(&mut buf).unwrap();
+        assert_eq!(String::from_utf8(buf).unwrap().trim_end(), line);
+
+        let with = |kind, status, problem: Option<&str>| Op {
+            status,
+            version: None,
+            problem: problem.map(String::from),
+            ..op(kind, None)
+        };
+        // Only the kind's own problem, on a 404 of a fresh read, counts.
+        assert_eq!(
+            with(OpKind::Balance, 404, Some("no-account")).seen(),
+            Some(Seen::Nothing)
+        );
+        for not in [
+            with(OpKind::Balance, 404, Some("no-profile")),
+            with(OpKind::Balance, 404, Some("not-available")),
+            with(OpKind::Balance, 404, None),
+            with(OpKind::Balance, 503, Some("no-account")),
+            with(OpKind::Pay, 404, Some("no-account")),
+        ] {
+            assert_eq!(not.seen(), None, "{not:?}");
+            assert!(not.is_error(), "{not:?}");
+        }
+        assert_eq!(op(OpKind::Balance, Some(3)).seen(), Some(Seen::Version(3)));
+        assert!(Seen::Nothing < Seen::Version(0));
     }
 
     #[test]

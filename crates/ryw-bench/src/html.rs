@@ -410,14 +410,15 @@ pub fn html_page(report: &BenchReport) -> Result<String, BenchError> {
                 esc(&v.user),
                 esc(&v.client),
                 v.sent_us as f64 / 1e6,
-                v.version,
+                v.version
+                    .map_or_else(|| "nothing (404)".to_string(), |v| v.to_string()),
                 v.expected,
                 esc(v.served_by.as_deref().unwrap_or("?"))
             );
         }
         h.push_str("</table>\n");
     }
-    h.push_str("<p class=\"note\">RYW violation: a fresh read by a user returns a version lower than the highest version of that user's writes acknowledged before the read was sent. Monotonic-read violation: a read by one client returns a version lower than a read by the same client that completed before it was sent. Both judged from the versions and the client's clock only, never from served_by.</p>\n</body></html>\n");
+    h.push_str("<p class=\"note\">RYW violation: a fresh read by a user returns a version lower than the highest version of that user's writes acknowledged before the read was sent. Monotonic-read violation: a read by one client returns a version lower than a read by the same client that completed before it was sent. A read answered 404 (no account, no profile: the follower had not replayed its creation) found nothing, lower than every version. Both judged from the versions and the client's clock only, never from served_by.</p>\n</body></html>\n");
     Ok(h)
 }
 
@@ -456,6 +457,7 @@ mod tests {
                     version: Some(version),
                     served_by: Some(served.into()),
                     waited_ms: None,
+                    problem: None,
                 };
                 ops.push(op(OpKind::Pay, t, t + 2000, i + 1, "leader"));
                 let stale = s == 1 && i % 3 == 0;

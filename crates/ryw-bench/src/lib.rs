@@ -36,7 +36,7 @@ pub use checker::{Check, ReadCheck, Violation, ViolationKind, check_history};
 pub use config::{BenchConfig, Load, StrategyName, StrategySpec, Think};
 pub use engine::run;
 pub use error::BenchError;
-pub use history::{History, LagSample, Object, Op, OpKind};
+pub use history::{History, LagSample, Object, Op, OpKind, Seen};
 pub use html::write_report_dir;
 pub use report::{
     BenchReport, FollowerLag, Latency, Oracle, ReportMeta, StrategyReport, check_file,

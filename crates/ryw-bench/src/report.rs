@@ -36,8 +36,11 @@ pub struct ReportMeta {
     pub elapsed_s: Option<f64>,
     /// Stopped early (Ctrl-C).
     pub interrupted: bool,
-    /// Open loop: arrivals that found no idle user.
+    /// Open loop: offered arrivals (rate × elapsed) that never started an
+    /// iteration, whatever the cause.
     pub missed_arrivals: u64,
+    /// Open loop: of those, arrivals that found every user busy.
+    pub missed_no_idle_user: u64,
     /// Order of the strategies in the report; others follow by name.
     pub strategy_order: Vec<String>,
     /// Followers' configured apply delays (`cluster.json` `delay_ms`); when
@@ -83,16 +86,22 @@ pub struct StrategyReport {
     pub strategy: String,
     /// Distinct users.
     pub users: usize,
-    /// Checked fresh reads (`balance`, `me`: 2xx with a version).
+    /// Checked fresh reads (`balance`, `me`: 2xx with a version, or a 404
+    /// that found nothing).
     pub reads: u64,
     /// Acknowledged writes.
     pub writes: u64,
     /// Stale-ok reads (`products`) that succeeded.
     pub stale_ok_reads: u64,
-    /// Requests of any kind without a 2xx answer (incl. timeouts).
+    /// Requests of any kind without a 2xx answer (incl. timeouts), except
+    /// fresh reads that found nothing (those are checked reads).
     pub errors: u64,
     /// Fresh reads older than the user's acknowledged write.
     pub ryw_violations: u64,
+    /// Of those, reads that found nothing at all (404: the node had not
+    /// replayed the account's or profile's creation yet).
+    #[serde(default)]
+    pub stale_not_found: u64,
     /// Reads older than what the same client had already read.
     pub monotonic_violations: u64,
     /// `ryw_violations / reads`.
@@ -169,8 +178,14 @@ pub struct BenchReport {
     pub elapsed_s: f64,
     /// Stopped early (Ctrl-C): the numbers cover what ran.
     pub interrupted: bool,
-    /// Open loop: arrivals that found no idle user.
+    /// Open loop: offered arrivals (rate × elapsed) that never started an
+    /// iteration, whatever the cause: no idle user, or the bench's own
+    /// arrival clock running late (a busy machine).
     pub missed_arrivals: u64,
+    /// Open loop: of those, arrivals that found every user busy (add users);
+    /// the rest came due while the arrival clock ran late.
+    #[serde(default)]
+    pub missed_no_idle_user: u64,
     /// Requests recorded in the history.
     pub operations: usize,
     /// Per strategy, in the configured order.
@@ -447,8 +462,12 @@ impl BenchReport {
                 stale_ok_reads: ops()
                     .filter(|o| o.kind == OpKind::Products && o.ok())
                     .count() as u64,
-                errors: ops().filter(|o| !o.ok()).count() as u64,
+                errors: ops().filter(|o| o.is_error()).count() as u64,
                 ryw_violations: ryw,
+                stale_not_found: reads
+                    .iter()
+                    .filter(|r| r.ryw_violation && history.ops[r.op].found_nothing())
+                    .count() as u64,
                 monotonic_violations: reads.iter().filter(|r| r.monotonic_violation).count() as u64,
                 stale_rate: ratio(ryw, n),
                 leader_share: ratio(leader, n),
@@ -492,6 +511,7 @@ impl BenchReport {
             elapsed_s,
             interrupted: meta.interrupted,
             missed_arrivals: meta.missed_arrivals,
+            missed_no_idle_user: meta.missed_no_idle_user,
             operations: history.ops.len(),
             strategies,
             followers,
@@ -614,23 +634,26 @@ impl BenchReport {
             }
         );
         if self.missed_arrivals > 0 {
+            let busy = self.missed_no_idle_user.min(self.missed_arrivals);
             let _ = writeln!(
                 s,
-                "open loop: {} arrivals found no idle user (add users)",
-                self.missed_arrivals
+                "open loop: {} offered arrivals never started: {busy} found no idle user (add users), \
+                 {} came due while the bench itself ran late (a busy machine)",
+                self.missed_arrivals,
+                self.missed_arrivals - busy
             );
         }
         for v in self.violations.iter().take(5) {
             let _ = writeln!(
                 s,
-                "  {:?} at op #{}: {} {} (client {}, {}) read version {} < {} at t={:.3}s, served by {}",
+                "  {:?} at op #{}: {} {} (client {}, {}) {} < {} at t={:.3}s, served by {}",
                 v.kind,
                 v.op,
                 v.read.as_str(),
                 v.user,
                 v.client,
                 v.strategy,
-                v.version,
+                v.saw(),
                 v.expected,
                 v.sent_us as f64 / 1e6,
                 v.served_by.as_deref().unwrap_or("?")
@@ -699,6 +722,7 @@ mod tests {
             version: Some(version),
             served_by: Some(served_by.into()),
             waited_ms: None,
+            problem: None,
         }
     }
 
@@ -891,6 +915,31 @@ mod tests {
     }
 
     #[test]
+    fn missed_arrivals_are_told_apart_by_cause() {
+        let meta = |missed, busy| ReportMeta {
+            missed_arrivals: missed,
+            missed_no_idle_user: busy,
+            ..ReportMeta::default()
+        };
+        let r = BenchReport::from_history(sample_history(), meta(7, 2));
+        assert!(
+            r.table().contains(
+                "open loop: 7 offered arrivals never started: 2 found no idle user (add users), \
+                 5 came due while the bench itself ran late (a busy machine)"
+            ),
+            "{}",
+            r.table()
+        );
+        let json: serde_json::Value = serde_json::from_str(&r.to_json().unwrap()).unwrap();
+        assert_eq!(
+            (&json["missed_arrivals"], &json["missed_no_idle_user"]),
+            (&serde_json::json!(7), &serde_json::json!(2))
+        );
+        let quiet = BenchReport::from_history(sample_history(), meta(0, 0));
+        assert!(!quiet.table().contains("open loop"));
+    }
+
+    #[test]
     fn the_json_report_round_trips() {
         let r = BenchReport::from_history(sample_history(), ReportMeta::default());
         let json = r.to_json().unwrap();
@@ -929,5 +978,47 @@ mod tests {
             1,
             "of the reads 1, 3 and 4.5 ms after the write, only the first is under 3 ms"
         );
+    }
+
+    #[test]
+    fn a_read_that_found_nothing_is_judged_offline_not_counted_as_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        // 1: no profile yet (right); 2: account created; 3: a follower without
+        // the account (stale); 4: another 404 (an error); 5: an older bench's
+        // 404 without `problem` (an error, as it was then).
+        std::fs::write(
+            &path,
+            r#"{"user":"u1","client":"c","strategy":"legacy","kind":"me","sent_us":0,"recv_us":900,"status":404,"served_by":"follower1","problem":"no-profile"}
+{"user":"u1","client":"c","strategy":"legacy","kind":"account","sent_us":1000,"recv_us":2000,"status":201,"version":0,"served_by":"leader"}
+{"user":"u1","client":"c","strategy":"legacy","kind":"balance","sent_us":2100,"recv_us":2500,"status":404,"served_by":"follower2","waited_ms":0,"problem":"no-account"}
+{"user":"u1","client":"c","strategy":"legacy","kind":"balance","sent_us":2600,"recv_us":2700,"status":404,"served_by":"none","problem":"not-available"}
+{"user":"u1","client":"c","strategy":"legacy","kind":"balance","sent_us":2800,"recv_us":2900,"status":404,"served_by":"none"}
+"#,
+        )
+        .unwrap();
+        let r = check_file(&path, None).unwrap();
+        assert_eq!((r.ryw_violations, r.monotonic_violations), (1, 0));
+        let legacy = &r.strategies[0];
+        assert_eq!(
+            (
+                legacy.reads,
+                legacy.ryw_violations,
+                legacy.stale_not_found,
+                legacy.errors
+            ),
+            (2, 1, 1, 2)
+        );
+        assert_eq!(r.violations[0].version, None);
+        let t = r.table();
+        assert!(
+            t.contains(
+                "ReadYourWrites at op #2: balance u1 (client c, legacy) found nothing (404) < 0"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("served by follower2"), "{t}");
+        let json: serde_json::Value = serde_json::from_str(&r.to_json().unwrap()).unwrap();
+        assert_eq!(json["violations"][0]["version"], serde_json::Value::Null);
     }
 }

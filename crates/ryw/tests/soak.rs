@@ -194,7 +194,7 @@ async fn a_60s_soak_of_300_users_holds_the_rate_with_no_error_no_violation_and_f
     drop(serve);
 
     let ops = &report.history.ops;
-    let errors = ops.iter().filter(|o| !o.ok()).count();
+    let errors = ops.iter().filter(|o| o.is_error()).count();
     let iterations = ops.iter().filter(|o| o.kind == OpKind::Pay).count();
     let offered = RATE * report.elapsed_s;
     let held = iterations as f64 / report.elapsed_s;
@@ -217,11 +217,13 @@ async fn a_60s_soak_of_300_users_holds_the_rate_with_no_error_no_violation_and_f
     eprintln!("{table}");
     eprintln!(
         "soak: {USERS} users, {:.1} s, open loop {RATE}/s offered, {held:.1}/s held \
-         ({iterations} iterations, {} missed arrivals), {} operations, {errors} errors, \
+         ({iterations} iterations; {} arrivals missed, {} of them with no idle user), \
+         {} operations, {errors} errors, \
          {} RYW / {} monotonic violations; ryw serve RSS after warm-up {}, at the end {}, \
          max in the last third {}, peak (VmHWM) {} (RSS by time, MB: {})",
         report.elapsed_s,
         report.missed_arrivals,
+        report.missed_no_idle_user,
         report.operations,
         report.ryw_violations,
         report.monotonic_violations,
@@ -240,20 +242,21 @@ async fn a_60s_soak_of_300_users_holds_the_rate_with_no_error_no_violation_and_f
         "violations:\n{table}"
     );
     // The rate held. A service too slow for the rate keeps users busy, and
-    // arrivals that find no idle user are counted as missed: at most 1%.
-    // The arrival clock itself skips ticks when the bench's own task runs
-    // late (2 shared cores), which `missed_arrivals` does not count, so the
-    // iterations actually run are checked too: at least 97% of those offered
-    // (besides skipped ticks, the few payments still in flight at the
-    // deadline are not recorded).
+    // arrivals that find no idle user are missed: at most 1%. The other
+    // missed arrivals (also in `missed_arrivals`) came due while the bench's
+    // own arrival task ran late (2 shared cores): the bench's fault, not the
+    // service's, so they are bounded only through the iterations actually
+    // run, at least 97% of those offered (besides missed arrivals, the
+    // payments still in flight at the deadline are not recorded).
     assert!(
-        (report.missed_arrivals as f64) <= 0.01 * offered,
-        "{} of {offered:.0} arrivals missed",
-        report.missed_arrivals
+        (report.missed_no_idle_user as f64) <= 0.01 * offered,
+        "{} of {offered:.0} arrivals found no idle user",
+        report.missed_no_idle_user
     );
     assert!(
         iterations as f64 >= 0.97 * offered,
-        "only {iterations} of {offered:.0} iterations ran ({held:.1}/s)"
+        "only {iterations} of {offered:.0} iterations ran ({held:.1}/s, {} arrivals missed)",
+        report.missed_arrivals
     );
     assert!(
         late_kb <= warm_kb + MAX_GROWTH_KB,

@@ -75,7 +75,21 @@ pub fn respond(
     status: StatusCode,
     body: impl Serialize,
 ) -> Response {
-    let mut resp = (status, axum::Json(body)).into_response();
+    with_consistency_headers(state, served, (status, axum::Json(body)).into_response())
+}
+
+/// An error answer from a read that reached a node. A fresh read that found
+/// no row (404 `no-account` / `no-profile`) is still an observation made on
+/// that node (under `legacy`, possibly a follower that has not replayed the
+/// row's creation yet), so it names the node and carries the session's token
+/// as a 200 would.
+pub fn respond_error(state: &AppState, served: Served, error: ApiError) -> Response {
+    with_consistency_headers(state, served, error.into_response())
+}
+
+/// Sets `X-Served-By`, `X-Consistency-Token` (and `X-Waited-Ms` for reads)
+/// from `served`, and keeps `served` for the request log.
+fn with_consistency_headers(state: &AppState, served: Served, mut resp: Response) -> Response {
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&served.node) {
         h.insert("x-served-by", v);

@@ -1,7 +1,7 @@
 //! `POST /api/payments` (pay, exactly once per `Idempotency-Key`) and
 //! `GET /api/payments` and `GET /api/balance` (fresh reads).
 
-use super::{Select, Served, read_rows, record_write, respond};
+use super::{Select, Served, read_rows, record_write, respond, respond_error};
 use crate::domain::{self, AmountCents, IdempotencyKey};
 use crate::error::ApiError;
 use crate::extract::{Caller, ClientToken, JsonBody, ReadPrefs};
@@ -240,7 +240,13 @@ pub async fn balance(
         &[&caller.user.0],
     )
     .await?;
-    let row = rows.first().ok_or(ApiError::NoAccount)?;
+    let Some(row) = rows.first() else {
+        return Ok(respond_error(
+            &state,
+            Served::from_decision(&d),
+            ApiError::NoAccount,
+        ));
+    };
     let body = BalanceBody {
         balance_cents: row.get(0),
         version: row.get(1),

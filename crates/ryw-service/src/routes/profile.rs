@@ -1,7 +1,7 @@
 //! Seed 003's profile: `POST /api/me/profile` (write) and `GET /api/me`
 //! (fresh read).
 
-use super::{Select, Served, read_rows, record_write, respond};
+use super::{Select, Served, read_rows, record_write, respond, respond_error};
 use crate::domain::Profile;
 use crate::error::ApiError;
 use crate::extract::{Caller, ClientToken, JsonBody, ReadPrefs};
@@ -107,7 +107,13 @@ pub async fn me(
         &[&caller.user.0],
     )
     .await?;
-    let row = rows.first().ok_or(ApiError::NoProfile)?;
+    let Some(row) = rows.first() else {
+        return Ok(respond_error(
+            &state,
+            Served::from_decision(&d),
+            ApiError::NoProfile,
+        ));
+    };
     let body = ProfileBody {
         user_id: caller.user.0,
         email: row.get(0),

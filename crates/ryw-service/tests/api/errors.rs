@@ -307,3 +307,51 @@ async fn the_strategy_header_is_refused_unless_allowed() {
         ryw_service::domain::DEFAULT_USER.to_string()
     );
 }
+
+/// A fresh read that finds no row is still an answer from one node: its 404
+/// names that node and carries the session's token, as a 200 does, so a
+/// client (and the bench) can tell whose view of the data said "nothing".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_read_that_finds_nothing_names_the_node_that_answered() {
+    let app = TestApp::start().await;
+    let key = ryw_router::TokenKey::from_secret(KEY).unwrap();
+    let u = user();
+    let created = app.call("POST", "/api/account", Some(&u), &[], None).await;
+    let written = key.verify(created.header("x-consistency-token")).unwrap();
+
+    // No profile yet, read on the leader.
+    let r = app
+        .call(
+            "GET",
+            "/api/me",
+            Some(&u),
+            &[("x-read-strategy", "leader")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(r.body["type"].as_str().unwrap().ends_with("/no-profile"));
+    assert_eq!(r.header("content-type"), "application/problem+json");
+    assert_eq!(r.header("x-served-by"), "leader", "{r:?}");
+    let token = key.verify(r.header("x-consistency-token")).unwrap();
+    assert!(token >= written, "the session's token is kept: {r:?}");
+    assert_eq!(r.header("x-waited-ms"), "0");
+
+    // No account at all, read on a follower: the 404 names that follower.
+    let followers: Vec<String> =
+        app.call("GET", "/api/cluster", None, &[], None).await.body["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["role"] == "follower")
+            .map(|n| n["name"].as_str().unwrap().to_string())
+            .collect();
+    let r = app.balance(&user(), "legacy").await;
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(r.body["type"].as_str().unwrap().ends_with("/no-account"));
+    assert!(
+        followers.iter().any(|f| f == r.header("x-served-by")),
+        "{followers:?}: {r:?}"
+    );
+    assert!(key.verify(r.header("x-consistency-token")).is_ok(), "{r:?}");
+}

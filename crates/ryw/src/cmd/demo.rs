@@ -95,10 +95,18 @@ fn explain(r: &ryw_bench::BenchReport) -> String {
     let find = |name: &str| r.strategies.iter().find(|s| s.strategy == name);
     let mut out = String::from("\nIn plain words:\n");
     if let Some(l) = find("legacy") {
+        let older = l.ryw_violations - l.stale_not_found;
         out += &format!(
-            "- legacy (random follower): {} of {} balance reads right after a payment showed an older balance.\n",
+            "- legacy (random follower): {} of {} fresh reads missed the user's own write ({older} showed an older balance or profile",
             l.ryw_violations, l.reads
         );
+        if l.stale_not_found > 0 {
+            out += &format!(
+                ", {} found no account or profile at all: a 404",
+                l.stale_not_found
+            );
+        }
+        out += ").\n";
     }
     for name in [
         "leader",
@@ -125,4 +133,31 @@ fn explain(r: &ryw_bench::BenchReport) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ryw_bench::{BenchReport, History, ReportMeta};
+
+    #[test]
+    fn the_plain_words_tell_older_versions_from_reads_that_found_nothing() {
+        let lines = [
+            r#"{"user":"u","client":"c","strategy":"legacy","kind":"account","sent_us":0,"recv_us":10,"status":201,"version":0}"#,
+            r#"{"user":"u","client":"c","strategy":"legacy","kind":"balance","sent_us":20,"recv_us":30,"status":404,"served_by":"follower2","problem":"no-account"}"#,
+            r#"{"user":"u","client":"c","strategy":"legacy","kind":"pay","sent_us":40,"recv_us":50,"status":201,"version":1}"#,
+            r#"{"user":"u","client":"c","strategy":"legacy","kind":"balance","sent_us":60,"recv_us":70,"status":200,"version":0}"#,
+            r#"{"user":"u","client":"c","strategy":"legacy","kind":"balance","sent_us":80,"recv_us":90,"status":200,"version":1}"#,
+        ]
+        .join("\n");
+        let history = History::parse(lines.as_bytes(), std::path::Path::new("h")).unwrap();
+        let text = explain(&BenchReport::from_history(history, ReportMeta::default()));
+        assert!(
+            text.contains(
+                "- legacy (random follower): 2 of 3 fresh reads missed the user's own write \
+                 (1 showed an older balance or profile, 1 found no account or profile at all: a 404)."
+            ),
+            "{text}"
+        );
+    }
 }
