@@ -4,9 +4,10 @@
 //! A `tokio-postgres` client pipelines: queries from many tasks go out on one
 //! socket back to back, without waiting for each other's answers, and the
 //! server answers them in order. For short reads this beats a pool, where
-//! each query holds a connection for its whole round trip: measured here on
-//! two cores, one shared client per node reached 0.78× of `pgbench -S` on
-//! the same follower, a pool of 8 connections 0.53× (`FACTS.md`).
+//! each query holds a connection for its whole round trip. Measured on two
+//! cores through the whole ryw service: 32.5k fresh reads/s against 12.4k
+//! with a pool of 8 connections per node, 0.81× of `pgbench -S` on the same
+//! follower (`docs/results.md`).
 //!
 //! What sharing costs: no transactions or session state on a read
 //! connection (the API gives `&Client` only, so `transaction()` is out of
