@@ -56,7 +56,16 @@ async fn leader_down(kill: bool) {
     let probe_took = probe_started.elapsed();
     assert_eq!(probe.status, 503, "{probe:?}");
     assert_eq!(probe.header("content-type"), "application/problem+json");
-    let ready = t.call("GET", "/readyz", None, &[], None).await;
+    // `/readyz` follows the tracker, which sees a killed leader at its next
+    // poll (10 ms): wait for it, within a bound.
+    let ready = loop {
+        let r = t.call("GET", "/readyz", None, &[], None).await;
+        if r.status == 503 || down.elapsed() > Duration::from_secs(3) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let ready_after = down.elapsed();
     tokio::time::sleep(Duration::from_secs(4).saturating_sub(down.elapsed())).await;
 
     t.cluster.start_node("leader").await;
@@ -80,7 +89,7 @@ async fn leader_down(kill: bool) {
     let report = load.stop().await;
     let ledger = ledger::check(&t.cluster.leader_url(), &report).await;
     println!(
-        "leader {how}: probe write 503 in {probe_took:?}; readyz {}; writes back {writes_back:?} after start\n{report}\n  {ledger}",
+        "leader {how}: probe write 503 in {probe_took:?}; readyz {} after {ready_after:?}; writes back {writes_back:?} after start\n{report}\n  {ledger}",
         ready.status
     );
     report.assert_consistent();
