@@ -51,7 +51,7 @@ pub struct RouterConfig {
     /// connection served 35.1–35.5k primary-key reads/s and two 31.2–33.2k
     /// (`docs/results.md`); raise it where the database has cores to spare.
     pub read_connections: usize,
-    /// Longest wait for a pooled connection (to create one, or for one to be
+    /// Longest wait for a connection of the write pool (to create one, or for one to be
     /// free). Default 2 s.
     pub pool_timeout: Duration,
     /// Longest a new connection (tracker, pool or read) may take. Default 2 s.

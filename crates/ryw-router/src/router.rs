@@ -115,7 +115,7 @@ struct Inner {
 
 /// Routes a service's queries across a leader and its followers with
 /// read-your-writes consistency. Cheap to clone (one `Arc`); clones share
-/// pools, tracker and counters.
+/// connections, tracker and counters.
 #[derive(Clone)]
 pub struct Router {
     inner: Arc<Inner>,
@@ -162,8 +162,9 @@ struct ReadCtx<'a> {
 }
 
 impl Router {
-    /// Builds the pools and starts the tracker. Does not wait for any node:
-    /// until the tracker has seen followers, fresh reads go to the leader.
+    /// Builds the write pool and the read connections (opened on first
+    /// use) and starts the tracker. Does not wait for any node: until the
+    /// tracker has seen followers, fresh reads go to the leader.
     /// Fails only on invalid configuration or URLs. Must run inside a tokio
     /// runtime.
     pub async fn connect(
@@ -673,8 +674,8 @@ impl Router {
         &self.inner.cfg
     }
 
-    /// Stops the tracker and closes the pools: connections already handed
-    /// out finish their work; new requests fail.
+    /// Stops the tracker and closes the pool and the read connections:
+    /// connections already handed out finish their work; new requests fail.
     pub fn shutdown(&self) {
         let inner = &self.inner;
         inner.tracker.shutdown();

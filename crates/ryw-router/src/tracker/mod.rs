@@ -31,7 +31,7 @@ const LEADER_POLL: &str = "SELECT pg_current_wal_lsn()";
 const FOLLOWER_POLL: &str = "SELECT pg_last_wal_replay_lsn(), \
      (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8, \
      (SELECT status FROM pg_stat_wal_receiver LIMIT 1)";
-/// The same start time, for validating new pooled connections (rule 2).
+/// The same start time, for validating new read connections (rule 2).
 pub(crate) const START_TIME_QUERY: &str =
     "SELECT (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8";
 

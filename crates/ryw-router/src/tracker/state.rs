@@ -214,7 +214,7 @@ impl TrackerState {
     }
 
     /// The postmaster start time follower `i`'s known position belongs to, if
-    /// its position is known. New pooled connections must match it.
+    /// its position is known. New read connections must match it.
     pub fn known_incarnation(&self, i: usize) -> Option<i64> {
         let f = &self.followers[i];
         f.status.lsn.and(f.started_at_us)
