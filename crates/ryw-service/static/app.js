@@ -6,6 +6,7 @@ const state = {
   user: localStorage.getItem("ryw.user") || crypto.randomUUID(),
   token: localStorage.getItem("ryw.token") || null,
   lastPaidVersion: 0,       // the version our last acknowledged payment produced
+  accountKnown: false,      // the account's creation was acknowledged
   lastProfileVersion: 0,
   strategyHeader: true,
 };
@@ -23,7 +24,11 @@ async function api(method, path, body, extra = {}) {
   if (token) { state.token = token; localStorage.setItem("ryw.token", token); }
   let data = null;
   try { data = await resp.json(); } catch (_) { /* empty body */ }
-  return { status: resp.status, data, servedBy: resp.headers.get("X-Served-By") };
+  return {
+    status: resp.status, data,
+    servedBy: resp.headers.get("X-Served-By"),
+    waitedMs: resp.headers.get("X-Waited-Ms") || "0",
+  };
 }
 
 function strategyHeaders() {
@@ -39,6 +44,7 @@ function message(text, bad) {
 async function ensureAccount() {
   const r = await api("POST", "/api/account");
   if (r.status === 200 || r.status === 201) {
+    state.accountKnown = true;
     state.lastPaidVersion = Math.max(state.lastPaidVersion, r.data.version);
     showBalance(r.data.balance_cents, r.data.version);
   } else {
@@ -68,27 +74,38 @@ async function pay() {
 async function refresh() {
   const r = await api("GET", "/api/balance", undefined, strategyHeaders());
   const box = $("#read-result");
-  if (r.status !== 200) {
+  // "No account" from a node that has not replayed the account's creation
+  // yet is a stale read too (the account exists: we created it).
+  const notFound = r.status === 404 && state.accountKnown
+    && r.data && String(r.data.type).endsWith("/no-account");
+  if (r.status !== 200 && !notFound) {
     box.className = "result stale";
     box.textContent = `read failed (${r.status}): ${r.data && r.data.detail}`;
     return r;
   }
-  const d = r.data;
+  const d = notFound
+    ? { version: null, served_by: r.servedBy, strategy: $("#strategy").value, waited_ms: r.waitedMs }
+    : r.data;
   // Staleness is judged by the account version, not by who served the read.
-  const stale = d.version < state.lastPaidVersion;
+  const stale = notFound || d.version < state.lastPaidVersion;
   box.className = "result " + (stale ? "stale" : "fresh");
   box.innerHTML = "";
   const mark = document.createElement("span");
   mark.className = "mark " + (stale ? "stale" : "fresh");
   mark.id = "stale-mark";
   mark.textContent = stale ? "STALE" : "fresh";
-  box.append(mark, ` ${money(d.balance_cents)} (version ${d.version}${stale ? `, your last payment made version ${state.lastPaidVersion}` : ""}) from `);
+  const last = `your last payment made version ${state.lastPaidVersion}`;
+  let what;
+  if (notFound) what = `no account found (${last})`;
+  else if (stale) what = `${money(d.balance_cents)} (version ${d.version}, ${last})`;
+  else what = `${money(d.balance_cents)} (version ${d.version})`;
+  box.append(mark, ` ${what} from `);
   const who = document.createElement("b");
   who.textContent = d.served_by;
   box.append(who, ` via ${d.strategy}, waited ${d.waited_ms} ms`);
   if (!stale) showBalance(d.balance_cents, d.version);
   const row = document.createElement("tr");
-  for (const text of [now(), d.strategy, d.served_by, d.waited_ms + " ms", d.version]) {
+  for (const text of [now(), d.strategy, d.served_by, d.waited_ms + " ms", notFound ? "none (404)" : d.version]) {
     const td = document.createElement("td"); td.textContent = text; row.append(td);
   }
   const copy = mark.cloneNode(true); copy.removeAttribute("id"); // ids are unique: #stale-mark is the latest read's
@@ -148,6 +165,12 @@ async function saveProfile(ev) {
   if (w.status !== 200) { box.className = "result stale"; box.textContent = `refused (${w.status}): ${w.data && w.data.detail}`; return; }
   state.lastProfileVersion = w.data.version;
   const r = await api("GET", "/api/me", undefined, strategyHeaders());
+  if (r.status === 404 && r.data && String(r.data.type).endsWith("/no-profile")) {
+    // The profile we just saved is missing: a node that has not replayed it.
+    box.className = "result stale";
+    box.textContent = `STALE: no profile found (yours is version ${state.lastProfileVersion}) from ${r.servedBy} via ${$("#strategy").value}`;
+    return;
+  }
   if (r.status !== 200) { box.className = "result stale"; box.textContent = `GET /api/me: ${r.status} ${r.data && r.data.detail} (served by ${r.servedBy})`; return; }
   const stale = r.data.version < state.lastProfileVersion;
   box.className = "result " + (stale ? "stale" : "fresh");
