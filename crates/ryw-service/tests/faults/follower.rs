@@ -4,9 +4,9 @@
 //! rotation within a second and returns once healthy, nothing is stale.
 
 use crate::helpers::*;
+use crate::ledger;
 use crate::load::{AFTER, DURING, Load};
 use crate::rotation::wait_rotation;
-use crate::{ledger, load};
 use ryw_cluster::harness::TestClusterOptions;
 use std::time::{Duration, Instant};
 
@@ -63,14 +63,7 @@ async fn a_follower_killed_mid_load_leaves_rotation_and_returns_with_nothing_sta
         "{report}"
     );
     assert!(
-        report.phases[load::AFTER]
-            .stale_ok
-            .by_node
-            .contains_key("follower1")
-            || report.phases[load::AFTER]
-                .fresh
-                .by_node
-                .contains_key("follower1"),
+        report.phases[AFTER].read_from("follower1"),
         "follower1 served nothing after its return: {report}"
     );
 }
@@ -117,11 +110,7 @@ async fn a_follower_whose_replication_is_cut_leaves_rotation_and_returns_after_r
     );
     assert!(report.phases[DURING].fresh.ok > 0, "{report}");
     assert!(
-        report.phases[AFTER]
-            .stale_ok
-            .by_node
-            .contains_key("follower1")
-            || report.phases[AFTER].fresh.by_node.contains_key("follower1"),
+        report.phases[AFTER].read_from("follower1"),
         "follower1 served nothing after its repair: {report}"
     );
 }
@@ -191,11 +180,7 @@ async fn a_follower_that_hangs_mid_load_is_timed_out_and_nothing_fails_or_goes_s
     );
     assert!(during.fresh.ok > 0, "{report}");
     assert!(
-        report.phases[AFTER]
-            .stale_ok
-            .by_node
-            .contains_key("follower1")
-            || report.phases[AFTER].fresh.by_node.contains_key("follower1"),
+        report.phases[AFTER].read_from("follower1"),
         "follower1 served nothing after it resumed: {report}"
     );
 }

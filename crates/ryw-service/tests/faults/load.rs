@@ -96,6 +96,11 @@ impl Phase {
         }
     }
 
+    /// Whether `node` answered any read of this phase.
+    pub fn read_from(&self, node: &str) -> bool {
+        self.stale_ok.by_node.contains_key(node) || self.fresh.by_node.contains_key(node)
+    }
+
     pub fn requests(&self) -> u64 {
         self.pay.sent + self.fresh.sent + self.stale_ok.sent
     }
