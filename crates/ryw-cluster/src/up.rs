@@ -315,6 +315,10 @@ fn leader_conf(port: u16, data: &Path, shared_buffers: &str) -> String {
          max_replication_slots = 16\n\
          # a follower that is down must not fill the disk with retained WAL\n\
          max_slot_wal_keep_size = '1GB'\n\
+         # followers are cloned in parallel, and each clone's checkpoint may\n\
+         # recycle a segment another clone still needs before its slot holds it\n\
+         # (\"requested WAL segment ... has already been removed\")\n\
+         wal_keep_size = '128MB'\n\
          hot_standby = on\n\
          hot_standby_feedback = on\n\
          wal_receiver_status_interval = '1s'\n\

@@ -51,6 +51,12 @@ pub struct RouterConfig {
     /// connection served 35.1–35.5k primary-key reads/s and two 31.2–33.2k
     /// (`docs/results.md`); raise it where the database has cores to spare.
     pub read_connections: usize,
+    /// Longest one read may take on its node (the statement and, for a
+    /// fresh read, its position). A read not answered by then counts its
+    /// node as stalled: the shared connection is replaced, a follower is
+    /// forgotten (rule 3), and the read runs once more elsewhere (rule 8).
+    /// Default 2 s (a primary-key read takes about a millisecond).
+    pub read_timeout: Duration,
     /// Longest wait for a connection of the write pool (to create one, or for one to be
     /// free). Default 2 s.
     pub pool_timeout: Duration,
@@ -85,6 +91,7 @@ impl Default for RouterConfig {
             poll_timeout: Duration::from_millis(500),
             pool_size: 8,
             read_connections: 1,
+            read_timeout: Duration::from_secs(2),
             pool_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             reconnect_min: Duration::from_millis(50),
@@ -108,7 +115,10 @@ impl RouterConfig {
         if self.poll_interval.is_zero() {
             return bad("poll_interval must be positive");
         }
-        if self.poll_timeout.is_zero() || self.connect_timeout.is_zero() {
+        if self.poll_timeout.is_zero()
+            || self.connect_timeout.is_zero()
+            || self.read_timeout.is_zero()
+        {
             return bad("timeouts must be positive");
         }
         if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {

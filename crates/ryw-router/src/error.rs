@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::TokenError;
+use crate::pg::describe_pg;
 
 /// Everything that can go wrong in the router.
 #[derive(Debug, thiserror::Error)]
@@ -66,15 +67,40 @@ pub enum Error {
     /// The session store did not answer in time.
     #[error("session store timed out after {0:?}")]
     StoreTimeout(Duration),
-}
-
-/// A `tokio-postgres` error with the server's message: its `Display` says
-/// only "db error" for errors the server sent.
-pub(crate) fn describe_pg(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
-        None => e.to_string(),
-    }
+    /// Text that is not a duration (`100ms`, `2s`, `0`).
+    #[error("invalid duration {0}")]
+    Duration(String),
+    /// The caller's read statement failed on a node, for a reason of its own
+    /// (syntax, a missing table, a cancelled statement): running it elsewhere
+    /// would not help.
+    #[error("query on {node}: {}", describe_pg(.source))]
+    Query {
+        /// The node that ran it.
+        node: String,
+        /// What the server said.
+        source: tokio_postgres::Error,
+    },
+    /// A read could not be answered: the node chosen and the one tried after
+    /// it both broke or stalled (rule 8 retries once). Retry later.
+    #[error("the read failed twice: {0}")]
+    ReadFailed(String),
+    /// A write did not commit: its statement failed, or `COMMIT` did (a
+    /// transaction that had already failed, a deferred constraint, a
+    /// serialization failure). Nothing of it is left (rule 6).
+    #[error("the write did not commit: {}", describe_pg(.0))]
+    NotCommitted(tokio_postgres::Error),
+    /// The write's outcome is unknown: the leader's connection broke during
+    /// `COMMIT`, or right after it before the write's position could be
+    /// read (rule 1). It may have committed; only a retry that is safe to
+    /// repeat (an idempotency key) can tell.
+    #[error("the write may have committed: {0}")]
+    CommitUnknown(String),
+    /// `query_one`/`query_opt` got another number of rows.
+    #[error("expected one row, got {0}")]
+    RowCount(usize),
+    /// A column that the row does not have.
+    #[error("no column {0}")]
+    Column(String),
 }
 
 /// The crate's result type.

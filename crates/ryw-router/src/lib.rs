@@ -3,37 +3,14 @@
 //! Writes go to the leader; reads go to followers wherever that is safe, and a
 //! user always sees their own acknowledged writes, on any instance of the
 //! service, from any device. The rules this crate enforces are numbered as in
-//! `DESIGN.md` ("rule 2" in a comment marks where rule 2 is enforced).
+//! `DESIGN.md` ("rule 2" in a comment marks where rule 2 is enforced); the
+//! [rules index](#rules-index) below says where and which test proves each.
 //!
-//! # Layout
-//!
-//! | file | what |
-//! | --- | --- |
-//! | `lsn.rs` | [`Lsn`]: a WAL position, parsed from `X/Y`, ordered, lag arithmetic |
-//! | `token.rs` | [`Token`], [`TokenKey`]: HMAC-signed `v1.<lsn>.<mac>` header values (rule 4) |
-//! | `strategy.rs` | [`Strategy`] (`leader`, `legacy`, `sticky`, `causal`, `hybrid`, `per-read-check`), [`Freshness`] |
-//! | `config.rs` | [`RouterConfig`] with the documented defaults, [`NodeUrls`] |
-//! | `clock.rs` | [`Clock`]: injectable wall clock for the sticky window and TTLs |
-//! | `view.rs` | [`ClusterView`], [`NodeStatus`]: what the tracker publishes |
-//! | `tracker/` | background polling of every node (`mod.rs`) and the pure bookkeeping of positions, lag and rotation (`state.rs`; rules 3 and 8) |
-//! | `decide.rs` | [`decide()`]: the routing decision as a pure function (rules 2, 4, 5) |
-//! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`] |
-//! | `router.rs` | [`Router`]: `write`/`record_write` (rule 1) on the leader's pool, `read` with bounded waits, `after_read` for monotonic tokens (rule 7) |
-//! | `reader.rs` | [`ReadConn`]: shared, pipelining read connections per node, checked against restarts (rule 2) |
-//! | `metrics.rs` | [`MetricsSnapshot`]: counters with no backend dependency |
-//! | `error.rs` | [`Error`], the crate's one error type |
-//!
-//! The crate knows nothing of HTTP, files or environment variables: a service
-//! builds a [`RouterConfig`], verifies client tokens with [`TokenKey`], and
-//! turns [`Decision`]s into headers.
-//!
-//! # Wiring it into a handler
+//! # One call per read, one per write
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use ryw_router::{
-//!     Freshness, MemoryStore, NodeUrls, Router, RouterConfig, SessionKey, TokenKey,
-//! };
+//! use ryw_router::{MemoryStore, NodeUrls, ReadRequest, Router, RouterConfig, SessionKey, TokenKey};
 //!
 //! # async fn handlers() -> Result<(), Box<dyn std::error::Error>> {
 //! // At start-up: one router and one token key per process (the key shared
@@ -50,42 +27,78 @@
 //! let key = TokenKey::from_secret("at least sixteen bytes of secret")?;
 //! let user = SessionKey::new("3f2c9c1e-8a53-4a53-9b55-0c8f1b3f5a11")?;
 //!
-//! // POST /api/payments: write on the leader, then record the write.
-//! let mut conn = router.write().await?;
-//! let tx = conn.transaction().await?;
+//! // A write: a transaction on the leader; its position is recorded after
+//! // COMMIT returned (rule 1).
+//! let tx = router.begin(&user).await?;
 //! tx.execute("UPDATE accounts SET balance_cents = balance_cents - 500 WHERE user_id = $1::text::uuid", &[&user.as_str()])
 //!     .await?;
-//! tx.commit().await?;
-//! let lsn = router.record_write(&user, &conn).await?; // rule 1: after COMMIT returned
-//! let response_token = key.sign(lsn); // -> X-Consistency-Token
+//! let token = tx.commit().await?;
+//! let header = key.sign(token); // -> X-Consistency-Token
 //!
-//! // GET /api/balance: a fresh read. A bad token is the client's fault (400).
-//! let client_token = Some(key.verify(&response_token)?);
-//! let (conn, mut decision) = router.read(&user, Freshness::Fresh, None, client_token).await?;
-//! // Rule 7: the read also selects the serving node's position (evaluated
-//! // after its snapshot), so the session's token can cover all it saw.
-//! let sql = format!(
-//!     "SELECT balance_cents, {} FROM accounts WHERE user_id = $1::text::uuid",
-//!     decision.position_sql()
-//! );
-//! let stmt = conn.prepare_cached(&sql).await?; // once per shared connection
-//! match conn.query_one(&stmt, &[&user.as_str()]).await {
-//!     Ok(row) => {
-//!         let _balance: i64 = row.get(0);
-//!         let position: tokio_postgres::types::PgLsn = row.get(1);
-//!         // The next read never sees an older state (also of others'
-//!         // writes). Without the column: `router.after_read(&user, &mut
-//!         // decision, &conn)`, one more statement.
-//!         router.after_read_with(&user, &mut decision, position.into()).await;
-//!         let _served_by: &str = &decision.node; // -> X-Served-By
-//!         let _token = decision.token.map(|t| key.sign(t)); // -> X-Consistency-Token
-//!     }
-//!     // Lets the router forget a follower whose connection broke (rule 3).
-//!     Err(e) => router.report_error(&decision, &e),
-//! }
+//! // A fresh read: a follower that has the session's writes, or the leader.
+//! let client_token = Some(key.verify(&header)?); // a bad token is a 400
+//! let read = router
+//!     .query_one(
+//!         &ReadRequest::fresh(&user).client_token(client_token),
+//!         "SELECT balance_cents FROM accounts WHERE user_id = $1::text::uuid",
+//!         &[&user.as_str()],
+//!     )
+//!     .await?;
+//! let balance: i64 = read.value.get(0);
+//! let served_by = &read.decision.node; // -> X-Served-By
+//! let token = read.decision.token.map(|t| key.sign(t)); // -> X-Consistency-Token
+//! # let _ = (balance, served_by, token);
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The read call routes (rules 2, 4, 5), adds the node's position to the
+//! statement and raises the session's token to it (rule 7), times the read
+//! out, and if the follower broke or stalled, forgets it (rule 3) and reads
+//! once more elsewhere (rule 8). [`Router::read_on`] does the same for a
+//! closure that runs several statements. For an axum service, the
+//! `ryw-axum` crate adds the session extractor and the response headers.
+//!
+//! # Layout
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `lsn.rs` | [`Lsn`]: a WAL position, parsed from `X/Y`, ordered, lag arithmetic |
+//! | `token.rs` | [`Token`], [`TokenKey`]: HMAC-signed `v1.<lsn>.<mac>` header values (rule 4) |
+//! | `strategy.rs` | [`Strategy`] (`leader`, `legacy`, `sticky`, `causal`, `hybrid`, `per-read-check`), [`Freshness`] |
+//! | `options.rs` | [`ReadOptions`] (`causal:50ms`), [`parse_duration`] |
+//! | `config.rs` | [`RouterConfig`] with the documented defaults, [`NodeUrls`] |
+//! | `clock.rs` | [`Clock`]: injectable wall clock for the sticky window and TTLs |
+//! | `view.rs` | [`ClusterView`], [`NodeStatus`]: what the tracker publishes |
+//! | `tracker/` | background polling of every node (`mod.rs`) and the pure bookkeeping of positions, lag and rotation (`state.rs`; rules 3 and 8) |
+//! | `decide.rs` | [`decide()`]: the routing decision as a pure function (rules 2, 4, 5) |
+//! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`] |
+//! | `router/` | [`Router`]: the read protocol (`query.rs`), the write protocol (`write.rs`), and the lower level they are built on (`route.rs`, `feedback.rs`) |
+//! | `reader.rs` | [`ReadConn`]: shared, pipelining read connections per node, checked against restarts (rule 2) |
+//! | `pg.rs` | [`connection_lost`], position queries, error text |
+//! | `metrics.rs` | [`MetricsSnapshot`]: counters with no backend dependency |
+//! | `error.rs` | [`Error`], the crate's one error type |
+//!
+//! The crate knows nothing of HTTP, files or environment variables: a service
+//! builds a [`RouterConfig`], verifies client tokens with [`TokenKey`], and
+//! turns [`Decision`]s into headers.
+//!
+//! # Rules index
+//!
+//! Each rule of `DESIGN.md`, the code that enforces it, and a test that fails
+//! without it (`tests/cluster/` runs against a real primary and streaming
+//! followers; the service's tests in `crates/ryw-service/tests/`).
+//!
+//! | rule | enforced by | fails without it |
+//! | --- | --- | --- |
+//! | 1. a write's token is read after `COMMIT` returned | [`WriteTx::commit`], [`Router::write_query`] → [`Router::record_write`] | `commit_lsn::a_follower_at_the_write_token_shows_the_write_but_not_at_an_lsn_read_inside_the_transaction` |
+//! | 2. a follower serves a fresh read only if its position, seen before the read, covers the token | [`decide()`] on the tracker's published view; the epoch check in `Router::route`; [`ReadConn`]'s start-time check | `pairs::fresh_reads_right_after_a_write_are_stale_only_under_legacy` |
+//! | 3. a follower's position is forgotten when its connection breaks or it restarts | `tracker/state.rs` (`forget_follower`, start-time change); [`Router::report_error`] with [`connection_lost`]; [`Router::report_stall`] | `restart::a_follower_restarted_behind_a_session_token_never_serves_that_session_stale`; `lost::a_terminated_read_forgets_the_follower_and_is_served_elsewhere_but_a_cancelled_one_does_not` |
+//! | 4. tokens are signed; a token never makes a read wait past its budget | [`TokenKey::verify`]; `decide::is_absurd`; the bounded wait in `Router::route` | `tokens::forged_tokens_are_refused_and_far_future_tokens_never_wait_past_the_budget` |
+//! | 5. store down → fresh reads on the leader | `SessionState::Unknown` in `Router::route`; the store guard's grace | `store_outage::with_redis_down_fresh_reads_go_to_the_leader_and_follower_reads_resume_after_the_grace` |
+//! | 6. writes only on the leader; a write that did not commit leaves nothing | [`Router::begin`] (the leader's pool); [`WriteTx`] rolls back when dropped; `commit` refuses a failed transaction | `protocol::a_dropped_or_failed_transaction_leaves_nothing_and_reports_not_committed`; service `twelve_concurrent_identical_clicks_charge_exactly_once` |
+//! | 7. monotonic reads | [`Router::query`] selects the node's position in the read and [`Router::raise_token`] keeps it | `monotonic::a_session_never_reads_an_older_version_across_followers_and_instances` |
+//! | 8. a down or lagging follower leaves rotation; reads do not fail | `tracker/state.rs` (rotation by lag time and bytes); the retry in [`Router::query`] | `kill::reads_survive_a_killed_follower_which_leaves_rotation_and_returns_after_restart`, `cut::a_follower_whose_replication_is_cut_leaves_rotation_and_returns_when_repaired` |
 
 #![warn(missing_docs)]
 
@@ -95,6 +108,8 @@ pub mod decide;
 mod error;
 mod lsn;
 mod metrics;
+mod options;
+mod pg;
 mod reader;
 mod router;
 mod store;
@@ -109,8 +124,10 @@ pub use decide::{Choice, Reason, SessionState, decide};
 pub use error::{Error, Result};
 pub use lsn::Lsn;
 pub use metrics::{MetricsSnapshot, ReadCount};
+pub use options::{MAX_READ_OPTION, ReadOptions, parse_duration};
+pub use pg::connection_lost;
 pub use reader::ReadConn;
-pub use router::{Decision, ReadOptions, Router};
+pub use router::{ColumnIndex, Decision, Read, ReadRequest, Router, Row, WriteTx, Written};
 pub use store::{
     MAX_SESSION_KEY, MemoryStore, RedisStore, RedisStoreConfig, SessionKey, SessionRecord,
     SessionStore, StoreFuture, StoreHealth,

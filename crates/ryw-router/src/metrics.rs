@@ -27,6 +27,7 @@ pub(crate) struct Metrics {
     read_checks: AtomicU64,
     absurd_tokens: AtomicU64,
     stalls: AtomicU64,
+    retries: AtomicU64,
 }
 
 impl Metrics {
@@ -47,6 +48,7 @@ impl Metrics {
             read_checks: AtomicU64::new(0),
             absurd_tokens: AtomicU64::new(0),
             stalls: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
         }
     }
 
@@ -102,6 +104,10 @@ impl Metrics {
         self.stalls.fetch_add(1, Relaxed);
     }
 
+    pub fn add_retry(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
     /// Reads every counter (each one atomically; not all at one instant).
     pub fn snapshot(&self) -> MetricsSnapshot {
         let mut reads = Vec::new();
@@ -136,6 +142,7 @@ impl Metrics {
             read_checks: self.read_checks.load(Relaxed),
             absurd_tokens: self.absurd_tokens.load(Relaxed),
             stalls: self.stalls.load(Relaxed),
+            retries: self.retries.load(Relaxed),
         }
     }
 }
@@ -160,7 +167,7 @@ pub struct MetricsSnapshot {
     /// Reads by node, freshness and strategy; combinations never used are
     /// left out.
     pub reads: Vec<ReadCount>,
-    /// Leader connections handed out by `write()`.
+    /// Writes begun ([`Router::begin`](crate::Router::begin), [`Router::write_query`](crate::Router::write_query)).
     pub writes: u64,
     /// Fresh reads that waited for a follower to catch up.
     pub waits: u64,
@@ -186,6 +193,9 @@ pub struct MetricsSnapshot {
     /// Reads that did not answer in time and retired their shared
     /// connection ([`Router::report_stall`](crate::Router::report_stall)).
     pub stalls: u64,
+    /// Reads run a second time on another node because the first broke,
+    /// stalled or was cancelled by recovery (rule 8).
+    pub retries: u64,
 }
 
 impl MetricsSnapshot {

@@ -37,9 +37,9 @@ use std::time::Duration;
 use tokio::task::AbortHandle;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use crate::error::describe_pg;
-use crate::router::first_value;
+use crate::pg::{describe_pg, first_value, position_expr};
 use crate::tracker::{START_TIME_QUERY, Shared};
+use crate::view::Role;
 
 /// Prepared statements kept per client; past this the cache starts over, so
 /// a caller building SQL text per request cannot grow it without bound.
@@ -69,6 +69,29 @@ impl ReadConn {
         Ok(stmt)
     }
 
+    /// The statement of a fresh read: `sql` with the node's position as one
+    /// more, last column (rule 7), prepared once per connection. A statement
+    /// that cannot be wrapped (not a plain query: `SHOW`, `EXPLAIN`, …) is
+    /// prepared as it is, and its position is then read by a statement of
+    /// its own after it.
+    pub(crate) async fn prepare_fresh(
+        &self,
+        sql: &str,
+        role: Role,
+    ) -> Result<FreshStatement, tokio_postgres::Error> {
+        if let Some(stmt) = self.client.cached_fresh(sql) {
+            return Ok(stmt);
+        }
+        let fresh = match self.client.client.prepare(&with_position(sql, role)).await {
+            Ok(stmt) => FreshStatement::InStatement(stmt),
+            Err(e) if crate::pg::connection_lost(&e) => return Err(e),
+            // Not wrappable, or wrong: the statement as written decides.
+            Err(_) => FreshStatement::After(self.client.client.prepare(sql).await?),
+        };
+        self.client.remember_fresh(sql, &fresh);
+        Ok(fresh)
+    }
+
     /// Marks this connection as unusable: reads that already have it finish
     /// (or time out) on it, the next read of the node opens a new one.
     pub(crate) fn retire(&self) {
@@ -93,11 +116,40 @@ impl fmt::Debug for ReadConn {
     }
 }
 
-/// One shared client, its statement cache, and its connection task (aborted
+/// A fresh read's prepared statement and where its position comes from.
+#[derive(Clone, Debug)]
+pub(crate) enum FreshStatement {
+    /// The position is the statement's last column.
+    InStatement(Statement),
+    /// The statement could not carry it: read it after, on the same
+    /// connection.
+    After(Statement),
+}
+
+/// `sql` as a subquery with the node's position beside its columns:
+/// `SELECT *, <position> AS ryw_position FROM (<sql>) AS ryw_read`. The
+/// position is evaluated after the statement's snapshot was taken, so it
+/// bounds what the read saw, at no extra statement (rule 7). The subquery
+/// keeps its rows' order (PostgreSQL does not flatten a subquery with
+/// `ORDER BY` or `LIMIT`, and a plain scan of it preserves the order).
+pub(crate) fn with_position(sql: &str, role: Role) -> String {
+    let mut body = sql.trim_end();
+    while let Some(rest) = body.strip_suffix(';') {
+        body = rest.trim_end();
+    }
+    // The newline ends a trailing `--` comment before the parenthesis.
+    format!(
+        "SELECT *, {} AS ryw_position FROM (\n{body}\n) AS ryw_read",
+        position_expr(role)
+    )
+}
+
+/// One shared client, its statement caches, and its connection task (aborted
 /// when the last user drops it, so a stalled server's socket is closed).
 struct ReadClient {
     client: Client,
     statements: Mutex<HashMap<Box<str>, Statement>>,
+    fresh: Mutex<HashMap<Box<str>, FreshStatement>>,
     broken: AtomicBool,
     task: AbortHandle,
 }
@@ -117,6 +169,22 @@ impl ReadClient {
 
     fn remember(&self, sql: &str, stmt: &Statement) {
         let mut map = self.statements.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_CACHED_STATEMENTS {
+            map.clear();
+        }
+        map.insert(sql.into(), stmt.clone());
+    }
+
+    fn cached_fresh(&self, sql: &str) -> Option<FreshStatement> {
+        self.fresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sql)
+            .cloned()
+    }
+
+    fn remember_fresh(&self, sql: &str, stmt: &FreshStatement) {
+        let mut map = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_CACHED_STATEMENTS {
             map.clear();
         }
@@ -243,6 +311,7 @@ impl Readers {
         let client = Arc::new(ReadClient {
             client,
             statements: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(HashMap::new()),
             broken: AtomicBool::new(false),
             task,
         });

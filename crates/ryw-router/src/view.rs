@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use crate::Lsn;
 
+/// The note of a node the tracker has not polled yet.
+pub(crate) const NOT_POLLED_YET: &str = "not polled yet";
+
 /// A node's part in replication.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -68,7 +71,7 @@ impl NodeStatus {
             lag_ms: None,
             healthy: false,
             in_rotation: false,
-            note: Some("not polled yet".to_owned()),
+            note: Some(NOT_POLLED_YET.to_owned()),
             epoch: 0,
         }
     }

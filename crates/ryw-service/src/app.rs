@@ -2,13 +2,13 @@
 //! an [`AppState`] so tests can drive it in-process with `oneshot`.
 
 use crate::error::ApiError;
-use crate::routes::{self, Served};
+use crate::routes;
 use crate::state::AppState;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use ryw_axum::Served;
 use std::time::Instant;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -40,30 +40,40 @@ use utoipa_swagger_ui::SwaggerUi;
 pub struct ApiDoc;
 
 /// Every route, the middleware and the state.
+///
+/// The `/api` routes sit behind the `ryw-axum` layer (sessions from
+/// `X-Demo-UserId`, verified tokens, `X-Served-By` and
+/// `X-Consistency-Token` on every answer, errors and time-outs included);
+/// the request log and counters wrap everything.
 pub fn app(state: AppState) -> axum::Router {
     let api = axum::Router::new()
-        .route("/api/account", post(routes::account::create))
+        .route("/account", post(routes::account::create))
         .route(
-            "/api/payments",
+            "/payments",
             post(routes::payments::pay).get(routes::payments::list),
         )
-        .route("/api/balance", get(routes::payments::balance))
-        .route("/api/me", get(routes::profile::me))
-        .route("/api/me/profile", post(routes::profile::upsert))
-        .route("/api/products", get(routes::products::list))
-        .route("/api/cluster", get(routes::cluster::show))
-        .route("/api/cluster/lag", post(routes::cluster::set_lag))
+        .route("/balance", get(routes::payments::balance))
+        .route("/me", get(routes::profile::me))
+        .route("/me/profile", post(routes::profile::upsert))
+        .route("/products", get(routes::products::list))
+        .route("/cluster", get(routes::cluster::show))
+        .route("/cluster/lag", post(routes::cluster::set_lag))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), time_limit))
+        .layer(state.ryw.layer());
+    let body_limit = state.cfg.body_limit;
+    axum::Router::new()
+        .nest("/api", api)
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))
         .route("/", get(routes::dashboard::index))
         .route("/app.js", get(routes::dashboard::app_js))
         .route("/style.css", get(routes::dashboard::style))
-        .fallback(not_found);
-    let body_limit = state.cfg.body_limit;
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .fallback(not_found)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), around))
+        .layer(middleware::from_fn_with_state(state.clone(), log_request))
         .with_state(state)
 }
 
@@ -71,42 +81,27 @@ async fn not_found() -> ApiError {
     ApiError::NotAvailable("no such route; see /docs".into())
 }
 
-/// Per request: a time limit, the consistency headers on every `/api`
-/// response (also errors), the request counters and one log line naming
-/// strategy, node and waited ms.
-async fn around(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// An `/api` request that takes longer than `--request-timeout` is answered
+/// 503 (inside the `ryw-axum` layer, so the answer carries the client's
+/// token back).
+async fn time_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.cfg.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::Timeout(limit).into_response(),
+    }
+}
+
+/// Per request: the counters and one log line naming strategy, node and
+/// waited ms.
+async fn log_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
     let method = req.method().clone();
-    let is_api = req.uri().path().starts_with("/api");
-    // An error answered before any node was involved still carries the
-    // client's token (when it verifies) so the client loses nothing. Kept
-    // raw and verified only for such answers: on the common path the
-    // handler's extractor has already verified it.
-    let client_token = req.headers().get("x-consistency-token").cloned();
-    let limit = state.cfg.request_timeout;
-    let mut resp = match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => ApiError::Timeout(limit).into_response(),
-    };
-    if is_api {
-        let h = resp.headers_mut();
-        if !h.contains_key("x-served-by") {
-            h.insert("x-served-by", HeaderValue::from_static("none"));
-        }
-        if !h.contains_key("x-consistency-token")
-            && let Ok(v) = HeaderValue::from_str(
-                &state
-                    .key
-                    .sign(verified(&state, client_token.as_ref()).unwrap_or(ryw_router::Lsn::ZERO)),
-            )
-        {
-            h.insert("x-consistency-token", v);
-        }
-    }
+    let resp = next.run(req).await;
     let took = started.elapsed();
     let status = resp.status().as_u16();
     let route = route.as_deref().unwrap_or("unmatched");
@@ -120,13 +115,7 @@ async fn around(State(state): State<AppState>, req: Request, next: Next) -> Resp
         ms = took.as_secs_f64() * 1000.0,
         node = served.map(|s| &*s.node).unwrap_or("-"),
         strategy = served.and_then(|s| s.strategy).map(|s| s.as_str()).unwrap_or("-"),
-        waited_ms = served.map(|s| s.waited.as_millis() as u64).unwrap_or(0),
+        waited_ms = served.and_then(|s| s.waited).map(|w| w.as_millis() as u64).unwrap_or(0),
     );
     resp
-}
-
-/// The position of a client's `X-Consistency-Token`, if it verifies.
-fn verified(state: &AppState, token: Option<&HeaderValue>) -> Option<ryw_router::Lsn> {
-    let text = token?.to_str().ok()?;
-    state.key.verify(text.trim()).ok()
 }

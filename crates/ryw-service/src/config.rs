@@ -25,11 +25,6 @@ pub struct ServiceConfig {
     pub opening_balance_cents: i64,
     /// Longest a request may take before it is answered 503.
     pub request_timeout: Duration,
-    /// Longest one read statement may take before its node counts as
-    /// stalled: the read is retried once on another node and the shared
-    /// connection is replaced. Default 2 s (a primary-key read takes about a
-    /// millisecond).
-    pub read_timeout: Duration,
     /// Largest accepted request body.
     pub body_limit: usize,
     /// The local cluster folder when serving one (`--cluster`): enables the
@@ -49,7 +44,6 @@ impl ServiceConfig {
             token_key,
             opening_balance_cents: 100_000,
             request_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(2),
             body_limit: crate::BODY_LIMIT,
             cluster_dir: None,
         }

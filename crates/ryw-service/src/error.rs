@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 /// Base of the problem `type` URIs; the slug after it is stable.
-pub const PROBLEM_BASE: &str = "https://ryw.dev/problems/";
+pub use ryw_axum::PROBLEM_BASE;
 
 /// Everything a handler can answer other than success.
 #[derive(Debug, thiserror::Error)]
@@ -15,15 +15,15 @@ pub enum ApiError {
     /// `X-Demo-UserId` is not a UUID.
     #[error("X-Demo-UserId must be a UUID, got {0:?}")]
     BadUserId(String),
-    /// `X-Read-Strategy` names no strategy.
+    /// A request the `ryw-axum` extractor refused: a bad
+    /// `X-Consistency-Token` (rule 4), an unknown or unallowed
+    /// `X-Read-Strategy`.
     #[error("{0}")]
-    UnknownStrategy(String),
-    /// `X-Read-Strategy` sent to a server without `--allow-strategy-header`.
-    #[error("this server does not accept X-Read-Strategy (start it with --allow-strategy-header)")]
-    StrategyHeaderNotAllowed,
-    /// `X-Consistency-Token` is malformed, tampered or signed with another key.
-    #[error("X-Consistency-Token refused: {0}")]
-    BadToken(String),
+    Rejected(ryw_axum::Problem),
+    /// The router failed: a node or the session store out of reach (503),
+    /// a write whose outcome is unknown (503), or our fault (500).
+    #[error("{0}")]
+    Router(ryw_axum::Error),
     /// `Idempotency-Key` is empty, too long or not visible ASCII.
     #[error("Idempotency-Key must be 1–128 visible ASCII characters")]
     BadIdempotencyKey,
@@ -88,21 +88,11 @@ impl ApiError {
         use ApiError::*;
         match self {
             BadUserId(_) => (StatusCode::BAD_REQUEST, "bad-user-id", "Bad user id"),
-            UnknownStrategy(_) => (
-                StatusCode::BAD_REQUEST,
-                "unknown-strategy",
-                "Unknown read strategy",
-            ),
-            StrategyHeaderNotAllowed => (
-                StatusCode::BAD_REQUEST,
-                "strategy-header-not-allowed",
-                "Read strategy header not allowed",
-            ),
-            BadToken(_) => (
-                StatusCode::BAD_REQUEST,
-                "bad-token",
-                "Bad consistency token",
-            ),
+            Rejected(p) => (p.status, p.slug, p.title),
+            Router(e) => {
+                let p = e.problem();
+                (p.status, p.slug, p.title)
+            }
             BadIdempotencyKey => (
                 StatusCode::BAD_REQUEST,
                 "bad-idempotency-key",
@@ -163,47 +153,60 @@ impl ApiError {
     /// Maps a router error: unreachable nodes and stores are 503 (retry),
     /// a refused token is the client's fault, the rest is ours.
     pub fn from_router(e: ryw_router::Error) -> ApiError {
-        use ryw_router::Error as E;
-        match e {
-            E::Token(t) => ApiError::BadToken(t.to_string()),
-            E::Pool { .. } | E::Connect { .. } | E::StoreTimeout(_) => {
-                ApiError::Unavailable(e.to_string())
-            }
-            E::Postgres(ref pg) if is_connection_error(pg) => ApiError::Unavailable(e.to_string()),
-            other => ApiError::Internal(anyhow::Error::new(other)),
-        }
+        ApiError::Router(ryw_axum::Error(e))
     }
 
     /// Maps a database error from a handler's own statement.
     pub fn from_db(e: tokio_postgres::Error) -> ApiError {
-        if is_connection_error(&e) {
-            ApiError::Unavailable(format!("database: {e}"))
+        if ryw_router::connection_lost(&e) {
+            ApiError::Unavailable(format!("database: {}", ryw_router::Error::Postgres(e)))
         } else {
             ApiError::Internal(anyhow::Error::new(e).context("database"))
         }
     }
+
+    /// This error as a `ryw-axum` problem (without the extra members some
+    /// answers carry, such as `balance_cents`).
+    pub fn problem(&self) -> ryw_axum::Problem {
+        match self {
+            ApiError::Rejected(p) => p.clone(),
+            ApiError::Router(e) => e.problem(),
+            other => {
+                let (status, slug, title) = other.parts();
+                ryw_axum::Problem::new(status, slug, title, other.detail())
+            }
+        }
+    }
+
+    /// The `detail` a client sees: never internals (the log has the cause
+    /// chain).
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Internal(_) => "an internal error occurred; it was logged".to_owned(),
+            ApiError::Router(e) => e.problem().detail,
+            other => other.to_string(),
+        }
+    }
 }
 
-/// Whether an error means the connection (or the server) is gone, rather
-/// than the statement being wrong: such reads are retried elsewhere.
-pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
-    if e.is_closed() {
-        return true;
+impl From<ryw_axum::Problem> for ApiError {
+    fn from(p: ryw_axum::Problem) -> ApiError {
+        ApiError::Rejected(p)
     }
-    match e.code() {
-        // admin_shutdown, crash_shutdown, cannot_connect_now, and class 08.
-        Some(code) => {
-            let c = code.code();
-            c.starts_with("08") || c == "57P01" || c == "57P02" || c == "57P03"
-        }
-        // No SQLSTATE: an I/O error on the socket.
-        None => true,
+}
+
+impl From<ryw_router::Error> for ApiError {
+    fn from(e: ryw_router::Error) -> ApiError {
+        ApiError::from_router(e)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, slug, title) = self.parts();
+        if let ApiError::Router(e) = self {
+            return e.into_response();
+        }
         if let ApiError::Internal(err) = &self {
             tracing::error!(error = ?err, "internal error");
         } else if status.is_server_error() {
@@ -211,11 +214,7 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(%status, slug, detail = %self, "client error");
         }
-        let detail = match &self {
-            // Never leak internals to clients; the log has the cause chain.
-            ApiError::Internal(_) => "an internal error occurred; it was logged".to_owned(),
-            other => other.to_string(),
-        };
+        let detail = self.detail();
         let balance_cents = match &self {
             ApiError::InsufficientFunds { balance_cents, .. } => Some(*balance_cents),
             _ => None,

@@ -45,12 +45,15 @@ const MIGRATIONS: &[(i32, &str)] = &[(
      ON CONFLICT (name) DO NOTHING;",
 )];
 
-/// Applies the missing migrations on the leader.
-pub async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<()> {
-    let tx = client
-        .transaction()
+/// Applies the missing migrations on the leader, in one transaction, and
+/// returns the leader's position after it committed: what every follower
+/// must have replayed before it can serve the service's reads.
+pub async fn migrate(router: &ryw_router::Router) -> anyhow::Result<ryw_router::Lsn> {
+    let session = ryw_router::SessionKey::new("ryw:migrations")?;
+    let tx = router
+        .begin(&session)
         .await
-        .context("starting the migration transaction")?;
+        .context("connecting to the leader")?;
     // One instance migrates at a time; the others wait, then find it done.
     tx.batch_execute(
         "SELECT pg_advisory_xact_lock(7277119); \
@@ -77,13 +80,13 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<()> 
             tracing::info!(version, "applied migration");
         }
     }
-    tx.commit().await.context("committing the migrations")?;
+    let lsn = tx.commit().await.context("committing the migrations")?;
     // Optional: lets the bench prewarm caches on every node (contrib).
-    if let Err(e) = client
-        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+    if let Err(e) = router
+        .write_query(&session, "CREATE EXTENSION IF NOT EXISTS pg_prewarm", &[])
         .await
     {
         tracing::debug!(error = %e, "pg_prewarm not available");
     }
-    Ok(())
+    Ok(lsn)
 }

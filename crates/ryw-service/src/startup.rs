@@ -11,45 +11,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Followers that have not replayed the migrations yet would answer
-/// "relation does not exist": wait (bounded) until every healthy follower
-/// has replayed them. Only a follower that is down (or not streaming) is
-/// skipped. A follower merely out of rotation for lag is waited for: the
-/// migration itself can push it past `max_lag_bytes`, and it returns to
-/// rotation as soon as it replays up to the (delayed) commit record — before
-/// the schema is visible there (found by the fault tests).
-async fn wait_for_schema_on_followers(router: &Router, lsn: ryw_router::Lsn) {
-    let deadline = std::time::Duration::from_secs(10);
-    let mut watch = router.watch_cluster();
-    let done = tokio::time::timeout(deadline, async {
-        loop {
-            {
-                let view = watch.borrow_and_update();
-                // Done when each follower has replayed the schema, or has
-                // been polled and is down. (Remaining gap: a follower down
-                // now that returns within its replay delay of the migration
-                // could serve a read before replaying it.)
-                let polled =
-                    |f: &ryw_router::NodeStatus| f.note.as_deref() != Some("not polled yet");
-                if view
-                    .followers
-                    .iter()
-                    .all(|f| f.lsn.is_some_and(|l| l >= lsn) || (polled(f) && !f.healthy))
-                {
-                    return;
-                }
-            }
-            if watch.changed().await.is_err() {
-                return;
-            }
-        }
-    })
-    .await;
-    if done.is_err() {
-        tracing::warn!(%lsn, "followers had not replayed the schema after {deadline:?}; serving anyway");
-    }
-}
-
 /// A connected, migrated service bound to its port.
 #[derive(Debug)]
 pub struct Service {
@@ -73,15 +34,15 @@ impl Service {
         let router = Router::connect(cfg.router.clone(), cfg.nodes.clone(), store)
             .await
             .context("starting the router")?;
-        let schema_lsn = {
-            let mut conn = router.write().await.context("connecting to the leader")?;
-            schema::migrate(&mut conn).await?;
-            let row = conn
-                .query_one("SELECT pg_current_wal_lsn()::text", &[])
-                .await?;
-            row.get::<_, String>(0).parse::<ryw_router::Lsn>()?
-        };
-        wait_for_schema_on_followers(&router, schema_lsn).await;
+        let schema_lsn = schema::migrate(&router).await?;
+        // Followers that have not replayed the migrations yet would answer
+        // "relation does not exist". (Remaining gap: a follower down now
+        // that returns within its replay delay could serve a read before
+        // replaying them.)
+        let limit = std::time::Duration::from_secs(10);
+        if !router.wait_replayed(schema_lsn, limit).await {
+            tracing::warn!(%schema_lsn, "followers had not replayed the schema after {limit:?}; serving anyway");
+        }
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;

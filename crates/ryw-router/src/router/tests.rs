@@ -9,10 +9,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
 
+use super::route::{advance_token, wait_for_caught_up};
 use super::*;
+use crate::decide::SessionState;
 use crate::reader::check_incarnation;
-use crate::view::NodeStatus;
-use crate::{ManualClock, MemoryStore};
+use crate::view::{NodeStatus, Role};
+use crate::{
+    Freshness, Lsn, ManualClock, MemoryStore, ReadOptions, ReadRequest, SessionKey, Strategy,
+};
 
 fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> NodeStatus {
     NodeStatus::for_test(name, role, lsn, in_rotation)
@@ -227,13 +231,13 @@ async fn a_router_starts_with_every_node_down_and_fails_cleanly() {
     )
     .await
     .unwrap();
-    assert!(matches!(router.write().await, Err(Error::Pool { ref node, .. }) if node == "leader"));
     let user = SessionKey::new("u1").unwrap();
+    assert!(
+        matches!(router.begin(&user).await, Err(Error::Pool { ref node, .. }) if node == "leader")
+    );
     for strategy in Strategy::ALL {
-        let err = router
-            .read(&user, Freshness::Fresh, Some(strategy), None)
-            .await
-            .unwrap_err();
+        let req = ReadRequest::fresh(&user).options(ReadOptions::strategy(strategy));
+        let err = router.query(&req, "SELECT 1", &[]).await.unwrap_err();
         assert!(
             matches!(err, Error::Connect { ref node, .. } if node == "leader"),
             "{strategy}: {err}"
@@ -264,7 +268,12 @@ async fn a_router_starts_with_every_node_down_and_fails_cleanly() {
     let m = router.metrics();
     assert_eq!(m.writes, 1);
     router.shutdown();
-    assert!(router.write().await.is_err());
+    assert!(router.begin(&user).await.is_err());
+    assert_eq!(
+        ReadRequest::stale_ok(&user).freshness,
+        Freshness::StaleOk,
+        "stale-ok requests are built as such"
+    );
 }
 
 #[tokio::test]

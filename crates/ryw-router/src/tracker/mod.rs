@@ -20,8 +20,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::{Client, NoTls};
 
-use crate::error::describe_pg;
 use crate::metrics::Metrics;
+use crate::pg::describe_pg;
 use crate::view::ClusterView;
 use crate::{Lsn, RouterConfig};
 

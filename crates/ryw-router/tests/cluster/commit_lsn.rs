@@ -1,5 +1,5 @@
-//! Rules 1 and 2, focused: the token `record_write` returns (an LSN read after
-//! COMMIT returned) is enough. Once a follower's replay position, read in a
+//! Rules 1 and 2, focused: the token `WriteTx::commit` returns (an LSN read
+//! after COMMIT returned) is enough. Once a follower's replay position, read in a
 //! statement of its own before the read, has reached it, the follower shows
 //! the write: every time. An LSN read inside the transaction is not
 //! enough: a follower that reached that one still shows the old row, which
@@ -40,9 +40,8 @@ pub async fn a_follower_at_the_write_token_shows_the_write_but_not_at_an_lsn_rea
         tasks.spawn(async move {
             let follower = direct(&url).await;
             let (mut early_stale, mut stale) = (0, 0);
-            for i in 1..=2 {
-                let mut conn = router.write().await.expect("leader connection");
-                let tx = conn.transaction().await.expect("begin");
+            for i in 1..=2i64 {
+                let tx = router.begin(&s).await.expect("begin on the leader");
                 tx.execute(UPSERT, &[&s.as_str(), &i])
                     .await
                     .expect("upsert");
@@ -52,9 +51,7 @@ pub async fn a_follower_at_the_write_token_shows_the_write_but_not_at_an_lsn_rea
                     .await
                     .expect("lsn")
                     .get(0);
-                tx.commit().await.expect("commit");
-                let token = router.record_write(&s, &conn).await.expect("token");
-                drop(conn);
+                let token = tx.commit().await.expect("commit");
                 let inside: Lsn = inside.parse().expect("lsn");
                 assert!(inside < token, "the token is past the commit record");
 

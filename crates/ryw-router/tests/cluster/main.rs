@@ -12,16 +12,19 @@
 //! | `restart` | a follower restarted behind is not trusted at its old position (rule 3) |
 //! | `tokens` | forged tokens are refused, far-future tokens wait at most the budget (rule 4) |
 //! | `store_outage` | Redis down: fresh reads on the leader, health degraded; back after the grace (rule 5) |
-//! | `monotonic` | a session never reads an older version, across followers and instances (rule 7) |
-//! | `monotonic` | a session never reads an older version, across followers and instances (rule 7, with `after_read`) |
+//! | `monotonic` | a session never reads an older version, across followers and instances; a control group that does not raise its token does (rule 7) |
+//! | `lost` | a terminated read forgets its follower and runs elsewhere; a cancelled one is the caller's error (rules 3, 8) |
+//! | `protocol` | the read and write calls: position column stripped, order kept, `SHOW` served, zero rows raise the token; a dropped or failed transaction leaves nothing (rules 6, 7) |
 //! | `cut` | a follower whose WAL receiver stopped leaves rotation and returns (rule 8) |
 //! | `kill` | a SIGKILLed follower: reads keep working, it leaves rotation and returns (rule 8) |
 
 mod commit_lsn;
 mod cut;
 mod kill;
+mod lost;
 mod monotonic;
 mod pairs;
+mod protocol;
 mod restart;
 mod store_outage;
 mod support;

@@ -5,13 +5,15 @@
 //! fresher follower must never see an older one next, wherever the read
 //! lands.
 //!
-//! Each read ends with `Router::after_read` (every other read instead selects
-//! the node's position in its own statement and passes it to
-//! `Router::after_read_with`, as the service does): without either the
-//! session's token
-//! is only what the node was known to have reached before the read, and this
-//! test saw dozens of regressions in 300 reads (a follower's position is
-//! polled every 10 ms; the read sees what was replayed since).
+//! The readers read through the library's protocol: `Router::query_one`
+//! (the node's position selected in the read's own statement) and
+//! `Router::read_on` (the position read after the caller's statements), both
+//! raising the session's token to it. A control group reads through the
+//! lower level without raising it (`Router::route`, then the statement):
+//! their token is only what the node was known to have reached before the
+//! read, and they see regressions (a follower's position is polled every
+//! 10 ms; the read sees what was replayed since), which shows the test can
+//! see what rule 7 prevents.
 //!
 //! A regression on a follower fails the test. One on the leader is counted
 //! apart (a PostgreSQL visibility race, see below) and must stay rare.
@@ -20,15 +22,28 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ryw_router::{Freshness, ReadOptions, Router, RouterConfig, SessionKey, Strategy};
+use ryw_router::{Freshness, ReadOptions, ReadRequest, Router, RouterConfig, SessionKey, Strategy};
 use tokio::task::JoinSet;
 
 use crate::support::{
-    Ctx, Nodes, Read, ReadError, SELECT, StoreKind, Tally, ms, router_for, session, with, write,
+    Ctx, Nodes, Read, SELECT, StoreKind, Tally, ms, read_row, router_for, session, with, write,
 };
 
 const READERS: usize = 5;
+/// Readers of the control group, which do not raise their token.
+const UNRAISED_READERS: usize = 3;
 const READS_PER_READER: usize = 60;
+
+/// How a reader reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum How {
+    /// `Router::query_one`.
+    Query,
+    /// `Router::read_on`.
+    ReadOn,
+    /// `Router::route` and the statement, without raising the token.
+    Unraised,
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_never_reads_an_older_version_across_followers_and_instances() {
@@ -62,10 +77,13 @@ async fn a_session_never_reads_an_older_version_across_followers_and_instances()
         })
     };
 
-    let hybrid_no_window = ReadOptions {
-        sticky_window: Some(Duration::ZERO),
-        ..with(Strategy::Hybrid)
-    };
+    let hybrid_no_window: ReadOptions = "hybrid"
+        .parse()
+        .map(|o: ReadOptions| ReadOptions {
+            sticky_window: Some(Duration::ZERO),
+            ..o
+        })
+        .unwrap();
     let plan: [(usize, ReadOptions); 6] = [
         (0, with(Strategy::Causal)),
         (1, with(Strategy::Causal)),
@@ -75,17 +93,23 @@ async fn a_session_never_reads_an_older_version_across_followers_and_instances()
         (1, hybrid_no_window),
     ];
     let mut readers = JoinSet::new();
-    for n in 0..READERS {
+    for n in 0..READERS + UNRAISED_READERS {
         let routers: [Router; 2] = [a.clone(), b.clone()];
         let nodes = ctx.nodes.clone();
         let s = session(format!("reader-{n}"));
+        let control = n >= READERS;
         readers.spawn(async move {
             let mut tally = Tally::default();
             let (mut newest, mut newest_on) = (0, String::new());
             let mut regressions = Vec::new();
             for i in 0..READS_PER_READER {
                 let (which, opts) = plan[(i + n) % plan.len()];
-                let r = read_counter(&routers[which], &nodes, &s, opts, i % 2 == 1).await;
+                let how = match (control, i % 2) {
+                    (true, _) => How::Unraised,
+                    (false, 0) => How::Query,
+                    (false, _) => How::ReadOn,
+                };
+                let r = read_counter(&routers[which], &nodes, &s, opts, how).await;
                 match r {
                     Ok(r) => {
                         if r.v < newest {
@@ -108,23 +132,36 @@ async fn a_session_never_reads_an_older_version_across_followers_and_instances()
                     Err(e) => tally.error(e),
                 }
             }
-            (tally, regressions)
+            (control, tally, regressions)
         });
     }
     let mut total = Tally::default();
     let mut regressions = Vec::new();
+    let mut unraised = Vec::new();
     while let Some(r) = readers.join_next().await {
-        let (t, reg) = r.expect("a reader panicked");
-        total.merge(t);
-        regressions.extend(reg);
+        let (control, t, reg) = r.expect("a reader panicked");
+        if control {
+            unraised.extend(reg.into_iter().filter(|r: &Regression| !r.on_leader));
+        } else {
+            total.merge(t);
+            regressions.extend(reg);
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let versions = writer.await.expect("writer panicked");
     eprintln!(
-        "{versions} versions written; {} reads, served by {:?}; {} regressions",
+        "{versions} versions written; {} reads, served by {:?}; {} regressions; \
+         {} on followers in the control group's {} reads that did not raise their token",
         total.reads,
         total.by_node,
-        regressions.len()
+        regressions.len(),
+        unraised.len(),
+        UNRAISED_READERS * READS_PER_READER,
+    );
+    assert!(
+        !unraised.is_empty(),
+        "the control group, which does not raise its token after reads, saw no regression: \
+         the test cannot tell rule 7 from its absence"
     );
     assert!(total.errors.is_empty(), "{:?}", total.errors);
     let (on_leader, on_followers): (Vec<_>, Vec<_>) =
@@ -162,48 +199,37 @@ async fn a_session_never_reads_an_older_version_across_followers_and_instances()
     );
 }
 
-/// A fresh read of the counter as session `s`, then `after_read` on the same
-/// connection, as a service promising monotonic reads does; with
-/// `in_statement`, the position is selected by the read itself and passed to
-/// `after_read_with`.
+/// A fresh read of the counter as session `s`, as `how` says.
 async fn read_counter(
     router: &Router,
     nodes: &Nodes,
     s: &SessionKey,
     opts: ReadOptions,
-    in_statement: bool,
-) -> Result<Read, ReadError> {
+    how: How,
+) -> Result<Read, ryw_router::Error> {
     let started = tokio::time::Instant::now();
-    let (conn, mut decision) = router
-        .read_with(s, Freshness::Fresh, opts, None)
-        .await
-        .map_err(ReadError::Route)?;
-    let sql = if in_statement {
-        format!("{SELECT}, {}", decision.position_sql())
-    } else {
-        SELECT.to_owned()
+    let req = ReadRequest::fresh(s).options(opts);
+    let (v, port, decision): (i64, Option<i32>, _) = match how {
+        How::Query => {
+            return read_row(router, nodes, s, "counter", Freshness::Fresh, opts, None).await;
+        }
+        How::ReadOn => {
+            let read = router
+                .read_on(&req, |conn| async move {
+                    conn.query_one(SELECT, &[&"counter"]).await
+                })
+                .await?;
+            (read.value.get(0), read.value.get(1), read.decision)
+        }
+        How::Unraised => {
+            let (conn, decision) = router.route(&req).await?;
+            let row = conn.query_one(SELECT, &[&"counter"]).await?;
+            (row.get(0), row.get(1), decision)
+        }
     };
-    let row = async {
-        let stmt = conn.prepare_cached(&sql).await?;
-        conn.query_one(&stmt, &[&"counter"]).await
-    }
-    .await;
-    let row = match row {
-        Ok(row) => row,
-        Err(e) => return Err(ReadError::Query(e, decision)),
-    };
-    if in_statement {
-        let lsn: tokio_postgres::types::PgLsn = row.get(2);
-        router.after_read_with(s, &mut decision, lsn.into()).await;
-    } else {
-        router
-            .after_read(s, &mut decision, &conn)
-            .await
-            .map_err(ReadError::Route)?;
-    }
     Ok(Read {
-        v: row.get(0),
-        node: nodes.name(row.get(1)),
+        v,
+        node: nodes.name(port),
         elapsed: started.elapsed(),
         decision,
     })

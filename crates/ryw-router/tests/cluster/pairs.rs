@@ -87,7 +87,7 @@ async fn fresh_reads_right_after_a_write_are_stale_only_under_legacy() {
 /// the write (600 ms > both lags) finds a follower that has it.
 async fn causal_without_a_wait_budget_serves_old_enough_writes_from_followers(ctx: &Ctx) {
     let opts = ReadOptions {
-        causal_wait: Some(Duration::ZERO),
+        wait_budget: Some(Duration::ZERO),
         ..with(Strategy::Causal)
     };
     let mut tasks = JoinSet::new();

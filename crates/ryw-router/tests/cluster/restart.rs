@@ -17,8 +17,8 @@ use ryw_router::{Freshness, RouterConfig, Strategy};
 use tokio::time::Instant;
 
 use crate::support::{
-    Ctx, StoreKind, Tally, blocking, direct, follower_url, ms, read_retrying, replay_lsn, secs,
-    session, value_on, wait_view, with, write,
+    Ctx, StoreKind, Tally, blocking, direct, follower_url, ms, read, replay_lsn, secs, session,
+    value_on, wait_view, with, write,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,7 +63,7 @@ async fn a_follower_restarted_behind_a_session_token_never_serves_that_session_s
     // it is the follower a router trusting old positions would pick.
     let mut pre = Tally::default();
     for _ in 0..10 {
-        let (r, _) = read_retrying(
+        let r = read(
             router,
             &ctx.nodes,
             &s,
@@ -83,7 +83,7 @@ async fn a_follower_restarted_behind_a_session_token_never_serves_that_session_s
         tokio::spawn(async move {
             let mut tally = Tally::default();
             while !stop.load(Ordering::Relaxed) {
-                let (r, retried) = read_retrying(
+                let r = read(
                     &router,
                     &nodes,
                     &s,
@@ -92,7 +92,6 @@ async fn a_follower_restarted_behind_a_session_token_never_serves_that_session_s
                     None,
                 )
                 .await;
-                tally.retried += usize::from(retried);
                 match r {
                     Ok(r) => tally.add(&r, 1),
                     Err(e) => tally.error(e),

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use ryw_cluster::harness::{TestCluster, TestClusterOptions};
 use ryw_router::{
-    ClusterView, Decision, Freshness, Lsn, MemoryStore, NodeUrls, ReadOptions, RedisStore,
-    RedisStoreConfig, Router, RouterConfig, SessionKey, SessionStore, Strategy,
+    ClusterView, Decision, Freshness, Lsn, MemoryStore, NodeUrls, ReadOptions, ReadRequest,
+    RedisStore, RedisStoreConfig, Router, RouterConfig, SessionKey, SessionStore, Strategy,
 };
 use tokio::time::Instant;
 
@@ -73,10 +73,9 @@ impl Ctx {
         let router = router_for(&cluster, &all, cfg, store.clone()).await;
         let nodes = Nodes::of(&cluster);
         let setup = SessionKey::new("setup").unwrap();
-        let conn = router.write().await.expect("leader connection");
-        conn.batch_execute(SCHEMA).await.expect("create table");
-        let lsn = router.record_write(&setup, &conn).await.expect("token");
-        drop(conn);
+        let tx = router.begin(&setup).await.expect("begin on the leader");
+        tx.batch_execute(SCHEMA).await.expect("create table");
+        let lsn = tx.commit().await.expect("commit");
         wait_view(&router, "every follower replays the table", secs(20), |v| {
             v.followers
                 .iter()
@@ -153,22 +152,17 @@ pub fn session(name: impl AsRef<str>) -> SessionKey {
 
 /// Read options for one strategy, nothing else overridden.
 pub fn with(strategy: Strategy) -> ReadOptions {
-    ReadOptions {
-        strategy: Some(strategy),
-        ..ReadOptions::default()
-    }
+    ReadOptions::strategy(strategy)
 }
 
-/// Writes `v` as `s`'s value in a leader transaction and records the write
-/// after COMMIT returned (rule 1); returns the token.
+/// Writes `v` as `s`'s value in a leader transaction; the router records the
+/// write after COMMIT returned (rule 1). Returns the token.
 pub async fn write(router: &Router, s: &SessionKey, v: i64) -> Lsn {
-    let mut conn = router.write().await.expect("leader connection");
-    let tx = conn.transaction().await.expect("begin");
+    let tx = router.begin(s).await.expect("begin on the leader");
     tx.execute(UPSERT, &[&s.as_str(), &v])
         .await
         .expect("upsert");
-    tx.commit().await.expect("commit");
-    router.record_write(s, &conn).await.expect("record_write")
+    tx.commit().await.expect("commit")
 }
 
 /// One read as the test saw it.
@@ -184,25 +178,8 @@ pub struct Read {
     pub decision: Decision,
 }
 
-/// Why a read failed.
-#[derive(Debug)]
-pub enum ReadError {
-    /// `Router::read_with` itself failed.
-    Route(ryw_router::Error),
-    /// The statement failed on the connection the router gave.
-    Query(tokio_postgres::Error, Decision),
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::Route(e) => write!(f, "router: {e}"),
-            ReadError::Query(e, d) => write!(f, "query on {}: {e:?}", d.node),
-        }
-    }
-}
-
-/// Asks the router for a connection and reads `s`'s value on it.
+/// Reads `s`'s value through the router's read protocol
+/// ([`Router::query_one`]: routing, rule 7, time-out, retry elsewhere).
 pub async fn read(
     router: &Router,
     nodes: &Nodes,
@@ -210,7 +187,7 @@ pub async fn read(
     freshness: Freshness,
     opts: ReadOptions,
     client_token: Option<Lsn>,
-) -> Result<Read, ReadError> {
+) -> Result<Read, ryw_router::Error> {
     read_row(router, nodes, s, s.as_str(), freshness, opts, client_token).await
 }
 
@@ -223,47 +200,21 @@ pub async fn read_row(
     freshness: Freshness,
     opts: ReadOptions,
     client_token: Option<Lsn>,
-) -> Result<Read, ReadError> {
+) -> Result<Read, ryw_router::Error> {
     let started = Instant::now();
-    let (conn, decision) = router
-        .read_with(s, freshness, opts, client_token)
-        .await
-        .map_err(ReadError::Route)?;
-    let row = async {
-        let stmt = conn.prepare_cached(SELECT).await?;
-        conn.query_one(&stmt, &[&row]).await
-    }
-    .await;
-    match row {
-        Ok(row) => Ok(Read {
-            v: row.get(0),
-            node: nodes.name(row.get(1)),
-            elapsed: started.elapsed(),
-            decision,
-        }),
-        Err(e) => Err(ReadError::Query(e, decision)),
-    }
-}
-
-/// [`read`] as a service would do it: on a failed statement, tell the router
-/// ([`Router::report_error`]) and try once more. Returns the read and
-/// whether it was retried.
-pub async fn read_retrying(
-    router: &Router,
-    nodes: &Nodes,
-    s: &SessionKey,
-    freshness: Freshness,
-    opts: ReadOptions,
-    client_token: Option<Lsn>,
-) -> (Result<Read, ReadError>, bool) {
-    match read(router, nodes, s, freshness, opts, client_token).await {
-        Err(ReadError::Query(e, decision)) => {
-            router.report_error(&decision, &e);
-            let again = read(router, nodes, s, freshness, opts, client_token).await;
-            (again, true)
-        }
-        other => (other, false),
-    }
+    let req = ReadRequest {
+        session: s,
+        freshness,
+        options: opts,
+        client_token,
+    };
+    let read = router.query_one(&req, SELECT, &[&row]).await?;
+    Ok(Read {
+        v: read.value.get(0),
+        node: nodes.name(read.value.get(1)),
+        elapsed: started.elapsed(),
+        decision: read.decision,
+    })
 }
 
 /// Counts of a batch of reads.
@@ -272,7 +223,6 @@ pub struct Tally {
     pub reads: usize,
     /// Reads that returned less than the session had written (or seen).
     pub stale: usize,
-    pub retried: usize,
     pub errors: Vec<String>,
     /// Reads per server that answered.
     pub by_node: BTreeMap<String, usize>,
@@ -295,7 +245,6 @@ impl Tally {
     pub fn merge(&mut self, other: Tally) {
         self.reads += other.reads;
         self.stale += other.stale;
-        self.retried += other.retried;
         self.errors.extend(other.errors);
         for (node, n) in other.by_node {
             *self.by_node.entry(node).or_default() += n;

@@ -98,7 +98,7 @@ async fn forged_tokens_are_refused_and_far_future_tokens_never_wait_past_the_bud
         let opts = ReadOptions {
             strategy: Some(strategy),
             sticky_window: Some(Duration::ZERO),
-            causal_wait: Some(budget),
+            wait_budget: Some(budget),
         };
         for (label, t) in [("ahead", ahead), ("absurd", absurd)] {
             let s = session(format!("far-{strategy}-{label}"));

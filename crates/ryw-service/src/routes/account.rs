@@ -1,12 +1,12 @@
 //! `POST /api/account`: create the caller's account.
 
-use super::{Served, record_write, respond};
 use crate::error::ApiError;
 use crate::extract::Caller;
 use crate::state::AppState;
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
+use ryw_axum::Served;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -26,10 +26,13 @@ pub struct AccountBody {
 #[utoipa::path(post, path = "/api/account", tag = "payments",
     params(("X-Demo-UserId" = Option<String>, Header, description = "caller (UUID)")),
     responses((status = 201, body = AccountBody), (status = 200, body = AccountBody), (status = 400, description = "bad user id")))]
-pub async fn create(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    let conn = state.router.write().await.map_err(ApiError::from_router)?;
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<(StatusCode, Served, Json<AccountBody>), ApiError> {
     let uid = caller.user.0;
-    let inserted = conn
+    let tx = state.router.begin(&caller.session.key).await?;
+    let inserted = tx
         .query_opt(
             "INSERT INTO accounts (user_id, opening_cents, balance_cents) VALUES ($1, $2, $2) \
              ON CONFLICT (user_id) DO NOTHING RETURNING balance_cents, version",
@@ -39,9 +42,11 @@ pub async fn create(State(state): State<AppState>, caller: Caller) -> Result<Res
         .map_err(ApiError::from_db)?;
     let (status, row) = match inserted {
         Some(row) => (StatusCode::CREATED, row),
+        // Created before (or by a concurrent request, whose row this
+        // statement's own snapshot sees once the insert waited for it).
         None => (
             StatusCode::OK,
-            conn.query_one(
+            tx.query_one(
                 "SELECT balance_cents, version FROM accounts WHERE user_id = $1",
                 &[&uid],
             )
@@ -49,11 +54,12 @@ pub async fn create(State(state): State<AppState>, caller: Caller) -> Result<Res
             .map_err(ApiError::from_db)?,
         ),
     };
-    let token = Some(record_write(&state, &caller, &conn).await?);
+    // Rule 1: the token is read after COMMIT returned, by the router.
+    let token = tx.commit().await?;
     let body = AccountBody {
         user_id: uid,
         balance_cents: row.get(0),
         version: row.get(1),
     };
-    Ok(respond(&state, Served::leader(token), status, body))
+    Ok((status, Served::write(token), Json(body)))
 }

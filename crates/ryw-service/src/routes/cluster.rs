@@ -2,13 +2,11 @@
 //! store's health) and `POST /api/cluster/lag` (the dashboard's lag control,
 //! only when serving a local cluster).
 
-use super::{Served, respond};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::state::AppState;
+use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -61,7 +59,7 @@ pub struct ClusterBody {
 
 /// Every node's role, position, lag and rotation; the session store's health.
 #[utoipa::path(get, path = "/api/cluster", tag = "ops", responses((status = 200, body = ClusterBody)))]
-pub async fn show(State(state): State<AppState>) -> Response {
+pub async fn show(State(state): State<AppState>) -> Json<ClusterBody> {
     let view = state.router.cluster_view();
     let nodes = view
         .nodes()
@@ -91,7 +89,7 @@ pub async fn show(State(state): State<AppState>) -> Response {
             },
         },
     };
-    respond(&state, Served::none(), StatusCode::OK, body)
+    Json(body)
 }
 
 /// Changes a local follower's replay delay: `{"follower": "follower1", "delay_ms": 800}`.
@@ -100,7 +98,7 @@ pub async fn show(State(state): State<AppState>) -> Response {
 pub async fn set_lag(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let Some(dir) = &state.cfg.cluster_dir else {
         return Err(ApiError::NotAvailable(
             "lag control works only when the service runs on a local cluster (--cluster DIR)"
@@ -133,5 +131,5 @@ pub async fn set_lag(
         })?;
     tracing::info!(follower = %node.name, delay_ms, "changed replay delay");
     let body = serde_json::json!({"follower": node.name, "delay_ms": delay_ms});
-    Ok(respond(&state, Served::none(), StatusCode::OK, body))
+    Ok(Json(body))
 }

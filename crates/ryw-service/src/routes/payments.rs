@@ -1,15 +1,15 @@
 //! `POST /api/payments` (pay, exactly once per `Idempotency-Key`) and
 //! `GET /api/payments` and `GET /api/balance` (fresh reads).
 
-use super::{Select, Served, read_rows, record_write, respond, respond_error};
 use crate::domain::{self, AmountCents, IdempotencyKey};
 use crate::error::ApiError;
-use crate::extract::{Caller, ClientToken, JsonBody, ReadPrefs};
+use crate::extract::{Caller, JsonBody};
 use crate::state::AppState;
+use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
-use ryw_router::Freshness;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ryw_axum::Served;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -118,9 +118,10 @@ pub async fn pay(
     let hash = request_hash(amount, &description);
     let uid = caller.user.0;
 
-    let mut conn = state.router.write().await.map_err(ApiError::from_router)?;
-    let outcome = {
-        let tx = conn.transaction().await.map_err(ApiError::from_db)?;
+    // One leader transaction; dropped on an early return, it rolls back and
+    // leaves nothing (rule 6).
+    let tx = state.router.begin(&caller.session.key).await?;
+    let (status, body) = {
         // The account row lock serialises this user's payments: a second
         // click waits here, then sees the first one's committed row below.
         let Some(acct) = tx
@@ -188,7 +189,6 @@ pub async fn pay(
             )
             .await
             .map_err(ApiError::from_db)?;
-            tx.commit().await.map_err(ApiError::from_db)?;
             (
                 StatusCode::CREATED,
                 PaymentBody {
@@ -201,16 +201,15 @@ pub async fn pay(
             )
         }
     };
-    // Rule 1: the token is read after COMMIT returned, in its own statement.
-    // A replay records too, so its token covers the first payment.
-    let token = Some(record_write(&state, &caller, &conn).await?);
-    let (status, body) = outcome;
-    let mut resp = respond(&state, Served::leader(token), status, body);
+    // Rule 1: the router reads the token after COMMIT returned, in its own
+    // statement. A replay commits too, so its token covers the first
+    // payment. If the leader went away in between, the outcome is unknown:
+    // a 503 saying so, and a retry with the same Idempotency-Key tells.
+    let token = tx.commit().await?;
+    let mut resp = (status, Served::write(token), Json(body)).into_response();
     if status == StatusCode::OK {
-        resp.headers_mut().insert(
-            "idempotent-replay",
-            axum::http::HeaderValue::from_static("true"),
-        );
+        resp.headers_mut()
+            .insert("idempotent-replay", HeaderValue::from_static("true"));
     }
     Ok(resp)
 }
@@ -221,31 +220,21 @@ pub async fn pay(
            ("X-Read-Strategy" = Option<String>, Header, description = "strategy[:duration], with --allow-strategy-header"),
            ("X-Consistency-Token" = Option<String>, Header, description = "token from an earlier response")),
     responses((status = 200, body = BalanceBody), (status = 404, description = "no account"), (status = 400, description = "bad token or strategy")))]
-pub async fn balance(
-    State(state): State<AppState>,
-    caller: Caller,
-    prefs: ReadPrefs,
-    token: ClientToken,
-) -> Result<Response, ApiError> {
-    let (rows, d) = read_rows(
-        &state,
-        &caller,
-        Freshness::Fresh,
-        prefs,
-        token,
-        Select {
-            columns: "balance_cents, version",
-            rest: "FROM accounts WHERE user_id = $1",
-        },
-        &[&caller.user.0],
-    )
-    .await?;
-    let Some(row) = rows.first() else {
-        return Ok(respond_error(
-            &state,
-            Served::from_decision(&d),
-            ApiError::NoAccount,
-        ));
+pub async fn balance(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let read = state
+        .router
+        .query_opt(
+            &caller.session.fresh(),
+            "SELECT balance_cents, version FROM accounts WHERE user_id = $1",
+            &[&caller.user.0],
+        )
+        .await?;
+    let d = &read.decision;
+    let served = Served::from(d);
+    // "No account" was seen on that node too: it names the node and keeps
+    // the session's token, as a 200 would.
+    let Some(row) = read.value else {
+        return Ok((served, ApiError::NoAccount).into_response());
     };
     let body = BalanceBody {
         balance_cents: row.get(0),
@@ -254,12 +243,7 @@ pub async fn balance(
         strategy: d.strategy.to_string(),
         waited_ms: d.waited.as_millis() as u64,
     };
-    Ok(respond(
-        &state,
-        Served::from_decision(&d),
-        StatusCode::OK,
-        body,
-    ))
+    Ok((served, Json(body)).into_response())
 }
 
 /// The caller's recent payments, newest first: a fresh read.
@@ -269,24 +253,19 @@ pub async fn balance(
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    prefs: ReadPrefs,
-    token: ClientToken,
-) -> Result<Response, ApiError> {
-    let (rows, d) = read_rows(
-        &state,
-        &caller,
-        Freshness::Fresh,
-        prefs,
-        token,
-        Select {
-            columns: "payment_id, amount_cents, description, version, \
-                      to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
-            rest: "FROM payments WHERE user_id = $1 ORDER BY version DESC LIMIT 50",
-        },
-        &[&caller.user.0],
-    )
-    .await?;
-    let payments = rows
+) -> Result<(Served, Json<PaymentList>), ApiError> {
+    let read = state
+        .router
+        .query(
+            &caller.session.fresh(),
+            "SELECT payment_id, amount_cents, description, version, \
+             to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') \
+             FROM payments WHERE user_id = $1 ORDER BY version DESC LIMIT 50",
+            &[&caller.user.0],
+        )
+        .await?;
+    let payments = read
+        .value
         .iter()
         .map(|r| PaymentRow {
             payment_id: r.get(0),
@@ -296,15 +275,11 @@ pub async fn list(
             created_at: r.get(4),
         })
         .collect();
+    let d = &read.decision;
     let body = PaymentList {
         payments,
         served_by: d.node.to_string(),
         strategy: d.strategy.to_string(),
     };
-    Ok(respond(
-        &state,
-        Served::from_decision(&d),
-        StatusCode::OK,
-        body,
-    ))
+    Ok((Served::from(d), Json(body)))
 }

@@ -1,14 +1,12 @@
 //! `GET /api/products`: the catalogue, a stale-ok read (any follower in
 //! rotation, under every strategy).
 
-use super::{Select, Served, read_rows, respond};
 use crate::error::ApiError;
-use crate::extract::{Caller, ClientToken, ReadPrefs};
+use crate::extract::Caller;
 use crate::state::AppState;
+use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
-use ryw_router::Freshness;
+use ryw_axum::Served;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -37,22 +35,17 @@ pub struct ProductList {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    token: ClientToken,
-) -> Result<Response, ApiError> {
-    let (rows, d) = read_rows(
-        &state,
-        &caller,
-        Freshness::StaleOk,
-        ReadPrefs::default(),
-        token,
-        Select {
-            columns: "id, name, price_cents",
-            rest: "FROM products ORDER BY id",
-        },
-        &[],
-    )
-    .await?;
-    let products = rows
+) -> Result<(Served, Json<ProductList>), ApiError> {
+    let read = state
+        .router
+        .query(
+            &caller.session.stale_ok(),
+            "SELECT id, name, price_cents FROM products ORDER BY id",
+            &[],
+        )
+        .await?;
+    let products = read
+        .value
         .iter()
         .map(|r| Product {
             id: r.get(0),
@@ -62,12 +55,7 @@ pub async fn list(
         .collect();
     let body = ProductList {
         products,
-        served_by: d.node.to_string(),
+        served_by: read.decision.node.to_string(),
     };
-    Ok(respond(
-        &state,
-        Served::from_decision(&d),
-        StatusCode::OK,
-        body,
-    ))
+    Ok((Served::from(&read.decision), Json(body)))
 }

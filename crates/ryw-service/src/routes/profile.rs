@@ -1,15 +1,14 @@
 //! Seed 003's profile: `POST /api/me/profile` (write) and `GET /api/me`
 //! (fresh read).
 
-use super::{Select, Served, read_rows, record_write, respond, respond_error};
 use crate::domain::Profile;
 use crate::error::ApiError;
-use crate::extract::{Caller, ClientToken, JsonBody, ReadPrefs};
+use crate::extract::{Caller, JsonBody};
 use crate::state::AppState;
+use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
-use ryw_router::Freshness;
+use axum::response::{IntoResponse, Response};
+use ryw_axum::Served;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -57,62 +56,54 @@ pub async fn upsert(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
+) -> Result<(Served, Json<ProfileBody>), ApiError> {
     let p = Profile::parse(&body)?;
-    let conn = state.router.write().await.map_err(ApiError::from_router)?;
-    let row = conn
-        .query_one(
+    // One statement, committed on its own; the router records its position
+    // after it returned (rule 1).
+    let written = state
+        .router
+        .write_query(
+            &caller.session.key,
             "INSERT INTO users (id, email, name, avatar_url) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (id) DO UPDATE SET email = excluded.email, name = excluded.name, \
              avatar_url = excluded.avatar_url, version = users.version + 1, updated_at = now() \
              RETURNING version",
             &[&caller.user.0, &p.email, &p.name, &p.avatar_url],
         )
-        .await
-        .map_err(ApiError::from_db)?;
-    let token = Some(record_write(&state, &caller, &conn).await?);
+        .await?;
+    let version = written.value.first().map(|r| r.get(0)).unwrap_or_default();
     let body = ProfileBody {
         user_id: caller.user.0,
         email: p.email,
         name: p.name,
         avatar_url: p.avatar_url,
-        version: row.get(0),
+        version,
         served_by: "leader".into(),
         strategy: None,
         waited_ms: None,
     };
-    Ok(respond(&state, Served::leader(token), StatusCode::OK, body))
+    Ok((Served::write(written.token), Json(body)))
 }
 
 /// The caller's profile: a fresh read.
 #[utoipa::path(get, path = "/api/me", tag = "profile",
     params(("X-Demo-UserId" = Option<String>, Header, description = "caller (UUID)")),
     responses((status = 200, body = ProfileBody), (status = 404, description = "no profile")))]
-pub async fn me(
-    State(state): State<AppState>,
-    caller: Caller,
-    prefs: ReadPrefs,
-    token: ClientToken,
-) -> Result<Response, ApiError> {
-    let (rows, d) = read_rows(
-        &state,
-        &caller,
-        Freshness::Fresh,
-        prefs,
-        token,
-        Select {
-            columns: "email, name, avatar_url, version",
-            rest: "FROM users WHERE id = $1",
-        },
-        &[&caller.user.0],
-    )
-    .await?;
-    let Some(row) = rows.first() else {
-        return Ok(respond_error(
-            &state,
-            Served::from_decision(&d),
-            ApiError::NoProfile,
-        ));
+pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let read = state
+        .router
+        .query_opt(
+            &caller.session.fresh(),
+            "SELECT email, name, avatar_url, version FROM users WHERE id = $1",
+            &[&caller.user.0],
+        )
+        .await?;
+    let d = &read.decision;
+    let served = Served::from(d);
+    // "No profile" was seen on that node too: it names the node and keeps
+    // the session's token, as a 200 would.
+    let Some(row) = read.value else {
+        return Ok((served, ApiError::NoProfile).into_response());
     };
     let body = ProfileBody {
         user_id: caller.user.0,
@@ -124,10 +115,5 @@ pub async fn me(
         strategy: Some(d.strategy.to_string()),
         waited_ms: Some(d.waited.as_millis() as u64),
     };
-    Ok(respond(
-        &state,
-        Served::from_decision(&d),
-        StatusCode::OK,
-        body,
-    ))
+    Ok((served, Json(body)).into_response())
 }

@@ -131,7 +131,7 @@ async fn a_follower_that_hangs_mid_load_is_timed_out_and_nothing_fails_or_goes_s
     // flight on it must be timed out and retried elsewhere (rule 8), the
     // tracker's polls time out (500 ms) and take it out of rotation.
     const READ_TIMEOUT: Duration = Duration::from_millis(1000);
-    let t = TestApp::start_with(opts(), |cfg| cfg.read_timeout = READ_TIMEOUT).await;
+    let t = TestApp::start_with(opts(), |cfg| cfg.router.read_timeout = READ_TIMEOUT).await;
     let load = Load::start(&t.app).await;
     tokio::time::sleep(STEADY).await;
     let stalls_before = read_stalls(&t).await;

@@ -52,6 +52,7 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
         poll_interval: dur("poll-interval", &args.poll_interval)?,
         pool_size: args.pool_size,
         read_connections: args.read_connections,
+        read_timeout: dur("read-timeout", &args.read_timeout)?,
         ..RouterConfig::default()
     };
     router.validate()?;
@@ -65,10 +66,6 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
     cfg.allow_strategy_header = args.allow_strategy_header;
     cfg.opening_balance_cents = args.opening_balance;
     cfg.request_timeout = dur("request-timeout", &args.request_timeout)?;
-    cfg.read_timeout = dur("read-timeout", &args.read_timeout)?;
-    if cfg.read_timeout.is_zero() {
-        bail!("--read-timeout must be positive");
-    }
     cfg.cluster_dir = args.cluster.clone();
     Ok(cfg)
 }

@@ -1,0 +1,142 @@
+//! The lower level after a read: what the read saw raises the session's
+//! token (rule 7), and a read that broke or stalled tells the router, which
+//! forgets the follower (rule 3). [`Router::query`] and [`Router::read_on`]
+//! call these themselves.
+
+use std::time::Duration;
+
+use super::Router;
+use super::route::Decision;
+use crate::decide::is_absurd;
+use crate::pg::{Failure, LEADER_POSITION, REPLAY_POSITION, classify, describe_pg, lsn_column};
+use crate::reader::ReadConn;
+use crate::view::Role;
+use crate::{Error, Lsn, Result, SessionKey};
+
+impl Router {
+    /// Rule 7: the read of `decision` saw the database up to `lsn`, a
+    /// position of its node evaluated *after* the read's snapshot was taken
+    /// (selected in the read's own statement with
+    /// [`Decision::position_sql`], or read by a later statement on the same
+    /// connection). Raises `decision.token` to it and, for the strategies
+    /// that promise monotonic reads, the session's stored token: a later
+    /// read, on any follower, never sees an older state, also of what other
+    /// sessions wrote.
+    ///
+    /// Without it the token after a read is [`Decision::seen`], what the
+    /// node was known to have reached *before* the read: a lower bound. The
+    /// session's own writes are safe either way (their tokens come from
+    /// [`Router::record_write`]); reads of what others write are not.
+    pub async fn raise_token(&self, session: &SessionKey, decision: &mut Decision, lsn: Lsn) {
+        if decision.role == Role::Leader {
+            self.inner.tracker.shared.note_leader_lsn(lsn);
+        }
+        decision.token = decision.token.max(Some(lsn));
+        self.persist_token(session, decision).await;
+    }
+
+    /// [`Router::raise_token`] with the position read here, in a statement
+    /// of its own on the read's connection, once the read's statements have
+    /// run. One more round trip (pipelined behind the read if sent before
+    /// its answer is awaited). Returns that position.
+    pub async fn raise_token_after(
+        &self,
+        session: &SessionKey,
+        decision: &mut Decision,
+        conn: &ReadConn,
+    ) -> Result<Lsn> {
+        let lsn = match read_position(conn, decision.role).await {
+            Ok(Some(lsn)) => lsn,
+            Ok(None) => return Err(Error::NoPosition(decision.node.to_string())),
+            Err(e) => {
+                self.report_error(decision, &e);
+                return Err(e.into());
+            }
+        };
+        self.raise_token(session, decision, lsn).await;
+        Ok(lsn)
+    }
+
+    /// Rule 7 by hand: the session has seen `lsn` (for example a token the
+    /// service got elsewhere). Stores `max(token, lsn)`, clamped to the
+    /// leader when absurd (rule 4); returns the stored token.
+    pub async fn observe(&self, session: &SessionKey, lsn: Lsn) -> Result<Lsn> {
+        let inner = &self.inner;
+        let view = inner.tracker.shared.view();
+        let lsn = if is_absurd(&view, lsn, &inner.cfg) {
+            inner.metrics.add_absurd_token();
+            view.leader_lsn().unwrap_or(Lsn::ZERO)
+        } else {
+            lsn
+        };
+        inner.store.observe(session, lsn).await.inspect_err(|e| {
+            self.store_failed(inner.clock.now_ms(), e);
+        })
+    }
+
+    /// Tell the router that running a read on the connection of `decision`
+    /// failed. If the read was on a follower and its connection is gone
+    /// ([`connection_lost`](crate::connection_lost)), that follower's
+    /// position is forgotten now (rule 3) rather than at the next poll.
+    pub fn report_error(&self, decision: &Decision, error: &tokio_postgres::Error) {
+        if let Some(i) = decision.follower
+            && classify(error, true) == Failure::ConnectionLost
+        {
+            self.inner
+                .tracker
+                .shared
+                .forget_follower(i, &format!("read failed: {}", describe_pg(error)));
+        }
+    }
+
+    /// Tell the router that a read on `conn` (handed out with `decision`)
+    /// did not answer in time: the node may be stalled (stopped, swapping,
+    /// a network partition that drops packets). The shared connection is
+    /// retired, since every read queued behind the stalled one waits too,
+    /// and a follower is forgotten (rule 3) until its polls answer again.
+    pub fn report_stall(&self, decision: &Decision, conn: &ReadConn, after: Duration) {
+        conn.retire();
+        self.inner.metrics.add_stall();
+        match decision.follower {
+            Some(i) => self
+                .inner
+                .tracker
+                .shared
+                .forget_follower(i, &format!("read stalled for {after:?}")),
+            None => tracing::warn!(
+                after_ms = after.as_millis() as u64,
+                "a read on the leader stalled"
+            ),
+        }
+    }
+
+    /// Stores the decision's token for the session if it is higher than
+    /// what the store holds (rule 7, for the strategies that keep tokens).
+    /// A store failure costs nothing but rule 5's detour to the leader.
+    pub(super) async fn persist_token(&self, session: &SessionKey, decision: &mut Decision) {
+        if !decision.persist || decision.token <= decision.stored {
+            return;
+        }
+        let Some(token) = decision.token else {
+            return;
+        };
+        match self.inner.store.observe(session, token).await {
+            Ok(stored) => decision.stored = Some(stored),
+            Err(e) => self.store_failed(self.inner.clock.now_ms(), &e),
+        }
+    }
+}
+
+/// The node's position in a statement of its own (prepared once per shared
+/// connection: cheaper for the server than a simple query each time).
+pub(super) async fn read_position(
+    conn: &ReadConn,
+    role: Role,
+) -> std::result::Result<Option<Lsn>, tokio_postgres::Error> {
+    let sql = match role {
+        Role::Leader => LEADER_POSITION,
+        Role::Follower => REPLAY_POSITION,
+    };
+    let stmt = conn.prepare_cached(sql).await?;
+    lsn_column(&conn.query_one(&stmt, &[]).await?, 0)
+}

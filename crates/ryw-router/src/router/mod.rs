@@ -1,0 +1,364 @@
+//! [`Router`]: the one object a service holds. It owns the leader's write
+//! pool, the shared read connections, the follower tracker and the session
+//! store, and runs the read and write protocols that keep the rules of
+//! `DESIGN.md`.
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `mod.rs` | [`Router`]: connect, shut down, what it knows (view, health, metrics) |
+//! | `query.rs` | the read protocol, one call per read: [`Router::query`], [`Router::read_on`] (rules 2, 3, 7, 8) |
+//! | `write.rs` | the write protocol: [`Router::begin`] → [`WriteTx::commit`], [`Router::write_query`] (rules 1, 6) |
+//! | `route.rs` | the lower level: [`Router::route`], a node and a [`Decision`] for one read, after a bounded wait (rules 2, 4, 5) |
+//! | `feedback.rs` | the lower level after a read: [`Router::raise_token`] (rule 7), [`Router::report_error`], [`Router::report_stall`] (rule 3) |
+
+mod feedback;
+mod query;
+mod route;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio::sync::watch;
+use tokio_postgres::NoTls;
+
+use crate::metrics::Metrics;
+use crate::reader::{FollowerGuard, ReadConn, Readers};
+use crate::tracker::{Limits, Shared, Tracker, TrackerState};
+use crate::view::ClusterView;
+use crate::{
+    Clock, Error, LEADER_NAME, Lsn, MetricsSnapshot, NodeUrls, Result, RouterConfig, SessionStore,
+    StoreHealth, SystemClock,
+};
+
+pub use query::{ColumnIndex, Read, Row};
+pub use route::{Decision, ReadRequest};
+pub use write::{WriteTx, Written};
+
+/// Remembers when the session store last failed: fresh reads stay on the
+/// leader until `store_recovery_grace` after that (rule 5), because writes
+/// made during the outage may be missing from it.
+#[derive(Debug, Default)]
+struct StoreGuard {
+    /// Wall-clock ms of the last failure; 0 = never failed.
+    last_failure_ms: AtomicU64,
+}
+
+impl StoreGuard {
+    fn failed(&self, now_ms: u64) {
+        self.last_failure_ms
+            .fetch_max(now_ms.max(1), Ordering::Relaxed);
+    }
+
+    fn trusted(&self, now_ms: u64, grace: Duration) -> bool {
+        let last = self.last_failure_ms.load(Ordering::Relaxed);
+        last == 0 || u128::from(now_ms.saturating_sub(last)) >= grace.as_millis()
+    }
+}
+
+/// What every clone of a [`Router`] shares.
+struct Parts {
+    cfg: RouterConfig,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn SessionStore>,
+    /// Writes: pooled, one transaction per connection.
+    leader: Pool,
+    /// Reads: shared, pipelining clients (fresh reads on the leader too).
+    leader_reads: Readers,
+    followers: Vec<Readers>,
+    tracker: Tracker,
+    metrics: Arc<Metrics>,
+    store_guard: StoreGuard,
+}
+
+/// Routes a service's queries across a leader and its followers with
+/// read-your-writes consistency. Cheap to clone (one `Arc`); clones share
+/// connections, tracker and counters.
+///
+/// Reads: [`Router::query`] (and `query_one`, `query_opt`, `read_on`).
+/// Writes: [`Router::begin`] → [`WriteTx::commit`], or
+/// [`Router::write_query`]. Each call keeps every rule that applies to it;
+/// the lower-level calls ([`Router::route`], [`Router::raise_token`],
+/// [`Router::record_write`], [`Router::report_error`]) are for fronts that
+/// run statements the router cannot see, such as a protocol proxy.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Parts>,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("cfg", &self.inner.cfg)
+            .field("store", &self.inner.store.backend())
+            .field("view", &self.inner.tracker.shared.view())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// Builds the write pool and the read connections (opened on first
+    /// use) and starts the tracker. Does not wait for any node: until the
+    /// tracker has seen followers, fresh reads go to the leader.
+    /// Fails only on invalid configuration or URLs. Must run inside a tokio
+    /// runtime.
+    pub async fn connect(
+        cfg: RouterConfig,
+        urls: NodeUrls,
+        store: Arc<dyn SessionStore>,
+    ) -> Result<Router> {
+        Router::connect_with_clock(cfg, urls, store, Arc::new(SystemClock)).await
+    }
+
+    /// [`Router::connect`] with an injected wall clock (tests of the sticky
+    /// window).
+    pub async fn connect_with_clock(
+        cfg: RouterConfig,
+        urls: NodeUrls,
+        store: Arc<dyn SessionStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Router> {
+        cfg.validate()?;
+        urls.validate()?;
+        let leader_pg = parse_url(LEADER_NAME, &urls.leader, &cfg)?;
+        let mut follower_pgs = Vec::with_capacity(urls.followers.len());
+        for (name, url) in &urls.followers {
+            follower_pgs.push(parse_url(name, url, &cfg)?);
+        }
+        let names: Vec<Arc<str>> = urls
+            .followers
+            .iter()
+            .map(|(n, _)| Arc::from(n.as_str()))
+            .collect();
+        let metrics = Arc::new(Metrics::new(
+            std::iter::once(Arc::from(LEADER_NAME))
+                .chain(names.iter().cloned())
+                .collect(),
+        ));
+        let shared = Arc::new(Shared::new(
+            TrackerState::new(&names, Limits::from_config(&cfg)),
+            metrics.clone(),
+        ));
+
+        let leader = build_pool(leader_pg.clone(), &cfg)?;
+        let leader_reads = Readers::new(
+            leader_pg.clone(),
+            cfg.read_connections,
+            cfg.connect_timeout,
+            None,
+        );
+        let followers = follower_pgs
+            .iter()
+            .enumerate()
+            .map(|(index, pg)| {
+                let guard = FollowerGuard {
+                    shared: shared.clone(),
+                    index,
+                };
+                Readers::new(
+                    pg.clone(),
+                    cfg.read_connections,
+                    cfg.connect_timeout,
+                    Some(guard),
+                )
+            })
+            .collect();
+
+        let tracker_pg = |mut pg: tokio_postgres::Config| {
+            if pg.get_application_name().is_none() {
+                pg.application_name("ryw-tracker");
+            }
+            pg
+        };
+        let tracker = Tracker::start(
+            shared,
+            tracker_pg(leader_pg),
+            follower_pgs.into_iter().map(tracker_pg).collect(),
+            &cfg,
+        );
+        Ok(Router {
+            inner: Arc::new(Parts {
+                cfg,
+                clock,
+                store,
+                leader,
+                leader_reads,
+                followers,
+                tracker,
+                metrics,
+                store_guard: StoreGuard::default(),
+            }),
+        })
+    }
+
+    /// Waits, at most `limit`, until every follower has replayed `lsn` or
+    /// has been polled and found down; returns whether they all had. For a
+    /// schema change every read depends on (a table a follower would not
+    /// have yet: "relation does not exist"), before serving.
+    ///
+    /// A follower merely out of rotation for lag is waited for: the change
+    /// itself can push it past `max_lag_bytes`, and it returns to rotation
+    /// as soon as it replays up to the change's (delayed) commit record,
+    /// before the change is visible there. Only a follower that is down, or
+    /// not streaming, is skipped.
+    pub async fn wait_replayed(&self, lsn: Lsn, limit: Duration) -> bool {
+        let mut watch = self.watch_cluster();
+        let done = tokio::time::timeout(limit, async {
+            loop {
+                {
+                    let view = watch.borrow_and_update();
+                    let polled = |f: &crate::NodeStatus| {
+                        f.note.as_deref() != Some(crate::view::NOT_POLLED_YET)
+                    };
+                    if view
+                        .followers
+                        .iter()
+                        .all(|f| f.lsn.is_some_and(|l| l >= lsn) || (polled(f) && !f.healthy))
+                    {
+                        return;
+                    }
+                }
+                if watch.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        done.is_ok()
+    }
+
+    /// What the tracker knows of every node now.
+    pub fn cluster_view(&self) -> ClusterView {
+        (*self.inner.tracker.shared.view()).clone()
+    }
+
+    /// A receiver of every view the tracker publishes (for a dashboard's
+    /// live updates).
+    pub fn watch_cluster(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.inner.tracker.shared.subscribe()
+    }
+
+    /// Whether fresh reads may rely on the session store: degraded while it
+    /// fails and for `store_recovery_grace` after (rule 5).
+    pub fn store_health(&self) -> StoreHealth {
+        let inner = &self.inner;
+        match inner.store.health() {
+            StoreHealth::Ok
+                if !inner
+                    .store_guard
+                    .trusted(inner.clock.now_ms(), inner.cfg.store_recovery_grace) =>
+            {
+                StoreHealth::Degraded("recovering: fresh reads stay on the leader".to_owned())
+            }
+            health => health,
+        }
+    }
+
+    /// `"memory"` or `"redis"`.
+    pub fn store_backend(&self) -> &'static str {
+        self.inner.store.backend()
+    }
+
+    /// All counters now.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.metrics.snapshot()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RouterConfig {
+        &self.inner.cfg
+    }
+
+    /// Stops the tracker and closes the pool and the read connections:
+    /// connections already handed out finish their work; new requests fail.
+    pub fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.tracker.shutdown();
+        inner.leader.close();
+        inner.leader_reads.close();
+        for readers in &inner.followers {
+            readers.close();
+        }
+    }
+
+    /// Rule 5: a store call failed, so fresh reads go to the leader until
+    /// the grace period after the store answers again.
+    fn store_failed(&self, now_ms: u64, error: &Error) {
+        self.inner.metrics.add_store_error();
+        self.inner.store_guard.failed(now_ms);
+        tracing::debug!(error = %error, "session store call failed");
+    }
+
+    /// A connection of the write pool.
+    async fn leader_conn(&self) -> Result<Object> {
+        self.inner.leader.get().await.map_err(|source| Error::Pool {
+            node: LEADER_NAME.to_owned(),
+            source,
+        })
+    }
+
+    /// A shared read connection to the leader.
+    async fn leader_read_conn(&self) -> Result<ReadConn> {
+        self.inner
+            .leader_reads
+            .get()
+            .await
+            .map_err(|reason| Error::Connect {
+                node: LEADER_NAME.to_owned(),
+                reason,
+            })
+    }
+
+    /// A shared read connection to follower `i`. With `epoch`, refuses it if
+    /// the tracker forgot the follower since the decision was taken (rule 2:
+    /// the position that made it eligible must still stand). On a
+    /// connection failure the follower is forgotten (rule 3, in
+    /// [`Readers`]). `Err` means "use the leader".
+    async fn follower_conn(&self, i: usize, epoch: Option<u64>) -> Result<ReadConn, ()> {
+        let shared = &self.inner.tracker.shared;
+        let conn = self.inner.followers[i].get().await.map_err(|_| ())?;
+        if epoch.is_some_and(|e| shared.view().followers[i].epoch != e) {
+            return Err(());
+        }
+        Ok(conn)
+    }
+}
+
+fn parse_url(name: &str, url: &str, cfg: &RouterConfig) -> Result<tokio_postgres::Config> {
+    let mut pg: tokio_postgres::Config = url.parse().map_err(|source| Error::Url {
+        node: name.to_owned(),
+        source,
+    })?;
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(cfg.connect_timeout);
+    }
+    Ok(pg)
+}
+
+/// The leader's pool, for writes (a transaction needs a connection of its
+/// own).
+fn build_pool(pg: tokio_postgres::Config, cfg: &RouterConfig) -> Result<Pool> {
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            // `is_closed()` only: validating with a query on every checkout
+            // would add a round trip to every write.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(cfg.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(cfg.pool_timeout))
+        .create_timeout(Some(cfg.connect_timeout))
+        .recycle_timeout(Some(cfg.pool_timeout))
+        .build()
+        .map_err(|e| Error::Config(format!("pool: {e}")))
+}

@@ -1,0 +1,405 @@
+//! The lower level of a read: which node serves it and why
+//! ([`Router::route`]), after at most a bounded wait for a follower to
+//! catch up. [`Router::query`] and [`Router::read_on`] build on it; a front
+//! that runs statements the router cannot see (a protocol proxy) uses it
+//! directly, with the calls in `feedback.rs` after the read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::Router;
+use crate::decide::{Choice, Reason, SessionState, decide, is_absurd, least_lagged_caught_up};
+use crate::pg::{REPLAY_POSITION, classify, describe_pg, lsn_column, position_expr};
+use crate::reader::ReadConn;
+use crate::view::{ClusterView, Role};
+use crate::{Freshness, Lsn, ReadOptions, Result, RouterConfig, SessionKey, Strategy};
+
+/// One read to route: whose, how fresh, with which overrides, and the
+/// client's verified token.
+///
+/// ```
+/// # use ryw_router::{ReadOptions, ReadRequest, SessionKey, Strategy};
+/// let session = SessionKey::new("3f2c9c1e-8a53-4a53-9b55-0c8f1b3f5a11").unwrap();
+/// let req = ReadRequest::fresh(&session).options(ReadOptions::strategy(Strategy::Causal));
+/// assert!(req.client_token.is_none());
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct ReadRequest<'a> {
+    /// The session whose writes the read must see.
+    pub session: &'a SessionKey,
+    /// Fresh (routed by the strategy) or stale-ok (any follower in rotation).
+    pub freshness: Freshness,
+    /// Per-read overrides of the strategy, window and wait budget.
+    pub options: ReadOptions,
+    /// The position from the client's `X-Consistency-Token`, already
+    /// verified with [`TokenKey::verify`](crate::TokenKey::verify) (rule 4).
+    pub client_token: Option<Lsn>,
+}
+
+impl<'a> ReadRequest<'a> {
+    /// A read that must reflect the session's own writes.
+    pub fn fresh(session: &'a SessionKey) -> ReadRequest<'a> {
+        ReadRequest {
+            session,
+            freshness: Freshness::Fresh,
+            options: ReadOptions::default(),
+            client_token: None,
+        }
+    }
+
+    /// A read that may lag (a catalogue): any follower in rotation.
+    pub fn stale_ok(session: &'a SessionKey) -> ReadRequest<'a> {
+        ReadRequest {
+            freshness: Freshness::StaleOk,
+            ..ReadRequest::fresh(session)
+        }
+    }
+
+    /// With these per-read overrides.
+    pub fn options(self, options: ReadOptions) -> ReadRequest<'a> {
+        ReadRequest { options, ..self }
+    }
+
+    /// With the client's verified token.
+    pub fn client_token(self, client_token: Option<Lsn>) -> ReadRequest<'a> {
+        ReadRequest {
+            client_token,
+            ..self
+        }
+    }
+}
+
+/// Where a read went and why: for `X-Served-By`, `X-Consistency-Token`, logs
+/// and the bench.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// `leader` or the follower's name.
+    pub node: Arc<str>,
+    /// Whether that node is the leader or a follower.
+    pub role: Role,
+    /// The strategy applied (the override, or the configured default).
+    pub strategy: Strategy,
+    /// Fresh or stale-ok.
+    pub freshness: Freshness,
+    /// Why this node.
+    pub reason: Reason,
+    /// How long the read waited for a follower to catch up.
+    pub waited: Duration,
+    /// The position the node was known to have reached before the read's
+    /// statement starts: everything up to it is visible to the read.
+    pub seen: Option<Lsn>,
+    /// The session's token after this read: what to send back in
+    /// `X-Consistency-Token` (sign it with [`TokenKey`](crate::TokenKey)).
+    /// At least `seen`; raised to what the read can have seen by
+    /// [`Router::raise_token`] (rule 7), which [`Router::query`] does itself.
+    pub token: Option<Lsn>,
+    /// Follower index, so a failure can be reported against the right node.
+    pub(crate) follower: Option<usize>,
+    /// The token the session store is known to hold: a raised token is
+    /// stored only when it is higher.
+    pub(crate) stored: Option<Lsn>,
+    /// Whether the session's token is kept in the store after this read
+    /// (fresh reads under strategies that promise monotonic reads, with the
+    /// store answering).
+    pub(crate) persist: bool,
+}
+
+impl Decision {
+    /// A SQL expression giving the serving node's position, for callers of
+    /// the lower level that select it in their read's own statement and
+    /// pass it to [`Router::raise_token`]: `pg_last_wal_replay_lsn()` on a
+    /// follower, `pg_current_wal_lsn()` on the leader (type `pg_lsn`, NULL
+    /// if a follower is no longer a standby). [`Router::query`] adds it by
+    /// itself.
+    pub fn position_sql(&self) -> &'static str {
+        position_expr(self.role)
+    }
+}
+
+/// Where a read is to be served, once the choice is resolved.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    Leader,
+    /// Follower index, the epoch its position was read under (rule 2), and
+    /// that position.
+    Follower(usize, u64, Option<Lsn>),
+    /// `per-read-check`: follower index and the position it must show.
+    Check(usize, Lsn),
+}
+
+/// The node that finally serves a read: a follower (index, and the position
+/// it was known to have reached before the read's statement, rule 2) or the
+/// leader.
+#[derive(Clone, Copy, Debug)]
+enum Server {
+    Leader,
+    Follower(usize, Option<Lsn>),
+}
+
+impl Router {
+    /// The lower level of a read: a connection on the node that may serve
+    /// `req`, and where and why. Keeps rules 2, 4 and 5; the rest is the
+    /// caller's (prefer [`Router::query`] or [`Router::read_on`], which do
+    /// it all):
+    ///
+    /// - run single statements on the connection (it is shared with other
+    ///   reads of the node and pipelines them, see [`ReadConn`]);
+    /// - for a fresh read, raise the session's token to what the read saw
+    ///   (rule 7): select [`Decision::position_sql`] in the read's statement
+    ///   and pass it to [`Router::raise_token`], or call
+    ///   [`Router::raise_token_after`];
+    /// - if the statement fails, pass the error to [`Router::report_error`]
+    ///   (a broken follower is forgotten, rule 3); if it does not answer in
+    ///   time, call [`Router::report_stall`]; then route again (rule 8).
+    pub async fn route(&self, req: &ReadRequest<'_>) -> Result<(ReadConn, Decision)> {
+        let (conn, mut decision) = self.route_read(req).await?;
+        // The caller may never raise the token: keep what is known now.
+        self.persist_token(req.session, &mut decision).await;
+        Ok((conn, decision))
+    }
+
+    /// [`Router::route`] without storing the session's token: the read
+    /// protocol stores it once, after the read raised it.
+    pub(super) async fn route_read(&self, req: &ReadRequest<'_>) -> Result<(ReadConn, Decision)> {
+        let inner = &self.inner;
+        let strategy = req.options.strategy.unwrap_or(inner.cfg.default_strategy);
+        // Overrides apply to this read only; the common path borrows.
+        let overridden;
+        let cfg = if req.options.sticky_window.is_some() || req.options.wait_budget.is_some() {
+            overridden = RouterConfig {
+                sticky_window: req.options.sticky_window.unwrap_or(inner.cfg.sticky_window),
+                causal_wait: req.options.wait_budget.unwrap_or(inner.cfg.causal_wait),
+                ..inner.cfg.clone()
+            };
+            &overridden
+        } else {
+            &inner.cfg
+        };
+        let now_ms = inner.clock.now_ms();
+        let fresh = req.freshness == Freshness::Fresh;
+
+        // Routing reads only what is already in memory, plus one session
+        // store call for strategies that need it; never the database.
+        let mut stored = None;
+        let state = if fresh && strategy.uses_session() {
+            match inner.store.load(req.session).await {
+                Ok(rec)
+                    if inner
+                        .store_guard
+                        .trusted(now_ms, inner.cfg.store_recovery_grace) =>
+                {
+                    stored = rec.token;
+                    SessionState::Known {
+                        // Rule 4: the client's verified token joins the stored one.
+                        token: rec.token.max(req.client_token),
+                        last_write_ms: rec.last_write_ms,
+                    }
+                }
+                Ok(_) => SessionState::Unknown,
+                Err(e) => {
+                    self.store_failed(now_ms, &e);
+                    SessionState::Unknown
+                }
+            }
+        } else {
+            SessionState::Known {
+                token: req.client_token,
+                last_write_ms: None,
+            }
+        };
+
+        let view = inner.tracker.shared.view();
+        let choice = {
+            let mut rng = rand::rng();
+            decide(
+                &view,
+                &state,
+                req.freshness,
+                strategy,
+                now_ms,
+                cfg,
+                &mut rng,
+            )
+        };
+
+        let mut waited = Duration::ZERO;
+        let (target, reason) = match choice {
+            Choice::Leader(reason) => (Target::Leader, reason),
+            Choice::Follower { index, reason } => (follower_target(&view, index), reason),
+            Choice::Wait { target } => {
+                let started = Instant::now();
+                let found =
+                    wait_for_caught_up(inner.tracker.shared.subscribe(), target, cfg.causal_wait)
+                        .await;
+                waited = started.elapsed();
+                inner.metrics.add_wait(waited, found.is_none());
+                match found {
+                    Some((index, view)) => {
+                        (follower_target(&view, index), Reason::CaughtUpAfterWait)
+                    }
+                    None => (Target::Leader, Reason::WaitBudgetSpent),
+                }
+            }
+            Choice::Check { index, target } => (Target::Check(index, target), Reason::CheckPassed),
+        };
+
+        let (conn, server, reason) = match target {
+            Target::Follower(index, epoch, seen) => {
+                match self.follower_conn(index, Some(epoch)).await {
+                    Ok(conn) => (conn, Server::Follower(index, seen), reason),
+                    Err(()) => (
+                        self.leader_read_conn().await?,
+                        Server::Leader,
+                        Reason::FollowerUnavailable,
+                    ),
+                }
+            }
+            Target::Check(index, lsn) => {
+                inner.metrics.add_read_check();
+                match self.check_follower(index, lsn).await {
+                    Ok((conn, seen)) => (conn, Server::Follower(index, Some(seen)), reason),
+                    Err(reason) => (self.leader_read_conn().await?, Server::Leader, reason),
+                }
+            }
+            Target::Leader => (self.leader_read_conn().await?, Server::Leader, reason),
+        };
+
+        let view = inner.tracker.shared.view();
+        let (node, role, seen, follower, metric_node) = match server {
+            Server::Leader => (
+                view.leader.name.clone(),
+                Role::Leader,
+                view.leader_lsn(),
+                None,
+                0,
+            ),
+            Server::Follower(i, seen) => (
+                view.followers[i].name.clone(),
+                Role::Follower,
+                seen,
+                Some(i),
+                i + 1,
+            ),
+        };
+        inner.metrics.add_read(metric_node, req.freshness, strategy);
+        if role == Role::Leader && reason.is_fallback() {
+            inner.metrics.add_fallback();
+        }
+        let (token, clamped) = advance_token(&view, &inner.cfg, &state, req.client_token, seen);
+        if clamped {
+            inner.metrics.add_absurd_token();
+        }
+        let decision = Decision {
+            node,
+            role,
+            strategy,
+            freshness: req.freshness,
+            reason,
+            waited,
+            seen,
+            token,
+            follower,
+            stored,
+            persist: fresh
+                && strategy.tracks_tokens()
+                && matches!(state, SessionState::Known { .. }),
+        };
+        tracing::debug!(
+            node = %decision.node,
+            strategy = %strategy,
+            reason = %reason,
+            waited_us = waited.as_micros() as u64,
+            "read routed"
+        );
+        Ok((conn, decision))
+    }
+
+    /// `per-read-check`: asks follower `i` for its replay position in a
+    /// statement of its own, before the read's statement (rule 2).
+    async fn check_follower(&self, i: usize, target: Lsn) -> Result<(ReadConn, Lsn), Reason> {
+        let conn = self
+            .follower_conn(i, None)
+            .await
+            .map_err(|()| Reason::FollowerUnavailable)?;
+        let replay = async {
+            let stmt = conn.prepare_cached(REPLAY_POSITION).await?;
+            lsn_column(&conn.query_one(&stmt, &[]).await?, 0)
+        };
+        match replay.await {
+            Ok(Some(replay)) if replay >= target => Ok((conn, replay)),
+            Ok(_) => Err(Reason::CheckFailed),
+            Err(e) => {
+                if classify(&e, true) == crate::pg::Failure::ConnectionLost {
+                    self.inner
+                        .tracker
+                        .shared
+                        .forget_follower(i, &format!("check failed: {}", describe_pg(&e)));
+                }
+                Err(Reason::FollowerUnavailable)
+            }
+        }
+    }
+}
+
+/// The session's token after a read that saw `seen`, and whether the
+/// incoming token had to be clamped.
+///
+/// Rule 4: a token absurdly beyond the leader is clamped to the leader's
+/// position before it is stored or handed back. Rule 7: the session has now
+/// seen at least `seen`, so the token never goes below it. The read may see
+/// more than `seen` (a lower bound known before it); [`Router::raise_token`]
+/// raises the token to an upper bound once it has run.
+pub(super) fn advance_token(
+    view: &ClusterView,
+    cfg: &RouterConfig,
+    state: &SessionState,
+    client_token: Option<Lsn>,
+    seen: Option<Lsn>,
+) -> (Option<Lsn>, bool) {
+    let token = match *state {
+        SessionState::Known { token, .. } => token,
+        SessionState::Unknown => client_token,
+    };
+    match token {
+        Some(t) if is_absurd(view, t, cfg) => (view.leader_lsn().max(seen), true),
+        _ => (token.max(seen), false),
+    }
+}
+
+fn follower_target(view: &ClusterView, i: usize) -> Target {
+    let f = &view.followers[i];
+    Target::Follower(i, f.epoch, f.lsn)
+}
+
+/// Waits until a follower in rotation is known to have replayed `target`,
+/// for at most `budget` (rule 4: nothing a client sends can make it longer).
+/// Wakes on every view the tracker publishes. Gives up early when no follower
+/// is left in rotation. Returns the follower and the view it was chosen from.
+pub(super) async fn wait_for_caught_up(
+    mut rx: watch::Receiver<Arc<ClusterView>>,
+    target: Lsn,
+    budget: Duration,
+) -> Option<(usize, Arc<ClusterView>)> {
+    let deadline = Instant::now() + budget;
+    loop {
+        let view = rx.borrow_and_update().clone();
+        let found = {
+            let mut rng = rand::rng();
+            least_lagged_caught_up(&view, target, &mut rng)
+        };
+        if let Some(i) = found {
+            return Some((i, view));
+        }
+        if view.followers_in_rotation() == 0 {
+            return None;
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => continue,
+            // Budget spent, or the tracker is gone.
+            _ => return None,
+        }
+    }
+}

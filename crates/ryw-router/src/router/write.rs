@@ -1,0 +1,223 @@
+//! The write protocol: every write goes to the leader (rule 6), and its
+//! token is the leader's position read after `COMMIT` returned (rule 1).
+//!
+//! - [`Router::begin`] gives a [`WriteTx`], a transaction on a connection of
+//!   the leader's pool; [`WriteTx::commit`] commits it and only then records
+//!   the write's position for the session, so no caller can record it
+//!   inside the transaction. Dropped without `commit`, it rolls back.
+//! - [`Router::write_query`]: one autocommit statement, then the position.
+//! - [`Router::record_write`], [`Router::record_write_at`]: the lower level,
+//!   for fronts that commit by themselves (a protocol proxy).
+
+use std::fmt;
+use std::ops::Deref;
+
+use deadpool_postgres::Object;
+
+use super::Router;
+use super::query::Params;
+use crate::pg::{connection_lost, describe_pg, first_value};
+use crate::{Error, Lsn, Result, SessionKey};
+
+/// What a write returned, and its token: the leader's position after it
+/// committed (for `X-Consistency-Token`; the session store has it too).
+#[derive(Debug)]
+pub struct Written<T> {
+    /// The rows, or the caller's value.
+    pub value: T,
+    /// The write's position (rule 1).
+    pub token: Lsn,
+}
+
+/// A write transaction on the leader, open until [`WriteTx::commit`].
+/// Derefs to [`tokio_postgres::Client`] to run its statements.
+///
+/// Dropped without `commit` (an early return, an error, a panic), the
+/// transaction is rolled back: nothing of it is left (rule 6), and the
+/// connection goes back to the pool once the `ROLLBACK` has run.
+pub struct WriteTx {
+    router: Router,
+    session: SessionKey,
+    /// `None` once committed or rolled back.
+    conn: Option<Object>,
+}
+
+impl fmt::Debug for WriteTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteTx")
+            .field("session", &self.session)
+            .field("open", &self.conn.is_some())
+            .finish()
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = tokio_postgres::Client;
+
+    fn deref(&self) -> &tokio_postgres::Client {
+        self.conn
+            .as_ref()
+            .expect("a WriteTx is open until consumed")
+    }
+}
+
+impl WriteTx {
+    /// A prepared statement for `sql`, cached per pooled connection.
+    pub async fn prepare_cached(
+        &self,
+        sql: &str,
+    ) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        self.conn
+            .as_ref()
+            .expect("a WriteTx is open until consumed")
+            .prepare_cached(sql)
+            .await
+    }
+
+    /// Commits, then reads the write's position on the leader in a
+    /// statement of its own and records it for the session (rule 1: a
+    /// position read inside the transaction would be before its commit
+    /// record). Returns that position, the session's new token.
+    ///
+    /// Errors: [`Error::NotCommitted`] when the transaction did not commit (a
+    /// statement of it had failed, a deferred constraint, a serialization
+    /// failure); [`Error::CommitUnknown`] when the leader went away during
+    /// `COMMIT` or before the position could be read: the write may have
+    /// committed, and only a retry that is safe to repeat can tell.
+    pub async fn commit(mut self) -> Result<Lsn> {
+        let conn = self.conn.take().expect("a WriteTx is open until consumed");
+        // `SELECT 1` first: in a transaction that already failed, PostgreSQL
+        // answers a bare COMMIT with "ROLLBACK" and no error, which would
+        // pass for a commit. The SELECT fails there instead (25P02), and the
+        // whole string with it. One round trip, as a bare COMMIT.
+        if let Err(e) = conn.simple_query("SELECT 1; COMMIT").await {
+            if connection_lost(&e) {
+                return Err(Error::CommitUnknown(format!(
+                    "the leader's connection broke during COMMIT: {}",
+                    describe_pg(&e)
+                )));
+            }
+            // Still open (failed): roll back before the pool reuses it.
+            self.conn = Some(conn);
+            return Err(Error::NotCommitted(e));
+        }
+        self.router.record_committed(&self.session, &conn).await
+    }
+
+    /// Rolls back now, waiting for it (a drop rolls back in the background).
+    pub async fn rollback(mut self) -> Result<()> {
+        let conn = self.conn.take().expect("a WriteTx is open until consumed");
+        conn.batch_execute("ROLLBACK").await?;
+        Ok(())
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // The connection returns to the pool once this has run; if the
+            // runtime is gone, the connection closes and the server rolls
+            // back by itself.
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    if let Err(e) = conn.batch_execute("ROLLBACK").await {
+                        tracing::debug!(error = %describe_pg(&e), "rollback of a dropped write failed");
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Router {
+    /// Opens a write transaction of `session` on the leader (rule 6: writes
+    /// only ever go there). Run its statements through the [`WriteTx`]
+    /// (it derefs to `tokio_postgres::Client`), then
+    /// [`WriteTx::commit`] for the session's new token.
+    pub async fn begin(&self, session: &SessionKey) -> Result<WriteTx> {
+        self.inner.metrics.add_write();
+        let conn = self.leader_conn().await?;
+        conn.batch_execute("BEGIN").await?;
+        Ok(WriteTx {
+            router: self.clone(),
+            session: session.clone(),
+            conn: Some(conn),
+        })
+    }
+
+    /// One write statement of `session` on the leader, committed on its own
+    /// (autocommit), then its position recorded (rule 1). For a write that
+    /// is one statement (`INSERT … ON CONFLICT … RETURNING`); use
+    /// [`Router::begin`] for more.
+    pub async fn write_query(
+        &self,
+        session: &SessionKey,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Written<Vec<tokio_postgres::Row>>> {
+        self.inner.metrics.add_write();
+        let conn = self.leader_conn().await?;
+        let stmt = conn.prepare_cached(sql).await?;
+        let rows = match conn.query(&stmt, params).await {
+            Ok(rows) => rows,
+            // The statement may have committed before the connection broke.
+            Err(e) if connection_lost(&e) => {
+                return Err(Error::CommitUnknown(format!(
+                    "the leader's connection broke during the write: {}",
+                    describe_pg(&e)
+                )));
+            }
+            Err(e) => return Err(Error::NotCommitted(e)),
+        };
+        let token = self.record_committed(session, &conn).await?;
+        Ok(Written { value: rows, token })
+    }
+
+    /// The lower level of rule 1: records a committed write of `session`
+    /// and returns its token, the leader's WAL position read by a statement
+    /// of its own on `client`. Call it only after `COMMIT` returned, on the
+    /// connection that committed. ([`WriteTx::commit`] and
+    /// [`Router::write_query`] call it themselves.)
+    ///
+    /// If the session store fails, the write is not undone and the token is
+    /// still returned (the client can carry it); the store is marked
+    /// degraded so fresh reads go to the leader (rule 5).
+    pub async fn record_write(
+        &self,
+        session: &SessionKey,
+        client: &tokio_postgres::Client,
+    ) -> Result<Lsn> {
+        // One round trip: the simple protocol needs no prepare.
+        let rows = client.simple_query("SELECT pg_current_wal_lsn()").await?;
+        let lsn: Lsn = first_value(&rows).ok_or(Error::NoLeaderLsn)?.parse()?;
+        self.record_write_at(session, lsn).await;
+        Ok(lsn)
+    }
+
+    /// The lowest level of rule 1: `lsn` is the leader's position read
+    /// after a write of `session` committed (by a front that reads it
+    /// itself). Stores it as the session's token and last write time.
+    pub async fn record_write_at(&self, session: &SessionKey, lsn: Lsn) {
+        let inner = &self.inner;
+        inner.tracker.shared.note_leader_lsn(lsn);
+        let now_ms = inner.clock.now_ms();
+        if let Err(e) = inner.store.record_write(session, lsn, now_ms).await {
+            self.store_failed(now_ms, &e);
+        }
+    }
+
+    /// [`Router::record_write`] right after a commit: a failure here leaves
+    /// the write's outcome unknown to the caller.
+    async fn record_committed(
+        &self,
+        session: &SessionKey,
+        client: &tokio_postgres::Client,
+    ) -> Result<Lsn> {
+        self.record_write(session, client).await.map_err(|e| {
+            tracing::error!(error = %e, %session, "committed, but could not read the write position");
+            Error::CommitUnknown(format!(
+                "committed, but the leader went away before the write's position could be read ({e})"
+            ))
+        })
+    }
+}
