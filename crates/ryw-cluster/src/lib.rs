@@ -20,6 +20,9 @@
 //! - [`ops`]: [`status()`], [`set_lag()`], [`down()`] and the fault helpers
 //!   the reliability tests use (kill, restart, cut and repair replication).
 //! - [`redis`]: a private `redis-server` without persistence.
+//! - [`proc`]: processes and connections the others share (run a program,
+//!   `pg_ctl start`, liveness of a pid, a log's tail, URLs); `up` → `ops` →
+//!   `redis` → `proc`, no cycle.
 //! - [`harness`]: [`harness::TestCluster`], one call that gives an integration
 //!   test a running cluster on unique ports, torn down on drop.
 
@@ -28,6 +31,7 @@ pub mod harness;
 pub mod info;
 pub mod ops;
 pub mod pgbin;
+pub mod proc;
 pub mod redis;
 pub mod runas;
 pub mod up;

@@ -5,14 +5,15 @@
 //! harness can tear a cluster down from `Drop`, even while panicking.
 
 use crate::info::{ClusterInfo, NodeInfo, Role};
+use crate::proc::{admin_url, children_of, kill_tree, run, start, wait_gone};
+pub use crate::proc::{any_alive, connect, is_alive, log_tail, postmaster_pid};
 use crate::runas::OsUser;
-use crate::up::{admin_url, run, start};
 use crate::{ClusterError, redis};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_postgres::types::PgLsn;
 
 /// What `status` reports for one node.
@@ -37,26 +38,6 @@ pub struct NodeStatus {
     pub streaming: Option<bool>,
     /// Configured replay delay (followers only).
     pub delay_ms: Option<u64>,
-}
-
-/// Connects to a node with a short timeout (a dead node must not hang us).
-pub async fn connect(url: &str, node: &str) -> Result<tokio_postgres::Client, ClusterError> {
-    let mut cfg: tokio_postgres::Config = url.parse().map_err(|source| ClusterError::Sql {
-        node: node.into(),
-        source,
-    })?;
-    cfg.connect_timeout(Duration::from_secs(2));
-    let (client, conn) =
-        cfg.connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|source| ClusterError::Sql {
-                node: node.into(),
-                source,
-            })?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
 }
 
 /// Per-node status of the cluster in `dir`.
@@ -241,91 +222,6 @@ fn remove_data(dir: &Path) -> Result<(), ClusterError> {
     // Remove the folder itself when nothing else lives in it.
     let _ = std::fs::remove_dir(dir);
     Ok(())
-}
-
-/// The postmaster pid from `DATA/postmaster.pid`, if the file exists.
-pub fn postmaster_pid(data: &Path) -> Option<i32> {
-    let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
-    text.lines().next()?.trim().parse().ok()
-}
-
-/// Whether a process with this pid exists (and is not a zombie).
-pub fn is_alive(pid: i32) -> bool {
-    if kill(Pid::from_raw(pid), None).is_err() {
-        return false;
-    }
-    // A zombie (exited, not yet reaped by its parent) is not alive.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-/// The first pid still alive among the cluster's processes.
-pub fn any_alive(info: &ClusterInfo) -> Option<i32> {
-    info.nodes
-        .iter()
-        .filter_map(|n| postmaster_pid(&n.data_dir))
-        .chain(info.redis.as_ref().map(|r| r.pid))
-        .find(|&p| is_alive(p))
-}
-
-fn wait_gone(pid: i32, max: Duration) -> bool {
-    let deadline = Instant::now() + max;
-    while Instant::now() < deadline {
-        if !is_alive(pid) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    !is_alive(pid)
-}
-
-/// SIGKILLs a process and its direct children (a postmaster's backends,
-/// WAL receiver, …), as a crash would.
-fn kill_tree(pid: i32) {
-    for child in children_of(pid) {
-        let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
-    }
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-}
-
-fn children_of(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(p) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat"))
-            && let Some(rest) = stat.rsplit(')').next()
-            && rest
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse::<i32>().ok())
-                == Some(pid)
-        {
-            out.push(p);
-        }
-    }
-    out
-}
-
-/// The last `n` lines of a log file (or a note that it cannot be read).
-pub fn log_tail(path: &Path, n: usize) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(n)..].join("\n")
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
-    }
 }
 
 // ---- faults, for the reliability tests and for demonstrations ----------

@@ -43,7 +43,7 @@ pub async fn start(bin: &Path, dir: &Path, port: u16) -> Result<(i32, PathBuf), 
     .arg(&pidfile)
     .arg("--logfile")
     .arg(&log);
-    crate::up::run(&mut cmd, "redis-server").await?;
+    crate::proc::run(&mut cmd, "redis-server").await?;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         if ping(port)
@@ -57,7 +57,7 @@ pub async fn start(bin: &Path, dir: &Path, port: u16) -> Result<(i32, PathBuf), 
             return Err(ClusterError::NotAnswering {
                 node: "redis".into(),
                 secs: 5,
-                tail: crate::ops::log_tail(&log, 10),
+                tail: crate::proc::log_tail(&log, 10),
                 log,
             });
         }
@@ -79,15 +79,15 @@ pub fn ping(port: u16) -> bool {
 
 /// Stops a Redis by pid (SIGTERM, then SIGKILL). Returns whether it ran.
 pub fn stop(pid: i32) -> bool {
-    if !crate::ops::is_alive(pid) {
+    if !crate::proc::is_alive(pid) {
         return false;
     }
     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline && crate::ops::is_alive(pid) {
+    while Instant::now() < deadline && crate::proc::is_alive(pid) {
         std::thread::sleep(Duration::from_millis(10));
     }
-    if crate::ops::is_alive(pid) {
+    if crate::proc::is_alive(pid) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
     true

@@ -7,13 +7,13 @@
 //! starts, so `down` can clean up after a bring-up that failed half way.
 
 use crate::info::{ClusterInfo, NodeInfo, RedisInfo, Role};
+use crate::proc::{admin_url, connect, log_tail, run, start, url};
 use crate::runas::OsUser;
 use crate::{ClusterError, DATABASE, DEFAULT_PORT, ops, pgbin};
 use futures_util::future::join_all;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::process::Command;
 
 /// Free space a cluster needs before we start (three data folders, WAL, logs).
 const NEED_MIB: u64 = 512;
@@ -180,7 +180,7 @@ async fn build(
         delay_ms: None,
     });
     info.save()?;
-    let admin = ops::connect(&admin_url(ports[0]), "leader").await?;
+    let admin = connect(&admin_url(ports[0]), "leader").await?;
     admin
         .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
         .await
@@ -329,87 +329,10 @@ fn leader_conf(port: u16, data: &Path, shared_buffers: &str) -> String {
     )
 }
 
-/// libpq URL of the application database on a port.
-pub fn url(port: u16) -> String {
-    format!("postgres://postgres@127.0.0.1:{port}/{DATABASE}")
-}
-
-/// libpq URL of the `postgres` maintenance database on a port.
-pub fn admin_url(port: u16) -> String {
-    format!("postgres://postgres@127.0.0.1:{port}/postgres")
-}
-
-/// Runs a helper program to completion, turning failure into a clear error.
-pub(crate) async fn run(
-    cmd: &mut std::process::Command,
-    program: &str,
-) -> Result<String, ClusterError> {
-    let out = Command::from(std::mem::replace(cmd, std::process::Command::new("true")))
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| ClusterError::Command {
-            program: program.into(),
-            status: "could not start".into(),
-            output: e.to_string(),
-        })?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(ClusterError::Command {
-            program: program.into(),
-            status: out.status.to_string(),
-            output: text.trim().into(),
-        })
-    }
-}
-
-/// `pg_ctl start -w`, then the postmaster pid.
-pub(crate) async fn start(
-    user: &OsUser,
-    bin: &Path,
-    data: &Path,
-    log: &Path,
-    node: &str,
-) -> Result<i32, ClusterError> {
-    let res = run(
-        user.command(bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(data)
-            .arg("-l")
-            .arg(log)
-            .args(["-w", "-t", "30", "start"]),
-        "pg_ctl start",
-    )
-    .await;
-    if let Err(e) = res {
-        return Err(match e {
-            ClusterError::Command { .. } => ClusterError::NotAnswering {
-                node: node.into(),
-                secs: 30,
-                log: log.to_path_buf(),
-                tail: ops::log_tail(log, 15),
-            },
-            other => other,
-        });
-    }
-    ops::postmaster_pid(data).ok_or_else(|| ClusterError::NotAnswering {
-        node: node.into(),
-        secs: 30,
-        log: log.to_path_buf(),
-        tail: ops::log_tail(log, 15),
-    })
-}
-
 async fn wait_streaming(node: &NodeInfo) -> Result<(), ClusterError> {
     let deadline = Instant::now() + STREAMING_TIMEOUT;
     loop {
-        if let Ok(client) = ops::connect(&admin_url(node.port), &node.name).await
+        if let Ok(client) = connect(&admin_url(node.port), &node.name).await
             && let Ok(Some(row)) = client
                 .query_opt("SELECT status FROM pg_stat_wal_receiver", &[])
                 .await
@@ -422,7 +345,7 @@ async fn wait_streaming(node: &NodeInfo) -> Result<(), ClusterError> {
                 node: node.name.clone(),
                 secs: STREAMING_TIMEOUT.as_secs(),
                 log: node.log.clone(),
-                tail: ops::log_tail(&node.log, 15),
+                tail: log_tail(&node.log, 15),
             });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -432,7 +355,7 @@ async fn wait_streaming(node: &NodeInfo) -> Result<(), ClusterError> {
 fn check_not_in_use(dir: &Path) -> Result<(), ClusterError> {
     match ClusterInfo::load(dir) {
         Ok(info) => {
-            if let Some(pid) = ops::any_alive(&info) {
+            if let Some(pid) = crate::proc::any_alive(&info) {
                 Err(ClusterError::AlreadyRunning {
                     dir: dir.to_path_buf(),
                     pid,
