@@ -8,9 +8,13 @@
 //!
 //! - [`config`]: [`BenchConfig`] and what it is made of ([`Think`],
 //!   [`StrategySpec`], [`Load`]), each with a `FromStr` for the binary.
-//! - [`engine`]: [`run()`] — virtual users (pay, think, read the balance, now
-//!   and then the profile and the catalogue), `X-Read-Strategy` per request,
-//!   token echo, `/api/cluster` lag sampling, progress bar, deadline.
+//! - [`engine`]: [`run()`] (`engine/mod.rs`) orchestrates a run; the
+//!   virtual user (pay, think, read the balance, now and then the profile
+//!   and the catalogue; `X-Read-Strategy` per request, token echo) is in
+//!   `user.rs`, closed/open-loop scheduling in `schedule.rs`, `/api/cluster`
+//!   lag sampling in `sampler.rs`, the progress bar in `progress.rs`, the
+//!   check before a run in `preflight.rs`, the tests' fake service in
+//!   `fake.rs`.
 //! - [`history`]: [`History`], [`Op`], [`LagSample`] and the JSON-lines
 //!   file format of a recorded run (documented there).
 //! - [`checker`]: [`check_history`] — read-your-writes and monotonic-read
