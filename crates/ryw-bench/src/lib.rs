@@ -19,8 +19,10 @@
 //!   file format of a recorded run (documented there).
 //! - [`checker`]: [`check_history`] — read-your-writes and monotonic-read
 //!   violations from versions and the client's clock, never `served_by`.
-//! - [`report`]: [`BenchReport`] built from a history (per strategy, lag,
-//!   oracle), the terminal table, JSON, [`check_file`] for offline checks.
+//! - [`report`]: [`BenchReport`] and the types it holds (`types.rs`), built
+//!   from a history per strategy (`build.rs`), the followers' lag summary
+//!   (`lag.rs`), the oracle (`oracle.rs`), the terminal table (`table.rs`;
+//!   JSON is serde), [`check_file`] for offline checks (`offline.rs`).
 //! - [`html`]: the `--report DIR` page with SVG charts (plotters).
 //! - [`calibrate`]: [`http_load`], a lean closed-loop HTTP load generator,
 //!   and [`ab_table`] for "A B A B" comparisons with pgbench.
