@@ -49,6 +49,10 @@ pub enum BenchError {
         /// What is wrong with it.
         detail: String,
     },
+    /// A cluster folder's `cluster.json` that cannot be read (the configured
+    /// follower delays come from it).
+    #[error("cluster: {0}")]
+    Cluster(#[from] ryw_cluster::ClusterError),
     /// Serialising or parsing JSON outside a history file.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),

@@ -33,6 +33,7 @@ use crate::history::{History, Op};
 use crate::report::{BenchReport, ReportMeta, follower_delays};
 use preflight::preflight;
 use progress::{Live, progress_bar, progress_message};
+use ryw_cluster::ClusterInfo;
 use sampler::sample_cluster;
 use schedule::{closed_loop, open_loop};
 use std::future::Future;
@@ -87,7 +88,7 @@ pub async fn run(
 ) -> Result<BenchReport, BenchError> {
     config.validate()?;
     let follower_delays_ms = match &config.cluster_dir {
-        Some(dir) => follower_delays(dir)?,
+        Some(dir) => follower_delays(&ClusterInfo::load(dir)?),
         None => Vec::new(),
     };
     let groups = config.group_sizes();

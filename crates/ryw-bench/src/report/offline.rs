@@ -4,36 +4,17 @@
 use super::{BenchReport, ReportMeta};
 use crate::BenchError;
 use crate::history::History;
-use serde::Deserialize;
+use ryw_cluster::ClusterInfo;
 use std::path::Path;
 
-/// A follower's configured delay as `cluster.json` (written by `ryw cluster
-/// up`) records it. Only the fields the bench needs.
-#[derive(Deserialize)]
-struct ClusterFile {
-    nodes: Vec<ClusterNode>,
-}
-
-#[derive(Deserialize)]
-struct ClusterNode {
-    name: String,
-    role: String,
-    #[serde(default)]
-    delay_ms: Option<u64>,
-}
-
-/// Reads the followers' configured apply delays (`delay_ms`) from a `ryw
-/// cluster` folder's `cluster.json`.
-pub fn follower_delays(cluster_dir: &Path) -> Result<Vec<(String, u64)>, BenchError> {
-    let path = cluster_dir.join("cluster.json");
-    let text = std::fs::read_to_string(&path).map_err(BenchError::io("reading", &path))?;
-    let file: ClusterFile = serde_json::from_str(&text)?;
-    Ok(file
-        .nodes
-        .into_iter()
-        .filter(|n| n.role == "follower")
-        .filter_map(|n| Some((n.name, n.delay_ms?)))
-        .collect())
+/// The followers' configured apply delays (`recovery_min_apply_delay`, as
+/// `ryw cluster up` and `ryw cluster lag` record it in `cluster.json`): the
+/// oracle's delay when known, better than one estimated from lag samples.
+pub fn follower_delays(cluster: &ClusterInfo) -> Vec<(String, u64)> {
+    cluster
+        .followers()
+        .filter_map(|n| Some((n.name.clone(), n.delay_ms?)))
+        .collect()
 }
 
 /// Judges a recorded history file offline (`ryw bench check FILE`): the same
@@ -42,7 +23,7 @@ pub fn follower_delays(cluster_dir: &Path) -> Result<Vec<(String, u64)>, BenchEr
 pub fn check_file(path: &Path, cluster_dir: Option<&Path>) -> Result<BenchReport, BenchError> {
     let history = History::read(path)?;
     let follower_delays_ms = match cluster_dir {
-        Some(dir) => follower_delays(dir)?,
+        Some(dir) => follower_delays(&ClusterInfo::load(dir)?),
         None => Vec::new(),
     };
     Ok(BenchReport::from_history(

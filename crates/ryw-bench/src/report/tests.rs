@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::history::{History, LagSample, Op, OpKind};
+use std::path::Path;
 
 fn op(
     user: &str,
@@ -218,6 +219,35 @@ fn the_json_report_round_trips() {
     assert!(back.get("history").is_none());
 }
 
+/// Writes `DIR/cluster.json` as `ryw cluster up` does, with these nodes'
+/// names and apply delays (the first node is the leader).
+fn cluster_file(dir: &Path, nodes: &[(&str, Option<u64>)]) {
+    use ryw_cluster::{ClusterInfo, NodeInfo, Role};
+    let info = ClusterInfo {
+        version: 1,
+        dir: dir.to_path_buf(),
+        pg_bin: "/usr/lib/postgresql/15/bin".into(),
+        os_user: "postgres".into(),
+        nodes: nodes
+            .iter()
+            .enumerate()
+            .map(|(i, &(name, delay_ms))| NodeInfo {
+                name: name.into(),
+                role: if i == 0 { Role::Leader } else { Role::Follower },
+                port: 25432 + i as u16,
+                pid: 0,
+                url: format!("postgres://postgres@127.0.0.1:{}/ryw", 25432 + i),
+                data_dir: dir.join(name),
+                log: dir.join(format!("{name}.log")),
+                delay_ms,
+            })
+            .collect(),
+        redis: None,
+        up_secs: 0.0,
+    };
+    info.save().unwrap();
+}
+
 #[test]
 fn a_history_file_is_checked_offline() {
     let dir = tempfile::tempdir().unwrap();
@@ -233,7 +263,14 @@ fn a_history_file_is_checked_offline() {
 "#,
     )
     .unwrap();
-    std::fs::write(dir.path().join("cluster.json"), r#"{"version":1,"nodes":[{"name":"leader","role":"leader","delay_ms":null},{"name":"follower1","role":"follower","delay_ms":3},{"name":"follower2","role":"follower","delay_ms":400}]}"#).unwrap();
+    cluster_file(
+        dir.path(),
+        &[
+            ("leader", None),
+            ("follower1", Some(3)),
+            ("follower2", Some(400)),
+        ],
+    );
     let r = check_file(&path, None).unwrap();
     assert_eq!(
         (r.ryw_violations, r.monotonic_violations, r.operations),
