@@ -24,8 +24,10 @@
 //!   (`lag.rs`), the oracle (`oracle.rs`), the terminal table (`table.rs`;
 //!   JSON is serde), [`check_file`] for offline checks (`offline.rs`).
 //! - [`html`]: the `--report DIR` page with SVG charts (plotters).
-//! - [`calibrate`]: [`http_load`], a lean closed-loop HTTP load generator,
-//!   and [`ab_table`] for "A B A B" comparisons with pgbench.
+//! - [`calibrate`]: what `ryw bench calibrate` measures with: [`http_load`],
+//!   a lean closed-loop HTTP load generator (`http.rs`), `wrk` when installed
+//!   (`wrk.rs`), and [`ab_table`] for "A B A B" comparisons with pgbench
+//!   (`rounds.rs`).
 //! - [`error`]: [`BenchError`], the one error enum of this crate.
 
 pub mod calibrate;
