@@ -39,7 +39,10 @@ pub mod history;
 pub mod html;
 pub mod report;
 
-pub use calibrate::{Generator, LoadResult, LoadSpec, ab_table, http_load, load, wrk_load};
+pub use calibrate::{
+    BALANCE_SQL, Balance, CompareTarget, Generator, LoadResult, LoadSpec, MinimalServer, Ratio,
+    Rounds, Series, ab_table, http_load, load, wrk_load,
+};
 pub use checker::{Check, ReadCheck, Violation, ViolationKind, check_history};
 pub use config::{BenchConfig, Load, StrategyName, StrategySpec, Think};
 pub use engine::run;

@@ -234,9 +234,77 @@ pub async fn http_load(spec: &LoadSpec) -> Result<LoadResult, BenchError> {
     })
 }
 
+/// Names the calibration gives its own contenders; a `--compare` name must
+/// differ from them.
+pub const CONTENDER_NAMES: [&str; 3] = ["pgbench", "ryw", "minimal"];
+
+/// An already-running HTTP service measured beside ryw (`--compare
+/// NAME=URL`), e.g. an older build of `ryw serve` on the same cluster: the
+/// same request, in the same rounds, so that before and after a change are
+/// measured on the same machine at the same moments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompareTarget {
+    /// Its column in the table (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// Its base URL (`http://127.0.0.1:8081`), without a trailing `/`.
+    pub base_url: String,
+}
+
+impl std::str::FromStr for CompareTarget {
+    type Err = BenchError;
+
+    fn from_str(s: &str) -> Result<CompareTarget, BenchError> {
+        let bad = |why: String| BenchError::config("compare", format!("{s:?}: {why}"));
+        let (name, url) = s
+            .split_once('=')
+            .ok_or_else(|| bad("expected NAME=URL".into()))?;
+        let valid = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+        if name.is_empty() || !name.chars().all(valid) {
+            return Err(bad("NAME must be letters, digits, '-', '_' or '.'".into()));
+        }
+        if CONTENDER_NAMES.contains(&name) {
+            return Err(bad(format!(
+                "{name} is taken by calibrate's own contenders ({})",
+                CONTENDER_NAMES.join(", ")
+            )));
+        }
+        let base_url = url.trim_end_matches('/').to_string();
+        parse_target(&LoadSpec {
+            url: format!("{base_url}/"),
+            ..LoadSpec::default()
+        })?;
+        Ok(CompareTarget {
+            name: name.to_string(),
+            base_url,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compared_service_is_a_name_and_a_plain_http_url() {
+        let t: CompareTarget = "before=http://127.0.0.1:8081/".parse().unwrap();
+        assert_eq!(
+            (t.name.as_str(), t.base_url.as_str()),
+            ("before", "http://127.0.0.1:8081")
+        );
+        for (arg, why) in [
+            ("http://127.0.0.1:8081", "expected NAME=URL"),
+            ("=http://127.0.0.1:8081", "NAME must be"),
+            ("a b=http://127.0.0.1:8081", "NAME must be"),
+            (
+                "ryw=http://127.0.0.1:8081",
+                "taken by calibrate's own contenders",
+            ),
+            ("old=https://127.0.0.1:8081", "only http:// is supported"),
+        ] {
+            let err = arg.parse::<CompareTarget>().unwrap_err().to_string();
+            assert!(err.contains(why), "{arg}: {err}");
+        }
+    }
 
     #[test]
     fn only_plain_http_urls_are_accepted() {

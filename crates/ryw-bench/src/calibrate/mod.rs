@@ -10,14 +10,19 @@
 //! server's.
 //!
 //! - `http`: [`LoadSpec`], [`LoadResult`] and [`http_load`], the built-in
-//!   generator.
+//!   generator; [`CompareTarget`], a running service measured beside ryw.
 //! - `wrk`: [`Generator`] (which one to use), [`wrk_load`] and [`load`].
-//! - `rounds`: [`ab_table`], the "A B A B" table with medians and ratios.
+//! - `rounds`: [`Rounds`], interleaved rounds of any number of contenders
+//!   (A B C A B C …) with their medians and ratios; [`ab_table`] for two.
+//! - `minimal`: [`MinimalServer`], the no-routing server that does the same
+//!   query as ryw's balance read: the benchmark's ceiling in the same run.
 
 mod http;
+mod minimal;
 mod rounds;
 mod wrk;
 
-pub use http::{LoadResult, LoadSpec, http_load};
-pub use rounds::ab_table;
+pub use http::{CONTENDER_NAMES, CompareTarget, LoadResult, LoadSpec, http_load};
+pub use minimal::{APPLICATION_NAME, BALANCE_SQL, Balance, MinimalServer};
+pub use rounds::{Ratio, Rounds, Series, ab_table};
 pub use wrk::{Generator, load, wrk_load};
