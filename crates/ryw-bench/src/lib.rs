@@ -25,9 +25,11 @@
 //!   JSON is serde), [`check_file`] for offline checks (`offline.rs`).
 //! - [`html`]: the `--report DIR` page with SVG charts (plotters).
 //! - [`calibrate`]: what `ryw bench calibrate` measures with: [`http_load`],
-//!   a lean closed-loop HTTP load generator (`http.rs`), `wrk` when installed
-//!   (`wrk.rs`), and [`ab_table`] for "A B A B" comparisons with pgbench
-//!   (`rounds.rs`).
+//!   a lean closed-loop HTTP load generator, and [`CompareTarget`]
+//!   (`http.rs`); `wrk` when installed (`wrk.rs`); [`MinimalServer`], the
+//!   no-routing server doing the same query, the benchmark's ceiling
+//!   (`minimal.rs`); [`Rounds`], the interleaved table with its medians and
+//!   ratios (`rounds.rs`).
 //! - [`error`]: [`BenchError`], the one error enum of this crate.
 
 pub mod calibrate;
