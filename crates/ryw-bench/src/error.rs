@@ -49,6 +49,26 @@ pub enum BenchError {
         /// What is wrong with it.
         detail: String,
     },
+    /// A cluster folder's `cluster.json` that cannot be read (the configured
+    /// follower delays come from it).
+    #[error("cluster: {0}")]
+    Cluster(#[from] ryw_cluster::ClusterError),
+    /// The database behind calibration's minimal server (connect, prepare).
+    #[error("postgres, {what}: {source}")]
+    Postgres {
+        /// The step that failed.
+        what: &'static str,
+        /// The cause.
+        source: tokio_postgres::Error,
+    },
+    /// Binding or serving the listener of calibration's minimal server.
+    #[error("listener {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// Serialising or parsing JSON outside a history file.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),

@@ -8,18 +8,28 @@
 //!
 //! - [`config`]: [`BenchConfig`] and what it is made of ([`Think`],
 //!   [`StrategySpec`], [`Load`]), each with a `FromStr` for the binary.
-//! - [`engine`]: [`run()`] — virtual users (pay, think, read the balance, now
-//!   and then the profile and the catalogue), `X-Read-Strategy` per request,
-//!   token echo, `/api/cluster` lag sampling, progress bar, deadline.
+//! - [`engine`]: [`run()`] (`engine/mod.rs`) orchestrates a run; the
+//!   virtual user (pay, think, read the balance, now and then the profile
+//!   and the catalogue; `X-Read-Strategy` per request, token echo) is in
+//!   `user.rs`, closed/open-loop scheduling in `schedule.rs`, `/api/cluster`
+//!   lag sampling in `sampler.rs`, the progress bar in `progress.rs`, the
+//!   check before a run in `preflight.rs`, the tests' fake service in
+//!   `fake.rs`.
 //! - [`history`]: [`History`], [`Op`], [`LagSample`] and the JSON-lines
 //!   file format of a recorded run (documented there).
 //! - [`checker`]: [`check_history`] — read-your-writes and monotonic-read
 //!   violations from versions and the client's clock, never `served_by`.
-//! - [`report`]: [`BenchReport`] built from a history (per strategy, lag,
-//!   oracle), the terminal table, JSON, [`check_file`] for offline checks.
+//! - [`report`]: [`BenchReport`] and the types it holds (`types.rs`), built
+//!   from a history per strategy (`build.rs`), the followers' lag summary
+//!   (`lag.rs`), the oracle (`oracle.rs`), the terminal table (`table.rs`;
+//!   JSON is serde), [`check_file`] for offline checks (`offline.rs`).
 //! - [`html`]: the `--report DIR` page with SVG charts (plotters).
-//! - [`calibrate`]: [`http_load`], a lean closed-loop HTTP load generator,
-//!   and [`ab_table`] for "A B A B" comparisons with pgbench.
+//! - [`calibrate`]: what `ryw bench calibrate` measures with: [`http_load`],
+//!   a lean closed-loop HTTP load generator, and [`CompareTarget`]
+//!   (`http.rs`); `wrk` when installed (`wrk.rs`); [`MinimalServer`], the
+//!   no-routing server doing the same query, the benchmark's ceiling
+//!   (`minimal.rs`); [`Rounds`], the interleaved table with its medians and
+//!   ratios (`rounds.rs`).
 //! - [`error`]: [`BenchError`], the one error enum of this crate.
 
 pub mod calibrate;
@@ -31,7 +41,10 @@ pub mod history;
 pub mod html;
 pub mod report;
 
-pub use calibrate::{Generator, LoadResult, LoadSpec, ab_table, http_load, load, wrk_load};
+pub use calibrate::{
+    BALANCE_SQL, Balance, CompareTarget, Generator, LoadResult, LoadSpec, MinimalServer, Ratio,
+    Rounds, Series, ab_table, http_load, load, wrk_load,
+};
 pub use checker::{Check, ReadCheck, Violation, ViolationKind, check_history};
 pub use config::{BenchConfig, Load, StrategyName, StrategySpec, Think};
 pub use engine::run;

@@ -87,4 +87,16 @@ async fn a_short_bench_finds_stale_reads_only_under_legacy() {
     );
     let oracle = report.oracle.as_ref().expect("oracle line");
     assert!(oracle.share > 0.0 && oracle.share < 1.0);
+    // The configured delays come from the cluster folder (`ClusterInfo`).
+    assert_eq!(
+        (oracle.delay_ms, oracle.source.contains("cluster.json")),
+        (100.0, true),
+        "{oracle:?}"
+    );
+    let delays: Vec<_> = report
+        .followers
+        .iter()
+        .map(|f| f.configured_delay_ms)
+        .collect();
+    assert_eq!(delays, [Some(100), Some(400)]);
 }

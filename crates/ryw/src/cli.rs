@@ -50,8 +50,9 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Throughput of `GET /api/balance` (causal) against `pgbench -S` on one
-    /// follower, interleaved A B A B in one run.
+    /// Throughput of `GET /api/balance` (causal) through ryw, against the
+    /// same query on a minimal no-routing server and `pgbench -S`, on one
+    /// follower, interleaved A B C A B C in one run.
     Calibrate(CalibrateArgs),
 }
 
@@ -60,7 +61,7 @@ pub struct CalibrateArgs {
     /// The cluster folder (from `ryw cluster up`).
     #[arg(long, default_value = ryw_cluster::DEFAULT_DIR)]
     pub cluster: PathBuf,
-    /// Rounds of A then B.
+    /// Rounds; each measures every contender once, in the same order.
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
     /// Length of each measurement.
@@ -73,6 +74,12 @@ pub struct CalibrateArgs {
     /// wrk`), `builtin` (in this process), or `auto` (wrk if installed).
     #[arg(long, default_value = "auto")]
     pub generator: String,
+    /// Also measure an already-running service, e.g. an older `ryw serve
+    /// --allow-strategy-header` on the same cluster (repeatable): the same
+    /// `GET /api/balance` (same user and headers) in the same rounds,
+    /// reported with its ratio to ryw.
+    #[arg(long = "compare", value_name = "NAME=URL")]
+    pub compare: Vec<ryw_bench::CompareTarget>,
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,

@@ -1,0 +1,209 @@
+//! Building the report from a history: the checker over every operation,
+//! then, per strategy, the counts, the latency distribution, the leader
+//! share, the waits and the stale-read rate by time since the user's write.
+
+use super::lag::follower_lag;
+use super::oracle::{oracle_count, smallest_apply_delay};
+use super::{
+    BenchReport, GAP_EDGES_MS, GapBucket, Latency, MAX_LISTED_VIOLATIONS, Oracle, ReportMeta,
+    StrategyReport, ratio,
+};
+use crate::BenchError;
+use crate::checker::{Check, check_history};
+use crate::history::{History, OpKind};
+use hdrhistogram::Histogram;
+use std::collections::HashSet;
+
+fn gap_buckets() -> Vec<GapBucket> {
+    let label = |ms: u64| {
+        if ms >= 1000 {
+            format!("{}s", ms / 1000)
+        } else {
+            format!("{ms}ms")
+        }
+    };
+    let mut out = Vec::new();
+    let mut from = 0;
+    for &to in &GAP_EDGES_MS {
+        let text = if from == 0 {
+            format!("<{}", label(to))
+        } else {
+            format!("{}–{}", label(from), label(to))
+        };
+        out.push(GapBucket {
+            label: text,
+            from_ms: from,
+            to_ms: Some(to),
+            reads: 0,
+            stale: 0,
+        });
+        from = to;
+    }
+    out.push(GapBucket {
+        label: format!("≥{}", label(from)),
+        from_ms: from,
+        to_ms: None,
+        reads: 0,
+        stale: 0,
+    });
+    out
+}
+
+/// Percentiles reported in `latency_cdf`.
+const CDF_POINTS: [f64; 14] = [
+    0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 98.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0,
+];
+
+fn latency(h: &Histogram<u64>) -> (Latency, Vec<(f64, f64)>) {
+    if h.is_empty() {
+        return (Latency::default(), Vec::new());
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    let lat = Latency {
+        p50: ms(h.value_at_quantile(0.50)),
+        p95: ms(h.value_at_quantile(0.95)),
+        p99: ms(h.value_at_quantile(0.99)),
+        max: ms(h.max()),
+        mean: h.mean() / 1000.0,
+    };
+    let cdf = CDF_POINTS
+        .iter()
+        .map(|&p| (p, ms(h.value_at_percentile(p))))
+        .collect();
+    (lat, cdf)
+}
+
+impl BenchReport {
+    /// Checks the history and summarises it.
+    pub fn from_history(history: History, meta: ReportMeta) -> BenchReport {
+        let check: Check = check_history(&history.ops);
+        let followers = follower_lag(&history, &meta.follower_delays_ms);
+        let delay = smallest_apply_delay(&followers, &meta.follower_delays_ms);
+        let elapsed_s = meta.elapsed_s.unwrap_or_else(|| history.span_s());
+
+        // Strategy order: as configured, then any others by name.
+        let mut order: Vec<String> = meta.strategy_order.clone();
+        let mut others: Vec<&str> = history
+            .ops
+            .iter()
+            .map(|o| o.strategy.as_str())
+            .filter(|s| !order.iter().any(|o| o == s))
+            .collect();
+        others.sort_unstable();
+        others.dedup();
+        order.extend(others.into_iter().map(String::from));
+
+        let mut strategies = Vec::new();
+        for name in &order {
+            let ops = || history.ops.iter().filter(|o| &o.strategy == name);
+            let reads: Vec<_> = check
+                .reads
+                .iter()
+                .filter(|r| &history.ops[r.op].strategy == name)
+                .collect();
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("valid histogram bounds");
+            let mut leader = 0;
+            let (mut waits, mut waited) = (0u64, 0.0);
+            let mut by_gap = gap_buckets();
+            for r in &reads {
+                let op = &history.ops[r.op];
+                hist.saturating_record(op.latency_us().max(1));
+                leader += u64::from(op.served_by.as_deref() == Some("leader"));
+                if let Some(w) = op.waited_ms.filter(|w| *w > 0.0) {
+                    waits += 1;
+                    waited += w;
+                }
+                if let Some(gap) = r.since_write_us {
+                    let ms = gap / 1000;
+                    let i = GAP_EDGES_MS
+                        .iter()
+                        .position(|&e| ms < e)
+                        .unwrap_or(GAP_EDGES_MS.len());
+                    by_gap[i].reads += 1;
+                    by_gap[i].stale += u64::from(r.ryw_violation);
+                }
+            }
+            let n = reads.len() as u64;
+            let ryw = reads.iter().filter(|r| r.ryw_violation).count() as u64;
+            let (latency_ms, latency_cdf) = latency(&hist);
+            strategies.push(StrategyReport {
+                strategy: name.clone(),
+                users: ops().map(|o| o.user.as_str()).collect::<HashSet<_>>().len(),
+                reads: n,
+                writes: ops()
+                    .filter(|o| o.kind.is_write() && o.ok_with_version())
+                    .count() as u64,
+                stale_ok_reads: ops()
+                    .filter(|o| o.kind == OpKind::Products && o.ok())
+                    .count() as u64,
+                errors: ops().filter(|o| o.is_error()).count() as u64,
+                ryw_violations: ryw,
+                stale_not_found: reads
+                    .iter()
+                    .filter(|r| r.ryw_violation && history.ops[r.op].found_nothing())
+                    .count() as u64,
+                monotonic_violations: reads.iter().filter(|r| r.monotonic_violation).count() as u64,
+                stale_rate: ratio(ryw, n),
+                leader_share: ratio(leader, n),
+                oracle_share: delay.as_ref().map(|(d, _)| {
+                    let (forced, total) = oracle_count(reads.iter().map(|r| r.since_write_us), *d);
+                    ratio(forced, total)
+                }),
+                latency_ms,
+                latency_cdf,
+                reads_per_s: if elapsed_s > 0.0 {
+                    n as f64 / elapsed_s
+                } else {
+                    0.0
+                },
+                waits,
+                mean_wait_ms: if waits > 0 {
+                    waited / waits as f64
+                } else {
+                    0.0
+                },
+                by_gap,
+            });
+        }
+
+        let oracle = delay.map(|(delay_ms, source)| {
+            let (forced, fresh_reads) =
+                oracle_count(check.reads.iter().map(|r| r.since_write_us), delay_ms);
+            Oracle {
+                delay_ms,
+                source,
+                fresh_reads,
+                forced,
+                share: ratio(forced, fresh_reads),
+            }
+        });
+        BenchReport {
+            targets: meta.targets,
+            think: meta.think,
+            load: meta.load,
+            send_token: meta.send_token,
+            elapsed_s,
+            interrupted: meta.interrupted,
+            missed_arrivals: meta.missed_arrivals,
+            missed_no_idle_user: meta.missed_no_idle_user,
+            operations: history.ops.len(),
+            strategies,
+            followers,
+            oracle,
+            ryw_violations: check.ryw_violations(),
+            monotonic_violations: check.monotonic_violations(),
+            violations: check
+                .violations
+                .into_iter()
+                .take(MAX_LISTED_VIOLATIONS)
+                .collect(),
+            history,
+        }
+    }
+
+    /// The report as pretty JSON (for `--json`).
+    pub fn to_json(&self) -> Result<String, BenchError> {
+        Ok(serde_json::to_string_pretty(self)?)
+    }
+}
