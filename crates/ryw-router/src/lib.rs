@@ -127,7 +127,10 @@ pub use metrics::{MetricsSnapshot, ReadCount};
 pub use options::{MAX_READ_OPTION, ReadOptions, parse_duration};
 pub use pg::connection_lost;
 pub use reader::ReadConn;
-pub use router::{ColumnIndex, Decision, Read, ReadRequest, Router, Row, WriteTx, Written};
+pub use router::{
+    ColumnIndex, Decision, LocalSession, Read, ReadRequest, Router, Row, SessionRef, WriteTx,
+    Written,
+};
 pub use store::{
     MAX_SESSION_KEY, MemoryStore, RedisStore, RedisStoreConfig, SessionKey, SessionRecord,
     SessionStore, StoreFuture, StoreHealth,

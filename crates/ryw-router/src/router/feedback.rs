@@ -27,24 +27,19 @@ impl Router {
     /// node was known to have reached *before* the read: a lower bound. The
     /// session's own writes are safe either way (their tokens come from
     /// [`Router::record_write`]); reads of what others write are not.
-    pub async fn raise_token(&self, session: &SessionKey, decision: &mut Decision, lsn: Lsn) {
+    pub async fn raise_token(&self, decision: &mut Decision, lsn: Lsn) {
         if decision.role == Role::Leader {
             self.inner.tracker.shared.note_leader_lsn(lsn);
         }
         decision.token = decision.token.max(Some(lsn));
-        self.persist_token(session, decision).await;
+        self.persist_token(decision).await;
     }
 
     /// [`Router::raise_token`] with the position read here, in a statement
     /// of its own on the read's connection, once the read's statements have
     /// run. One more round trip (pipelined behind the read if sent before
     /// its answer is awaited). Returns that position.
-    pub async fn raise_token_after(
-        &self,
-        session: &SessionKey,
-        decision: &mut Decision,
-        conn: &ReadConn,
-    ) -> Result<Lsn> {
+    pub async fn raise_token_after(&self, decision: &mut Decision, conn: &ReadConn) -> Result<Lsn> {
         let lsn = match read_position(conn, decision.role).await {
             Ok(Some(lsn)) => lsn,
             Ok(None) => return Err(Error::NoPosition(decision.node.to_string())),
@@ -53,7 +48,7 @@ impl Router {
                 return Err(e.into());
             }
         };
-        self.raise_token(session, decision, lsn).await;
+        self.raise_token(decision, lsn).await;
         Ok(lsn)
     }
 
@@ -72,6 +67,26 @@ impl Router {
         inner.store.observe(session, lsn).await.inspect_err(|e| {
             self.store_failed(inner.clock.now_ms(), e);
         })
+    }
+
+    /// Tell the router that the connection serving `decision` is gone, for
+    /// a reason that is not a `tokio-postgres` error (a front's own socket
+    /// closed, a node that gave no position, a read that did not answer in
+    /// time): a follower's position is forgotten now (rule 3).
+    pub fn report_lost(&self, decision: &Decision, why: &str) {
+        if let Some(i) = decision.follower {
+            self.inner.tracker.shared.forget_follower(i, why);
+        }
+    }
+
+    /// The postmaster start time (µs since the epoch) under which the
+    /// tracker knows follower `index`'s position, if it knows one. A front
+    /// that opens its own connection to a follower checks the server's
+    /// `pg_postmaster_start_time()` against it before serving a read there
+    /// (rule 2: a restarted standby can come back behind what made it
+    /// eligible).
+    pub fn follower_incarnation(&self, index: usize) -> Option<i64> {
+        self.inner.tracker.shared.known_incarnation(index)
     }
 
     /// Tell the router that running a read on the connection of `decision`
@@ -113,11 +128,11 @@ impl Router {
     /// Stores the decision's token for the session if it is higher than
     /// what the store holds (rule 7, for the strategies that keep tokens).
     /// A store failure costs nothing but rule 5's detour to the leader.
-    pub(super) async fn persist_token(&self, session: &SessionKey, decision: &mut Decision) {
+    pub(super) async fn persist_token(&self, decision: &mut Decision) {
         if !decision.persist || decision.token <= decision.stored {
             return;
         }
-        let Some(token) = decision.token else {
+        let (Some(token), Some(session)) = (decision.token, &decision.session) else {
             return;
         };
         match self.inner.store.observe(session, token).await {

@@ -252,7 +252,7 @@ impl Router {
                 let value = f(conn.clone()).await.map_err(Failed::Pg)?;
                 if req.freshness == Freshness::Fresh {
                     let position = read_position(&conn, decision.role).await?;
-                    self.raise_after(req, &mut decision, position).await?;
+                    self.raise_after(&mut decision, position).await?;
                 }
                 Ok(value)
             };
@@ -299,7 +299,7 @@ impl Router {
                 (rows, stmt.columns().len(), position)
             }
         };
-        self.raise_after(req, decision, position).await?;
+        self.raise_after(decision, position).await?;
         Ok(rows.into_iter().map(|row| Row { row, width }).collect())
     }
 
@@ -308,13 +308,12 @@ impl Router {
     /// be bounded, so it counts as a lost connection and runs elsewhere.
     async fn raise_after(
         &self,
-        req: &ReadRequest<'_>,
         decision: &mut Decision,
         position: Option<Lsn>,
     ) -> std::result::Result<(), Failed> {
         match position {
             Some(lsn) => {
-                self.raise_token(req.session, decision, lsn).await;
+                self.raise_token(decision, lsn).await;
                 Ok(())
             }
             None => Err(Failed::NoPosition),
@@ -376,13 +375,6 @@ impl Router {
                 node: decision.node.to_string(),
                 source: e,
             })),
-        }
-    }
-
-    /// Rule 3 for a reason that is not a statement error.
-    fn report_lost(&self, decision: &Decision, why: &str) {
-        if let Some(i) = decision.follower {
-            self.inner.tracker.shared.forget_follower(i, why);
         }
     }
 }

@@ -17,6 +17,26 @@ use crate::reader::ReadConn;
 use crate::view::{ClusterView, Role};
 use crate::{Freshness, Lsn, ReadOptions, Result, RouterConfig, SessionKey, Strategy};
 
+/// Whose writes a read must see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionRef<'a> {
+    /// A session kept in the router's session store (memory or Redis): the
+    /// same key on any instance, any device, any front.
+    Shared(&'a SessionKey),
+    /// A session the caller keeps itself (a proxy's client connection):
+    /// the store is neither read nor written.
+    Local(LocalSession),
+}
+
+/// What a caller keeps of a session of its own ([`SessionRef::Local`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalSession {
+    /// The highest position the session has written or seen.
+    pub token: Option<Lsn>,
+    /// Wall-clock ms of its last write (the sticky window).
+    pub last_write_ms: Option<u64>,
+}
+
 /// One read to route: whose, how fresh, with which overrides, and the
 /// client's verified token.
 ///
@@ -29,7 +49,7 @@ use crate::{Freshness, Lsn, ReadOptions, Result, RouterConfig, SessionKey, Strat
 #[derive(Clone, Copy, Debug)]
 pub struct ReadRequest<'a> {
     /// The session whose writes the read must see.
-    pub session: &'a SessionKey,
+    pub session: SessionRef<'a>,
     /// Fresh (routed by the strategy) or stale-ok (any follower in rotation).
     pub freshness: Freshness,
     /// Per-read overrides of the strategy, window and wait budget.
@@ -43,7 +63,7 @@ impl<'a> ReadRequest<'a> {
     /// A read that must reflect the session's own writes.
     pub fn fresh(session: &'a SessionKey) -> ReadRequest<'a> {
         ReadRequest {
-            session,
+            session: SessionRef::Shared(session),
             freshness: Freshness::Fresh,
             options: ReadOptions::default(),
             client_token: None,
@@ -56,6 +76,21 @@ impl<'a> ReadRequest<'a> {
             freshness: Freshness::StaleOk,
             ..ReadRequest::fresh(session)
         }
+    }
+
+    /// A fresh read of a session the caller keeps itself.
+    pub fn fresh_local(session: LocalSession) -> ReadRequest<'static> {
+        ReadRequest {
+            session: SessionRef::Local(session),
+            freshness: Freshness::Fresh,
+            options: ReadOptions::default(),
+            client_token: None,
+        }
+    }
+
+    /// With this freshness.
+    pub fn freshness(self, freshness: Freshness) -> ReadRequest<'a> {
+        ReadRequest { freshness, ..self }
     }
 
     /// With these per-read overrides.
@@ -98,6 +133,9 @@ pub struct Decision {
     pub token: Option<Lsn>,
     /// Follower index, so a failure can be reported against the right node.
     pub(crate) follower: Option<usize>,
+    /// The shared session whose stored token the read raises (`None` for a
+    /// session the caller keeps).
+    pub(crate) session: Option<SessionKey>,
     /// The token the session store is known to hold: a raised token is
     /// stored only when it is higher.
     pub(crate) stored: Option<Lsn>,
@@ -117,26 +155,35 @@ impl Decision {
     pub fn position_sql(&self) -> &'static str {
         position_expr(self.role)
     }
+
+    /// The index of the follower that serves the read (in the order of
+    /// [`NodeUrls::followers`](crate::NodeUrls)), or `None` for the leader:
+    /// for fronts that hold their own connections to the nodes.
+    pub fn follower_index(&self) -> Option<usize> {
+        self.follower
+    }
 }
 
-/// Where a read is to be served, once the choice is resolved.
-#[derive(Clone, Copy, Debug)]
-enum Target {
-    Leader,
-    /// Follower index, the epoch its position was read under (rule 2), and
-    /// that position.
-    Follower(usize, u64, Option<Lsn>),
-    /// `per-read-check`: follower index and the position it must show.
-    Check(usize, Lsn),
+/// Where the plan of a read says it goes, before any connection.
+struct Plan {
+    server: Server,
+    reason: Reason,
+    waited: Duration,
+    state: SessionState,
+    stored: Option<Lsn>,
+    strategy: Strategy,
+    /// `per-read-check`: the connection the check ran on (rule 2: the read
+    /// must follow on it).
+    checked: Option<ReadConn>,
 }
 
-/// The node that finally serves a read: a follower (index, and the position
-/// it was known to have reached before the read's statement, rule 2) or the
-/// leader.
+/// The node that serves a read: a follower (index, the position it was
+/// known to have reached before the read's statement, and the epoch that
+/// position was observed under: rule 2) or the leader.
 #[derive(Clone, Copy, Debug)]
 enum Server {
     Leader,
-    Follower(usize, Option<Lsn>),
+    Follower(usize, Option<Lsn>, u64),
 }
 
 impl Router {
@@ -157,13 +204,48 @@ impl Router {
     pub async fn route(&self, req: &ReadRequest<'_>) -> Result<(ReadConn, Decision)> {
         let (conn, mut decision) = self.route_read(req).await?;
         // The caller may never raise the token: keep what is known now.
-        self.persist_token(req.session, &mut decision).await;
+        self.persist_token(&mut decision).await;
         Ok((conn, decision))
+    }
+
+    /// The lower level for fronts that hold their own connections to the
+    /// nodes (a protocol proxy): where `req` goes and why, after at most a
+    /// bounded wait, with no connection of the router's. Keeps rules 2, 4
+    /// and 5 as [`Router::route`] does; the caller runs the read on its
+    /// connection to [`Decision::follower_index`] (or the leader), having
+    /// checked that a new connection to that follower is of the incarnation
+    /// the router knows ([`Router::follower_incarnation`]), and then raises
+    /// the token ([`Router::raise_token`]) or reports the node lost
+    /// ([`Router::report_lost`]) and plans again.
+    pub async fn plan_read(&self, req: &ReadRequest<'_>) -> Result<Decision> {
+        let plan = self.plan(req).await;
+        Ok(self.finish(req, plan))
     }
 
     /// [`Router::route`] without storing the session's token: the read
     /// protocol stores it once, after the read raised it.
     pub(super) async fn route_read(&self, req: &ReadRequest<'_>) -> Result<(ReadConn, Decision)> {
+        let mut plan = self.plan(req).await;
+        let conn = match (plan.server, plan.checked.take()) {
+            (Server::Follower(..), Some(conn)) => conn,
+            (Server::Follower(index, _, epoch), None) => {
+                match self.follower_conn(index, Some(epoch)).await {
+                    Ok(conn) => conn,
+                    Err(()) => {
+                        plan.server = Server::Leader;
+                        plan.reason = Reason::FollowerUnavailable;
+                        self.leader_read_conn().await?
+                    }
+                }
+            }
+            (Server::Leader, _) => self.leader_read_conn().await?,
+        };
+        Ok((conn, self.finish(req, plan)))
+    }
+
+    /// Decides where `req` goes (waiting at most its budget), with no
+    /// connection but `per-read-check`'s.
+    async fn plan(&self, req: &ReadRequest<'_>) -> Plan {
         let inner = &self.inner;
         let strategy = req.options.strategy.unwrap_or(inner.cfg.default_strategy);
         // Overrides apply to this read only; the common path borrows.
@@ -184,31 +266,36 @@ impl Router {
         // Routing reads only what is already in memory, plus one session
         // store call for strategies that need it; never the database.
         let mut stored = None;
-        let state = if fresh && strategy.uses_session() {
-            match inner.store.load(req.session).await {
-                Ok(rec)
-                    if inner
-                        .store_guard
-                        .trusted(now_ms, inner.cfg.store_recovery_grace) =>
-                {
-                    stored = rec.token;
-                    SessionState::Known {
-                        // Rule 4: the client's verified token joins the stored one.
-                        token: rec.token.max(req.client_token),
-                        last_write_ms: rec.last_write_ms,
+        let state = match req.session {
+            SessionRef::Local(local) => SessionState::Known {
+                token: local.token.max(req.client_token),
+                last_write_ms: local.last_write_ms,
+            },
+            SessionRef::Shared(key) if fresh && strategy.uses_session() => {
+                match inner.store.load(key).await {
+                    Ok(rec)
+                        if inner
+                            .store_guard
+                            .trusted(now_ms, inner.cfg.store_recovery_grace) =>
+                    {
+                        stored = rec.token;
+                        SessionState::Known {
+                            // Rule 4: the client's verified token joins the stored one.
+                            token: rec.token.max(req.client_token),
+                            last_write_ms: rec.last_write_ms,
+                        }
+                    }
+                    Ok(_) => SessionState::Unknown,
+                    Err(e) => {
+                        self.store_failed(now_ms, &e);
+                        SessionState::Unknown
                     }
                 }
-                Ok(_) => SessionState::Unknown,
-                Err(e) => {
-                    self.store_failed(now_ms, &e);
-                    SessionState::Unknown
-                }
             }
-        } else {
-            SessionState::Known {
+            SessionRef::Shared(_) => SessionState::Known {
                 token: req.client_token,
                 last_write_ms: None,
-            }
+            },
         };
 
         let view = inner.tracker.shared.view();
@@ -226,9 +313,10 @@ impl Router {
         };
 
         let mut waited = Duration::ZERO;
-        let (target, reason) = match choice {
-            Choice::Leader(reason) => (Target::Leader, reason),
-            Choice::Follower { index, reason } => (follower_target(&view, index), reason),
+        let mut checked = None;
+        let (server, reason) = match choice {
+            Choice::Leader(reason) => (Server::Leader, reason),
+            Choice::Follower { index, reason } => (follower_server(&view, index), reason),
             Choice::Wait { target } => {
                 let started = Instant::now();
                 let found =
@@ -238,35 +326,49 @@ impl Router {
                 inner.metrics.add_wait(waited, found.is_none());
                 match found {
                     Some((index, view)) => {
-                        (follower_target(&view, index), Reason::CaughtUpAfterWait)
+                        (follower_server(&view, index), Reason::CaughtUpAfterWait)
                     }
-                    None => (Target::Leader, Reason::WaitBudgetSpent),
+                    None => (Server::Leader, Reason::WaitBudgetSpent),
                 }
             }
-            Choice::Check { index, target } => (Target::Check(index, target), Reason::CheckPassed),
-        };
-
-        let (conn, server, reason) = match target {
-            Target::Follower(index, epoch, seen) => {
-                match self.follower_conn(index, Some(epoch)).await {
-                    Ok(conn) => (conn, Server::Follower(index, seen), reason),
-                    Err(()) => (
-                        self.leader_read_conn().await?,
-                        Server::Leader,
-                        Reason::FollowerUnavailable,
-                    ),
-                }
-            }
-            Target::Check(index, lsn) => {
+            Choice::Check { index, target } => {
                 inner.metrics.add_read_check();
-                match self.check_follower(index, lsn).await {
-                    Ok((conn, seen)) => (conn, Server::Follower(index, Some(seen)), reason),
-                    Err(reason) => (self.leader_read_conn().await?, Server::Leader, reason),
+                match self.check_follower(index, target).await {
+                    Ok((conn, seen, epoch)) => {
+                        checked = Some(conn);
+                        (
+                            Server::Follower(index, Some(seen), epoch),
+                            Reason::CheckPassed,
+                        )
+                    }
+                    Err(reason) => (Server::Leader, reason),
                 }
             }
-            Target::Leader => (self.leader_read_conn().await?, Server::Leader, reason),
         };
+        Plan {
+            server,
+            reason,
+            waited,
+            state,
+            stored,
+            strategy,
+            checked,
+        }
+    }
 
+    /// Counts the read, advances the session's token (rule 7: never below
+    /// what the node was known to have) and builds the decision.
+    fn finish(&self, req: &ReadRequest<'_>, plan: Plan) -> Decision {
+        let inner = &self.inner;
+        let Plan {
+            server,
+            reason,
+            waited,
+            state,
+            stored,
+            strategy,
+            ..
+        } = plan;
         let view = inner.tracker.shared.view();
         let (node, role, seen, follower, metric_node) = match server {
             Server::Leader => (
@@ -276,7 +378,7 @@ impl Router {
                 None,
                 0,
             ),
-            Server::Follower(i, seen) => (
+            Server::Follower(i, seen, _) => (
                 view.followers[i].name.clone(),
                 Role::Follower,
                 seen,
@@ -292,6 +394,10 @@ impl Router {
         if clamped {
             inner.metrics.add_absurd_token();
         }
+        let session = match req.session {
+            SessionRef::Shared(key) => Some(key.clone()),
+            SessionRef::Local(_) => None,
+        };
         let decision = Decision {
             node,
             role,
@@ -302,10 +408,12 @@ impl Router {
             seen,
             token,
             follower,
-            stored,
-            persist: fresh
+            persist: req.freshness == Freshness::Fresh
                 && strategy.tracks_tokens()
+                && session.is_some()
                 && matches!(state, SessionState::Known { .. }),
+            session,
+            stored,
         };
         tracing::debug!(
             node = %decision.node,
@@ -314,14 +422,15 @@ impl Router {
             waited_us = waited.as_micros() as u64,
             "read routed"
         );
-        Ok((conn, decision))
+        decision
     }
 
     /// `per-read-check`: asks follower `i` for its replay position in a
     /// statement of its own, before the read's statement (rule 2).
-    async fn check_follower(&self, i: usize, target: Lsn) -> Result<(ReadConn, Lsn), Reason> {
+    async fn check_follower(&self, i: usize, target: Lsn) -> Result<(ReadConn, Lsn, u64), Reason> {
+        let epoch = self.inner.tracker.shared.view().followers[i].epoch;
         let conn = self
-            .follower_conn(i, None)
+            .follower_conn(i, Some(epoch))
             .await
             .map_err(|()| Reason::FollowerUnavailable)?;
         let replay = async {
@@ -329,7 +438,7 @@ impl Router {
             lsn_column(&conn.query_one(&stmt, &[]).await?, 0)
         };
         match replay.await {
-            Ok(Some(replay)) if replay >= target => Ok((conn, replay)),
+            Ok(Some(replay)) if replay >= target => Ok((conn, replay, epoch)),
             Ok(_) => Err(Reason::CheckFailed),
             Err(e) => {
                 if classify(&e, true) == crate::pg::Failure::ConnectionLost {
@@ -369,9 +478,9 @@ pub(super) fn advance_token(
     }
 }
 
-fn follower_target(view: &ClusterView, i: usize) -> Target {
+fn follower_server(view: &ClusterView, i: usize) -> Server {
     let f = &view.followers[i];
-    Target::Follower(i, f.epoch, f.lsn)
+    Server::Follower(i, f.lsn, f.epoch)
 }
 
 /// Waits until a follower in rotation is known to have replayed `target`,

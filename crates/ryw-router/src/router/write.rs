@@ -199,11 +199,18 @@ impl Router {
     /// itself). Stores it as the session's token and last write time.
     pub async fn record_write_at(&self, session: &SessionKey, lsn: Lsn) {
         let inner = &self.inner;
-        inner.tracker.shared.note_leader_lsn(lsn);
+        self.note_leader_position(lsn);
         let now_ms = inner.clock.now_ms();
         if let Err(e) = inner.store.record_write(session, lsn, now_ms).await {
             self.store_failed(now_ms, &e);
         }
+    }
+
+    /// The leader was at `lsn` (read by a front on its own connection, for
+    /// a session it keeps itself): the tracker learns of it before its next
+    /// poll, for lag and the absurd-token bound (rule 4).
+    pub fn note_leader_position(&self, lsn: Lsn) {
+        self.inner.tracker.shared.note_leader_lsn(lsn);
     }
 
     /// [`Router::record_write`] right after a commit: a failure here leaves

@@ -203,7 +203,7 @@ pub async fn read_row(
 ) -> Result<Read, ryw_router::Error> {
     let started = Instant::now();
     let req = ReadRequest {
-        session: s,
+        session: ryw_router::SessionRef::Shared(s),
         freshness,
         options: opts,
         client_token,
