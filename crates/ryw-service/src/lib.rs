@@ -15,7 +15,8 @@
 //! - `error.rs`: [`ApiError`] → problem+json, in one place.
 //! - `routes/`: handlers filed by resource, and the read/write plumbing.
 //! - `schema.rs`: migrations, applied on start under an advisory lock.
-//! - `metrics.rs`: `/metrics` text.
+//! - `metrics.rs`: `/metrics` through `prometheus-client`: request and wait
+//!   histograms, the router's counters; reusable registration helpers.
 //! - `static/`: the dashboard (HTML, JS, CSS), embedded in the binary.
 
 pub mod app;

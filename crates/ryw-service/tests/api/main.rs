@@ -3,6 +3,7 @@
 mod errors;
 mod helpers;
 mod instances;
+mod metrics;
 mod ops;
 mod payments;
 mod strategies;
