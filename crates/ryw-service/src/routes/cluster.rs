@@ -53,6 +53,12 @@ pub struct ClusterBody {
     pub strategy_header: bool,
     /// Whether `POST /api/cluster/lag` works (local cluster).
     pub lag_control: bool,
+    /// The server's sticky window in ms (`--sticky-window`): under `sticky`
+    /// (and `hybrid`, for a session with no position) a user who wrote this
+    /// recently reads from the leader. The dashboard shows it.
+    pub sticky_window_ms: u64,
+    /// The server's causal wait budget in ms (`--causal-wait`).
+    pub causal_wait_ms: u64,
     /// Leader first.
     pub nodes: Vec<NodeBody>,
     /// Session store health.
@@ -81,6 +87,8 @@ pub async fn show(State(state): State<AppState>) -> Response {
         strategy: state.cfg.router.default_strategy.to_string(),
         strategy_header: state.cfg.allow_strategy_header,
         lag_control: state.cfg.cluster_dir.is_some(),
+        sticky_window_ms: state.cfg.router.sticky_window.as_millis() as u64,
+        causal_wait_ms: state.cfg.router.causal_wait.as_millis() as u64,
         nodes,
         session_store: StoreBody {
             kind: state.router.store_backend(),
