@@ -32,6 +32,9 @@ pub struct ServiceConfig {
     pub read_timeout: Duration,
     /// Largest accepted request body.
     pub body_limit: usize,
+    /// The HTTP front's limits against slow and idle clients: header read
+    /// timeout, idle timeout, connection cap.
+    pub front: crate::front::FrontLimits,
     /// The local cluster folder when serving one (`--cluster`): enables the
     /// dashboard's lag control.
     pub cluster_dir: Option<PathBuf>,
@@ -51,6 +54,7 @@ impl ServiceConfig {
             request_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(2),
             body_limit: crate::BODY_LIMIT,
+            front: crate::front::FrontLimits::default(),
             cluster_dir: None,
         }
     }

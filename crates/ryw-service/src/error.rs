@@ -66,6 +66,9 @@ pub enum ApiError {
     /// The request took longer than the server's limit.
     #[error("the request took longer than {0:?}")]
     Timeout(std::time::Duration),
+    /// The server holds its maximum of connections (`--max-connections`).
+    #[error("the server holds its maximum of {0} connections; retry shortly")]
+    TooManyConnections(usize),
     /// Anything else: our fault.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -152,6 +155,11 @@ impl ApiError {
                 "timeout",
                 "Request timed out",
             ),
+            TooManyConnections(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too-many-connections",
+                "Too many connections",
+            ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -232,7 +240,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if matches!(self, ApiError::Unavailable(_) | ApiError::Timeout(_)) {
+        if matches!(
+            self,
+            ApiError::Unavailable(_) | ApiError::Timeout(_) | ApiError::TooManyConnections(_)
+        ) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

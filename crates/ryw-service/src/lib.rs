@@ -6,6 +6,8 @@
 //!
 //! - `config.rs`: [`ServiceConfig`], typed; the binary fills it from flags.
 //! - `startup.rs`: [`Service`]: connect, migrate, bind, run until stopped.
+//! - `front.rs`: the accept loop and HTTP/1.1 connections: header and idle
+//!   timeouts, the connection cap, the lingering close (slow clients).
 //! - `app.rs`: [`app()`] — every route and the middleware (time limit,
 //!   consistency headers, request log and counters); the OpenAPI document.
 //! - `state.rs`: [`AppState`], shared by the handlers.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod front;
 pub mod metrics;
 pub mod routes;
 pub mod schema;

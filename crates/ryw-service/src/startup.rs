@@ -103,17 +103,17 @@ impl Service {
         self.state.clone()
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests and
-    /// stops the router's background tasks.
+    /// Serves until `shutdown` resolves, then drains in-flight requests (for
+    /// at most the request time limit) and stops the router's background
+    /// tasks.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
-        axum::serve(self.listener, app(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving")?;
+        let limits = state.cfg.front;
+        let drain = state.cfg.request_timeout;
+        crate::front::serve(self.listener, app(self.state), limits, drain, shutdown).await;
         state.router.shutdown();
         Ok(())
     }

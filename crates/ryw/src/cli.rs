@@ -188,6 +188,18 @@ pub struct ServeArgs {
     /// stalled (the read is retried once elsewhere).
     #[arg(long, env = "RYW_READ_TIMEOUT", default_value = "2s")]
     pub read_timeout: String,
+    /// Longest a request head may take from its first byte (a client that
+    /// sends half a head is closed then).
+    #[arg(long, env = "RYW_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub header_read_timeout: String,
+    /// Longest a connection may stay silent with no request in progress
+    /// (a new connection, or keep-alive between requests).
+    #[arg(long, env = "RYW_IDLE_TIMEOUT", default_value = "60s")]
+    pub idle_timeout: String,
+    /// Most client connections held at once; the next ones are answered 503
+    /// and closed.
+    #[arg(long, env = "RYW_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! HTTP tests of the service on a real cluster (one binary, several modules).
 
 mod errors;
+mod front;
 mod helpers;
 mod instances;
 mod metrics;

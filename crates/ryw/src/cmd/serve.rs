@@ -69,6 +69,17 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
     if cfg.read_timeout.is_zero() {
         bail!("--read-timeout must be positive");
     }
+    cfg.front = ryw_service::front::FrontLimits {
+        header_read_timeout: dur("header-read-timeout", &args.header_read_timeout)?,
+        idle_timeout: dur("idle-timeout", &args.idle_timeout)?,
+        max_connections: args.max_connections,
+    };
+    if cfg.front.header_read_timeout.is_zero() || cfg.front.idle_timeout.is_zero() {
+        bail!("--header-read-timeout and --idle-timeout must be positive");
+    }
+    if cfg.front.max_connections == 0 {
+        bail!("--max-connections must be at least 1");
+    }
     cfg.cluster_dir = args.cluster.clone();
     Ok(cfg)
 }
