@@ -10,34 +10,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::time::Instant;
-use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
-
-/// The OpenAPI document of the service (served at `/openapi.json`).
-#[derive(Debug, OpenApi)]
-#[openapi(
-    info(title = "ryw demo service", description = "Read-your-writes consistency on PostgreSQL streaming replication. \
-        Identity: X-Demo-UserId (UUID). Every /api response carries X-Served-By and X-Consistency-Token."),
-    paths(
-        routes::account::create,
-        routes::payments::pay,
-        routes::payments::balance,
-        routes::payments::list,
-        routes::profile::upsert,
-        routes::profile::me,
-        routes::products::list,
-        routes::cluster::show,
-        routes::cluster::set_lag,
-        routes::ops::healthz,
-        routes::ops::readyz,
-        routes::ops::metrics,
-    ),
-    tags((name = "payments", description = "seed 000: pay, then read the balance"),
-         (name = "profile", description = "seed 003: profile write, then /api/me"),
-         (name = "products", description = "stale-ok catalogue"),
-         (name = "ops", description = "cluster, health, metrics"))
-)]
-pub struct ApiDoc;
 
 /// Every route, the middleware and the state.
 pub fn app(state: AppState) -> axum::Router {
@@ -61,7 +34,8 @@ pub fn app(state: AppState) -> axum::Router {
         .route("/style.css", get(routes::dashboard::style))
         .fallback(not_found);
     let body_limit = state.cfg.body_limit;
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+    let doc = crate::openapi::document(&state.cfg);
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), around))
         .with_state(state)

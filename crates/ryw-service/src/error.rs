@@ -74,15 +74,24 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// The body of every error answer (RFC 9457 `application/problem+json`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `https://ryw.dev/problems/<slug>`; the slug is stable
+    /// (`insufficient-funds`, `bad-token`, …).
     #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
+    #[schema(format = "uri")]
+    pub kind: String,
+    /// A short title of the kind.
+    pub title: &'static str,
+    /// The HTTP status, repeated.
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
+    /// What went wrong, in words a client can act on.
+    pub detail: String,
+    /// The balance, for `insufficient-funds` only.
     #[serde(skip_serializing_if = "Option::is_none")]
-    balance_cents: Option<i64>,
+    pub balance_cents: Option<i64>,
 }
 
 impl ApiError {

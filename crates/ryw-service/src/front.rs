@@ -15,9 +15,10 @@
 //! - **Lingering close**: when the server closes a connection whose client
 //!   is still sending (a body over the limit answered 413), it first sends
 //!   its FIN, then reads and discards what still comes, up to
-//!   [`LINGER_BYTES`] for at most [`LINGER_TIME`], as nginx does. Closing
-//!   with unread bytes would make the kernel reset the connection, and the
-//!   client would lose the 413 it had not read yet.
+//!   [`LINGER_BYTES`] for at most [`LINGER_TIME`], until the client closes
+//!   or pauses for [`LINGER_QUIET`], as nginx does. Closing with unread
+//!   bytes would make the kernel reset the connection, and the client would
+//!   lose the 413 it had not read yet.
 //! - **Graceful shutdown**: on shutdown, idle connections close at once and
 //!   requests in progress finish, for at most the drain time given.
 //!
@@ -42,6 +43,10 @@ use tokio::time::Instant;
 /// Longest a lingering close reads what a client still sends after the
 /// server's answer and FIN.
 pub const LINGER_TIME: Duration = Duration::from_secs(5);
+/// A lingering close ends when the client has sent nothing for this long
+/// (a client that reads its answer and keeps the socket open costs no
+/// more than this).
+pub const LINGER_QUIET: Duration = Duration::from_secs(1);
 /// Most bytes a lingering close reads and discards.
 pub const LINGER_BYTES: usize = 16 * 1024 * 1024;
 /// Refusals (over the connection cap) answered at the same time; beyond
@@ -308,6 +313,7 @@ struct Watched {
 struct Linger {
     fin_sent: bool,
     until: Pin<Box<tokio::time::Sleep>>,
+    quiet: Pin<Box<tokio::time::Sleep>>,
     left: usize,
 }
 
@@ -359,8 +365,8 @@ impl AsyncWrite for Watched {
     }
 
     /// The lingering close: FIN first, then read and discard what the client
-    /// still sends until it closes too, or for at most [`LINGER_TIME`] and
-    /// [`LINGER_BYTES`].
+    /// still sends until it closes too or pauses for [`LINGER_QUIET`], for
+    /// at most [`LINGER_TIME`] and [`LINGER_BYTES`].
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let linger = this.linger.get_or_insert_with(|| {
@@ -368,6 +374,7 @@ impl AsyncWrite for Watched {
             Linger {
                 fin_sent: false,
                 until: Box::pin(tokio::time::sleep(LINGER_TIME)),
+                quiet: Box::pin(tokio::time::sleep(LINGER_QUIET)),
                 left: LINGER_BYTES,
             }
         });
@@ -381,7 +388,10 @@ impl AsyncWrite for Watched {
         }
         let mut scratch = [0u8; 8192];
         loop {
-            if linger.left == 0 || linger.until.as_mut().poll(cx).is_ready() {
+            if linger.left == 0
+                || linger.until.as_mut().poll(cx).is_ready()
+                || linger.quiet.as_mut().poll(cx).is_ready()
+            {
                 return Poll::Ready(Ok(()));
             }
             let mut buf = ReadBuf::new(&mut scratch);
@@ -389,6 +399,8 @@ impl AsyncWrite for Watched {
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
                 Poll::Ready(Ok(())) => {
                     linger.left = linger.left.saturating_sub(buf.filled().len());
+                    let again = tokio::time::Instant::now() + LINGER_QUIET;
+                    linger.quiet.as_mut().reset(again);
                 }
                 Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
                 Poll::Pending => return Poll::Pending,

@@ -9,7 +9,9 @@
 //! - `front.rs`: the accept loop and HTTP/1.1 connections: header and idle
 //!   timeouts, the connection cap, the lingering close (slow clients).
 //! - `app.rs`: [`app()`] — every route and the middleware (time limit,
-//!   consistency headers, request log and counters); the OpenAPI document.
+//!   consistency headers, request log and counters).
+//! - `openapi.rs`: the OpenAPI document, its shared headers and problem
+//!   schema, filled in per server (strategy header, follower names).
 //! - `state.rs`: [`AppState`], shared by the handlers.
 //! - `extract.rs`: identity (`X-Demo-UserId`), `X-Read-Strategy`,
 //!   `X-Consistency-Token` and JSON bodies, refused with 4xx before any work.
@@ -28,6 +30,7 @@ pub mod error;
 pub mod extract;
 pub mod front;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod schema;
 pub mod startup;

@@ -66,7 +66,8 @@ pub struct ClusterBody {
 }
 
 /// Every node's role, position, lag and rotation; the session store's health.
-#[utoipa::path(get, path = "/api/cluster", tag = "ops", responses((status = 200, body = ClusterBody)))]
+#[utoipa::path(get, path = "/api/cluster", tag = "ops", operation_id = "cluster",
+    responses((status = 200, description = "every node as the tracker last saw it", body = ClusterBody)))]
 pub async fn show(State(state): State<AppState>) -> Response {
     let view = state.router.cluster_view();
     let nodes = view
@@ -102,9 +103,35 @@ pub async fn show(State(state): State<AppState>) -> Response {
     respond(&state, Served::none(), StatusCode::OK, body)
 }
 
+/// Body of `POST /api/cluster/lag`.
+#[derive(Debug, ToSchema)]
+pub struct LagRequest {
+    /// A follower of this cluster (`follower1`, …).
+    pub follower: String,
+    /// The new replay delay in ms, 0..=60000.
+    #[schema(maximum = 60_000)]
+    pub delay_ms: u64,
+}
+
+/// Answer of `POST /api/cluster/lag`.
+#[derive(Debug, ToSchema)]
+pub struct LagBody {
+    /// The follower changed.
+    pub follower: String,
+    /// Its replay delay now, in ms.
+    pub delay_ms: u64,
+}
+
 /// Changes a local follower's replay delay: `{"follower": "follower1", "delay_ms": 800}`.
-#[utoipa::path(post, path = "/api/cluster/lag", tag = "ops",
-    responses((status = 200, description = "changed"), (status = 404, description = "not serving a local cluster")))]
+#[utoipa::path(post, path = "/api/cluster/lag", tag = "ops", operation_id = "set_lag",
+    request_body(content = LagRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "changed", body = LagBody),
+        (status = 400, description = "the body is not valid JSON (malformed-json)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "the service does not run on a local cluster (not-available)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "the body is larger than 64 KiB (body-too-large)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "the body is not application/json (unsupported-media-type)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "no such follower, or delay_ms not an integer in 0..=60000 (invalid-field)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn set_lag(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
@@ -124,7 +151,8 @@ pub async fn set_lag(
         })?;
     let delay_ms = body
         .get("delay_ms")
-        .and_then(|v| v.as_u64())
+        .and_then(crate::domain::whole_number)
+        .and_then(|d| u64::try_from(d).ok())
         .filter(|&d| d <= 60_000)
         .ok_or_else(|| ApiError::InvalidField {
             field: "delay_ms",

@@ -1,5 +1,6 @@
 //! HTTP tests of the service on a real cluster (one binary, several modules).
 
+mod conformance;
 mod errors;
 mod front;
 mod helpers;
