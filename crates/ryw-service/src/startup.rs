@@ -50,6 +50,31 @@ async fn wait_for_schema_on_followers(router: &Router, lsn: ryw_router::Lsn) {
     }
 }
 
+/// The error of a leader that cannot be reached at start, said once: the
+/// node's address and the innermost cause ("connection refused"), not the
+/// pool's and the driver's wrappers of it, each repeating the next.
+fn unreachable(url: &str, e: &ryw_router::Error) -> anyhow::Error {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    anyhow::anyhow!("cannot connect to the leader at {}: {cause}", address(url))
+}
+
+/// `host:port` of a libpq URL or key=value string, as far as it says.
+fn address(url: &str) -> String {
+    let Ok(pg) = url.parse::<tokio_postgres::Config>() else {
+        return "(unparsable url)".to_owned();
+    };
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}
+
 /// A connected, migrated service bound to its port.
 #[derive(Debug)]
 pub struct Service {
@@ -74,7 +99,10 @@ impl Service {
             .await
             .context("starting the router")?;
         let schema_lsn = {
-            let mut conn = router.write().await.context("connecting to the leader")?;
+            let mut conn = router
+                .write()
+                .await
+                .map_err(|e| unreachable(&cfg.nodes.leader, &e))?;
             schema::migrate(&mut conn).await?;
             let row = conn
                 .query_one("SELECT pg_current_wal_lsn()::text", &[])

@@ -135,8 +135,9 @@ pub struct ServeArgs {
     /// repeat it, or separate with commas in RYW_FOLLOWER_URL.
     #[arg(long = "follower-url", env = "RYW_FOLLOWER_URL", value_delimiter = ',')]
     pub follower_urls: Vec<String>,
-    /// Redis URL for the shared session store (several instances); without
-    /// it, sessions live in this process's memory.
+    /// Redis URL for the shared session store (several instances). Default:
+    /// the cluster's Redis with `--cluster` on a cluster started with
+    /// `--redis`; else sessions live in this process's memory.
     #[arg(long, env = "RYW_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Default strategy of fresh reads: leader, legacy, sticky, causal,

@@ -60,7 +60,13 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
     }
     let mut cfg = ServiceConfig::new(nodes, token_key);
     cfg.listen = args.listen;
-    cfg.redis_url = args.redis_url.clone();
+    cfg.redis_url = match (&args.redis_url, &args.cluster) {
+        (Some(url), _) => Some(url.clone()),
+        // A cluster started with `--redis` has its own: share sessions
+        // through it, as several instances on that cluster must.
+        (None, Some(dir)) => ryw_cluster::ClusterInfo::load(dir)?.redis.map(|r| r.url),
+        (None, None) => None,
+    };
     cfg.router = router;
     cfg.allow_strategy_header = args.allow_strategy_header;
     cfg.opening_balance_cents = args.opening_balance;
