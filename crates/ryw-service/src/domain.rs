@@ -169,15 +169,7 @@ impl Profile {
         };
         let avatar_url = match obj.get("avatarUrl") {
             None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s))
-                if s.chars().count() <= 2048
-                    && s.strip_prefix("https://")
-                        .or_else(|| s.strip_prefix("http://"))
-                        .is_some_and(|rest| !rest.is_empty())
-                    && s.bytes().all(|b| b.is_ascii_graphic()) =>
-            {
-                Some(s.clone())
-            }
+            Some(serde_json::Value::String(s)) if s.len() <= 2048 && http_url(s) => Some(s.clone()),
             Some(other) => {
                 return Err(field(
                     "avatarUrl",
@@ -194,6 +186,30 @@ impl Profile {
             avatar_url,
         })
     }
+}
+
+/// `http(s)://host[:port][/?#rest]`, in visible ASCII: the host of letters,
+/// digits, dots and dashes, the port 1–5 digits (the OpenAPI document's
+/// `avatarUrl` pattern says the same).
+fn http_url(s: &str) -> bool {
+    let Some(rest) = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+        && tail.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn plausible_email(s: &str) -> bool {
@@ -278,6 +294,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.name, "Akbar");
+        for url in [
+            "http://x",
+            "https://cdn.example.com:8443/a/b.png?size=2#top",
+            "https://x.io?s=1",
+        ] {
+            let p =
+                Profile::parse(&json!({"email": "a@example.com", "name": "A", "avatarUrl": url}));
+            assert_eq!(p.unwrap().avatar_url.as_deref(), Some(url));
+        }
         assert!(
             Profile::parse(&json!({"email": "a@example.com", "name": "A"}))
                 .unwrap()
@@ -296,6 +321,8 @@ mod tests {
             json!({"email": "a@example.com", "name": format!("A{}", " ".repeat(200))}),
             json!({"email": "a@example.com", "name": "A", "avatarUrl": "https://"}),
             json!({"email": "a@example.com", "name": "A", "avatarUrl": "https://é.fr/a.png"}),
+            json!({"email": "a@example.com", "name": "A", "avatarUrl": "http://[::1"}),
+            json!({"email": "a@example.com", "name": "A", "avatarUrl": "https://x.io:/a"}),
             json!([1, 2]),
         ] {
             assert!(Profile::parse(&bad).is_err(), "{bad} was accepted");

@@ -28,9 +28,13 @@ pub struct ProfileRequest {
     )]
     pub name: String,
     /// An http(s) URL of at most 2048 visible ASCII characters (anything
-    /// else percent-encoded).
+    /// else percent-encoded): a host name (letters, digits, dots, dashes),
+    /// an optional port, then an optional path, query or fragment.
     #[serde(rename = "avatarUrl")]
-    #[schema(max_length = 2048, pattern = "^https?://[!-~]+$")]
+    #[schema(
+        max_length = 2048,
+        pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$"
+    )]
     pub avatar_url: Option<String>,
 }
 
