@@ -1,5 +1,8 @@
 //! Counters a service can export (Prometheus or anything else): plain
-//! atomics, read as a [`MetricsSnapshot`]. No metrics backend dependency.
+//! atomics, read as a [`MetricsSnapshot`]. No metrics backend dependency:
+//! waits are also counted in fixed buckets
+//! ([`MetricsSnapshot::WAIT_BOUNDS`]), so an exporter can publish them as a
+//! histogram (a p99 of waits) without the router knowing its format.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -8,6 +11,8 @@ use std::time::Duration;
 use crate::{Freshness, Strategy};
 
 const STRATEGIES: usize = Strategy::ALL.len();
+/// Buckets of the wait histogram: one per bound, plus one beyond the last.
+const WAIT_BUCKETS: usize = MetricsSnapshot::WAIT_BOUNDS.len() + 1;
 
 /// The live counters, shared by the router and the tracker.
 #[derive(Debug)]
@@ -19,6 +24,9 @@ pub(crate) struct Metrics {
     writes: AtomicU64,
     waits: AtomicU64,
     wait_micros: AtomicU64,
+    /// Waits by duration: one per bound of `WAIT_BOUNDS`, then one for
+    /// waits beyond the last bound.
+    wait_buckets: [AtomicU64; WAIT_BUCKETS],
     wait_timeouts: AtomicU64,
     fallbacks_to_leader: AtomicU64,
     evictions: AtomicU64,
@@ -40,6 +48,7 @@ impl Metrics {
             writes: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             wait_micros: AtomicU64::new(0),
+            wait_buckets: Default::default(),
             wait_timeouts: AtomicU64::new(0),
             fallbacks_to_leader: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
@@ -69,6 +78,11 @@ impl Metrics {
         self.waits.fetch_add(1, Relaxed);
         self.wait_micros
             .fetch_add(waited.as_micros() as u64, Relaxed);
+        let bucket = MetricsSnapshot::WAIT_BOUNDS
+            .iter()
+            .position(|&le| waited <= le)
+            .unwrap_or(MetricsSnapshot::WAIT_BOUNDS.len());
+        self.wait_buckets[bucket].fetch_add(1, Relaxed);
         if timed_out {
             self.wait_timeouts.fetch_add(1, Relaxed);
         }
@@ -134,6 +148,7 @@ impl Metrics {
             writes: self.writes.load(Relaxed),
             waits: self.waits.load(Relaxed),
             wait_time: Duration::from_micros(self.wait_micros.load(Relaxed)),
+            wait_buckets: self.wait_buckets.iter().map(|b| b.load(Relaxed)).collect(),
             wait_timeouts: self.wait_timeouts.load(Relaxed),
             fallbacks_to_leader: self.fallbacks_to_leader.load(Relaxed),
             evictions: self.evictions.load(Relaxed),
@@ -173,6 +188,11 @@ pub struct MetricsSnapshot {
     pub waits: u64,
     /// Total time those reads waited.
     pub wait_time: Duration,
+    /// Those waits by duration, not cumulative: `wait_buckets[i]` counts
+    /// waits longer than `WAIT_BOUNDS[i - 1]` and at most `WAIT_BOUNDS[i]`;
+    /// the last entry (one more than there are bounds) counts waits longer
+    /// than every bound. Empty in a `Default` snapshot.
+    pub wait_buckets: Vec<u64>,
     /// Waits that ran out of budget and went to the leader.
     pub wait_timeouts: u64,
     /// Reads that wanted a follower and were served by the leader (no
@@ -199,6 +219,34 @@ pub struct MetricsSnapshot {
 }
 
 impl MetricsSnapshot {
+    /// Upper bounds of the wait buckets. Waits are bounded by their budget
+    /// (hybrid 20 ms, causal 200 ms by default; at most 60 s per request), so
+    /// the bounds are dense where those budgets lie.
+    pub const WAIT_BOUNDS: &'static [Duration] = &[
+        Duration::from_millis(1),
+        Duration::from_millis(2),
+        Duration::from_millis(5),
+        Duration::from_millis(10),
+        Duration::from_millis(20),
+        Duration::from_millis(50),
+        Duration::from_millis(100),
+        Duration::from_millis(200),
+        Duration::from_millis(500),
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    ];
+
+    /// The wait histogram as `(upper bound, waits in this bucket)`, not
+    /// cumulative; `None` is the bucket beyond the last bound.
+    pub fn wait_histogram(&self) -> impl Iterator<Item = (Option<Duration>, u64)> + '_ {
+        Self::WAIT_BOUNDS
+            .iter()
+            .map(|&le| Some(le))
+            .chain(std::iter::once(None))
+            .zip(self.wait_buckets.iter().copied())
+    }
+
     /// Reads served by `node`, all kinds together.
     pub fn reads_on(&self, node: &str) -> u64 {
         self.reads
@@ -229,5 +277,32 @@ mod tests {
         assert_eq!((s.waits, s.wait_timeouts), (1, 1));
         assert_eq!(s.wait_time, Duration::from_millis(3));
         assert_eq!(s.evictions, 0);
+    }
+
+    #[test]
+    fn waits_land_in_the_bucket_of_their_duration() {
+        let m = Metrics::new(vec![Arc::from("leader")]);
+        m.add_wait(Duration::from_micros(300), false); // ≤ 1 ms
+        m.add_wait(Duration::from_millis(1), false); // ≤ 1 ms: bounds are inclusive
+        m.add_wait(Duration::from_millis(15), false); // ≤ 20 ms
+        m.add_wait(Duration::from_millis(200), true); // ≤ 200 ms
+        m.add_wait(Duration::from_secs(9), true); // beyond 5 s
+        let s = m.snapshot();
+        let by_bound: Vec<(Option<Duration>, u64)> =
+            s.wait_histogram().filter(|&(_, n)| n > 0).collect();
+        assert_eq!(
+            by_bound,
+            [
+                (Some(Duration::from_millis(1)), 2),
+                (Some(Duration::from_millis(20)), 1),
+                (Some(Duration::from_millis(200)), 1),
+                (None, 1),
+            ]
+        );
+        assert_eq!(
+            s.wait_histogram().count(),
+            MetricsSnapshot::WAIT_BOUNDS.len() + 1
+        );
+        assert_eq!(s.wait_buckets.iter().sum::<u64>(), s.waits);
     }
 }

@@ -10,34 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ryw_axum::Served;
 use std::time::Instant;
-use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
-
-/// The OpenAPI document of the service (served at `/openapi.json`).
-#[derive(Debug, OpenApi)]
-#[openapi(
-    info(title = "ryw demo service", description = "Read-your-writes consistency on PostgreSQL streaming replication. \
-        Identity: X-Demo-UserId (UUID). Every /api response carries X-Served-By and X-Consistency-Token."),
-    paths(
-        routes::account::create,
-        routes::payments::pay,
-        routes::payments::balance,
-        routes::payments::list,
-        routes::profile::upsert,
-        routes::profile::me,
-        routes::products::list,
-        routes::cluster::show,
-        routes::cluster::set_lag,
-        routes::ops::healthz,
-        routes::ops::readyz,
-        routes::ops::metrics,
-    ),
-    tags((name = "payments", description = "seed 000: pay, then read the balance"),
-         (name = "profile", description = "seed 003: profile write, then /api/me"),
-         (name = "products", description = "stale-ok catalogue"),
-         (name = "ops", description = "cluster, health, metrics"))
-)]
-pub struct ApiDoc;
 
 /// Every route, the middleware and the state.
 ///
@@ -62,6 +35,7 @@ pub fn app(state: AppState) -> axum::Router {
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .layer(state.ryw.layer());
     let body_limit = state.cfg.body_limit;
+    let doc = crate::openapi::document(&state.cfg);
     axum::Router::new()
         .nest("/api", api)
         .route("/healthz", get(routes::ops::healthz))
@@ -71,7 +45,7 @@ pub fn app(state: AppState) -> axum::Router {
         .route("/app.js", get(routes::dashboard::app_js))
         .route("/style.css", get(routes::dashboard::style))
         .fallback(not_found)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), log_request))
         .with_state(state)

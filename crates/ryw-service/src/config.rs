@@ -27,6 +27,9 @@ pub struct ServiceConfig {
     pub request_timeout: Duration,
     /// Largest accepted request body.
     pub body_limit: usize,
+    /// The HTTP front's limits against slow and idle clients: header read
+    /// timeout, idle timeout, connection cap.
+    pub front: crate::front::FrontLimits,
     /// The local cluster folder when serving one (`--cluster`): enables the
     /// dashboard's lag control.
     pub cluster_dir: Option<PathBuf>,
@@ -45,6 +48,7 @@ impl ServiceConfig {
             opening_balance_cents: 100_000,
             request_timeout: Duration::from_secs(10),
             body_limit: crate::BODY_LIMIT,
+            front: crate::front::FrontLimits::default(),
             cluster_dir: None,
         }
     }

@@ -33,8 +33,10 @@ impl AmountCents {
     /// Most a single payment may move (one million dollars).
     pub const MAX: i64 = 100_000_000;
 
-    /// Parses the JSON value of `amount_cents`: strings, floats, booleans,
-    /// zero, negatives and numbers beyond the limit are refused.
+    /// Parses the JSON value of `amount_cents`: strings, fractions,
+    /// booleans, zero, negatives and numbers beyond the limit are refused.
+    /// `100.0` is the integer 100 (JSON has one number type, and the OpenAPI
+    /// document's `integer` includes it).
     pub fn parse(v: &serde_json::Value) -> Result<AmountCents, ApiError> {
         let bad = || {
             ApiError::InvalidAmount(format!(
@@ -43,10 +45,7 @@ impl AmountCents {
                 short(v)
             ))
         };
-        let n = match v {
-            serde_json::Value::Number(n) => n.as_i64().ok_or_else(bad)?,
-            _ => return Err(bad()),
-        };
+        let n = whole_number(v).ok_or_else(bad)?;
         if (1..=Self::MAX).contains(&n) {
             Ok(AmountCents(n))
         } else {
@@ -58,6 +57,22 @@ impl AmountCents {
     pub fn get(self) -> i64 {
         self.0
     }
+}
+
+/// A JSON number without a fraction, as an `i64`: `7`, `7.0` and `7e0` are
+/// 7; `7.5`, `"7"` and numbers beyond ±2^53 written with a fraction or an
+/// exponent are not (an `f64` is exact only that far).
+pub fn whole_number(v: &serde_json::Value) -> Option<i64> {
+    let serde_json::Value::Number(n) = v else {
+        return None;
+    };
+    if let Some(i) = n.as_i64() {
+        return Some(i);
+    }
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    n.as_f64()
+        .filter(|f| f.fract() == 0.0 && f.abs() <= EXACT)
+        .map(|f| f as i64)
 }
 
 /// An optional payment description, at most 200 characters.
@@ -121,7 +136,7 @@ impl Profile {
             .as_object()
             .ok_or_else(|| field("body", "the body must be a JSON object".into()))?;
         let email = match obj.get("email") {
-            Some(serde_json::Value::String(s)) if plausible_email(s) => s.trim().to_owned(),
+            Some(serde_json::Value::String(s)) if plausible_email(s) => s.clone(),
             other => {
                 return Err(field(
                     "email",
@@ -133,8 +148,11 @@ impl Profile {
             }
         };
         let name = match obj.get("name") {
+            // The limits as the OpenAPI document states them (its
+            // `maxLength` counts characters of the text as sent).
             Some(serde_json::Value::String(s))
-                if (1..=200).contains(&s.trim().chars().count())
+                if (1..=200).contains(&s.chars().count())
+                    && !s.trim().is_empty()
                     && !s.chars().any(char::is_control) =>
             {
                 s.trim().to_owned()
@@ -151,14 +169,7 @@ impl Profile {
         };
         let avatar_url = match obj.get("avatarUrl") {
             None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s))
-                if s.len() <= 2048
-                    && (s.starts_with("http://") || s.starts_with("https://"))
-                    && s.len() > "https://".len() - 1
-                    && !s.chars().any(|c| c.is_whitespace() || c.is_control()) =>
-            {
-                Some(s.clone())
-            }
+            Some(serde_json::Value::String(s)) if s.len() <= 2048 && http_url(s) => Some(s.clone()),
             Some(other) => {
                 return Err(field(
                     "avatarUrl",
@@ -177,9 +188,32 @@ impl Profile {
     }
 }
 
+/// `http(s)://host[:port][/?#rest]`, in visible ASCII: the host of letters,
+/// digits, dots and dashes, the port 1–5 digits (the OpenAPI document's
+/// `avatarUrl` pattern says the same).
+fn http_url(s: &str) -> bool {
+    let Some(rest) = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+        && tail.bytes().all(|b| b.is_ascii_graphic())
+}
+
 fn plausible_email(s: &str) -> bool {
-    let s = s.trim();
-    if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if s.chars().count() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return false;
     }
     let Some((local, domain)) = s.rsplit_once('@') else {
@@ -218,11 +252,20 @@ mod tests {
             AmountCents::parse(&json!(100_000_000)).unwrap().get(),
             100_000_000
         );
+        assert_eq!(AmountCents::parse(&json!(250.0)).unwrap().get(), 250);
+        assert_eq!(
+            AmountCents::parse(&serde_json::from_str("1e2").unwrap())
+                .unwrap()
+                .get(),
+            100
+        );
         for bad in [
             json!(0),
             json!(-5),
             json!(100_000_001),
             json!(1.5),
+            json!(100_000_001.0),
+            json!(0.0),
             json!("100"),
             json!(true),
             json!(null),
@@ -251,6 +294,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.name, "Akbar");
+        for url in [
+            "http://x",
+            "https://cdn.example.com:8443/a/b.png?size=2#top",
+            "https://x.io?s=1",
+        ] {
+            let p =
+                Profile::parse(&json!({"email": "a@example.com", "name": "A", "avatarUrl": url}));
+            assert_eq!(p.unwrap().avatar_url.as_deref(), Some(url));
+        }
         assert!(
             Profile::parse(&json!({"email": "a@example.com", "name": "A"}))
                 .unwrap()
@@ -264,6 +316,13 @@ mod tests {
             json!({"email": "a@example.com", "name": "A", "avatarUrl": "javascript:alert(1)"}),
             json!({"email": format!("{}@example.com", "a".repeat(250)), "name": "A"}),
             json!({"email": 5, "name": "A"}),
+            json!({"email": " a@example.com", "name": "A"}),
+            json!({"email": "a@example.com", "name": "   "}),
+            json!({"email": "a@example.com", "name": format!("A{}", " ".repeat(200))}),
+            json!({"email": "a@example.com", "name": "A", "avatarUrl": "https://"}),
+            json!({"email": "a@example.com", "name": "A", "avatarUrl": "https://é.fr/a.png"}),
+            json!({"email": "a@example.com", "name": "A", "avatarUrl": "http://[::1"}),
+            json!({"email": "a@example.com", "name": "A", "avatarUrl": "https://x.io:/a"}),
             json!([1, 2]),
         ] {
             assert!(Profile::parse(&bad).is_err(), "{bad} was accepted");

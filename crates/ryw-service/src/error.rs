@@ -66,20 +66,32 @@ pub enum ApiError {
     /// The request took longer than the server's limit.
     #[error("the request took longer than {0:?}")]
     Timeout(std::time::Duration),
+    /// The server holds its maximum of connections (`--max-connections`).
+    #[error("the server holds its maximum of {0} connections; retry shortly")]
+    TooManyConnections(usize),
     /// Anything else: our fault.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// The body of every error answer (RFC 9457 `application/problem+json`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `https://ryw.dev/problems/<slug>`; the slug is stable
+    /// (`insufficient-funds`, `bad-token`, …).
     #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
+    #[schema(format = "uri")]
+    pub kind: String,
+    /// A short title of the kind.
+    pub title: &'static str,
+    /// The HTTP status, repeated.
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
+    /// What went wrong, in words a client can act on.
+    pub detail: String,
+    /// The balance, for `insufficient-funds` only.
     #[serde(skip_serializing_if = "Option::is_none")]
-    balance_cents: Option<i64>,
+    pub balance_cents: Option<i64>,
 }
 
 impl ApiError {
@@ -141,6 +153,11 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",
                 "Request timed out",
+            ),
+            TooManyConnections(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too-many-connections",
+                "Too many connections",
             ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -231,7 +248,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if matches!(self, ApiError::Unavailable(_) | ApiError::Timeout(_)) {
+        if matches!(
+            self,
+            ApiError::Unavailable(_) | ApiError::Timeout(_) | ApiError::TooManyConnections(_)
+        ) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

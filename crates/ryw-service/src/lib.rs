@@ -6,8 +6,12 @@
 //!
 //! - `config.rs`: [`ServiceConfig`], typed; the binary fills it from flags.
 //! - `startup.rs`: [`Service`]: connect, migrate, bind, run until stopped.
+//! - `front.rs`: the accept loop and HTTP/1.1 connections: header and idle
+//!   timeouts, the connection cap, the lingering close (slow clients).
 //! - `app.rs`: [`app()`] — every route and the middleware (time limit,
-//!   consistency headers, request log and counters); the OpenAPI document.
+//!   consistency headers, request log and counters).
+//! - `openapi.rs`: the OpenAPI document, its shared headers and problem
+//!   schema, filled in per server (strategy header, follower names).
 //! - `state.rs`: [`AppState`], shared by the handlers.
 //! - `extract.rs`: identity (`X-Demo-UserId`), `X-Read-Strategy`,
 //!   `X-Consistency-Token` and JSON bodies, refused with 4xx before any work.
@@ -15,7 +19,8 @@
 //! - `error.rs`: [`ApiError`] → problem+json, in one place.
 //! - `routes/`: handlers filed by resource, and the read/write plumbing.
 //! - `schema.rs`: migrations, applied on start under an advisory lock.
-//! - `metrics.rs`: `/metrics` text.
+//! - `metrics.rs`: `/metrics` through `prometheus-client`: request and wait
+//!   histograms, the router's counters; reusable registration helpers.
 //! - `static/`: the dashboard (HTML, JS, CSS), embedded in the binary.
 
 pub mod app;
@@ -23,7 +28,9 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod front;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod schema;
 pub mod startup;

@@ -11,6 +11,31 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// The error of a leader that cannot be reached at start, said once: the
+/// node's address and the innermost cause ("connection refused"), not the
+/// pool's and the driver's wrappers of it, each repeating the next.
+fn unreachable(url: &str, e: &ryw_router::Error) -> anyhow::Error {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    anyhow::anyhow!("cannot connect to the leader at {}: {cause}", address(url))
+}
+
+/// `host:port` of a libpq URL or key=value string, as far as it says.
+fn address(url: &str) -> String {
+    let Ok(pg) = url.parse::<tokio_postgres::Config>() else {
+        return "(unparsable url)".to_owned();
+    };
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}
+
 /// A connected, migrated service bound to its port.
 #[derive(Debug)]
 pub struct Service {
@@ -34,7 +59,14 @@ impl Service {
         let router = Router::connect(cfg.router.clone(), cfg.nodes.clone(), store)
             .await
             .context("starting the router")?;
-        let schema_lsn = schema::migrate(&router).await?;
+        let schema_lsn = schema::migrate(&router).await.map_err(|e| {
+            match e.downcast_ref::<ryw_router::Error>() {
+                Some(re @ (ryw_router::Error::Pool { .. } | ryw_router::Error::Connect { .. })) => {
+                    unreachable(&cfg.nodes.leader, re)
+                }
+                _ => e,
+            }
+        })?;
         // Followers that have not replayed the migrations yet would answer
         // "relation does not exist". (Remaining gap: a follower down now
         // that returns within its replay delay could serve a read before
@@ -64,17 +96,17 @@ impl Service {
         self.state.clone()
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests and
-    /// stops the router's background tasks.
+    /// Serves until `shutdown` resolves, then drains in-flight requests (for
+    /// at most the request time limit) and stops the router's background
+    /// tasks.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
-        axum::serve(self.listener, app(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving")?;
+        let limits = state.cfg.front;
+        let drain = state.cfg.request_timeout;
+        crate::front::serve(self.listener, app(self.state), limits, drain, shutdown).await;
         state.router.shutdown();
         Ok(())
     }

@@ -116,12 +116,19 @@ async function refresh() {
   return r;
 }
 
+/** 5000 → "5 s", 2500 → "2.5 s", 800 → "800 ms". */
+function duration(ms) {
+  return ms >= 1000 ? `${+(ms / 1000).toFixed(3)} s` : `${ms} ms`;
+}
+
 async function loadCluster() {
   let r;
   try { r = await api("GET", "/api/cluster"); } catch (_) { return; }
   if (r.status !== 200) return;
   const c = r.data;
   state.strategyHeader = c.strategy_header;
+  // The server's own sticky window (--sticky-window), not a number written here.
+  $("#strategy option[value=sticky]").textContent = `sticky — leader for ${duration(c.sticky_window_ms)} after a write`;
   const sel = $("#strategy");
   if (!c.strategy_header) { sel.value = c.strategy; sel.disabled = true; sel.title = "the server runs without --allow-strategy-header"; }
   $("#store").textContent = `session store: ${c.session_store.kind}${c.session_store.healthy ? "" : " — DEGRADED, fresh reads go to the leader"}`;

@@ -37,6 +37,9 @@ const LEGACY_TRIES: usize = 30;
 /// How many "Pay, then read at once" under `causal` must all be fresh.
 const CAUSAL_TRIES: usize = 10;
 
+/// The service's sticky window, which the strategy menu must show.
+const STICKY_WINDOW: Duration = Duration::from_millis(2500);
+
 /// How long one page update may take before the test fails.
 const STEP: Duration = Duration::from_secs(10);
 
@@ -166,6 +169,8 @@ fn config(cluster: &TestCluster) -> ServiceConfig {
     cfg.allow_strategy_header = true;
     cfg.cluster_dir = Some(cluster.dir());
     cfg.opening_balance_cents = OPENING_CENTS;
+    // Not the default 5 s, so the page shows the configured window.
+    cfg.router.sticky_window = STICKY_WINDOW;
     cfg
 }
 
@@ -229,6 +234,7 @@ struct Page {
     pay_refresh_enabled: bool,
     reads: u64,
     nodes: Vec<Vec<String>>,
+    sticky_option: String,
 }
 
 async fn page(client: &Client) -> Page {
@@ -247,6 +253,7 @@ async fn page(client: &Client) -> Page {
             reads: document.querySelectorAll("#reads tbody tr").length,
             nodes: [...document.querySelectorAll("#nodes tbody tr")].map(
                 (tr) => [...tr.cells].map((td) => td.textContent.trim())),
+            sticky_option: text("#strategy option[value=sticky]"),
         };
     "##;
     let v = client
@@ -264,6 +271,7 @@ async fn page(client: &Client) -> Page {
         pay_refresh_enabled: v["pay_refresh_enabled"].as_bool().unwrap_or(false),
         reads: v["reads"].as_u64().unwrap_or(0),
         nodes: serde_json::from_value(v["nodes"].clone()).unwrap_or_default(),
+        sticky_option: s("sticky_option"),
     }
 }
 
@@ -343,6 +351,11 @@ async fn scenario(client: &Client, base: &str, out: &Path) {
     .await;
     assert_eq!(p.version, "0");
     assert_eq!(p.nodes[0][1], "leader", "{:?}", p.nodes);
+    // The strategy menu names the server's sticky window (2.5 s here).
+    assert_eq!(
+        p.sticky_option, "sticky — leader for 2.5 s after a write",
+        "{p:#?}"
+    );
     assert!(
         p.nodes[1..]
             .iter()

@@ -142,8 +142,9 @@ pub struct ServeArgs {
     /// repeat it, or separate with commas in RYW_FOLLOWER_URL.
     #[arg(long = "follower-url", env = "RYW_FOLLOWER_URL", value_delimiter = ',')]
     pub follower_urls: Vec<String>,
-    /// Redis URL for the shared session store (several instances); without
-    /// it, sessions live in this process's memory.
+    /// Redis URL for the shared session store (several instances). Default:
+    /// the cluster's Redis with `--cluster` on a cluster started with
+    /// `--redis`; else sessions live in this process's memory.
     #[arg(long, env = "RYW_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Default strategy of fresh reads: leader, legacy, sticky, causal,
@@ -195,6 +196,18 @@ pub struct ServeArgs {
     /// stalled (the read is retried once elsewhere).
     #[arg(long, env = "RYW_READ_TIMEOUT", default_value = "2s")]
     pub read_timeout: String,
+    /// Longest a request head may take from its first byte (a client that
+    /// sends half a head is closed then).
+    #[arg(long, env = "RYW_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub header_read_timeout: String,
+    /// Longest a connection may stay silent with no request in progress
+    /// (a new connection, or keep-alive between requests).
+    #[arg(long, env = "RYW_IDLE_TIMEOUT", default_value = "60s")]
+    pub idle_timeout: String,
+    /// Most client connections held at once; the next ones are answered 503
+    /// and closed.
+    #[arg(long, env = "RYW_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Args)]

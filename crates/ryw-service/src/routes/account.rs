@@ -23,9 +23,13 @@ pub struct AccountBody {
 
 /// Creates the caller's account with the opening balance (201), or returns
 /// the existing one (200).
-#[utoipa::path(post, path = "/api/account", tag = "payments",
-    params(("X-Demo-UserId" = Option<String>, Header, description = "caller (UUID)")),
-    responses((status = 201, body = AccountBody), (status = 200, body = AccountBody), (status = 400, description = "bad user id")))]
+#[utoipa::path(post, path = "/api/account", tag = "payments", operation_id = "create_account",
+    params(crate::openapi::IdentityHeader),
+    responses(
+        (status = 201, description = "created with the opening balance", body = AccountBody),
+        (status = 200, description = "it existed: the account as it is", body = AccountBody),
+        (status = 400, description = "bad X-Demo-UserId (bad-user-id)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "a node or the session store is unreachable, or the request took too long: retry (Retry-After: 1)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,

@@ -51,6 +51,12 @@ pub struct ClusterBody {
     pub strategy_header: bool,
     /// Whether `POST /api/cluster/lag` works (local cluster).
     pub lag_control: bool,
+    /// The server's sticky window in ms (`--sticky-window`): under `sticky`
+    /// (and `hybrid`, for a session with no position) a user who wrote this
+    /// recently reads from the leader. The dashboard shows it.
+    pub sticky_window_ms: u64,
+    /// The server's causal wait budget in ms (`--causal-wait`).
+    pub causal_wait_ms: u64,
     /// Leader first.
     pub nodes: Vec<NodeBody>,
     /// Session store health.
@@ -58,7 +64,8 @@ pub struct ClusterBody {
 }
 
 /// Every node's role, position, lag and rotation; the session store's health.
-#[utoipa::path(get, path = "/api/cluster", tag = "ops", responses((status = 200, body = ClusterBody)))]
+#[utoipa::path(get, path = "/api/cluster", tag = "ops", operation_id = "cluster",
+    responses((status = 200, description = "every node as the tracker last saw it", body = ClusterBody)))]
 pub async fn show(State(state): State<AppState>) -> Json<ClusterBody> {
     let view = state.router.cluster_view();
     let nodes = view
@@ -79,6 +86,8 @@ pub async fn show(State(state): State<AppState>) -> Json<ClusterBody> {
         strategy: state.cfg.router.default_strategy.to_string(),
         strategy_header: state.cfg.allow_strategy_header,
         lag_control: state.cfg.cluster_dir.is_some(),
+        sticky_window_ms: state.cfg.router.sticky_window.as_millis() as u64,
+        causal_wait_ms: state.cfg.router.causal_wait.as_millis() as u64,
         nodes,
         session_store: StoreBody {
             kind: state.router.store_backend(),
@@ -92,9 +101,35 @@ pub async fn show(State(state): State<AppState>) -> Json<ClusterBody> {
     Json(body)
 }
 
+/// Body of `POST /api/cluster/lag`.
+#[derive(Debug, ToSchema)]
+pub struct LagRequest {
+    /// A follower of this cluster (`follower1`, …).
+    pub follower: String,
+    /// The new replay delay in ms, 0..=60000.
+    #[schema(maximum = 60_000)]
+    pub delay_ms: u64,
+}
+
+/// Answer of `POST /api/cluster/lag`.
+#[derive(Debug, ToSchema)]
+pub struct LagBody {
+    /// The follower changed.
+    pub follower: String,
+    /// Its replay delay now, in ms.
+    pub delay_ms: u64,
+}
+
 /// Changes a local follower's replay delay: `{"follower": "follower1", "delay_ms": 800}`.
-#[utoipa::path(post, path = "/api/cluster/lag", tag = "ops",
-    responses((status = 200, description = "changed"), (status = 404, description = "not serving a local cluster")))]
+#[utoipa::path(post, path = "/api/cluster/lag", tag = "ops", operation_id = "set_lag",
+    request_body(content = LagRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "changed", body = LagBody),
+        (status = 400, description = "the body is not valid JSON (malformed-json)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "the service does not run on a local cluster (not-available)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "the body is larger than 64 KiB (body-too-large)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "the body is not application/json (unsupported-media-type)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "no such follower, or delay_ms not an integer in 0..=60000 (invalid-field)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn set_lag(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
@@ -114,7 +149,8 @@ pub async fn set_lag(
         })?;
     let delay_ms = body
         .get("delay_ms")
-        .and_then(|v| v.as_u64())
+        .and_then(crate::domain::whole_number)
+        .and_then(|d| u64::try_from(d).ok())
         .filter(|&d| d <= 60_000)
         .ok_or_else(|| ApiError::InvalidField {
             field: "delay_ms",

@@ -6,15 +6,31 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+/// `GET /readyz`.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct ReadyBody {
+    /// `ready`, `degraded` or `leader unreachable`.
+    pub status: String,
+    /// The leader answers.
+    pub leader: bool,
+    /// Followers that may serve reads now.
+    pub followers_in_rotation: u64,
+    /// `ok`, or `degraded: <why>`.
+    pub session_store: String,
+}
+
 /// Always 200 while the process serves HTTP.
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "alive")))]
+#[utoipa::path(get, path = "/healthz", tag = "ops", operation_id = "healthz",
+    responses((status = 200, description = "alive", body = String, content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
 /// 200 `ready` or `degraded` (session store down: fresh reads go to the
 /// leader, nothing fails); 503 when the leader is unreachable.
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "ready or degraded"), (status = 503, description = "leader unreachable")))]
+#[utoipa::path(get, path = "/readyz", tag = "ops", operation_id = "readyz",
+    responses((status = 200, description = "ready, or degraded (session store down)", body = ReadyBody),
+              (status = 503, description = "the leader is unreachable", body = ReadyBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let view = state.router.cluster_view();
     let store = state.router.store_health();
@@ -35,7 +51,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format")))]
+#[utoipa::path(get, path = "/metrics", tag = "ops", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let text = crate::metrics::render(
         &state.http,

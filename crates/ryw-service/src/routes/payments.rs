@@ -17,9 +17,12 @@ use utoipa::ToSchema;
 /// Body of `POST /api/payments`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PaymentRequest {
-    /// Integer cents, 1..=100000000.
+    /// Integer cents, 1..=100000000 (strings, fractions and other numbers
+    /// are refused with 422 `invalid-amount`).
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub amount_cents: i64,
-    /// Optional note, at most 200 characters.
+    /// Optional note, at most 200 characters, no control characters.
+    #[schema(max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*$")]
     pub description: Option<String>,
 }
 
@@ -65,7 +68,8 @@ pub struct PaymentRow {
     pub description: Option<String>,
     /// Account version after this payment.
     pub version: i64,
-    /// When it committed (RFC 3339).
+    /// When it committed (RFC 3339, UTC).
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -96,11 +100,18 @@ fn request_hash(amount: AmountCents, description: &Option<String>) -> Vec<u8> {
 /// Pays: one leader transaction that locks the account row, replays an
 /// earlier payment with the same `Idempotency-Key`, checks the balance,
 /// debits it, bumps `version` and records the payment (rule 6).
-#[utoipa::path(post, path = "/api/payments", tag = "payments", request_body = PaymentRequest,
-    params(("X-Demo-UserId" = Option<String>, Header, description = "caller (UUID)"),
-           ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
-    responses((status = 201, body = PaymentBody), (status = 200, description = "replay of the same Idempotency-Key", body = PaymentBody),
-              (status = 422, description = "invalid amount, insufficient funds or reused key"), (status = 404, description = "no account")))]
+#[utoipa::path(post, path = "/api/payments", tag = "payments", operation_id = "pay",
+    params(crate::openapi::IdentityHeader, crate::openapi::IdempotencyHeader),
+    request_body(content = PaymentRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "paid", body = PaymentBody),
+        (status = 200, description = "a replay of the same Idempotency-Key and body: the first payment, charged once", body = PaymentBody, headers(("Idempotent-Replay" = String, description = "`true`"))),
+        (status = 400, description = "bad X-Demo-UserId (bad-user-id) or Idempotency-Key (bad-idempotency-key), or the body is not valid JSON (malformed-json)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no account: POST /api/account first (no-account)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "the body is larger than 64 KiB (body-too-large)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "the body is not application/json (unsupported-media-type)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "amount_cents not an integer in 1..=100000000 (invalid-amount), a bad description (invalid-field), not enough money (insufficient-funds, with balance_cents), or the Idempotency-Key was used for another payment (idempotency-key-reused)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "a node or the session store is unreachable, or the request took too long: retry (Retry-After: 1)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn pay(
     State(state): State<AppState>,
     caller: Caller,
@@ -215,11 +226,13 @@ pub async fn pay(
 }
 
 /// The caller's balance: a fresh read, routed by the strategy.
-#[utoipa::path(get, path = "/api/balance", tag = "payments",
-    params(("X-Demo-UserId" = Option<String>, Header, description = "caller (UUID)"),
-           ("X-Read-Strategy" = Option<String>, Header, description = "strategy[:duration], with --allow-strategy-header"),
-           ("X-Consistency-Token" = Option<String>, Header, description = "token from an earlier response")),
-    responses((status = 200, body = BalanceBody), (status = 404, description = "no account"), (status = 400, description = "bad token or strategy")))]
+#[utoipa::path(get, path = "/api/balance", tag = "payments", operation_id = "balance",
+    params(crate::openapi::IdentityHeader, crate::openapi::TokenHeader, crate::openapi::StrategyHeader),
+    responses(
+        (status = 200, description = "the balance, read-your-writes", body = BalanceBody, headers(("X-Waited-Ms" = u64, description = "time this read waited for a follower to catch up"))),
+        (status = 400, description = "bad X-Demo-UserId (bad-user-id), X-Consistency-Token (bad-token) or X-Read-Strategy (unknown-strategy, strategy-header-not-allowed)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no account (no-account); under legacy also a follower that has not replayed its creation yet", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "a node or the session store is unreachable, or the request took too long: retry (Retry-After: 1)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn balance(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let read = state
         .router
@@ -247,9 +260,12 @@ pub async fn balance(State(state): State<AppState>, caller: Caller) -> Result<Re
 }
 
 /// The caller's recent payments, newest first: a fresh read.
-#[utoipa::path(get, path = "/api/payments", tag = "payments",
-    params(("X-Demo-UserId" = Option<String>, Header, description = "caller (UUID)")),
-    responses((status = 200, body = PaymentList)))]
+#[utoipa::path(get, path = "/api/payments", tag = "payments", operation_id = "list_payments",
+    params(crate::openapi::IdentityHeader, crate::openapi::TokenHeader, crate::openapi::StrategyHeader),
+    responses(
+        (status = 200, description = "the caller's recent payments, newest first (empty without an account)", body = PaymentList, headers(("X-Waited-Ms" = u64, description = "time this read waited for a follower to catch up"))),
+        (status = 400, description = "bad X-Demo-UserId (bad-user-id), X-Consistency-Token (bad-token) or X-Read-Strategy (unknown-strategy, strategy-header-not-allowed)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "a node or the session store is unreachable, or the request took too long: retry (Retry-After: 1)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -31,7 +31,12 @@ pub struct ProductList {
 }
 
 /// The catalogue, from a follower.
-#[utoipa::path(get, path = "/api/products", tag = "products", responses((status = 200, body = ProductList)))]
+#[utoipa::path(get, path = "/api/products", tag = "products", operation_id = "list_products",
+    params(crate::openapi::IdentityHeader, crate::openapi::TokenHeader),
+    responses(
+        (status = 200, description = "the catalogue, from a follower in rotation", body = ProductList),
+        (status = 400, description = "bad X-Demo-UserId (bad-user-id) or X-Consistency-Token (bad-token)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "a node or the session store is unreachable, or the request took too long: retry (Retry-After: 1)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

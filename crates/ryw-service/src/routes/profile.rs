@@ -16,11 +16,24 @@ use utoipa::ToSchema;
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ProfileRequest {
     /// A plausible address, at most 254 characters.
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
-    /// 1–200 characters.
+    /// 1–200 characters, not all blank, no control characters (stored
+    /// without surrounding blanks).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x1F\\x7F-\\x9F][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub name: String,
-    /// http(s), at most 2048 characters.
+    /// An http(s) URL of at most 2048 visible ASCII characters (anything
+    /// else percent-encoded): a host name (letters, digits, dots, dashes),
+    /// an optional port, then an optional path, query or fragment.
     #[serde(rename = "avatarUrl")]
+    #[schema(
+        max_length = 2048,
+        pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$"
+    )]
     pub avatar_url: Option<String>,
 }
 
@@ -49,9 +62,16 @@ pub struct ProfileBody {
 }
 
 /// Creates or updates the caller's profile on the leader.
-#[utoipa::path(post, path = "/api/me/profile", tag = "profile", request_body = ProfileRequest,
-    params(("X-Demo-UserId" = Option<String>, Header, description = "caller (UUID)")),
-    responses((status = 200, body = ProfileBody), (status = 422, description = "invalid field")))]
+#[utoipa::path(post, path = "/api/me/profile", tag = "profile", operation_id = "save_profile",
+    params(crate::openapi::IdentityHeader),
+    request_body(content = ProfileRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "saved", body = ProfileBody),
+        (status = 400, description = "bad X-Demo-UserId (bad-user-id), or the body is not valid JSON (malformed-json)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "the body is larger than 64 KiB (body-too-large)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "the body is not application/json (unsupported-media-type)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "a field is invalid (invalid-field)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "a node or the session store is unreachable, or the request took too long: retry (Retry-After: 1)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn upsert(
     State(state): State<AppState>,
     caller: Caller,
@@ -86,9 +106,13 @@ pub async fn upsert(
 }
 
 /// The caller's profile: a fresh read.
-#[utoipa::path(get, path = "/api/me", tag = "profile",
-    params(("X-Demo-UserId" = Option<String>, Header, description = "caller (UUID)")),
-    responses((status = 200, body = ProfileBody), (status = 404, description = "no profile")))]
+#[utoipa::path(get, path = "/api/me", tag = "profile", operation_id = "me",
+    params(crate::openapi::IdentityHeader, crate::openapi::TokenHeader, crate::openapi::StrategyHeader),
+    responses(
+        (status = 200, description = "the caller's profile, read-your-writes", body = ProfileBody, headers(("X-Waited-Ms" = u64, description = "time this read waited for a follower to catch up"))),
+        (status = 400, description = "bad X-Demo-UserId (bad-user-id), X-Consistency-Token (bad-token) or X-Read-Strategy (unknown-strategy, strategy-header-not-allowed)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no profile (no-profile)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "a node or the session store is unreachable, or the request took too long: retry (Retry-After: 1)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let read = state
         .router

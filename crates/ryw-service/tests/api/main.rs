@@ -1,8 +1,11 @@
 //! HTTP tests of the service on a real cluster (one binary, several modules).
 
+mod conformance;
 mod errors;
+mod front;
 mod helpers;
 mod instances;
+mod metrics;
 mod ops;
 mod payments;
 mod strategies;

@@ -26,6 +26,9 @@ async fn status_health_metrics_docs_and_dashboard_are_served() {
     assert_eq!(c.body["session_store"]["kind"], "memory");
     assert_eq!(c.body["session_store"]["healthy"], true);
     assert_eq!(c.body["lag_control"], true);
+    // The configured windows (defaults here), which the dashboard shows.
+    assert_eq!(c.body["sticky_window_ms"], 5000);
+    assert_eq!(c.body["causal_wait_ms"], 200);
 
     let r = app.call("GET", "/readyz", None, &[], None).await;
     assert_eq!(

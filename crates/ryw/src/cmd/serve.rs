@@ -61,11 +61,28 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
     }
     let mut cfg = ServiceConfig::new(nodes, token_key);
     cfg.listen = args.listen;
-    cfg.redis_url = args.redis_url.clone();
+    cfg.redis_url = match (&args.redis_url, &args.cluster) {
+        (Some(url), _) => Some(url.clone()),
+        // A cluster started with `--redis` has its own: share sessions
+        // through it, as several instances on that cluster must.
+        (None, Some(dir)) => ryw_cluster::ClusterInfo::load(dir)?.redis.map(|r| r.url),
+        (None, None) => None,
+    };
     cfg.router = router;
     cfg.allow_strategy_header = args.allow_strategy_header;
     cfg.opening_balance_cents = args.opening_balance;
     cfg.request_timeout = dur("request-timeout", &args.request_timeout)?;
+    cfg.front = ryw_service::front::FrontLimits {
+        header_read_timeout: dur("header-read-timeout", &args.header_read_timeout)?,
+        idle_timeout: dur("idle-timeout", &args.idle_timeout)?,
+        max_connections: args.max_connections,
+    };
+    if cfg.front.header_read_timeout.is_zero() || cfg.front.idle_timeout.is_zero() {
+        bail!("--header-read-timeout and --idle-timeout must be positive");
+    }
+    if cfg.front.max_connections == 0 {
+        bail!("--max-connections must be at least 1");
+    }
     cfg.cluster_dir = args.cluster.clone();
     Ok(cfg)
 }
