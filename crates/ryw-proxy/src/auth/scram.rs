@@ -1,0 +1,355 @@
+//! [`ScramServer`]: the server side of one SCRAM-SHA-256 exchange (RFC 5802,
+//! RFC 7677), as PostgreSQL runs it without channel binding.
+
+use std::fmt;
+use std::mem;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use super::AuthError;
+use super::file::User;
+use super::verifier::Verifier;
+
+/// The mechanism the proxy advertises in `AuthenticationSASL` and accepts in
+/// `SASLInitialResponse`. Never `SCRAM-SHA-256-PLUS`: that needs TLS.
+pub const SCRAM_SHA_256: &str = postgres_protocol::authentication::sasl::SCRAM_SHA_256;
+
+/// The longest client SCRAM message accepted. Real ones are under 200 bytes
+/// (libpq's client-first is `n,,n=,r=` and a 24-character nonce); the cap
+/// leaves room for long user names and nonces, and bounds the work a client
+/// can ask for.
+pub const MAX_SCRAM_MESSAGE: usize = 2048;
+
+/// Random bytes in the server's half of the nonce (PostgreSQL's count): 24
+/// base64 characters.
+const SERVER_NONCE_BYTES: usize = 18;
+
+/// One client's SCRAM-SHA-256 exchange with the proxy, against one user's
+/// verifier. No I/O: the proxy moves the bytes.
+///
+/// The messages, as PostgreSQL sends and expects them (`R` messages are
+/// `'R'`, an `i32` length that counts itself, an `i32` code, then the body):
+///
+/// 1. proxy → client, **AuthenticationSASL**: `R`, code **10**, then the
+///    mechanism names, each a C string, and a final `\0`: for us
+///    `SCRAM-SHA-256\0\0`.
+/// 2. client → proxy, **SASLInitialResponse**: `p`, length, the chosen
+///    mechanism as a C string (must be [`SCRAM_SHA_256`], else 08P01), an
+///    `i32` data length (`-1` for none), the data: pass it to
+///    [`ScramServer::client_first`]. (With `-1`, PostgreSQL answers an empty
+///    AuthenticationSASLContinue and takes the next SASLResponse's data as the
+///    client-first-message; no common client does this.)
+/// 3. proxy → client, **AuthenticationSASLContinue**: `R`, code **11**, then
+///    `client_first`'s output (server-first-message) as the rest of the body.
+/// 4. client → proxy, **SASLResponse**: `p`, length, data (the whole rest of
+///    the body): pass it to [`ScramServer::client_final`].
+/// 5. proxy → client, **AuthenticationSASLFinal**: `R`, code **12**, then
+///    `client_final`'s output (`v=…`, the server's signature).
+/// 6. proxy → client, **AuthenticationOk**: `R`, length 8, code **0**; then
+///    ParameterStatus…, BackendKeyData, ReadyForQuery as after any login.
+///
+/// On any error the proxy sends an ErrorResponse (severity `FATAL`, code
+/// [`AuthError::sqlstate`], message its `Display`) and closes the
+/// connection, as PostgreSQL does. Both `p` messages share one type byte, so
+/// the proxy knows which is which only by where it is in the exchange.
+pub struct ScramServer {
+    user: String,
+    verifier: Verifier,
+    /// False for a name not in the auth file: the exchange runs, the proof
+    /// never passes.
+    known: bool,
+    server_nonce: String,
+    state: State,
+}
+
+enum State {
+    /// Waiting for the client-first-message.
+    Start,
+    /// The server-first-message went out; waiting for the client-final-message.
+    SentServerFirst {
+        /// The `c=` value the client must send back: base64 of its gs2 header.
+        channel_binding: &'static str,
+        client_first_bare: String,
+        server_first: String,
+        /// client nonce + server nonce.
+        nonce: String,
+    },
+    /// Succeeded, failed, or misused: every further message is an error.
+    Ended,
+}
+
+impl ScramServer {
+    /// An exchange for `user`, with a fresh random server nonce.
+    pub fn new(user: &User) -> ScramServer {
+        let nonce: [u8; SERVER_NONCE_BYTES] = rand::random();
+        ScramServer::with_parts(
+            user.name(),
+            user.verifier().clone(),
+            true,
+            STANDARD.encode(nonce),
+        )
+    }
+
+    /// An exchange that fails at the end, for a name not in the auth file.
+    pub(super) fn unknown_user(name: &str, verifier: Verifier) -> ScramServer {
+        let nonce: [u8; SERVER_NONCE_BYTES] = rand::random();
+        ScramServer::with_parts(name, verifier, false, STANDARD.encode(nonce))
+    }
+
+    fn with_parts(
+        name: &str,
+        verifier: Verifier,
+        known: bool,
+        server_nonce: String,
+    ) -> ScramServer {
+        ScramServer {
+            user: name.to_owned(),
+            verifier,
+            known,
+            server_nonce,
+            state: State::Start,
+        }
+    }
+
+    /// The user this exchange authenticates (the startup message's).
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Takes the client-first-message (SASLInitialResponse's data, e.g.
+    /// `n,,n=,r=<client nonce>`) and returns the server-first-message
+    /// `r=<client nonce><server nonce>,s=<salt>,i=<iterations>` for
+    /// AuthenticationSASLContinue.
+    ///
+    /// The gs2 header must be `n,,` or `y,,`: `p=…` (channel binding) and an
+    /// authorization identity are refused. The `n=` user name is ignored, as
+    /// PostgreSQL ignores it: the startup message's user is the one that
+    /// counts. Any error ends the exchange.
+    pub fn client_first(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError> {
+        if !matches!(mem::replace(&mut self.state, State::Ended), State::Start) {
+            return Err(AuthError::OutOfOrder(
+                "a second client-first-message, or one after the exchange ended",
+            ));
+        }
+        let first = ClientFirst::parse(text(data)?)?;
+        let nonce = format!("{}{}", first.nonce, self.server_nonce);
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            STANDARD.encode(&self.verifier.salt),
+            self.verifier.iterations
+        );
+        let reply = server_first.clone().into_bytes();
+        self.state = State::SentServerFirst {
+            channel_binding: first.channel_binding,
+            client_first_bare: first.bare.to_owned(),
+            server_first,
+            nonce,
+        };
+        Ok(reply)
+    }
+
+    /// Takes the client-final-message (SASLResponse's data,
+    /// `c=<base64 gs2 header>,r=<nonce>,p=<base64 proof>`), checks the
+    /// channel binding and nonce exactly and the proof in constant time, and
+    /// returns the server-final-message `v=<server signature>` for
+    /// AuthenticationSASLFinal. A wrong proof is
+    /// [`AuthError::WrongPassword`] (28P01). The exchange ends either way.
+    pub fn client_final(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError> {
+        let State::SentServerFirst {
+            channel_binding,
+            client_first_bare,
+            server_first,
+            nonce,
+        } = mem::replace(&mut self.state, State::Ended)
+        else {
+            return Err(AuthError::OutOfOrder(
+                "a client-final-message before the client-first-message, or after the exchange ended",
+            ));
+        };
+        let last = ClientFinal::parse(text(data)?)?;
+        if last.channel_binding != channel_binding {
+            return Err(AuthError::Malformed(
+                "the channel binding (c=) does not repeat the client-first-message's gs2 header",
+            ));
+        }
+        if last.nonce != nonce {
+            return Err(AuthError::Malformed("the nonce (r=) does not match"));
+        }
+
+        // RFC 5802 section 3: ClientKey = ClientProof XOR HMAC(StoredKey,
+        // AuthMessage); the proof is right iff H(ClientKey) == StoredKey.
+        let auth_message = format!("{client_first_bare},{server_first},{}", last.without_proof);
+        let client_signature = hmac(&self.verifier.stored_key, auth_message.as_bytes());
+        let mut client_key = last.proof;
+        for (k, s) in client_key.iter_mut().zip(client_signature) {
+            *k ^= s;
+        }
+        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+        if !(constant_time_eq(&stored_key, &self.verifier.stored_key) && self.known) {
+            return Err(AuthError::WrongPassword {
+                user: self.user.clone(),
+            });
+        }
+        let server_signature = hmac(&self.verifier.server_key, auth_message.as_bytes());
+        Ok(format!("v={}", STANDARD.encode(server_signature)).into_bytes())
+    }
+}
+
+impl fmt::Debug for ScramServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Start => "start",
+            State::SentServerFirst { .. } => "sent server-first",
+            State::Ended => "ended",
+        };
+        f.debug_struct("ScramServer")
+            .field("user", &self.user)
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The message as text, after the size cap. RFC 5802 messages are UTF-8
+/// and PostgreSQL's have no NUL.
+fn text(data: &[u8]) -> Result<&str, AuthError> {
+    if data.len() > MAX_SCRAM_MESSAGE {
+        return Err(AuthError::Malformed("longer than 2048 bytes"));
+    }
+    let text = std::str::from_utf8(data).map_err(|_| AuthError::Malformed("not UTF-8"))?;
+    if text.contains('\0') {
+        return Err(AuthError::Malformed("contains a NUL byte"));
+    }
+    Ok(text)
+}
+
+/// `client-first-message = gs2-header client-first-message-bare`, with
+/// `gs2-header = ("n" / "y") ",,"` (what we accept of it) and
+/// `client-first-message-bare = "n=" saslname ",r=" c-nonce ["," extensions]`.
+struct ClientFirst<'a> {
+    /// base64 of the gs2 header: what `c=` must say in the final message.
+    channel_binding: &'static str,
+    bare: &'a str,
+    nonce: &'a str,
+}
+
+impl<'a> ClientFirst<'a> {
+    fn parse(text: &'a str) -> Result<ClientFirst<'a>, AuthError> {
+        let channel_binding = match text.as_bytes().first() {
+            None => return Err(AuthError::Malformed("the client-first-message is empty")),
+            Some(b'n') => "biws", // base64("n,,"): the client does not support channel binding
+            Some(b'y') => "eSws", // base64("y,,"): it does, but thinks we do not (true)
+            Some(b'p') => return Err(AuthError::ChannelBinding),
+            Some(_) => return Err(AuthError::Malformed("unexpected channel-binding flag")),
+        };
+        let rest = text[1..].strip_prefix(',').ok_or(AuthError::Malformed(
+            "expected a comma after the channel-binding flag",
+        ))?;
+        if rest.starts_with('a') {
+            return Err(AuthError::Malformed(
+                "an authorization identity (a=) is not supported",
+            ));
+        }
+        let bare = rest.strip_prefix(',').ok_or(AuthError::Malformed(
+            "unexpected attribute in the gs2 header",
+        ))?;
+        if bare.starts_with('m') {
+            return Err(AuthError::Malformed(
+                "the client requires an unsupported SCRAM extension (m=)",
+            ));
+        }
+        let mut attributes = bare.split(',');
+        // The user name: ignored (PostgreSQL uses the startup message's).
+        attribute(attributes.next(), "n=")
+            .ok_or(AuthError::Malformed("expected the user name (n=)"))?;
+        let nonce = attribute(attributes.next(), "r=").ok_or(AuthError::Malformed(
+            "expected the nonce (r=) after the user name",
+        ))?;
+        if nonce.is_empty() || !nonce.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return Err(AuthError::Malformed(
+                "the nonce is empty or has non-printable characters",
+            ));
+        }
+        attributes.try_for_each(extension)?;
+        Ok(ClientFirst {
+            channel_binding,
+            bare,
+            nonce,
+        })
+    }
+}
+
+/// `client-final-message = "c=" base64 ",r=" nonce ["," extensions] ",p=" proof`.
+struct ClientFinal<'a> {
+    channel_binding: &'a str,
+    nonce: &'a str,
+    /// Everything before `,p=`: part of the AuthMessage both sides sign.
+    without_proof: &'a str,
+    proof: [u8; 32],
+}
+
+impl<'a> ClientFinal<'a> {
+    fn parse(text: &'a str) -> Result<ClientFinal<'a>, AuthError> {
+        let (without_proof, proof) = text
+            .rsplit_once(',')
+            .ok_or(AuthError::Malformed("expected c=, r= and p= attributes"))?;
+        let proof = proof.strip_prefix("p=").ok_or(AuthError::Malformed(
+            "the client-final-message does not end with the proof (p=)",
+        ))?;
+        let mut attributes = without_proof.split(',');
+        let channel_binding = attribute(attributes.next(), "c=").ok_or(AuthError::Malformed(
+            "expected the channel binding (c=) first",
+        ))?;
+        let nonce = attribute(attributes.next(), "r=")
+            .ok_or(AuthError::Malformed("expected the nonce (r=) second"))?;
+        for a in attributes {
+            if a.starts_with("p=") {
+                return Err(AuthError::Malformed("more than one proof (p=)"));
+            }
+            extension(a)?;
+        }
+        // 32 bytes are 44 base64 characters: check before decoding.
+        let proof = (proof.len() == 44)
+            .then(|| STANDARD.decode(proof).ok())
+            .flatten()
+            .and_then(|p| <[u8; 32]>::try_from(p).ok())
+            .ok_or(AuthError::Malformed("the proof is not 32 bytes in base64"))?;
+        Ok(ClientFinal {
+            channel_binding,
+            nonce,
+            without_proof,
+            proof,
+        })
+    }
+}
+
+/// The value of `part` if it is `<name>…`, e.g. `attribute(Some("r=abc"), "r=")`.
+fn attribute<'a>(part: Option<&'a str>, name: &str) -> Option<&'a str> {
+    part?.strip_prefix(name)
+}
+
+/// An optional extension attribute: a letter, `=`, a value. Ignored, as
+/// PostgreSQL ignores them (`m=`, the mandatory one, is refused earlier).
+fn extension(part: &str) -> Result<(), AuthError> {
+    match part.as_bytes() {
+        [letter, b'=', ..] if letter.is_ascii_alphabetic() => Ok(()),
+        _ => Err(AuthError::Malformed(
+            "expected an attribute (a letter and =)",
+        )),
+    }
+}
+
+fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
+/// Compares without an early exit, so the time taken says nothing about
+/// how many leading bytes matched.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
