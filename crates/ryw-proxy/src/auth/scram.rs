@@ -99,6 +99,18 @@ impl ScramServer {
         ScramServer::with_parts(name, verifier, false, STANDARD.encode(nonce))
     }
 
+    /// An exchange with a chosen server nonce, for tests against recorded
+    /// exchanges (RFC 7677's uses characters base64 does not).
+    #[cfg(test)]
+    pub(crate) fn with_server_nonce(user: &User, server_nonce: &str) -> ScramServer {
+        ScramServer::with_parts(
+            user.name(),
+            user.verifier().clone(),
+            true,
+            server_nonce.to_owned(),
+        )
+    }
+
     fn with_parts(
         name: &str,
         verifier: Verifier,
@@ -352,4 +364,394 @@ fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::LazyLock;
+
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+
+    use super::*;
+    use crate::auth::AuthFile;
+
+    // RFC 7677 section 3: user "user", password "pencil".
+    const RFC_SALT: &str = "W22ZaJ0SNY7soEsUEjb6gQ==";
+    const RFC_SERVER_NONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+    const RFC_CLIENT_FIRST: &str = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
+    const RFC_SERVER_FIRST: &str =
+        "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+    const RFC_CLIENT_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+         p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+    const RFC_SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
+
+    /// PBKDF2-HMAC-SHA256 with one output block: SCRAM's `Hi()`.
+    fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+        let mut block = hmac(password, &[salt, &[0, 0, 0, 1]].concat());
+        let mut sum = block;
+        for _ in 1..iterations {
+            block = hmac(password, &block);
+            sum.iter_mut().zip(block).for_each(|(s, b)| *s ^= b);
+        }
+        sum
+    }
+
+    /// The `pg_authid` verifier for an ASCII password, computed here from
+    /// RFC 5802's definitions rather than by the code under test.
+    fn pg_verifier(password: &str, salt: &[u8], iterations: u32) -> String {
+        let salted = salted_password(password.as_bytes(), salt, iterations);
+        let stored_key: [u8; 32] = Sha256::digest(hmac(&salted, b"Client Key")).into();
+        let server_key = hmac(&salted, b"Server Key");
+        format!(
+            "SCRAM-SHA-256${iterations}:{}${}:{}",
+            STANDARD.encode(salt),
+            STANDARD.encode(stored_key),
+            STANDARD.encode(server_key)
+        )
+    }
+
+    /// The client proof for `auth_message`, for hand-made final messages.
+    fn proof(password: &str, salt: &[u8], iterations: u32, auth_message: &str) -> String {
+        let salted = salted_password(password.as_bytes(), salt, iterations);
+        let client_key = hmac(&salted, b"Client Key");
+        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+        let signature = hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
+        STANDARD.encode(proof)
+    }
+
+    /// The RFC's user's verifier (computed apart, with Python's hashlib).
+    const RFC_VERIFIER: &str = "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$\
+        WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:\
+        wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
+
+    /// The RFC's user, from a verifier line in an auth file.
+    static RFC_FILE: LazyLock<AuthFile> =
+        LazyLock::new(|| AuthFile::parse(&format!("\"user\" \"{RFC_VERIFIER}\"")).unwrap());
+
+    #[test]
+    fn the_test_helpers_agree_with_the_rfc() {
+        let salt = STANDARD.decode(RFC_SALT).unwrap();
+        assert_eq!(pg_verifier("pencil", &salt, 4096), RFC_VERIFIER);
+    }
+
+    fn rfc_server() -> ScramServer {
+        ScramServer::with_server_nonce(RFC_FILE.user("user").unwrap(), RFC_SERVER_NONCE)
+    }
+
+    /// A whole exchange between tokio-postgres's SCRAM client and `server`.
+    fn exchange(
+        server: &mut ScramServer,
+        password: &str,
+        channel_binding: ChannelBinding,
+    ) -> Result<(), AuthError> {
+        let mut client = ScramSha256::new(password.as_bytes(), channel_binding);
+        let server_first = server.client_first(client.message())?;
+        client
+            .update(&server_first)
+            .expect("the client takes server-first");
+        let server_final = server.client_final(client.message())?;
+        client
+            .finish(&server_final)
+            .expect("the client checks the server's signature");
+        Ok(())
+    }
+
+    fn users() -> AuthFile {
+        let verifier = postgres_protocol::password::scram_sha_256(b"bob's secret");
+        AuthFile::parse(&format!(
+            "\"alice\" \"alice's secret\"\n\"bob\" \"{verifier}\"\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn reproduces_the_rfc_7677_exchange() {
+        let mut server = rfc_server();
+        let server_first = server.client_first(RFC_CLIENT_FIRST.as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(server_first).unwrap(), RFC_SERVER_FIRST);
+        let server_final = server.client_final(RFC_CLIENT_FINAL.as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(server_final).unwrap(), RFC_SERVER_FINAL);
+    }
+
+    #[test]
+    fn a_plaintext_user_logs_in_with_the_tokio_postgres_client() {
+        let file = users();
+        let alice = file.user("alice").unwrap();
+        // "n,,": a client without TLS (tokio-postgres over NoTls, libpq).
+        exchange(
+            &mut ScramServer::new(alice),
+            "alice's secret",
+            ChannelBinding::unsupported(),
+        )
+        .unwrap();
+        // "y,,": a client that could bind a channel but sees no TLS.
+        exchange(
+            &mut ScramServer::new(alice),
+            "alice's secret",
+            ChannelBinding::unrequested(),
+        )
+        .unwrap();
+        exchange(
+            &mut file.scram_server("alice"),
+            "alice's secret",
+            ChannelBinding::unsupported(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_verifier_only_user_logs_in_with_the_tokio_postgres_client() {
+        let file = users();
+        let bob = file.user("bob").unwrap();
+        exchange(
+            &mut ScramServer::new(bob),
+            "bob's secret",
+            ChannelBinding::unsupported(),
+        )
+        .unwrap();
+        exchange(
+            &mut file.scram_server("bob"),
+            "bob's secret",
+            ChannelBinding::unrequested(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_wrong_password_is_28p01() {
+        let file = users();
+        for name in ["alice", "bob"] {
+            let mut server = ScramServer::new(file.user(name).unwrap());
+            let err = exchange(&mut server, "guess", ChannelBinding::unsupported()).unwrap_err();
+            assert!(matches!(err, AuthError::WrongPassword { .. }), "{err:?}");
+            assert_eq!(err.sqlstate(), "28P01");
+            assert_eq!(
+                err.to_string(),
+                format!("password authentication failed for user \"{name}\"")
+            );
+            assert!(
+                server.client_final(b"c=biws").is_err(),
+                "the exchange is over"
+            );
+        }
+    }
+
+    #[test]
+    fn passwords_are_saslprepped_on_both_sides() {
+        // U+00A0 (no-break space) maps to a plain space under SASLprep.
+        let file = AuthFile::parse("\"u\" \"caf\u{e9} au\u{a0}lait\"").unwrap();
+        let user = file.user("u").unwrap();
+        assert_eq!(user.backend_password(), Some("caf\u{e9} au\u{a0}lait"));
+        for typed in ["caf\u{e9} au\u{a0}lait", "caf\u{e9} au lait"] {
+            exchange(
+                &mut ScramServer::new(user),
+                typed,
+                ChannelBinding::unsupported(),
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn an_unknown_user_fails_at_the_end_like_a_wrong_password() {
+        let file = users();
+        let server_first = |name: &str| {
+            let mut server = file.scram_server(name);
+            let reply = server.client_first(b"n,,n=,r=abcdef").unwrap();
+            String::from_utf8(reply).unwrap()
+        };
+        let salt = |reply: &str| reply.split(',').nth(1).unwrap().to_owned();
+        let first = server_first("mallory");
+        assert!(first.ends_with(",i=4096"), "{first}");
+        assert_eq!(STANDARD.decode(&salt(&first)[2..]).unwrap().len(), 16);
+        assert_eq!(
+            salt(&first),
+            salt(&server_first("mallory")),
+            "stable per name"
+        );
+        assert_ne!(salt(&first), salt(&server_first("trudy")));
+
+        for password in ["", "alice's secret", "anything"] {
+            let mut server = file.scram_server("mallory");
+            assert_eq!(server.user(), "mallory");
+            let err = exchange(&mut server, password, ChannelBinding::unsupported()).unwrap_err();
+            assert_eq!(err.sqlstate(), "28P01");
+            assert_eq!(
+                err.to_string(),
+                "password authentication failed for user \"mallory\""
+            );
+        }
+    }
+
+    #[test]
+    fn channel_binding_is_refused_clearly() {
+        let mut server = rfc_server();
+        let err = server
+            .client_first(b"p=tls-server-end-point,,n=,r=abcdef")
+            .unwrap_err();
+        assert!(matches!(err, AuthError::ChannelBinding));
+        assert_eq!(err.sqlstate(), "08P01");
+        assert!(err.to_string().contains("no TLS"), "{err}");
+    }
+
+    #[test]
+    fn malformed_client_first_messages_are_08p01() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"x,,n=,r=abc",
+            b"n",
+            b"n;,n=,r=abc",
+            b"n,a=admin,n=,r=abc",
+            b"n,x,n=,r=abc",
+            b"n,,m=ext,n=,r=abc",
+            b"n,,r=abc",
+            b"n,,n=",
+            b"n,,n=,r=",
+            b"n,,n=,r=ab c",
+            b"n,,n=,r=abc,1=x",
+            b"n,,n=,r=abc,",
+            b"n,,n=,r=abc\0",
+            b"n,,n=,r=\xff",
+        ];
+        for &case in cases {
+            let err = rfc_server().client_first(case).unwrap_err();
+            assert_eq!(
+                err.sqlstate(),
+                "08P01",
+                "{:?}: {err}",
+                String::from_utf8_lossy(case)
+            );
+        }
+        let long = format!("n,,n=,r={}", "a".repeat(MAX_SCRAM_MESSAGE));
+        let err = rfc_server().client_first(long.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("longer than"), "{err}");
+    }
+
+    #[test]
+    fn extensions_and_the_user_name_are_ignored() {
+        let salt = STANDARD.decode(RFC_SALT).unwrap();
+        let mut server = rfc_server();
+        let client_first_bare = "n=someone else,r=rOprNGfwEbeRWgbNEkqO,x=ext";
+        let server_first = server
+            .client_first(format!("n,,{client_first_bare}").as_bytes())
+            .unwrap();
+        let server_first = String::from_utf8(server_first).unwrap();
+        assert_eq!(server_first, RFC_SERVER_FIRST);
+        let without_proof = format!("c=biws,r=rOprNGfwEbeRWgbNEkqO{RFC_SERVER_NONCE},y=ext");
+        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+        let p = proof("pencil", &salt, 4096, &auth_message);
+        server
+            .client_final(format!("{without_proof},p={p}").as_bytes())
+            .unwrap();
+    }
+
+    #[test]
+    fn the_final_message_must_repeat_the_channel_binding_and_nonce() {
+        let nonce = format!("rOprNGfwEbeRWgbNEkqO{RFC_SERVER_NONCE}");
+        let p = "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+        let cases = [
+            // "y,," where the first message said "n,,".
+            (format!("c=eSws,r={nonce},p={p}"), "channel binding"),
+            (format!("c=biws,r={nonce}x,p={p}"), "nonce"),
+            (format!("c=biws,r=rOprNGfwEbeRWgbNEkqO,p={p}"), "nonce"),
+            (format!("r={nonce},c=biws,p={p}"), "(c=) first"),
+            (format!("c=biws,p={p}"), "(r=) second"),
+            (format!("c=biws,r={nonce}"), "proof"),
+            (
+                format!("c=biws,r={nonce},p={p},p={p}"),
+                "more than one proof",
+            ),
+            (format!("c=biws,r={nonce},p=AAAA"), "32 bytes"),
+            (format!("c=biws,r={nonce},p={}", &p[..43]), "32 bytes"),
+            ("garbage".to_owned(), "c=, r= and p="),
+        ];
+        for (message, want) in cases {
+            let mut server = rfc_server();
+            server.client_first(RFC_CLIENT_FIRST.as_bytes()).unwrap();
+            let err = server.client_final(message.as_bytes()).unwrap_err();
+            assert_eq!(err.sqlstate(), "08P01", "{message}: {err}");
+            assert!(err.to_string().contains(want), "{message}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_tampered_proof_is_28p01() {
+        let mut server = rfc_server();
+        server.client_first(RFC_CLIENT_FIRST.as_bytes()).unwrap();
+        let tampered = RFC_CLIENT_FINAL.replace("p=dHzb", "p=dHzc");
+        let err = server.client_final(tampered.as_bytes()).unwrap_err();
+        assert_eq!(err.sqlstate(), "28P01");
+    }
+
+    #[test]
+    fn a_recorded_final_message_does_not_replay_into_a_new_exchange() {
+        let file = users();
+        let alice = file.user("alice").unwrap();
+        let mut client = ScramSha256::new(b"alice's secret", ChannelBinding::unsupported());
+        let mut server = ScramServer::new(alice);
+        let server_first = server.client_first(client.message()).unwrap();
+        client.update(&server_first).unwrap();
+        let recorded_first = b"n,,n=,r=".iter().chain(&server_first[2..26]).copied();
+        let recorded_final = client.message().to_vec();
+        server.client_final(&recorded_final).unwrap();
+
+        // Same client nonce, but the new exchange has a new server nonce.
+        let mut again = ScramServer::new(alice);
+        again
+            .client_first(&recorded_first.collect::<Vec<u8>>())
+            .unwrap();
+        let err = again.client_final(&recorded_final).unwrap_err();
+        assert_eq!(err.sqlstate(), "08P01");
+        assert!(err.to_string().contains("nonce"), "{err}");
+    }
+
+    #[test]
+    fn out_of_order_calls_are_errors_not_panics() {
+        let mut server = rfc_server();
+        let err = server
+            .client_final(RFC_CLIENT_FINAL.as_bytes())
+            .unwrap_err();
+        assert!(matches!(err, AuthError::OutOfOrder(_)));
+        assert_eq!(err.sqlstate(), "08P01");
+        // A misused exchange is over: even the right first message is refused.
+        assert!(matches!(
+            server.client_first(RFC_CLIENT_FIRST.as_bytes()),
+            Err(AuthError::OutOfOrder(_))
+        ));
+
+        let mut server = rfc_server();
+        server.client_first(RFC_CLIENT_FIRST.as_bytes()).unwrap();
+        assert!(matches!(
+            server.client_first(RFC_CLIENT_FIRST.as_bytes()),
+            Err(AuthError::OutOfOrder(_))
+        ));
+
+        let mut server = rfc_server();
+        server.client_first(RFC_CLIENT_FIRST.as_bytes()).unwrap();
+        server.client_final(RFC_CLIENT_FINAL.as_bytes()).unwrap();
+        assert!(matches!(
+            server.client_final(RFC_CLIENT_FINAL.as_bytes()),
+            Err(AuthError::OutOfOrder(_))
+        ));
+        assert!(matches!(
+            server.client_first(RFC_CLIENT_FIRST.as_bytes()),
+            Err(AuthError::OutOfOrder(_))
+        ));
+    }
+
+    #[test]
+    fn debug_shows_the_user_and_state_only() {
+        let mut server = rfc_server();
+        server.client_first(RFC_CLIENT_FIRST.as_bytes()).unwrap();
+        let shown = format!("{server:?}");
+        assert_eq!(
+            shown,
+            "ScramServer { user: \"user\", state: \"sent server-first\", .. }"
+        );
+    }
 }
