@@ -282,6 +282,7 @@ fn quoted(text: &str) -> Option<(String, &str)> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
 
     use super::*;
 
@@ -463,5 +464,42 @@ mod tests {
             AuthFile::parse(&text),
             Err(AuthError::FileTooLarge { .. })
         ));
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_names_a_line_that_exists(text in "(\\PC{0,30}\n?){0,6}") {
+            match AuthFile::parse(&text) {
+                Ok(file) => prop_assert!(!file.is_empty()),
+                Err(AuthError::Line { line, .. }) => {
+                    prop_assert!(line >= 1 && line <= text.lines().count(), "line {}", line)
+                }
+                Err(AuthError::NoUsers) => {}
+                Err(other) => prop_assert!(false, "{other:?}"),
+            }
+        }
+
+        #[test]
+        fn quote_shaped_lines_never_panic(text in "([ \t]*(\"[a-z\"#;]{0,4}\"?[ \t]*){0,3}[#;x]?\n){1,4}") {
+            let _ = AuthFile::parse(&text);
+        }
+
+        #[test]
+        fn errors_never_echo_the_secret(secret in "[A-Za-z0-9]{12,24}", shape in 0..7usize) {
+            let line = match shape {
+                0 => format!("\"u\" \"{secret}\" trailing"),
+                1 => format!("\"u\" \"{secret}"),
+                2 => format!("\"\" \"{secret}\""),
+                3 => format!("\"u\" \"SCRAM-SHA-256$4096:{secret}\""),
+                4 => format!("\"u\" \"SCRAM-SHA-256$4096:{secret}$k:k\""),
+                5 => format!("\"u\" \"SCRAM-SHA-256${secret}:c2FsdA==$k:k\""),
+                _ => format!("\"u\" \"md5{:0<32}\"", secret.to_lowercase().replace(|c: char| !c.is_ascii_hexdigit(), "0")),
+            };
+            let err = AuthFile::parse(&format!("# users\n{line}\n")).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            prop_assert!(shown.starts_with("auth file line 2: "), "{}", shown);
+            let md5_hex = secret.to_lowercase().replace(|c: char| !c.is_ascii_hexdigit(), "0");
+            prop_assert!(!shown.contains(&secret) && !shown.contains(&md5_hex), "{}", shown);
+        }
     }
 }

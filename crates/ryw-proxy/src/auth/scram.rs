@@ -371,6 +371,7 @@ mod tests {
     use std::sync::LazyLock;
 
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    use proptest::prelude::*;
 
     use super::*;
     use crate::auth::AuthFile;
@@ -753,5 +754,56 @@ mod tests {
             shown,
             "ScramServer { user: \"user\", state: \"sent server-first\", .. }"
         );
+    }
+
+    fn is_client_error(err: &AuthError) -> bool {
+        matches!(err.sqlstate(), "08P01" | "28P01")
+    }
+
+    proptest! {
+        #[test]
+        fn random_client_first_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut server = rfc_server();
+            if let Err(err) = server.client_first(&data) {
+                prop_assert_eq!(err.sqlstate(), "08P01");
+            }
+        }
+
+        #[test]
+        fn random_client_final_bytes_never_log_in(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut server = rfc_server();
+            server.client_first(RFC_CLIENT_FIRST.as_bytes()).unwrap();
+            let err = server.client_final(&data).unwrap_err();
+            prop_assert!(is_client_error(&err), "{}", err);
+        }
+
+        #[test]
+        fn scram_shaped_messages_never_panic(
+            first in "[nyp]?[,=a]{0,3}(n=[a-z]{0,3},?)?(r=[!-~]{0,8})?(,[a-z1]=?[a-z]{0,3}){0,2}",
+            last in "(c=[a-zA-Z]{0,4},?)?(r=[!-+\\--~]{0,40},?)?([a-z]=[a-z]*,)?(p=[A-Za-z0-9+/=]{0,46})?",
+        ) {
+            let mut server = rfc_server();
+            match server.client_first(first.as_bytes()) {
+                Err(err) => prop_assert_eq!(err.sqlstate(), "08P01"),
+                Ok(_) => {
+                    let err = server.client_final(last.as_bytes()).unwrap_err();
+                    prop_assert!(is_client_error(&err), "{}", err);
+                }
+            }
+        }
+
+        #[test]
+        fn any_change_to_a_valid_final_message_is_refused(
+            at in 0..RFC_CLIENT_FINAL.len(),
+            byte in any::<u8>(),
+        ) {
+            let mut message = RFC_CLIENT_FINAL.as_bytes().to_vec();
+            prop_assume!(message[at] != byte);
+            message[at] = byte;
+            let mut server = rfc_server();
+            server.client_first(RFC_CLIENT_FIRST.as_bytes()).unwrap();
+            let err = server.client_final(&message).unwrap_err();
+            prop_assert!(is_client_error(&err), "{}", err);
+        }
     }
 }
