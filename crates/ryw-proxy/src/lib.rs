@@ -4,14 +4,40 @@
 //! follower that has what the session must see, through the same router,
 //! strategies, stores and tokens as `ryw serve`.
 //!
+//! ```no_run
+//! # async fn f(nodes: ryw_router::NodeUrls) -> Result<(), Box<dyn std::error::Error>> {
+//! use ryw_proxy::{Proxy, ProxyConfig};
+//! let cfg = ProxyConfig::new(nodes, ryw_router::TokenKey::generate());
+//! let proxy = Proxy::build(cfg).await?;
+//! println!("psql -h 127.0.0.1 -p {}", proxy.local_addr().port());
+//! proxy.run_until_stopped(std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Layout
 //!
 //! | file | what |
 //! | --- | --- |
+//! | `config.rs` | [`ProxyConfig`] |
+//! | `server.rs` | [`Proxy`]: build, bind, accept; what client tasks share (router, node addresses, cancel keys) |
+//! | `session.rs` | one client: startup, authentication, routing each batch, the relay, `ryw.*` commands |
+//! | `backend.rs` | a connection to one node on a client's behalf (startup, authentication, rule 2 check) |
+//! | `protocol.rs` | framing with a size cap, the few decoders and encoders routing needs |
 //! | `classify.rs` | statement classification: read, leader, session effects, `ryw.*` commands |
-//! | `auth.rs` | the auth file and the server side of SCRAM-SHA-256 |
+//! | `auth/` | the auth file and the server side of SCRAM-SHA-256 |
+//! | `error.rs` | [`ProxyError`] |
 
 #![warn(missing_docs)]
 
 pub mod auth;
+mod backend;
 pub mod classify;
+mod config;
+mod error;
+pub mod protocol;
+mod server;
+mod session;
+
+pub use config::ProxyConfig;
+pub use error::ProxyError;
+pub use server::Proxy;

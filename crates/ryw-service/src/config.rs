@@ -6,6 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Opening balance of new accounts, in cents (`--opening-balance`).
+pub const DEFAULT_OPENING_BALANCE_CENTS: i64 = 100_000;
+/// Longest a request may take before it is answered 503 (`--request-timeout`).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Where the service listens, which nodes it routes to, and how.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -45,8 +50,8 @@ impl ServiceConfig {
             router: RouterConfig::default(),
             allow_strategy_header: false,
             token_key,
-            opening_balance_cents: 100_000,
-            request_timeout: Duration::from_secs(10),
+            opening_balance_cents: DEFAULT_OPENING_BALANCE_CENTS,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             body_limit: crate::BODY_LIMIT,
             front: crate::front::FrontLimits::default(),
             cluster_dir: None,

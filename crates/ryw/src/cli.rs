@@ -1,7 +1,40 @@
-//! The command line (see "Command line" in DESIGN.md).
+//! The command line (see "Command line" in DESIGN.md). Values are parsed by
+//! clap into their types ([`Dur`], `Strategy`, `SocketAddr`); defaults are
+//! the library's (`RouterConfig::default()`, `FrontLimits::default()`, …),
+//! written once. `ryw serve` and `ryw proxy` share the node, routing and
+//! token flags ([`NodeArgs`], [`RoutingArgs`], [`TokenArgs`]).
 
 use clap::{Args, Parser, Subcommand};
+use ryw_router::{RouterConfig, Strategy};
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A duration flag: `100ms`, `2s`, `1m30s` or `0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl FromStr for Dur {
+    type Err = ryw_router::Error;
+    fn from_str(s: &str) -> Result<Dur, Self::Err> {
+        ryw_router::parse_duration(s).map(Dur)
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_zero() {
+            return f.write_str("0");
+        }
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+/// The router's defaults, for the flags' defaults.
+fn router_default() -> RouterConfig {
+    RouterConfig::default()
+}
 
 /// Read-your-writes consistency on PostgreSQL leader–follower replication.
 #[derive(Debug, Parser)]
@@ -24,6 +57,9 @@ pub enum Command {
     Cluster(ClusterCommand),
     /// Run the HTTP service (API, dashboard, OpenAPI, metrics) on the router.
     Serve(Box<ServeArgs>),
+    /// Run the PostgreSQL wire-protocol proxy: read-your-writes for any
+    /// client, in any language, with no code change.
+    Proxy(Box<ProxyArgs>),
     /// The workload, the consistency checker and the report.
     Bench(Box<BenchArgs>),
 }
@@ -66,7 +102,7 @@ pub struct CalibrateArgs {
     pub rounds: usize,
     /// Length of each measurement.
     #[arg(long, default_value = "10s")]
-    pub duration: String,
+    pub duration: Dur,
     /// Concurrent HTTP connections (pgbench uses -c8 -j2).
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
@@ -103,7 +139,7 @@ pub struct BenchRunArgs {
     pub users: usize,
     /// How long the workload runs.
     #[arg(long, default_value = "20s")]
-    pub duration: String,
+    pub duration: Dur,
     /// Think time between a write and the read after it: `200ms`,
     /// `0ms..1s` (uniform) or `exp:300ms`.
     #[arg(long, default_value = "0ms..1s")]
@@ -129,10 +165,12 @@ pub struct BenchRunArgs {
     pub quiet: bool,
 }
 
+/// Where the nodes are: `ryw serve` and `ryw proxy`.
 #[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// A local cluster folder (from `ryw cluster up`): node URLs come from its
-    /// cluster.json, and the dashboard may change follower lag.
+pub struct NodeArgs {
+    /// A local cluster folder (from `ryw cluster up`): node URLs come from
+    /// its cluster.json (and `ryw serve`'s dashboard may change follower
+    /// lag).
     #[arg(long, env = "RYW_CLUSTER", conflicts_with = "leader_url")]
     pub cluster: Option<PathBuf>,
     /// The leader (primary) URL, e.g. postgres://app@db1:5432/app.
@@ -142,42 +180,52 @@ pub struct ServeArgs {
     /// repeat it, or separate with commas in RYW_FOLLOWER_URL.
     #[arg(long = "follower-url", env = "RYW_FOLLOWER_URL", value_delimiter = ',')]
     pub follower_urls: Vec<String>,
-    /// Redis URL for the shared session store (several instances). Default:
-    /// the cluster's Redis with `--cluster` on a cluster started with
+    /// Redis URL for the shared session store (several instances, and
+    /// `ryw serve` and `ryw proxy` sharing sessions). Default: the
+    /// cluster's Redis with `--cluster` on a cluster started with
     /// `--redis`; else sessions live in this process's memory.
     #[arg(long, env = "RYW_REDIS_URL")]
     pub redis_url: Option<String>,
+}
+
+/// How fresh reads are routed and followers watched: `ryw serve` and
+/// `ryw proxy`.
+#[derive(Debug, Args)]
+pub struct RoutingArgs {
     /// Default strategy of fresh reads: leader, legacy, sticky, causal,
     /// hybrid, per-read-check.
-    #[arg(long, env = "RYW_STRATEGY", default_value = "hybrid")]
-    pub strategy: String,
+    #[arg(long, env = "RYW_STRATEGY", default_value_t = router_default().default_strategy)]
+    pub strategy: Strategy,
     /// Sticky window: after a write, the session reads from the leader this long.
-    #[arg(long, env = "RYW_STICKY_WINDOW", default_value = "5s")]
-    pub sticky_window: String,
+    #[arg(long, env = "RYW_STICKY_WINDOW", default_value_t = Dur(router_default().sticky_window))]
+    pub sticky_window: Dur,
     /// Causal wait budget: longest a fresh read waits for a follower (0 = never).
-    #[arg(long, env = "RYW_CAUSAL_WAIT", default_value = "200ms")]
-    pub causal_wait: String,
+    #[arg(long, env = "RYW_CAUSAL_WAIT", default_value_t = Dur(router_default().causal_wait))]
+    pub causal_wait: Dur,
     /// A follower lagging more than this leaves rotation.
-    #[arg(long, env = "RYW_MAX_LAG", default_value = "10s")]
-    pub max_lag: String,
+    #[arg(long, env = "RYW_MAX_LAG", default_value_t = Dur(router_default().max_lag_time))]
+    pub max_lag: Dur,
     /// A follower more than this many WAL bytes behind leaves rotation.
-    #[arg(long, env = "RYW_MAX_LAG_BYTES", default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, env = "RYW_MAX_LAG_BYTES", default_value_t = router_default().max_lag_bytes)]
     pub max_lag_bytes: u64,
     /// How often the tracker polls every node.
-    #[arg(long, env = "RYW_POLL_INTERVAL", default_value = "10ms")]
-    pub poll_interval: String,
+    #[arg(long, env = "RYW_POLL_INTERVAL", default_value_t = Dur(router_default().poll_interval))]
+    pub poll_interval: Dur,
     /// Connections in the leader's write pool.
-    #[arg(long, env = "RYW_POOL_SIZE", default_value_t = 8)]
+    #[arg(long, env = "RYW_POOL_SIZE", default_value_t = router_default().pool_size)]
     pub pool_size: usize,
     /// Shared, pipelining read connections per node.
-    #[arg(long, env = "RYW_READ_CONNECTIONS", default_value_t = 1)]
+    #[arg(long, env = "RYW_READ_CONNECTIONS", default_value_t = router_default().read_connections)]
     pub read_connections: usize,
-    /// Accept `X-Read-Strategy` per request (dashboard, bench).
-    #[arg(long, env = "RYW_ALLOW_STRATEGY_HEADER")]
-    pub allow_strategy_header: bool,
-    /// Listen address.
-    #[arg(long, env = "RYW_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: std::net::SocketAddr,
+    /// Longest one read statement may take before its node counts as
+    /// stalled (the read is retried once elsewhere).
+    #[arg(long, env = "RYW_READ_TIMEOUT", default_value_t = Dur(router_default().read_timeout))]
+    pub read_timeout: Dur,
+}
+
+/// The consistency tokens' key: `ryw serve` and `ryw proxy`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
     /// HMAC key of consistency tokens (at least 16 bytes); share it between
     /// instances. Without it (and without --token-key-file) a random key is
     /// made per start, and tokens do not survive a restart.
@@ -186,28 +234,69 @@ pub struct ServeArgs {
     /// File holding the token key.
     #[arg(long, env = "RYW_TOKEN_KEY_FILE", conflicts_with = "token_key")]
     pub token_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub nodes: NodeArgs,
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+    #[command(flatten)]
+    pub token: TokenArgs,
+    /// Accept `X-Read-Strategy` per request (dashboard, bench).
+    #[arg(long, env = "RYW_ALLOW_STRATEGY_HEADER")]
+    pub allow_strategy_header: bool,
+    /// Listen address.
+    #[arg(long, env = "RYW_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
     /// Opening balance of new accounts, in cents.
-    #[arg(long, env = "RYW_OPENING_BALANCE", default_value_t = 100_000)]
+    #[arg(long, env = "RYW_OPENING_BALANCE", default_value_t = ryw_service::config::DEFAULT_OPENING_BALANCE_CENTS)]
     pub opening_balance: i64,
     /// Longest a request may take before it is answered 503.
-    #[arg(long, env = "RYW_REQUEST_TIMEOUT", default_value = "10s")]
-    pub request_timeout: String,
-    /// Longest one read statement may take before its node counts as
-    /// stalled (the read is retried once elsewhere).
-    #[arg(long, env = "RYW_READ_TIMEOUT", default_value = "2s")]
-    pub read_timeout: String,
+    #[arg(long, env = "RYW_REQUEST_TIMEOUT", default_value_t = Dur(ryw_service::config::DEFAULT_REQUEST_TIMEOUT))]
+    pub request_timeout: Dur,
     /// Longest a request head may take from its first byte (a client that
     /// sends half a head is closed then).
-    #[arg(long, env = "RYW_HEADER_READ_TIMEOUT", default_value = "10s")]
-    pub header_read_timeout: String,
+    #[arg(long, env = "RYW_HEADER_READ_TIMEOUT",
+          default_value_t = Dur(ryw_service::front::FrontLimits::default().header_read_timeout))]
+    pub header_read_timeout: Dur,
     /// Longest a connection may stay silent with no request in progress
     /// (a new connection, or keep-alive between requests).
-    #[arg(long, env = "RYW_IDLE_TIMEOUT", default_value = "60s")]
-    pub idle_timeout: String,
+    #[arg(long, env = "RYW_IDLE_TIMEOUT",
+          default_value_t = Dur(ryw_service::front::FrontLimits::default().idle_timeout))]
+    pub idle_timeout: Dur,
     /// Most client connections held at once; the next ones are answered 503
     /// and closed.
-    #[arg(long, env = "RYW_MAX_CONNECTIONS", default_value_t = 4096)]
+    #[arg(long, env = "RYW_MAX_CONNECTIONS",
+          default_value_t = ryw_service::front::FrontLimits::default().max_connections)]
     pub max_connections: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    #[command(flatten)]
+    pub nodes: NodeArgs,
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+    #[command(flatten)]
+    pub token: TokenArgs,
+    /// Where PostgreSQL clients connect.
+    #[arg(long, env = "RYW_PROXY_LISTEN", default_value = "127.0.0.1:6432")]
+    pub listen: std::net::SocketAddr,
+    /// Users and passwords (PgBouncer's userlist.txt format: `"user"
+    /// "password"` per line; a SCRAM verifier instead of a password is
+    /// accepted too). Clients then log in with SCRAM-SHA-256, and the
+    /// proxy logs in to the nodes with the same password. Without it only
+    /// loopback clients are accepted, without a password.
+    #[arg(long, env = "RYW_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// Most clients connected at once (more get SQLSTATE 53300).
+    #[arg(long, env = "RYW_PROXY_MAX_CLIENTS", default_value_t = 1000)]
+    pub max_clients: usize,
+    /// Longest a connection to a node (and its startup) may take.
+    #[arg(long, env = "RYW_PROXY_CONNECT_TIMEOUT", default_value_t = Dur(router_default().connect_timeout))]
+    pub connect_timeout: Dur,
 }
 
 #[derive(Debug, Args)]
@@ -220,7 +309,7 @@ pub struct DemoArgs {
     pub redis: bool,
     /// How long the bench runs.
     #[arg(long, default_value = "40s")]
-    pub duration: String,
+    pub duration: Dur,
     /// Virtual users in total.
     #[arg(long, default_value_t = 32)]
     pub users: usize,
@@ -300,7 +389,7 @@ pub struct LagArgs {
     pub replica: String,
     /// New replay delay, e.g. `800ms`, `2s`, `0`.
     #[arg(long)]
-    pub delay: String,
+    pub delay: Dur,
 }
 
 #[derive(Debug, Args)]

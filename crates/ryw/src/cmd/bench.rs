@@ -38,7 +38,7 @@ pub fn bench_config(args: &BenchRunArgs, targets: Vec<String>) -> anyhow::Result
         targets,
         strategies: StrategySpec::parse_list(&args.strategies)?,
         users: args.users,
-        duration: ryw_cluster::parse_duration(&args.duration).context("--duration")?,
+        duration: args.duration.0,
         think: args.think.parse::<Think>()?,
         load: args.load.parse::<Load>()?,
         send_token: !args.no_token,
@@ -130,9 +130,7 @@ async fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         .next()
         .context("the cluster has no follower")?
         .clone();
-    let secs = ryw_cluster::parse_duration(&args.duration)?
-        .as_secs()
-        .max(1);
+    let secs = args.duration.0.as_secs().max(1);
     let generator = args.generator.parse::<ryw_bench::Generator>()?.resolve();
     for (i, c) in args.compare.iter().enumerate() {
         if args.compare[..i].iter().any(|o| o.name == c.name) {

@@ -24,7 +24,7 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCommand::Lag(args) => {
-            let delay = ryw_cluster::parse_duration(&args.delay)?;
+            let delay = args.delay.0;
             let node = ryw_cluster::set_lag(&args.dir.dir, &args.replica, delay).await?;
             println!(
                 "{}: recovery_min_apply_delay = {}ms",

@@ -51,7 +51,7 @@ async fn with_cluster(
         targets: vec![format!("http://{}", service.addr)],
         strategies: StrategySpec::all(),
         users: args.users,
-        duration: ryw_cluster::parse_duration(&args.duration).context("--duration")?,
+        duration: args.duration.0,
         cluster_dir: Some(dir.to_path_buf()),
         ..BenchConfig::default()
     };

@@ -3,7 +3,9 @@
 mod bench;
 mod cluster;
 mod demo;
+mod proxy;
 mod serve;
+mod shared;
 
 use crate::cli::Command;
 
@@ -37,6 +39,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Cluster(c) => cluster::run(c).await,
         Command::Serve(args) => serve::run(*args).await,
+        Command::Proxy(args) => proxy::run(*args).await,
         Command::Bench(args) => bench::run(*args).await,
     }
 }

@@ -1,0 +1,355 @@
+//! A connection of the proxy to one node, on a client's behalf: opened
+//! with the client's startup parameters, authenticated as the client's user
+//! (trust, password, md5 or SCRAM-SHA-256 with the auth file's password),
+//! and, for a follower, checked against the incarnation the router knows
+//! (rule 2).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::protocol::{self, ErrorFields};
+
+/// The largest message accepted from a backend (a row may be big; this
+/// only bounds what is buffered whole, which the relay avoids for rows).
+pub const MAX_BACKEND_MESSAGE: usize = 1 << 30;
+
+/// Which node a connection goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Node {
+    /// The leader.
+    Leader,
+    /// Follower `i` (in the order of the router's follower URLs).
+    Follower(usize),
+}
+
+/// Why a backend connection could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The node is unreachable, or went away.
+    #[error("{node}: {why}")]
+    Unreachable {
+        /// The node's name.
+        node: Arc<str>,
+        /// What failed.
+        why: String,
+    },
+    /// The node refused the client's startup (unknown database, bad
+    /// password, too many connections): the client gets the node's error.
+    #[error("{node} refused the connection: {} ({})", .fields.message, .fields.code)]
+    Refused {
+        /// The node's name.
+        node: Arc<str>,
+        /// The node's error.
+        fields: ErrorFields,
+    },
+    /// The follower restarted since the router last saw it, or the router
+    /// knows no position for it (rule 2): not usable for reads now.
+    #[error("{node}: not the incarnation the router knows")]
+    Incarnation {
+        /// The node's name.
+        node: Arc<str>,
+    },
+}
+
+/// A live connection to a node.
+#[derive(Debug)]
+pub struct Backend {
+    /// Its name (`leader`, `follower1`, …).
+    pub name: Arc<str>,
+    /// Where it listens (for cancel requests).
+    pub addr: SocketAddr,
+    stream: TcpStream,
+    /// What it sent that is not handled yet.
+    pub inbuf: BytesMut,
+    /// Its process id and key, for cancel requests.
+    pub key: (i32, i32),
+    /// `ParameterStatus` values it sent at startup.
+    pub params: Vec<(String, String)>,
+    /// The client's named statements it has, by name, with the version
+    /// (the client may re-prepare a name with another text).
+    pub prepared: HashMap<String, u64>,
+    /// The version of the client's unnamed statement it holds, if any.
+    pub unnamed: Option<u64>,
+    /// How many of the client's session settings it has applied.
+    pub settings_applied: usize,
+    /// Whether the proxy's own position statement is prepared on it.
+    pub position_prepared: bool,
+}
+
+/// What a backend connection needs.
+#[derive(Clone, Debug)]
+pub struct Connect<'a> {
+    /// Its name.
+    pub name: &'a Arc<str>,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The startup parameters (the client's, `ryw.*` options removed).
+    pub params: &'a [(String, String)],
+    /// The user's password, from the auth file, if the node asks for one.
+    pub password: Option<&'a str>,
+    /// Longest the connection and startup may take.
+    pub timeout: Duration,
+}
+
+/// The start time query of rule 2 (µs since the epoch, as the tracker
+/// reads it).
+const START_TIME: &str = "SELECT (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8";
+
+impl Backend {
+    /// Opens, authenticates and waits until the node is ready. With
+    /// `incarnation` (a follower), also checks that the server's postmaster
+    /// start time is that one (rule 2).
+    pub async fn connect(
+        c: Connect<'_>,
+        incarnation: Option<i64>,
+    ) -> Result<Backend, BackendError> {
+        let name = c.name.clone();
+        let unreachable = |why: String| BackendError::Unreachable {
+            node: name.clone(),
+            why,
+        };
+        let opened = tokio::time::timeout(c.timeout, async {
+            let stream = TcpStream::connect(c.addr)
+                .await
+                .map_err(|e| unreachable(format!("connect: {e}")))?;
+            let _ = stream.set_nodelay(true);
+            let mut b = Backend {
+                name: c.name.clone(),
+                addr: c.addr,
+                stream,
+                inbuf: BytesMut::with_capacity(16 * 1024),
+                key: (0, 0),
+                params: Vec::new(),
+                prepared: HashMap::new(),
+                unnamed: None,
+                settings_applied: 0,
+                position_prepared: false,
+            };
+            b.startup(&c).await?;
+            if let Some(expected) = incarnation {
+                let started = b.start_time().await?;
+                if started != expected {
+                    return Err(BackendError::Incarnation {
+                        node: c.name.clone(),
+                    });
+                }
+            }
+            Ok(b)
+        })
+        .await;
+        match opened {
+            Ok(r) => r,
+            Err(_) => Err(unreachable(format!("no answer within {:?}", c.timeout))),
+        }
+    }
+
+    async fn startup(&mut self, c: &Connect<'_>) -> Result<(), BackendError> {
+        let mut out = BytesMut::new();
+        frontend::startup_message(
+            c.params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &mut out,
+        )
+        .map_err(|e| self.lost(format!("startup: {e}")))?;
+        self.send(&out).await?;
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let frame = self.read_frame().await?;
+            match frame.tag {
+                b'R' => {
+                    let (code, data) = protocol::auth_request(frame.body())
+                        .ok_or_else(|| self.lost("malformed authentication request".into()))?;
+                    out.clear();
+                    match code {
+                        0 => {}
+                        3 => {
+                            let pw = self.password(c)?;
+                            frontend::password_message(pw.as_bytes(), &mut out)
+                                .map_err(|e| self.lost(e.to_string()))?;
+                        }
+                        5 => {
+                            let pw = self.password(c)?;
+                            let salt: [u8; 4] = data
+                                .get(..4)
+                                .and_then(|s| s.try_into().ok())
+                                .ok_or_else(|| self.lost("malformed md5 salt".into()))?;
+                            let user = c
+                                .params
+                                .iter()
+                                .find(|(k, _)| k == "user")
+                                .map(|(_, v)| v.as_str())
+                                .unwrap_or_default();
+                            let hash = postgres_protocol::authentication::md5_hash(
+                                user.as_bytes(),
+                                pw.as_bytes(),
+                                salt,
+                            );
+                            frontend::password_message(hash.as_bytes(), &mut out)
+                                .map_err(|e| self.lost(e.to_string()))?;
+                        }
+                        10 => {
+                            let pw = self.password(c)?;
+                            let client =
+                                ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
+                            frontend::sasl_initial_response(
+                                SCRAM_SHA_256,
+                                client.message(),
+                                &mut out,
+                            )
+                            .map_err(|e| self.lost(e.to_string()))?;
+                            scram = Some(client);
+                        }
+                        11 => {
+                            let client = scram
+                                .as_mut()
+                                .ok_or_else(|| self.lost("SASL continue before SASL".into()))?;
+                            client
+                                .update(data)
+                                .map_err(|e| self.lost(format!("SCRAM: {e}")))?;
+                            frontend::sasl_response(client.message(), &mut out)
+                                .map_err(|e| self.lost(e.to_string()))?;
+                        }
+                        12 => {
+                            let client = scram
+                                .as_mut()
+                                .ok_or_else(|| self.lost("SASL final before SASL".into()))?;
+                            client
+                                .finish(data)
+                                .map_err(|e| self.lost(format!("SCRAM: {e}")))?;
+                        }
+                        other => {
+                            return Err(
+                                self.lost(format!("unsupported authentication request {other}"))
+                            );
+                        }
+                    }
+                    if !out.is_empty() {
+                        self.send(&out).await?;
+                    }
+                }
+                b'S' => {
+                    if let Some((k, v)) = protocol::parameter_status(frame.body()) {
+                        self.params.push((k.to_owned(), v.to_owned()));
+                    }
+                }
+                b'K' => {
+                    self.key = protocol::backend_key(frame.body()).unwrap_or_default();
+                }
+                b'E' => {
+                    return Err(BackendError::Refused {
+                        node: self.name.clone(),
+                        fields: protocol::error_fields(frame.body()),
+                    });
+                }
+                b'N' | b'v' => {}
+                b'Z' => return Ok(()),
+                other => {
+                    return Err(self.lost(format!(
+                        "unexpected message {:?} during startup",
+                        other as char
+                    )));
+                }
+            }
+        }
+    }
+
+    fn password<'p>(&self, c: &Connect<'p>) -> Result<&'p str, BackendError> {
+        c.password.ok_or_else(|| BackendError::Refused {
+            node: self.name.clone(),
+            fields: ErrorFields {
+                severity: "FATAL".into(),
+                code: "28P01".into(),
+                message: format!(
+                    "{} asks for a password, and the proxy has none for this user \
+                     (give users and passwords with --auth-file)",
+                    self.name
+                ),
+            },
+        })
+    }
+
+    /// The server's postmaster start time, in a statement of its own.
+    async fn start_time(&mut self) -> Result<i64, BackendError> {
+        let mut out = BytesMut::new();
+        frontend::query(START_TIME, &mut out).map_err(|e| self.lost(e.to_string()))?;
+        self.send(&out).await?;
+        let mut started = None;
+        loop {
+            let frame = self.read_frame().await?;
+            match frame.tag {
+                b'D' => started = protocol::first_column(frame.body()).and_then(|v| v.parse().ok()),
+                b'E' => {
+                    let e = protocol::error_fields(frame.body());
+                    return Err(self.lost(format!("start time: {} ({})", e.message, e.code)));
+                }
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        started.ok_or_else(|| self.lost("no postmaster start time".into()))
+    }
+
+    fn lost(&self, why: String) -> BackendError {
+        BackendError::Unreachable {
+            node: self.name.clone(),
+            why,
+        }
+    }
+
+    /// Writes `bytes` to the node.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| self.lost(format!("write: {e}")))
+    }
+
+    /// Reads what the node sent next into `inbuf`; an error when it closed.
+    pub async fn fill(&mut self) -> Result<usize, BackendError> {
+        if self.inbuf.capacity() - self.inbuf.len() < 4096 {
+            self.inbuf.reserve(16 * 1024);
+        }
+        match self.stream.read_buf(&mut self.inbuf).await {
+            Ok(0) => Err(self.lost("closed the connection".into())),
+            Ok(n) => Ok(n),
+            Err(e) => Err(self.lost(format!("read: {e}"))),
+        }
+    }
+
+    /// The next whole message, reading as needed.
+    pub async fn read_frame(&mut self) -> Result<protocol::Frame, BackendError> {
+        loop {
+            match protocol::next_frame(&mut self.inbuf, MAX_BACKEND_MESSAGE) {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => {
+                    self.fill().await?;
+                }
+                Err(e) => return Err(self.lost(format!("protocol: {e}"))),
+            }
+        }
+    }
+
+    /// Sends a cancel request for this connection's running statement, on a
+    /// connection of its own.
+    pub async fn cancel(addr: SocketAddr, key: (i32, i32)) {
+        let mut out = BytesMut::new();
+        frontend::cancel_request(key.0, key.1, &mut out);
+        match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await {
+            Ok(Ok(mut s)) => {
+                let _ = s.write_all(&out).await;
+                // The server closes it once done; wait briefly so the
+                // cancel is delivered before we drop the socket.
+                let mut sink = [0u8; 1];
+                let _ = tokio::time::timeout(Duration::from_secs(1), s.read(&mut sink)).await;
+            }
+            _ => tracing::debug!(%addr, "cancel: backend unreachable"),
+        }
+    }
+}

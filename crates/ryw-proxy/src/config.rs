@@ -1,0 +1,53 @@
+//! [`ProxyConfig`]: everything `ryw proxy` needs, typed; the binary builds
+//! it from flags and `RYW_*` variables, tests build it directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ryw_router::{NodeUrls, RouterConfig, TokenKey};
+
+/// Where the proxy listens, which nodes it routes to, and how.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Where clients connect (default `127.0.0.1:6432`); port 0 picks one.
+    pub listen: SocketAddr,
+    /// The leader and the followers. The router's own connections (its
+    /// tracker) use these URLs as given; clients' connections go to the
+    /// same hosts and ports with the client's user and database.
+    pub nodes: NodeUrls,
+    /// Routing: default strategy, windows and budgets, lag limits.
+    pub router: RouterConfig,
+    /// Redis for sessions shared with other proxies and with `ryw serve`
+    /// (the same keys); `None` keeps named sessions in this process.
+    pub redis_url: Option<String>,
+    /// Signs and verifies `SET ryw.token` / `SHOW ryw.token` values; share
+    /// it with the other instances.
+    pub token_key: TokenKey,
+    /// Users and passwords (PgBouncer's `userlist.txt` format): clients
+    /// then authenticate with SCRAM-SHA-256, and the proxy authenticates to
+    /// the nodes with the same password. Without it only loopback clients
+    /// are accepted, without a password.
+    pub auth_file: Option<PathBuf>,
+    /// Longest a connection to a node (and its startup) may take.
+    pub connect_timeout: Duration,
+    /// Most clients connected at once; the next one is refused with
+    /// SQLSTATE 53300 (too many connections).
+    pub max_clients: usize,
+}
+
+impl ProxyConfig {
+    /// The documented defaults for these nodes.
+    pub fn new(nodes: NodeUrls, token_key: TokenKey) -> ProxyConfig {
+        ProxyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6432)),
+            nodes,
+            router: RouterConfig::default(),
+            redis_url: None,
+            token_key,
+            auth_file: None,
+            connect_timeout: Duration::from_secs(2),
+            max_clients: 1000,
+        }
+    }
+}

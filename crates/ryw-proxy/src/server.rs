@@ -1,0 +1,225 @@
+//! [`Proxy`]: build (router, session store, node addresses, auth file),
+//! bind, accept clients until a shutdown future resolves. Each client is a
+//! task of its own ([`crate::session`]); what they share is here.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ryw_router::{MemoryStore, RedisStore, RedisStoreConfig, Router, SessionStore, TokenKey};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::auth::AuthFile;
+use crate::backend::Node;
+use crate::config::ProxyConfig;
+use crate::error::ProxyError;
+
+/// Where a node listens, for the clients' connections.
+#[derive(Clone, Debug)]
+pub struct NodeAddr {
+    /// `leader` or the follower's name.
+    pub name: Arc<str>,
+    /// Host and port.
+    pub addr: SocketAddr,
+}
+
+/// What a client's cancel request needs: the backend running its
+/// statement, if one is.
+pub(crate) type CancelTarget = Arc<Mutex<Option<(SocketAddr, (i32, i32))>>>;
+
+/// What every client task shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub router: Router,
+    pub key: TokenKey,
+    pub cfg: ProxyConfig,
+    /// The leader first, then the followers in the router's order.
+    pub nodes: Vec<NodeAddr>,
+    pub auth: Option<AuthFile>,
+    /// Sessions by the process id the proxy gave them: (secret key, the
+    /// backend running their statement).
+    cancels: Mutex<HashMap<i32, (i32, CancelTarget)>>,
+    next_pid: AtomicI32,
+    pub clients: AtomicUsize,
+}
+
+impl Shared {
+    /// The address of `node`.
+    pub fn addr(&self, node: Node) -> &NodeAddr {
+        match node {
+            Node::Leader => &self.nodes[0],
+            Node::Follower(i) => &self.nodes[i + 1],
+        }
+    }
+
+    /// A process id and key for a new session, registered for cancels.
+    pub fn register(&self, target: CancelTarget) -> (i32, i32) {
+        let pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
+        let key: i32 = rand::random();
+        self.cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pid, (key, target));
+        (pid, key)
+    }
+
+    /// Forgets a session that ended.
+    pub fn unregister(&self, pid: i32) {
+        self.cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
+    }
+
+    /// The backend to cancel for a client's cancel request, if the pair is
+    /// one the proxy gave out and its session runs a statement now.
+    pub fn cancel_target(&self, pid: i32, key: i32) -> Option<(SocketAddr, (i32, i32))> {
+        let map = self.cancels.lock().unwrap_or_else(|p| p.into_inner());
+        let (k, target) = map.get(&pid)?;
+        if *k != key {
+            return None;
+        }
+        *target.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A built proxy, bound to its port.
+#[derive(Debug)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Proxy {
+    /// Connects the router (and the session store), reads the auth file,
+    /// resolves the nodes' addresses and binds.
+    pub async fn build(cfg: ProxyConfig) -> Result<Proxy, ProxyError> {
+        let store: Arc<dyn SessionStore> = match &cfg.redis_url {
+            Some(url) => Arc::new(
+                RedisStore::connect(RedisStoreConfig::new(url.clone()))
+                    .await
+                    .map_err(|e| ProxyError::Config(format!("session store at {url}: {e}")))?,
+            ),
+            None => Arc::new(MemoryStore::default()),
+        };
+        let nodes = node_addrs(&cfg).await?;
+        let auth =
+            match &cfg.auth_file {
+                Some(path) => Some(AuthFile::load(path).map_err(|e| {
+                    ProxyError::Config(format!("auth file {}: {e}", path.display()))
+                })?),
+                None => None,
+            };
+        let router = Router::connect(cfg.router.clone(), cfg.nodes.clone(), store)
+            .await
+            .map_err(|e| ProxyError::Config(e.to_string()))?;
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| ProxyError::Config(format!("binding {}: {e}", cfg.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ProxyError::Config(e.to_string()))?;
+        Ok(Proxy {
+            shared: Arc::new(Shared {
+                router,
+                key: cfg.token_key.clone(),
+                cfg,
+                nodes,
+                auth,
+                cancels: Mutex::new(HashMap::new()),
+                next_pid: AtomicI32::new(1),
+                clients: AtomicUsize::new(0),
+            }),
+            listener,
+            addr,
+        })
+    }
+
+    /// Where it listens (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The router it routes with (its view, metrics, health).
+    pub fn router(&self) -> &Router {
+        &self.shared.router
+    }
+
+    /// Accepts clients until `shutdown` resolves, then closes every client
+    /// connection and stops the router's tasks.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ProxyError> {
+        let mut clients = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let shared = self.shared.clone();
+                        clients.spawn(crate::session::serve(shared, stream, peer));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = clients.join_next(), if !clients.is_empty() => {}
+            }
+        }
+        clients.shutdown().await;
+        self.shared.router.shutdown();
+        Ok(())
+    }
+}
+
+/// Each node's host and port, from the router's URLs.
+async fn node_addrs(cfg: &ProxyConfig) -> Result<Vec<NodeAddr>, ProxyError> {
+    let mut out = Vec::with_capacity(cfg.nodes.followers.len() + 1);
+    let all = std::iter::once((
+        Node::Leader,
+        ryw_router::LEADER_NAME,
+        cfg.nodes.leader.as_str(),
+    ))
+    .chain(
+        cfg.nodes
+            .followers
+            .iter()
+            .enumerate()
+            .map(|(i, (n, u))| (Node::Follower(i), n.as_str(), u.as_str())),
+    );
+    for (node, name, url) in all {
+        let pg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| ProxyError::Config(format!("{name}: {e}")))?;
+        let host = match pg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(_) => {
+                return Err(ProxyError::Config(format!(
+                    "{name}: the proxy reaches nodes over TCP; give a host name or address, not a socket folder"
+                )));
+            }
+            None => "localhost".to_owned(),
+        };
+        let port = pg.get_ports().first().copied().unwrap_or(5432);
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| ProxyError::Config(format!("{name}: cannot resolve {host}:{port}")))?;
+        let _ = node;
+        out.push(NodeAddr {
+            name: Arc::from(name),
+            addr,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,15 @@
+//! `ryw proxy` against a real cluster: real PostgreSQL 15 primary and
+//! streaming followers with real replay delay, the proxy in this process,
+//! real clients (tokio-postgres, psql, pgbench, psycopg). Every test judges
+//! by values it wrote itself and by the port of the server that answered.
+//!
+//! | module | shows |
+//! | --- | --- |
+//! | `bad_input` | 17 kinds of malformed input, clients gone mid-message, mid-query and mid-COPY, 60 random message streams: 08P01 and a closed connection, a good client undisturbed |
+//! | `clients` | psql (with COPY), pgbench `-M simple/extended/prepared`, `-S` and TPC-B-like (balances add up), psycopg 3 with server-side prepared statements |
+//! | `ryw` | write-then-read pairs on one connection and across connections (`ryw.session`), across two proxies sharing Redis: 0 stale; `legacy` stale; monotonic reads |
+
+mod bad_input;
+mod clients;
+mod ryw;
+mod support;

@@ -1,0 +1,25 @@
+//! `ryw proxy`: flags → [`ProxyConfig`] → [`Proxy`], until Ctrl-C/SIGTERM.
+
+use super::shared::{node_urls, redis_url, router_config, shutdown_signal, token_key};
+use crate::cli::ProxyArgs;
+use ryw_proxy::{Proxy, ProxyConfig};
+
+pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    let proxy = Proxy::build(config(&args)?).await?;
+    let addr = proxy.local_addr();
+    tracing::info!(%addr, "ryw proxy listening; connect with psql -h {} -p {} and the nodes' user and database", addr.ip(), addr.port());
+    proxy.run_until_stopped(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Builds the proxy configuration from the flags.
+pub fn config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
+    let mut cfg = ProxyConfig::new(node_urls(&args.nodes)?, token_key(&args.token)?);
+    cfg.listen = args.listen;
+    cfg.redis_url = redis_url(&args.nodes)?;
+    cfg.router = router_config(&args.routing)?;
+    cfg.auth_file = args.auth_file.clone();
+    cfg.max_clients = args.max_clients.max(1);
+    cfg.connect_timeout = args.connect_timeout.0;
+    Ok(cfg)
+}
