@@ -294,6 +294,8 @@ fn classify_counted(sql: &str) -> (Class, bool) {
                 Err("deny-listed function")
             } else if stmt.locking {
                 Err("locking clause")
+            } else if stmt.unicode_ident {
+                Err("unparseable")
             } else if sql.len() > MAX_PARSE_LEN {
                 Err("too long")
             } else if stmt.nesting > LIMITS.nesting || stmt.operators > LIMITS.operators {

@@ -33,6 +33,9 @@ pub(super) struct Stmt {
     pub set_config: bool,
     /// `WITH HOLD` (for `DECLARE`).
     pub with_hold: bool,
+    /// A `U&"…"` identifier: its escapes could spell a deny-listed name
+    /// that neither check would recognise.
+    pub unicode_ident: bool,
     /// Deepest nesting of parentheses, brackets, `CASE` and runs of `NOT`.
     pub nesting: usize,
     /// Operators (runs of operator characters, `[`, `AND`, `OR`, `IS`, …):
@@ -220,6 +223,7 @@ impl Builder {
                 pg_temp: false,
                 set_config: false,
                 with_hold: false,
+                unicode_ident: false,
                 nesting: 0,
                 operators: 0,
                 table_words: Vec::new(),
@@ -290,6 +294,9 @@ impl Builder {
         }
         if punct(b'.') && word(self.prev, "pg_temp") {
             s.pg_temp = true;
+        }
+        if t.kind == Kind::Quoted && !t.plain {
+            s.unicode_ident = true;
         }
         if word(this, "hold") && word(self.prev, "with") {
             s.with_hold = true;

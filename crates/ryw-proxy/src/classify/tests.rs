@@ -31,6 +31,7 @@ fn provable_reads_go_to_a_follower() {
         "SELECT 1 UNION ALL TABLE t",
         "SELECT * FROM (TABLE t) s",
         "EXPLAIN TABLE t",
+        "WITH x AS (SELECT 1) TABLE x",
         "SHOW search_path",
         "SHOW TRANSACTION ISOLATION LEVEL",
         "SHOW TIME ZONE",
@@ -187,6 +188,8 @@ fn everything_else_goes_to_the_leader_with_its_reason() {
         ("SHOW", "unparseable"),
         ("SHOW 'x'", "unparseable"),
         ("12", "unparseable"),
+        // U&"…" could spell any name: `U&"pg_adv\0069sory_lock"(1)`
+        ("SELECT U&\"pg_adv\\0069sory_lock\"(1)", "unparseable"),
     ];
     for &(sql, want) in cases {
         let c = classify(sql);
@@ -705,6 +708,20 @@ mod properties {
             let (tx, rx) = std::sync::mpsc::channel();
             on_small_stack(move || { let _ = tx.send(classify(&sql)); });
             prop_assert!(rx.recv().is_ok());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn nested_parentheses_fit_the_stack(n in 0usize..40_000, brackets in any::<bool>()) {
+            let (open, close) = if brackets { ("ARRAY[", "]") } else { ("(", ")") };
+            let sql = format!("SELECT {}1{}", open.repeat(n), close.repeat(n));
+            let (tx, rx) = std::sync::mpsc::channel();
+            on_small_stack(move || { let _ = tx.send(classify(&sql)); });
+            let c = rx.recv().unwrap();
+            prop_assert_eq!(c.route == Route::Read, n <= LIMITS.nesting, "{:?}", c);
         }
     }
 
