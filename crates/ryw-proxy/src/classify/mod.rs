@@ -69,23 +69,31 @@
 //!   sqlparser and the server would split strings differently.
 //! - Texts over [`MAX_PARSE_LEN`] go to the leader unparsed ("too long").
 //! - sqlparser recurses as deep as a query nests, and its stack use per
-//!   level is large (about 40 KiB for a nested subquery in a release build,
-//!   ten times that in a debug build); its own recursion limit is not enough
-//!   for a debug build on a 2 MiB thread. So before parsing, the token pass
-//!   bounds the nesting (parentheses, brackets, `CASE`, runs of `NOT`) and
-//!   the number of operators (which bounds left-deep chains such as
-//!   `a OR b OR …`, which sqlparser drops recursively): 16 levels and 4,096
+//!   level is large (measured: tens of KiB for a nested subquery in a
+//!   release build, about 200 KiB in a debug build); its own recursion
+//!   limit is not enough for a debug build on a 2 MiB thread, and a long
+//!   chain of operators is dropped (and walked) recursively in any build.
+//!   So before parsing, the token pass bounds the nesting (parentheses,
+//!   brackets, `CASE`, runs of `NOT`) and the number of operators (which
+//!   bounds left-deep chains such as `a OR b OR …`): 16 levels and 4,096
 //!   operators in a release build, 6 and 256 in a debug build. Beyond that,
-//!   "too deeply nested", to the leader. Classification needs at most about
-//!   1 MiB of stack in a release build.
+//!   "too deeply nested", to the leader. At these limits a release build
+//!   classifies the worst shapes we know of on a 1 MiB stack, a debug build
+//!   on 2 MiB (the tests run them on a 2 MiB thread). Call [`classify`] on
+//!   a thread with at least 2 MiB of stack (tokio's default).
+//! - `RESET ALL` and `DISCARD ALL` are `SessionSetting`s like any other;
+//!   whether they also reset the proxy's `ryw.` settings (PostgreSQL's
+//!   would reset placeholder settings) is the proxy's choice.
 //!
 //! # Known gaps (reads that go to the leader, and other limits)
 //!
-//! - What sqlparser 0.64 cannot parse: `FOR NO KEY UPDATE`/`FOR KEY SHARE`
-//!   (leader either way), `TABLE name` anywhere but at the head of a query,
-//!   after `(`, a set operator or `EXPLAIN`, `ROWS FROM (…)`, some rare
-//!   syntax (`SELECT … FETCH FIRST … PERCENT`, operators written
-//!   `OPERATOR(schema.op)`, …). They go to the leader ("unparseable").
+//! - What sqlparser 0.64 cannot parse goes to the leader ("unparseable"),
+//!   reads included: `ROWS FROM (…)`, `a ISNULL`, `BETWEEN SYMMETRIC`,
+//!   `IS DOCUMENT`, `FROM t *`, `WITH … SEARCH/CYCLE`, `TABLE name` anywhere
+//!   but at the head of a query, after `(`, a set operator or `EXPLAIN`;
+//!   also `FOR NO KEY UPDATE`/`FOR KEY SHARE` (found by the tokens, leader
+//!   either way), `DO`.
+//! - A query with a `U&"…"` identifier (its escapes could spell any name).
 //! - Queries nested deeper, or with more operators, than the limits above.
 //! - A column list after an alias that starts like a deny-listed name
 //!   (`FROM t AS lo_x(a)`, `WITH dblink_rows(a) AS …`) reads as a call.

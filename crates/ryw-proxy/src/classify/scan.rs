@@ -292,7 +292,11 @@ impl Builder {
         {
             s.locking = true;
         }
-        if punct(b'.') && word(self.prev, "pg_temp") {
+        if punct(b'.')
+            && let Some(p) = self.prev
+            && matches!(p.kind, Kind::Word | Kind::Quoted)
+            && name_text(src, &p).eq_ignore_ascii_case("pg_temp")
+        {
             s.pg_temp = true;
         }
         if t.kind == Kind::Quoted && !t.plain {

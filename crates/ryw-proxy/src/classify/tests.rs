@@ -299,6 +299,7 @@ fn effects_are_read_from_the_leading_keywords() {
         ("CREATE TEMP SEQUENCE s", PinsToLeader),
         ("CREATE TEMP TABLE x AS SELECT 1", PinsToLeader),
         ("CREATE TABLE pg_temp.x (a int)", PinsToLeader),
+        ("CREATE VIEW v AS SELECT * FROM \"pg_temp\".t", PinsToLeader),
         ("EXPLAIN (ANALYZE) CREATE TEMP TABLE t AS SELECT 1", PinsToLeader),
         ("CREATE TABLE temp (a int)", None),
         ("CREATE TABLE t (a int)", None),
@@ -597,6 +598,7 @@ fn ryw_commands_and_unkeyable_texts_are_never_cached() {
         "SELECT 0x1F",
         "SELECT 'unterminated",
         "SELECT 1 +/* glued */ 2",
+        &format!("SELECT '{}'", "x".repeat(MAX_PARSE_LEN)),
     ] {
         cache.classify(sql);
         cache.classify(sql);
