@@ -64,9 +64,11 @@
 //! # Assumptions and limits
 //!
 //! - `standard_conforming_strings = on` (PostgreSQL's default): `'\'` is a
-//!   whole string. A session that turns it off must have all of its
-//!   statements sent to the leader, unclassified: with it off, this lexer,
-//!   sqlparser and the server would split strings differently.
+//!   whole string. With it off, this lexer, sqlparser and the server would
+//!   split strings differently, so a session with it off must have all of
+//!   its statements sent to the leader: `SET standard_conforming_strings`
+//!   pins (whatever the value); a session that starts with it off (the
+//!   backend's `ParameterStatus` says so) is the proxy's to pin.
 //! - Texts over [`MAX_PARSE_LEN`] go to the leader unparsed ("too long").
 //! - sqlparser recurses as deep as a query nests, and its stack use per
 //!   level is large (measured: tens of KiB for a nested subquery in a
@@ -179,9 +181,9 @@ pub enum Effect {
     SessionSetting,
     /// Creates session state that lives on the leader only (`CREATE TEMP
     /// …`, `SELECT … INTO TEMP`, anything naming `pg_temp.`, SQL `PREPARE`,
-    /// `LISTEN`, `DECLARE … WITH HOLD`, a `set_config(…)` call, a text that
-    /// mixes settings with other statements): the connection's reads stay
-    /// on the leader from then on.
+    /// `LISTEN`, `DECLARE … WITH HOLD`, a `set_config(…)` call, `SET
+    /// standard_conforming_strings`, a text that mixes settings with other
+    /// statements): the connection's reads stay on the leader from then on.
     PinsToLeader,
 }
 

@@ -547,8 +547,17 @@ impl Stmt {
             // SET LOCAL, SET TRANSACTION and SET CONSTRAINTS last until the
             // end of the transaction; everything else, including SET
             // SESSION …, SET ROLE, SET TIME ZONE, SET NAMES, is the session's.
+            // A session that turns standard_conforming_strings off splits
+            // strings differently from this lexer and sqlparser: it stays on
+            // the leader, whatever the value.
+            let name = self.head(if w(1, &["session"]) { 2 } else { 1 });
             if w(1, &["local", "transaction", "constraints"]) {
                 Effect::None
+            } else if name.is_some_and(|t| {
+                matches!(t.kind, Kind::Word | Kind::Quoted)
+                    && name_text(src, &t).eq_ignore_ascii_case("standard_conforming_strings")
+            }) {
+                Effect::PinsToLeader
             } else {
                 Effect::SessionSetting
             }

@@ -287,6 +287,8 @@ fn effects_are_read_from_the_leading_keywords() {
         ("RESET ROLE", SessionSetting),
         ("DISCARD ALL", SessionSetting),
         ("DISCARD PLANS", SessionSetting),
+        ("SET standard_conforming_strings = off", PinsToLeader),
+        ("SET SESSION \"standard_conforming_strings\" TO on", PinsToLeader),
         ("SET LOCAL statement_timeout = 5", None),
         ("SET TRANSACTION READ ONLY", None),
         ("SET CONSTRAINTS ALL IMMEDIATE", None),
