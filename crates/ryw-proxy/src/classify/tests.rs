@@ -615,6 +615,13 @@ fn the_cache_is_bounded() {
         cache.classify(&format!("SELECT c{i} FROM t"));
         assert!(cache.len() <= 3);
     }
+    // Long keys: 512 KiB of them at most.
+    let mut cache = ClassCache::new();
+    let columns = "a, ".repeat(3000); // a 9 KB key
+    for i in 0..100 {
+        cache.classify(&format!("SELECT c{i}, {columns} z FROM t"));
+        assert!(cache.len() <= 512 * 1024 / 9000, "{}", cache.len());
+    }
 }
 
 /// Runs `f` on a thread with 2 MiB of stack, the size of tokio's and the
