@@ -78,6 +78,9 @@ pub struct Backend {
     pub prepared: HashMap<String, u64>,
     /// The version of the client's unnamed statement it holds, if any.
     pub unnamed: Option<u64>,
+    /// Statements the client closed that this node still holds: closed
+    /// with the next batch sent here.
+    pub pending_close: Vec<String>,
     /// How many of the client's session settings it has applied.
     pub settings_applied: usize,
     /// Whether the proxy's own position statement is prepared on it.
@@ -130,6 +133,7 @@ impl Backend {
                 params: Vec::new(),
                 prepared: HashMap::new(),
                 unnamed: None,
+                pending_close: Vec::new(),
                 settings_applied: 0,
                 position_prepared: false,
             };

@@ -23,7 +23,7 @@
 //! | `session.rs` | one client: startup, authentication, routing each batch, the relay, `ryw.*` commands |
 //! | `backend.rs` | a connection to one node on a client's behalf (startup, authentication, rule 2 check) |
 //! | `protocol.rs` | framing with a size cap, the few decoders and encoders routing needs |
-//! | `classify.rs` | statement classification: read, leader, session effects, `ryw.*` commands |
+//! | `classify/` | statement classification: read, leader, session effects, `ryw.*` commands, the per-connection cache |
 //! | `auth/` | the auth file and the server side of SCRAM-SHA-256 |
 //! | `error.rs` | [`ProxyError`] |
 

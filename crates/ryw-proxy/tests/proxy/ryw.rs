@@ -185,18 +185,23 @@ async fn a_session_never_reads_an_older_version_across_followers() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 v += 1;
                 write(&writer, "counter", v).await;
-                tokio::time::sleep(Duration::from_millis(3)).await;
             }
             v
         })
     };
     let ports = ctx.node_names();
     let mut readers = JoinSet::new();
-    for n in 0..3 {
+    // Three readers whose strategies keep tokens, and a control reader on
+    // `legacy` (a random follower, no token): the control shows that the
+    // test sees a regression when there is one.
+    for (n, strategy) in [
+        (0, "causal:20ms"),
+        (1, "causal:0ms"),
+        (2, "hybrid"),
+        (3, "legacy"),
+    ] {
         let c = ctx.client().await;
-        // No wait budget: reads go wherever the session's token allows,
-        // on both followers.
-        c.batch_execute("SET ryw.strategy = 'causal:0ms'")
+        c.batch_execute(&format!("SET ryw.strategy = '{strategy}'"))
             .await
             .unwrap();
         let ports = ports.clone();
@@ -210,13 +215,18 @@ async fn a_session_never_reads_an_older_version_across_followers() {
                 }
                 newest = newest.max(v);
                 *by_node.entry(node).or_insert(0) += 1;
+                tokio::time::sleep(Duration::from_millis(4)).await;
             }
-            (regressions, by_node)
+            (strategy == "legacy", regressions, by_node)
         });
     }
-    let (mut regressions, mut by_node) = (Vec::new(), BTreeMap::new());
+    let (mut regressions, mut control, mut by_node) = (Vec::new(), Vec::new(), BTreeMap::new());
     while let Some(r) = readers.join_next().await {
-        let (reg, n) = r.unwrap();
+        let (is_control, reg, n) = r.unwrap();
+        if is_control {
+            control.extend(reg);
+            continue;
+        }
         regressions.extend(reg);
         for (node, c) in n {
             *by_node.entry(node).or_insert(0) += c;
@@ -225,8 +235,14 @@ async fn a_session_never_reads_an_older_version_across_followers() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let versions = writing.await.unwrap();
     eprintln!(
-        "{versions} versions; 300 reads by node {by_node:?}; {} regressions",
-        regressions.len()
+        "{versions} versions; 300 reads by node {by_node:?}; {} regressions; {} in the legacy \
+         control reader's 100",
+        regressions.len(),
+        control.len()
+    );
+    assert!(
+        !control.is_empty(),
+        "the legacy control reader saw no regression: the test could not see one"
     );
     let on_followers: Vec<&String> = regressions
         .iter()

@@ -27,6 +27,8 @@ pub const SELECT: &str = "SELECT coalesce((SELECT v FROM kv WHERE k = $1), 0), i
 /// A proxy running in this test, on a real cluster.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The proxy's router (its view of the nodes).
+    pub router: ryw_router::Router,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -65,6 +67,7 @@ pub struct Setup {
     pub lags: Vec<Duration>,
     pub redis: bool,
     pub router: RouterConfig,
+    pub auth_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Setup {
@@ -73,6 +76,7 @@ impl Default for Setup {
             lags: vec![Duration::from_millis(100), Duration::from_millis(400)],
             redis: false,
             router: RouterConfig::default(),
+            auth_file: None,
         }
     }
 }
@@ -142,6 +146,11 @@ impl Ctx {
         connect_to(self.proxy.addr, &format!("-c ryw.session={session}")).await
     }
 
+    /// The proxy's router.
+    pub fn proxy_router(&self) -> &ryw_router::Router {
+        &self.proxy.router
+    }
+
     /// Node names by port, to move into tasks.
     pub fn node_names(&self) -> Nodes {
         Nodes(self.ports.clone())
@@ -170,11 +179,13 @@ pub async fn start_proxy(cluster: &TestCluster, setup: &Setup, key: TokenKey) ->
     let mut cfg = ProxyConfig::new(nodes, key);
     cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     cfg.router = setup.router.clone();
+    cfg.auth_file = setup.auth_file.clone();
     if setup.redis {
         cfg.redis_url = Some(cluster.redis_url().expect("a cluster with Redis"));
     }
     let proxy = Proxy::build(cfg).await.expect("proxy");
     let addr = proxy.local_addr();
+    let router = proxy.router().clone();
     // Until the tracker has seen the followers, reads go to the leader:
     // wait for them, so tests measure routing, not start-up.
     let mut watch = proxy.router().watch_cluster();
@@ -195,6 +206,7 @@ pub async fn start_proxy(cluster: &TestCluster, setup: &Setup, key: TokenKey) ->
     });
     Running {
         addr,
+        router,
         stop: Some(stop),
         task: Some(task),
     }

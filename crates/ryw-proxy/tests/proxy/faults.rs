@@ -1,0 +1,231 @@
+//! Faults through the proxy: a cancel request reaches the node that runs
+//! the statement; a follower killed or frozen mid-read costs no failed or
+//! stale read (rule 8); with the leader down, writes fail at once and
+//! reads go on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_postgres::NoTls;
+
+use crate::support::{Ctx, Setup, read, write};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_stops_the_statement_on_the_node_that_runs_it() {
+    let ctx = Ctx::start(Setup {
+        lags: vec![Duration::ZERO],
+        ..Setup::default()
+    })
+    .await;
+    let c = ctx.client().await;
+    for hint in ["", "/* ryw:leader */ "] {
+        let token = c.cancel_token();
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            token.cancel_query(NoTls).await
+        });
+        let started = Instant::now();
+        let e = c
+            .query_one(&format!("{hint}SELECT pg_sleep(20)"), &[])
+            .await
+            .expect_err("cancelled");
+        canceller
+            .await
+            .unwrap()
+            .expect("the cancel request was sent");
+        assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        c.query_one("SELECT 1", &[])
+            .await
+            .expect("usable after a cancel");
+    }
+}
+
+/// What one phase of a load saw: reads, stale reads, failures, reads by
+/// node.
+#[derive(Debug, Default)]
+struct Phase {
+    reads: usize,
+    stale: usize,
+    failures: Vec<String>,
+    by_node: BTreeMap<String, usize>,
+}
+
+/// Readers and writers that go on all along; counts per phase.
+struct Load {
+    stop: Arc<AtomicBool>,
+    phase: Arc<AtomicUsize>,
+    set: JoinSet<Vec<(usize, usize, usize, String)>>,
+}
+
+impl Load {
+    async fn start(ctx: &Ctx, sessions: usize) -> Load {
+        let (stop, phase) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let mut set = JoinSet::new();
+        for n in 0..sessions {
+            let c = ctx.client().await;
+            c.batch_execute("SET ryw.strategy = 'causal'")
+                .await
+                .unwrap();
+            let (stop, phase, ports) = (stop.clone(), phase.clone(), ctx.node_names());
+            set.spawn(async move {
+                // (phase, reads, stale, error or node)
+                let mut out = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let at = phase.load(Ordering::Relaxed);
+                    let key = format!("load-{n}");
+                    if let Err(e) = c.execute(crate::support::UPSERT, &[&key, &i]).await {
+                        out.push((at, 0, 0, format!("write failed: {e:?}")));
+                        continue;
+                    }
+                    match c.query_one(crate::support::SELECT, &[&key]).await {
+                        Ok(r) => {
+                            let stale = usize::from(r.get::<_, i64>(0) < i);
+                            out.push((at, 1, stale, ports.name(r.get(1))));
+                        }
+                        Err(e) => out.push((at, 0, 0, format!("read failed: {e:?}"))),
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                out
+            });
+        }
+        Load { stop, phase, set }
+    }
+
+    /// What each phase saw.
+    async fn finish(mut self) -> Vec<Phase> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut phases: Vec<Phase> = (0..4).map(|_| Phase::default()).collect();
+        while let Some(r) = self.set.join_next().await {
+            for (at, reads, stale, what) in r.unwrap() {
+                let p = &mut phases[at];
+                p.reads += reads;
+                p.stale += stale;
+                if reads == 0 {
+                    p.failures.push(what);
+                } else {
+                    *p.by_node.entry(what).or_insert(0) += 1;
+                }
+            }
+        }
+        phases
+    }
+}
+
+async fn rotation(ctx: &Ctx, follower: usize, want: bool, within: Duration) -> Duration {
+    let started = Instant::now();
+    let c = crate::support::direct(&ctx.cluster.leader_url()).await;
+    drop(c);
+    let deadline = started + within;
+    let mut watch = ctx.proxy_router().watch_cluster();
+    loop {
+        if watch.borrow_and_update().followers[follower].in_rotation == want {
+            return started.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "follower {follower} in rotation = {want} not within {within:?}"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(50), watch.changed()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_killed_or_frozen_mid_read_costs_no_failed_or_stale_read() {
+    let ctx = Ctx::start(Setup {
+        lags: vec![Duration::ZERO, Duration::ZERO],
+        ..Setup::default()
+    })
+    .await;
+    let load = Load::start(&ctx, 4).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    load.phase.store(1, Ordering::Relaxed);
+    ctx.cluster.kill("follower1");
+    let out = rotation(&ctx, 0, false, Duration::from_secs(2)).await;
+    eprintln!("follower1 killed: out of rotation in {out:?}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    ctx.cluster.start_node("follower1").await;
+    rotation(&ctx, 0, true, Duration::from_secs(15)).await;
+
+    load.phase.store(2, Ordering::Relaxed);
+    ctx.cluster.pause("follower2");
+    let out = rotation(&ctx, 1, false, Duration::from_secs(3)).await;
+    eprintln!("follower2 frozen: out of rotation in {out:?}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    ctx.cluster.resume("follower2");
+    rotation(&ctx, 1, true, Duration::from_secs(10)).await;
+    load.phase.store(3, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let phases = load.finish().await;
+    for (name, p) in ["before", "follower1 killed", "follower2 frozen", "after"]
+        .iter()
+        .zip(&phases)
+    {
+        eprintln!(
+            "{name}: {} reads, {} stale, {} failed, by node {:?}",
+            p.reads,
+            p.stale,
+            p.failures.len(),
+            p.by_node
+        );
+        assert!(p.failures.is_empty(), "{name}: {:?}", p.failures);
+        assert_eq!(p.stale, 0, "{name}");
+        assert!(p.reads > 10, "{name}: {} reads", p.reads);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_leader_down_writes_fail_at_once_and_reads_go_on() {
+    let ctx = Ctx::start(Setup {
+        lags: vec![Duration::ZERO],
+        ..Setup::default()
+    })
+    .await;
+    let c = ctx.client().await;
+    c.batch_execute("SET ryw.strategy = 'causal'")
+        .await
+        .unwrap();
+    write(&c, "before", 1).await;
+    assert_eq!(read(&c, "before").await.0, 1);
+    ctx.cluster.stop("leader");
+    let started = Instant::now();
+    let e = c
+        .execute(crate::support::UPSERT, &[&"during", &2i64])
+        .await
+        .expect_err("no leader, no write");
+    eprintln!(
+        "a write with the leader down: {e:?} after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let (v, port) = read(&c, "before").await;
+    assert_eq!(v, 1, "the session's write is still read");
+    assert_eq!(
+        ctx.node_names().name(port),
+        "follower1",
+        "from the follower"
+    );
+    // A new client can still connect for reads.
+    let fresh = ctx.client().await;
+    assert_eq!(read(&fresh, "before").await.0, 1);
+    ctx.cluster.start_node("leader").await;
+}
