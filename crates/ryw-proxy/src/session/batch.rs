@@ -1,0 +1,426 @@
+//! A client's batch on its way to a node: what it does ([`BatchPlan`]),
+//! where it goes (the leader, or a read planned by the router), and what
+//! the node needs before it (settings, prepared statements) and after it
+//! (the position statement).
+
+use super::*;
+
+impl Session {
+    /// What a batch does: the statements it parses, binds, describes and
+    /// runs, and where they may go.
+    pub(super) fn plan_batch(&mut self, frames: &[Frame]) -> BatchPlan {
+        let mut plan = BatchPlan {
+            why: "",
+            ..BatchPlan::default()
+        };
+        let mut classes: Vec<Class> = Vec::new();
+        let mut parsed: HashMap<&str, Class> = HashMap::new();
+        let mut portals: HashMap<&str, Class> = HashMap::new();
+        for frame in frames {
+            let Ok(kind) = protocol::parse_client(frame) else {
+                continue;
+            };
+            match kind {
+                Client::Query(sql) => classes.push(self.class_of(sql)),
+                Client::Parse { name, query } => {
+                    let c = self.class_of(query);
+                    parsed.insert(name, c.clone());
+                    classes.push(c);
+                }
+                Client::Bind { portal, statement } => {
+                    let c = parsed
+                        .get(statement)
+                        .cloned()
+                        .or_else(|| self.statements.get(statement).map(|p| p.class.clone()));
+                    if let Some(c) = c {
+                        portals.insert(portal, c.clone());
+                        classes.push(c);
+                    }
+                }
+                Client::Describe { kind, name } => {
+                    let c = if kind == b'S' {
+                        parsed
+                            .get(name)
+                            .cloned()
+                            .or_else(|| self.statements.get(name).map(|p| p.class.clone()))
+                    } else {
+                        portals.get(name).cloned()
+                    };
+                    classes.extend(c);
+                }
+                Client::Execute { portal } => classes.extend(portals.get(portal).cloned()),
+                Client::FunctionCall => {
+                    plan.route = Some(Route::Leader);
+                    plan.why = "function call";
+                }
+                _ => {}
+            }
+        }
+        let mut route = None;
+        let mut ryw = 0;
+        for c in &classes {
+            if c.ryw.is_some() {
+                ryw += 1;
+                continue;
+            }
+            match c.effect {
+                Effect::EndsTransaction => plan.ends_transaction = true,
+                Effect::PinsToLeader => plan.pins = true,
+                Effect::SessionSetting | Effect::None => {}
+            }
+            if c.why == "copy" {
+                plan.copy = true;
+            }
+            route = Some(match (route, c.route) {
+                (Some(Route::Leader), _) | (_, Route::Leader) => {
+                    if plan.why.is_empty() {
+                        plan.why = c.why;
+                    }
+                    Route::Leader
+                }
+                (Some(Route::Read), _) | (_, Route::Read) => Route::Read,
+                _ => Route::StaleOk,
+            });
+        }
+        // Settings: the texts of the statements that set something.
+        for frame in frames {
+            if let Ok(Client::Query(sql) | Client::Parse { query: sql, .. }) =
+                protocol::parse_client(frame)
+                && self.class_of(sql).effect == Effect::SessionSetting
+            {
+                plan.settings.push(sql.to_owned());
+            }
+        }
+        plan.ryw = ryw > 0 && ryw == classes.len();
+        plan.mixed_ryw = (ryw > 0 && ryw < classes.len())
+            || classes
+                .iter()
+                .any(|c| c.why == "ryw command among multiple statements");
+        plan.close_only = frames.iter().all(|f| matches!(f.tag, b'C' | b'S' | b'H'))
+            && frames.iter().any(|f| f.tag == b'C');
+        plan.runs = frames.iter().any(|f| matches!(f.tag, b'E' | b'Q' | b'F'));
+        plan.route = plan.route.or(route);
+        plan
+    }
+
+    /// Routes a batch and sends it (or answers it here).
+    pub(super) async fn dispatch(
+        &mut self,
+        client: &mut ClientConn,
+        frames: Vec<Frame>,
+        synced: bool,
+    ) -> Result<(), Closing> {
+        // The rest of a batch that went out with a Flush follows it.
+        if let Phase::Flying(f) = &mut self.phase {
+            let node = f.node;
+            f.frames.extend(frames.iter().cloned());
+            f.synced = synced;
+            let mut out = BytesMut::new();
+            for frame in &frames {
+                out.put_slice(&frame.raw);
+            }
+            if synced && f.position_after {
+                position_statement(&mut out, node, &mut self.backends[index(node)]);
+            }
+            self.note_statements(&frames, node);
+            if let Err(e) = self.backend(node).send(&out).await {
+                return self.backend_lost(client, e.to_string()).await;
+            }
+            return Ok(());
+        }
+        let plan = self.plan_batch(&frames);
+        if plan.mixed_ryw {
+            return self
+                .refuse_batch(
+                    client,
+                    &frames,
+                    "0A000",
+                    "send SET ryw.* and SHOW ryw.* on their own, not with other statements",
+                )
+                .await;
+        }
+        if plan.ryw {
+            return self.answer_ryw(client, &frames).await;
+        }
+        if plan.close_only && synced {
+            return self.answer_close(client, &frames).await;
+        }
+        let route = match plan.route {
+            _ if self.status != b'I' => Route::Leader,
+            Some(Route::Read | Route::StaleOk) if self.pinned => Route::Leader,
+            Some(r) => r,
+            None => Route::Leader,
+        };
+        self.send_batch(client, frames, plan, route, synced, 0)
+            .await
+    }
+
+    /// Plans the node (reads through the router), opens it if needed, and
+    /// sends the batch with what the node lacks before it and the position
+    /// statement after it.
+    pub(super) async fn send_batch(
+        &mut self,
+        client: &mut ClientConn,
+        frames: Vec<Frame>,
+        plan: BatchPlan,
+        route: Route,
+        synced: bool,
+        attempts: u8,
+    ) -> Result<(), Closing> {
+        let mut read = None;
+        let node = match route {
+            Route::Leader => Node::Leader,
+            Route::Read | Route::StaleOk => {
+                let mut chosen = Node::Leader;
+                for _ in 0..3 {
+                    let req = self.read_request(route);
+                    let decision = match self.shared.router.plan_read(&req).await {
+                        Ok(d) => d,
+                        Err(e) => {
+                            return self
+                                .fail_batch(client, &frames, "08006", &e.to_string())
+                                .await;
+                        }
+                    };
+                    let node = match decision.follower_index() {
+                        Some(i) => Node::Follower(i),
+                        None => Node::Leader,
+                    };
+                    match self.open(node).await {
+                        Ok(()) => {
+                            chosen = node;
+                            read = Some(decision);
+                            break;
+                        }
+                        Err(
+                            e @ (BackendError::Unreachable { .. }
+                            | BackendError::Incarnation { .. }),
+                        ) if node != Node::Leader => {
+                            // Rule 3: forget it, plan again.
+                            self.shared.router.report_lost(&decision, &e.to_string());
+                        }
+                        Err(e) => return self.open_failed(client, &frames, e).await,
+                    }
+                }
+                chosen
+            }
+        };
+        if read.is_none()
+            && let Err(e) = self.open(node).await
+        {
+            return self.open_failed(client, &frames, e).await;
+        }
+        // Rule 1 and rule 7: the node's position after the batch, pipelined
+        // behind its Sync (once the Sync is there). Not behind a COPY: the
+        // node would read it as COPY data; it is asked after the batch.
+        let wants_position = read.is_some() || self.status == b'I' || plan.ends_transaction;
+        let position_after = wants_position && !plan.copy;
+        let position_later = wants_position && plan.copy;
+        let holding = read.is_some() && synced && node != Node::Leader;
+        let mut out = BytesMut::new();
+        let replays = self.replay_settings(node, &mut out);
+        let swallow = self.inject_statements(node, &frames, &mut out);
+        for frame in &frames {
+            out.put_slice(&frame.raw);
+        }
+        self.note_statements(&frames, node);
+        if position_after && synced {
+            position_statement(&mut out, node, &mut self.backends[index(node)]);
+        }
+        let epoch = match node {
+            Node::Follower(i) => self.view.borrow().followers.get(i).map(|f| f.epoch),
+            Node::Leader => None,
+        };
+        let backend = self.backend(node);
+        let target = (backend.addr, backend.key);
+        *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = Some(target);
+        self.phase = Phase::Flying(Box::new(Flight {
+            node,
+            frames,
+            plan,
+            read,
+            attempts: attempts + 1,
+            epoch,
+            synced,
+            replays,
+            swallow,
+            holding,
+            held: BytesMut::new(),
+            forwarded: false,
+            to_leader: false,
+            error: None,
+            committed: false,
+            rolled_back: false,
+            copy_in: false,
+            position_after,
+            position_later,
+            client_ready: None,
+            position: None,
+        }));
+        if let Err(e) = self.backend(node).send(&out).await {
+            return self.backend_lost(client, e.to_string()).await;
+        }
+        Ok(())
+    }
+
+    /// Replays the session settings `node` has not applied, each as a query
+    /// of its own (`DISCARD ALL` cannot run in a multi-statement one).
+    /// Returns how many `ReadyForQuery`s to swallow.
+    pub(super) fn replay_settings(&mut self, node: Node, out: &mut BytesMut) -> usize {
+        let settings = &self.settings;
+        let backend = self.backends[index(node)]
+            .as_mut()
+            .expect("opened before replay");
+        let todo = &settings[backend.settings_applied.min(settings.len())..];
+        for sql in todo {
+            let _ = frontend::query(sql, out);
+            if sql.trim_start().to_ascii_lowercase().starts_with("discard") {
+                backend.prepared.clear();
+                backend.position_prepared = false;
+            }
+        }
+        if !todo.is_empty() {
+            // A simple query drops the unnamed statement.
+            backend.unnamed = None;
+        }
+        backend.settings_applied = settings.len();
+        todo.len()
+    }
+
+    /// The client's prepared statements a batch uses that `node` lacks:
+    /// their `Parse` (and a `Close` of an older version) go first. Returns
+    /// how many replies to swallow.
+    pub(super) fn inject_statements(
+        &mut self,
+        node: Node,
+        frames: &[Frame],
+        out: &mut BytesMut,
+    ) -> usize {
+        let backend = self.backends[index(node)]
+            .as_mut()
+            .expect("opened before injection");
+        let mut parsed_here: Vec<&str> = Vec::new();
+        let mut swallow = 0;
+        for name in backend.pending_close.drain(..) {
+            close_statement(out, &name);
+            swallow += 1;
+        }
+        for frame in frames {
+            let name = match protocol::parse_client(frame) {
+                Ok(Client::Parse { name, .. }) => {
+                    parsed_here.push(name);
+                    // Parsing a name the node has an older version of: close it first.
+                    if !name.is_empty() && backend.prepared.contains_key(name) {
+                        close_statement(out, name);
+                        backend.prepared.remove(name);
+                        swallow += 1;
+                    }
+                    continue;
+                }
+                Ok(Client::Bind { statement, .. }) => statement,
+                Ok(Client::Describe { kind: b'S', name }) => name,
+                _ => continue,
+            };
+            if parsed_here.contains(&name) {
+                continue;
+            }
+            let Some(p) = self.statements.get(name) else {
+                continue;
+            };
+            let has = if name.is_empty() {
+                backend.unnamed == Some(p.version)
+            } else {
+                backend.prepared.get(name) == Some(&p.version)
+            };
+            if has {
+                continue;
+            }
+            if !name.is_empty() && backend.prepared.contains_key(name) {
+                close_statement(out, name);
+                swallow += 1;
+            }
+            out.put_slice(&p.parse);
+            swallow += 1;
+            if name.is_empty() {
+                backend.unnamed = Some(p.version);
+            } else {
+                backend.prepared.insert(name.to_owned(), p.version);
+            }
+            parsed_here.push(name);
+        }
+        swallow
+    }
+
+    /// Keeps the registry of the client's prepared statements, and which
+    /// of them `node` has, in step with a batch sent there.
+    pub(super) fn note_statements(&mut self, frames: &[Frame], node: Node) {
+        for frame in frames {
+            match protocol::parse_client(frame) {
+                Ok(Client::Parse { name, query }) => {
+                    let class = self.class_of(query);
+                    let version = self.next_version;
+                    self.next_version += 1;
+                    self.statements.insert(
+                        name.to_owned(),
+                        Prepared {
+                            parse: frame.raw.clone(),
+                            class,
+                            version,
+                        },
+                    );
+                    let backend = self.backends[index(node)].as_mut().expect("open");
+                    if name.is_empty() {
+                        backend.unnamed = Some(version);
+                    } else {
+                        backend.prepared.insert(name.to_owned(), version);
+                    }
+                }
+                Ok(Client::Close { kind: b'S', name }) => {
+                    self.statements.remove(name);
+                    let backend = self.backends[index(node)].as_mut().expect("open");
+                    if name.is_empty() {
+                        backend.unnamed = None;
+                    } else {
+                        backend.prepared.remove(name);
+                    }
+                }
+                Ok(Client::Query(_)) => {
+                    let backend = self.backends[index(node)].as_mut().expect("open");
+                    backend.unnamed = None;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A `Close` of the client's statement `name`.
+pub(super) fn close_statement(out: &mut BytesMut, name: &str) {
+    let _ = frontend::close(b'S', name, out);
+}
+
+/// The proxy's own position statement, prepared once per connection:
+/// `pg_current_wal_lsn()` on the leader (rule 1: read after COMMIT
+/// returned), `pg_last_wal_replay_lsn()` on a follower (rule 7).
+pub(super) fn position_statement(out: &mut BytesMut, node: Node, backend: &mut Option<Backend>) {
+    let Some(b) = backend.as_mut() else { return };
+    if !b.position_prepared {
+        let sql = match node {
+            Node::Leader => "SELECT pg_current_wal_lsn()::text",
+            Node::Follower(_) => "SELECT pg_last_wal_replay_lsn()::text",
+        };
+        let _ = frontend::parse(POSITION_STATEMENT, sql, std::iter::empty(), out);
+        b.position_prepared = true;
+    }
+    let _ = frontend::bind(
+        "",
+        POSITION_STATEMENT,
+        std::iter::empty::<i16>(),
+        std::iter::empty::<Option<&[u8]>>(),
+        |_: Option<&[u8]>, _: &mut BytesMut| Ok(postgres_protocol::IsNull::Yes),
+        Some(0),
+        out,
+    );
+    let _ = frontend::execute("", 0, out);
+    frontend::sync(out);
+}
