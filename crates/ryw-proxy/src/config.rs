@@ -34,6 +34,9 @@ pub struct ProxyConfig {
     /// Most clients connected at once; the next one is refused with
     /// SQLSTATE 53300 (too many connections).
     pub max_clients: usize,
+    /// Where the admin endpoint (`/metrics`, `/readyz`) listens; `None`:
+    /// no admin endpoint.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl ProxyConfig {
@@ -48,6 +51,7 @@ impl ProxyConfig {
             auth_file: None,
             connect_timeout: Duration::from_secs(2),
             max_clients: 1000,
+            admin_listen: None,
         }
     }
 }

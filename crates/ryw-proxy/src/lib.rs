@@ -25,15 +25,19 @@
 //! | `protocol.rs` | framing with a size cap, the few decoders and encoders routing needs |
 //! | `classify/` | statement classification: read, leader, session effects, `ryw.*` commands, the per-connection cache |
 //! | `auth/` | the auth file and the server side of SCRAM-SHA-256 |
+//! | `metrics.rs` | the proxy's own counters (clients, batches by node and route, retries) |
+//! | `admin.rs` | the admin endpoint: `/metrics` (the router's and the proxy's), `/readyz` |
 //! | `error.rs` | [`ProxyError`] |
 
 #![warn(missing_docs)]
 
+mod admin;
 pub mod auth;
 mod backend;
 pub mod classify;
 mod config;
 mod error;
+mod metrics;
 pub mod protocol;
 mod server;
 mod session;

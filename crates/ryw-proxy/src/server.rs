@@ -16,6 +16,7 @@ use crate::auth::AuthFile;
 use crate::backend::Node;
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
+use crate::metrics::ProxyMetrics;
 
 /// Where a node listens, for the clients' connections.
 #[derive(Clone, Debug)]
@@ -44,6 +45,7 @@ pub(crate) struct Shared {
     cancels: Mutex<HashMap<i32, (i32, CancelTarget)>>,
     next_pid: AtomicI32,
     pub clients: AtomicUsize,
+    pub metrics: ProxyMetrics,
 }
 
 impl Shared {
@@ -92,6 +94,7 @@ pub struct Proxy {
     shared: Arc<Shared>,
     listener: TcpListener,
     addr: SocketAddr,
+    admin: Option<(TcpListener, SocketAddr)>,
 }
 
 impl Proxy {
@@ -123,8 +126,23 @@ impl Proxy {
         let addr = listener
             .local_addr()
             .map_err(|e| ProxyError::Config(e.to_string()))?;
+        let admin = match cfg.admin_listen {
+            Some(at) => {
+                let l = TcpListener::bind(at).await.map_err(|e| {
+                    ProxyError::Config(format!("binding the admin endpoint {at}: {e}"))
+                })?;
+                let a = l
+                    .local_addr()
+                    .map_err(|e| ProxyError::Config(e.to_string()))?;
+                Some((l, a))
+            }
+            None => None,
+        };
+        let metrics = ProxyMetrics::new(nodes.iter().map(|n| n.name.to_string()).collect());
         Ok(Proxy {
+            admin,
             shared: Arc::new(Shared {
+                metrics,
                 router,
                 key: cfg.token_key.clone(),
                 cfg,
@@ -144,6 +162,11 @@ impl Proxy {
         self.addr
     }
 
+    /// Where the admin endpoint listens, if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, a)| *a)
+    }
+
     /// The router it routes with (its view, metrics, health).
     pub fn router(&self) -> &Router {
         &self.shared.router
@@ -156,6 +179,20 @@ impl Proxy {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ProxyError> {
         let mut clients = JoinSet::new();
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin = self.admin.map(|(listener, _)| {
+            let app = crate::admin::app(self.shared.clone());
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = admin_stopped.await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::warn!(error = %e, "admin endpoint stopped");
+                }
+            })
+        });
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -176,6 +213,10 @@ impl Proxy {
             }
         }
         clients.shutdown().await;
+        let _ = admin_stop.send(());
+        if let Some(a) = admin {
+            let _ = a.await;
+        }
         self.shared.router.shutdown();
         Ok(())
     }

@@ -9,27 +9,21 @@
 //! - [`HttpMetrics`]: requests by route and status, and their latency in
 //!   buckets by route and status class; [`HttpMetrics::register`] adds them
 //!   to a [`Registry`].
-//! - [`register_router`]: adds the router's metrics to a [`Registry`], read
-//!   from the live router at each scrape (nothing to update by hand).
+//! - [`register_router`] (from the `ryw-metrics` crate, shared with the
+//!   proxy): adds the router's metrics to a [`Registry`], read from the
+//!   live router at each scrape.
 //! - [`encode`]: a registry as text.
-//!
-//! The router crate itself has no metrics dependency: it keeps plain atomic
-//! counters, and buckets its waits ([`MetricsSnapshot::WAIT_BOUNDS`]), which
-//! this module publishes as the `ryw_wait_duration_seconds` histogram.
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
-pub use prometheus_client::registry::Registry;
-use ryw_router::{ClusterView, Freshness, MetricsSnapshot, Router};
+pub use ryw_metrics::{Registry, encode, register_router};
+use ryw_router::{ClusterView, MetricsSnapshot};
 use std::time::Duration;
 
 /// `Content-Type` of [`encode`]'s output.
-pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+pub const CONTENT_TYPE: &str = ryw_metrics::CONTENT_TYPE;
 
 /// Upper bounds (seconds) of the request latency buckets: a primary-key read
 /// answers in about a millisecond, a causal wait adds up to its budget
@@ -119,26 +113,6 @@ fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// Adds the router's metrics to `registry`, read from `router` at each
-/// scrape: reads by node, freshness and strategy; writes, waits (a count, a
-/// sum and a histogram), fallbacks, evictions, forgets, store errors, read
-/// checks and stalls; each follower's lag; each node's rotation; the
-/// session store's health.
-pub fn register_router(registry: &mut Registry, router: Router) {
-    registry.register_collector(Box::new(LiveRouter(router)));
-}
-
-/// The text of every metric in `registry`.
-pub fn encode(registry: &Registry) -> String {
-    let mut out = String::new();
-    // Writing into a String cannot fail; an encoder error would be a bug in
-    // a metric, and an empty answer is better than a panic in a handler.
-    if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, registry) {
-        tracing::error!(error = %e, "encoding metrics");
-    }
-    out
-}
-
 /// Every metric of the service, from one sample of the router's state (what
 /// `GET /metrics` answers).
 pub fn render(
@@ -149,213 +123,12 @@ pub fn render(
 ) -> String {
     let mut registry = Registry::default();
     http.register(&mut registry);
-    registry.register_collector(Box::new(RouterSample {
+    registry.register_collector(Box::new(ryw_metrics::RouterSample {
         metrics: router.clone(),
         view: view.clone(),
         store_ok,
     }));
     encode(&registry)
-}
-
-/// A collector that samples a live router at each scrape.
-struct LiveRouter(Router);
-
-impl std::fmt::Debug for LiveRouter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LiveRouter(..)")
-    }
-}
-
-impl Collector for LiveRouter {
-    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        RouterSample {
-            metrics: self.0.metrics(),
-            view: self.0.cluster_view(),
-            store_ok: self.0.store_health().is_ok(),
-        }
-        .encode(encoder)
-    }
-}
-
-/// The router's state at one moment, as metrics.
-#[derive(Debug)]
-struct RouterSample {
-    metrics: MetricsSnapshot,
-    view: ClusterView,
-    store_ok: bool,
-}
-
-/// A histogram whose buckets were counted elsewhere (the router's atomics).
-struct BucketCounts {
-    sum: f64,
-    /// `(upper bound, count in this bucket)`, not cumulative, the last one
-    /// `+Inf`.
-    buckets: Vec<(f64, u64)>,
-}
-
-impl EncodeMetric for BucketCounts {
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::MetricEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        let count = self.buckets.iter().map(|(_, n)| n).sum();
-        encoder.encode_histogram::<NoLabelSet>(self.sum, count, &self.buckets, None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
-    }
-}
-
-impl Collector for RouterSample {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let m = &self.metrics;
-        {
-            let mut family = encoder.encode_descriptor(
-                "ryw_reads",
-                "reads routed, by node, freshness and strategy",
-                None,
-                MetricType::Counter,
-            )?;
-            for r in &m.reads {
-                let freshness = match r.freshness {
-                    Freshness::Fresh => "fresh",
-                    Freshness::StaleOk => "stale_ok",
-                };
-                let strategy = r.strategy.to_string();
-                let labels = [
-                    ("node", &*r.node),
-                    ("freshness", freshness),
-                    ("strategy", strategy.as_str()),
-                ];
-                ConstCounter::new(r.count).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let counters: [(&str, &str, u64); 10] = [
-            (
-                "ryw_writes",
-                "leader connections handed out for writes",
-                m.writes,
-            ),
-            (
-                "ryw_waits",
-                "fresh reads that waited for a follower to catch up",
-                m.waits,
-            ),
-            (
-                "ryw_wait_timeouts",
-                "waits that ran out of budget and went to the leader",
-                m.wait_timeouts,
-            ),
-            (
-                "ryw_fallbacks_to_leader",
-                "reads that wanted a follower and got the leader",
-                m.fallbacks_to_leader,
-            ),
-            (
-                "ryw_evictions",
-                "times a follower left rotation",
-                m.evictions,
-            ),
-            (
-                "ryw_forgets",
-                "times a follower's position was forgotten after a failure",
-                m.forgets,
-            ),
-            (
-                "ryw_session_store_errors",
-                "session store calls that failed or timed out",
-                m.store_errors,
-            ),
-            (
-                "ryw_read_checks",
-                "extra replay-position queries made by per-read-check",
-                m.read_checks,
-            ),
-            (
-                "ryw_read_stalls",
-                "reads that did not answer in time (their shared connection was retired)",
-                m.stalls,
-            ),
-            (
-                "ryw_absurd_tokens",
-                "tokens absurdly far beyond the leader, clamped and sent to the leader",
-                m.absurd_tokens,
-            ),
-        ];
-        for (name, help, v) in counters {
-            let c = ConstCounter::new(v);
-            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
-        }
-        let wait_sum = ConstCounter::new(m.wait_time.as_secs_f64());
-        wait_sum.encode(encoder.encode_descriptor(
-            "ryw_wait_seconds",
-            "total time fresh reads waited for followers",
-            None,
-            wait_sum.metric_type(),
-        )?)?;
-        let waits = BucketCounts {
-            sum: m.wait_time.as_secs_f64(),
-            buckets: m
-                .wait_histogram()
-                .map(|(le, n)| (le.map_or(f64::INFINITY, |d| d.as_secs_f64()), n))
-                .collect(),
-        };
-        waits.encode(encoder.encode_descriptor(
-            "ryw_wait_duration_seconds",
-            "how long fresh reads waited for a follower to catch up",
-            None,
-            waits.metric_type(),
-        )?)?;
-        {
-            let mut family = encoder.encode_descriptor(
-                "ryw_follower_lag_bytes",
-                "WAL bytes a follower is behind the leader",
-                None,
-                MetricType::Gauge,
-            )?;
-            for f in &self.view.followers {
-                if let Some(b) = f.lag_bytes {
-                    let labels = [("node", &*f.name)];
-                    ConstGauge::new(b as i64).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
-        {
-            let mut family = encoder.encode_descriptor(
-                "ryw_follower_lag_seconds",
-                "time a follower is behind the leader",
-                None,
-                MetricType::Gauge,
-            )?;
-            for f in &self.view.followers {
-                if let Some(ms) = f.lag_ms {
-                    let labels = [("node", &*f.name)];
-                    ConstGauge::new(ms as f64 / 1000.0).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
-        {
-            let mut family = encoder.encode_descriptor(
-                "ryw_node_in_rotation",
-                "1 when the node may serve reads",
-                None,
-                MetricType::Gauge,
-            )?;
-            for n in self.view.nodes() {
-                let labels = [("node", &*n.name)];
-                ConstGauge::new(i64::from(n.in_rotation)).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let healthy = ConstGauge::new(i64::from(self.store_ok));
-        healthy.encode(encoder.encode_descriptor(
-            "ryw_session_store_healthy",
-            "1 when the session store answers",
-            None,
-            healthy.metric_type(),
-        )?)?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -291,6 +291,10 @@ pub struct ProxyArgs {
     /// loopback clients are accepted, without a password.
     #[arg(long, env = "RYW_AUTH_FILE")]
     pub auth_file: Option<PathBuf>,
+    /// Where the admin endpoint listens (`GET /metrics`, `GET /readyz`);
+    /// without it, none.
+    #[arg(long, env = "RYW_PROXY_ADMIN_LISTEN")]
+    pub admin_listen: Option<std::net::SocketAddr>,
     /// Most clients connected at once (more get SQLSTATE 53300).
     #[arg(long, env = "RYW_PROXY_MAX_CLIENTS", default_value_t = 1000)]
     pub max_clients: usize,

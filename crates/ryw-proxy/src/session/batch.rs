@@ -227,6 +227,7 @@ impl Session {
         if position_after && synced {
             position_statement(&mut out, node, &mut self.backends[index(node)]);
         }
+        self.shared.metrics.batch(index(node), route);
         let epoch = match node {
             Node::Follower(i) => self.view.borrow().followers.get(i).map(|f| f.epoch),
             Node::Leader => None,

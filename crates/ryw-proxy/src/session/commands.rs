@@ -134,6 +134,7 @@ impl Session {
         let Some(cmd) = &class.ryw else {
             return Ok(true);
         };
+        self.shared.metrics.ryw_command();
         let result = match cmd {
             RywCommand::Show(name) => match self.show_ryw(name) {
                 Ok(value) => {

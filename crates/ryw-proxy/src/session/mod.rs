@@ -72,9 +72,12 @@ enum Closing {
     Fatal(String),
 }
 
+/// How a [`Closing::Fatal`] for a protocol violation begins (counted).
+const PROTOCOL_VIOLATION: &str = "protocol violation";
+
 impl From<ProtocolError> for Closing {
     fn from(e: ProtocolError) -> Closing {
-        Closing::Fatal(format!("protocol violation: {e}"))
+        Closing::Fatal(format!("{PROTOCOL_VIOLATION}: {e}"))
     }
 }
 
@@ -91,6 +94,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         out: BytesMut::with_capacity(16 * 1024),
     };
     let outcome = if clients >= shared.cfg.max_clients {
+        shared.metrics.refused();
         client
             .fatal(
                 "53300",
@@ -112,16 +116,27 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
             }
         }
     };
+    let protocol_error = |why: &str| {
+        if why.starts_with(PROTOCOL_VIOLATION) {
+            shared.metrics.protocol_error();
+        }
+    };
     match outcome {
         Ok(mut session) => {
+            shared.metrics.client(true);
             let why = session.run(&mut client).await;
             session.abandon().await;
             shared.unregister(session.pid);
+            shared.metrics.client(false);
             if let Closing::Fatal(why) = why {
+                protocol_error(&why);
                 tracing::debug!(%peer, %why, "client session ended");
             }
         }
-        Err(Closing::Fatal(why)) => tracing::debug!(%peer, %why, "client refused at startup"),
+        Err(Closing::Fatal(why)) => {
+            protocol_error(&why);
+            tracing::debug!(%peer, %why, "client refused at startup")
+        }
         Err(_) => {}
     }
     shared

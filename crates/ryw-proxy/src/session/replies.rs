@@ -232,6 +232,7 @@ impl Session {
             return Ok(());
         };
         tracing::debug!(node = ?f.node, "read refused by a follower; running it on the leader");
+        self.shared.metrics.retry(crate::metrics::Retry::ReadOnly);
         self.send_batch(
             client,
             f.frames,
@@ -264,6 +265,7 @@ impl Session {
         }
         if f.read.is_some() && !f.forwarded && f.attempts < 3 && f.synced {
             tracing::info!(node = %name, %why, "read lost its node; running it elsewhere");
+            self.shared.metrics.retry(crate::metrics::Retry::Lost);
             let route = f.plan.route.unwrap_or(Route::Read);
             // Boxed: sending may find this connection lost in turn.
             return Box::pin(self.send_batch(client, f.frames, f.plan, route, true, f.attempts))

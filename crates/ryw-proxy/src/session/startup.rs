@@ -261,6 +261,7 @@ pub(super) async fn authenticate(
         return Ok(None);
     };
     let failed = |client: &mut ClientConn| {
+        shared.metrics.auth_failure();
         protocol::error(
             &mut client.out,
             "FATAL",

@@ -5,12 +5,14 @@
 //!
 //! | module | shows |
 //! | --- | --- |
+//! | `admin` | `/metrics` counts clients, batches by node and route, the 25006 retry and the router's reads; `/readyz` follows the leader |
 //! | `bad_input` | 17 kinds of malformed input, clients gone mid-message, mid-query and mid-COPY, 60 random message streams: 08P01 and a closed connection, a good client undisturbed |
 //! | `clients` | psql (with COPY), pgbench `-M simple/extended/prepared`, `-S` and TPC-B-like (balances add up), psycopg 3 with server-side prepared statements |
 //! | `faults` | a cancel request reaches the node running the statement; a follower killed or frozen mid-read: no failed or stale read; the leader down: writes fail at once, reads go on |
 //! | `features` | session settings and prepared statements on every node, `SET`/`SHOW ryw.*`, a token carried to another connection, hints, the 25006 retry, transactions and temp tables on the leader, SCRAM logins |
 //! | `ryw` | write-then-read pairs on one connection and across connections (`ryw.session`), across two proxies sharing Redis: 0 stale; `legacy` stale; monotonic reads |
 
+mod admin;
 mod bad_input;
 mod clients;
 mod faults;

@@ -29,6 +29,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The proxy's router (its view of the nodes).
     pub router: ryw_router::Router,
+    /// The admin endpoint, when the setup asked for one.
+    pub admin: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -68,6 +70,8 @@ pub struct Setup {
     pub redis: bool,
     pub router: RouterConfig,
     pub auth_file: Option<std::path::PathBuf>,
+    /// Serve the admin endpoint on a free port.
+    pub admin: bool,
 }
 
 impl Default for Setup {
@@ -77,6 +81,7 @@ impl Default for Setup {
             redis: false,
             router: RouterConfig::default(),
             auth_file: None,
+            admin: false,
         }
     }
 }
@@ -180,12 +185,16 @@ pub async fn start_proxy(cluster: &TestCluster, setup: &Setup, key: TokenKey) ->
     cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     cfg.router = setup.router.clone();
     cfg.auth_file = setup.auth_file.clone();
+    if setup.admin {
+        cfg.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
     if setup.redis {
         cfg.redis_url = Some(cluster.redis_url().expect("a cluster with Redis"));
     }
     let proxy = Proxy::build(cfg).await.expect("proxy");
     let addr = proxy.local_addr();
     let router = proxy.router().clone();
+    let admin = proxy.admin_addr();
     // Until the tracker has seen the followers, reads go to the leader:
     // wait for them, so tests measure routing, not start-up.
     let mut watch = proxy.router().watch_cluster();
@@ -206,6 +215,7 @@ pub async fn start_proxy(cluster: &TestCluster, setup: &Setup, key: TokenKey) ->
     });
     Running {
         addr,
+        admin,
         router,
         stop: Some(stop),
         task: Some(task),

@@ -7,6 +7,9 @@ use ryw_proxy::{Proxy, ProxyConfig};
 pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let proxy = Proxy::build(config(&args)?).await?;
     let addr = proxy.local_addr();
+    if let Some(admin) = proxy.admin_addr() {
+        tracing::info!(%admin, "admin endpoint: http://{admin}/metrics and /readyz");
+    }
     tracing::info!(%addr, "ryw proxy listening; connect with psql -h {} -p {} and the nodes' user and database", addr.ip(), addr.port());
     proxy.run_until_stopped(shutdown_signal()).await?;
     Ok(())
@@ -21,5 +24,6 @@ pub fn config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
     cfg.auth_file = args.auth_file.clone();
     cfg.max_clients = args.max_clients.max(1);
     cfg.connect_timeout = args.connect_timeout.0;
+    cfg.admin_listen = args.admin_listen;
     Ok(cfg)
 }
