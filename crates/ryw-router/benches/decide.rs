@@ -23,6 +23,7 @@ fn node(name: &str, role: Role, lsn: u64) -> NodeStatus {
         in_rotation: true,
         note: None,
         epoch: 0,
+        polled_at: None,
     }
 }
 

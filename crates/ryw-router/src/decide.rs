@@ -59,6 +59,9 @@ pub enum Reason {
     /// The chosen follower could not give a connection, failed its check
     /// query, or was forgotten between decision and connection (rules 2, 3).
     FollowerUnavailable,
+    /// What the session's last read saw is not bounded yet, and the
+    /// follower it ran on cannot serve this one (rule 7).
+    Unsettled,
 }
 
 impl Reason {
@@ -79,6 +82,7 @@ impl Reason {
             Reason::WaitBudgetSpent => "no follower caught up within budget",
             Reason::CheckFailed => "follower behind at replay check",
             Reason::FollowerUnavailable => "follower unavailable",
+            Reason::Unsettled => "last read not settled, its follower unavailable",
         }
     }
 
@@ -94,6 +98,7 @@ impl Reason {
                 | Reason::WaitBudgetSpent
                 | Reason::CheckFailed
                 | Reason::FollowerUnavailable
+                | Reason::Unsettled
         )
     }
 }

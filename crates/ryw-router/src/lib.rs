@@ -128,8 +128,8 @@ pub use options::{MAX_READ_OPTION, ReadOptions, parse_duration};
 pub use pg::connection_lost;
 pub use reader::ReadConn;
 pub use router::{
-    ColumnIndex, Decision, LocalSession, Read, ReadRequest, Router, Row, SessionRef, WriteTx,
-    Written,
+    ColumnIndex, Decision, LocalSession, Read, ReadRequest, Router, Row, SessionRef, Unsettled,
+    WriteTx, Written,
 };
 pub use store::{
     MAX_SESSION_KEY, MemoryStore, RedisStore, RedisStoreConfig, SessionKey, SessionRecord,

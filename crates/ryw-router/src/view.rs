@@ -59,6 +59,12 @@ pub struct NodeStatus {
     /// broken connection). A read chosen under one epoch is not served under
     /// another (rule 2).
     pub epoch: u64,
+    /// When the tracker sent the poll whose answer `lsn` is (tokio's
+    /// clock): the node had reached `lsn` at some moment after this. A
+    /// front that saw a read end on a follower at time `t` learns a bound
+    /// of what that read saw from the first poll sent after `t` (see
+    /// `Router::settle`). `None` while nothing is known.
+    pub polled_at: Option<tokio::time::Instant>,
 }
 
 impl NodeStatus {
@@ -73,6 +79,7 @@ impl NodeStatus {
             in_rotation: false,
             note: Some(NOT_POLLED_YET.to_owned()),
             epoch: 0,
+            polled_at: None,
         }
     }
 }
@@ -96,6 +103,7 @@ impl NodeStatus {
             in_rotation,
             note: None,
             epoch: 0,
+            polled_at: None,
         }
     }
 }

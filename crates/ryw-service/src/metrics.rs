@@ -217,6 +217,7 @@ mod tests {
             in_rotation: true,
             note: None,
             epoch: 0,
+            polled_at: None,
         }
     }
 }

@@ -171,16 +171,25 @@ impl Session {
         let node = match route {
             Route::Leader => Node::Leader,
             Route::Read | Route::StaleOk => {
+                if route == Route::Read {
+                    self.settle();
+                }
                 let mut chosen = Node::Leader;
                 for _ in 0..3 {
                     let req = self.read_request(route);
-                    let decision = match self.shared.router.plan_read(&req).await {
-                        Ok(d) => d,
-                        Err(e) => {
-                            return self
-                                .fail_batch(client, &frames, "08006", &e.to_string())
-                                .await;
-                        }
+                    // Rule 7 while the last read's bound is unknown: the
+                    // same follower or the leader, at once.
+                    let unsettled = self.unsettled.filter(|_| route == Route::Read);
+                    let decision = match unsettled {
+                        Some(u) => self.shared.router.plan_after_unsettled(&req, &u),
+                        None => match self.shared.router.plan_read(&req).await {
+                            Ok(d) => d,
+                            Err(e) => {
+                                return self
+                                    .fail_batch(client, &frames, "08006", &e.to_string())
+                                    .await;
+                            }
+                        },
                     };
                     let node = match decision.follower_index() {
                         Some(i) => Node::Follower(i),
@@ -213,7 +222,14 @@ impl Session {
         // Rule 1 and rule 7: the node's position after the batch, pipelined
         // behind its Sync (once the Sync is there). Not behind a COPY: the
         // node would read it as COPY data; it is asked after the batch.
-        let wants_position = read.is_some() || self.status == b'I' || plan.ends_transaction;
+        // Not after a read that promises nothing (stale-ok, legacy,
+        // sticky), nor after a follower read of a session this connection
+        // keeps: the tracker's next poll of that follower bounds it (see
+        // `land`).
+        let wants_position = match &read {
+            Some(d) => self.read_needs_position(d),
+            None => self.status == b'I' || plan.ends_transaction,
+        };
         let position_after = wants_position && !plan.copy;
         let position_later = wants_position && plan.copy;
         let holding = read.is_some() && synced && node != Node::Leader;

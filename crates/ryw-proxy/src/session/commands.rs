@@ -43,6 +43,12 @@ impl Session {
         client: &mut ClientConn,
         frames: &[Frame],
     ) -> Result<(), Closing> {
+        // The token may leave this connection (SHOW ryw.token), or the
+        // connection join a named session: what its last read saw must be
+        // settled first (rule 7).
+        if self.unsettled.is_some() {
+            self.settle_wait().await;
+        }
         let mut portals: HashMap<String, Class> = HashMap::new();
         let mut parsed: HashMap<String, Class> = HashMap::new();
         let mut failed = false;

@@ -296,6 +296,10 @@ struct Session {
     pending_settings: Vec<String>,
     /// Temp tables, SQL `PREPARE`, `LISTEN`…: state on the leader only.
     pinned: bool,
+    /// The last fresh read of this connection's own session ran on a
+    /// follower without a position statement: its bound comes from the
+    /// tracker's next poll of that follower (rule 7).
+    unsettled: Option<ryw_router::Unsettled>,
     classes: ClassCache,
     phase: Phase,
     /// The extended batch being read.
@@ -358,6 +362,48 @@ impl Session {
     /// hit costs about 0.1 µs; a parse 4–60 µs).
     fn class_of(&mut self, sql: &str) -> Class {
         self.classes.classify(sql)
+    }
+
+    /// Whether a read's position is read after it, in a statement of its
+    /// own (rule 7): fresh reads under strategies that keep tokens, on the
+    /// leader, or of a named session (whose token other connections read).
+    /// A follower read of this connection's own session is bounded by the
+    /// tracker's next poll instead (`unsettled`), at no statement.
+    fn read_needs_position(&self, d: &Decision) -> bool {
+        d.freshness == Freshness::Fresh
+            && d.strategy.tracks_tokens()
+            && (self.named.is_some() || d.follower_index().is_none())
+    }
+
+    /// Takes the bound of an unsettled read from the tracker, if it has
+    /// one by now.
+    fn settle(&mut self) {
+        if let Some(u) = self.unsettled
+            && let Some(bound) = self.shared.router.settle(&u)
+        {
+            self.token = self.token.max(Some(bound));
+            self.unsettled = None;
+        }
+    }
+
+    /// [`Session::settle`], waiting (a poll interval, at most a second) for
+    /// the tracker: before the token leaves this connection (`SHOW
+    /// ryw.token`, a named session).
+    async fn settle_wait(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            self.settle();
+            if self.unsettled.is_none() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, self.view.changed())
+                .await
+                .is_err()
+            {
+                tracing::warn!("a read's bound did not settle within a second");
+                return;
+            }
+        }
     }
 
     /// The session's read request for a statement routed `route`.

@@ -164,12 +164,27 @@ impl Session {
             self.served_by = self.shared.addr(f.node).name.clone();
         }
         if let Some(decision) = f.read.as_mut() {
+            let fresh = decision.freshness == ryw_router::Freshness::Fresh;
             match f.position {
                 // Rule 7: what the read saw, bounded by the position read
-                // after it on the same connection.
-                Some(lsn) => router.raise_token(decision, lsn).await,
+                // after it on the same connection. The leader's, or the same
+                // follower's later one, also bounds an unsettled read.
+                Some(lsn) => {
+                    router.raise_token(decision, lsn).await;
+                    if decision.follower_index().is_none()
+                        || self.unsettled.map(|u| u.follower) == decision.follower_index()
+                    {
+                        self.unsettled = None;
+                    }
+                }
                 None if f.position_after && decision.follower_index().is_some() => {
                     router.report_lost(decision, "no replay position after a read");
+                }
+                // A follower read of this connection's own session: the
+                // tracker's next poll of the follower bounds it; until then
+                // reads stay on that follower or go to the leader.
+                None if fresh && decision.strategy.tracks_tokens() => {
+                    self.unsettled = router.unsettled(decision, tokio::time::Instant::now());
                 }
                 None => {}
             }
@@ -177,13 +192,15 @@ impl Session {
         } else if status == b'I'
             && let Some(lsn) = f.position
         {
-            // Rule 1: the leader's position after the write committed.
+            // Rule 1: the leader's position after the write committed. It
+            // also bounds any read before it.
             match &self.named {
                 Some(key) => router.record_write_at(key, lsn).await,
                 None => router.note_leader_position(lsn),
             }
             self.token = self.token.max(Some(lsn));
             self.last_write_ms = Some(now_ms());
+            self.unsettled = None;
         }
         if f.error.is_none() {
             if f.plan.pins {

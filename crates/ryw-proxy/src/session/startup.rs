@@ -174,6 +174,7 @@ pub(super) async fn startup(
         settings: Vec::new(),
         pending_settings: Vec::new(),
         pinned: false,
+        unsettled: None,
         classes: ClassCache::new(),
         phase: Phase::Idle,
         batch: Vec::new(),

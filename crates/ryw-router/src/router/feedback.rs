@@ -5,8 +5,10 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::Router;
-use super::route::Decision;
+use super::route::{Decision, Unsettled};
 use crate::decide::is_absurd;
 use crate::pg::{Failure, LEADER_POSITION, REPLAY_POSITION, classify, describe_pg, lsn_column};
 use crate::reader::ReadConn;
@@ -50,6 +52,39 @@ impl Router {
         };
         self.raise_token(decision, lsn).await;
         Ok(lsn)
+    }
+
+    /// The lower level of rule 7 without a statement: the read of
+    /// `decision`, served by a follower, ended at `ended_at`. `None` for a
+    /// read on the leader (its position is cheap to read after it, and
+    /// exact).
+    pub fn unsettled(&self, decision: &Decision, ended_at: Instant) -> Option<Unsettled> {
+        Some(Unsettled {
+            follower: decision.follower?,
+            epoch: decision.epoch?,
+            ended_at,
+        })
+    }
+
+    /// The bound of what an [`Unsettled`] read saw, once the tracker knows
+    /// it: the follower's position from a poll sent after the read ended
+    /// (same epoch), or else the leader's from such a poll (everything a
+    /// follower replays, the leader had written before). `None` until one
+    /// of them was polled after the read (within a poll interval).
+    pub fn settle(&self, unsettled: &Unsettled) -> Option<Lsn> {
+        let view = self.inner.tracker.shared.view();
+        let after = |s: &crate::NodeStatus| s.polled_at.is_some_and(|t| t > unsettled.ended_at);
+        if let Some(f) = view.followers.get(unsettled.follower)
+            && f.epoch == unsettled.epoch
+            && after(f)
+            && let Some(lsn) = f.lsn
+        {
+            return Some(lsn);
+        }
+        if after(&view.leader) {
+            return view.leader.lsn;
+        }
+        None
     }
 
     /// Rule 7 by hand: the session has seen `lsn` (for example a token the

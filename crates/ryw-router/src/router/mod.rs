@@ -38,7 +38,7 @@ use crate::{
 };
 
 pub use query::{ColumnIndex, Read, Row};
-pub use route::{Decision, LocalSession, ReadRequest, SessionRef};
+pub use route::{Decision, LocalSession, ReadRequest, SessionRef, Unsettled};
 pub use write::{WriteTx, Written};
 
 /// Remembers when the session store last failed: fresh reads stay on the

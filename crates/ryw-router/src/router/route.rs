@@ -133,6 +133,8 @@ pub struct Decision {
     pub token: Option<Lsn>,
     /// Follower index, so a failure can be reported against the right node.
     pub(crate) follower: Option<usize>,
+    /// The follower's epoch when the read was planned (rule 2).
+    pub(crate) epoch: Option<u64>,
     /// The shared session whose stored token the read raises (`None` for a
     /// session the caller keeps).
     pub(crate) session: Option<SessionKey>,
@@ -175,6 +177,22 @@ struct Plan {
     /// `per-read-check`: the connection the check ran on (rule 2: the read
     /// must follow on it).
     checked: Option<ReadConn>,
+}
+
+/// A read on a follower whose bound is not known yet: a front that skips
+/// the position statement after a read (rule 7's upper bound of what it
+/// saw) learns it from the tracker's next poll of that follower
+/// ([`Router::settle`]); until then the session reads only on that
+/// follower or the leader ([`Router::plan_after_unsettled`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unsettled {
+    /// The follower that served the read.
+    pub follower: usize,
+    /// Its epoch then: a position from another epoch proves nothing.
+    pub epoch: u64,
+    /// When the read had ended (its last reply arrived): the follower had
+    /// replayed at least what the read saw by then.
+    pub ended_at: Instant,
 }
 
 /// The node that serves a read: a follower (index, the position it was
@@ -220,6 +238,53 @@ impl Router {
     pub async fn plan_read(&self, req: &ReadRequest<'_>) -> Result<Decision> {
         let plan = self.plan(req).await;
         Ok(self.finish(req, plan))
+    }
+
+    /// The lower level after a read whose bound is not settled yet
+    /// ([`Unsettled`]): where the session's next read goes, at once, with no
+    /// wait and no router connection. The follower that served the last
+    /// read, if the tracker still has it in the same epoch, in rotation and
+    /// at the session's token: its replay never goes back within an
+    /// incarnation, so it shows at least what the last read saw (rule 7)
+    /// and has the session's writes (rule 2). Otherwise the leader, which
+    /// has everything ([`Reason::Unsettled`]). For a session the caller keeps
+    /// ([`SessionRef::Local`]).
+    pub fn plan_after_unsettled(&self, req: &ReadRequest<'_>, unsettled: &Unsettled) -> Decision {
+        let inner = &self.inner;
+        let strategy = req.options.strategy.unwrap_or(inner.cfg.default_strategy);
+        let (token, last_write_ms) = match req.session {
+            SessionRef::Local(l) => (l.token.max(req.client_token), l.last_write_ms),
+            SessionRef::Shared(_) => (req.client_token, None),
+        };
+        let view = inner.tracker.shared.view();
+        let server = match view.followers.get(unsettled.follower) {
+            Some(f)
+                if f.epoch == unsettled.epoch
+                    && f.in_rotation
+                    && f.lsn.is_some_and(|l| Some(l) >= token)
+                    && !token.is_some_and(|t| is_absurd(&view, t, &inner.cfg)) =>
+            {
+                Server::Follower(unsettled.follower, f.lsn, f.epoch)
+            }
+            _ => Server::Leader,
+        };
+        let reason = match server {
+            Server::Follower(..) => Reason::CaughtUp,
+            Server::Leader => Reason::Unsettled,
+        };
+        let plan = Plan {
+            server,
+            reason,
+            waited: Duration::ZERO,
+            state: SessionState::Known {
+                token,
+                last_write_ms,
+            },
+            stored: None,
+            strategy,
+            checked: None,
+        };
+        self.finish(req, plan)
     }
 
     /// [`Router::route`] without storing the session's token: the read
@@ -370,20 +435,22 @@ impl Router {
             ..
         } = plan;
         let view = inner.tracker.shared.view();
-        let (node, role, seen, follower, metric_node) = match server {
+        let (node, role, seen, follower, metric_node, epoch) = match server {
             Server::Leader => (
                 view.leader.name.clone(),
                 Role::Leader,
                 view.leader_lsn(),
                 None,
                 0,
+                None,
             ),
-            Server::Follower(i, seen, _) => (
+            Server::Follower(i, seen, epoch) => (
                 view.followers[i].name.clone(),
                 Role::Follower,
                 seen,
                 Some(i),
                 i + 1,
+                Some(epoch),
             ),
         };
         inner.metrics.add_read(metric_node, req.freshness, strategy);
@@ -408,6 +475,7 @@ impl Router {
             seen,
             token,
             follower,
+            epoch,
             persist: req.freshness == Freshness::Fresh
                 && strategy.tracks_tokens()
                 && session.is_some()

@@ -11,7 +11,7 @@ use tokio::time::{Instant, sleep};
 
 use super::route::{advance_token, wait_for_caught_up};
 use super::*;
-use crate::decide::SessionState;
+use crate::decide::{Reason, SessionState};
 use crate::reader::check_incarnation;
 use crate::view::{NodeStatus, Role};
 use crate::{
@@ -295,4 +295,115 @@ async fn bad_urls_and_configs_are_refused_at_connect() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");
+}
+
+/// A router whose tracker state the test sets by hand (its nodes are
+/// unreachable, so its own polls only ever fail).
+async fn hand_fed_router() -> Router {
+    Router::connect(
+        quick_config(),
+        unreachable_urls(),
+        Arc::new(MemoryStore::default()),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_unsettled_read_is_bounded_by_the_first_poll_sent_after_it_ended() {
+    use crate::tracker::FollowerPoll;
+    let router = hand_fed_router().await;
+    router.inner.tracker.shutdown();
+    let shared = &router.inner.tracker.shared;
+    let t0 = Instant::now();
+    let poll = |replay: u64| FollowerPoll {
+        replay: Some(Lsn::from_u64(replay)),
+        started_at_us: 1,
+        receiver: Some("streaming".into()),
+    };
+    shared.update(|st| {
+        st.on_leader_poll(Lsn::from_u64(900), t0);
+        st.note_poll_sent(None, t0);
+        st.on_follower_poll(0, poll(700));
+        st.note_poll_sent(Some(0), t0);
+    });
+    let epoch = router.cluster_view().followers[0].epoch;
+    let read_ended = Unsettled {
+        follower: 0,
+        epoch,
+        ended_at: t0 + Duration::from_millis(1),
+    };
+    assert_eq!(
+        router.settle(&read_ended),
+        None,
+        "every poll was sent before the read ended"
+    );
+
+    // The follower's next poll, sent after: its position bounds the read.
+    shared.update(|st| {
+        st.on_follower_poll(0, poll(750));
+        st.note_poll_sent(Some(0), t0 + Duration::from_millis(2));
+    });
+    assert_eq!(router.settle(&read_ended), Some(Lsn::from_u64(750)));
+
+    // In another epoch the follower proves nothing; the leader's poll sent
+    // after the read does (an over-estimate: it had written all of it).
+    shared.update(|st| st.forget_follower(0, "test"));
+    assert_eq!(router.settle(&read_ended), None);
+    shared.update(|st| {
+        st.on_leader_poll(Lsn::from_u64(950), t0);
+        st.note_poll_sent(None, t0 + Duration::from_millis(3));
+    });
+    assert_eq!(router.settle(&read_ended), Some(Lsn::from_u64(950)));
+}
+
+#[tokio::test]
+async fn until_it_settles_the_next_read_goes_to_the_same_follower_or_the_leader() {
+    use crate::tracker::FollowerPoll;
+    let router = hand_fed_router().await;
+    router.inner.tracker.shutdown();
+    let shared = &router.inner.tracker.shared;
+    let t0 = Instant::now();
+    shared.update(|st| {
+        st.on_leader_poll(Lsn::from_u64(900), t0);
+        for i in 0..1 {
+            st.on_follower_poll(
+                i,
+                FollowerPoll {
+                    replay: Some(Lsn::from_u64(800)),
+                    started_at_us: 1,
+                    receiver: Some("streaming".into()),
+                },
+            );
+        }
+    });
+    let epoch = router.cluster_view().followers[0].epoch;
+    let unsettled = Unsettled {
+        follower: 0,
+        epoch,
+        ended_at: t0,
+    };
+    let causal = ReadOptions::strategy(Strategy::Causal);
+    let at = |token: u64| {
+        ReadRequest::fresh_local(crate::LocalSession {
+            token: Some(Lsn::from_u64(token)),
+            last_write_ms: None,
+        })
+        .options(causal)
+    };
+    let d = router.plan_after_unsettled(&at(800), &unsettled);
+    assert_eq!((d.follower_index(), d.reason), (Some(0), Reason::CaughtUp));
+    let d = router.plan_after_unsettled(&at(801), &unsettled);
+    assert_eq!(
+        (d.follower_index(), d.reason),
+        (None, Reason::Unsettled),
+        "the follower lacks the session's token: the leader"
+    );
+    shared.update(|st| st.forget_follower(0, "test"));
+    let d = router.plan_after_unsettled(&at(100), &unsettled);
+    assert_eq!(
+        (d.follower_index(), d.reason),
+        (None, Reason::Unsettled),
+        "another epoch"
+    );
 }

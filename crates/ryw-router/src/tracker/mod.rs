@@ -213,6 +213,7 @@ async fn poll_connected(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        let sent = Instant::now();
         let row = match tokio::time::timeout(cfg.poll_timeout, client.query_one(&stmt, &[])).await {
             Ok(Ok(row)) => row,
             Ok(Err(e)) => return format!("poll: {}", describe_pg(&e)),
@@ -223,12 +224,18 @@ async fn poll_connected(
         *backoff = cfg.reconnect_min;
         match node {
             Node::Leader => match row.try_get::<_, Option<PgLsn>>(0) {
-                Ok(Some(lsn)) => shared.update(|st| st.on_leader_poll(lsn.into(), Instant::now())),
+                Ok(Some(lsn)) => shared.update(|st| {
+                    st.on_leader_poll(lsn.into(), Instant::now());
+                    st.note_poll_sent(None, sent);
+                }),
                 Ok(None) => return "leader returned no wal position".to_owned(),
                 Err(e) => return format!("poll: {}", describe_pg(&e)),
             },
             Node::Follower(i) => match parse_follower_row(&row) {
-                Ok(poll) => shared.update(|st| st.on_follower_poll(i, poll)),
+                Ok(poll) => shared.update(|st| {
+                    st.on_follower_poll(i, poll);
+                    st.note_poll_sent(Some(i), sent);
+                }),
                 Err(e) => return format!("poll: {}", describe_pg(&e)),
             },
         }

@@ -207,6 +207,19 @@ impl TrackerState {
         }
     }
 
+    /// The poll whose answer was just applied to `node` (`None`: the
+    /// leader; `Some(i)`: follower `i`) was sent at `sent`: what the node
+    /// shows now, it had reached after `sent`.
+    pub fn note_poll_sent(&mut self, node: Option<usize>, sent: Instant) {
+        let status = match node {
+            None => &mut self.leader,
+            Some(i) => &mut self.followers[i].status,
+        };
+        if status.lsn.is_some() {
+            status.polled_at = Some(sent);
+        }
+    }
+
     /// Follower `i` could not be polled or connected to, or one of the
     /// router's own connections to it broke (rule 3): forget its position.
     pub fn forget_follower(&mut self, i: usize, why: &str) {
@@ -285,6 +298,7 @@ fn forget(s: &mut NodeStatus, why: &str) {
     // `in_rotation` is left to `refresh`, which counts the eviction.
     s.lag_bytes = None;
     s.lag_ms = None;
+    s.polled_at = None;
     s.note = Some(why.to_owned());
 }
 
