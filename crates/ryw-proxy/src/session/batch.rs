@@ -13,42 +13,55 @@ impl Session {
             why: "",
             ..BatchPlan::default()
         };
+        // One pass over the batch; a handful of messages, so small vectors
+        // rather than maps (nothing allocated for a Bind/Execute/Sync).
         let mut classes: Vec<Class> = Vec::new();
-        let mut parsed: HashMap<&str, Class> = HashMap::new();
-        let mut portals: HashMap<&str, Class> = HashMap::new();
+        let mut parsed: Vec<(&str, Class)> = Vec::new();
+        let mut portals: Vec<(&str, Class)> = Vec::new();
+        let find = |list: &[(&str, Class)], name: &str| {
+            list.iter()
+                .rev()
+                .find(|(n, _)| *n == name)
+                .map(|(_, c)| c.clone())
+        };
         for frame in frames {
             let Ok(kind) = protocol::parse_client(frame) else {
                 continue;
             };
             match kind {
-                Client::Query(sql) => classes.push(self.class_of(sql)),
+                Client::Query(sql) => {
+                    let c = self.class_of(sql);
+                    if c.effect == Effect::SessionSetting {
+                        plan.settings.push(sql.to_owned());
+                    }
+                    classes.push(c);
+                }
                 Client::Parse { name, query } => {
                     let c = self.class_of(query);
-                    parsed.insert(name, c.clone());
+                    if c.effect == Effect::SessionSetting {
+                        plan.settings.push(query.to_owned());
+                    }
+                    parsed.push((name, c.clone()));
                     classes.push(c);
                 }
                 Client::Bind { portal, statement } => {
-                    let c = parsed
-                        .get(statement)
-                        .cloned()
+                    let c = find(&parsed, statement)
                         .or_else(|| self.statements.get(statement).map(|p| p.class.clone()));
                     if let Some(c) = c {
-                        portals.insert(portal, c.clone());
+                        portals.push((portal, c.clone()));
                         classes.push(c);
                     }
                 }
                 Client::Describe { kind, name } => {
                     let c = if kind == b'S' {
-                        parsed
-                            .get(name)
-                            .cloned()
+                        find(&parsed, name)
                             .or_else(|| self.statements.get(name).map(|p| p.class.clone()))
                     } else {
-                        portals.get(name).cloned()
+                        find(&portals, name)
                     };
                     classes.extend(c);
                 }
-                Client::Execute { portal } => classes.extend(portals.get(portal).cloned()),
+                Client::Execute { portal } => classes.extend(find(&portals, portal)),
                 Client::FunctionCall => {
                     plan.route = Some(Route::Leader);
                     plan.why = "function call";
@@ -81,15 +94,6 @@ impl Session {
                 (Some(Route::Read), _) | (_, Route::Read) => Route::Read,
                 _ => Route::StaleOk,
             });
-        }
-        // Settings: the texts of the statements that set something.
-        for frame in frames {
-            if let Ok(Client::Query(sql) | Client::Parse { query: sql, .. }) =
-                protocol::parse_client(frame)
-                && self.class_of(sql).effect == Effect::SessionSetting
-            {
-                plan.settings.push(sql.to_owned());
-            }
         }
         plan.ryw = ryw > 0 && ryw == classes.len();
         plan.mixed_ryw = (ryw > 0 && ryw < classes.len())
@@ -233,7 +237,8 @@ impl Session {
         let position_after = wants_position && !plan.copy;
         let position_later = wants_position && plan.copy;
         let holding = read.is_some() && synced && node != Node::Leader;
-        let mut out = BytesMut::new();
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
         let replays = self.replay_settings(node, &mut out);
         let swallow = self.inject_statements(node, &frames, &mut out);
         for frame in &frames {
@@ -274,7 +279,9 @@ impl Session {
             client_ready: None,
             position: None,
         }));
-        if let Err(e) = self.backend(node).send(&out).await {
+        let sent = self.backend(node).send(&out).await;
+        self.scratch = out;
+        if let Err(e) = sent {
             return self.backend_lost(client, e.to_string()).await;
         }
         Ok(())

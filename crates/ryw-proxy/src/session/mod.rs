@@ -304,6 +304,9 @@ struct Session {
     phase: Phase,
     /// The extended batch being read.
     batch: Vec<Frame>,
+    /// The bytes of the next write to a node, kept between batches so that
+    /// a batch allocates nothing.
+    scratch: BytesMut,
     view: watch::Receiver<Arc<ClusterView>>,
 }
 

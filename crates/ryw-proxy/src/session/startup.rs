@@ -178,6 +178,7 @@ pub(super) async fn startup(
         classes: ClassCache::new(),
         phase: Phase::Idle,
         batch: Vec::new(),
+        scratch: BytesMut::with_capacity(4096),
         view: shared.router.watch_cluster(),
     };
     for (name, value) in ryw_options {
