@@ -350,6 +350,25 @@ pub async fn failover(dir: &Path, opts: &FailoverOptions) -> Result<FailoverRepo
         }
     };
     let choose_t = t.elapsed();
+    let mut notes = Vec::new();
+    let chosen_lsn = candidates
+        .iter()
+        .find(|c| c.name == chosen.name)
+        .and_then(|c| c.received);
+    if let Some(ahead) = candidates
+        .iter()
+        .filter(|c| c.alive && c.in_recovery && c.received > chosen_lsn)
+        .max_by_key(|c| c.received)
+    {
+        notes.push(format!(
+            "{} had received more WAL than {} ({} > {}): what lies between is not in the new \
+             history (acknowledged writes included, even in synchronous mode)",
+            ahead.name,
+            chosen.name,
+            ahead.received.map(|l| l.to_string()).unwrap_or_default(),
+            chosen_lsn.map(|l| l.to_string()).unwrap_or_default()
+        ));
+    }
 
     // 4. Promote. In synchronous mode its standby list is set first.
     let t = Instant::now();
@@ -363,13 +382,21 @@ pub async fn failover(dir: &Path, opts: &FailoverOptions) -> Result<FailoverRepo
         node: chosen.name.clone(),
         source,
     };
-    let mut notes = Vec::new();
     let sync_names = if repl.sync {
         let standbys: Vec<&str> = others.iter().map(|o| o.name.as_str()).collect();
         if standbys.is_empty() {
             notes.push(format!(
                 "no follower is left for synchronous replication: {} commits asynchronously \
                  until a node rejoins",
+                chosen.name
+            ));
+        } else if !candidates
+            .iter()
+            .any(|c| c.alive && standbys.contains(&c.name.as_str()))
+        {
+            notes.push(format!(
+                "every synchronous standby of {} is down: its commits wait until one of them \
+                 streams again",
                 chosen.name
             ));
         }
