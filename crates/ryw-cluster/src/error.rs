@@ -71,6 +71,64 @@ pub enum ClusterError {
     /// The named replica does not exist in this cluster.
     #[error("no replica {0:?} in this cluster (use 1..=N or a follower name)")]
     NoSuchReplica(String),
+    /// `--to NAME` or `rejoin NAME` names no node of this cluster.
+    #[error("no node {name:?} in this cluster (nodes: {nodes})")]
+    NoSuchNode { name: String, nodes: String },
+    /// A command that needs a follower was given another node.
+    #[error("{node} is {role}, not a follower; {hint}")]
+    NotAFollower {
+        node: String,
+        role: String,
+        hint: String,
+    },
+    /// A failover found no follower that is alive and in recovery.
+    #[error(
+        "no follower is alive to promote ({detail}); start one again, or bring a failed node \
+         back with `ryw cluster rejoin NAME`"
+    )]
+    NoFollowerAlive { detail: String },
+    /// The follower named by `--to` cannot be promoted.
+    #[error("{node} cannot be promoted: {reason}; nothing was stopped")]
+    NotPromotable { node: String, reason: String },
+    /// A node other than the recorded leader is already out of recovery.
+    #[error(
+        "{node} is already out of recovery (a leader) while cluster.json names {leader}: a failover \
+         already happened outside ryw, or one did not finish; finish it with \
+         `ryw cluster failover --to {node}`"
+    )]
+    AlreadyPromoted { node: String, leader: String },
+    /// A promoted follower did not leave recovery in time.
+    #[error(
+        "{node} was asked to promote but was still in recovery after {secs} s; last lines of its log ({log}):\n{tail}"
+    )]
+    NotPromoted {
+        node: String,
+        secs: u64,
+        log: PathBuf,
+        tail: String,
+    },
+    /// `rejoin` needs the node stopped: it rewinds its data folder.
+    #[error(
+        "{node} is running (pid {pid}); rejoin rewinds a stopped server. Stop it first: \
+         `pg_ctl -D {data_dir} stop -m fast` as the servers' OS user"
+    )]
+    NotStopped {
+        node: String,
+        pid: i32,
+        data_dir: PathBuf,
+    },
+    /// The leader is not answering, so nothing can follow it.
+    #[error(
+        "the leader {node} does not answer ({detail}); start it, or fail over with `ryw cluster failover`"
+    )]
+    LeaderDown { node: String, detail: String },
+    /// `pg_rewind` failed.
+    #[error("pg_rewind of {node} failed ({status}); last lines of its output:\n{tail}")]
+    RewindFailed {
+        node: String,
+        status: String,
+        tail: String,
+    },
     /// A user-supplied argument is malformed.
     #[error("bad argument: {0}")]
     BadArgument(String),

@@ -13,8 +13,27 @@
 //! colliding; a bring-up that loses a port race is retried on other ports.
 //! The cluster is stopped and its folder removed on drop, also when the test
 //! panics. Missing prerequisites fail loudly with the command that fixes them.
+//!
+//! Failover under test:
+//!
+//! ```no_run
+//! # async fn t() {
+//! use ryw_cluster::harness::TestCluster;
+//! use ryw_cluster::{FailoverOptions, RejoinOptions};
+//! use std::time::Duration;
+//! let cluster = TestCluster::start_sync(&[Duration::ZERO, Duration::from_millis(100)]).await;
+//! let report = cluster.failover(FailoverOptions::kill()).await; // SIGKILL, promote, re-point
+//! assert_eq!(cluster.leader_name(), report.new_leader);
+//! cluster.rejoin(&report.old_leader, RejoinOptions::default()).await; // pg_rewind, follow
+//! # }
+//! ```
+//!
+//! Node names stay; roles move. Go through the harness (not
+//! [`crate::failover()`] on [`TestCluster::dir`]) so that its copy of
+//! `cluster.json` follows.
 
-use crate::info::ClusterInfo;
+use crate::failover::{FailoverOptions, FailoverReport, RejoinOptions, RejoinReport};
+use crate::info::{ClusterInfo, Role};
 use crate::up::{UpOptions, up};
 use crate::{ClusterError, ops, redis};
 use rand::Rng;
@@ -48,9 +67,27 @@ impl TestCluster {
         .await
     }
 
+    /// A leader and one follower per entry of `lags`, with synchronous
+    /// replication (`ryw cluster up --sync`): a commit returns once one
+    /// follower has flushed it.
+    pub async fn start_sync(lags: &[Duration]) -> TestCluster {
+        Self::start_inner(
+            TestClusterOptions {
+                lags: lags.to_vec(),
+                redis: false,
+            },
+            true,
+        )
+        .await
+    }
+
     /// A cluster as described by `opts`. Panics, with the reason and the fix,
     /// when it cannot be started.
     pub async fn start_with(opts: TestClusterOptions) -> TestCluster {
+        Self::start_inner(opts, false).await
+    }
+
+    async fn start_inner(opts: TestClusterOptions, sync: bool) -> TestCluster {
         assert!(
             !opts.lags.is_empty(),
             "a test cluster needs at least one follower"
@@ -73,6 +110,7 @@ impl TestCluster {
                 port,
                 redis: opts.redis,
                 shared_buffers: "64MB".into(),
+                sync,
                 ..UpOptions::default()
             };
             match up(&up_opts).await {
@@ -110,9 +148,35 @@ impl TestCluster {
         self.info().dir
     }
 
-    /// URL of the application database on the leader.
+    /// URL of the application database on the leader (whichever node leads
+    /// now).
     pub fn leader_url(&self) -> String {
         self.info().leader().url.clone()
+    }
+
+    /// Name of the node that leads now (`leader` until a failover).
+    pub fn leader_name(&self) -> String {
+        self.info().leader().name.clone()
+    }
+
+    /// `(name, url)` of every node, whatever its role, in `up`'s order: the
+    /// candidates a router given several leader URLs tries.
+    pub fn node_urls(&self) -> Vec<(String, String)> {
+        self.info()
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.url.clone()))
+            .collect()
+    }
+
+    /// URL of one node by name.
+    pub fn url_of(&self, name: &str) -> String {
+        self.info().node(name).expect("node").url.clone()
+    }
+
+    /// The role a node has now.
+    pub fn role_of(&self, name: &str) -> Role {
+        self.info().node(name).expect("node").role
     }
 
     /// `(name, url)` of every follower, in order.
@@ -178,6 +242,48 @@ impl TestCluster {
         ops::repair_replication(&self.info(), name)
             .await
             .expect("repair replication");
+    }
+
+    /// Fails over (see [`crate::failover()`]); panics on error.
+    pub async fn failover(&self, opts: FailoverOptions) -> FailoverReport {
+        self.try_failover(opts).await.expect("cluster failover")
+    }
+
+    /// Fails over, returning the error (for tests of the error cases).
+    pub async fn try_failover(
+        &self,
+        opts: FailoverOptions,
+    ) -> Result<FailoverReport, ClusterError> {
+        let res = crate::failover::failover(&self.dir(), &opts).await;
+        self.reload();
+        res
+    }
+
+    /// Rewinds a stopped node and brings it back as a follower (see
+    /// [`crate::rejoin()`]); panics on error.
+    pub async fn rejoin(&self, name: &str, opts: RejoinOptions) -> RejoinReport {
+        self.try_rejoin(name, opts).await.expect("cluster rejoin")
+    }
+
+    /// Rejoins, returning the error.
+    pub async fn try_rejoin(
+        &self,
+        name: &str,
+        opts: RejoinOptions,
+    ) -> Result<RejoinReport, ClusterError> {
+        let res = crate::failover::rejoin(&self.dir(), name, &opts).await;
+        self.reload();
+        res
+    }
+
+    /// Re-reads `cluster.json` (roles, pids) into the harness's copy,
+    /// keeping the Redis pid it knows.
+    fn reload(&self) {
+        let mut guard = self.info.lock().unwrap();
+        if let Ok(mut fresh) = ClusterInfo::load(&guard.dir) {
+            fresh.redis = guard.redis.clone();
+            *guard = fresh;
+        }
     }
 
     /// Stops the private Redis.

@@ -1,6 +1,16 @@
 //! The saved description of a running cluster: `cluster.json` in its folder.
 //! The service (`ryw serve --cluster DIR`) and the bench read it to find the
-//! nodes; `status`, `lag` and `down` read it to act on them.
+//! nodes; `status`, `lag`, `failover`, `rejoin` and `down` read it to act on
+//! them.
+//!
+//! Node names are identities (data folder, log, `application_name`, slot);
+//! roles move: after `ryw cluster failover`, `follower2` may be the leader
+//! and `leader` a failed node, then a follower after `ryw cluster rejoin`.
+//!
+//! How the nodes replicate (synchronous or not, the timeline, the failovers
+//! so far) is in a second file, `replication.json` ([`ReplicationInfo`]):
+//! other crates build [`ClusterInfo`] literally in their tests, so its
+//! fields stay as they were.
 
 use crate::ClusterError;
 use serde::{Deserialize, Serialize};
@@ -17,6 +27,10 @@ pub enum Role {
     Leader,
     /// A hot-standby streaming replica.
     Follower,
+    /// A former leader that a failover stopped. It may hold WAL the new
+    /// timeline does not have; `ryw cluster rejoin` rewinds it and brings it
+    /// back as a follower. Nothing reads from or writes to it meanwhile.
+    Failed,
 }
 
 impl std::fmt::Display for Role {
@@ -24,6 +38,7 @@ impl std::fmt::Display for Role {
         f.pad(match self {
             Role::Leader => "leader",
             Role::Follower => "follower",
+            Role::Failed => "failed",
         })
     }
 }
@@ -46,7 +61,9 @@ pub struct NodeInfo {
     pub data_dir: PathBuf,
     /// Server log file.
     pub log: PathBuf,
-    /// `recovery_min_apply_delay` in milliseconds (followers only).
+    /// `recovery_min_apply_delay` in milliseconds: a follower's replay delay,
+    /// kept when it is promoted (so a rejoin gives it back); `None` for the
+    /// first leader.
     pub delay_ms: Option<u64>,
 }
 
@@ -74,7 +91,8 @@ pub struct ClusterInfo {
     pub pg_bin: PathBuf,
     /// OS user that runs the servers.
     pub os_user: String,
-    /// Leader first, then followers in order.
+    /// In the order `up` started them (first leader first, then followers);
+    /// the roles say who leads now.
     pub nodes: Vec<NodeInfo>,
     /// The private Redis, if any.
     pub redis: Option<RedisInfo>,
@@ -116,11 +134,14 @@ impl ClusterInfo {
         std::fs::rename(&tmp, &path).map_err(ClusterError::io("renaming", &path))
     }
 
-    /// The leader node.
+    /// The leader node: the one whose role is [`Role::Leader`]. `up` and
+    /// `failover` always leave exactly one; a hand-edited file without one
+    /// gets the first node.
     pub fn leader(&self) -> &NodeInfo {
-        // `up` always writes the leader first; a hand-edited file without one
-        // is caught by `load` users through `followers()`/`leader()` order.
-        &self.nodes[0]
+        self.nodes
+            .iter()
+            .find(|n| n.role == Role::Leader)
+            .unwrap_or(&self.nodes[0])
     }
 
     /// The followers, in order.
@@ -128,13 +149,209 @@ impl ClusterInfo {
         self.nodes.iter().filter(|n| n.role == Role::Follower)
     }
 
-    /// Finds a follower by 1-based index (`1`) or name (`follower1`).
+    /// Finds a follower by number (`1` is the node named `follower1`) or
+    /// name. Names, not positions: `follower2` stays `2` when `follower1`
+    /// is promoted.
     pub fn follower(&self, which: &str) -> Result<&NodeInfo, ClusterError> {
-        let found = match which.parse::<usize>() {
-            Ok(i) if i >= 1 => self.followers().nth(i - 1),
-            Ok(_) => None,
-            Err(_) => self.followers().find(|n| n.name == which),
+        let name = match which.parse::<usize>() {
+            Ok(i) if i >= 1 => format!("follower{i}"),
+            Ok(_) => return Err(ClusterError::NoSuchReplica(which.to_string())),
+            Err(_) => which.to_string(),
         };
-        found.ok_or_else(|| ClusterError::NoSuchReplica(which.to_string()))
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| ClusterError::NoSuchReplica(which.to_string()))?;
+        if node.role != Role::Follower {
+            return Err(ClusterError::NotAFollower {
+                node: node.name.clone(),
+                role: format!("the {}", node.role),
+                hint: "name a follower".into(),
+            });
+        }
+        Ok(node)
+    }
+
+    /// Finds any node by name.
+    pub fn node(&self, name: &str) -> Result<&NodeInfo, ClusterError> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| ClusterError::NoSuchNode {
+                name: name.to_string(),
+                nodes: self
+                    .nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    fn node_mut(&mut self, name: &str) -> Option<&mut NodeInfo> {
+        self.nodes.iter_mut().find(|n| n.name == name)
+    }
+
+    /// Sets a node's role (no-op for an unknown name).
+    pub(crate) fn set_role(&mut self, name: &str, role: Role) {
+        if let Some(n) = self.node_mut(name) {
+            n.role = role;
+        }
+    }
+}
+
+/// File name of the replication description inside the cluster folder.
+pub const REPLICATION_FILE: &str = "replication.json";
+
+/// How the cluster replicates, and the failovers so far (`replication.json`).
+/// A folder without the file (a cluster from an older `ryw`) reads as
+/// asynchronous, timeline 1, no failover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationInfo {
+    /// `ryw cluster up --sync`: a commit returns once a follower flushed it
+    /// (`synchronous_standby_names = 'ANY 1 (…followers…)'`).
+    pub sync: bool,
+    /// The leader's timeline: 1 after `up`, one more per failover.
+    pub timeline: u32,
+    /// Every failover, oldest first.
+    pub failovers: Vec<FailoverRecord>,
+}
+
+impl Default for ReplicationInfo {
+    fn default() -> Self {
+        ReplicationInfo {
+            sync: false,
+            timeline: 1,
+            failovers: Vec::new(),
+        }
+    }
+}
+
+/// One failover, as `replication.json` keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverRecord {
+    /// The timeline the promotion started.
+    pub timeline: u32,
+    /// Where that timeline begins: the previous one's end in its history
+    /// file (`X/Y`). A position on the previous timeline past this point
+    /// is not in the new history.
+    pub switch_lsn: String,
+    /// The leader that was stopped.
+    pub from: String,
+    /// The follower that was promoted.
+    pub to: String,
+    /// Milliseconds since the Unix epoch when the promotion finished.
+    pub at_unix_ms: u64,
+}
+
+impl ReplicationInfo {
+    /// Reads `DIR/replication.json` (the default when it is absent).
+    pub fn load(dir: &Path) -> Result<ReplicationInfo, ClusterError> {
+        let path = dir.join(REPLICATION_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                serde_json::from_str(&text).map_err(|source| ClusterError::Json { path, source })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ReplicationInfo::default()),
+            Err(e) => Err(ClusterError::Io {
+                what: "reading",
+                path,
+                source: e,
+            }),
+        }
+    }
+
+    /// Writes `DIR/replication.json` atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), ClusterError> {
+        let path = dir.join(REPLICATION_FILE);
+        let tmp = dir.join(format!("{REPLICATION_FILE}.tmp"));
+        let text = serde_json::to_string_pretty(self).map_err(|source| ClusterError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&tmp, text).map_err(ClusterError::io("writing", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(ClusterError::io("renaming", &path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> ClusterInfo {
+        let node = |name: &str, role| NodeInfo {
+            name: name.into(),
+            role,
+            port: 1,
+            pid: 0,
+            url: String::new(),
+            data_dir: PathBuf::new(),
+            log: PathBuf::new(),
+            delay_ms: None,
+        };
+        ClusterInfo {
+            version: 1,
+            dir: PathBuf::new(),
+            pg_bin: PathBuf::new(),
+            os_user: "postgres".into(),
+            nodes: vec![
+                node("leader", Role::Failed),
+                node("follower1", Role::Follower),
+                node("follower2", Role::Leader),
+            ],
+            redis: None,
+            up_secs: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_leader_is_found_by_role_not_position() {
+        assert_eq!(info().leader().name, "follower2");
+        assert_eq!(
+            info().followers().map(|n| &n.name[..]).collect::<Vec<_>>(),
+            ["follower1"]
+        );
+    }
+
+    #[test]
+    fn a_follower_number_means_its_name_and_a_promoted_one_is_refused() {
+        let i = info();
+        assert_eq!(i.follower("1").unwrap().name, "follower1");
+        let err = i.follower("2").unwrap_err();
+        assert!(matches!(err, ClusterError::NotAFollower { .. }), "{err:?}");
+        assert!(err.to_string().contains("follower2 is the leader"), "{err}");
+        assert!(matches!(
+            i.follower("7"),
+            Err(ClusterError::NoSuchReplica(_))
+        ));
+        assert!(
+            i.node("nope")
+                .unwrap_err()
+                .to_string()
+                .contains("leader, follower1, follower2")
+        );
+    }
+
+    #[test]
+    fn a_missing_replication_file_reads_as_asynchronous_timeline_one() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            ReplicationInfo::load(dir.path()).unwrap(),
+            ReplicationInfo::default()
+        );
+        let r = ReplicationInfo {
+            sync: true,
+            timeline: 2,
+            failovers: vec![FailoverRecord {
+                timeline: 2,
+                switch_lsn: "0/3000148".into(),
+                from: "leader".into(),
+                to: "follower1".into(),
+                at_unix_ms: 1,
+            }],
+        };
+        r.save(dir.path()).unwrap();
+        assert_eq!(ReplicationInfo::load(dir.path()).unwrap(), r);
     }
 }

@@ -15,18 +15,32 @@
 //!   `pg_config --bindir`, `PATH`, `/usr/lib/postgresql/*/bin`).
 //! - [`runas`]: which OS user runs the servers (`postgres` when we are root).
 //! - [`info`]: [`ClusterInfo`] / [`NodeInfo`], the saved description.
+//! - [`info`]: also [`ReplicationInfo`] (`replication.json`: synchronous or
+//!   not, the timeline, the failovers so far).
+//! - [`conf`]: the servers' configuration (`ryw.conf`, `pg_hba.conf`, a
+//!   standby's `postgresql.auto.conf`), slot names, the sockets folder.
 //! - [`up`]: [`up()`] — `initdb`, `pg_basebackup -R -X stream -C -S`, start,
-//!   wait until every follower streams.
+//!   wait until every follower streams; `--sync` sets
+//!   `synchronous_standby_names`.
 //! - [`ops`]: [`status()`], [`set_lag()`], [`down()`] and the fault helpers
 //!   the reliability tests use (kill, restart, cut and repair replication).
+//! - [`failover`]: [`failover()`](failover::failover) (stop the leader,
+//!   promote the follower with the most WAL, re-point the others) and
+//!   [`rejoin()`](failover::rejoin) (`pg_rewind` a stopped node and start it
+//!   as a follower), with typed reports.
+//! - [`timeline`]: which timeline a node is on; history files and switch
+//!   points.
 //! - [`redis`]: a private `redis-server` without persistence.
 //! - [`proc`]: processes and connections the others share (run a program,
-//!   `pg_ctl start`, liveness of a pid, a log's tail, URLs); `up` → `ops` →
-//!   `redis` → `proc`, no cycle.
+//!   `pg_ctl start`, liveness of a pid, a log's tail, URLs); `failover` →
+//!   `up` → `ops` → `redis` → `proc`, no cycle.
 //! - [`harness`]: [`harness::TestCluster`], one call that gives an integration
-//!   test a running cluster on unique ports, torn down on drop.
+//!   test a running cluster on unique ports, torn down on drop, with
+//!   failover and rejoin.
 
+pub mod conf;
 pub mod error;
+pub mod failover;
 pub mod harness;
 pub mod info;
 pub mod ops;
@@ -34,10 +48,14 @@ pub mod pgbin;
 pub mod proc;
 pub mod redis;
 pub mod runas;
+pub mod timeline;
 pub mod up;
 
 pub use error::ClusterError;
-pub use info::{ClusterInfo, NodeInfo, RedisInfo, Role};
+pub use failover::{
+    FailoverOptions, FailoverReport, RejoinOptions, RejoinReport, failover, rejoin,
+};
+pub use info::{ClusterInfo, NodeInfo, RedisInfo, ReplicationInfo, Role};
 pub use ops::{NodeStatus, down, set_lag, status};
 pub use up::{UpOptions, up};
 

@@ -1,5 +1,6 @@
 //! Acting on a running cluster: `status`, `lag`, `down`, and the faults the
 //! reliability tests inject (kill, restart, cut and repair replication).
+//! Failover and rejoin are in [`crate::failover`].
 //!
 //! Stopping is synchronous (plain processes and signals) so that a test
 //! harness can tear a cluster down from `Drop`, even while panicking.
@@ -21,7 +22,7 @@ use tokio_postgres::types::PgLsn;
 pub struct NodeStatus {
     /// Node name (`leader`, `follower1`, …).
     pub name: String,
-    /// Leader or follower.
+    /// Leader, follower, or failed (a former leader waiting for `rejoin`).
     pub role: Role,
     /// TCP port.
     pub port: u16,
@@ -38,59 +39,105 @@ pub struct NodeStatus {
     pub streaming: Option<bool>,
     /// Configured replay delay (followers only).
     pub delay_ms: Option<u64>,
+    /// The timeline the node writes (leader) or receives (follower).
+    pub timeline: Option<u32>,
+    /// The node a follower's WAL receiver is connected to.
+    pub upstream: Option<String>,
+    /// The leader's `pg_stat_replication.sync_state` for this follower
+    /// (`async`, or `quorum` under `ANY 1 (…)`).
+    pub sync_state: Option<String>,
 }
 
 /// Per-node status of the cluster in `dir`.
 pub async fn status(dir: &Path) -> Result<(ClusterInfo, Vec<NodeStatus>), ClusterError> {
     let info = ClusterInfo::load(dir)?;
-    let mut out = Vec::new();
-    let mut leader_lsn: Option<u64> = None;
-    for node in &info.nodes {
-        let pid = postmaster_pid(&node.data_dir).filter(|&p| is_alive(p));
-        let mut st = NodeStatus {
+    let mut out: Vec<NodeStatus> = info
+        .nodes
+        .iter()
+        .map(|node| NodeStatus {
             name: node.name.clone(),
             role: node.role,
             port: node.port,
-            pid,
+            pid: postmaster_pid(&node.data_dir).filter(|&p| is_alive(p)),
             alive: false,
             lsn: None,
             lag_bytes: None,
             streaming: None,
-            delay_ms: node.delay_ms,
-        };
-        if pid.is_some()
-            && let Ok(client) = connect(&admin_url(node.port), &node.name).await
+            delay_ms: if node.role == Role::Follower {
+                node.delay_ms
+            } else {
+                None
+            },
+            timeline: None,
+            upstream: None,
+            sync_state: None,
+        })
+        .collect();
+    // The leader first, wherever it is in the list: followers' lag is
+    // measured against its position.
+    let leader = info.leader();
+    let mut leader_lsn: Option<u64> = None;
+    let mut sync_states: Vec<(String, String)> = Vec::new();
+    if let Some(st) = out.iter_mut().find(|s| s.name == leader.name)
+        && st.pid.is_some()
+        && let Ok(client) = connect(&admin_url(leader.port), &leader.name).await
+        && let Ok(row) = client.query_one("SELECT pg_current_wal_lsn()", &[]).await
+    {
+        let lsn: PgLsn = row.get(0);
+        leader_lsn = Some(lsn.into());
+        st.lsn = Some(lsn.to_string());
+        st.alive = true;
+        st.timeline = crate::timeline::current(&client).await.ok();
+        if let Ok(rows) = client
+            .query(
+                "SELECT application_name, sync_state FROM pg_stat_replication",
+                &[],
+            )
+            .await
         {
-            match node.role {
-                Role::Leader => {
-                    if let Ok(row) = client.query_one("SELECT pg_current_wal_lsn()", &[]).await {
-                        let lsn: PgLsn = row.get(0);
-                        leader_lsn = Some(lsn.into());
-                        st.lsn = Some(lsn.to_string());
-                        st.alive = true;
-                    }
-                }
-                Role::Follower => {
-                    if let Ok(row) = client
-                        .query_one(
-                            "SELECT pg_last_wal_replay_lsn(), (SELECT status FROM pg_stat_wal_receiver LIMIT 1)",
-                            &[],
-                        )
-                        .await
-                    {
-                        let lsn: Option<PgLsn> = row.get(0);
-                        let status: Option<String> = row.get(1);
-                        st.alive = true;
-                        st.lsn = lsn.map(|l| l.to_string());
-                        st.streaming = Some(status.as_deref() == Some("streaming"));
-                        if let (Some(l), Some(lead)) = (lsn, leader_lsn) {
-                            st.lag_bytes = Some(lead.saturating_sub(u64::from(l)));
-                        }
-                    }
+            sync_states = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        }
+    }
+    for (node, st) in info.nodes.iter().zip(out.iter_mut()) {
+        if node.name == leader.name || st.pid.is_none() {
+            continue;
+        }
+        let Ok(client) = connect(&admin_url(node.port), &node.name).await else {
+            continue;
+        };
+        if let Ok(row) = client
+            .query_one(
+                "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+                        ELSE pg_current_wal_lsn() END, \
+                        r.status, r.sender_port \
+                 FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS r ON true",
+                &[],
+            )
+            .await
+        {
+            let lsn: Option<PgLsn> = row.get(0);
+            let status: Option<String> = row.get(1);
+            let sender: Option<i32> = row.get(2);
+            st.alive = true;
+            st.lsn = lsn.map(|l| l.to_string());
+            st.timeline = crate::timeline::current(&client).await.ok();
+            if node.role == Role::Follower {
+                st.streaming = Some(status.as_deref() == Some("streaming"));
+                st.upstream = sender.and_then(|p| {
+                    info.nodes
+                        .iter()
+                        .find(|n| i32::from(n.port) == p)
+                        .map(|n| n.name.clone())
+                });
+                st.sync_state = sync_states
+                    .iter()
+                    .find(|(app, _)| *app == node.name)
+                    .map(|(_, s)| s.clone());
+                if let (Some(l), Some(lead)) = (lsn, leader_lsn) {
+                    st.lag_bytes = Some(lead.saturating_sub(u64::from(l)));
                 }
             }
         }
-        out.push(st);
     }
     Ok((info, out))
 }
@@ -166,10 +213,17 @@ pub fn down(dir: &Path, purge: bool) -> Result<DownReport, ClusterError> {
 }
 
 /// Stops every node (followers first, so they do not spin reconnecting to a
-/// stopped leader) and the private Redis. Returns what was running.
+/// stopped leader; the leader last) and the private Redis. Returns what was
+/// running.
 pub(crate) fn stop_all(info: &ClusterInfo, user: &OsUser) -> Result<Vec<String>, ClusterError> {
     let mut stopped = Vec::new();
-    for node in info.nodes.iter().rev() {
+    let mut order: Vec<&NodeInfo> = info.nodes.iter().rev().collect();
+    order.sort_by_key(|n| match n.role {
+        Role::Follower => 0,
+        Role::Failed => 1,
+        Role::Leader => 2,
+    });
+    for node in order {
         if stop_node_sync(info, user, node, "fast")? {
             stopped.push(node.name.clone());
         }
@@ -184,6 +238,7 @@ pub(crate) fn stop_all(info: &ClusterInfo, user: &OsUser) -> Result<Vec<String>,
 
 /// Stops one node: `pg_ctl stop -m MODE`, then `-m immediate`, then SIGKILL
 /// of the postmaster and its children. Returns whether it was running.
+/// Blocks: async callers use [`stop_node_async`].
 fn stop_node_sync(
     info: &ClusterInfo,
     user: &OsUser,
@@ -209,6 +264,70 @@ fn stop_node_sync(
     Ok(true)
 }
 
+/// How [`stop_node_async`] stops a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopMode {
+    /// `pg_ctl stop -m fast`: a shutdown checkpoint, sent to the followers.
+    Fast,
+    /// SIGKILL of the postmaster and its children, as a crash.
+    Kill,
+}
+
+/// Stops one node without blocking the runtime. Returns whether it was
+/// running.
+pub(crate) async fn stop_node_async(
+    info: &ClusterInfo,
+    node: &NodeInfo,
+    mode: StopMode,
+) -> Result<bool, ClusterError> {
+    let Some(pid) = postmaster_pid(&node.data_dir).filter(|&p| is_alive(p)) else {
+        return Ok(false);
+    };
+    match mode {
+        StopMode::Kill => {
+            kill_tree(pid);
+            wait_gone_async(pid, Duration::from_secs(5)).await;
+            Ok(true)
+        }
+        StopMode::Fast => {
+            let user = OsUser::resolve(Some(&info.os_user))?;
+            let (info, node) = (info.clone(), node.clone());
+            tokio::task::spawn_blocking(move || stop_node_sync(&info, &user, &node, "fast"))
+                .await
+                .unwrap_or(Ok(true))
+        }
+    }
+}
+
+/// Waits until a pid is gone, polling every 2 ms. Returns whether it went.
+pub(crate) async fn wait_gone_async(pid: i32, max: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + max;
+    while tokio::time::Instant::now() < deadline {
+        if !is_alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    !is_alive(pid)
+}
+
+/// Removes the lock files a crashed (SIGKILLed) server left, so that it,
+/// or `pg_rewind`'s single-user recovery, can start. After a SIGKILL the
+/// old postmaster can linger as a zombie until its parent (here PID 1)
+/// reaps it, and postgres refuses to start while the pid in its lock file
+/// "exists".
+pub(crate) fn remove_stale_locks(info: &ClusterInfo, node: &NodeInfo) {
+    if let Some(pid) = postmaster_pid(&node.data_dir)
+        && !is_alive(pid)
+    {
+        let _ = std::fs::remove_file(node.data_dir.join("postmaster.pid"));
+        let lock = format!(".s.PGSQL.{}.lock", node.port);
+        let _ = std::fs::remove_file(crate::conf::socket_dir(&info.dir).join(&lock));
+        // Clusters from before the sockets folder kept it in the data folder.
+        let _ = std::fs::remove_file(node.data_dir.join(&lock));
+    }
+}
+
 fn remove_data(dir: &Path) -> Result<(), ClusterError> {
     for sub in ["pg", "redis"] {
         let p = dir.join(sub);
@@ -216,7 +335,12 @@ fn remove_data(dir: &Path) -> Result<(), ClusterError> {
             std::fs::remove_dir_all(&p).map_err(ClusterError::io("removing", &p))?;
         }
     }
-    for f in [crate::info::FILE, "cluster.json.tmp"] {
+    for f in [
+        crate::info::FILE,
+        "cluster.json.tmp",
+        crate::info::REPLICATION_FILE,
+        "replication.json.tmp",
+    ] {
         let _ = std::fs::remove_file(dir.join(f));
     }
     // Remove the folder itself when nothing else lives in it.
@@ -279,16 +403,7 @@ pub fn stop_node(info: &ClusterInfo, name: &str) -> Result<(), ClusterError> {
 pub async fn start_node(info: &ClusterInfo, name: &str) -> Result<i32, ClusterError> {
     let user = OsUser::resolve(Some(&info.os_user))?;
     let node = node(info, name)?;
-    // After a SIGKILL the old postmaster can linger as a zombie until its
-    // parent (here PID 1) reaps it, and postgres refuses to start while the
-    // pid in its lock file "exists". A crashed server's lock file is stale.
-    if let Some(pid) = postmaster_pid(&node.data_dir)
-        && !is_alive(pid)
-    {
-        let _ = std::fs::remove_file(node.data_dir.join("postmaster.pid"));
-        // The Unix socket's lock file lives in the data folder too.
-        let _ = std::fs::remove_file(node.data_dir.join(format!(".s.PGSQL.{}.lock", node.port)));
-    }
+    remove_stale_locks(info, node);
     start(&user, &info.pg_bin, &node.data_dir, &node.log, &node.name).await
 }
 
@@ -312,8 +427,8 @@ async fn set_conninfo(info: &ClusterInfo, name: &str, port: u16) -> Result<(), C
     };
     client
         .batch_execute(&format!(
-            "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port={port} user=postgres application_name={}'",
-            node.name
+            "ALTER SYSTEM SET primary_conninfo = '{}'",
+            crate::conf::primary_conninfo(port, &node.name)
         ))
         .await
         .map_err(sql)?;
@@ -325,10 +440,7 @@ async fn set_conninfo(info: &ClusterInfo, name: &str, port: u16) -> Result<(), C
 }
 
 fn node<'a>(info: &'a ClusterInfo, name: &str) -> Result<&'a NodeInfo, ClusterError> {
-    info.nodes
-        .iter()
-        .find(|n| n.name == name)
-        .ok_or_else(|| ClusterError::NoSuchReplica(name.to_string()))
+    info.node(name)
 }
 
 /// Runs `pgbench` from the cluster's binaries (used by the bench for its

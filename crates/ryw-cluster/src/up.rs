@@ -1,12 +1,15 @@
 //! `ryw cluster up`: a real primary and N streaming hot standbys.
 //!
 //! The recipe is the plain one (`initdb`; `pg_basebackup -R -X stream -C -S
-//! slotN` per follower; `pg_ctl -w start`), with each follower's
+//! followerN` per follower; `pg_ctl -w start`), with each follower's
 //! `recovery_min_apply_delay` set from `--lag` so the replication lag is
 //! real and controllable. `cluster.json` is saved after every node that
 //! starts, so `down` can clean up after a bring-up that failed half way.
+//! With `--sync`, the leader's `synchronous_standby_names` is set once every
+//! follower streams (before that, a commit would wait for nobody forever).
 
-use crate::info::{ClusterInfo, NodeInfo, RedisInfo, Role};
+use crate::conf::{self, append_as, set_auto_conf, slot_name, write_as};
+use crate::info::{ClusterInfo, NodeInfo, RedisInfo, ReplicationInfo, Role};
 use crate::proc::{admin_url, connect, log_tail, run, start, url};
 use crate::runas::OsUser;
 use crate::{ClusterError, DATABASE, DEFAULT_PORT, ops, pgbin};
@@ -40,6 +43,9 @@ pub struct UpOptions {
     pub os_user: Option<String>,
     /// `shared_buffers` for every node.
     pub shared_buffers: String,
+    /// Synchronous replication: a commit returns once one follower has
+    /// flushed it (`synchronous_standby_names = 'ANY 1 (…followers…)'`).
+    pub sync: bool,
 }
 
 impl Default for UpOptions {
@@ -53,6 +59,7 @@ impl Default for UpOptions {
             pg_bin: None,
             os_user: None,
             shared_buffers: "256MB".into(),
+            sync: false,
         }
     }
 }
@@ -102,8 +109,10 @@ pub async fn up(opts: &UpOptions) -> Result<ClusterInfo, ClusterError> {
     }
 
     let pgdir = dir.join("pg");
-    std::fs::create_dir_all(&pgdir).map_err(ClusterError::io("creating", &pgdir))?;
+    let sockets = conf::socket_dir(&dir);
+    std::fs::create_dir_all(&sockets).map_err(ClusterError::io("creating", &sockets))?;
     user.own(&pgdir)?;
+    user.own(&sockets)?;
 
     let mut info = ClusterInfo {
         version: 1,
@@ -118,6 +127,11 @@ pub async fn up(opts: &UpOptions) -> Result<ClusterInfo, ClusterError> {
         Ok(()) => {
             info.up_secs = started.elapsed().as_secs_f64();
             info.save()?;
+            ReplicationInfo {
+                sync: opts.sync,
+                ..ReplicationInfo::default()
+            }
+            .save(&dir)?;
             Ok(info)
         }
         Err(e) => {
@@ -160,14 +174,15 @@ async fn build(
         "initdb",
     )
     .await?;
-    let conf = leader_conf(ports[0], &leader_dir, &opts.shared_buffers);
-    write_as(user, &leader_dir.join("ryw.conf"), &conf)?;
+    let sockets = conf::socket_dir(&info.dir);
+    let ryw_conf = conf::ryw_conf(ports[0], &sockets, &opts.shared_buffers);
+    write_as(user, &leader_dir.join("ryw.conf"), &ryw_conf)?;
     append_as(
         user,
         &leader_dir.join("postgresql.conf"),
         "\ninclude 'ryw.conf'\n",
     )?;
-    write_as(user, &leader_dir.join("pg_hba.conf"), HBA)?;
+    write_as(user, &leader_dir.join("pg_hba.conf"), conf::HBA)?;
     let pid = start(user, &bin, &leader_dir, &leader_log, "leader").await?;
     info.nodes.push(NodeInfo {
         name: "leader".into(),
@@ -198,14 +213,8 @@ async fn build(
             let name = format!("follower{}", i + 1);
             let data = pgdir.join(&name);
             let log = pgdir.join(format!("{name}.log"));
-            (
-                name,
-                ports[i + 1],
-                data,
-                log,
-                opts.lag_of(i),
-                format!("slot{}", i + 1),
-            )
+            let slot = slot_name(&name);
+            (name, ports[i + 1], data, log, opts.lag_of(i), slot)
         })
         .collect();
     let leader_port = ports[0].to_string();
@@ -241,17 +250,12 @@ async fn build(
         "base backups taken"
     );
     for (name, port, data, _, delay, _) in &followers {
-        append_as(
+        // `-R` wrote a primary_conninfo without application_name: replace it.
+        set_auto_conf(
             user,
-            &data.join("postgresql.auto.conf"),
-            &format!(
-                "port = {port}\nunix_socket_directories = '{}'\ncluster_name = '{name}'\n\
-                 primary_conninfo = 'host=127.0.0.1 port={} user=postgres application_name={name}'\n\
-                 recovery_min_apply_delay = '{}ms'\n",
-                data.display(),
-                ports[0],
-                delay.as_millis()
-            ),
+            data,
+            &conf::standby_settings(name, *port, &sockets, ports[0], *delay),
+            false,
         )?;
     }
     let starts = followers
@@ -279,6 +283,10 @@ async fn build(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         "followers streaming"
     );
+    if opts.sync {
+        let names: Vec<&str> = info.followers().map(|n| n.name.as_str()).collect();
+        set_sync_standbys(&admin, "leader", &names).await?;
+    }
 
     if let Some(redis_bin) = redis_bin {
         let port = free_port_after(ports[ports.len() - 1] + 1)?;
@@ -291,42 +299,6 @@ async fn build(
         });
     }
     Ok(())
-}
-
-const HBA: &str = "\
-# ryw: trust on loopback only (a local, throwaway cluster)
-local   all             all                     trust
-host    all             all     127.0.0.1/32    trust
-local   replication     all                     trust
-host    replication     all     127.0.0.1/32    trust
-";
-
-fn leader_conf(port: u16, data: &Path, shared_buffers: &str) -> String {
-    format!(
-        "# written by `ryw cluster up`\n\
-         listen_addresses = '127.0.0.1'\n\
-         port = {port}\n\
-         unix_socket_directories = '{}'\n\
-         cluster_name = 'leader'\n\
-         max_connections = 300\n\
-         shared_buffers = '{shared_buffers}'\n\
-         wal_level = replica\n\
-         max_wal_senders = 16\n\
-         max_replication_slots = 16\n\
-         # a follower that is down must not fill the disk with retained WAL\n\
-         max_slot_wal_keep_size = '1GB'\n\
-         # followers are cloned in parallel, and each clone's checkpoint may\n\
-         # recycle a segment another clone still needs before its slot holds it\n\
-         # (\"requested WAL segment ... has already been removed\")\n\
-         wal_keep_size = '128MB'\n\
-         hot_standby = on\n\
-         hot_standby_feedback = on\n\
-         wal_receiver_status_interval = '1s'\n\
-         wal_retrieve_retry_interval = '500ms'\n\
-         log_line_prefix = '%m [%p] %q%a '\n\
-         log_checkpoints = off\n",
-        data.display()
-    )
 }
 
 async fn wait_streaming(node: &NodeInfo) -> Result<(), ClusterError> {
@@ -406,18 +378,63 @@ fn free_port_after(from: u16) -> Result<u16, ClusterError> {
         .ok_or(ClusterError::PortInUse { port: from })
 }
 
-fn write_as(user: &OsUser, path: &Path, text: &str) -> Result<(), ClusterError> {
-    std::fs::write(path, text).map_err(ClusterError::io("writing", path))?;
-    user.own(path)
-}
-
-fn append_as(user: &OsUser, path: &Path, text: &str) -> Result<(), ClusterError> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(ClusterError::io("opening", path))?;
-    f.write_all(text.as_bytes())
-        .map_err(ClusterError::io("appending to", path))?;
-    user.own(path)
+/// Sets `synchronous_standby_names` on a node to `ANY 1 (standbys)` (or
+/// empty: asynchronous) by `ALTER SYSTEM` + reload, and waits until it is
+/// in effect: this session shows it (so sessions forked from now on have
+/// it) and every listed standby already connected has a synchronous
+/// priority in `pg_stat_replication` (its WAL sender reloaded too).
+/// Returns the value set.
+pub(crate) async fn set_sync_standbys<S: AsRef<str>>(
+    client: &tokio_postgres::Client,
+    node: &str,
+    standbys: &[S],
+) -> Result<String, ClusterError> {
+    let names = conf::sync_standby_names(standbys);
+    let listed: Vec<String> = standbys.iter().map(|s| s.as_ref().to_string()).collect();
+    let sql = |source| ClusterError::Sql {
+        node: node.into(),
+        source,
+    };
+    client
+        .batch_execute(&format!(
+            "ALTER SYSTEM SET synchronous_standby_names = '{}'",
+            names.replace('\'', "''")
+        ))
+        .await
+        .map_err(sql)?;
+    client
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .map_err(sql)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let live: String = client
+            .query_one("SHOW synchronous_standby_names", &[])
+            .await
+            .map_err(sql)?
+            .get(0);
+        let unranked: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_replication \
+                 WHERE application_name = ANY($1) AND sync_priority = 0",
+                &[&listed],
+            )
+            .await
+            .map_err(sql)?
+            .get(0);
+        if live == names && (names.is_empty() || unranked == 0) {
+            return Ok(names);
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                node,
+                names,
+                live,
+                unranked,
+                "synchronous_standby_names not in effect after 5 s"
+            );
+            return Ok(names);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

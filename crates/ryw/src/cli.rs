@@ -336,6 +336,12 @@ pub enum ClusterCommand {
     Status(StatusArgs),
     /// Change one follower's replay delay live.
     Lag(LagArgs),
+    /// Stop the leader, promote the follower that received the most WAL
+    /// (or --to NAME), re-point the other followers at it.
+    Failover(FailoverArgs),
+    /// Rewind a stopped node (a failed former leader) with pg_rewind and
+    /// start it as a follower of the leader.
+    Rejoin(RejoinArgs),
     /// Stop everything `up` started.
     Down(DownArgs),
 }
@@ -373,6 +379,10 @@ pub struct UpArgs {
     /// shared_buffers of every node.
     #[arg(long, default_value = "256MB")]
     pub shared_buffers: String,
+    /// Synchronous replication: a commit returns once one follower has
+    /// flushed it (synchronous_standby_names = 'ANY 1 (…followers…)').
+    #[arg(long)]
+    pub sync: bool,
 }
 
 #[derive(Debug, Args)]
@@ -394,6 +404,44 @@ pub struct LagArgs {
     /// New replay delay, e.g. `800ms`, `2s`, `0`.
     #[arg(long)]
     pub delay: Dur,
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The follower to promote (default: the alive follower that received
+    /// the most WAL).
+    #[arg(long, value_name = "NAME")]
+    pub to: Option<String>,
+    /// SIGKILL the leader (a crash) instead of a fast shutdown.
+    #[arg(long)]
+    pub kill: bool,
+    /// How long to wait for the other followers to stream from the new
+    /// leader (0: do not wait).
+    #[arg(long, default_value = "10s")]
+    pub wait: Dur,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RejoinArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The stopped node to bring back (e.g. `leader` after a failover).
+    pub name: String,
+    /// Its replay delay (default: the one recorded for it; 0 for the first
+    /// leader).
+    #[arg(long)]
+    pub delay: Option<Dur>,
+    /// How long to wait for it to stream from the leader.
+    #[arg(long, default_value = "30s")]
+    pub wait: Dur,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

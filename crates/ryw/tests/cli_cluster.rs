@@ -118,3 +118,95 @@ fn status_of_a_folder_without_a_cluster_says_how_to_start_one() {
     assert!(!o.status.success());
     assert!(text(&o).contains("ryw cluster up"), "{}", text(&o));
 }
+
+#[test]
+fn a_sync_cluster_fails_over_and_the_old_leader_rejoins_through_the_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tmp.path().join("c");
+    let dir = dir.to_str().unwrap();
+    let mut up = None;
+    for _ in 0..5 {
+        let port = rand::rng().random_range(20_000..31_000u16).to_string();
+        let o = ryw(&[
+            "cluster",
+            "up",
+            "--dir",
+            dir,
+            "--port",
+            &port,
+            "--sync",
+            "--lag",
+            "0,100ms",
+            "--shared-buffers",
+            "32MB",
+        ]);
+        if o.status.success() {
+            up = Some(o);
+            break;
+        }
+        assert!(text(&o).contains("in use"), "up failed: {}", text(&o));
+    }
+    let up = up.expect("no free port block after 5 tries");
+    assert!(
+        text(&up).contains("synchronous replication"),
+        "{}",
+        text(&up)
+    );
+    let st = ryw(&["cluster", "status", "--dir", dir, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["sync"], true, "{v}");
+    assert_eq!(v["nodes"][1]["sync_state"], "quorum", "{v}");
+
+    let fo = ryw(&[
+        "cluster",
+        "failover",
+        "--dir",
+        dir,
+        "--kill",
+        "--to",
+        "follower2",
+        "--json",
+    ]);
+    assert!(fo.status.success(), "{}", text(&fo));
+    let r: serde_json::Value = serde_json::from_slice(&fo.stdout).unwrap();
+    assert_eq!(r["new_leader"], "follower2", "{r}");
+    assert_eq!(r["stop"], "killed", "{r}");
+    assert_eq!(r["timeline"], 2, "{r}");
+    assert_eq!(
+        r["synchronous_standby_names"], "ANY 1 (\"follower1\")",
+        "{r}"
+    );
+    assert_eq!(r["followers"][0]["streaming"], true, "{r}");
+    assert!(r["timings"]["promote_ms"].as_f64().unwrap() > 0.0, "{r}");
+
+    let st = ryw(&["cluster", "status", "--dir", dir, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["timeline"], 2, "{v}");
+    assert_eq!(v["nodes"][0]["role"], "failed", "{v}");
+    assert_eq!(v["nodes"][2]["role"], "leader", "{v}");
+    assert_eq!(v["nodes"][1]["upstream"], "follower2", "{v}");
+
+    let running = ryw(&["cluster", "rejoin", "follower1", "--dir", dir]);
+    assert!(!running.status.success());
+    assert!(text(&running).contains("is running"), "{}", text(&running));
+
+    let rj = ryw(&["cluster", "rejoin", "leader", "--dir", dir]);
+    assert!(rj.status.success(), "{}", text(&rj));
+    assert!(
+        text(&rj).contains("rejoin: leader follows follower2 on timeline 2"),
+        "{}",
+        text(&rj)
+    );
+    let again = ryw(&["cluster", "failover", "--dir", dir, "--to", "follower2"]);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("is the leader"), "{}", text(&again));
+
+    let down = ryw(&["cluster", "down", "--dir", dir, "--purge"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(
+        text(&down).contains("stopped follower1, leader, follower2"),
+        "{}",
+        text(&down)
+    );
+}
