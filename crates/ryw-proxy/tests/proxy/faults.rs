@@ -21,10 +21,36 @@ async fn a_cancel_request_stops_the_statement_on_the_node_that_runs_it() {
     })
     .await;
     let c = ctx.client().await;
+    let nodes: Vec<String> = std::iter::once(ctx.cluster.leader_url())
+        .chain(ctx.cluster.follower_urls().into_iter().map(|(_, u)| u))
+        .collect();
     for hint in ["", "/* ryw:leader */ "] {
         let token = c.cancel_token();
+        let nodes = nodes.clone();
         let canceller = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // As a user would: once the statement runs (a cancel that
+            // arrives before it is a no-op, in PostgreSQL too).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            'running: loop {
+                for url in &nodes {
+                    let n: i64 = crate::support::direct(url)
+                        .await
+                        .query_one(
+                            "SELECT count(*) FROM pg_stat_activity \
+                             WHERE state = 'active' AND query LIKE '%pg_sleep(20)%' \
+                             AND pid <> pg_backend_pid()",
+                            &[],
+                        )
+                        .await
+                        .unwrap()
+                        .get(0);
+                    if n > 0 {
+                        break 'running;
+                    }
+                }
+                assert!(Instant::now() < deadline, "the statement never started");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             token.cancel_query(NoTls).await
         });
         let started = Instant::now();
