@@ -64,7 +64,8 @@
 //! | file | what |
 //! | --- | --- |
 //! | `lsn.rs` | [`Lsn`]: a WAL position, parsed from `X/Y`, ordered, lag arithmetic |
-//! | `token.rs` | [`Token`], [`TokenKey`]: HMAC-signed `v1.<lsn>.<mac>` header values (rule 4) |
+//! | `timeline.rs` | [`Position`] (an LSN and its timeline), [`History`]: what a position means after a failover |
+//! | `token.rs` | [`Token`], [`TokenKey`]: HMAC-signed `v2.<timeline><lsn>.<mac>` header values (rule 4) |
 //! | `strategy.rs` | [`Strategy`] (`leader`, `legacy`, `sticky`, `causal`, `hybrid`, `per-read-check`), [`Freshness`] |
 //! | `options.rs` | [`ReadOptions`] (`causal:50ms`), [`parse_duration`] |
 //! | `config.rs` | [`RouterConfig`] with the documented defaults, [`NodeUrls`] |
@@ -114,6 +115,7 @@ mod reader;
 mod router;
 mod store;
 mod strategy;
+mod timeline;
 mod token;
 mod tracker;
 mod view;
@@ -136,5 +138,6 @@ pub use store::{
     SessionStore, StoreFuture, StoreHealth,
 };
 pub use strategy::{Freshness, Strategy};
+pub use timeline::{History, Position, Switch, Verdict};
 pub use token::{MIN_KEY_BYTES, Token, TokenError, TokenKey};
 pub use view::{ClusterView, NodeStatus, Role};

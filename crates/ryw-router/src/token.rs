@@ -1,10 +1,17 @@
 //! [`Token`] and [`TokenKey`]: the consistency token a client carries between
 //! requests, signed so that it cannot be forged or raised (rule 4).
 //!
-//! Wire format, version 1: `v1.<lsn as 16 lowercase hex digits>.<mac>`, where
-//! `<mac>` is HMAC-SHA256 under the service's key of the text before the last
-//! dot, in unpadded base64url. The version is inside the signed text, so a
-//! future `v2` cannot be made out of a `v1` signature.
+//! Wire format, version 2: `v2.<timeline as 8 lowercase hex digits><lsn as
+//! 16 lowercase hex digits>.<mac>`, where `<mac>` is HMAC-SHA256 under the
+//! service's key of the text before the last dot, in unpadded base64url. The
+//! version is inside the signed text, so one version cannot be made out of
+//! another's signature, nor a timeline changed without the key.
+//!
+//! Version 1 (`v1.<lsn as 16 hex>.<mac>`, before failover support) still
+//! verifies, as a position with timeline 0: read as of the cluster's
+//! current timeline (see [`History::judge`](crate::History::judge)). A
+//! client keeps its token across an upgrade; it only learns of a lost write
+//! once it holds a version 2 token.
 
 use std::fmt;
 
@@ -14,14 +21,16 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::Lsn;
+use crate::{Lsn, Position};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The only format this build writes and reads.
-const VERSION: &str = "v1";
-/// `v1.` + 16 hex + `.` + 43 base64url characters of a 32-byte MAC.
-const V1_LEN: usize = 3 + 16 + 1 + 43;
+/// The format of tokens without a timeline (still read).
+const V1: &str = "v1";
+/// The format this build writes.
+const V2: &str = "v2";
+/// `v2.` + 24 hex + `.` + 43 base64url characters of a 32-byte MAC.
+const V2_LEN: usize = 3 + 24 + 1 + 43;
 /// Anything longer than this is refused before any parsing or hashing work.
 const MAX_INPUT: usize = 256;
 /// Shortest key accepted: 128 bits, so the MAC cannot be brute-forced.
@@ -121,21 +130,34 @@ impl TokenKey {
         TokenKey::from_bytes(&secret).expect("32 bytes is long enough")
     }
 
-    /// The header value carrying `lsn`: `v1.<16 hex>.<mac>`.
+    /// The header value carrying `lsn` on the cluster's first timeline.
+    /// (Fronts that follow failovers sign a [`Position`] with
+    /// [`TokenKey::sign_position`].)
     pub fn sign(&self, lsn: Lsn) -> String {
-        let mut out = String::with_capacity(V1_LEN);
-        out.push_str(VERSION);
+        self.sign_position(Position::new(1, lsn))
+    }
+
+    /// The header value carrying `pos`: `v2.<8 + 16 hex>.<mac>`.
+    pub fn sign_position(&self, pos: Position) -> String {
+        let mut out = String::with_capacity(V2_LEN);
+        out.push_str(V2);
         out.push('.');
-        out.push_str(&format!("{:016x}", lsn.as_u64()));
+        out.push_str(&format!("{:08x}{:016x}", pos.timeline, pos.lsn.as_u64()));
         let tag = self.tag(out.as_bytes());
         out.push('.');
         out.push_str(&URL_SAFE_NO_PAD.encode(tag));
         out
     }
 
-    /// The position in a header value, if and only if this key signed it
-    /// (checked in constant time).
+    /// The LSN in a header value, if and only if this key signed it
+    /// (checked in constant time), whatever its timeline.
     pub fn verify(&self, text: &str) -> Result<Lsn, TokenError> {
+        self.verify_position(text).map(|p| p.lsn)
+    }
+
+    /// The position in a header value, if and only if this key signed it
+    /// (checked in constant time). A version 1 token has timeline 0.
+    pub fn verify_position(&self, text: &str) -> Result<Position, TokenError> {
         let text = text.trim();
         if text.is_empty() {
             return Err(TokenError::Empty);
@@ -151,14 +173,22 @@ impl TokenKey {
         if !looks_versioned {
             return Err(TokenError::Malformed);
         }
-        if version != VERSION {
-            return Err(TokenError::UnsupportedVersion);
-        }
-        // Exactly 16 lowercase hex digits: one spelling per position.
-        if hex.len() != 16 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        let digits = match version {
+            V1 => 16,
+            V2 => 24,
+            _ => return Err(TokenError::UnsupportedVersion),
+        };
+        // Exactly so many lowercase hex digits: one spelling per position.
+        if hex.len() != digits || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(TokenError::Malformed);
         }
-        let offset = u64::from_str_radix(hex, 16).map_err(|_| TokenError::Malformed)?;
+        let (timeline, offset) = hex.split_at(digits - 16);
+        let timeline = if timeline.is_empty() {
+            0
+        } else {
+            u32::from_str_radix(timeline, 16).map_err(|_| TokenError::Malformed)?
+        };
+        let offset = u64::from_str_radix(offset, 16).map_err(|_| TokenError::Malformed)?;
         let tag = URL_SAFE_NO_PAD
             .decode(mac_b64)
             .map_err(|_| TokenError::Malformed)?;
@@ -166,7 +196,7 @@ impl TokenKey {
         mac.update(signed.as_bytes());
         mac.verify_slice(&tag)
             .map_err(|_| TokenError::BadSignature)?;
-        Ok(Lsn::from_u64(offset))
+        Ok(Position::new(timeline, Lsn::from_u64(offset)))
     }
 
     fn tag(&self, message: &[u8]) -> [u8; 32] {
@@ -191,13 +221,25 @@ mod tests {
         TokenKey::from_secret("a test secret of enough length").unwrap()
     }
 
+    /// A version 1 token, as builds before timelines signed them.
+    fn sign_v1(key: &TokenKey, lsn: Lsn) -> String {
+        let signed = format!("v1.{:016x}", lsn.as_u64());
+        let tag = key.tag(signed.as_bytes());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag))
+    }
+
     #[test]
     fn round_trips_a_position() {
         let lsn: Lsn = "16/B374D848".parse().unwrap();
         let text = key().sign(lsn);
-        assert_eq!(text.len(), V1_LEN);
-        assert!(text.starts_with("v1.00000016b374d848."));
+        assert_eq!(text.len(), V2_LEN);
+        assert!(text.starts_with("v2.0000000100000016b374d848."));
         assert_eq!(key().verify(&text), Ok(lsn));
+        assert_eq!(key().verify_position(&text), Ok(Position::new(1, lsn)));
+        let later = Position::new(0x2a, lsn);
+        let on_42 = key().sign_position(later);
+        assert!(on_42.starts_with("v2.0000002a00000016b374d848."));
+        assert_eq!(key().verify_position(&on_42), Ok(later));
         let token = Token::decode(&text, &key()).unwrap();
         assert_eq!(token.lsn(), lsn);
         assert_eq!(token.encode(&key()), text);
@@ -209,6 +251,30 @@ mod tests {
         let raised = text.replace("0000000000001000", "0000000000002000");
         assert_ne!(raised, text);
         assert_eq!(key().verify(&raised), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn a_forged_timeline_is_refused_by_the_signature() {
+        let text = key().sign_position(Position::new(2, Lsn::from_u64(0x1000)));
+        let moved = text.replacen("v2.00000002", "v2.00000003", 1);
+        assert_ne!(moved, text);
+        assert_eq!(key().verify_position(&moved), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn version_1_tokens_still_verify_with_no_timeline() {
+        let lsn = Lsn::from_u64(0xabc);
+        let v1 = sign_v1(&key(), lsn);
+        assert_eq!(key().verify_position(&v1), Ok(Position::new(0, lsn)));
+        assert_eq!(key().verify(&v1), Ok(lsn));
+        // A v1 signature does not make a v2 token, nor the other way round.
+        let as_v2 = v1.replacen("v1.", "v2.00000001", 1);
+        assert!(key().verify_position(&as_v2).is_err());
+        let other = TokenKey::from_secret("some other secret, also long").unwrap();
+        assert_eq!(
+            key().verify(&sign_v1(&other, lsn)),
+            Err(TokenError::BadSignature)
+        );
     }
 
     #[test]
@@ -245,6 +311,8 @@ mod tests {
             "v1.00000000000000010.AAAA",
             "v1.000000000000000A.AAAA",
             "v1.0000000000000001.!!!!",
+            "v2.0000000000000001.AAAA",
+            "v2.00000001000000000000000G.AAAA",
             "1.0000000000000001.AAAA",
             "vx.0000000000000001.AAAA",
             "\u{0}\u{1}",
@@ -259,9 +327,9 @@ mod tests {
     #[test]
     fn other_versions_are_refused_as_such() {
         let text = key().sign(Lsn::from_u64(7));
-        let v2 = text.replacen("v1.", "v2.", 1);
-        assert_eq!(key().verify(&v2), Err(TokenError::UnsupportedVersion));
-        let v10 = text.replacen("v1.", "v10.", 1);
+        let v3 = text.replacen("v2.", "v3.", 1);
+        assert_eq!(key().verify(&v3), Err(TokenError::UnsupportedVersion));
+        let v10 = text.replacen("v2.", "v10.", 1);
         assert_eq!(key().verify(&v10), Err(TokenError::UnsupportedVersion));
     }
 
@@ -296,7 +364,7 @@ mod tests {
         }
 
         #[test]
-        fn any_single_byte_change_is_refused(v in any::<u64>(), at in 0usize..V1_LEN, to in 0x21u8..0x7f) {
+        fn any_single_byte_change_is_refused(v in any::<u64>(), at in 0usize..V2_LEN, to in 0x21u8..0x7f) {
             let k = key();
             let text = k.sign(Lsn::from_u64(v));
             let mut bytes = text.clone().into_bytes();
@@ -309,7 +377,7 @@ mod tests {
         }
 
         #[test]
-        fn any_single_character_change_is_refused(v in any::<u64>(), at in 0usize..V1_LEN, to in any::<char>()) {
+        fn any_single_character_change_is_refused(v in any::<u64>(), at in 0usize..V2_LEN, to in any::<char>()) {
             let k = key();
             let text = k.sign(Lsn::from_u64(v));
             prop_assume!(text.as_bytes()[at] as char != to);
@@ -319,7 +387,7 @@ mod tests {
         }
 
         #[test]
-        fn truncated_or_extended_tokens_are_refused(v in any::<u64>(), cut in 0usize..V1_LEN, tail in "[!-~]{1,8}") {
+        fn truncated_or_extended_tokens_are_refused(v in any::<u64>(), cut in 0usize..V2_LEN, tail in "[!-~]{1,8}") {
             let k = key();
             let text = k.sign(Lsn::from_u64(v));
             prop_assert!(k.verify(&text[..cut]).is_err());

@@ -17,8 +17,10 @@ use utoipa::openapi::schema::{Object, Schema};
 use utoipa::openapi::{RefOr, ResponseBuilder};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-/// A consistency token as this build writes it: `v1.<16 hex>.<43 base64url>`.
-pub const TOKEN_PATTERN: &str = r"^v1\.[0-9a-f]{16}\.[A-Za-z0-9_-]{43}$";
+/// A consistency token as this build reads it: `v2.<24 hex>.<43 base64url>`
+/// (timeline and position; what it writes), or `v1.<16 hex>.<43
+/// base64url>` (before timelines).
+pub const TOKEN_PATTERN: &str = r"^(v2\.[0-9a-f]{24}|v1\.[0-9a-f]{16})\.[A-Za-z0-9_-]{43}$";
 
 /// The routes the document describes, and their schemas.
 #[derive(Debug, OpenApi)]
@@ -210,13 +212,13 @@ mod tests {
         let key = ryw_router::TokenKey::from_secret("a key of at least sixteen bytes").unwrap();
         for lsn in [0, 1, u64::MAX] {
             let token = key.sign(ryw_router::Lsn::from_u64(lsn));
-            let shape = token.len() == 63
-                && token.starts_with("v1.")
-                && token[3..19]
+            let shape = token.len() == 71
+                && token.starts_with("v2.")
+                && token[3..27]
                     .bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                && &token[19..20] == "."
-                && token[20..]
+                && &token[27..28] == "."
+                && token[28..]
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             assert!(shape, "{token} does not match {TOKEN_PATTERN}");

@@ -36,7 +36,7 @@ async fn forged_tokens_are_refused_and_far_future_tokens_never_wait_past_the_bud
     assert_eq!(key.verify(&forged), Err(TokenError::BadSignature));
     // Tampered: position raised, signature kept; signature altered.
     let (_, mac) = token.rsplit_once('.').unwrap();
-    let raised = format!("v1.{:016x}.{mac}", second.as_u64() + 1);
+    let raised = format!("v2.{:08x}{:016x}.{mac}", 1, second.as_u64() + 1);
     assert_eq!(key.verify(&raised), Err(TokenError::BadSignature));
     // Bend the MAC's first character, not its last: the last base64url
     // character of a 32-byte tag carries two spare bits, and changing it can

@@ -2,7 +2,7 @@
 //! `X-Consistency-Token`, `Idempotency-Key` and `Content-Type` on the main
 //! endpoints, through the in-process app: garbage bytes (any byte a header
 //! value may hold), long strings, non-ASCII text, and near misses of valid
-//! values (UUID variants, `v1.` tokens truncated, tampered or signed with
+//! values (UUID variants, `v2.` tokens truncated, tampered or signed with
 //! another key, `causal:99999999999h`, `sticky:`, negative durations,
 //! reused idempotency keys, JSON-ish content types).
 //!
@@ -173,7 +173,7 @@ fn token(real: String) -> BoxedStrategy<Option<Vec<u8>>> {
         // Truncated, tampered, extended.
         4 => mangle(real.clone()),
         1 => Just(real.to_uppercase()).boxed(),
-        1 => Just(real.replacen("v1.", "v2.", 1)).boxed(),
+        1 => Just(real.replacen("v2.", "v3.", 1)).boxed(),
         // Shaped like v1 but not ours.
         2 => "v1\\.[0-9a-f]{16}\\.[A-Za-z0-9_-]{43}".boxed(),
         1 => "v[0-9]{0,3}\\.[0-9a-fA-F]{0,20}\\.[A-Za-z0-9_=+/-]{0,50}".boxed(),
@@ -429,7 +429,7 @@ fn random_header_values_get_a_2xx_or_a_quick_4xx_problem_and_refusals_write_noth
     let created = rt.block_on(t.call("POST", "/api/account", Some(&u), &[], None));
     assert_eq!(created.status, 201, "{created:?}");
     let real = created.header("x-consistency-token").to_owned();
-    assert!(real.starts_with("v1."), "{created:?}");
+    assert!(real.starts_with("v2."), "{created:?}");
     let db = rt.block_on(async {
         let (client, conn) =
             tokio_postgres::connect(&t.cluster.leader_url(), tokio_postgres::NoTls)
