@@ -92,7 +92,7 @@ pub struct TokenHeader {
     #[param(
         rename = "X-Consistency-Token",
         required = false,
-        pattern = r"^v1\.[0-9a-f]{16}\.[A-Za-z0-9_-]{43}$"
+        pattern = r"^(v2\.[0-9a-f]{24}|v1\.[0-9a-f]{16})\.[A-Za-z0-9_-]{43}$"
     )]
     pub token: String,
 }
@@ -205,6 +205,12 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert_eq!(schema["enum"], serde_json::json!(names), "{schema}");
+    }
+
+    #[test]
+    fn requests_and_answers_document_the_same_token_pattern() {
+        let doc = serde_json::to_value(<TokenHeader as IntoParams>::into_params(|| None)).unwrap();
+        assert_eq!(doc[0]["schema"]["pattern"], TOKEN_PATTERN, "{doc}");
     }
 
     #[test]

@@ -115,7 +115,7 @@ async fn the_write_response_carries_the_new_state_and_a_token_that_reads_it() {
     );
     assert_eq!(paid.body["served_by"], "leader");
     let token = paid.header("x-consistency-token").to_owned();
-    assert!(token.starts_with("v1."), "{token}");
+    assert!(token.starts_with("v2."), "{token}");
     // Another "device" of the same user: carries only the token.
     let r = app
         .call(
