@@ -35,6 +35,10 @@
 //!   no-routing server doing the same query, the benchmark's ceiling
 //!   (`minimal.rs`); [`Rounds`], the interleaved table with its medians and
 //!   ratios (`rounds.rs`).
+//! - [`peers`]: the peers ryw is measured against, started on a `ryw
+//!   cluster` in the foreground as its OS user: [`peers::Pgpool`]
+//!   (Pgpool-II) and [`peers::PgBouncer`]; [`peers::peer_groups`], the
+//!   side-by-side comparison's groups.
 //! - [`error`]: [`BenchError`], the one error enum of this crate.
 
 pub mod calibrate;
@@ -44,6 +48,7 @@ pub mod engine;
 pub mod error;
 pub mod history;
 pub mod html;
+pub mod peers;
 pub mod report;
 pub mod sql;
 
