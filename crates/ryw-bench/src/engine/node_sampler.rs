@@ -8,7 +8,9 @@
 //! (`now() - pg_last_xact_replay_timestamp()`, its lag under a steady
 //! write load). A follower that has replayed the leader's position is 0 ms
 //! behind whatever that timestamp says (FACTS: on an idle cluster it grows
-//! forever). Whether a front had it in rotation is not known here.
+//! forever); one that is behind but has replayed nothing since the first
+//! sample has no lag figure yet (its last commit may be from long before
+//! the run). Whether a front had it in rotation is not known here.
 
 use super::{Shared, stopped};
 use crate::history::LagSample;
@@ -17,7 +19,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 const FOLLOWER_SQL: &str = "SELECT pg_wal_lsn_diff($1::text::pg_lsn, pg_last_wal_replay_lsn())::float8, \
-     (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::float8";
+     (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::float8, \
+     pg_last_wal_replay_lsn()::text";
 
 /// Samples every follower of `info` until stopped; nodes that cannot be
 /// reached are skipped (and retried at the next sample).
@@ -31,6 +34,8 @@ pub(super) async fn sample_nodes(
     let followers: Vec<_> = info.followers().cloned().collect();
     let mut clients: Vec<Option<tokio_postgres::Client>> =
         (0..=followers.len()).map(|_| None).collect();
+    // Each follower's replay position at its first sample.
+    let mut at_start: Vec<Option<String>> = vec![None; followers.len()];
     let mut tick = tokio::time::interval(sh.config.cluster_sample_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let sampling = async {
@@ -51,12 +56,19 @@ pub(super) async fn sample_nodes(
                 let lsn = lsn.clone();
                 let got = ask(&mut clients[i + 1], &f.url, &f.name, async move |c| {
                     let r = c.query_one(FOLLOWER_SQL, &[&lsn]).await?;
-                    Ok((r.get::<_, Option<f64>>(0), r.get::<_, Option<f64>>(1)))
+                    Ok((
+                        r.get::<_, Option<f64>>(0),
+                        r.get::<_, Option<f64>>(1),
+                        r.get::<_, Option<String>>(2),
+                    ))
                 })
                 .await;
-                let Some((Some(bytes), since_commit)) = got else {
+                let Some((Some(bytes), since_commit, replay)) = got else {
                     continue;
                 };
+                let start = at_start[i].get_or_insert_with(|| replay.clone().unwrap_or_default());
+                let replayed_since = replay.as_ref() != Some(start);
+                let since_commit = since_commit.filter(|_| replayed_since);
                 let behind = bytes > 0.0;
                 samples.push(LagSample {
                     t_us,
