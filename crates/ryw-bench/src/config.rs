@@ -3,6 +3,7 @@
 //! into these; every type that comes from a flag has a `FromStr`.
 
 use crate::BenchError;
+use crate::sql::SqlGroup;
 use rand::Rng;
 use std::fmt;
 use std::path::PathBuf;
@@ -19,7 +20,12 @@ pub struct BenchConfig {
     pub targets: Vec<String>,
     /// Strategies to compare; the users are split into one group per strategy
     /// and all groups run at the same time, under the same cluster conditions.
+    /// May be empty when `sql` has groups.
     pub strategies: Vec<StrategySpec>,
+    /// Groups on SQL fronts (`ryw proxy`, Pgpool-II; see [`crate::sql`]),
+    /// run at the same time as the HTTP groups, their users taken from the
+    /// same `users`; empty for an HTTP-only run.
+    pub sql: Vec<SqlGroup>,
     /// Virtual users in total (split over the strategies, at least one each).
     pub users: usize,
     /// How long the workload runs (after account creation).
@@ -54,6 +60,7 @@ impl Default for BenchConfig {
         BenchConfig {
             targets: vec!["http://127.0.0.1:8080".to_string()],
             strategies: StrategySpec::all(),
+            sql: Vec::new(),
             users: 32,
             duration: Duration::from_secs(20),
             think: Think::Uniform {
@@ -75,7 +82,13 @@ impl Default for BenchConfig {
 impl BenchConfig {
     /// Checks what can be checked before any request is sent.
     pub fn validate(&self) -> Result<(), BenchError> {
-        if self.targets.is_empty() {
+        if self.strategies.is_empty() && self.sql.is_empty() {
+            return Err(BenchError::config(
+                "strategies",
+                "at least one strategy is needed",
+            ));
+        }
+        if !self.strategies.is_empty() && self.targets.is_empty() {
             return Err(BenchError::config(
                 "targets",
                 "at least one base URL is needed",
@@ -89,11 +102,16 @@ impl BenchConfig {
                 ));
             }
         }
-        if self.strategies.is_empty() {
-            return Err(BenchError::config(
-                "strategies",
-                "at least one strategy is needed",
-            ));
+        for (i, g) in self.sql.iter().enumerate() {
+            g.validate()?;
+            let taken = self.strategies.iter().any(|s| s.to_string() == g.label)
+                || self.sql[..i].iter().any(|o| o.label == g.label);
+            if taken {
+                return Err(BenchError::config(
+                    "sql group",
+                    format!("the label {:?} is used twice", g.label),
+                ));
+            }
         }
         if self.duration.is_zero() {
             return Err(BenchError::config("duration", "must be more than 0"));
@@ -118,10 +136,11 @@ impl BenchConfig {
         Ok(())
     }
 
-    /// Number of users of each strategy group: `users` split evenly, the
-    /// remainder to the first groups, at least one per group.
+    /// Number of users of each group, HTTP strategies first, then the SQL
+    /// groups: `users` split evenly, the remainder to the first groups, at
+    /// least one per group.
     pub fn group_sizes(&self) -> Vec<usize> {
-        let k = self.strategies.len().max(1);
+        let k = (self.strategies.len() + self.sql.len()).max(1);
         let total = self.users.max(k);
         (0..k)
             .map(|i| total / k + usize::from(i < total % k))

@@ -69,6 +69,15 @@ pub enum BenchError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A peer ryw is compared with (Pgpool-II, PgBouncer) that cannot be
+    /// set up, started or stopped.
+    #[error("{peer}: {detail}")]
+    Peer {
+        /// `pgpool`, `pgbouncer`.
+        peer: &'static str,
+        /// What went wrong, and what to do about it.
+        detail: String,
+    },
     /// Serialising or parsing JSON outside a history file.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
@@ -89,6 +98,13 @@ impl BenchError {
     ) -> impl FnOnce(std::io::Error) -> BenchError {
         let path = path.into();
         move |source| BenchError::Io { what, path, source }
+    }
+
+    pub(crate) fn peer(peer: &'static str, detail: impl Into<String>) -> BenchError {
+        BenchError::Peer {
+            peer,
+            detail: detail.into(),
+        }
     }
 
     pub(crate) fn config(what: &'static str, detail: impl Into<String>) -> BenchError {

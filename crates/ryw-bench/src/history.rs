@@ -14,11 +14,11 @@
 //! | --- | --- | --- |
 //! | `user` | string | the account owner (`X-Demo-UserId`); versions are per user |
 //! | `client` | string | one browser/device of that user; monotonic reads are judged per client |
-//! | `strategy` | string | the strategy the request asked for (`sticky:2s`); groups the report |
+//! | `strategy` | string | the strategy the request asked for (`sticky:2s`), or a SQL front's group label (`proxy/causal`, `pgpool/other`); groups the report |
 //! | `kind` | string | `account` (`POST /api/account`), `pay` (`POST /api/payments`), `balance` (`GET /api/balance`), `profile` (`POST /api/me/profile`), `me` (`GET /api/me`), `products` (`GET /api/products`) |
 //! | `sent_us` | integer | when the request was sent, µs on one clock shared by the whole history (any origin) |
 //! | `recv_us` | integer | when the whole response was received, same clock |
-//! | `status` | integer | HTTP status; `0` = no response (transport error or timeout) |
+//! | `status` | integer | HTTP status; `0` = no response (transport error or timeout); a SQL front's operations use the same codes (see `crate::sql`) |
 //! | `version` | integer, optional | the `version` in the response body: the account's for `account`/`pay`/`balance`, the profile's for `profile`/`me` |
 //! | `served_by` | string, optional | `leader` or a follower name (reported, never used to judge) |
 //! | `waited_ms` | number, optional | time the server waited for a follower (`waited_ms` / `X-Waited-Ms`) |

@@ -32,8 +32,13 @@ fn bar_chart(
 ) -> Result<String, BenchError> {
     let err = chart_err(chart);
     let mut svg = String::new();
+    // Names too wide to sit side by side (the demo with its proxy rows has
+    // 16) stand upright under their bars, in a taller chart.
+    let longest = names.iter().map(|s| s.chars().count()).max().unwrap_or(0) as u32;
+    let upright = longest * 6 > (W - 80) / names.len().max(1) as u32;
+    let label_area = if upright { longest * 6 + 16 } else { 36 };
     {
-        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (W, H + label_area - 36)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
         let top = values_pct
             .iter()
@@ -47,7 +52,7 @@ fn bar_chart(
         let mut c = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(12)
-            .x_label_area_size(36)
+            .x_label_area_size(label_area)
             .y_label_area_size(48)
             .build_cartesian_2d((0u32..n).into_segmented(), 0f64..top)
             .map_err(|e| err(e.to_string()))?;
@@ -56,11 +61,28 @@ fn bar_chart(
             .y_desc("%")
             .x_labels(names.len())
             .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
+                SegmentValue::CenterOf(i) if !upright => {
+                    names.get(*i as usize).cloned().unwrap_or_default()
+                }
                 _ => String::new(),
             })
             .draw()
             .map_err(|e| err(e.to_string()))?;
+        if upright {
+            // The mesh centres a label on its tick, rotated or not: these
+            // hang from their ticks instead.
+            let style = TextStyle::from(
+                ("sans-serif", 12)
+                    .into_font()
+                    .transform(FontTransform::Rotate90),
+            )
+            .pos(text_anchor_start());
+            for (i, name) in names.iter().enumerate() {
+                let (x, y) = c.backend_coord(&(SegmentValue::CenterOf(i as u32), 0.0));
+                root.draw(&Text::new(name.clone(), (x + 6, y + 8), style.clone()))
+                    .map_err(|e| err(e.to_string()))?;
+            }
+        }
         c.draw_series(values_pct.iter().enumerate().map(|(i, &v)| {
             let i = i as u32;
             let mut bar = Rectangle::new(
@@ -104,6 +126,12 @@ fn bar_chart(
         root.present().map_err(|e| err(e.to_string()))?;
     }
     Ok(svg)
+}
+
+/// A rotated label hangs from its tick: it starts there.
+fn text_anchor_start() -> plotters::style::text_anchor::Pos {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    Pos::new(HPos::Left, VPos::Center)
 }
 
 fn text_anchor_bottom() -> plotters::style::text_anchor::Pos {
@@ -505,6 +533,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(json["strategies"][1]["ryw_violations"], 7);
+    }
+
+    #[test]
+    fn bar_names_stand_upright_only_when_too_many_to_sit_side_by_side() {
+        let few: Vec<String> = ["leader", "legacy", "per-read-check"]
+            .map(String::from)
+            .to_vec();
+        let svg = bar_chart("t", &few, &[1.0, 2.0, 3.0], None, "t").unwrap();
+        assert!(!svg.contains("rotate(90,"), "three names fit");
+        assert!(svg.contains("per-read-check"));
+        let many: Vec<String> = (0..16)
+            .map(|i| format!("proxy/per-read-check{i}"))
+            .collect();
+        let svg = bar_chart("t", &many, &[1.0; 16], None, "t").unwrap();
+        assert_eq!(svg.matches("rotate(90,").count(), 16, "every name upright");
+        assert!(svg.contains("proxy/per-read-check15"));
     }
 
     #[test]

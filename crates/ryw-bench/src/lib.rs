@@ -1,5 +1,6 @@
 //! ryw-bench: the workload, the consistency checker and the report behind
-//! `ryw bench`. It measures, against a running `ryw serve` (over HTTP only),
+//! `ryw bench`. It measures, against a running `ryw serve` (over HTTP) or
+//! through a SQL front (`ryw proxy`, Pgpool-II; the PostgreSQL protocol),
 //! how each read strategy trades stale reads against leader load and
 //! latency: every strategy runs at the same time on its own group of
 //! virtual users, so they all see the same replication lag.
@@ -11,10 +12,14 @@
 //! - [`engine`]: [`run()`] (`engine/mod.rs`) orchestrates a run; the
 //!   virtual user (pay, think, read the balance, now and then the profile
 //!   and the catalogue; `X-Read-Strategy` per request, token echo) is in
-//!   `user.rs`, closed/open-loop scheduling in `schedule.rs`, `/api/cluster`
-//!   lag sampling in `sampler.rs`, the progress bar in `progress.rs`, the
-//!   check before a run in `preflight.rs`, the tests' fake service in
-//!   `fake.rs`.
+//!   `user.rs`, its SQL twin (pay in a transaction on one connection, read
+//!   on it or on another) in `sql_user.rs`, closed/open-loop scheduling in
+//!   `schedule.rs`, `/api/cluster` lag sampling in `sampler.rs` (from the
+//!   nodes themselves in `node_sampler.rs` when there is no HTTP target),
+//!   the progress bar in `progress.rs`, the check before a run in
+//!   `preflight.rs`, the tests' fake service in `fake.rs`.
+//! - [`sql`]: the SQL front's groups ([`SqlGroup`], [`ReadOn`],
+//!   [`SqlFront`]) and the statements its users send.
 //! - [`history`]: [`History`], [`Op`], [`LagSample`] and the JSON-lines
 //!   file format of a recorded run (documented there).
 //! - [`checker`]: [`check_history`] — read-your-writes and monotonic-read
@@ -30,6 +35,10 @@
 //!   no-routing server doing the same query, the benchmark's ceiling
 //!   (`minimal.rs`); [`Rounds`], the interleaved table with its medians and
 //!   ratios (`rounds.rs`).
+//! - [`peers`]: the peers ryw is measured against, started on a `ryw
+//!   cluster` in the foreground as its OS user: [`peers::Pgpool`]
+//!   (Pgpool-II) and [`peers::PgBouncer`]; [`peers::peer_groups`], the
+//!   side-by-side comparison's groups.
 //! - [`error`]: [`BenchError`], the one error enum of this crate.
 
 pub mod calibrate;
@@ -39,7 +48,9 @@ pub mod engine;
 pub mod error;
 pub mod history;
 pub mod html;
+pub mod peers;
 pub mod report;
+pub mod sql;
 
 pub use calibrate::{
     BALANCE_SQL, Balance, CompareTarget, Generator, LoadResult, LoadSpec, MinimalServer, Ratio,
@@ -55,3 +66,4 @@ pub use report::{
     BenchReport, FollowerLag, Latency, Oracle, ReportMeta, StrategyReport, check_file,
     follower_delays,
 };
+pub use sql::{ReadOn, SqlFront, SqlGroup};

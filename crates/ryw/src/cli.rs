@@ -90,6 +90,77 @@ pub enum BenchCommand {
     /// same query on a minimal no-routing server and `pgbench -S`, on one
     /// follower, interleaved A B C A B C in one run.
     Calibrate(CalibrateArgs),
+    /// Pgpool-II and `ryw proxy` side by side on one cluster, in one run,
+    /// under the same workload: pay in a transaction, then read the balance
+    /// on the same connection and on another one. Stale reads and leader
+    /// share for each.
+    Peers(PeersArgs),
+    /// What `ryw proxy` costs: `pgbench -n -S -c8 -j2` straight to
+    /// follower1, through PgBouncer (session pooling) and through `ryw
+    /// proxy` (causal), interleaved A B C A B C, with `-M prepared` and
+    /// `-M simple`; medians and per-round ratios.
+    Overhead(OverheadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PeersArgs {
+    /// The cluster folder (from `ryw cluster up`); Pgpool-II and `ryw
+    /// proxy` are started on it, Pgpool-II's files go into it (`pgpool/`).
+    #[arg(long, default_value = ryw_cluster::DEFAULT_DIR)]
+    pub cluster: PathBuf,
+    /// ryw proxy's strategies (a row each, on the same connection and on
+    /// another one).
+    #[arg(long, default_value = "hybrid,causal,causal:0ms")]
+    pub strategies: String,
+    /// Virtual users in total (split over every row).
+    #[arg(long, default_value_t = 32)]
+    pub users: usize,
+    /// How long the workload runs.
+    #[arg(long, default_value = "30s")]
+    pub duration: Dur,
+    /// Think time between a payment and the balance read.
+    #[arg(long, default_value = "0ms..1s")]
+    pub think: String,
+    /// Pgpool-II's `delay_threshold` in WAL bytes, comma-separated: one
+    /// Pgpool-II per value, side by side (`pgpool-1B/…` rows). 1 is the
+    /// strictest (a standby behind at all at the last check gets no
+    /// reads); 10000000 is the documentation's example.
+    #[arg(long, default_value = "1,10000000")]
+    pub delay_threshold: String,
+    /// Use the cluster's Redis (from `cluster up --redis`) as ryw proxy's
+    /// session store.
+    #[arg(long)]
+    pub redis: bool,
+    /// Write the JSON report to this file (`-` for stdout).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write an HTML report with SVG charts (and the history) to this folder.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OverheadArgs {
+    /// The cluster folder (from `ryw cluster up`); PgBouncer's files go
+    /// into it (`pgbouncer/`). pgbench's tables are (re)created on it.
+    #[arg(long, default_value = ryw_cluster::DEFAULT_DIR)]
+    pub cluster: PathBuf,
+    /// Rounds; each runs every contender once per mode, in the same order.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Length of each pgbench run.
+    #[arg(long, default_value = "10s")]
+    pub duration: Dur,
+    /// pgbench query modes, comma-separated (`prepared`, `simple`,
+    /// `extended`).
+    #[arg(long, default_value = "prepared,simple")]
+    pub modes: String,
+    /// Print JSON instead of the tables.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -127,9 +198,24 @@ pub struct BenchRunArgs {
     /// several instances (a user writes through one and reads through another).
     #[arg(long = "target", conflicts_with = "cluster")]
     pub targets: Vec<String>,
-    /// A cluster folder: the bench starts the service in-process on it.
+    /// A cluster folder: the bench starts the service in-process on it
+    /// (with `--proxy`: `ryw proxy`).
     #[arg(long)]
     pub cluster: Option<PathBuf>,
+    /// Bench through a SQL front instead of HTTP: `--proxy PGURL` (a
+    /// running `ryw proxy`, e.g. postgres://postgres@127.0.0.1:6432/ryw), or
+    /// `--proxy` alone with `--cluster D` to start `ryw proxy` in this
+    /// process. Each user pays in a transaction on one connection and reads
+    /// its balance on another (`--read-on`), both bound to the user's
+    /// `ryw.session`; a group per strategy via `SET ryw.strategy`. With
+    /// `--cluster`, the service's tables are created on the cluster first.
+    #[arg(long, num_args = 0..=1, value_name = "PGURL", conflicts_with = "targets")]
+    pub proxy: Option<Option<String>>,
+    /// With `--proxy`: read the balance on the `other` connection (bound to
+    /// the same `ryw.session`), on the `same` one that paid, or `both` (a
+    /// row each).
+    #[arg(long, default_value = "other", requires = "proxy")]
+    pub read_on: String,
     /// Strategies, comma-separated: `all` or names with an optional
     /// `:duration` (e.g. `legacy,sticky:2s,causal:0ms`).
     #[arg(long, default_value = "all")]
@@ -326,6 +412,12 @@ pub struct DemoArgs {
     /// Folder of the PostgreSQL server binaries.
     #[arg(long, env = "PG_BIN")]
     pub pg_bin: Option<PathBuf>,
+    /// Also run every strategy through `ryw proxy` (in-process) at the same
+    /// time: the `proxy/…` rows, a payment in a transaction on one
+    /// connection and the balance read on another bound to the same
+    /// `ryw.session`.
+    #[arg(long)]
+    pub proxy: bool,
 }
 
 #[derive(Debug, Subcommand)]

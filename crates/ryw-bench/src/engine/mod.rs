@@ -10,16 +10,22 @@
 //! deadline or the shutdown future, then the report.
 //!
 //! - `user`: one virtual user — its requests, token echo, live checks.
+//! - `sql_user`: one virtual user on a SQL front (`crate::sql`): pay in a
+//!   transaction on one connection, read on it or on a second one.
 //! - `schedule`: when iterations start (closed loop, open-loop arrivals).
 //! - `sampler`: `GET /api/cluster` samples of the followers' lag.
+//! - `node_sampler`: the same samples read from the nodes, for runs with
+//!   SQL fronts only.
 //! - `progress`: the live counts and the progress bar.
 //! - `preflight`: refuses to start against a target that cannot serve the run.
 //! - `fake` (tests only): an in-process fake of the service.
 
+mod node_sampler;
 mod preflight;
 mod progress;
 mod sampler;
 mod schedule;
+mod sql_user;
 mod user;
 
 #[cfg(test)]
@@ -31,11 +37,12 @@ use crate::BenchError;
 use crate::config::{BenchConfig, Load};
 use crate::history::{History, Op};
 use crate::report::{BenchReport, ReportMeta, follower_delays};
-use preflight::preflight;
+use preflight::{preflight, preflight_sql};
 use progress::{Live, progress_bar, progress_message};
 use ryw_cluster::ClusterInfo;
 use sampler::sample_cluster;
 use schedule::{closed_loop, open_loop};
+use sql_user::{NodeNames, SqlUser};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -69,6 +76,24 @@ impl Shared {
     }
 }
 
+/// A virtual user of either front.
+#[derive(Debug)]
+enum VirtualUser {
+    /// On `ryw serve`'s HTTP API.
+    Http(Box<User>),
+    /// On a SQL front.
+    Sql(Box<SqlUser>),
+}
+
+impl VirtualUser {
+    async fn iteration(&mut self, sh: &Shared) {
+        match self {
+            VirtualUser::Http(u) => u.iteration(sh).await,
+            VirtualUser::Sql(u) => u.iteration(sh).await,
+        }
+    }
+}
+
 /// Resolves once the run is told to stop (every loop selects on it).
 async fn stopped(mut stop: watch::Receiver<bool>) {
     // An error means the sender is gone, which also means stop.
@@ -87,10 +112,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<BenchReport, BenchError> {
     config.validate()?;
-    let follower_delays_ms = match &config.cluster_dir {
-        Some(dir) => follower_delays(&ClusterInfo::load(dir)?),
-        None => Vec::new(),
+    let cluster = match &config.cluster_dir {
+        Some(dir) => Some(ClusterInfo::load(dir)?),
+        None => None,
     };
+    let follower_delays_ms = cluster.as_ref().map(follower_delays).unwrap_or_default();
+    // Node names by port: a SQL read names the server that ran it.
+    let nodes: Arc<NodeNames> = Arc::new(
+        cluster
+            .iter()
+            .flat_map(|c| &c.nodes)
+            .map(|n| (i32::from(n.port), n.name.clone()))
+            .collect(),
+    );
     let groups = config.group_sizes();
     let total_users: usize = groups.iter().sum();
     let client = reqwest::Client::builder()
@@ -101,6 +135,7 @@ pub async fn run(
         .no_proxy()
         .build()?;
     preflight(&client, &config).await?;
+    preflight_sql(&config).await?;
 
     let sh = Arc::new(Shared {
         config: config.clone(),
@@ -114,11 +149,21 @@ pub async fn run(
     let missed = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let mut tasks = JoinSet::new();
     let mut index = 0;
-    for (spec, &size) in config.strategies.iter().zip(&groups) {
-        let users: Vec<User> = (0..size)
+    let http = config.strategies.iter().map(|spec| {
+        Box::new(move |index| VirtualUser::Http(Box::new(User::new(index, spec))))
+            as Box<dyn Fn(usize) -> VirtualUser + '_>
+    });
+    let sql = config.sql.iter().map(|g| {
+        let (g, nodes) = (Arc::new(g.clone()), nodes.clone());
+        Box::new(move |index| {
+            VirtualUser::Sql(Box::new(SqlUser::new(index, g.clone(), nodes.clone())))
+        }) as Box<dyn Fn(usize) -> VirtualUser + '_>
+    });
+    for (make, &size) in http.chain(sql).zip(&groups) {
+        let users: Vec<VirtualUser> = (0..size)
             .map(|_| {
                 index += 1;
-                User::new(index, spec)
+                make(index)
             })
             .collect();
         match config.load {
@@ -128,7 +173,7 @@ pub async fn run(
                 }
             }
             Load::Open { iterations_per_s } => {
-                let rate = iterations_per_s / config.strategies.len() as f64;
+                let rate = iterations_per_s / groups.len() as f64;
                 tasks.spawn(open_loop(
                     users,
                     rate,
@@ -139,7 +184,16 @@ pub async fn run(
             }
         }
     }
-    let sampler = tokio::spawn(sample_cluster(sh.clone(), stop_rx.clone()));
+    // Lag samples: from the service when there is one, else from the nodes.
+    let sampler = match (config.strategies.is_empty(), cluster) {
+        (false, _) => tokio::spawn(sample_cluster(sh.clone(), stop_rx.clone())),
+        (true, Some(info)) => tokio::spawn(node_sampler::sample_nodes(
+            sh.clone(),
+            info,
+            stop_rx.clone(),
+        )),
+        (true, None) => tokio::spawn(async { Vec::new() }),
+    };
 
     let bar = progress_bar(&config);
     let ticker = {
@@ -179,8 +233,17 @@ pub async fn run(
     bar.finish_and_clear();
 
     let ops = std::mem::take(&mut *sh.ops.lock().expect("history lock"));
+    let mut targets = match config.strategies.is_empty() {
+        true => Vec::new(),
+        false => config.targets.clone(),
+    };
+    for g in &config.sql {
+        if !targets.contains(&g.url) {
+            targets.push(g.url.clone());
+        }
+    }
     let meta = ReportMeta {
-        targets: config.targets.clone(),
+        targets,
         think: Some(config.think.to_string()),
         load: Some(config.load.to_string()),
         send_token: Some(config.send_token),
@@ -188,7 +251,12 @@ pub async fn run(
         interrupted,
         missed_arrivals: missed[0].load(Relaxed),
         missed_no_idle_user: missed[1].load(Relaxed),
-        strategy_order: config.strategies.iter().map(|s| s.to_string()).collect(),
+        strategy_order: config
+            .strategies
+            .iter()
+            .map(|s| s.to_string())
+            .chain(config.sql.iter().map(|g| g.label.clone()))
+            .collect(),
         follower_delays_ms,
     };
     Ok(BenchReport::from_history(History { ops, lag }, meta))

@@ -2,8 +2,7 @@
 //! iteration when the last one ended) and the open loop (iterations arrive
 //! at a fixed rate, each taken by an idle user).
 
-use super::user::User;
-use super::{Shared, stopped};
+use super::{Shared, VirtualUser, stopped};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -12,7 +11,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 /// Closed loop: the next iteration starts when the last one ended.
-pub(super) async fn closed_loop(mut user: User, sh: Arc<Shared>, stop: watch::Receiver<bool>) {
+pub(super) async fn closed_loop(
+    mut user: VirtualUser,
+    sh: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
     tokio::select! {
         _ = async { loop { user.iteration(&sh).await } } => {}
         _ = stopped(stop) => {}
@@ -100,7 +103,7 @@ where
 /// each taken by an idle user; adds the group's missed arrivals (all, and
 /// those that found no idle user) to the run's counts.
 pub(super) async fn open_loop(
-    users: Vec<User>,
+    users: Vec<VirtualUser>,
     rate: f64,
     sh: Arc<Shared>,
     stop: watch::Receiver<bool>,

@@ -1,4 +1,5 @@
-//! `ryw bench`, `ryw bench check FILE`, `ryw bench calibrate`.
+//! `ryw bench`, `ryw bench check FILE`, `ryw bench calibrate` (`ryw bench
+//! peers` and `ryw bench overhead` are in `peers.rs`).
 
 use super::serve::{InProcess, local_config};
 use crate::cli::{BenchArgs, BenchCommand, BenchRunArgs, CalibrateArgs};
@@ -28,6 +29,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Some(BenchCommand::Calibrate(c)) => calibrate(c).await,
+        Some(BenchCommand::Peers(p)) => super::peers::peers(p).await,
+        Some(BenchCommand::Overhead(o)) => super::peers::overhead(o).await,
+        None if args.run.proxy.is_some() => super::peers::bench_proxy(args.run).await,
         None => run_bench(args.run).await,
     }
 }
@@ -102,7 +106,7 @@ pub fn emit(report: &BenchReport, json: Option<&Path>, dir: Option<&Path>) -> an
     Ok(())
 }
 
-async fn ctrl_c() {
+pub async fn ctrl_c() {
     let _ = tokio::signal::ctrl_c().await;
     eprintln!("interrupted: finishing the report");
 }
@@ -431,7 +435,7 @@ async fn wait_for_answer(
     }
 }
 
-fn parse_tps(out: &str) -> Option<f64> {
+pub(super) fn parse_tps(out: &str) -> Option<f64> {
     out.lines()
         .find(|l| l.starts_with("tps = "))?
         .split_whitespace()

@@ -4,10 +4,11 @@
 //! torn down (also on Ctrl-C, and on error).
 
 use super::bench::emit;
+use super::proxied::ProxyInProcess;
 use super::serve::{InProcess, local_config};
 use crate::cli::DemoArgs;
 use anyhow::Context;
-use ryw_bench::{BenchConfig, StrategySpec};
+use ryw_bench::{BenchConfig, ReadOn, SqlGroup, StrategySpec};
 use ryw_cluster::UpOptions;
 use std::time::Duration;
 
@@ -46,10 +47,21 @@ async fn with_cluster(
     } else {
         "127.0.0.1:0".parse()?
     };
-    let service = InProcess::start(local_config(dir, redis, listen)?).await?;
+    let service = InProcess::start(local_config(dir, redis.clone(), listen)?).await?;
+    // The service has created the tables; the proxy shares its session store.
+    let proxy = match args.proxy {
+        true => Some(
+            ProxyInProcess::start(dir, None, ryw_router::RouterConfig::default(), redis, false)
+                .await?,
+        ),
+        false => None,
+    };
     let cfg = BenchConfig {
         targets: vec![format!("http://{}", service.addr)],
         strategies: StrategySpec::all(),
+        sql: proxy.as_ref().map_or_else(Vec::new, |p| {
+            SqlGroup::ryw(&p.url(), "proxy/", &StrategySpec::all(), &[ReadOn::Other])
+        }),
         users: args.users,
         duration: args.duration.0,
         cluster_dir: Some(dir.to_path_buf()),
@@ -61,6 +73,12 @@ async fn with_cluster(
         cfg.strategies.len(),
         cfg.duration
     );
+    if let Some(p) = &proxy {
+        println!(
+            "and through ryw proxy ({}): the same strategies, the proxy/… rows; each user pays in a transaction on one connection and reads its balance on another bound to the same ryw.session",
+            p.url()
+        );
+    }
     let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = interrupted.clone();
     let report = ryw_bench::run(cfg, async move {
@@ -83,6 +101,11 @@ async fn with_cluster(
             service.addr, service.addr
         );
         let _ = tokio::signal::ctrl_c().await;
+    }
+    if let Some(p) = proxy {
+        tokio::time::timeout(Duration::from_secs(10), p.stop())
+            .await
+            .context("stopping the proxy")??;
     }
     tokio::time::timeout(Duration::from_secs(10), service.stop())
         .await
@@ -125,6 +148,28 @@ fn explain(r: &ryw_bench::BenchReport) -> String {
                 s.latency_ms.p99
             );
         }
+    }
+    let proxied: Vec<_> = r
+        .strategies
+        .iter()
+        .filter(|s| s.strategy.starts_with("proxy/"))
+        .collect();
+    if !proxied.is_empty() {
+        out += "- through ryw proxy (a payment in a transaction on one connection, the balance read on another bound to the same ryw.session):";
+        let parts: Vec<String> = proxied
+            .iter()
+            .map(|s| {
+                format!(
+                    " {} {} stale of {}, {:.1}% leader",
+                    s.strategy.trim_start_matches("proxy/"),
+                    s.ryw_violations,
+                    s.reads,
+                    s.leader_share * 100.0
+                )
+            })
+            .collect();
+        out += &parts.join(";");
+        out += ".\n";
     }
     if let Some(o) = &r.oracle {
         out += &format!(

@@ -3,6 +3,8 @@
 mod bench;
 mod cluster;
 mod demo;
+mod peers;
+mod proxied;
 mod proxy;
 mod serve;
 mod shared;
