@@ -70,9 +70,10 @@
 //! | `config.rs` | [`RouterConfig`] with the documented defaults, [`NodeUrls`] |
 //! | `clock.rs` | [`Clock`]: injectable wall clock for the sticky window and TTLs |
 //! | `view.rs` | [`ClusterView`], [`NodeStatus`]: what the tracker publishes |
-//! | `tracker/` | background polling of every node (`mod.rs`) and the pure bookkeeping of positions, lag and rotation (`state.rs`; rules 3 and 8) |
+//! | `tracker/` | background polling of every node (`mod.rs`) and the pure bookkeeping of positions, lag, each follower's pace and rotation (`state.rs`; rules 3 and 8) |
 //! | `decide.rs` | [`decide()`]: the routing decision as a pure function (rules 2, 4, 5) |
-//! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`] |
+//! | `predict.rs` | [`predict::forecast`]: when a follower is expected at a token, the pure function behind `hybrid`'s choice to wait |
+//! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`]; seed 003's `user:{id}:last_write_utc` key (`seed.rs`) |
 //! | `router/` | [`Router`]: the read protocol (`query.rs`), the write protocol (`write.rs`), and the lower level they are built on (`route.rs`, `feedback.rs`) |
 //! | `reader.rs` | [`ReadConn`]: shared, pipelining read connections per node, checked against restarts (rule 2) |
 //! | `pg.rs` | [`connection_lost`], position queries, error text |
@@ -110,6 +111,7 @@ mod lsn;
 mod metrics;
 mod options;
 mod pg;
+pub mod predict;
 mod reader;
 mod router;
 mod store;
@@ -120,21 +122,23 @@ mod view;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{LEADER_NAME, NodeUrls, RouterConfig};
-pub use decide::{Choice, Reason, SessionState, decide};
+pub use decide::{Choice, Now, Reason, SessionState, decide};
 pub use error::{Error, Result};
 pub use lsn::Lsn;
-pub use metrics::{MetricsSnapshot, ReadCount};
+pub use metrics::{MetricsSnapshot, ReadCount, StrategyWaits};
 pub use options::{MAX_READ_OPTION, ReadOptions, parse_duration};
 pub use pg::connection_lost;
+pub use predict::Forecast;
 pub use reader::ReadConn;
 pub use router::{
     ColumnIndex, Decision, LocalSession, Read, ReadRequest, Router, Row, SessionRef, WriteTx,
     Written,
 };
+pub use store::seed;
 pub use store::{
     MAX_SESSION_KEY, MemoryStore, RedisStore, RedisStoreConfig, SessionKey, SessionRecord,
     SessionStore, StoreFuture, StoreHealth,
 };
 pub use strategy::{Freshness, Strategy};
 pub use token::{MIN_KEY_BYTES, Token, TokenError, TokenKey};
-pub use view::{ClusterView, NodeStatus, Role};
+pub use view::{ClusterView, NodeStatus, Reached, Role};

@@ -228,7 +228,7 @@ async fn poll_connected(
                 Err(e) => return format!("poll: {}", describe_pg(&e)),
             },
             Node::Follower(i) => match parse_follower_row(&row) {
-                Ok(poll) => shared.update(|st| st.on_follower_poll(i, poll)),
+                Ok(poll) => shared.update(|st| st.on_follower_poll(i, poll, Instant::now())),
                 Err(e) => return format!("poll: {}", describe_pg(&e)),
             },
         }
