@@ -1,7 +1,8 @@
 //! `/metrics` in the Prometheus text format (0.0.4), through the Prometheus
 //! project's client (`prometheus-client`): the service's request counters
-//! and latency histogram, the router's counters and wait histogram, the
-//! tracker's lag gauges and the session store's health.
+//! and latency histogram, the router's counters and wait histogram (and
+//! waits and wasted waits by strategy), the tracker's lag gauges and the
+//! session store's health.
 //!
 //! The building blocks are reusable by any front that has a
 //! [`ryw_router::Router`] (the proxy exports the same way):
@@ -121,7 +122,7 @@ fn status_class(status: u16) -> &'static str {
 
 /// Adds the router's metrics to `registry`, read from `router` at each
 /// scrape: reads by node, freshness and strategy; writes, waits (a count, a
-/// sum and a histogram), fallbacks, evictions, forgets, store errors, read
+/// sum and a histogram; waits and wasted waits by strategy), fallbacks, evictions, forgets, store errors, read
 /// checks and stalls; each follower's lag; each node's rotation; the
 /// session store's health.
 pub fn register_router(registry: &mut Registry, router: Router) {
@@ -287,6 +288,32 @@ impl Collector for RouterSample {
             let c = ConstCounter::new(v);
             c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
+        {
+            let mut family = encoder.encode_descriptor(
+                "ryw_strategy_waits",
+                "fresh reads that waited for a follower to catch up, by strategy",
+                None,
+                MetricType::Counter,
+            )?;
+            for w in &m.waits_by_strategy {
+                let strategy = w.strategy.to_string();
+                ConstCounter::new(w.waits)
+                    .encode(family.encode_family(&[("strategy", strategy.as_str())])?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "ryw_wasted_waits",
+                "fresh reads that waited for a follower and were served by the leader anyway, by strategy",
+                None,
+                MetricType::Counter,
+            )?;
+            for w in &m.waits_by_strategy {
+                let strategy = w.strategy.to_string();
+                ConstCounter::new(w.wasted)
+                    .encode(family.encode_family(&[("strategy", strategy.as_str())])?)?;
+            }
+        }
         let wait_sum = ConstCounter::new(m.wait_time.as_secs_f64());
         wait_sum.encode(encoder.encode_descriptor(
             "ryw_wait_seconds",
@@ -374,6 +401,7 @@ mod tests {
             &ClusterView {
                 leader: test_node("leader"),
                 followers: vec![],
+                leader_reached: vec![],
             },
             true,
         );
@@ -401,6 +429,19 @@ mod tests {
         let mut snap = MetricsSnapshot {
             waits: 3,
             wait_time: Duration::from_millis(230),
+            wasted_waits: 1,
+            waits_by_strategy: vec![
+                ryw_router::StrategyWaits {
+                    strategy: ryw_router::Strategy::Causal,
+                    waits: 1,
+                    wasted: 1,
+                },
+                ryw_router::StrategyWaits {
+                    strategy: ryw_router::Strategy::Hybrid,
+                    waits: 2,
+                    wasted: 0,
+                },
+            ],
             ..MetricsSnapshot::default()
         };
         snap.wait_buckets = vec![0; MetricsSnapshot::WAIT_BOUNDS.len() + 1];
@@ -412,11 +453,16 @@ mod tests {
             &ClusterView {
                 leader: test_node("leader"),
                 followers: vec![],
+                leader_reached: vec![],
             },
             false,
         );
         for line in [
             "ryw_waits_total 3",
+            "ryw_strategy_waits_total{strategy=\"causal\"} 1",
+            "ryw_strategy_waits_total{strategy=\"hybrid\"} 2",
+            "ryw_wasted_waits_total{strategy=\"causal\"} 1",
+            "ryw_wasted_waits_total{strategy=\"hybrid\"} 0",
             "ryw_wait_duration_seconds_count 3",
             "ryw_wait_duration_seconds_sum 0.23",
             "ryw_wait_duration_seconds_bucket{le=\"0.01\"} 0",
@@ -444,6 +490,8 @@ mod tests {
             in_rotation: true,
             note: None,
             epoch: 0,
+            behind_since: None,
+            catch_up: None,
         }
     }
 }
