@@ -196,12 +196,19 @@ pub struct RoutingArgs {
     /// hybrid, per-read-check.
     #[arg(long, env = "RYW_STRATEGY", default_value_t = router_default().default_strategy)]
     pub strategy: Strategy,
-    /// Sticky window: after a write, the session reads from the leader this long.
+    /// Sticky window: after a write, the session reads from the leader this
+    /// long (`sticky`; `hybrid` only for a write whose position it does not
+    /// know, such as seed 003's `user:{id}:last_write_utc`).
     #[arg(long, env = "RYW_STICKY_WINDOW", default_value_t = Dur(router_default().sticky_window))]
     pub sticky_window: Dur,
-    /// Causal wait budget: longest a fresh read waits for a follower (0 = never).
+    /// Causal wait budget: longest a `causal` fresh read waits for a
+    /// follower (0 = never).
     #[arg(long, env = "RYW_CAUSAL_WAIT", default_value_t = Dur(router_default().causal_wait))]
     pub causal_wait: Dur,
+    /// Hybrid wait budget: longest a `hybrid` fresh read waits, only for a
+    /// follower the tracker predicts will catch up within it (0 = never).
+    #[arg(long, env = "RYW_HYBRID_WAIT", default_value_t = Dur(router_default().hybrid_wait))]
+    pub hybrid_wait: Dur,
     /// A follower lagging more than this leaves rotation.
     #[arg(long, env = "RYW_MAX_LAG", default_value_t = Dur(router_default().max_lag_time))]
     pub max_lag: Dur,
