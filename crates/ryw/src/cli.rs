@@ -130,8 +130,9 @@ pub struct BenchRunArgs {
     /// A cluster folder: the bench starts the service in-process on it.
     #[arg(long)]
     pub cluster: Option<PathBuf>,
-    /// Strategies, comma-separated: `all` or names with an optional
-    /// `:duration` (e.g. `legacy,sticky:2s,causal:0ms`).
+    /// Strategies, comma-separated: `all`, `sweep` (causal at 0, 5, 20, 50
+    /// and 200 ms, and hybrid) or names with an optional `:duration` (e.g.
+    /// `legacy,sticky:2s,causal:0ms`).
     #[arg(long, default_value = "all")]
     pub strategies: String,
     /// Virtual users in total (split over the strategies).
@@ -317,8 +318,10 @@ pub struct DemoArgs {
     /// How long the bench runs.
     #[arg(long, default_value = "40s")]
     pub duration: Dur,
-    /// Virtual users in total.
-    #[arg(long, default_value_t = 32)]
+    /// Virtual users in total, split over the 11 strategies (about 12
+    /// each: enough reads per strategy for its p99 and leader share to
+    /// settle, a light load on the cluster).
+    #[arg(long, default_value_t = 128)]
     pub users: usize,
     /// Where the HTML report goes.
     #[arg(long, default_value = "ryw-report")]
