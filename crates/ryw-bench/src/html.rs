@@ -265,16 +265,25 @@ fn tradeoff_chart(report: &BenchReport) -> Result<String, BenchError> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(56)
-            .build_cartesian_2d((lo..hi).log_scale(), 0f64..108f64)
+            // Room above 100% for the legend, clear of the points.
+            .build_cartesian_2d((lo..hi).log_scale(), 0f64..128f64)
             .map_err(|e| err(e.to_string()))?;
         c.configure_mesh()
             .x_desc("fresh-read p99 (ms, log scale)")
             .y_desc("fresh reads served by the leader (%)")
+            .x_labels(12)
             .x_label_formatter(&|x| {
                 if *x >= 10.0 {
                     format!("{x:.0}")
                 } else {
                     format!("{x:.1}")
+                }
+            })
+            .y_label_formatter(&|y| {
+                if *y <= 100.0 {
+                    format!("{y:.0}")
+                } else {
+                    String::new()
                 }
             })
             .draw()
@@ -311,21 +320,75 @@ fn tradeoff_chart(report: &BenchReport) -> Result<String, BenchError> {
                 .label("frontier of the strategies that kept read-your-writes")
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
         }
-        for &(name, x, y, ok) in &points {
+        // Points first, then their labels, each placed (in pixels) where it
+        // overlaps no label placed before it.
+        let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
+        let (xs, ys) = c.plotting_area().get_pixel_range();
+        let mut labels = Vec::new();
+        let mut by_x = points.clone();
+        by_x.sort_by(|a, b| a.1.total_cmp(&b.1));
+        // No label over a point either.
+        for &(_, x, y, _) in &by_x {
+            let (px, py) = c.backend_coord(&(x, y));
+            placed.push((px - 6, py - 6, 12, 12));
+        }
+        for &(name, x, y, ok) in &by_x {
             let color = if ok { BLUE } else { RED };
             let size = if name == "hybrid" { 7 } else { 4 };
             c.draw_series(std::iter::once(Circle::new((x, y), size, color.filled())))
                 .map_err(|e| err(e.to_string()))?;
-            let label = if ok {
+            let text = if ok {
                 name.to_string()
             } else {
                 format!("{name} (stale reads)")
             };
-            c.draw_series(std::iter::once(Text::new(
-                label,
-                (x * 1.08, y + 1.5),
+            let (px, py) = c.backend_coord(&(x, y));
+            let (w, h) = (7 * text.chars().count() as i32, 14);
+            let overlaps = |(x0, y0): (i32, i32)| {
+                placed
+                    .iter()
+                    .any(|&(a, b, aw, bh)| x0 < a + aw && a < x0 + w && y0 < b + bh && b < y0 + h)
+            };
+            let inside = |(x0, y0): (i32, i32)| {
+                x0 >= xs.start && x0 + w <= xs.end && y0 >= ys.start && y0 + h <= ys.end
+            };
+            let candidates = [
+                (8, -16),
+                (8, 4),
+                (-w - 8, -16),
+                (-w - 8, 4),
+                (8, -30),
+                (8, 18),
+                (8, -44),
+                (8, 32),
+            ];
+            let at = candidates
+                .into_iter()
+                .map(|(dx, dy)| (px + dx, py + dy))
+                .position(|p| inside(p) && !overlaps(p));
+            let at = match candidates.get(at.unwrap_or(0)) {
+                Some(&(dx, dy)) => (px + dx, py + dy),
+                None => (px + 8, py - 16),
+            };
+            placed.push((at.0, at.1, w, h));
+            if at != (px + 8, py - 16) {
+                // Moved away from its point: a thin line shows whose it is.
+                let end = if at.0 > px {
+                    (at.0, at.1 + h / 2)
+                } else {
+                    (at.0 + w, at.1 + h / 2)
+                };
+                root.draw(&PathElement::new(vec![(px, py), end], BLACK.mix(0.3)))
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            labels.push((text, at, color));
+        }
+        for (text, at, color) in labels {
+            root.draw(&Text::new(
+                text,
+                at,
                 TextStyle::from(("sans-serif", 12).into_font()).color(&color),
-            )))
+            ))
             .map_err(|e| err(e.to_string()))?;
         }
         c.configure_series_labels()
