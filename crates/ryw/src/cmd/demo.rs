@@ -164,15 +164,24 @@ fn default_verdict(
     };
     let mut out = String::from("\nThe default, hybrid (budget ");
     out += &format!("{} ms):\n", budget.as_millis());
+    let oracle = |s: &ryw_bench::StrategyReport| {
+        s.oracle_share
+            .map(|o| format!(" (its users' oracle {})", pct(o)))
+            .unwrap_or_default()
+    };
     if let Some(c0) = find("causal:0ms") {
+        let diff = 100.0 * (h.leader_share - c0.leader_share);
         out += &format!(
-            "- leader share {} against causal:0ms's {} ({:+.1} points: the reads it served from a follower after waiting for one about to catch up; causal:0ms never waits){}.\n",
+            "- leader share {}{} against causal:0ms's {}{}: {diff:+.1} points{}.\n",
             pct(h.leader_share),
+            oracle(h),
             pct(c0.leader_share),
-            100.0 * (h.leader_share - c0.leader_share),
-            h.oracle_share
-                .map(|o| format!("; its users' oracle share {}", pct(o)))
-                .unwrap_or_default(),
+            oracle(c0),
+            if diff < 0.0 {
+                ", the reads it served from a follower after waiting for one about to catch up (causal:0ms never waits)"
+            } else {
+                " (the two groups of users differ by chance too: compare each with its oracle)"
+            },
         );
     }
     let limit = budget.as_secs_f64() * 1000.0 + 2.0;
@@ -274,7 +283,7 @@ mod tests {
         let text = explain(&report, Duration::from_millis(20));
         for needle in [
             "- hybrid: 0 stale of 1 fresh reads; 10.5% served by the leader; p99 15.2 ms; 12 waits, 0 wasted.",
-            "leader share 10.5% against causal:0ms's 12.4% (-1.9 points",
+            "leader share 10.5% against causal:0ms's 12.4%: -1.9 points, the reads it served",
             "fresh-read p99 15.2 ms, within its budget + 2 ms (22 ms)",
             "wasted waits: 0 of 12 waits, 0.0%, against causal:20ms's 12 of 40 waits, 30.0%",
             "the frontier (no strategy that kept read-your-writes is better on both leader share and p99): causal:0ms, hybrid; hybrid is on it.",
