@@ -14,12 +14,13 @@ use axum::response::{IntoResponse, IntoResponseParts, Response, ResponseParts};
 use ryw_router::{Decision, Lsn, Strategy};
 use tower::{Layer, Service};
 
-use crate::{Ryw, X_CONSISTENCY_TOKEN, X_SERVED_BY, X_WAITED_MS};
+use crate::{Ryw, X_CONSISTENCY_TOKEN, X_SERVED_BY, X_WAITED_FOR, X_WAITED_MS};
 
 /// What served a request and the session's token after it. Return it as a
 /// response part (`(Served::from(&read.decision), Json(body))`); the layer
 /// turns it into `X-Served-By`, `X-Consistency-Token` and, for reads,
-/// `X-Waited-Ms`. It stays in the response's extensions for logs.
+/// `X-Waited-Ms` (and `X-Waited-For`). It stays in the response's
+/// extensions for logs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Served {
     /// `leader`, a follower's name, or `none`.
@@ -30,6 +31,8 @@ pub struct Served {
     pub strategy: Option<Strategy>,
     /// How long the read waited for a follower (reads only).
     pub waited: Option<Duration>,
+    /// The follower a `hybrid` read waited for, when it waited.
+    pub waited_for: Option<Arc<str>>,
 }
 
 impl Served {
@@ -40,6 +43,7 @@ impl Served {
             token: Some(token),
             strategy: None,
             waited: None,
+            waited_for: None,
         }
     }
 
@@ -50,6 +54,7 @@ impl Served {
             token: None,
             strategy: None,
             waited: None,
+            waited_for: None,
         }
     }
 }
@@ -60,7 +65,8 @@ impl From<&Decision> for Served {
             node: d.node.clone(),
             token: d.token,
             strategy: Some(d.strategy),
-            waited: Some(d.waited),
+            waited: Some(if d.did_wait { d.waited } else { Duration::ZERO }),
+            waited_for: d.waited_for.clone(),
         }
     }
 }
@@ -153,13 +159,13 @@ fn set_headers(
     served: Option<Served>,
     client_token: Option<&HeaderValue>,
 ) {
-    let (node, token, waited) = match served {
-        Some(s) => (s.node, s.token, s.waited),
+    let (node, token, waited, waited_for) = match served {
+        Some(s) => (s.node, s.token, s.waited, s.waited_for),
         None => {
             let verified = client_token
                 .and_then(|v| v.to_str().ok())
                 .and_then(|t| cfg.key.verify(t.trim()).ok());
-            (Arc::from("none"), verified, None)
+            (Arc::from("none"), verified, None, None)
         }
     };
     if let Ok(v) = HeaderValue::from_str(&node) {
@@ -169,8 +175,16 @@ fn set_headers(
         headers.insert(X_CONSISTENCY_TOKEN, v);
     }
     if let Some(waited) = waited {
-        headers.insert(X_WAITED_MS, HeaderValue::from(waited.as_millis() as u64));
+        headers.insert(X_WAITED_MS, HeaderValue::from(whole_ms_up(waited)));
     }
+    if let Some(v) = waited_for.and_then(|f| HeaderValue::from_str(&f).ok()) {
+        headers.insert(X_WAITED_FOR, v);
+    }
+}
+
+/// Milliseconds rounded up, so that a read that waited at all says so.
+fn whole_ms_up(d: Duration) -> u64 {
+    u64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -209,8 +223,9 @@ mod tests {
                     let served = Served {
                         node: Arc::from("follower1"),
                         token: Some(token),
-                        strategy: Some(Strategy::Causal),
-                        waited: Some(Duration::from_millis(3)),
+                        strategy: Some(Strategy::Hybrid),
+                        waited: Some(Duration::from_micros(2_100)),
+                        waited_for: Some(Arc::from("follower1")),
                     };
                     (served, s.key.to_string())
                 }),
@@ -220,12 +235,21 @@ mod tests {
         let resp = call(app, &[("x-user", "alice"), ("x-consistency-token", &sent)]).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()[X_SERVED_BY], "follower1");
-        assert_eq!(resp.headers()[X_WAITED_MS], "3");
+        assert_eq!(resp.headers()[X_WAITED_MS], "3", "2.1 ms, rounded up");
+        assert_eq!(resp.headers()[X_WAITED_FOR], "follower1");
         let back = r
             .key()
             .verify(resp.headers()[X_CONSISTENCY_TOKEN].to_str().unwrap());
         assert_eq!(back.unwrap(), Lsn::from_u64(108));
         assert!(resp.extensions().get::<Served>().is_some(), "kept for logs");
+    }
+
+    #[test]
+    fn a_wait_of_any_length_shows_as_at_least_a_millisecond() {
+        assert_eq!(whole_ms_up(Duration::ZERO), 0);
+        assert_eq!(whole_ms_up(Duration::from_micros(1)), 1);
+        assert_eq!(whole_ms_up(Duration::from_micros(1_000)), 1);
+        assert_eq!(whole_ms_up(Duration::from_micros(1_001)), 2);
     }
 
     #[tokio::test]

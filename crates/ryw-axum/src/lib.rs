@@ -69,8 +69,12 @@ pub use session::Session;
 pub const X_CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("x-consistency-token");
 /// `X-Served-By`: `leader`, a follower's name, or `none`.
 pub const X_SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
-/// `X-Waited-Ms`: how long a read waited for a follower to catch up.
+/// `X-Waited-Ms`: how long a read waited for a follower to catch up, in
+/// whole milliseconds rounded up (any wait says at least 1).
 pub const X_WAITED_MS: HeaderName = HeaderName::from_static("x-waited-ms");
+/// `X-Waited-For`: the follower a `hybrid` read waited for (the one the
+/// tracker predicted), when it waited.
+pub const X_WAITED_FOR: HeaderName = HeaderName::from_static("x-waited-for");
 
 /// Where a request names its session.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -289,7 +289,8 @@ pub enum StrategyName {
     Sticky,
     /// A follower that has replayed the token, waiting up to a budget.
     Causal,
-    /// Sticky inside the window, causal as the safety net.
+    /// The default: a follower that has the token; a wait only when one is
+    /// predicted to catch up within the hybrid budget; else the leader.
     Hybrid,
     /// Checks one follower's replay LSN before each read (a causal variant).
     PerReadCheck,
@@ -325,7 +326,7 @@ impl StrategyName {
 pub struct StrategySpec {
     /// Which strategy.
     pub name: StrategyName,
-    /// The sticky window (`sticky`, `hybrid`) or the wait budget (`causal`,
+    /// The sticky window (`sticky`) or the wait budget (`causal`, `hybrid`,
     /// `per-read-check`); `None` = the server's default.
     pub param: Option<Duration>,
 }
@@ -353,15 +354,37 @@ impl StrategySpec {
         ]
     }
 
-    /// Parses a comma-separated list (`all`, `leader,causal:0ms`, `all,sticky:1s`);
-    /// duplicates are dropped, order kept.
+    /// The budget sweep `sweep`: `causal` at 0, 5, 20, 50 and 200 ms (a
+    /// blind wait of growing budget) against `hybrid` (a wait only when a
+    /// follower is predicted within its budget): the points of the report's
+    /// trade-off chart, leader share against fresh-read p99.
+    pub fn sweep() -> Vec<StrategySpec> {
+        let causal = |ms| StrategySpec {
+            name: StrategyName::Causal,
+            param: Some(Duration::from_millis(ms)),
+        };
+        vec![
+            causal(0),
+            causal(5),
+            causal(20),
+            causal(50),
+            causal(200),
+            StrategySpec {
+                name: StrategyName::Hybrid,
+                param: None,
+            },
+        ]
+    }
+
+    /// Parses a comma-separated list (`all`, `sweep`, `leader,causal:0ms`,
+    /// `all,sticky:1s`); duplicates are dropped, order kept.
     pub fn parse_list(s: &str) -> Result<Vec<StrategySpec>, BenchError> {
         let mut out: Vec<StrategySpec> = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let specs = if part == "all" {
-                StrategySpec::all()
-            } else {
-                vec![part.parse()?]
+            let specs = match part {
+                "all" => StrategySpec::all(),
+                "sweep" => StrategySpec::sweep(),
+                _ => vec![part.parse()?],
             };
             for spec in specs {
                 if !out.contains(&spec) {
@@ -559,6 +582,27 @@ mod tests {
         assert!(StrategySpec::parse_list("eventual").is_err());
         assert!(StrategySpec::parse_list("leader:2s").is_err());
         assert!(StrategySpec::parse_list(" , ").is_err());
+    }
+
+    #[test]
+    fn strategy_list_sweep_is_causal_budgets_against_hybrid() {
+        let names: Vec<String> = StrategySpec::parse_list("leader,sweep,causal:20ms")
+            .unwrap()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "leader",
+                "causal:0ms",
+                "causal:5ms",
+                "causal:20ms",
+                "causal:50ms",
+                "causal:200ms",
+                "hybrid"
+            ]
+        );
     }
 
     #[test]

@@ -228,6 +228,208 @@ fn line_chart(
     Ok(svg)
 }
 
+/// Strategies that are Pareto-optimal for (fresh-read p99, leader share),
+/// both lower-is-better, among those that kept read-your-writes: the
+/// frontier a good default sits on. Sorted by p99.
+pub fn frontier(report: &BenchReport) -> Vec<String> {
+    let ok: Vec<_> = report
+        .strategies
+        .iter()
+        .filter(|s| s.reads > 0 && s.ryw_violations == 0)
+        .collect();
+    let mut front: Vec<_> = ok
+        .iter()
+        .filter(|a| {
+            !ok.iter().any(|b| {
+                let (bx, by, ax, ay) = (
+                    b.latency_ms.p99,
+                    b.leader_share,
+                    a.latency_ms.p99,
+                    a.leader_share,
+                );
+                bx <= ax && by <= ay && (bx < ax || by < ay)
+            })
+        })
+        .collect();
+    front.sort_by(|a, b| a.latency_ms.p99.total_cmp(&b.latency_ms.p99));
+    front.iter().map(|s| s.strategy.clone()).collect()
+}
+
+/// Leader share (y) against fresh-read p99 (x, log), one point per
+/// strategy, the oracle as a line and the frontier of the strategies that
+/// kept read-your-writes; strategies that did not are drawn in red.
+fn tradeoff_chart(report: &BenchReport) -> Result<String, BenchError> {
+    let err = chart_err("trade-off");
+    let points: Vec<(&str, f64, f64, bool)> = report
+        .strategies
+        .iter()
+        .filter(|s| s.reads > 0)
+        .map(|s| {
+            (
+                s.strategy.as_str(),
+                s.latency_ms.p99.max(0.01),
+                100.0 * s.leader_share,
+                s.ryw_violations == 0,
+            )
+        })
+        .collect();
+    let front = frontier(report);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H + 120)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let lo = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let hi = points.iter().map(|p| p.1).fold(0.0f64, f64::max);
+        let (lo, hi) = if lo.is_finite() && hi > 0.0 {
+            (lo / 2.0, hi * 2.5)
+        } else {
+            (0.1, 1000.0)
+        };
+        let mut c = ChartBuilder::on(&root)
+            .caption(
+                "leader share against fresh-read p99 (lower left is better)",
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            // Room above 100% for the legend, clear of the points.
+            .build_cartesian_2d((lo..hi).log_scale(), 0f64..128f64)
+            .map_err(|e| err(e.to_string()))?;
+        c.configure_mesh()
+            .x_desc("fresh-read p99 (ms, log scale)")
+            .y_desc("fresh reads served by the leader (%)")
+            .x_labels(12)
+            .x_label_formatter(&|x| {
+                if *x >= 10.0 {
+                    format!("{x:.0}")
+                } else {
+                    format!("{x:.1}")
+                }
+            })
+            .y_label_formatter(&|y| {
+                if *y <= 100.0 {
+                    format!("{y:.0}")
+                } else {
+                    String::new()
+                }
+            })
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        if let Some(o) = &report.oracle {
+            let y = 100.0 * o.share;
+            let style = ShapeStyle {
+                color: BLACK.mix(0.7),
+                filled: false,
+                stroke_width: 2,
+            };
+            c.draw_series(std::iter::once(PathElement::new(vec![(lo, y), (hi, y)], style)))
+                .map_err(|e| err(e.to_string()))?
+                .label(format!("oracle: {y:.1}% (no strategy that keeps read-your-writes without waiting does better)"))
+                .legend(move |(x, yy)| PathElement::new(vec![(x, yy), (x + 16, yy)], style));
+        }
+        let front_pts: Vec<(f64, f64)> = front
+            .iter()
+            .filter_map(|name| points.iter().find(|p| p.0 == name))
+            .map(|p| (p.1, p.2))
+            .collect();
+        if front_pts.len() > 1 {
+            // A staircase: between two frontier points, better on one axis
+            // means worse on the other.
+            let mut stairs = Vec::new();
+            for w in front_pts.windows(2) {
+                stairs.push(w[0]);
+                stairs.push((w[1].0, w[0].1));
+            }
+            stairs.push(*front_pts.last().expect("two or more"));
+            let style = BLUE.mix(0.35).stroke_width(2);
+            c.draw_series(std::iter::once(PathElement::new(stairs, style)))
+                .map_err(|e| err(e.to_string()))?
+                .label("frontier of the strategies that kept read-your-writes")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+        }
+        // Points first, then their labels, each placed (in pixels) where it
+        // overlaps no label placed before it.
+        let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
+        let (xs, ys) = c.plotting_area().get_pixel_range();
+        let mut labels = Vec::new();
+        let mut by_x = points.clone();
+        by_x.sort_by(|a, b| a.1.total_cmp(&b.1));
+        // No label over a point either.
+        for &(_, x, y, _) in &by_x {
+            let (px, py) = c.backend_coord(&(x, y));
+            placed.push((px - 6, py - 6, 12, 12));
+        }
+        for &(name, x, y, ok) in &by_x {
+            let color = if ok { BLUE } else { RED };
+            let size = if name == "hybrid" { 7 } else { 4 };
+            c.draw_series(std::iter::once(Circle::new((x, y), size, color.filled())))
+                .map_err(|e| err(e.to_string()))?;
+            let text = if ok {
+                name.to_string()
+            } else {
+                format!("{name} (stale reads)")
+            };
+            let (px, py) = c.backend_coord(&(x, y));
+            let (w, h) = (7 * text.chars().count() as i32, 14);
+            let overlaps = |(x0, y0): (i32, i32)| {
+                placed
+                    .iter()
+                    .any(|&(a, b, aw, bh)| x0 < a + aw && a < x0 + w && y0 < b + bh && b < y0 + h)
+            };
+            let inside = |(x0, y0): (i32, i32)| {
+                x0 >= xs.start && x0 + w <= xs.end && y0 >= ys.start && y0 + h <= ys.end
+            };
+            let candidates = [
+                (8, -16),
+                (8, 4),
+                (-w - 8, -16),
+                (-w - 8, 4),
+                (8, -30),
+                (8, 18),
+                (8, -44),
+                (8, 32),
+            ];
+            let at = candidates
+                .into_iter()
+                .map(|(dx, dy)| (px + dx, py + dy))
+                .position(|p| inside(p) && !overlaps(p));
+            let at = match candidates.get(at.unwrap_or(0)) {
+                Some(&(dx, dy)) => (px + dx, py + dy),
+                None => (px + 8, py - 16),
+            };
+            placed.push((at.0, at.1, w, h));
+            if at != (px + 8, py - 16) {
+                // Moved away from its point: a thin line shows whose it is.
+                let end = if at.0 > px {
+                    (at.0, at.1 + h / 2)
+                } else {
+                    (at.0 + w, at.1 + h / 2)
+                };
+                root.draw(&PathElement::new(vec![(px, py), end], BLACK.mix(0.3)))
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            labels.push((text, at, color));
+        }
+        for (text, at, color) in labels {
+            root.draw(&Text::new(
+                text,
+                at,
+                TextStyle::from(("sans-serif", 12).into_font()).color(&color),
+            ))
+            .map_err(|e| err(e.to_string()))?;
+        }
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    Ok(svg)
+}
+
 /// The SVG charts of the report: (title, svg).
 pub fn charts(report: &BenchReport) -> Result<Vec<(String, String)>, BenchError> {
     let names: Vec<String> = report
@@ -258,6 +460,10 @@ pub fn charts(report: &BenchReport) -> Result<Vec<(String, String)>, BenchError>
     out.push((
         "Fresh reads served by the leader".to_string(),
         bar_chart("leader share (%)", &names, &leader, oracle, "leader share")?,
+    ));
+    out.push((
+        "The trade-off: leader share against fresh-read p99, one point per strategy".to_string(),
+        tradeoff_chart(report)?,
     ));
 
     if let Some(first) = report.strategies.first() {
@@ -348,7 +554,7 @@ pub fn html_page(report: &BenchReport) -> Result<String, BenchError> {
             .send_token
             .map_or("-", |t| if t { "yes" } else { "no" }),
     );
-    h.push_str("<h2>Per strategy</h2>\n<table><tr><th>strategy</th><th>users</th><th>fresh reads</th><th>reads/s</th><th>RYW violations</th><th>stale %</th><th>monotonic violations</th><th>leader share</th><th>oracle share</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>waits</th><th>mean wait ms</th><th>errors</th></tr>\n");
+    h.push_str("<h2>Per strategy</h2>\n<table><tr><th>strategy</th><th>users</th><th>fresh reads</th><th>reads/s</th><th>RYW violations</th><th>stale %</th><th>monotonic violations</th><th>leader share</th><th>oracle share</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>waits</th><th>wasted waits</th><th>mean wait ms</th><th>errors</th></tr>\n");
     for s in &report.strategies {
         let bad = |n: u64| {
             if n > 0 {
@@ -359,7 +565,7 @@ pub fn html_page(report: &BenchReport) -> Result<String, BenchError> {
         };
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td>{}<td>{}</td>{}<td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td>{}<td>{}</td>{}<td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
             esc(&s.strategy),
             s.users,
             s.reads,
@@ -373,6 +579,7 @@ pub fn html_page(report: &BenchReport) -> Result<String, BenchError> {
             s.latency_ms.p95,
             s.latency_ms.p99,
             s.waits,
+            s.wasted_waits,
             s.mean_wait_ms,
             s.errors
         );
@@ -446,7 +653,7 @@ pub fn html_page(report: &BenchReport) -> Result<String, BenchError> {
         }
         h.push_str("</table>\n");
     }
-    h.push_str("<p class=\"note\">RYW violation: a fresh read by a user returns a version lower than the highest version of that user's writes acknowledged before the read was sent. Monotonic-read violation: a read by one client returns a version lower than a read by the same client that completed before it was sent. A read answered 404 (no account, no profile: the follower had not replayed its creation) found nothing, lower than every version. Both judged from the versions and the client's clock only, never from served_by.</p>\n</body></html>\n");
+    h.push_str("<p class=\"note\">A wasted wait is a fresh read that waited for a follower (<code>X-Waited-Ms</code> &gt; 0) and was served by the leader anyway. RYW violation: a fresh read by a user returns a version lower than the highest version of that user's writes acknowledged before the read was sent. Monotonic-read violation: a read by one client returns a version lower than a read by the same client that completed before it was sent. A read answered 404 (no account, no profile: the follower had not replayed its creation) found nothing, lower than every version. Both judged from the versions and the client's clock only, never from served_by.</p>\n</body></html>\n");
     Ok(h)
 }
 
@@ -517,13 +724,18 @@ mod tests {
     }
 
     #[test]
-    fn the_report_folder_holds_a_page_with_four_charts_the_json_and_the_history() {
+    fn the_report_folder_holds_a_page_with_five_charts_the_json_and_the_history() {
         let r = report();
         assert_eq!(r.strategies[1].ryw_violations, 7);
         let dir = tempfile::tempdir().unwrap();
         let index = write_report_dir(&r, &dir.path().join("out")).unwrap();
         let page = std::fs::read_to_string(&index).unwrap();
-        assert_eq!(page.matches("<svg").count(), 4, "four charts");
+        assert_eq!(page.matches("<svg").count(), 5, "five charts");
+        assert!(page.contains("leader share against fresh-read p99"));
+        assert!(
+            page.contains("legacy (stale reads)"),
+            "legacy drawn as stale"
+        );
         assert!(page.contains("sticky:2s") && page.contains("Oracle:"));
         assert!(page.contains("<td class=\"bad\">7</td>"));
         let back = History::read(&dir.path().join("out/history.jsonl")).unwrap();
@@ -549,6 +761,36 @@ mod tests {
         let svg = bar_chart("t", &many, &[1.0; 16], None, "t").unwrap();
         assert_eq!(svg.matches("rotate(90,").count(), 16, "every name upright");
         assert!(svg.contains("proxy/per-read-check15"));
+    }
+
+    #[test]
+    fn the_frontier_holds_the_strategies_no_correct_one_beats_on_both_axes() {
+        let mut r = report();
+        let template = r.strategies[0].clone();
+        let point = |name: &str, p99: f64, leader: f64, stale: u64| {
+            let mut s = template.clone();
+            s.strategy = name.into();
+            s.latency_ms.p99 = p99;
+            s.leader_share = leader;
+            s.ryw_violations = stale;
+            s
+        };
+        r.strategies = vec![
+            point("leader", 0.7, 1.0, 0),
+            point("legacy", 0.6, 0.0, 30),
+            point("causal:0ms", 0.7, 0.12, 0),
+            point("causal:20ms", 20.5, 0.10, 0),
+            point("hybrid", 15.0, 0.10, 0),
+            point("causal:200ms", 99.0, 0.0, 0),
+            point("per-read-check", 1.1, 0.27, 0),
+        ];
+        assert_eq!(
+            frontier(&r),
+            ["causal:0ms", "hybrid", "causal:200ms"],
+            "legacy is stale; leader, per-read-check and causal:20ms are beaten"
+        );
+        let page = html_page(&r).unwrap();
+        assert!(page.contains("frontier of the strategies"));
     }
 
     #[test]

@@ -186,6 +186,26 @@ impl Collector for RouterSample {
             let c = ConstCounter::new(v);
             c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
+        for (name, help, wasted) in [
+            (
+                "ryw_strategy_waits",
+                "fresh reads that waited for a follower to catch up, by strategy",
+                false,
+            ),
+            (
+                "ryw_wasted_waits",
+                "fresh reads that waited for a follower and were served by the leader anyway, by strategy",
+                true,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for w in &m.waits_by_strategy {
+                let strategy = w.strategy.to_string();
+                let n = if wasted { w.wasted } else { w.waits };
+                ConstCounter::new(n)
+                    .encode(family.encode_family(&[("strategy", strategy.as_str())])?)?;
+            }
+        }
         let wait_sum = ConstCounter::new(m.wait_time.as_secs_f64());
         wait_sum.encode(encoder.encode_descriptor(
             "ryw_wait_seconds",

@@ -9,8 +9,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use ryw_router::{
-    ClusterView, Freshness, Lsn, NodeStatus, Role, RouterConfig, SessionState, Strategy, decide,
+    ClusterView, Freshness, Lsn, NodeStatus, Now, Reached, Role, RouterConfig, SessionState,
+    Strategy, decide,
 };
+use tokio::time::Instant;
 
 fn node(name: &str, role: Role, lsn: u64) -> NodeStatus {
     NodeStatus {
@@ -24,6 +26,8 @@ fn node(name: &str, role: Role, lsn: u64) -> NodeStatus {
         note: None,
         epoch: 0,
         polled_at: None,
+        behind_since: None,
+        catch_up: Some(Duration::from_millis(100)),
     }
 }
 
@@ -40,6 +44,10 @@ fn view(n: usize) -> ClusterView {
                 )
             })
             .collect(),
+        leader_reached: vec![Reached {
+            lsn: Lsn::from_u64(10_000_001),
+            at: Instant::now(),
+        }],
     }
 }
 
@@ -70,18 +78,18 @@ fn bench(c: &mut Criterion) {
             None,
         ),
         (
-            "hybrid/2 followers/in window",
+            "hybrid/2 followers/caught up",
             2,
             Strategy::Hybrid,
             Some(9_999_950),
             Some(now_ms - 1_000),
         ),
         (
-            "hybrid/2 followers/after window",
+            "hybrid/2 followers/predict",
             2,
             Strategy::Hybrid,
-            Some(9_999_950),
-            Some(now_ms - 60_000),
+            Some(10_000_001),
+            Some(now_ms - 1_000),
         ),
         (
             "sticky/2 followers",
@@ -107,6 +115,7 @@ fn bench(c: &mut Criterion) {
         let session = SessionState::Known {
             token: token.map(Lsn::from_u64),
             last_write_ms,
+            untracked_write_ms: None,
         };
         group.bench_function(name, |b| {
             b.iter(|| {
@@ -115,7 +124,10 @@ fn bench(c: &mut Criterion) {
                     black_box(&session),
                     Freshness::Fresh,
                     black_box(strategy),
-                    black_box(now_ms),
+                    black_box(Now {
+                        wall_ms: now_ms,
+                        at: Instant::now(),
+                    }),
                     &cfg,
                     &mut rng,
                 )

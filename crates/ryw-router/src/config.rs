@@ -20,13 +20,21 @@ pub struct RouterConfig {
     /// Strategy of fresh reads that do not name one. Default `hybrid`, the
     /// seeds' recommendation.
     pub default_strategy: Strategy,
-    /// `sticky`/`hybrid`: a session that wrote less than this long ago reads
-    /// from the leader. Default 5 s.
+    /// `sticky`: a session that wrote less than this long ago reads from the
+    /// leader. `hybrid` applies it only to a write whose position it does
+    /// not know (seed 003's `user:{id}:last_write_utc`, see
+    /// [`RedisStoreConfig::seed_last_write_key`](crate::RedisStoreConfig)).
+    /// Default 5 s.
     pub sticky_window: Duration,
-    /// `causal`/`hybrid`: longest a fresh read waits for a follower to catch
-    /// up to its token before going to the leader. 0 = never wait. Default
-    /// 200 ms.
+    /// `causal`: longest a fresh read waits for a follower to catch up to its
+    /// token before going to the leader. It waits blindly: whether or not a
+    /// follower is about to catch up. 0 = never wait. Default 200 ms.
     pub causal_wait: Duration,
+    /// `hybrid`: longest a fresh read waits for a follower to catch up; it
+    /// waits only when the tracker predicts that a follower reaches the
+    /// token within this budget ([`crate::predict`]), and goes to the leader
+    /// at once otherwise. 0 = never wait. Default 20 ms.
+    pub hybrid_wait: Duration,
     /// A follower whose lag time exceeds this leaves rotation (rule 8).
     /// Default 10 s.
     pub max_lag_time: Duration,
@@ -85,6 +93,7 @@ impl Default for RouterConfig {
             default_strategy: Strategy::Hybrid,
             sticky_window: Duration::from_secs(5),
             causal_wait: Duration::from_millis(200),
+            hybrid_wait: Duration::from_millis(20),
             max_lag_time: Duration::from_secs(10),
             max_lag_bytes: 16 * 1024 * 1024,
             poll_interval: Duration::from_millis(10),
@@ -182,6 +191,7 @@ mod tests {
         assert_eq!(c.default_strategy, Strategy::Hybrid);
         assert_eq!(c.sticky_window, Duration::from_secs(5));
         assert_eq!(c.causal_wait, Duration::from_millis(200));
+        assert_eq!(c.hybrid_wait, Duration::from_millis(20));
         assert_eq!(c.max_lag_time, Duration::from_secs(10));
         assert_eq!(c.max_lag_bytes, 16 << 20);
         assert_eq!(c.poll_interval, Duration::from_millis(10));

@@ -4,10 +4,35 @@
 //! unit-tested here and the decision is benchmarked (`benches/decide.rs`).
 
 use std::fmt;
+use std::time::Duration;
 
 use rand::Rng;
+use tokio::time::Instant;
 
+use crate::predict::{Forecast, forecast};
 use crate::{ClusterView, Freshness, Lsn, RouterConfig, Strategy};
+
+/// The time of a decision, on both clocks it needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Wall-clock ms since the epoch ([`Clock`](crate::Clock)): compared with
+    /// stored write times (the sticky window), which other instances and
+    /// services wrote.
+    pub wall_ms: u64,
+    /// The tracker's monotonic clock: compared with the instants of the
+    /// [`ClusterView`] (the `hybrid` prediction).
+    pub at: Instant,
+}
+
+impl Now {
+    /// Now, on the system's monotonic clock and `wall_ms`.
+    pub fn new(wall_ms: u64) -> Now {
+        Now {
+            wall_ms,
+            at: Instant::now(),
+        }
+    }
+}
 
 /// What routing knows of a session when its read arrives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +44,11 @@ pub enum SessionState {
         token: Option<Lsn>,
         /// Wall-clock ms of the session's last write, for the sticky window.
         last_write_ms: Option<u64>,
+        /// Wall-clock ms of a write of the session whose position no token
+        /// may cover: one recorded only by a seed-003-style service
+        /// (`user:{id}:last_write_utc`). `hybrid` lets the sticky window
+        /// decide for it.
+        untracked_write_ms: Option<u64>,
     },
     /// The session store failed or is recovering: nothing is known, so fresh
     /// reads that depend on it go to the leader (rule 5).
@@ -54,6 +84,9 @@ pub enum Reason {
     NoWaitBudget,
     /// No follower caught up within the wait budget.
     WaitBudgetSpent,
+    /// `hybrid`: no follower had caught up, and none is predicted to within
+    /// the hybrid budget, so the read did not wait.
+    NoCatchUpForeseen,
     /// The follower asked right before the read was behind the token.
     CheckFailed,
     /// The chosen follower could not give a connection, failed its check
@@ -80,6 +113,7 @@ impl Reason {
             Reason::TokenAbsurd => "token far beyond leader",
             Reason::NoWaitBudget => "no follower caught up, no wait budget",
             Reason::WaitBudgetSpent => "no follower caught up within budget",
+            Reason::NoCatchUpForeseen => "no follower expected within budget",
             Reason::CheckFailed => "follower behind at replay check",
             Reason::FollowerUnavailable => "follower unavailable",
             Reason::Unsettled => "last read not settled, its follower unavailable",
@@ -96,6 +130,7 @@ impl Reason {
                 | Reason::TokenAbsurd
                 | Reason::NoWaitBudget
                 | Reason::WaitBudgetSpent
+                | Reason::NoCatchUpForeseen
                 | Reason::CheckFailed
                 | Reason::FollowerUnavailable
                 | Reason::Unsettled
@@ -121,11 +156,16 @@ pub enum Choice {
         /// Why.
         reason: Reason,
     },
-    /// `causal`: no follower has reached `target` yet; wait up to the budget
-    /// for one that does, then the leader.
+    /// No follower has reached `target` yet; wait up to `budget` for one
+    /// that does, then the leader. `causal` waits blindly; `hybrid` only
+    /// when a follower is predicted to arrive within the budget.
     Wait {
         /// The position a follower must reach.
         target: Lsn,
+        /// The longest wait (rule 4: nothing a client sends makes it longer).
+        budget: Duration,
+        /// `hybrid`: the follower expected, and when.
+        forecast: Option<Forecast>,
     },
     /// `per-read-check`: ask follower `index` for its replay position first;
     /// serve there if it has reached `target`, else on the leader.
@@ -140,14 +180,14 @@ pub enum Choice {
 /// Decides where a read goes. Pure: the same inputs and random draws give the
 /// same answer.
 ///
-/// `now_ms` is wall-clock time (the sticky window compares it with the stored
-/// `last_write_ms`).
+/// `now.wall_ms` is compared with the stored write times (the sticky
+/// window), `now.at` with the view's instants (the `hybrid` prediction).
 pub fn decide<R: Rng + ?Sized>(
     view: &ClusterView,
     session: &SessionState,
     freshness: Freshness,
     strategy: Strategy,
-    now_ms: u64,
+    now: Now,
     cfg: &RouterConfig,
     rng: &mut R,
 ) -> Choice {
@@ -165,21 +205,31 @@ pub fn decide<R: Rng + ?Sized>(
     let SessionState::Known {
         token,
         last_write_ms,
+        untracked_write_ms,
     } = *session
     else {
         return Choice::Leader(Reason::StoreDegraded);
     };
-    let within_window = || {
+    let within_window = |write_ms: Option<u64>| {
         // A write time in the future (clock skew between instances) counts
         // as "just now": the safe side.
-        last_write_ms
-            .is_some_and(|w| u128::from(now_ms.saturating_sub(w)) < cfg.sticky_window.as_millis())
+        write_ms.is_some_and(|w| {
+            u128::from(now.wall_ms.saturating_sub(w)) < cfg.sticky_window.as_millis()
+        })
     };
     match strategy {
-        Strategy::Sticky if within_window() => Choice::Leader(Reason::WroteWithinWindow),
+        Strategy::Sticky if within_window(last_write_ms) => {
+            Choice::Leader(Reason::WroteWithinWindow)
+        }
         Strategy::Sticky => random_follower(view, rng, Reason::RandomFollower),
-        Strategy::Hybrid if within_window() => Choice::Leader(Reason::WroteWithinWindow),
-        Strategy::Causal | Strategy::Hybrid => causal(view, token, cfg, rng),
+        Strategy::Causal => causal(view, token, cfg, rng),
+        // A write whose position is unknown: only the window can protect
+        // it (seed 003's guarantee: fresh while lag stays under the window;
+        // strict when `max_lag_time` is under the window).
+        Strategy::Hybrid if within_window(untracked_write_ms) => {
+            Choice::Leader(Reason::WroteWithinWindow)
+        }
+        Strategy::Hybrid => hybrid(view, token, now.at, cfg, rng),
         Strategy::PerReadCheck => {
             let Some(target) = token else {
                 return random_follower(view, rng, Reason::RandomFollower);
@@ -223,7 +273,49 @@ fn causal<R: Rng + ?Sized>(
     if cfg.causal_wait.is_zero() {
         return Choice::Leader(Reason::NoWaitBudget);
     }
-    Choice::Wait { target }
+    Choice::Wait {
+        target,
+        budget: cfg.causal_wait,
+        forecast: None,
+    }
+}
+
+/// `hybrid`: as `causal`, but it waits only when the tracker predicts that
+/// a follower reaches the token within `hybrid_wait`; otherwise the leader
+/// at once. The prediction decides only whether to wait: a follower serves
+/// the read only once it is seen at the token (rule 2), and the wait ends
+/// at the budget (rule 4), so a wrong prediction costs at most the budget.
+fn hybrid<R: Rng + ?Sized>(
+    view: &ClusterView,
+    token: Option<Lsn>,
+    now: Instant,
+    cfg: &RouterConfig,
+    rng: &mut R,
+) -> Choice {
+    let target = token.unwrap_or(Lsn::ZERO);
+    if is_absurd(view, target, cfg) {
+        return Choice::Leader(Reason::TokenAbsurd);
+    }
+    if let Some(index) = least_lagged_caught_up(view, target, rng) {
+        return Choice::Follower {
+            index,
+            reason: Reason::CaughtUp,
+        };
+    }
+    if view.followers_in_rotation() == 0 {
+        return Choice::Leader(Reason::NoFollowerInRotation);
+    }
+    if cfg.hybrid_wait.is_zero() {
+        return Choice::Leader(Reason::NoWaitBudget);
+    }
+    match forecast(view, target, now, cfg.hybrid_wait) {
+        Some(f) if f.eta <= cfg.hybrid_wait => Choice::Wait {
+            target,
+            budget: cfg.hybrid_wait,
+            forecast: Some(f),
+        },
+        _ => Choice::Leader(Reason::NoCatchUpForeseen),
+    }
 }
 
 /// Rule 4: a token more than `absurd_token_ahead` bytes beyond the leader's
@@ -307,6 +399,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, (lsn, rot))| node(&format!("f{}", i + 1), Role::Follower, *lsn, *rot))
                 .collect(),
+            leader_reached: Vec::new(),
         }
     }
 
@@ -314,6 +407,7 @@ mod tests {
         SessionState::Known {
             token: token.map(Lsn::from_u64),
             last_write_ms,
+            untracked_write_ms: None,
         }
     }
 
@@ -327,7 +421,10 @@ mod tests {
             &s,
             Freshness::Fresh,
             st,
-            now_ms,
+            Now {
+                wall_ms: now_ms,
+                at: Instant::now(),
+            },
             &RouterConfig::default(),
             &mut rng(),
         )
@@ -411,7 +508,9 @@ mod tests {
         assert_eq!(
             fresh(&v, known(Some(501), None), Strategy::Causal, 0),
             Choice::Wait {
-                target: Lsn::from_u64(501)
+                target: Lsn::from_u64(501),
+                budget: Duration::from_millis(200),
+                forecast: None,
             }
         );
     }
@@ -430,7 +529,7 @@ mod tests {
                 &known(Some(500), None),
                 Freshness::Fresh,
                 Strategy::Causal,
-                0,
+                Now::new(0),
                 &RouterConfig::default(),
                 &mut StdRng::seed_from_u64(seed),
             );
@@ -470,7 +569,7 @@ mod tests {
             &known(Some(500), None),
             Freshness::Fresh,
             Strategy::Causal,
-            0,
+            Now::new(0),
             &cfg,
             &mut rng(),
         );
@@ -495,7 +594,9 @@ mod tests {
         assert_eq!(
             fresh(&v, known(Some(1000 + gib), None), Strategy::Causal, 0),
             Choice::Wait {
-                target: Lsn::from_u64(1000 + gib)
+                target: Lsn::from_u64(1000 + gib),
+                budget: Duration::from_millis(200),
+                forecast: None,
             }
         );
         for st in [Strategy::Causal, Strategy::Hybrid, Strategy::PerReadCheck] {
@@ -511,24 +612,165 @@ mod tests {
         );
     }
 
+    /// The seeds' cluster for `hybrid`: the token (500) was written at
+    /// `t0`; follower 1 (index 0) takes 100 ms to show a write, follower 2
+    /// 400 ms; both have been behind since `t0`.
+    fn seeds_cluster(t0: Instant) -> ClusterView {
+        let f = |name: &str, replay: u64, pace: u64| NodeStatus {
+            catch_up: Some(Duration::from_millis(pace)),
+            behind_since: Some(t0),
+            ..node(name, Role::Follower, Some(replay), true)
+        };
+        ClusterView {
+            leader: node("leader", Role::Leader, Some(1000), true),
+            followers: vec![f("f1", 400, 100), f("f2", 300, 400)],
+            leader_reached: vec![crate::view::Reached {
+                lsn: Lsn::from_u64(500),
+                at: t0,
+            }],
+        }
+    }
+
+    fn hybrid_at(v: &ClusterView, s: SessionState, now: Now, cfg: &RouterConfig) -> Choice {
+        decide(
+            v,
+            &s,
+            Freshness::Fresh,
+            Strategy::Hybrid,
+            now,
+            cfg,
+            &mut rng(),
+        )
+    }
+
+    fn at(t: Instant) -> Now {
+        Now {
+            wall_ms: 1_000_000,
+            at: t,
+        }
+    }
+
     #[test]
-    fn hybrid_is_sticky_in_the_window_then_causal() {
-        let v = view(&[(Some(400), true)]);
-        let s = known(Some(500), Some(10_000));
+    fn hybrid_waits_for_a_follower_predicted_in_5_ms_but_not_for_one_predicted_in_50() {
+        let t0 = Instant::now();
+        let v = seeds_cluster(t0);
+        let cfg = RouterConfig::default();
+        // The session wrote just now: its position decides, not the window.
+        let s = known(Some(500), Some(1_000_000));
+        // 95 ms after the write, follower 1 is 5 ms away: wait for it.
         assert_eq!(
-            fresh(&v, s, Strategy::Hybrid, 12_000),
+            hybrid_at(&v, s, at(t0 + Duration::from_millis(95)), &cfg),
+            Choice::Wait {
+                target: Lsn::from_u64(500),
+                budget: Duration::from_millis(20),
+                forecast: Some(Forecast {
+                    follower: 0,
+                    eta: Duration::from_millis(5)
+                }),
+            }
+        );
+        // 50 ms after the write, it is 50 ms away: the leader at once.
+        assert_eq!(
+            hybrid_at(&v, s, at(t0 + Duration::from_millis(50)), &cfg),
+            Choice::Leader(Reason::NoCatchUpForeseen)
+        );
+        // Exactly the budget away still waits; a budget of 0 never does.
+        assert!(matches!(
+            hybrid_at(&v, s, at(t0 + Duration::from_millis(80)), &cfg),
+            Choice::Wait { .. }
+        ));
+        let no_wait = RouterConfig {
+            hybrid_wait: Duration::ZERO,
+            ..RouterConfig::default()
+        };
+        assert_eq!(
+            hybrid_at(&v, s, at(t0 + Duration::from_millis(95)), &no_wait),
+            Choice::Leader(Reason::NoWaitBudget)
+        );
+    }
+
+    #[test]
+    fn hybrid_reads_a_follower_that_has_the_token_without_asking_the_prediction() {
+        let t0 = Instant::now();
+        let v = seeds_cluster(t0);
+        let s = known(Some(350), Some(1_000_000));
+        assert_eq!(
+            hybrid_at(&v, s, at(t0), &RouterConfig::default()),
+            follower(0, Reason::CaughtUp)
+        );
+    }
+
+    #[test]
+    fn hybrid_does_not_wait_for_a_follower_whose_lag_jumped_past_its_pace() {
+        let t0 = Instant::now();
+        let mut v = seeds_cluster(t0);
+        // Follower 1's replay stopped 300 ms before the write: its pace
+        // still says 100 ms, it has been behind for 395 ms.
+        v.followers[0].behind_since = Some(t0 - Duration::from_millis(300));
+        let s = known(Some(500), None);
+        assert_eq!(
+            hybrid_at(
+                &v,
+                s,
+                at(t0 + Duration::from_millis(95)),
+                &RouterConfig::default()
+            ),
+            Choice::Leader(Reason::NoCatchUpForeseen)
+        );
+    }
+
+    #[test]
+    fn a_session_with_only_a_last_write_time_follows_the_window() {
+        let v = view(&[(Some(400), true), (Some(600), true)]);
+        let wrote_at = 1_000_000;
+        let seed_only = SessionState::Known {
+            token: None,
+            last_write_ms: Some(wrote_at),
+            untracked_write_ms: Some(wrote_at),
+        };
+        // Inside the window: the leader.
+        for now_ms in [wrote_at, wrote_at + 4_999] {
+            assert_eq!(
+                fresh(&v, seed_only, Strategy::Hybrid, now_ms),
+                Choice::Leader(Reason::WroteWithinWindow)
+            );
+        }
+        // After it: a follower (the freshest, since nothing is known).
+        assert_eq!(
+            fresh(&v, seed_only, Strategy::Hybrid, wrote_at + 5_000),
+            follower(1, Reason::CaughtUp)
+        );
+        // A write time in the future (another machine's clock) is "now".
+        assert_eq!(
+            fresh(&v, seed_only, Strategy::Hybrid, wrote_at - 60_000),
+            Choice::Leader(Reason::WroteWithinWindow)
+        );
+        // With a position too, the untracked write still gets its window,
+        // then the position decides.
+        let both = SessionState::Known {
+            token: Some(Lsn::from_u64(500)),
+            last_write_ms: Some(wrote_at),
+            untracked_write_ms: Some(wrote_at),
+        };
+        assert_eq!(
+            fresh(&v, both, Strategy::Hybrid, wrote_at + 1_000),
             Choice::Leader(Reason::WroteWithinWindow)
         );
         assert_eq!(
-            fresh(&v, s, Strategy::Hybrid, 15_000),
-            Choice::Wait {
-                target: Lsn::from_u64(500)
-            }
+            fresh(&v, both, Strategy::Hybrid, wrote_at + 5_000),
+            follower(1, Reason::CaughtUp)
         );
-        let caught_up = view(&[(Some(500), true)]);
+    }
+
+    #[test]
+    fn hybrid_ignores_the_window_for_writes_it_has_the_position_of() {
+        // A session's own write, with its position: no window, unlike the
+        // old hybrid (sticky inside the window), which sent it to the leader.
+        let v = view(&[(Some(400), true), (Some(600), true)]);
+        let s = known(Some(500), Some(1_000_000));
         assert_eq!(
-            fresh(&caught_up, s, Strategy::Hybrid, 15_000),
-            follower(0, Reason::CaughtUp)
+            fresh(&v, s, Strategy::Hybrid, 1_000_000),
+            follower(1, Reason::CaughtUp)
         );
     }
 
@@ -575,7 +817,7 @@ mod tests {
                 &SessionState::Unknown,
                 Freshness::StaleOk,
                 st,
-                0,
+                Now::new(0),
                 &RouterConfig::default(),
                 &mut rng(),
             );
@@ -587,7 +829,7 @@ mod tests {
             &SessionState::Unknown,
             Freshness::StaleOk,
             Strategy::Leader,
-            0,
+            Now::new(0),
             &RouterConfig::default(),
             &mut rng(),
         );
@@ -612,6 +854,7 @@ mod tests {
     #[test]
     fn fallback_reasons_are_the_ones_that_wanted_a_follower() {
         assert!(Reason::WaitBudgetSpent.is_fallback());
+        assert!(Reason::NoCatchUpForeseen.is_fallback());
         assert!(Reason::StoreDegraded.is_fallback());
         assert!(!Reason::LeaderStrategy.is_fallback());
         assert!(!Reason::WroteWithinWindow.is_fallback());

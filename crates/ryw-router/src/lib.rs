@@ -55,7 +55,30 @@
 //! The read call routes (rules 2, 4, 5), adds the node's position to the
 //! statement and raises the session's token to it (rule 7), times the read
 //! out, and if the follower broke or stalled, forgets it (rule 3) and reads
-//! once more elsewhere (rule 8). [`Router::read_on`] does the same for a
+//! once more elsewhere (rule 8).
+//!
+//! # The default strategy, `hybrid`
+//!
+//! A fresh read goes to a follower known to have replayed the session's
+//! token. If none has, it waits, at most [`RouterConfig::hybrid_wait`]
+//! (20 ms), only when [`predict::forecast`] expects a follower there within
+//! that budget, and goes to the leader at once otherwise. The prediction is
+//! a pure function of what the tracker publishes ([`ClusterView`]): when
+//! the leader reached each recent position, each follower's replay
+//! position, how long it has been behind, and its pace (how long its recent
+//! catch-ups took, [`NodeStatus::catch_up`]). It decides only whether to
+//! wait: a follower serves the read only once it is seen at the token (rule
+//! 2) and the wait ends at the budget (rule 4), so a wrong prediction (a
+//! follower whose replay stops) costs at most the budget, on the leader,
+//! never a stale read. A read that waited and still went to the leader is a
+//! *wasted wait*, counted per strategy ([`MetricsSnapshot::waits_by_strategy`]).
+//!
+//! The sticky window ([`RouterConfig::sticky_window`]) decides only for a
+//! write whose position is unknown: one recorded by a seed-003-style service
+//! as `user:{id}:last_write_utc`, which the [`RedisStore`] reads beside its
+//! own keys ([`seed`]). For such a session the seed's guarantee holds (fresh
+//! while lag stays under the window), strictly when
+//! [`RouterConfig::max_lag_time`] is under the window. [`Router::read_on`] does the same for a
 //! closure that runs several statements. For an axum service, the
 //! `ryw-axum` crate adds the session extractor and the response headers.
 //!
@@ -71,9 +94,10 @@
 //! | `config.rs` | [`RouterConfig`] with the documented defaults, [`NodeUrls`] |
 //! | `clock.rs` | [`Clock`]: injectable wall clock for the sticky window and TTLs |
 //! | `view.rs` | [`ClusterView`], [`NodeStatus`]: what the tracker publishes |
-//! | `tracker/` | background polling of every node (`mod.rs`) and the pure bookkeeping of positions, lag and rotation (`state.rs`; rules 3 and 8) |
+//! | `tracker/` | background polling of every node (`mod.rs`) and the pure bookkeeping of positions, lag, each follower's pace and rotation (`state.rs`; rules 3 and 8) |
 //! | `decide.rs` | [`decide()`]: the routing decision as a pure function (rules 2, 4, 5) |
-//! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`] |
+//! | `predict.rs` | [`predict::forecast`]: when a follower is expected at a token, the pure function behind `hybrid`'s choice to wait |
+//! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`]; seed 003's `user:{id}:last_write_utc` key (`seed.rs`) |
 //! | `router/` | [`Router`]: the read protocol (`query.rs`), the write protocol (`write.rs`), and the lower level they are built on (`route.rs`, `feedback.rs`) |
 //! | `reader.rs` | [`ReadConn`]: shared, pipelining read connections per node, checked against restarts (rule 2) |
 //! | `pg.rs` | [`connection_lost`], position queries, error text |
@@ -95,7 +119,7 @@
 //! | 1. a write's token is read after `COMMIT` returned | [`WriteTx::commit`], [`Router::write_query`] → [`Router::record_write`] | `commit_lsn::a_follower_at_the_write_token_shows_the_write_but_not_at_an_lsn_read_inside_the_transaction` |
 //! | 2. a follower serves a fresh read only if its position, seen before the read, covers the token | [`decide()`] on the tracker's published view; the epoch check in `Router::route`; [`ReadConn`]'s start-time check | `pairs::fresh_reads_right_after_a_write_are_stale_only_under_legacy` |
 //! | 3. a follower's position is forgotten when its connection breaks or it restarts | `tracker/state.rs` (`forget_follower`, start-time change); [`Router::report_error`] with [`connection_lost`]; [`Router::report_stall`] | `restart::a_follower_restarted_behind_a_session_token_never_serves_that_session_stale`; `lost::a_terminated_read_forgets_the_follower_and_is_served_elsewhere_but_a_cancelled_one_does_not` |
-//! | 4. tokens are signed; a token never makes a read wait past its budget | [`TokenKey::verify`]; `decide::is_absurd`; the bounded wait in `Router::route` | `tokens::forged_tokens_are_refused_and_far_future_tokens_never_wait_past_the_budget` |
+//! | 4. tokens are signed; a token never makes a read wait past its budget | [`TokenKey::verify`]; `decide::is_absurd`; the bounded wait in `Router::route` (its budget in [`Choice::Wait`]: `causal_wait`, or `hybrid_wait` and only when [`predict::forecast`] expects a follower within it) | `tokens::forged_tokens_are_refused_and_far_future_tokens_never_wait_past_the_budget`; `hybrid::hybrid_pays_then_reads_never_stale_mostly_on_followers_and_a_stopped_follower_costs_at_most_the_budget`; unit `a_follower_whose_lag_jumps_past_the_prediction_costs_the_budget_then_no_more_waits` |
 //! | 5. store down → fresh reads on the leader | `SessionState::Unknown` in `Router::route`; the store guard's grace | `store_outage::with_redis_down_fresh_reads_go_to_the_leader_and_follower_reads_resume_after_the_grace` |
 //! | 6. writes only on the leader; a write that did not commit leaves nothing | [`Router::begin`] (the leader's pool); [`WriteTx`] rolls back when dropped; `commit` refuses a failed transaction | `protocol::a_dropped_or_failed_transaction_leaves_nothing_and_reports_not_committed`; service `twelve_concurrent_identical_clicks_charge_exactly_once` |
 //! | 7. monotonic reads | [`Router::query`] selects the node's position in the read and [`Router::raise_token`] keeps it | `monotonic::a_session_never_reads_an_older_version_across_followers_and_instances` |
@@ -111,6 +135,7 @@ mod lsn;
 mod metrics;
 mod options;
 mod pg;
+pub mod predict;
 mod reader;
 mod router;
 mod store;
@@ -122,17 +147,19 @@ mod view;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{LEADER_NAME, NodeUrls, RouterConfig};
-pub use decide::{Choice, Reason, SessionState, decide};
+pub use decide::{Choice, Now, Reason, SessionState, decide};
 pub use error::{Error, Result};
 pub use lsn::Lsn;
-pub use metrics::{MetricsSnapshot, ReadCount};
+pub use metrics::{MetricsSnapshot, ReadCount, StrategyWaits};
 pub use options::{MAX_READ_OPTION, ReadOptions, parse_duration};
 pub use pg::connection_lost;
+pub use predict::Forecast;
 pub use reader::ReadConn;
 pub use router::{
     ColumnIndex, Decision, LocalSession, Read, ReadRequest, Router, Row, SessionRef, Unsettled,
     WriteTx, Written,
 };
+pub use store::seed;
 pub use store::{
     MAX_SESSION_KEY, MemoryStore, RedisStore, RedisStoreConfig, SessionKey, SessionRecord,
     SessionStore, StoreFuture, StoreHealth,
@@ -140,4 +167,4 @@ pub use store::{
 pub use strategy::{Freshness, Strategy};
 pub use timeline::{History, Position, Switch, Verdict};
 pub use token::{MIN_KEY_BYTES, Token, TokenError, TokenKey};
-pub use view::{ClusterView, NodeStatus, Role};
+pub use view::{ClusterView, NodeStatus, Reached, Role};

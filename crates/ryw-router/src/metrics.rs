@@ -28,6 +28,9 @@ pub(crate) struct Metrics {
     /// waits beyond the last bound.
     wait_buckets: [AtomicU64; WAIT_BUCKETS],
     wait_timeouts: AtomicU64,
+    /// Waits per strategy, and those of them that ended on the leader.
+    waits_by_strategy: [AtomicU64; STRATEGIES],
+    wasted_by_strategy: [AtomicU64; STRATEGIES],
     fallbacks_to_leader: AtomicU64,
     evictions: AtomicU64,
     forgets: AtomicU64,
@@ -50,6 +53,8 @@ impl Metrics {
             wait_micros: AtomicU64::new(0),
             wait_buckets: Default::default(),
             wait_timeouts: AtomicU64::new(0),
+            waits_by_strategy: Default::default(),
+            wasted_by_strategy: Default::default(),
             fallbacks_to_leader: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             forgets: AtomicU64::new(0),
@@ -74,8 +79,9 @@ impl Metrics {
         self.writes.fetch_add(1, Relaxed);
     }
 
-    pub fn add_wait(&self, waited: Duration, timed_out: bool) {
+    pub fn add_wait(&self, waited: Duration, timed_out: bool, strategy: Strategy) {
         self.waits.fetch_add(1, Relaxed);
+        self.waits_by_strategy[strategy.index()].fetch_add(1, Relaxed);
         self.wait_micros
             .fetch_add(waited.as_micros() as u64, Relaxed);
         let bucket = MetricsSnapshot::WAIT_BOUNDS
@@ -86,6 +92,11 @@ impl Metrics {
         if timed_out {
             self.wait_timeouts.fetch_add(1, Relaxed);
         }
+    }
+
+    /// A read that waited was served by the leader anyway.
+    pub fn add_wasted_wait(&self, strategy: Strategy) {
+        self.wasted_by_strategy[strategy.index()].fetch_add(1, Relaxed);
     }
 
     pub fn add_fallback(&self) {
@@ -143,9 +154,20 @@ impl Metrics {
                 }
             }
         }
+        let waits_by_strategy: Vec<StrategyWaits> = Strategy::ALL
+            .into_iter()
+            .map(|strategy| StrategyWaits {
+                strategy,
+                waits: self.waits_by_strategy[strategy.index()].load(Relaxed),
+                wasted: self.wasted_by_strategy[strategy.index()].load(Relaxed),
+            })
+            .filter(|w| w.waits > 0 || w.wasted > 0)
+            .collect();
         MetricsSnapshot {
             reads,
             writes: self.writes.load(Relaxed),
+            wasted_waits: waits_by_strategy.iter().map(|w| w.wasted).sum(),
+            waits_by_strategy,
             waits: self.waits.load(Relaxed),
             wait_time: Duration::from_micros(self.wait_micros.load(Relaxed)),
             wait_buckets: self.wait_buckets.iter().map(|b| b.load(Relaxed)).collect(),
@@ -176,6 +198,19 @@ pub struct ReadCount {
     pub count: u64,
 }
 
+/// Waits of one strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StrategyWaits {
+    /// The strategy in force for the reads.
+    pub strategy: Strategy,
+    /// Fresh reads that waited for a follower to catch up.
+    pub waits: u64,
+    /// Of those, reads served by the leader anyway (the wait bought
+    /// nothing): budget spent, the last follower left rotation, or the
+    /// follower failed after it caught up.
+    pub wasted: u64,
+}
+
 /// All counters at one moment, totals since the router started.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MetricsSnapshot {
@@ -195,6 +230,12 @@ pub struct MetricsSnapshot {
     pub wait_buckets: Vec<u64>,
     /// Waits that ran out of budget and went to the leader.
     pub wait_timeouts: u64,
+    /// Waits that ended on the leader anyway, all strategies (see
+    /// [`StrategyWaits::wasted`]).
+    pub wasted_waits: u64,
+    /// Waits and wasted waits per strategy; strategies that never waited
+    /// are left out.
+    pub waits_by_strategy: Vec<StrategyWaits>,
     /// Reads that wanted a follower and were served by the leader (no
     /// follower, store degraded, budget spent, check failed, …).
     pub fallbacks_to_leader: u64,
@@ -268,25 +309,42 @@ mod tests {
         m.add_read(1, Freshness::Fresh, Strategy::Causal);
         m.add_read(1, Freshness::Fresh, Strategy::Causal);
         m.add_read(1, Freshness::StaleOk, Strategy::Hybrid);
-        m.add_wait(Duration::from_millis(3), true);
+        m.add_wait(Duration::from_millis(3), true, Strategy::Hybrid);
+        m.add_wasted_wait(Strategy::Hybrid);
+        m.add_wait(Duration::from_millis(1), false, Strategy::Causal);
         m.add_evictions(0);
         let s = m.snapshot();
         assert_eq!(s.reads.len(), 3);
         assert_eq!(s.reads_on("f1"), 3);
         assert_eq!(s.reads_on("leader"), 1);
-        assert_eq!((s.waits, s.wait_timeouts), (1, 1));
-        assert_eq!(s.wait_time, Duration::from_millis(3));
+        assert_eq!((s.waits, s.wait_timeouts, s.wasted_waits), (2, 1, 1));
+        assert_eq!(s.wait_time, Duration::from_millis(4));
+        assert_eq!(
+            s.waits_by_strategy,
+            [
+                StrategyWaits {
+                    strategy: Strategy::Causal,
+                    waits: 1,
+                    wasted: 0
+                },
+                StrategyWaits {
+                    strategy: Strategy::Hybrid,
+                    waits: 1,
+                    wasted: 1
+                },
+            ]
+        );
         assert_eq!(s.evictions, 0);
     }
 
     #[test]
     fn waits_land_in_the_bucket_of_their_duration() {
         let m = Metrics::new(vec![Arc::from("leader")]);
-        m.add_wait(Duration::from_micros(300), false); // ≤ 1 ms
-        m.add_wait(Duration::from_millis(1), false); // ≤ 1 ms: bounds are inclusive
-        m.add_wait(Duration::from_millis(15), false); // ≤ 20 ms
-        m.add_wait(Duration::from_millis(200), true); // ≤ 200 ms
-        m.add_wait(Duration::from_secs(9), true); // beyond 5 s
+        m.add_wait(Duration::from_micros(300), false, Strategy::Causal); // ≤ 1 ms
+        m.add_wait(Duration::from_millis(1), false, Strategy::Causal); // ≤ 1 ms: bounds are inclusive
+        m.add_wait(Duration::from_millis(15), false, Strategy::Causal); // ≤ 20 ms
+        m.add_wait(Duration::from_millis(200), true, Strategy::Causal); // ≤ 200 ms
+        m.add_wait(Duration::from_secs(9), true, Strategy::Causal); // beyond 5 s
         let s = m.snapshot();
         let by_bound: Vec<(Option<Duration>, u64)> =
             s.wait_histogram().filter(|&(_, n)| n > 0).collect();

@@ -23,8 +23,13 @@ pub enum Strategy {
     /// bounded time for one to catch up, else the leader: read-your-writes and
     /// monotonic reads on any device.
     Causal,
-    /// `sticky` inside the window (no waiting right after a write), `causal`
-    /// after it. The default.
+    /// The default: a follower whose replay LSN is at least the session's
+    /// token; if none, a wait only when the tracker predicts a follower will
+    /// reach the token within the hybrid budget (20 ms), else the leader at
+    /// once ([`crate::predict`]). The sticky window decides only for a write
+    /// whose position is unknown (seed 003's `user:{id}:last_write_utc`).
+    /// Read-your-writes and monotonic reads, leader share near the oracle,
+    /// almost no wasted waits.
     Hybrid,
     /// The peer strategy of GitLab and MaxScale: ask a follower for its replay
     /// LSN right before the read (one extra round trip), use it if it has

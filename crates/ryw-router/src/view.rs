@@ -2,6 +2,9 @@
 //! routing and to the dashboard (`GET /api/cluster`).
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::Lsn;
 
@@ -65,6 +68,17 @@ pub struct NodeStatus {
     /// of what that read saw from the first poll sent after `t` (see
     /// `Router::settle`). `None` while nothing is known.
     pub polled_at: Option<tokio::time::Instant>,
+    /// Follower: when the tracker first saw the leader beyond this
+    /// follower's replay position, so it has been behind for `now -
+    /// behind_since` (the lag above, measured at any instant). `None` when
+    /// it has caught up with the leader, or while unknown.
+    pub behind_since: Option<Instant>,
+    /// Follower: how long after the leader reaches a position the tracker
+    /// sees this follower at it — the longest of its last 8 catch-ups (its
+    /// replay delay plus up to a poll interval). `None` until it has been
+    /// seen catching up, and again after its position is forgotten. The
+    /// `hybrid` prediction reads it ([`crate::predict`]).
+    pub catch_up: Option<Duration>,
 }
 
 impl NodeStatus {
@@ -80,6 +94,8 @@ impl NodeStatus {
             note: Some(NOT_POLLED_YET.to_owned()),
             epoch: 0,
             polled_at: None,
+            behind_since: None,
+            catch_up: None,
         }
     }
 }
@@ -104,8 +120,21 @@ impl NodeStatus {
             note: None,
             epoch: 0,
             polled_at: None,
+            behind_since: None,
+            catch_up: None,
         }
     }
+}
+
+/// A leader position and when the tracker first saw the leader at it (or
+/// beyond): a poll, or a write's commit position noted right after its
+/// `COMMIT` returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reached {
+    /// The position.
+    pub lsn: Lsn,
+    /// When it was first seen (no earlier than the leader reached it).
+    pub at: Instant,
 }
 
 /// A consistent snapshot of the whole cluster, published on every poll.
@@ -115,6 +144,13 @@ pub struct ClusterView {
     pub leader: NodeStatus,
     /// The followers, in configuration order (indexes are stable).
     pub followers: Vec<NodeStatus>,
+    /// The leader's positions that no follower in rotation has replayed
+    /// yet, oldest first, each with when the tracker first saw it: what the
+    /// `hybrid` prediction needs to know when a token's position was
+    /// written. At most 64; beyond that, neighbours are thinned keeping
+    /// the later of them, so a lookup never answers earlier than the truth
+    /// (a prediction then errs towards not waiting).
+    pub leader_reached: Vec<Reached>,
 }
 
 impl ClusterView {
@@ -131,5 +167,13 @@ impl ClusterView {
     /// How many followers may serve reads now.
     pub fn followers_in_rotation(&self) -> usize {
         self.followers.iter().filter(|f| f.in_rotation).count()
+    }
+
+    /// When the tracker first saw the leader at or beyond `lsn`, from
+    /// [`ClusterView::leader_reached`]; `None` when `lsn` is beyond every
+    /// position published (a write the tracker has not seen yet).
+    pub fn leader_reached_at(&self, lsn: Lsn) -> Option<Instant> {
+        let i = self.leader_reached.partition_point(|r| r.lsn < lsn);
+        self.leader_reached.get(i).map(|r| r.at)
     }
 }

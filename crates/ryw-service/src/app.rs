@@ -89,7 +89,7 @@ async fn log_request(State(state): State<AppState>, req: Request, next: Next) ->
         ms = took.as_secs_f64() * 1000.0,
         node = served.map(|s| &*s.node).unwrap_or("-"),
         strategy = served.and_then(|s| s.strategy).map(|s| s.as_str()).unwrap_or("-"),
-        waited_ms = served.and_then(|s| s.waited).map(|w| w.as_millis() as u64).unwrap_or(0),
+        waited_ms = served.and_then(|s| s.waited).map(|w| w.as_micros().div_ceil(1000) as u64).unwrap_or(0),
     );
     resp
 }

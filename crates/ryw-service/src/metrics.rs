@@ -1,7 +1,8 @@
 //! `/metrics` in the Prometheus text format (0.0.4), through the Prometheus
 //! project's client (`prometheus-client`): the service's request counters
-//! and latency histogram, the router's counters and wait histogram, the
-//! tracker's lag gauges and the session store's health.
+//! and latency histogram, the router's counters and wait histogram (and
+//! waits and wasted waits by strategy), the tracker's lag gauges and the
+//! session store's health.
 //!
 //! The building blocks are reusable by any front that has a
 //! [`ryw_router::Router`] (the proxy exports the same way):
@@ -147,6 +148,7 @@ mod tests {
             &ClusterView {
                 leader: test_node("leader"),
                 followers: vec![],
+                leader_reached: vec![],
             },
             true,
         );
@@ -174,6 +176,19 @@ mod tests {
         let mut snap = MetricsSnapshot {
             waits: 3,
             wait_time: Duration::from_millis(230),
+            wasted_waits: 1,
+            waits_by_strategy: vec![
+                ryw_router::StrategyWaits {
+                    strategy: ryw_router::Strategy::Causal,
+                    waits: 1,
+                    wasted: 1,
+                },
+                ryw_router::StrategyWaits {
+                    strategy: ryw_router::Strategy::Hybrid,
+                    waits: 2,
+                    wasted: 0,
+                },
+            ],
             ..MetricsSnapshot::default()
         };
         snap.wait_buckets = vec![0; MetricsSnapshot::WAIT_BOUNDS.len() + 1];
@@ -185,11 +200,16 @@ mod tests {
             &ClusterView {
                 leader: test_node("leader"),
                 followers: vec![],
+                leader_reached: vec![],
             },
             false,
         );
         for line in [
             "ryw_waits_total 3",
+            "ryw_strategy_waits_total{strategy=\"causal\"} 1",
+            "ryw_strategy_waits_total{strategy=\"hybrid\"} 2",
+            "ryw_wasted_waits_total{strategy=\"causal\"} 1",
+            "ryw_wasted_waits_total{strategy=\"hybrid\"} 0",
             "ryw_wait_duration_seconds_count 3",
             "ryw_wait_duration_seconds_sum 0.23",
             "ryw_wait_duration_seconds_bucket{le=\"0.01\"} 0",
@@ -218,6 +238,8 @@ mod tests {
             note: None,
             epoch: 0,
             polled_at: None,
+            behind_since: None,
+            catch_up: None,
         }
     }
 }

@@ -14,21 +14,59 @@ localStorage.setItem("ryw.user", state.user);
 
 function money(cents) { return "$" + (cents / 100).toFixed(2); }
 function now() { return new Date().toLocaleTimeString(); }
+const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
 
-async function api(method, path, body, extra = {}) {
-  const headers = { "X-Demo-UserId": state.user, ...extra };
-  if (state.token) headers["X-Consistency-Token"] = state.token;
+/** A request as `who` (the page's user by default, or a live demo user). */
+async function api(method, path, body, extra = {}, who = null) {
+  const user = who ? who.user : state.user;
+  const token = who ? who.token : state.token;
+  const headers = { "X-Demo-UserId": user, ...extra };
+  if (token) headers["X-Consistency-Token"] = token;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const token = resp.headers.get("X-Consistency-Token");
-  if (token) { state.token = token; localStorage.setItem("ryw.token", token); }
+  const back = resp.headers.get("X-Consistency-Token");
+  if (back && who) who.token = back;
+  else if (back) { state.token = back; localStorage.setItem("ryw.token", back); }
   let data = null;
   try { data = await resp.json(); } catch (_) { /* empty body */ }
   return {
     status: resp.status, data,
     servedBy: resp.headers.get("X-Served-By"),
     waitedMs: resp.headers.get("X-Waited-Ms") || "0",
+    waitedFor: resp.headers.get("X-Waited-For"),
   };
+}
+
+/** A fresh read's wait in words: whether it waited, for which follower, how long. */
+function describeWait(strategy, servedBy, waitedMs, waitedFor) {
+  const ms = Number(waitedMs || 0);
+  if (ms > 0) {
+    const target = waitedFor || (servedBy !== "leader" ? servedBy : "a follower");
+    return servedBy === "leader"
+      ? `waited ${ms} ms for ${target}, which did not catch up in time: the leader served it (a wasted wait)`
+      : `waited ${ms} ms for ${target}, which then served it`;
+  }
+  if (servedBy === "leader") {
+    return strategy === "hybrid"
+      ? "did not wait: no follower was about to have the write, so the leader served it at once"
+      : "did not wait: the leader served it";
+  }
+  return strategy === "legacy"
+    ? `did not wait: ${servedBy}, picked at random, whatever it had replayed`
+    : `did not wait: ${servedBy} already had the write`;
+}
+
+/** The default strategy in one sentence, with the server's own settings. */
+function explainDefault(c) {
+  const what = {
+    hybrid: `a fresh read goes to a follower that already has your last write; if none has it yet, it waits (at most ${c.hybrid_wait_ms} ms) only when the router predicts a follower is about to catch up, and otherwise reads the leader at once: never an old balance, and the leader serves only the reads no follower could`,
+    causal: `a fresh read goes to a follower that has your last write, waiting up to ${c.causal_wait_ms} ms for one, then the leader`,
+    sticky: `after a write you read from the leader for ${duration(c.sticky_window_ms)}, then from a random follower`,
+    leader: "every fresh read goes to the leader",
+    legacy: "a fresh read goes to a random follower, however far behind: stale reads",
+    "per-read-check": "a fresh read asks a random follower whether it has your write, then reads there or on the leader",
+  }[c.strategy] || "";
+  return `The default, ${c.strategy}: ${what}.`;
 }
 
 function strategyHeaders() {
@@ -103,6 +141,7 @@ async function refresh() {
   const who = document.createElement("b");
   who.textContent = d.served_by;
   box.append(who, ` via ${d.strategy}, waited ${d.waited_ms} ms`);
+  $("#read-wait").textContent = "Last fresh read: " + describeWait(d.strategy, d.served_by, d.waited_ms, r.waitedFor) + ".";
   if (!stale) showBalance(d.balance_cents, d.version);
   const row = document.createElement("tr");
   for (const text of [now(), d.strategy, d.served_by, d.waited_ms + " ms", notFound ? "none (404)" : d.version]) {
@@ -132,6 +171,10 @@ async function loadCluster() {
   const sel = $("#strategy");
   if (!c.strategy_header) { sel.value = c.strategy; sel.disabled = true; sel.title = "the server runs without --allow-strategy-header"; }
   $("#store").textContent = `session store: ${c.session_store.kind}${c.session_store.healthy ? "" : " — DEGRADED, fresh reads go to the leader"}`;
+  $("#default-explained").textContent = explainDefault(c);
+  $("#lane-default .lane-name").textContent = c.strategy;
+  $("#lane-default .lane-what").textContent = "the server's default";
+  startLanes(c);
   const body = $("#nodes tbody");
   const focused = document.activeElement && document.activeElement.dataset.follower;
   if (focused) return; // do not redraw under the user's cursor
@@ -139,13 +182,20 @@ async function loadCluster() {
   for (const n of c.nodes) {
     const tr = document.createElement("tr");
     const lag = n.role === "leader" ? "" : (n.lag_ms === null ? "?" : `${n.lag_ms} ms / ${n.lag_bytes ?? "?"} B`);
-    for (const text of [n.name, n.role, n.lsn ?? "unknown", lag, n.in_rotation ? "in" : ("out" + (n.note ? `: ${n.note}` : ""))]) {
-      const td = document.createElement("td"); td.textContent = text; tr.append(td);
-    }
+    const catchUp = n.role === "leader" || n.catch_up_ms === null ? "" : `${n.catch_up_ms} ms`;
+    const cells = [n.name, n.role, n.lsn ?? "unknown", lag, n.in_rotation ? "in" : ("out" + (n.note ? `: ${n.note}` : "")), catchUp];
+    cells.forEach((text, i) => {
+      const td = document.createElement("td"); td.textContent = text;
+      if (i === 3 && n.role === "follower") td.className = "lag"; // "12 ms / 400 B" stays on one line
+      tr.append(td);
+    });
     const td = document.createElement("td");
     if (n.role === "follower" && c.lag_control) {
       const input = document.createElement("input");
       input.type = "number"; input.min = 0; input.max = 60000; input.step = 100; input.placeholder = "ms";
+      // The follower's current replay delay, as last set.
+      if (n.delay_ms !== null && n.delay_ms !== undefined) input.value = n.delay_ms;
+      input.title = "replay delay in ms (recovery_min_apply_delay)";
       input.dataset.follower = n.name;
       const btn = document.createElement("button");
       btn.textContent = "set"; btn.className = "link";
@@ -160,6 +210,82 @@ async function loadCluster() {
     body.append(tr);
   }
   $("#lag-head").style.display = c.lag_control ? "" : "none";
+}
+
+// ---------------------------------------------------------------------------
+// The live comparison: two demo users of their own, one read through
+// `legacy`, one through the server's default, paying and reading at a human
+// pace from the moment the page opens.
+
+const lanes = [
+  { id: "lane-legacy", strategy: "legacy" },
+  { id: "lane-default", strategy: null }, // no header: the server's default
+].map((l) => ({ ...l, user: crypto.randomUUID(), token: null, paid: 0, ready: false, reads: 0, stale: 0, running: false }));
+
+function startLanes(c) {
+  for (const lane of lanes) {
+    if (lane.running) continue;
+    if (lane.strategy && !c.strategy_header) {
+      document.querySelector(`#${lane.id} .lane-last`).textContent =
+        "needs the server's --allow-strategy-header to pick legacy for this user";
+      continue;
+    }
+    lane.running = true;
+    runLane(lane);
+  }
+}
+
+async function runLane(lane) {
+  for (;;) {
+    try { await laneRound(lane); } catch (_) { /* the server restarted: try again */ }
+    await sleep(1200 + Math.random() * 800);
+  }
+}
+
+/** One payment, a glance, then the balance: stale if older than the payment. */
+async function laneRound(lane) {
+  if (!lane.ready) {
+    const a = await api("POST", "/api/account", undefined, {}, lane);
+    if (a.status !== 200 && a.status !== 201) return;
+    lane.paid = Math.max(lane.paid, a.data.version);
+    lane.ready = true;
+  }
+  const p = await api("POST", "/api/payments", { amount_cents: 100, description: "live demo" },
+    { "Idempotency-Key": crypto.randomUUID() }, lane);
+  if (p.status === 422 || p.status === 404) { // out of money (or gone): a new demo user
+    Object.assign(lane, { user: crypto.randomUUID(), token: null, paid: 0, ready: false });
+    return;
+  }
+  if (p.status !== 201 && p.status !== 200) return;
+  lane.paid = Math.max(lane.paid, p.data.version);
+  await sleep(Math.random() * 150); // a glance at the confirmation, then the balance
+  const r = await api("GET", "/api/balance", undefined,
+    lane.strategy ? { "X-Read-Strategy": lane.strategy } : {}, lane);
+  const notFound = r.status === 404 && r.data && String(r.data.type).endsWith("/no-account");
+  if (r.status !== 200 && !notFound) return;
+  const version = notFound ? null : r.data.version;
+  const strategy = notFound ? (lane.strategy || "default") : r.data.strategy;
+  const stale = notFound || version < lane.paid;
+  lane.reads += 1;
+  if (stale) lane.stale += 1;
+  const el = document.getElementById(lane.id);
+  const count = el.querySelector(".stale-count");
+  count.textContent = lane.stale;
+  count.classList.toggle("bad", lane.stale > 0);
+  el.querySelector(".read-count").textContent = lane.reads;
+  const li = document.createElement("li");
+  li.className = stale ? "stale" : "fresh";
+  li.textContent = `${stale ? "stale" : "fresh"} v${version ?? "–"} ${r.servedBy}`;
+  li.title = `paid version ${lane.paid}, read version ${version ?? "none (404)"} from ${r.servedBy}, waited ${r.waitedMs} ms`;
+  const list = el.querySelector("ol.recent");
+  list.prepend(li);
+  while (list.children.length > 8) list.lastChild.remove();
+  el.querySelector(".lane-last").textContent = stale
+    ? `last read: version ${version ?? "none (404)"} from ${r.servedBy}, after paying version ${lane.paid}: STALE`
+    : `last read: version ${version} from ${r.servedBy}, the payment's own`;
+  if (!lane.strategy) {
+    $("#default-wait").textContent = "Last fresh read: " + describeWait(strategy, r.servedBy, r.waitedMs, r.waitedFor) + ".";
+  }
 }
 
 async function saveProfile(ev) {

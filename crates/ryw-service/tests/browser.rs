@@ -1,8 +1,13 @@
-//! A real-browser test of the dashboard (issue 4).
+//! A real-browser test of the dashboard (issues 4 and 14).
 //!
 //! A real cluster with the seeds' lags (100 ms and 400 ms), a real listening
 //! `ryw serve`, and headless Chromium driven over WebDriver (`chromedriver`,
-//! through `fantoccini`): pay and see the new balance from the write
+//! through `fantoccini`). Opened cold, the page runs a live comparison (two
+//! demo users paying and reading, one on `legacy`, one on the default): a
+//! stale read shows in red on the legacy side within seconds, none on the
+//! default's, whose last wait is explained; the default is explained in one
+//! sentence; the replay-delay inputs show each follower's delay; the lag
+//! column does not wrap. Then: pay and see the new balance from the write
 //! response; under `legacy`, "Pay, then read at once" shows a STALE read
 //! within a few tries; under `causal` it never does. Screenshots land in
 //! `target/browser-test/`.
@@ -42,6 +47,15 @@ const STICKY_WINDOW: Duration = Duration::from_millis(2500);
 
 /// How long one page update may take before the test fails.
 const STEP: Duration = Duration::from_secs(10);
+
+/// How long the live comparison may take to show a stale read under
+/// `legacy` (a round every 1.2–2 s, each stale with a chance of about five
+/// in six at these lags: follower2 always, follower1 two times in three).
+const LIVE_STALE: Duration = Duration::from_secs(15);
+
+/// The colours of the marks (style.css `--bad`, `--good`).
+const RED: &str = "rgb(198, 40, 40)";
+const GREEN: &str = "rgb(46, 125, 50)";
 
 // ---------------------------------------------------------------------------
 // Tools and folders
@@ -235,6 +249,23 @@ struct Page {
     reads: u64,
     nodes: Vec<Vec<String>>,
     sticky_option: String,
+    read_wait: String,
+    live: [Lane; 2],
+    default_explained: String,
+    default_wait: String,
+    delays: Vec<String>,
+    lag_white_space: Vec<String>,
+}
+
+/// One side of the live comparison.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+struct Lane {
+    name: String,
+    stale: u64,
+    stale_red: bool,
+    reads: u64,
+    /// The last reads, newest first: (text, class, background colour).
+    recent: Vec<(String, String, String)>,
 }
 
 async fn page(client: &Client) -> Page {
@@ -254,6 +285,20 @@ async fn page(client: &Client) -> Page {
             nodes: [...document.querySelectorAll("#nodes tbody tr")].map(
                 (tr) => [...tr.cells].map((td) => td.textContent.trim())),
             sticky_option: text("#strategy option[value=sticky]"),
+            read_wait: text("#read-wait"),
+            live: ["#lane-legacy", "#lane-default"].map((id) => ({
+                name: text(`${id} .lane-name`),
+                stale: Number(text(`${id} .stale-count`)),
+                stale_red: getComputedStyle(q(`${id} .stale-count`)).color === "rgb(198, 40, 40)",
+                reads: Number(text(`${id} .read-count`)),
+                recent: [...document.querySelectorAll(`${id} ol.recent li`)].map(
+                    (li) => [li.textContent.trim(), li.className, getComputedStyle(li).backgroundColor]),
+            })),
+            default_explained: text("#default-explained"),
+            default_wait: text("#default-wait"),
+            delays: [...document.querySelectorAll("#nodes input[data-follower]")].map((i) => i.value),
+            lag_white_space: [...document.querySelectorAll("#nodes td.lag")].map(
+                (td) => getComputedStyle(td).whiteSpace),
         };
     "##;
     let v = client
@@ -272,7 +317,80 @@ async fn page(client: &Client) -> Page {
         reads: v["reads"].as_u64().unwrap_or(0),
         nodes: serde_json::from_value(v["nodes"].clone()).unwrap_or_default(),
         sticky_option: s("sticky_option"),
+        read_wait: s("read_wait"),
+        live: serde_json::from_value(v["live"].clone()).expect("the live lanes"),
+        default_explained: s("default_explained"),
+        default_wait: s("default_wait"),
+        delays: serde_json::from_value(v["delays"].clone()).unwrap_or_default(),
+        lag_white_space: serde_json::from_value(v["lag_white_space"].clone()).unwrap_or_default(),
     }
+}
+
+/// Polls the page until `ready` accepts it, for at most `limit`.
+async fn until_within(
+    client: &Client,
+    limit: Duration,
+    what: &str,
+    ready: impl Fn(&Page) -> bool,
+) -> Page {
+    let deadline = Instant::now() + limit;
+    loop {
+        let p = page(client).await;
+        if ready(&p) {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {limit:?} the page still does not show {what}: {p:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What the live comparison's default side must show, whatever it read: no
+/// stale read, every mark green, and the last read's wait explained in
+/// words that agree with the last mark (who served it).
+fn check_default_lane(p: &Page) {
+    let lane = &p.live[1];
+    assert_eq!(lane.name, "hybrid", "the default's side is named: {p:#?}");
+    assert_eq!(lane.stale, 0, "the default never reads stale: {p:#?}");
+    assert!(!lane.stale_red, "{p:#?}");
+    for (text, class, colour) in &lane.recent {
+        assert_eq!(
+            (class.as_str(), colour.as_str()),
+            ("fresh", GREEN),
+            "{text}: {p:#?}"
+        );
+    }
+    let (last, _, _) = lane.recent.first().expect("a read on the default's side");
+    let served_by = last.rsplit(' ').next().unwrap();
+    let wait = p
+        .default_wait
+        .strip_prefix("Last fresh read: ")
+        .unwrap_or_else(|| panic!("the last wait is explained: {p:#?}"));
+    let agrees = if let Some(rest) = wait.strip_prefix("waited ") {
+        // "waited 9 ms for follower1, which then served it", or wasted.
+        let ms: u64 = rest
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("a wait in ms");
+        (1..=200).contains(&ms)
+            && if served_by == "leader" {
+                wait.contains("the leader served it (a wasted wait)")
+            } else {
+                wait.contains(&format!("for {served_by}, which then served it"))
+            }
+    } else if served_by == "leader" {
+        wait == "did not wait: no follower was about to have the write, so the leader served it at once."
+    } else {
+        wait == format!("did not wait: {served_by} already had the write.")
+    };
+    assert!(
+        agrees,
+        "the wait and the last read disagree ({last}): {p:#?}"
+    );
 }
 
 /// Polls the page until `ready` accepts it, for at most [`STEP`].
@@ -338,7 +456,47 @@ fn money(cents: i64) -> String {
 
 /// The user's story, in the browser.
 async fn scenario(client: &Client, base: &str, out: &Path) {
+    let opened = Instant::now();
     client.goto(base).await.expect("opening the dashboard");
+
+    // Cold, before any click: the live comparison shows a stale read on the
+    // legacy side, in red, and none on the default's.
+    let p = until_within(client, LIVE_STALE, "a stale read on the legacy side", |p| {
+        p.live[0].stale >= 1 && p.live[1].reads >= 2
+    })
+    .await;
+    eprintln!(
+        "live comparison: first legacy stale read shown {:?} after opening: {:?}",
+        opened.elapsed(),
+        p.live
+    );
+    let default_reads_at_open = p.live[1].reads;
+    let legacy = &p.live[0];
+    assert_eq!(legacy.name, "legacy");
+    assert!(
+        legacy.stale_red,
+        "the legacy side's stale count is red: {p:#?}"
+    );
+    assert!(
+        legacy
+            .recent
+            .iter()
+            .any(|(text, class, colour)| text.starts_with("stale v")
+                && class == "stale"
+                && colour == RED),
+        "a red mark for the stale read: {p:#?}"
+    );
+    check_default_lane(&p);
+    assert!(
+        p.default_explained.starts_with("The default, hybrid: ")
+            && p.default_explained.contains("at most 20 ms"),
+        "the default explained in one sentence, with the server's budget: {p:#?}"
+    );
+    // The replay-delay inputs show each follower's current delay, and the
+    // lag column stays on one line.
+    assert_eq!(p.delays, ["100", "400"], "{p:#?}");
+    assert_eq!(p.lag_white_space, ["nowrap", "nowrap"], "{p:#?}");
+    screenshot(client, &out.join("dashboard-live.png")).await;
 
     // The account is created and the cluster table is filled.
     let p = until(client, "the opening balance and three nodes", |p| {
@@ -404,6 +562,13 @@ async fn scenario(client: &Client, base: &str, out: &Path) {
     for i in 0..CAUSAL_TRIES {
         let p = pay_then_read(client).await;
         assert!(p.read_result.contains("via causal"), "{p:#?}");
+        // The last fresh read's wait, in words: "waited … for followerN" or
+        // "did not wait …".
+        assert!(
+            p.read_wait.starts_with("Last fresh read: waited ")
+                || p.read_wait.starts_with("Last fresh read: did not wait"),
+            "{p:#?}"
+        );
         assert_eq!(
             p.mark.as_deref(),
             Some("fresh"),
@@ -416,6 +581,13 @@ async fn scenario(client: &Client, base: &str, out: &Path) {
         );
     }
     screenshot(client, &out.join("dashboard.png")).await;
+
+    // The live comparison kept going all along: still no stale read on the
+    // default's side.
+    let p = page(client).await;
+    assert!(p.live[1].reads > default_reads_at_open, "{p:#?}");
+    check_default_lane(&p);
+    eprintln!("live comparison at the end: {:?}", p.live);
 
     // A phone-sized window: the cards fit, nothing scrolls sideways.
     client.set_window_size(390, 1000).await.expect("resizing");
@@ -438,6 +610,22 @@ async fn scenario(client: &Client, base: &str, out: &Path) {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    // Even there, each follower's lag ("12 ms / 400 B") is one line.
+    let lines = client
+        .execute(
+            r##"return [...document.querySelectorAll("#nodes td.lag")].map((td) => {
+                   const r = document.createRange(); r.selectNodeContents(td);
+                   return new Set([...r.getClientRects()].map((b) => Math.round(b.top))).size;
+               })"##,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        lines,
+        json!([1, 1]),
+        "the lag column wraps in a narrow window"
+    );
     screenshot(client, &out.join("dashboard-narrow.png")).await;
 }
 
@@ -447,7 +635,8 @@ async fn catching<F: Future<Output = ()>>(fut: F) -> std::thread::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_in_chromium_shows_stale_reads_under_legacy_and_none_under_causal() {
+async fn the_dashboard_in_chromium_shows_stale_reads_under_legacy_and_none_under_causal_or_the_default()
+ {
     let chromium = tool(&["chromium", "chromium-browser"]);
     let chromedriver_bin = tool(&["chromedriver"]);
     let out = output_dir();

@@ -216,8 +216,9 @@ pub struct BenchRunArgs {
     /// row each).
     #[arg(long, default_value = "other", requires = "proxy")]
     pub read_on: String,
-    /// Strategies, comma-separated: `all` or names with an optional
-    /// `:duration` (e.g. `legacy,sticky:2s,causal:0ms`).
+    /// Strategies, comma-separated: `all`, `sweep` (causal at 0, 5, 20, 50
+    /// and 200 ms, and hybrid) or names with an optional `:duration` (e.g.
+    /// `legacy,sticky:2s,causal:0ms`).
     #[arg(long, default_value = "all")]
     pub strategies: String,
     /// Virtual users in total (split over the strategies).
@@ -282,12 +283,19 @@ pub struct RoutingArgs {
     /// hybrid, per-read-check.
     #[arg(long, env = "RYW_STRATEGY", default_value_t = router_default().default_strategy)]
     pub strategy: Strategy,
-    /// Sticky window: after a write, the session reads from the leader this long.
+    /// Sticky window: after a write, the session reads from the leader this
+    /// long (`sticky`; `hybrid` only for a write whose position it does not
+    /// know, such as seed 003's `user:{id}:last_write_utc`).
     #[arg(long, env = "RYW_STICKY_WINDOW", default_value_t = Dur(router_default().sticky_window))]
     pub sticky_window: Dur,
-    /// Causal wait budget: longest a fresh read waits for a follower (0 = never).
+    /// Causal wait budget: longest a `causal` fresh read waits for a
+    /// follower (0 = never).
     #[arg(long, env = "RYW_CAUSAL_WAIT", default_value_t = Dur(router_default().causal_wait))]
     pub causal_wait: Dur,
+    /// Hybrid wait budget: longest a `hybrid` fresh read waits, only for a
+    /// follower the tracker predicts will catch up within it (0 = never).
+    #[arg(long, env = "RYW_HYBRID_WAIT", default_value_t = Dur(router_default().hybrid_wait))]
+    pub hybrid_wait: Dur,
     /// A follower lagging more than this leaves rotation.
     #[arg(long, env = "RYW_MAX_LAG", default_value_t = Dur(router_default().max_lag_time))]
     pub max_lag: Dur,
@@ -400,8 +408,10 @@ pub struct DemoArgs {
     /// How long the bench runs.
     #[arg(long, default_value = "40s")]
     pub duration: Dur,
-    /// Virtual users in total.
-    #[arg(long, default_value_t = 32)]
+    /// Virtual users in total, split over the 11 strategies (about 12
+    /// each: enough reads per strategy for its p99 and leader share to
+    /// settle, a light load on the cluster).
+    #[arg(long, default_value_t = 128)]
     pub users: usize,
     /// Where the HTML report goes.
     #[arg(long, default_value = "ryw-report")]

@@ -1,6 +1,8 @@
 //! Building the report from a history: the checker over every operation,
 //! then, per strategy, the counts, the latency distribution, the leader
-//! share, the waits and the stale-read rate by time since the user's write.
+//! share, the waits (and the wasted ones: a read that waited, `waited_ms` >
+//! 0, and was served by the leader anyway) and the stale-read rate by time
+//! since the user's write.
 
 use super::lag::follower_lag;
 use super::oracle::{oracle_count, smallest_apply_delay};
@@ -104,15 +106,18 @@ impl BenchReport {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("valid histogram bounds");
             let mut leader = 0;
-            let (mut waits, mut waited) = (0u64, 0.0);
+            let (mut waits, mut waited, mut wasted) = (0u64, 0.0, 0u64);
             let mut by_gap = gap_buckets();
             for r in &reads {
                 let op = &history.ops[r.op];
                 hist.saturating_record(op.latency_us().max(1));
-                leader += u64::from(op.served_by.as_deref() == Some("leader"));
+                let on_leader = op.served_by.as_deref() == Some("leader");
+                leader += u64::from(on_leader);
                 if let Some(w) = op.waited_ms.filter(|w| *w > 0.0) {
                     waits += 1;
                     waited += w;
+                    // It waited for a follower, and the leader served it.
+                    wasted += u64::from(on_leader);
                 }
                 if let Some(gap) = r.since_write_us {
                     let ms = gap / 1000;
@@ -163,6 +168,7 @@ impl BenchReport {
                 } else {
                     0.0
                 },
+                wasted_waits: wasted,
                 by_gap,
             });
         }

@@ -19,9 +19,9 @@ impl BenchReport {
         };
         let header = [
             "strategy", "users", "reads", "reads/s", "stale", "stale%", "non-mono", "leader%",
-            "p50 ms", "p95 ms", "p99 ms", "waits", "wait ms", "errors",
+            "p50 ms", "p95 ms", "p99 ms", "waits", "wasted", "wait ms", "errors",
         ];
-        let rows: Vec<[String; 14]> = self
+        let rows: Vec<[String; 15]> = self
             .strategies
             .iter()
             .map(|r| {
@@ -38,6 +38,7 @@ impl BenchReport {
                     ms(r.latency_ms.p95),
                     ms(r.latency_ms.p99),
                     r.waits.to_string(),
+                    r.wasted_waits.to_string(),
                     ms(r.mean_wait_ms),
                     r.errors.to_string(),
                 ]

@@ -97,6 +97,10 @@ fn the_report_counts_per_strategy_and_the_oracle_uses_the_least_lagged_follower(
     );
     assert_eq!(leader.leader_share, 1.0);
     assert_eq!((leader.waits, leader.mean_wait_ms), (1, 30.0));
+    assert_eq!(
+        leader.wasted_waits, 1,
+        "it waited 30 ms and the leader served it anyway"
+    );
     assert_eq!(leader.reads_per_s, 1.0);
     assert!(
         (leader.latency_ms.p50 - 4.0).abs() < 0.01 && (leader.latency_ms.max - 40.0).abs() < 0.05,

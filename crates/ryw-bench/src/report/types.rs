@@ -112,6 +112,10 @@ pub struct StrategyReport {
     pub waits: u64,
     /// Mean of `waited_ms` over those reads.
     pub mean_wait_ms: f64,
+    /// Of those, reads served by the leader anyway (`served_by` is
+    /// `leader`): wasted waits, judged from the client's side.
+    #[serde(default)]
+    pub wasted_waits: u64,
     /// Stale-read rate by time since the user's write.
     pub by_gap: Vec<GapBucket>,
 }

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Router;
-use crate::decide::{Choice, Reason, SessionState, decide, is_absurd, least_lagged_caught_up};
+use crate::decide::{Choice, Now, Reason, SessionState, decide, is_absurd, least_lagged_caught_up};
 use crate::pg::{REPLAY_POSITION, classify, describe_pg, lsn_column, position_expr};
 use crate::reader::ReadConn;
 use crate::view::{ClusterView, Role};
@@ -123,6 +123,13 @@ pub struct Decision {
     pub reason: Reason,
     /// How long the read waited for a follower to catch up.
     pub waited: Duration,
+    /// Whether the read waited at all (a wait can end within a microsecond).
+    /// A read that waited and is served by the leader anyway is a *wasted
+    /// wait* (counted per strategy in [`MetricsSnapshot`](crate::MetricsSnapshot)).
+    pub did_wait: bool,
+    /// `hybrid`: the follower the read waited for (the prediction's), when
+    /// it waited.
+    pub waited_for: Option<Arc<str>>,
     /// The position the node was known to have reached before the read's
     /// statement starts: everything up to it is visible to the read.
     pub seen: Option<Lsn>,
@@ -148,6 +155,22 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// [`Decision::waited`] in whole milliseconds, rounded up, so that a
+    /// read that waited at all says at least 1 (`X-Waited-Ms`).
+    pub fn waited_ms(&self) -> u64 {
+        if !self.did_wait {
+            return 0;
+        }
+        let us = self.waited.as_micros();
+        u64::try_from(us.div_ceil(1000)).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Whether the read waited for a follower and was served by the leader
+    /// anyway.
+    pub fn wasted_wait(&self) -> bool {
+        self.did_wait && self.role == Role::Leader
+    }
+
     /// A SQL expression giving the serving node's position, for callers of
     /// the lower level that select it in their read's own statement and
     /// pass it to [`Router::raise_token`]: `pg_last_wal_replay_lsn()` on a
@@ -171,6 +194,8 @@ struct Plan {
     server: Server,
     reason: Reason,
     waited: Duration,
+    did_wait: bool,
+    waited_for: Option<Arc<str>>,
     state: SessionState,
     stored: Option<Lsn>,
     strategy: Strategy,
@@ -279,10 +304,13 @@ impl Router {
             state: SessionState::Known {
                 token,
                 last_write_ms,
+                untracked_write_ms: None,
             },
             stored: None,
             strategy,
             checked: None,
+            did_wait: false,
+            waited_for: None,
         };
         self.finish(req, plan)
     }
@@ -319,6 +347,7 @@ impl Router {
             overridden = RouterConfig {
                 sticky_window: req.options.sticky_window.unwrap_or(inner.cfg.sticky_window),
                 causal_wait: req.options.wait_budget.unwrap_or(inner.cfg.causal_wait),
+                hybrid_wait: req.options.wait_budget.unwrap_or(inner.cfg.hybrid_wait),
                 ..inner.cfg.clone()
             };
             &overridden
@@ -335,6 +364,7 @@ impl Router {
             SessionRef::Local(local) => SessionState::Known {
                 token: local.token.max(req.client_token),
                 last_write_ms: local.last_write_ms,
+                untracked_write_ms: None,
             },
             SessionRef::Shared(key) if fresh && strategy.uses_session() => {
                 match inner.store.load(key).await {
@@ -348,6 +378,7 @@ impl Router {
                             // Rule 4: the client's verified token joins the stored one.
                             token: rec.token.max(req.client_token),
                             last_write_ms: rec.last_write_ms,
+                            untracked_write_ms: rec.untracked_write_ms,
                         }
                     }
                     Ok(_) => SessionState::Unknown,
@@ -360,35 +391,41 @@ impl Router {
             SessionRef::Shared(_) => SessionState::Known {
                 token: req.client_token,
                 last_write_ms: None,
+                untracked_write_ms: None,
             },
         };
 
         let view = inner.tracker.shared.view();
         let choice = {
             let mut rng = rand::rng();
-            decide(
-                &view,
-                &state,
-                req.freshness,
-                strategy,
-                now_ms,
-                cfg,
-                &mut rng,
-            )
+            // The monotonic instant is read after the session store
+            // answered, so the prediction is measured from now.
+            let now = Now {
+                wall_ms: now_ms,
+                at: Instant::now(),
+            };
+            decide(&view, &state, req.freshness, strategy, now, cfg, &mut rng)
         };
 
         let mut waited = Duration::ZERO;
+        let mut did_wait = false;
+        let mut waited_for = None;
         let mut checked = None;
         let (server, reason) = match choice {
             Choice::Leader(reason) => (Server::Leader, reason),
             Choice::Follower { index, reason } => (follower_server(&view, index), reason),
-            Choice::Wait { target } => {
+            Choice::Wait {
+                target,
+                budget,
+                forecast,
+            } => {
                 let started = Instant::now();
+                waited_for = forecast.map(|f| view.followers[f.follower].name.clone());
                 let found =
-                    wait_for_caught_up(inner.tracker.shared.subscribe(), target, cfg.causal_wait)
-                        .await;
+                    wait_for_caught_up(inner.tracker.shared.subscribe(), target, budget).await;
                 waited = started.elapsed();
-                inner.metrics.add_wait(waited, found.is_none());
+                did_wait = true;
+                inner.metrics.add_wait(waited, found.is_none(), strategy);
                 match found {
                     Some((index, view)) => {
                         (follower_server(&view, index), Reason::CaughtUpAfterWait)
@@ -414,6 +451,8 @@ impl Router {
             server,
             reason,
             waited,
+            did_wait,
+            waited_for,
             state,
             stored,
             strategy,
@@ -429,6 +468,8 @@ impl Router {
             server,
             reason,
             waited,
+            did_wait,
+            waited_for,
             state,
             stored,
             strategy,
@@ -457,6 +498,9 @@ impl Router {
         if role == Role::Leader && reason.is_fallback() {
             inner.metrics.add_fallback();
         }
+        if role == Role::Leader && did_wait {
+            inner.metrics.add_wasted_wait(strategy);
+        }
         let (token, clamped) = advance_token(&view, &inner.cfg, &state, req.client_token, seen);
         if clamped {
             inner.metrics.add_absurd_token();
@@ -472,6 +516,8 @@ impl Router {
             freshness: req.freshness,
             reason,
             waited,
+            did_wait,
+            waited_for,
             seen,
             token,
             follower,

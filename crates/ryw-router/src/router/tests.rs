@@ -31,6 +31,7 @@ fn view(leader: u64, followers: &[(Option<u64>, bool)]) -> Arc<ClusterView> {
             .enumerate()
             .map(|(i, (lsn, rot))| node(&format!("f{}", i + 1), Role::Follower, *lsn, *rot))
             .collect(),
+        leader_reached: Vec::new(),
     })
 }
 
@@ -120,10 +121,99 @@ async fn a_wait_ends_when_the_tracker_is_gone() {
     assert_eq!(started.elapsed(), Duration::ZERO);
 }
 
+/// The seeds' lags as the tracker publishes them for `hybrid`: a token at
+/// 500 written at `t0`; follower 1 shows writes 100 ms after the leader,
+/// follower 2 400 ms after.
+fn seeds_view(t0: Instant, f1_replay: u64) -> Arc<ClusterView> {
+    let mut v = (*view(1000, &[(Some(f1_replay), true), (Some(300), true)])).clone();
+    for (f, pace) in v.followers.iter_mut().zip([100, 400]) {
+        f.catch_up = Some(Duration::from_millis(pace));
+        f.behind_since = Some(t0);
+    }
+    v.leader_reached = vec![crate::view::Reached {
+        lsn: Lsn::from_u64(500),
+        at: t0,
+    }];
+    Arc::new(v)
+}
+
+fn hybrid_choice(v: &ClusterView, at: Instant) -> crate::Choice {
+    crate::decide(
+        v,
+        &known(Some(500)),
+        Freshness::Fresh,
+        Strategy::Hybrid,
+        crate::Now {
+            wall_ms: 1_000_000,
+            at,
+        },
+        &RouterConfig::default(),
+        &mut rand::rng(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_predicted_follower_that_arrives_is_waited_for_until_it_is_seen() {
+    let t0 = Instant::now();
+    let v = seeds_view(t0, 400);
+    sleep(Duration::from_millis(95)).await;
+    let crate::Choice::Wait { target, budget, .. } = hybrid_choice(&v, Instant::now()) else {
+        panic!("5 ms away: hybrid waits");
+    };
+    assert_eq!(budget, Duration::from_millis(20));
+    let (tx, rx) = watch::channel(v.clone());
+    tokio::spawn(async move {
+        // The tracker sees follower 1 at the token 7 ms later.
+        sleep(Duration::from_millis(7)).await;
+        tx.send_replace(seeds_view(t0, 500));
+        sleep(Duration::from_secs(10)).await;
+    });
+    let started = Instant::now();
+    let (index, _) = wait_for_caught_up(rx, target, budget)
+        .await
+        .expect("caught up within the budget");
+    assert_eq!(index, 0);
+    assert_eq!(started.elapsed(), Duration::from_millis(7));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_whose_lag_jumps_past_the_prediction_costs_the_budget_then_no_more_waits() {
+    let t0 = Instant::now();
+    let v = seeds_view(t0, 400);
+    sleep(Duration::from_millis(95)).await;
+    let crate::Choice::Wait { target, budget, .. } = hybrid_choice(&v, Instant::now()) else {
+        panic!("5 ms away: hybrid waits");
+    };
+    // Follower 1's replay stops: every view still shows it before the token.
+    let (tx, rx) = watch::channel(v.clone());
+    keep_publishing(tx, v.clone());
+    let started = Instant::now();
+    assert!(wait_for_caught_up(rx, target, budget).await.is_none());
+    assert_eq!(
+        started.elapsed(),
+        budget,
+        "the wait ends at the budget: the read goes to the leader, never to a follower behind it"
+    );
+    // 115 ms after the write it is 15 ms late: still within the budget of
+    // its pace, still expected (at once).
+    assert!(matches!(
+        hybrid_choice(&v, Instant::now()),
+        crate::Choice::Wait { .. }
+    ));
+    // Once it is later than its pace by more than the budget, no read
+    // waits for it any more: the leader at once.
+    sleep(Duration::from_millis(6)).await;
+    assert_eq!(
+        hybrid_choice(&v, Instant::now()),
+        crate::Choice::Leader(crate::Reason::NoCatchUpForeseen)
+    );
+}
+
 fn known(token: Option<u64>) -> SessionState {
     SessionState::Known {
         token: token.map(Lsn::from_u64),
         last_write_ms: None,
+        untracked_write_ms: None,
     }
 }
 
@@ -324,7 +414,7 @@ async fn an_unsettled_read_is_bounded_by_the_first_poll_sent_after_it_ended() {
     shared.update(|st| {
         st.on_leader_poll(Lsn::from_u64(900), t0);
         st.note_poll_sent(None, t0);
-        st.on_follower_poll(0, poll(700));
+        st.on_follower_poll(0, poll(700), t0);
         st.note_poll_sent(Some(0), t0);
     });
     let epoch = router.cluster_view().followers[0].epoch;
@@ -341,7 +431,7 @@ async fn an_unsettled_read_is_bounded_by_the_first_poll_sent_after_it_ended() {
 
     // The follower's next poll, sent after: its position bounds the read.
     shared.update(|st| {
-        st.on_follower_poll(0, poll(750));
+        st.on_follower_poll(0, poll(750), t0);
         st.note_poll_sent(Some(0), t0 + Duration::from_millis(2));
     });
     assert_eq!(router.settle(&read_ended), Some(Lsn::from_u64(750)));
@@ -374,6 +464,7 @@ async fn until_it_settles_the_next_read_goes_to_the_same_follower_or_the_leader(
                     started_at_us: 1,
                     receiver: Some("streaming".into()),
                 },
+                t0,
             );
         }
     });

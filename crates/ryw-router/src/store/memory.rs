@@ -158,7 +158,8 @@ mod tests {
             s.load(&k).await.unwrap(),
             SessionRecord {
                 token: Some(Lsn::from_u64(500)),
-                last_write_ms: Some(10)
+                last_write_ms: Some(10),
+                untracked_write_ms: None,
             }
         );
         assert_eq!(

@@ -8,6 +8,7 @@
 
 mod memory;
 mod redis;
+pub mod seed;
 
 use std::fmt;
 use std::future::Future;
@@ -68,6 +69,11 @@ pub struct SessionRecord {
     pub token: Option<Lsn>,
     /// Wall-clock ms of its last write (the sticky window).
     pub last_write_ms: Option<u64>,
+    /// Wall-clock ms of a write whose position `token` may not cover: one
+    /// recorded only by a seed-003-style service
+    /// (`user:{id}:last_write_utc`, see [`seed`]). `hybrid` lets the sticky
+    /// window decide for it. Always `None` in the memory store.
+    pub untracked_write_ms: Option<u64>,
 }
 
 /// Whether the store can be relied on; shown by `GET /api/cluster`.

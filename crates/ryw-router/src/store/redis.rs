@@ -6,6 +6,11 @@
 //! `ryw:user:ID:last_write_ms` (decimal ms since the epoch), both with a TTL.
 //! Updates are Lua scripts that store `max(old, new)` in one step, so two
 //! instances racing can never lower a token.
+//!
+//! Reads also look at seed 003's own key, `user:ID:last_write_utc` (written
+//! by a seed-003-style service, never by ryw; see [`super::seed`]), in the
+//! same round trip: a write recorded there that ryw's position may not cover
+//! is returned as [`SessionRecord::untracked_write_ms`].
 
 use std::fmt;
 use std::future::Future;
@@ -16,7 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Script};
 use tokio::time::Instant;
 
-use super::{SessionKey, SessionRecord, SessionStore, StoreFuture, StoreHealth};
+use super::{SessionKey, SessionRecord, SessionStore, StoreFuture, StoreHealth, seed};
 use crate::{Error, Lsn, Result};
 
 /// `max` of two decimal strings without leading zeros, compared as numbers
@@ -65,6 +70,13 @@ pub struct RedisStoreConfig {
     /// tries Redis again, so a dead Redis costs requests nothing. Default
     /// 500 ms.
     pub retry_after: Duration,
+    /// A key written by a seed-003-style service after each write (`{id}`
+    /// stands for the session id), holding an ISO-8601 UTC time and no
+    /// position. Read with ryw's own keys; a write recorded there that ryw's
+    /// position may not cover gets the sticky window under `hybrid` (and
+    /// counts as a write for `sticky`). Never written by ryw. Default
+    /// `user:{id}:last_write_utc` (seed 003's); `None` to ignore it.
+    pub seed_last_write_key: Option<String>,
 }
 
 impl RedisStoreConfig {
@@ -76,6 +88,7 @@ impl RedisStoreConfig {
             ttl: Duration::from_secs(600),
             timeout: Duration::from_millis(250),
             retry_after: Duration::from_millis(500),
+            seed_last_write_key: Some(seed::SEED_LAST_WRITE_KEY.to_owned()),
         }
     }
 }
@@ -88,6 +101,7 @@ impl fmt::Debug for RedisStoreConfig {
             .field("ttl", &self.ttl)
             .field("timeout", &self.timeout)
             .field("retry_after", &self.retry_after)
+            .field("seed_last_write_key", &self.seed_last_write_key)
             .finish_non_exhaustive()
     }
 }
@@ -163,6 +177,15 @@ impl RedisStore {
     /// degraded and recovers by itself); fails only on a malformed URL. Must
     /// run inside a tokio runtime.
     pub async fn connect(cfg: RedisStoreConfig) -> Result<RedisStore> {
+        if cfg
+            .seed_last_write_key
+            .as_deref()
+            .is_some_and(|k| !k.contains("{id}"))
+        {
+            return Err(Error::Config(
+                "redis seed_last_write_key must contain {id}".to_owned(),
+            ));
+        }
         let client = redis::Client::open(cfg.url.as_str())
             .map_err(|e| Error::Config(format!("redis url: {e}")))?;
         let manager_cfg = ConnectionManagerConfig::new()
@@ -231,18 +254,32 @@ impl SessionStore for RedisStore {
     fn load<'a>(&'a self, key: &'a SessionKey) -> StoreFuture<'a, SessionRecord> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let (lsn, at): (Option<String>, Option<String>) = self
+            let seed_key = self
+                .cfg
+                .seed_last_write_key
+                .as_deref()
+                .map(|template| seed::key(template, key.as_str()));
+            let mut values: Vec<Option<String>> = self
                 .call(async {
-                    redis::cmd("MGET")
-                        .arg(self.key(key, "lsn"))
-                        .arg(self.key(key, "last_write_ms"))
-                        .query_async(&mut conn)
-                        .await
+                    let mut cmd = redis::cmd("MGET");
+                    cmd.arg(self.key(key, "lsn"))
+                        .arg(self.key(key, "last_write_ms"));
+                    if let Some(k) = &seed_key {
+                        cmd.arg(k);
+                    }
+                    cmd.query_async(&mut conn).await
                 })
                 .await?;
+            values.resize(3, None);
+            let seed_at = values.pop().flatten();
+            let at = values.pop().flatten();
+            let lsn = values.pop().flatten();
+            let (last_write_ms, untracked_write_ms) =
+                seed::merge(parse_u64(at, "last_write_ms")?, seed_at.as_deref());
             Ok(SessionRecord {
                 token: parse_u64(lsn, "lsn")?.map(Lsn::from_u64),
-                last_write_ms: parse_u64(at, "last_write_ms")?,
+                last_write_ms,
+                untracked_write_ms,
             })
         })
     }
@@ -347,6 +384,20 @@ mod tests {
         let err = rt
             .block_on(RedisStore::connect(RedisStoreConfig::new("not a url")))
             .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+    }
+
+    #[test]
+    fn a_seed_key_without_the_id_is_a_config_error() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cfg = RedisStoreConfig {
+            seed_last_write_key: Some("user:last_write_utc".into()),
+            ..unreachable()
+        };
+        let err = rt.block_on(RedisStore::connect(cfg)).unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
     }
 

@@ -233,7 +233,7 @@ async fn poll_connected(
             },
             Node::Follower(i) => match parse_follower_row(&row) {
                 Ok(poll) => shared.update(|st| {
-                    st.on_follower_poll(i, poll);
+                    st.on_follower_poll(i, poll, Instant::now());
                     st.note_poll_sent(Some(i), sent);
                 }),
                 Err(e) => return format!("poll: {}", describe_pg(&e)),

@@ -8,13 +8,20 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::view::{ClusterView, NodeStatus, Role};
+use crate::view::{ClusterView, NodeStatus, Reached, Role};
 use crate::{LEADER_NAME, Lsn, RouterConfig};
 
 /// Leader positions closer in time than this are merged into one history
 /// entry (the later position, the earlier time): bounds memory under heavy
 /// write rates at the cost of over-stating lag by under a millisecond.
 const HISTORY_RESOLUTION: Duration = Duration::from_millis(1);
+
+/// A follower's pace is judged from this many of its latest catch-ups.
+const CATCH_UPS: usize = 8;
+
+/// At most this many leader positions are published in a view (see
+/// [`ClusterView::leader_reached`]).
+const PUBLISHED_POSITIONS: usize = 64;
 
 /// What one follower poll returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,18 +91,87 @@ impl LeaderHistory {
     /// first went past `replay`; zero when `replay` has reached the leader's
     /// latest known position.
     pub fn lag(&self, replay: Lsn, now: Instant) -> Option<Duration> {
-        let (latest, _) = self.entries.back()?;
-        if replay >= *latest {
-            return Some(Duration::ZERO);
+        self.entries.back()?;
+        Some(
+            self.first_beyond(replay)
+                .map_or(Duration::ZERO, |seen| now.saturating_duration_since(seen)),
+        )
+    }
+
+    /// When the leader was first seen beyond `replay`: since then a follower
+    /// at `replay` has been behind. `None` when `replay` has reached the
+    /// leader's latest known position (or nothing is known).
+    pub fn first_beyond(&self, replay: Lsn) -> Option<Instant> {
+        let i = self.entries.partition_point(|(lsn, _)| *lsn <= replay);
+        self.entries.get(i).map(|(_, seen)| *seen)
+    }
+
+    /// When the oldest position in `(from, to]` was first seen: a follower
+    /// that moved from `from` to `to` has just replayed it, so the time
+    /// since then is how long it took this follower to show it (its
+    /// catch-up). `None` if the leader was seen at no position in between.
+    pub fn oldest_between(&self, from: Lsn, to: Lsn) -> Option<Instant> {
+        let i = self.entries.partition_point(|(lsn, _)| *lsn <= from);
+        match self.entries.get(i) {
+            Some((lsn, seen)) if *lsn <= to => Some(*seen),
+            _ => None,
         }
-        let first_beyond = self.entries.partition_point(|(lsn, _)| *lsn <= replay);
-        let (_, seen) = self.entries[first_beyond];
-        Some(now.saturating_duration_since(seen))
+    }
+
+    /// The positions beyond `lsn`, oldest first, at most `max` of them:
+    /// when there are more, each run of neighbours is represented by its
+    /// last (the later position at its later time), so a lookup of when the
+    /// leader reached a position can only answer later than it did.
+    pub fn beyond(&self, lsn: Lsn, max: usize) -> Vec<Reached> {
+        let start = self.entries.partition_point(|(l, _)| *l <= lsn);
+        let n = self.entries.len() - start;
+        if n == 0 || max == 0 {
+            return Vec::new();
+        }
+        let step = n.div_ceil(max);
+        // The last of each run of `step`, counted back from the newest, so
+        // the newest position is always kept.
+        let first = (n - 1) % step;
+        (first..n)
+            .step_by(step)
+            .map(|k| {
+                let (lsn, at) = self.entries[start + k];
+                Reached { lsn, at }
+            })
+            .collect()
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+}
+
+/// A follower's latest catch-ups: how long after the leader reached a
+/// position the tracker first saw the follower at it. Their maximum is its
+/// published pace ([`NodeStatus::catch_up`]).
+#[derive(Debug, Default)]
+struct CatchUps {
+    recent: [Duration; CATCH_UPS],
+    len: usize,
+    next: usize,
+}
+
+impl CatchUps {
+    fn push(&mut self, took: Duration) {
+        self.recent[self.next] = took;
+        self.next = (self.next + 1) % CATCH_UPS;
+        self.len = (self.len + 1).min(CATCH_UPS);
+    }
+
+    /// The longest of the latest catch-ups: an estimate that errs late, so
+    /// a prediction made from it errs towards not waiting.
+    fn pace(&self) -> Option<Duration> {
+        self.recent[..self.len].iter().copied().max()
+    }
+
+    fn clear(&mut self) {
+        *self = CatchUps::default();
     }
 }
 
@@ -105,6 +181,17 @@ struct Follower {
     /// The postmaster start time the positions we hold came from. Kept when
     /// the position is forgotten, to tell a reconnect from a restart.
     started_at_us: Option<i64>,
+    catch_ups: CatchUps,
+}
+
+impl Follower {
+    /// Rule 3 for this follower: its position, and the pace learnt from
+    /// it, are no longer trusted (a restarted standby catches up at a pace
+    /// of its own).
+    fn forget(&mut self, why: &str) {
+        forget(&mut self.status, why);
+        self.catch_ups.clear();
+    }
 }
 
 /// Everything the tracker knows; one instance behind a mutex, turned into a
@@ -128,6 +215,7 @@ impl TrackerState {
                 .map(|name| Follower {
                     status: NodeStatus::new(name.clone(), Role::Follower),
                     started_at_us: None,
+                    catch_ups: CatchUps::default(),
                 })
                 .collect(),
         }
@@ -162,8 +250,8 @@ impl TrackerState {
         self.leader.note = Some(why.to_owned());
     }
 
-    /// A successful poll of follower `i`.
-    pub fn on_follower_poll(&mut self, i: usize, poll: FollowerPoll) {
+    /// A successful poll of follower `i`, answered at `now`.
+    pub fn on_follower_poll(&mut self, i: usize, poll: FollowerPoll, now: Instant) {
         let leader_up = self.leader.healthy;
         let f = &mut self.followers[i];
         // Rule 3: a restarted standby can come back behind what it had
@@ -171,12 +259,12 @@ impl TrackerState {
         if f.started_at_us
             .is_some_and(|known| known != poll.started_at_us)
         {
-            forget(&mut f.status, "postmaster restarted");
+            f.forget("postmaster restarted");
         }
         f.started_at_us = Some(poll.started_at_us);
         let streaming = poll.receiver.as_deref() == Some("streaming");
         match poll.replay {
-            None => forget(&mut f.status, "no replay position (not a standby?)"),
+            None => f.forget("no replay position (not a standby?)"),
             Some(_) if !streaming && leader_up => {
                 // A standby whose WAL receiver stopped answers queries with
                 // frozen data; treat it as down until it streams again.
@@ -189,13 +277,20 @@ impl TrackerState {
                     None => "wal receiver not running".to_owned(),
                     Some(other) => format!("wal receiver {other}"),
                 };
-                forget(&mut f.status, &why);
+                f.forget(&why);
             }
             Some(replay) => {
                 if f.status.lsn.is_some_and(|known| replay < known) {
                     // Same incarnation yet behind: something we do not
                     // understand (a different server behind the address?).
-                    forget(&mut f.status, "replay position went backwards");
+                    f.forget("replay position went backwards");
+                }
+                // The follower's pace: it moved past positions the leader
+                // was seen at; the oldest of them took this long to show.
+                if let Some(before) = f.status.lsn
+                    && let Some(seen) = self.history.oldest_between(before, replay)
+                {
+                    f.catch_ups.push(now.saturating_duration_since(seen));
                 }
                 if !f.status.healthy {
                     tracing::info!(node = %f.status.name, %replay, "follower healthy");
@@ -223,7 +318,7 @@ impl TrackerState {
     /// Follower `i` could not be polled or connected to, or one of the
     /// router's own connections to it broke (rule 3): forget its position.
     pub fn forget_follower(&mut self, i: usize, why: &str) {
-        forget(&mut self.followers[i].status, why);
+        self.followers[i].forget(why);
     }
 
     /// The postmaster start time follower `i`'s known position belongs to, if
@@ -240,14 +335,19 @@ impl TrackerState {
         let leader = self.history.latest();
         let mut evicted = 0;
         for f in &mut self.followers {
+            let pace = f.catch_ups.pace();
             let s = &mut f.status;
             let was_in = s.in_rotation;
+            s.behind_since = None;
+            s.catch_up = None;
             match (s.healthy, s.lsn, leader) {
                 (true, Some(replay), Some(leader_lsn)) => {
                     let bytes = leader_lsn.bytes_since(replay);
                     let time = self.history.lag(replay, now).unwrap_or_default();
                     s.lag_bytes = Some(bytes);
                     s.lag_ms = Some(time.as_millis() as u64);
+                    s.behind_since = self.history.first_beyond(replay);
+                    s.catch_up = pace;
                     // Rule 8: lagging past either limit leaves rotation.
                     s.in_rotation = bytes <= limits.max_lag_bytes && time <= limits.max_lag_time;
                     s.note = (!s.in_rotation)
@@ -259,6 +359,7 @@ impl TrackerState {
                     s.lag_bytes = None;
                     s.lag_ms = None;
                     s.in_rotation = true;
+                    s.catch_up = pace;
                 }
                 _ => {
                     s.lag_bytes = None;
@@ -278,9 +379,22 @@ impl TrackerState {
 
     /// The snapshot routing reads.
     pub fn view(&self) -> ClusterView {
+        let followers: Vec<NodeStatus> = self.followers.iter().map(|f| f.status.clone()).collect();
+        // Only positions no follower in rotation has replayed can make a
+        // read wait, so only those are published.
+        let replayed = followers
+            .iter()
+            .filter(|f| f.in_rotation)
+            .filter_map(|f| f.lsn)
+            .max();
+        let leader_reached = match replayed {
+            Some(lsn) => self.history.beyond(lsn, PUBLISHED_POSITIONS),
+            None => Vec::new(),
+        };
         ClusterView {
             leader: self.leader.clone(),
-            followers: self.followers.iter().map(|f| f.status.clone()).collect(),
+            followers,
+            leader_reached,
         }
     }
 }
@@ -330,7 +444,7 @@ mod tests {
         let t0 = Instant::now();
         let mut st = state(1);
         st.on_leader_poll(Lsn::from_u64(1000), t0);
-        st.on_follower_poll(0, streaming(1000, 1));
+        st.on_follower_poll(0, streaming(1000, 1), t0);
         st.refresh(t0 + Duration::from_secs(60));
         let f = &st.view().followers[0];
         assert!(f.healthy && f.in_rotation);
@@ -346,7 +460,7 @@ mod tests {
         st.on_leader_poll(Lsn::from_u64(100), t0);
         st.on_leader_poll(Lsn::from_u64(200), t0 + Duration::from_millis(50));
         st.on_leader_poll(Lsn::from_u64(300), t0 + Duration::from_millis(120));
-        st.on_follower_poll(0, streaming(150, 1));
+        st.on_follower_poll(0, streaming(150, 1), t0);
         st.refresh(t0 + Duration::from_millis(400));
         let f = &st.view().followers[0];
         // The leader first went beyond 150 when it reached 200, at t0+50ms.
@@ -359,10 +473,10 @@ mod tests {
         let t0 = Instant::now();
         let mut st = state(1);
         st.on_leader_poll(Lsn::from_u64(100 * MIB), t0);
-        st.on_follower_poll(0, streaming(100 * MIB - 17 * MIB, 1));
+        st.on_follower_poll(0, streaming(100 * MIB - 17 * MIB, 1), t0);
         assert_eq!(st.refresh(t0), 0, "was never in rotation");
         assert!(!st.view().followers[0].in_rotation);
-        st.on_follower_poll(0, streaming(100 * MIB - MIB, 1));
+        st.on_follower_poll(0, streaming(100 * MIB - MIB, 1), t0);
         st.refresh(t0);
         assert!(st.view().followers[0].in_rotation);
         st.on_leader_poll(Lsn::from_u64(200 * MIB), t0 + Duration::from_millis(10));
@@ -381,7 +495,7 @@ mod tests {
         let t0 = Instant::now();
         let mut st = state(1);
         st.on_leader_poll(Lsn::from_u64(1000), t0);
-        st.on_follower_poll(0, streaming(1000, 1));
+        st.on_follower_poll(0, streaming(1000, 1), t0);
         st.on_leader_poll(Lsn::from_u64(1010), t0 + Duration::from_secs(1));
         st.refresh(t0 + Duration::from_secs(10));
         assert!(st.view().followers[0].in_rotation, "9 s behind: in");
@@ -394,7 +508,7 @@ mod tests {
         let t0 = Instant::now();
         let mut st = state(1);
         st.on_leader_poll(Lsn::from_u64(1000), t0);
-        st.on_follower_poll(0, streaming(1000, 1));
+        st.on_follower_poll(0, streaming(1000, 1), t0);
         st.refresh(t0);
         let epoch = st.view().followers[0].epoch;
         st.on_follower_poll(
@@ -404,12 +518,13 @@ mod tests {
                 started_at_us: 1,
                 receiver: None,
             },
+            t0,
         );
         st.refresh(t0);
         let f = &st.view().followers[0];
         assert_eq!((f.lsn, f.healthy, f.in_rotation), (None, false, false));
         assert!(f.epoch > epoch);
-        st.on_follower_poll(0, streaming(1000, 1));
+        st.on_follower_poll(0, streaming(1000, 1), t0);
         st.refresh(t0);
         assert!(st.view().followers[0].in_rotation);
     }
@@ -419,7 +534,7 @@ mod tests {
         let t0 = Instant::now();
         let mut st = state(1);
         st.on_leader_poll(Lsn::from_u64(1000), t0);
-        st.on_follower_poll(0, streaming(1000, 1));
+        st.on_follower_poll(0, streaming(1000, 1), t0);
         st.refresh(t0);
         let stopped = FollowerPoll {
             replay: Some(Lsn::from_u64(1000)),
@@ -427,14 +542,14 @@ mod tests {
             receiver: None,
         };
         st.on_leader_error("connection refused");
-        st.on_follower_poll(0, stopped.clone());
+        st.on_follower_poll(0, stopped.clone(), t0);
         st.refresh(t0 + Duration::from_millis(100));
         let f = &st.view().followers[0];
         assert_eq!(f.lsn, Some(Lsn::from_u64(1000)));
         assert!(f.healthy && f.in_rotation);
         // Leader back, receiver still stopped: frozen, forgotten.
         st.on_leader_poll(Lsn::from_u64(2000), t0 + Duration::from_millis(200));
-        st.on_follower_poll(0, stopped);
+        st.on_follower_poll(0, stopped, t0);
         st.refresh(t0 + Duration::from_millis(200));
         assert!(!st.view().followers[0].in_rotation);
     }
@@ -444,14 +559,14 @@ mod tests {
         let t0 = Instant::now();
         let mut st = state(2);
         st.on_leader_poll(Lsn::from_u64(5000), t0);
-        st.on_follower_poll(0, streaming(5000, 111));
-        st.on_follower_poll(1, streaming(5000, 222));
+        st.on_follower_poll(0, streaming(5000, 111), t0);
+        st.on_follower_poll(1, streaming(5000, 222), t0);
         st.refresh(t0);
         let before = st.view();
         assert_eq!(st.known_incarnation(0), Some(111));
 
         // Follower 0 restarted and came back behind.
-        st.on_follower_poll(0, streaming(4000, 333));
+        st.on_follower_poll(0, streaming(4000, 333), t0);
         st.refresh(t0);
         let after = st.view();
         assert!(after.followers[0].epoch > before.followers[0].epoch);
@@ -465,7 +580,7 @@ mod tests {
         let t0 = Instant::now();
         let mut st = state(1);
         st.on_leader_poll(Lsn::from_u64(10), t0);
-        st.on_follower_poll(0, streaming(10, 7));
+        st.on_follower_poll(0, streaming(10, 7), t0);
         st.refresh(t0);
         assert_eq!(st.refresh(t0), 0);
         st.forget_follower(0, "connection closed");
@@ -477,7 +592,7 @@ mod tests {
             None,
             "new connections are refused meanwhile"
         );
-        st.on_follower_poll(0, streaming(10, 7));
+        st.on_follower_poll(0, streaming(10, 7), t0);
         st.refresh(t0);
         assert!(st.view().followers[0].in_rotation);
     }
@@ -494,6 +609,7 @@ mod tests {
                 started_at_us: 1,
                 receiver: None,
             },
+            t0,
         );
         st.refresh(t0);
         assert!(!st.view().followers[0].in_rotation);
@@ -535,5 +651,110 @@ mod tests {
         }
         assert_eq!(h.len(), 1);
         assert_eq!(h.latest(), Some(Lsn::from_u64(100)));
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_followers_catch_up_is_how_long_it_took_to_show_what_the_leader_reached() {
+        let t0 = Instant::now();
+        let mut st = state(1);
+        st.on_leader_poll(Lsn::from_u64(100), t0);
+        st.on_follower_poll(0, streaming(50, 1), t0);
+        st.note_leader_lsn(Lsn::from_u64(200), t0 + ms(20));
+        st.refresh(t0 + ms(20));
+        let f = &st.view().followers[0];
+        assert_eq!(f.catch_up, None, "not seen catching up yet");
+        assert_eq!(
+            f.behind_since,
+            Some(t0),
+            "behind since the leader reached 100"
+        );
+
+        // It shows 100 at t0 + 100 ms: it took 100 ms.
+        st.on_follower_poll(0, streaming(100, 1), t0 + ms(100));
+        st.refresh(t0 + ms(100));
+        let f = &st.view().followers[0];
+        assert_eq!(f.catch_up, Some(ms(100)));
+        assert_eq!(f.behind_since, Some(t0 + ms(20)));
+
+        // A move that crosses no position the leader was seen at teaches nothing.
+        st.on_follower_poll(0, streaming(150, 1), t0 + ms(300));
+        // It shows 200 (reached at t0 + 20 ms) at t0 + 330 ms: 310 ms, the
+        // longest of its recent catch-ups.
+        st.on_follower_poll(0, streaming(200, 1), t0 + ms(330));
+        st.refresh(t0 + ms(330));
+        let f = &st.view().followers[0];
+        assert_eq!(f.catch_up, Some(ms(310)));
+        assert_eq!(f.behind_since, None, "caught up with the leader");
+        // After eight quicker ones, the slow one is forgotten.
+        for k in 1..=8u64 {
+            st.note_leader_lsn(Lsn::from_u64(200 + k), t0 + ms(400 + 10 * k));
+            st.on_follower_poll(0, streaming(200 + k, 1), t0 + ms(450 + 10 * k));
+        }
+        st.refresh(t0 + ms(600));
+        assert_eq!(st.view().followers[0].catch_up, Some(ms(50)));
+
+        // Rule 3: a forgotten follower's pace goes with its position.
+        st.forget_follower(0, "connection closed");
+        st.refresh(t0 + ms(600));
+        let f = &st.view().followers[0];
+        assert_eq!((f.catch_up, f.behind_since), (None, None));
+        st.on_follower_poll(0, streaming(208, 1), t0 + ms(700));
+        st.refresh(t0 + ms(700));
+        assert_eq!(
+            st.view().followers[0].catch_up,
+            None,
+            "relearnt from scratch"
+        );
+    }
+
+    #[test]
+    fn a_view_publishes_the_leader_positions_no_follower_in_rotation_has() {
+        let t0 = Instant::now();
+        let mut st = state(2);
+        for k in 0..=300u64 {
+            st.note_leader_lsn(Lsn::from_u64(1000 + k), t0 + ms(k));
+        }
+        st.on_follower_poll(0, streaming(1100, 1), t0 + ms(300));
+        st.on_follower_poll(1, streaming(1050, 2), t0 + ms(300));
+        st.refresh(t0 + ms(300));
+        let v = st.view();
+        let published = &v.leader_reached;
+        assert!(
+            published.len() <= PUBLISHED_POSITIONS,
+            "{}",
+            published.len()
+        );
+        assert!(
+            published.len() >= PUBLISHED_POSITIONS / 2,
+            "{}",
+            published.len()
+        );
+        assert!(
+            published.iter().all(|r| r.lsn > Lsn::from_u64(1100)),
+            "beyond the freshest follower in rotation"
+        );
+        assert_eq!(
+            published.last().map(|r| r.lsn),
+            Some(Lsn::from_u64(1300)),
+            "the newest is kept"
+        );
+        // Thinned to the later of neighbours: a lookup never answers
+        // earlier than the leader got there (position k at t0 + k ms).
+        for k in 101..=300u64 {
+            let at = v.leader_reached_at(Lsn::from_u64(1000 + k)).unwrap();
+            let late = at - (t0 + ms(k));
+            assert!(late < ms(4), "{k}: {late:?} late");
+        }
+        assert_eq!(v.leader_reached_at(Lsn::from_u64(1301)), None);
+
+        // With no follower in rotation, nothing is published.
+        st.forget_follower(0, "gone");
+        st.forget_follower(1, "gone");
+        st.refresh(t0 + ms(300));
+        assert!(st.view().leader_reached.is_empty());
     }
 }

@@ -17,15 +17,19 @@
 //! | `protocol` | the read and write calls: position column stripped, order kept, `SHOW` served, zero rows raise the token; a dropped or failed transaction leaves nothing (rules 6, 7) |
 //! | `cut` | a follower whose WAL receiver stopped leaves rotation and returns (rule 8) |
 //! | `kill` | a SIGKILLed follower: reads keep working, it leaves rotation and returns (rule 8) |
+//! | `hybrid` | the default strategy: 1,000 pay-then-read pairs (think 0–1 s) never stale or non-monotonic, mostly on followers; a follower whose replay stops costs at most the budget, then no more waits (rules 2, 4, 7) |
+//! | `seed` | a seed-003-style session (only `user:{id}:last_write_utc` in Redis): the window decides, strict with the lag limit under it; then the position (issue 14) |
 
 mod commit_lsn;
 mod cut;
+mod hybrid;
 mod kill;
 mod lost;
 mod monotonic;
 mod pairs;
 mod protocol;
 mod restart;
+mod seed;
 mod store_outage;
 mod support;
 mod tokens;

@@ -29,6 +29,14 @@ pub struct NodeBody {
     pub in_rotation: bool,
     /// Why not, when not.
     pub note: Option<String>,
+    /// Follower: how long after the leader reaches a position the router
+    /// sees this follower at it (the longest of its last 8 catch-ups), what
+    /// `hybrid` predicts from; null until seen.
+    pub catch_up_ms: Option<u64>,
+    /// Follower of a local cluster (`--cluster`): its configured replay
+    /// delay (`recovery_min_apply_delay`, as `ryw cluster lag` and
+    /// `POST /api/cluster/lag` last set it); null otherwise.
+    pub delay_ms: Option<u64>,
 }
 
 /// The session store's state.
@@ -57,6 +65,10 @@ pub struct ClusterBody {
     pub sticky_window_ms: u64,
     /// The server's causal wait budget in ms (`--causal-wait`).
     pub causal_wait_ms: u64,
+    /// The server's hybrid wait budget in ms (`--hybrid-wait`): `hybrid`
+    /// waits this long at most, and only for a follower predicted to catch
+    /// up within it.
+    pub hybrid_wait_ms: u64,
     /// Leader first.
     pub nodes: Vec<NodeBody>,
     /// Session store health.
@@ -68,6 +80,7 @@ pub struct ClusterBody {
     responses((status = 200, description = "every node as the tracker last saw it", body = ClusterBody)))]
 pub async fn show(State(state): State<AppState>) -> Json<ClusterBody> {
     let view = state.router.cluster_view();
+    let delays = configured_delays(state.cfg.cluster_dir.clone()).await;
     let nodes = view
         .nodes()
         .map(|n| NodeBody {
@@ -79,6 +92,11 @@ pub async fn show(State(state): State<AppState>) -> Json<ClusterBody> {
             healthy: n.healthy,
             in_rotation: n.in_rotation,
             note: n.note.clone(),
+            catch_up_ms: n.catch_up.map(|d| d.as_millis() as u64),
+            delay_ms: delays
+                .iter()
+                .find(|(name, _)| name.as_str() == &*n.name)
+                .and_then(|(_, d)| *d),
         })
         .collect();
     let health = state.router.store_health();
@@ -88,6 +106,7 @@ pub async fn show(State(state): State<AppState>) -> Json<ClusterBody> {
         lag_control: state.cfg.cluster_dir.is_some(),
         sticky_window_ms: state.cfg.router.sticky_window.as_millis() as u64,
         causal_wait_ms: state.cfg.router.causal_wait.as_millis() as u64,
+        hybrid_wait_ms: state.cfg.router.hybrid_wait.as_millis() as u64,
         nodes,
         session_store: StoreBody {
             kind: state.router.store_backend(),
@@ -99,6 +118,24 @@ pub async fn show(State(state): State<AppState>) -> Json<ClusterBody> {
         },
     };
     Json(body)
+}
+
+/// Each node's configured replay delay, from the local cluster's
+/// `cluster.json` (empty without `--cluster`, or when it cannot be read: the
+/// delays are for the dashboard's inputs, nothing depends on them).
+async fn configured_delays(dir: Option<std::path::PathBuf>) -> Vec<(String, Option<u64>)> {
+    let Some(dir) = dir else {
+        return Vec::new();
+    };
+    let read = tokio::task::spawn_blocking(move || ryw_cluster::ClusterInfo::load(&dir)).await;
+    match read {
+        Ok(Ok(info)) => info
+            .nodes
+            .into_iter()
+            .map(|n| (n.name, n.delay_ms))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Body of `POST /api/cluster/lag`.

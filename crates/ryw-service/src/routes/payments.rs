@@ -229,7 +229,7 @@ pub async fn pay(
 #[utoipa::path(get, path = "/api/balance", tag = "payments", operation_id = "balance",
     params(crate::openapi::IdentityHeader, crate::openapi::TokenHeader, crate::openapi::StrategyHeader),
     responses(
-        (status = 200, description = "the balance, read-your-writes", body = BalanceBody, headers(("X-Waited-Ms" = u64, description = "time this read waited for a follower to catch up"))),
+        (status = 200, description = "the balance, read-your-writes", body = BalanceBody, headers(("X-Waited-Ms" = u64, description = "time this read waited for a follower to catch up, in ms rounded up (0: no wait)"), ("X-Waited-For" = String, description = "the follower a hybrid read waited for (the one predicted to catch up), when it waited"))),
         (status = 400, description = "bad X-Demo-UserId (bad-user-id), X-Consistency-Token (bad-token) or X-Read-Strategy (unknown-strategy, strategy-header-not-allowed)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "no account (no-account); under legacy also a follower that has not replayed its creation yet", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "a node or the session store is unreachable, or the request took too long: retry (Retry-After: 1)", body = crate::error::Problem, content_type = "application/problem+json")))]
@@ -254,7 +254,7 @@ pub async fn balance(State(state): State<AppState>, caller: Caller) -> Result<Re
         version: row.get(1),
         served_by: d.node.to_string(),
         strategy: d.strategy.to_string(),
-        waited_ms: d.waited.as_millis() as u64,
+        waited_ms: d.waited_ms(),
     };
     Ok((served, Json(body)).into_response())
 }
@@ -263,7 +263,7 @@ pub async fn balance(State(state): State<AppState>, caller: Caller) -> Result<Re
 #[utoipa::path(get, path = "/api/payments", tag = "payments", operation_id = "list_payments",
     params(crate::openapi::IdentityHeader, crate::openapi::TokenHeader, crate::openapi::StrategyHeader),
     responses(
-        (status = 200, description = "the caller's recent payments, newest first (empty without an account)", body = PaymentList, headers(("X-Waited-Ms" = u64, description = "time this read waited for a follower to catch up"))),
+        (status = 200, description = "the caller's recent payments, newest first (empty without an account)", body = PaymentList, headers(("X-Waited-Ms" = u64, description = "time this read waited for a follower to catch up, in ms rounded up (0: no wait)"), ("X-Waited-For" = String, description = "the follower a hybrid read waited for (the one predicted to catch up), when it waited"))),
         (status = 400, description = "bad X-Demo-UserId (bad-user-id), X-Consistency-Token (bad-token) or X-Read-Strategy (unknown-strategy, strategy-header-not-allowed)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "a node or the session store is unreachable, or the request took too long: retry (Retry-After: 1)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn list(

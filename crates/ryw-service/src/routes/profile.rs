@@ -109,7 +109,7 @@ pub async fn upsert(
 #[utoipa::path(get, path = "/api/me", tag = "profile", operation_id = "me",
     params(crate::openapi::IdentityHeader, crate::openapi::TokenHeader, crate::openapi::StrategyHeader),
     responses(
-        (status = 200, description = "the caller's profile, read-your-writes", body = ProfileBody, headers(("X-Waited-Ms" = u64, description = "time this read waited for a follower to catch up"))),
+        (status = 200, description = "the caller's profile, read-your-writes", body = ProfileBody, headers(("X-Waited-Ms" = u64, description = "time this read waited for a follower to catch up, in ms rounded up (0: no wait)"), ("X-Waited-For" = String, description = "the follower a hybrid read waited for (the one predicted to catch up), when it waited"))),
         (status = 400, description = "bad X-Demo-UserId (bad-user-id), X-Consistency-Token (bad-token) or X-Read-Strategy (unknown-strategy, strategy-header-not-allowed)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "no profile (no-profile)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "a node or the session store is unreachable, or the request took too long: retry (Retry-After: 1)", body = crate::error::Problem, content_type = "application/problem+json")))]
@@ -137,7 +137,7 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Respons
         version: row.get(3),
         served_by: d.node.to_string(),
         strategy: Some(d.strategy.to_string()),
-        waited_ms: Some(d.waited.as_millis() as u64),
+        waited_ms: Some(d.waited_ms()),
     };
     Ok((served, Json(body)).into_response())
 }

@@ -101,9 +101,10 @@ async fn latency_and_wait_histograms_count_the_requests_and_waits_that_fed_them(
     assert!(moved(r#"ryw_http_requests_total{route="/metrics",status="200"}"#) >= 1.0);
 
     // The wait histogram: one more wait, counted in the bucket of its
-    // duration. `X-Waited-Ms` is the same duration cut to whole ms, so every
-    // bucket bound ≥ waited_ms + 1 ms moved by one and every bound < waited_ms
-    // did not.
+    // duration. `X-Waited-Ms` is the same duration rounded up to whole ms
+    // (the wait lasted more than waited_ms - 1 and at most waited_ms), so
+    // every bucket bound ≥ waited_ms moved by one and every bound below did
+    // not.
     assert_eq!(moved("ryw_waits_total"), 1.0);
     assert_eq!(moved("ryw_wait_duration_seconds_count"), 1.0);
     assert_eq!(moved(r#"ryw_wait_duration_seconds_bucket{le="+Inf"}"#), 1.0);
@@ -114,19 +115,22 @@ async fn latency_and_wait_histograms_count_the_requests_and_waits_that_fed_them(
             bound.as_secs_f64()
         );
         let ms = bound.as_millis() as u64;
-        if ms > waited_ms {
-            assert_eq!(moved(&le), 1.0, "{le} (waited {waited_ms} ms)");
-            checked += 1;
-        } else if ms < waited_ms {
-            assert_eq!(moved(&le), 0.0, "{le} (waited {waited_ms} ms)");
-            checked += 1;
-        }
+        let expected = if ms >= waited_ms { 1.0 } else { 0.0 };
+        assert_eq!(moved(&le), expected, "{le} (waited {waited_ms} ms)");
+        checked += 1;
     }
-    // At most one bound can equal waited_ms and go unchecked.
-    let bounds = ryw_router::MetricsSnapshot::WAIT_BOUNDS.len();
-    assert!(
-        checked >= bounds - 1,
-        "{checked} of {bounds} buckets checked"
+    assert_eq!(checked, ryw_router::MetricsSnapshot::WAIT_BOUNDS.len());
+    // And by strategy: a causal wait, wasted only if the leader served it
+    // after all (follower1 did not catch up within the budget).
+    assert_eq!(moved(r#"ryw_strategy_waits_total{strategy="causal"}"#), 1.0);
+    let wasted = if read.header("x-served-by") == "leader" {
+        1.0
+    } else {
+        0.0
+    };
+    assert_eq!(
+        moved(r#"ryw_wasted_waits_total{strategy="causal"}"#),
+        wasted
     );
 
     // The reusable building block exports the same router state.
@@ -135,6 +139,7 @@ async fn latency_and_wait_histograms_count_the_requests_and_waits_that_fed_them(
     let own = ryw_service::metrics::encode(&registry);
     for series in [
         "ryw_waits_total",
+        r#"ryw_wasted_waits_total{strategy="causal"}"#,
         "ryw_wait_duration_seconds_count",
         r#"ryw_wait_duration_seconds_bucket{le="+Inf"}"#,
         r#"ryw_node_in_rotation{node="follower1"}"#,

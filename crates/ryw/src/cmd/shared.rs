@@ -46,6 +46,7 @@ pub fn router_config(args: &RoutingArgs) -> anyhow::Result<RouterConfig> {
         default_strategy: args.strategy,
         sticky_window: args.sticky_window.0,
         causal_wait: args.causal_wait.0,
+        hybrid_wait: args.hybrid_wait.0,
         max_lag_time: args.max_lag.0,
         max_lag_bytes: args.max_lag_bytes,
         poll_interval: args.poll_interval.0,
