@@ -11,22 +11,26 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, IntoResponseParts, Response, ResponseParts};
-use ryw_router::{Decision, Lsn, Strategy};
+use ryw_router::{Committed, Decision, Position, Strategy};
 use tower::{Layer, Service};
 
-use crate::{Ryw, X_CONSISTENCY_TOKEN, X_SERVED_BY, X_WAITED_FOR, X_WAITED_MS};
+use crate::{Ryw, X_CONSISTENCY_TOKEN, X_RYW_WRITE_LOST, X_SERVED_BY, X_WAITED_FOR, X_WAITED_MS};
 
 /// What served a request and the session's token after it. Return it as a
 /// response part (`(Served::from(&read.decision), Json(body))`); the layer
-/// turns it into `X-Served-By`, `X-Consistency-Token` and, for reads,
-/// `X-Waited-Ms` (and `X-Waited-For`). It stays in the response's
+/// turns it into `X-Served-By`, `X-Consistency-Token`, for reads
+/// `X-Waited-Ms` (and `X-Waited-For`), and `X-Ryw-Write-Lost` when a
+/// failover lost a write of the session. It stays in the response's
 /// extensions for logs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Served {
     /// `leader`, a follower's name, or `none`.
     pub node: Arc<str>,
     /// The session's position after the request.
-    pub token: Option<Lsn>,
+    pub token: Option<Position>,
+    /// A write of the session that a failover lost, if this request
+    /// learnt of one.
+    pub lost: Option<Position>,
     /// The strategy that routed the read (reads only).
     pub strategy: Option<Strategy>,
     /// How long the read waited for a follower (reads only).
@@ -37,10 +41,11 @@ pub struct Served {
 
 impl Served {
     /// A write: the leader, and the write's token.
-    pub fn write(token: Lsn) -> Served {
+    pub fn write(committed: Committed) -> Served {
         Served {
             node: Arc::from(ryw_router::LEADER_NAME),
-            token: Some(token),
+            token: Some(committed.token),
+            lost: committed.lost,
             strategy: None,
             waited: None,
             waited_for: None,
@@ -52,6 +57,7 @@ impl Served {
         Served {
             node: Arc::from("none"),
             token: None,
+            lost: None,
             strategy: None,
             waited: None,
             waited_for: None,
@@ -64,6 +70,7 @@ impl From<&Decision> for Served {
         Served {
             node: d.node.clone(),
             token: d.token,
+            lost: d.lost,
             strategy: Some(d.strategy),
             waited: Some(if d.did_wait { d.waited } else { Duration::ZERO }),
             waited_for: d.waited_for.clone(),
@@ -159,20 +166,23 @@ fn set_headers(
     served: Option<Served>,
     client_token: Option<&HeaderValue>,
 ) {
-    let (node, token, waited, waited_for) = match served {
-        Some(s) => (s.node, s.token, s.waited, s.waited_for),
+    let (node, token, lost, waited, waited_for) = match served {
+        Some(s) => (s.node, s.token, s.lost, s.waited, s.waited_for),
         None => {
             let verified = client_token
                 .and_then(|v| v.to_str().ok())
                 .and_then(|t| cfg.key.verify(t.trim()).ok());
-            (Arc::from("none"), verified, None, None)
+            (Arc::from("none"), verified, None, None, None)
         }
     };
     if let Ok(v) = HeaderValue::from_str(&node) {
         headers.insert(X_SERVED_BY, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&cfg.key.sign(token.unwrap_or(Lsn::ZERO))) {
+    if let Ok(v) = HeaderValue::from_str(&cfg.key.sign(token.unwrap_or_default())) {
         headers.insert(X_CONSISTENCY_TOKEN, v);
+    }
+    if let Some(v) = lost.and_then(|p| HeaderValue::from_str(&p.lsn.to_string()).ok()) {
+        headers.insert(X_RYW_WRITE_LOST, v);
     }
     if let Some(waited) = waited {
         headers.insert(X_WAITED_MS, HeaderValue::from(whole_ms_up(waited)));
@@ -194,7 +204,7 @@ mod tests {
     use axum::Router;
     use axum::body::Body;
     use axum::routing::get;
-    use ryw_router::TokenKey;
+    use ryw_router::{Lsn, TokenKey};
     use tower::ServiceExt;
 
     fn ryw() -> Ryw {
@@ -219,10 +229,12 @@ mod tests {
             .route(
                 "/",
                 get(|s: Session| async move {
-                    let token = s.client_token.unwrap_or(Lsn::ZERO).checked_add(8).unwrap();
+                    let sent = s.client_token.unwrap_or_default();
+                    let token = Position::new(2, sent.lsn.checked_add(8).unwrap());
                     let served = Served {
                         node: Arc::from("follower1"),
                         token: Some(token),
+                        lost: Some(Position::new(1, Lsn::from_u64(0x3000060))),
                         strategy: Some(Strategy::Hybrid),
                         waited: Some(Duration::from_micros(2_100)),
                         waited_for: Some(Arc::from("follower1")),
@@ -231,7 +243,7 @@ mod tests {
                 }),
             )
             .layer(r.layer());
-        let sent = r.key().sign(Lsn::from_u64(100));
+        let sent = r.key().sign(Position::new(2, Lsn::from_u64(100)));
         let resp = call(app, &[("x-user", "alice"), ("x-consistency-token", &sent)]).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()[X_SERVED_BY], "follower1");
@@ -240,7 +252,8 @@ mod tests {
         let back = r
             .key()
             .verify(resp.headers()[X_CONSISTENCY_TOKEN].to_str().unwrap());
-        assert_eq!(back.unwrap(), Lsn::from_u64(108));
+        assert_eq!(back.unwrap(), Position::new(2, Lsn::from_u64(108)));
+        assert_eq!(resp.headers()[X_RYW_WRITE_LOST], "0/3000060");
         assert!(resp.extensions().get::<Served>().is_some(), "kept for logs");
     }
 
@@ -289,7 +302,7 @@ mod tests {
         let zero = r
             .key()
             .verify(resp.headers()[X_CONSISTENCY_TOKEN].to_str().unwrap());
-        assert_eq!(zero.unwrap(), Lsn::ZERO);
+        assert_eq!(zero.unwrap(), Position::default());
     }
 
     #[tokio::test]

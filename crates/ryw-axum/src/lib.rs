@@ -75,6 +75,11 @@ pub const X_WAITED_MS: HeaderName = HeaderName::from_static("x-waited-ms");
 /// `X-Waited-For`: the follower a `hybrid` read waited for (the one the
 /// tracker predicted), when it waited.
 pub const X_WAITED_FOR: HeaderName = HeaderName::from_static("x-waited-for");
+/// `X-Ryw-Write-Lost`: the position (`X/Y`) of a write of the session that
+/// the old leader acknowledged and a failover lost. Sent once, on the
+/// session's first request after the failover; its token then starts again
+/// on the new timeline.
+pub const X_RYW_WRITE_LOST: HeaderName = HeaderName::from_static("x-ryw-write-lost");
 
 /// Where a request names its session.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -145,6 +145,15 @@ impl Error {
                 "Bad consistency token",
                 format!("X-Consistency-Token refused: {t}"),
             ),
+            E::LeaderUnavailable(why) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "leader-unavailable",
+                "Leader unavailable",
+                format!(
+                    "{why}; writes resume once a node leads (a failover takes about a second); \
+                     a retry with the same Idempotency-Key is safe"
+                ),
+            ),
             E::Pool { .. }
             | E::Connect { .. }
             | E::StoreTimeout(_)

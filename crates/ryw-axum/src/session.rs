@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use ryw_router::{Lsn, ReadOptions, ReadRequest, SessionKey};
+use ryw_router::{Position, ReadOptions, ReadRequest, SessionKey};
 
 use crate::{Problem, Ryw, SessionSource, X_CONSISTENCY_TOKEN};
 
@@ -25,7 +25,7 @@ pub struct Session {
     /// Whose writes the reads must see.
     pub key: SessionKey,
     /// The client's verified token, if it sent one.
-    pub client_token: Option<Lsn>,
+    pub client_token: Option<Position>,
     /// Per-request read options (default: the router's).
     pub options: ReadOptions,
 }
@@ -113,7 +113,7 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim_matches('"'))
 }
 
-fn client_token(cfg: &Ryw, headers: &HeaderMap) -> Result<Option<Lsn>, Problem> {
+fn client_token(cfg: &Ryw, headers: &HeaderMap) -> Result<Option<Position>, Problem> {
     let Some(v) = headers.get(X_CONSISTENCY_TOKEN) else {
         return Ok(None);
     };
@@ -223,15 +223,16 @@ mod tests {
     #[test]
     fn tokens_are_verified_and_bad_ones_refused() {
         let c = cfg();
-        let good = c.key.sign(Lsn::from_u64(4096));
+        let pos = Position::new(3, ryw_router::Lsn::from_u64(4096));
+        let good = c.key.sign(pos);
         assert_eq!(
             client_token(&c, &headers(&[("x-consistency-token", &good)])).unwrap(),
-            Some(Lsn::from_u64(4096))
+            Some(pos)
         );
         assert_eq!(client_token(&c, &headers(&[])).unwrap(), None);
         let other = TokenKey::from_secret("another sixteen bytes!")
             .unwrap()
-            .sign(Lsn::from_u64(1));
+            .sign(ryw_router::Lsn::from_u64(1));
         for bad in ["garbage", other.as_str(), ""] {
             let p = client_token(&c, &headers(&[("x-consistency-token", bad)])).unwrap_err();
             assert_eq!((p.status.as_u16(), p.slug), (400, "bad-token"), "{bad:?}");

@@ -50,7 +50,7 @@ async fn proxy_with_schema(
     let mut watch = proxy.router().watch_cluster();
     tokio::time::timeout(
         Duration::from_secs(10),
-        watch.wait_for(|v| v.followers.iter().all(|f| f.in_rotation)),
+        watch.wait_for(|v| v.followers().all(|f| f.in_rotation)),
     )
     .await
     .expect("followers in rotation")

@@ -130,7 +130,7 @@ impl Collector for RouterSample {
                 ConstCounter::new(r.count).encode(family.encode_family(&labels)?)?;
             }
         }
-        let counters: [(&str, &str, u64); 10] = [
+        let counters: [(&str, &str, u64); 11] = [
             (
                 "ryw_writes",
                 "leader connections handed out for writes",
@@ -140,6 +140,11 @@ impl Collector for RouterSample {
                 "ryw_waits",
                 "fresh reads that waited for a follower to catch up",
                 m.waits,
+            ),
+            (
+                "ryw_writes_lost",
+                "requests that told a session a failover lost its acknowledged write",
+                m.writes_lost,
             ),
             (
                 "ryw_wait_timeouts",
@@ -233,7 +238,7 @@ impl Collector for RouterSample {
                 None,
                 MetricType::Gauge,
             )?;
-            for f in &self.view.followers {
+            for f in self.view.followers() {
                 if let Some(b) = f.lag_bytes {
                     let labels = [("node", &*f.name)];
                     ConstGauge::new(b as i64).encode(family.encode_family(&labels)?)?;
@@ -247,7 +252,7 @@ impl Collector for RouterSample {
                 None,
                 MetricType::Gauge,
             )?;
-            for f in &self.view.followers {
+            for f in self.view.followers() {
                 if let Some(ms) = f.lag_ms {
                     let labels = [("node", &*f.name)];
                     ConstGauge::new(ms as f64 / 1000.0).encode(family.encode_family(&labels)?)?;
@@ -261,11 +266,18 @@ impl Collector for RouterSample {
                 None,
                 MetricType::Gauge,
             )?;
-            for n in self.view.nodes() {
+            for n in self.view.listed() {
                 let labels = [("node", &*n.name)];
                 ConstGauge::new(i64::from(n.in_rotation)).encode(family.encode_family(&labels)?)?;
             }
         }
+        let timeline = ConstGauge::new(i64::from(self.view.history.current));
+        timeline.encode(encoder.encode_descriptor(
+            "ryw_timeline",
+            "the leader's timeline (it grows by one at each failover; 0 while no leader is known)",
+            None,
+            timeline.metric_type(),
+        )?)?;
         let healthy = ConstGauge::new(i64::from(self.store_ok));
         healthy.encode(encoder.encode_descriptor(
             "ryw_session_store_healthy",

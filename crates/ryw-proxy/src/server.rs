@@ -13,7 +13,6 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::auth::AuthFile;
-use crate::backend::Node;
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
 use crate::metrics::ProxyMetrics;
@@ -37,7 +36,8 @@ pub(crate) struct Shared {
     pub router: Router,
     pub key: TokenKey,
     pub cfg: ProxyConfig,
-    /// The leader first, then the followers in the router's order.
+    /// Every node in the router's order: the followers, then the node
+    /// configured as the leader (named as the router names them).
     pub nodes: Vec<NodeAddr>,
     pub auth: Option<AuthFile>,
     /// Sessions by the process id the proxy gave them: (secret key, the
@@ -49,12 +49,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The address of `node`.
-    pub fn addr(&self, node: Node) -> &NodeAddr {
-        match node {
-            Node::Leader => &self.nodes[0],
-            Node::Follower(i) => &self.nodes[i + 1],
-        }
+    /// The address of node `slot` (an index of the router's nodes).
+    pub fn addr(&self, slot: usize) -> &NodeAddr {
+        &self.nodes[slot]
+    }
+
+    /// The node that leads now (the router's tracker follows promotions),
+    /// else `fallback` (the one that led last).
+    pub fn leader_slot(&self, fallback: usize) -> usize {
+        self.router.cluster_view().leader_index.unwrap_or(fallback)
     }
 
     /// A process id and key for a new session, registered for cancels.
@@ -138,7 +141,12 @@ impl Proxy {
             }
             None => None,
         };
-        let metrics = ProxyMetrics::new(nodes.iter().map(|n| n.name.to_string()).collect());
+        // Counted as routed: the leader first, then each node as a follower.
+        let metrics = ProxyMetrics::new(
+            std::iter::once(ryw_router::LEADER_NAME.to_owned())
+                .chain(nodes.iter().map(|n| n.name.to_string()))
+                .collect(),
+        );
         Ok(Proxy {
             admin,
             shared: Arc::new(Shared {
@@ -222,22 +230,20 @@ impl Proxy {
     }
 }
 
-/// Each node's host and port, from the router's URLs.
+/// Each node's host and port, from the router's URLs, in the router's
+/// order (the followers, then the node configured as the leader).
 async fn node_addrs(cfg: &ProxyConfig) -> Result<Vec<NodeAddr>, ProxyError> {
     let mut out = Vec::with_capacity(cfg.nodes.followers.len() + 1);
-    let all = std::iter::once((
-        Node::Leader,
-        ryw_router::LEADER_NAME,
-        cfg.nodes.leader.as_str(),
-    ))
-    .chain(
-        cfg.nodes
-            .followers
-            .iter()
-            .enumerate()
-            .map(|(i, (n, u))| (Node::Follower(i), n.as_str(), u.as_str())),
-    );
-    for (node, name, url) in all {
+    let all = cfg
+        .nodes
+        .followers
+        .iter()
+        .map(|(n, u)| (n.as_str(), u.as_str()))
+        .chain(std::iter::once((
+            ryw_router::FORMER_LEADER_NAME,
+            cfg.nodes.leader.as_str(),
+        )));
+    for (name, url) in all {
         let pg: tokio_postgres::Config = url
             .parse()
             .map_err(|e| ProxyError::Config(format!("{name}: {e}")))?;
@@ -256,7 +262,6 @@ async fn node_addrs(cfg: &ProxyConfig) -> Result<Vec<NodeAddr>, ProxyError> {
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| ProxyError::Config(format!("{name}: cannot resolve {host}:{port}")))?;
-        let _ = node;
         out.push(NodeAddr {
             name: Arc::from(name),
             addr,

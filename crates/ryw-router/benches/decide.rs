@@ -18,6 +18,7 @@ fn node(name: &str, role: Role, lsn: u64) -> NodeStatus {
     NodeStatus {
         name: Arc::from(name),
         role,
+        timeline: Some(1),
         lsn: Some(Lsn::from_u64(lsn)),
         lag_bytes: Some(0),
         lag_ms: Some(0),
@@ -35,7 +36,9 @@ fn node(name: &str, role: Role, lsn: u64) -> NodeStatus {
 fn view(n: usize) -> ClusterView {
     ClusterView {
         leader: node("leader", Role::Leader, 10_000_000),
-        followers: (0..n)
+        leader_index: None,
+        history: std::sync::Arc::new(ryw_router::History::first()),
+        nodes: (0..n)
             .map(|i| {
                 node(
                     &format!("f{i}"),

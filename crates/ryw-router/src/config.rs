@@ -13,6 +13,11 @@ use crate::{Error, Result, Strategy};
 /// (`X-Served-By: leader`).
 pub const LEADER_NAME: &str = "leader";
 
+/// The name of the node configured as the leader ([`NodeUrls::leader`])
+/// while another node leads (after a failover, once it is back as a
+/// follower): `X-Served-By: former-leader`.
+pub const FORMER_LEADER_NAME: &str = "former-leader";
+
 /// How the router routes and how the tracker watches. `Default` gives the
 /// documented defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,17 +145,25 @@ impl RouterConfig {
     }
 }
 
-/// Where the nodes are: one leader, any number of named followers.
+/// Where the nodes are: the leader and any number of named followers.
+///
+/// Roles are discovered, not trusted: the tracker polls every node, writes
+/// go to the one that is not in recovery, and a promotion moves them (a
+/// follower promoted by Patroni, a cloud's failover or `pg_ctl promote`
+/// becomes the leader within a poll; the old leader, back as a follower,
+/// serves reads as `former-leader`). List every node that may lead.
 ///
 /// URLs are `tokio-postgres` connection strings (`postgres://user@host:port/db`
 /// or `host=… port=…`). `Debug` prints names only, since URLs may hold
 /// passwords.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NodeUrls {
-    /// The primary; every write and every fallback read goes here.
+    /// The node expected to be the primary at start.
     pub leader: String,
-    /// `(name, url)` per follower. The name is what `X-Served-By` says and
-    /// what the dashboard shows; it must be unique and not `leader`.
+    /// `(name, url)` per other node: the followers, and any other node that
+    /// may be promoted. The name is what `X-Served-By` says and what the
+    /// dashboard shows; it must be unique and not `leader` or
+    /// `former-leader`.
     pub followers: Vec<(String, String)>,
 }
 
@@ -159,7 +172,11 @@ impl NodeUrls {
     pub fn validate(&self) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
         for (name, _) in &self.followers {
-            if name.is_empty() || name == LEADER_NAME || !seen.insert(name.as_str()) {
+            if name.is_empty()
+                || name == LEADER_NAME
+                || name == FORMER_LEADER_NAME
+                || !seen.insert(name.as_str())
+            {
                 return Err(Error::Config(format!(
                     "follower name {name:?} is empty, reserved or repeated"
                 )));
@@ -221,6 +238,7 @@ mod tests {
         urls(&["f1", "f2"]).validate().unwrap();
         assert!(urls(&["f1", "f1"]).validate().is_err());
         assert!(urls(&["leader"]).validate().is_err());
+        assert!(urls(&["former-leader"]).validate().is_err());
         assert!(urls(&[""]).validate().is_err());
     }
 

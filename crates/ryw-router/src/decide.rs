@@ -95,6 +95,14 @@ pub enum Reason {
     /// What the session's last read saw is not bounded yet, and the
     /// follower it ran on cannot serve this one (rule 7).
     Unsettled,
+    /// The session's token names a write that a failover lost: on an
+    /// earlier timeline, past where it ended. Only the leader serves the
+    /// read, and it says so ([`Decision::lost`](crate::Decision::lost)).
+    WriteLost,
+    /// The session's token is on a timeline the router does not know (a
+    /// newer leader it has not seen yet): no follower can be proven to have
+    /// it.
+    TimelineUnknown,
 }
 
 impl Reason {
@@ -117,6 +125,8 @@ impl Reason {
             Reason::CheckFailed => "follower behind at replay check",
             Reason::FollowerUnavailable => "follower unavailable",
             Reason::Unsettled => "last read not settled, its follower unavailable",
+            Reason::WriteLost => "the session's write was lost in a failover",
+            Reason::TimelineUnknown => "token on a timeline not seen yet",
         }
     }
 
@@ -134,6 +144,8 @@ impl Reason {
                 | Reason::CheckFailed
                 | Reason::FollowerUnavailable
                 | Reason::Unsettled
+                | Reason::WriteLost
+                | Reason::TimelineUnknown
         )
     }
 }
@@ -149,9 +161,9 @@ impl fmt::Display for Reason {
 pub enum Choice {
     /// Serve it on the leader.
     Leader(Reason),
-    /// Serve it on follower `index` (of `view.followers`).
+    /// Serve it on follower `index` (of `view.nodes`).
     Follower {
-        /// Index into `ClusterView::followers`.
+        /// Index into `ClusterView::nodes`.
         index: usize,
         /// Why.
         reason: Reason,
@@ -170,7 +182,7 @@ pub enum Choice {
     /// `per-read-check`: ask follower `index` for its replay position first;
     /// serve there if it has reached `target`, else on the leader.
     Check {
-        /// Index into `ClusterView::followers`.
+        /// Index into `ClusterView::nodes`.
         index: usize,
         /// The position it must have reached.
         target: Lsn,
@@ -335,7 +347,7 @@ pub fn least_lagged_caught_up<R: Rng + ?Sized>(
 ) -> Option<usize> {
     let mut best: Option<(usize, Lsn)> = None;
     let mut ties = 0u32;
-    for (i, f) in view.followers.iter().enumerate() {
+    for (i, f) in view.nodes.iter().enumerate() {
         let Some(replay) = f.lsn else { continue };
         if !f.in_rotation || replay < target {
             continue;
@@ -366,7 +378,7 @@ fn random_follower<R: Rng + ?Sized>(view: &ClusterView, rng: &mut R, reason: Rea
     }
     let pick = rng.random_range(0..n);
     let index = view
-        .followers
+        .nodes
         .iter()
         .enumerate()
         .filter(|(_, f)| f.in_rotation)
@@ -394,7 +406,9 @@ mod tests {
     fn view(followers: &[(Option<u64>, bool)]) -> ClusterView {
         ClusterView {
             leader: node("leader", Role::Leader, Some(1000), true),
-            followers: followers
+            leader_index: None,
+            history: std::sync::Arc::new(crate::History::first()),
+            nodes: followers
                 .iter()
                 .enumerate()
                 .map(|(i, (lsn, rot))| node(&format!("f{}", i + 1), Role::Follower, *lsn, *rot))
@@ -623,7 +637,9 @@ mod tests {
         };
         ClusterView {
             leader: node("leader", Role::Leader, Some(1000), true),
-            followers: vec![f("f1", 400, 100), f("f2", 300, 400)],
+            leader_index: None,
+            history: std::sync::Arc::new(crate::History::first()),
+            nodes: vec![f("f1", 400, 100), f("f2", 300, 400)],
             leader_reached: vec![crate::view::Reached {
                 lsn: Lsn::from_u64(500),
                 at: t0,
@@ -706,7 +722,7 @@ mod tests {
         let mut v = seeds_cluster(t0);
         // Follower 1's replay stopped 300 ms before the write: its pace
         // still says 100 ms, it has been behind for 395 ms.
-        v.followers[0].behind_since = Some(t0 - Duration::from_millis(300));
+        v.nodes[0].behind_since = Some(t0 - Duration::from_millis(300));
         let s = known(Some(500), None);
         assert_eq!(
             hybrid_at(

@@ -51,6 +51,11 @@ pub enum Error {
         /// Why (refused, timed out, restarted, shut down).
         reason: String,
     },
+    /// No node leads now: the leader is down (a failover may be under way)
+    /// or none was found. Writes and leader reads answer this at once; a
+    /// write retried with its idempotency key is safe.
+    #[error("leader unavailable: {0}")]
+    LeaderUnavailable(String),
     /// A statement the router itself runs failed.
     #[error("postgres: {}", describe_pg(.0))]
     Postgres(#[from] tokio_postgres::Error),

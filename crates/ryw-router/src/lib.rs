@@ -146,7 +146,7 @@ mod tracker;
 mod view;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{LEADER_NAME, NodeUrls, RouterConfig};
+pub use config::{FORMER_LEADER_NAME, LEADER_NAME, NodeUrls, RouterConfig};
 pub use decide::{Choice, Now, Reason, SessionState, decide};
 pub use error::{Error, Result};
 pub use lsn::Lsn;
@@ -156,8 +156,8 @@ pub use pg::connection_lost;
 pub use predict::Forecast;
 pub use reader::ReadConn;
 pub use router::{
-    ColumnIndex, Decision, LocalSession, Read, ReadRequest, Router, Row, SessionRef, Unsettled,
-    WriteTx, Written,
+    ColumnIndex, Committed, Decision, LocalSession, Read, ReadRequest, Router, Row, SessionRef,
+    Unsettled, WriteTx, Written,
 };
 pub use store::seed;
 pub use store::{

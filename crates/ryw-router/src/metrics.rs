@@ -37,6 +37,7 @@ pub(crate) struct Metrics {
     store_errors: AtomicU64,
     read_checks: AtomicU64,
     absurd_tokens: AtomicU64,
+    writes_lost: AtomicU64,
     stalls: AtomicU64,
     retries: AtomicU64,
 }
@@ -61,6 +62,7 @@ impl Metrics {
             store_errors: AtomicU64::new(0),
             read_checks: AtomicU64::new(0),
             absurd_tokens: AtomicU64::new(0),
+            writes_lost: AtomicU64::new(0),
             stalls: AtomicU64::new(0),
             retries: AtomicU64::new(0),
         }
@@ -121,6 +123,10 @@ impl Metrics {
         self.read_checks.fetch_add(1, Relaxed);
     }
 
+    pub fn add_write_lost(&self) {
+        self.writes_lost.fetch_add(1, Relaxed);
+    }
+
     pub fn add_absurd_token(&self) {
         self.absurd_tokens.fetch_add(1, Relaxed);
     }
@@ -178,6 +184,7 @@ impl Metrics {
             store_errors: self.store_errors.load(Relaxed),
             read_checks: self.read_checks.load(Relaxed),
             absurd_tokens: self.absurd_tokens.load(Relaxed),
+            writes_lost: self.writes_lost.load(Relaxed),
             stalls: self.stalls.load(Relaxed),
             retries: self.retries.load(Relaxed),
         }
@@ -251,6 +258,9 @@ pub struct MetricsSnapshot {
     /// Tokens absurdly far beyond the leader, sent to the leader and clamped
     /// (rule 4).
     pub absurd_tokens: u64,
+    /// Requests of sessions whose acknowledged write a failover lost (told
+    /// to the session: `X-Ryw-Write-Lost`, a `NOTICE` in the proxy).
+    pub writes_lost: u64,
     /// Reads that did not answer in time and retired their shared
     /// connection ([`Router::report_stall`](crate::Router::report_stall)).
     pub stalls: u64,

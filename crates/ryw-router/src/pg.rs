@@ -9,17 +9,23 @@ use crate::Lsn;
 use crate::view::Role;
 
 /// A follower's replay position (NULL on a primary).
-pub(crate) const REPLAY_POSITION: &str = "SELECT pg_last_wal_replay_lsn()";
+pub(crate) const REPLAY_POSITION: &str = "SELECT CASE WHEN pg_is_in_recovery() \
+     THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END";
 /// The leader's WAL write position.
 pub(crate) const LEADER_POSITION: &str = "SELECT pg_current_wal_lsn()";
 
 /// The SQL expression giving a node's position: everything up to it is
 /// visible to a statement that evaluates it (the statement's snapshot was
-/// taken before), so it bounds what that statement saw (rule 7).
+/// taken before), so it bounds what that statement saw (rule 7). A
+/// follower's is its replay position, or its current one if it was
+/// promoted since the read was planned (its replay position stops there,
+/// below what a read of the new leader can see).
 pub(crate) const fn position_expr(role: Role) -> &'static str {
     match role {
         Role::Leader => "pg_current_wal_lsn()",
-        Role::Follower => "pg_last_wal_replay_lsn()",
+        Role::Follower => {
+            "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END"
+        }
     }
 }
 
@@ -107,7 +113,7 @@ mod tests {
     #[test]
     fn position_expressions_match_the_role() {
         assert_eq!(position_expr(Role::Leader), "pg_current_wal_lsn()");
-        assert_eq!(position_expr(Role::Follower), "pg_last_wal_replay_lsn()");
+        assert!(position_expr(Role::Follower).contains("pg_last_wal_replay_lsn()"));
         assert!(LEADER_POSITION.ends_with(position_expr(Role::Leader)));
         assert!(REPLAY_POSITION.ends_with(position_expr(Role::Follower)));
     }

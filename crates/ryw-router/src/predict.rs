@@ -62,7 +62,7 @@ use crate::view::{ClusterView, NodeStatus};
 /// When a follower is expected to be seen at a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Forecast {
-    /// The follower expected first (index into [`ClusterView::followers`]).
+    /// The follower expected first (index into [`ClusterView::nodes`]).
     pub follower: usize,
     /// How long from now until the tracker is expected to see it at the
     /// token (zero when it is overdue).
@@ -85,7 +85,7 @@ pub fn forecast(
     // Not seen yet: the leader reached it no later than now.
     let reached = view.leader_reached_at(target).unwrap_or(now).min(now);
     let mut best: Option<Forecast> = None;
-    for (follower, f) in view.followers.iter().enumerate() {
+    for (follower, f) in view.nodes.iter().enumerate() {
         let Some(arrival) = arrival(f, target, reached, now, budget) else {
             continue;
         };
@@ -150,7 +150,9 @@ mod tests {
     fn view(followers: Vec<NodeStatus>, reached: &[(u64, Instant)]) -> ClusterView {
         ClusterView {
             leader: NodeStatus::for_test("leader", Role::Leader, Some(1_000), true),
-            followers,
+            leader_index: None,
+            history: std::sync::Arc::new(crate::History::first()),
+            nodes: followers,
             leader_reached: reached
                 .iter()
                 .map(|&(lsn, at)| Reached {

@@ -15,8 +15,9 @@ use std::fmt;
 
 use crate::Lsn;
 
-/// A WAL position and the timeline it was read on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A WAL position and the timeline it was read on. Ordered as (timeline,
+/// LSN): a later timeline is after every position of an earlier one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Position {
     /// The timeline (1 for a cluster that never failed over).
     pub timeline: u32,
@@ -42,6 +43,14 @@ impl Position {
     pub fn from_ordinal(n: u128) -> Option<Position> {
         let timeline = u32::try_from(n >> 64).ok()?;
         Some(Position::new(timeline, Lsn::from_u64(n as u64)))
+    }
+}
+
+impl From<Lsn> for Position {
+    /// `lsn` as of the current timeline (timeline 0, like a token from
+    /// before timelines).
+    fn from(lsn: Lsn) -> Position {
+        Position::new(0, lsn)
     }
 }
 

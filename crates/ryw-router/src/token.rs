@@ -58,24 +58,30 @@ pub enum TokenError {
     KeyTooShort,
 }
 
-/// The WAL position a session must see, as carried by a client.
+/// The WAL position (and timeline) a session must see, as carried by a
+/// client.
 ///
 /// A `Token` only exists for a position that was signed by us or is about to
-/// be: build one from an [`Lsn`] the router returned, or get one from
+/// be: build one from a [`Position`] the router returned, or get one from
 /// [`Token::decode`], which checks the signature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Token(Lsn);
+pub struct Token(Position);
 
 impl Token {
-    /// A token for `lsn` (typically the commit LSN of the caller's write, or
-    /// the position its last read saw).
-    pub const fn new(lsn: Lsn) -> Token {
-        Token(lsn)
+    /// A token for `pos` (typically the position of the caller's write, or
+    /// the one its last read saw).
+    pub fn new(pos: impl Into<Position>) -> Token {
+        Token(pos.into())
     }
 
     /// The position the holder must see.
-    pub const fn lsn(self) -> Lsn {
+    pub const fn position(self) -> Position {
         self.0
+    }
+
+    /// Its LSN.
+    pub const fn lsn(self) -> Lsn {
+        self.0.lsn
     }
 
     /// The header value for this token, signed with `key`.
@@ -89,9 +95,9 @@ impl Token {
     }
 }
 
-impl From<Lsn> for Token {
-    fn from(lsn: Lsn) -> Token {
-        Token(lsn)
+impl From<Position> for Token {
+    fn from(pos: Position) -> Token {
+        Token(pos)
     }
 }
 
@@ -130,15 +136,11 @@ impl TokenKey {
         TokenKey::from_bytes(&secret).expect("32 bytes is long enough")
     }
 
-    /// The header value carrying `lsn` on the cluster's first timeline.
-    /// (Fronts that follow failovers sign a [`Position`] with
-    /// [`TokenKey::sign_position`].)
-    pub fn sign(&self, lsn: Lsn) -> String {
-        self.sign_position(Position::new(1, lsn))
-    }
-
-    /// The header value carrying `pos`: `v2.<8 + 16 hex>.<mac>`.
-    pub fn sign_position(&self, pos: Position) -> String {
+    /// The header value carrying `pos`: `v2.<8 + 16 hex>.<mac>`. A bare
+    /// [`Lsn`] signs as timeline 0: "as of the current timeline", judged
+    /// as such after a failover (never reported lost).
+    pub fn sign(&self, pos: impl Into<Position>) -> String {
+        let pos = pos.into();
         let mut out = String::with_capacity(V2_LEN);
         out.push_str(V2);
         out.push('.');
@@ -149,15 +151,9 @@ impl TokenKey {
         out
     }
 
-    /// The LSN in a header value, if and only if this key signed it
-    /// (checked in constant time), whatever its timeline.
-    pub fn verify(&self, text: &str) -> Result<Lsn, TokenError> {
-        self.verify_position(text).map(|p| p.lsn)
-    }
-
     /// The position in a header value, if and only if this key signed it
     /// (checked in constant time). A version 1 token has timeline 0.
-    pub fn verify_position(&self, text: &str) -> Result<Position, TokenError> {
+    pub fn verify(&self, text: &str) -> Result<Position, TokenError> {
         let text = text.trim();
         if text.is_empty() {
             return Err(TokenError::Empty);
@@ -231,15 +227,16 @@ mod tests {
     #[test]
     fn round_trips_a_position() {
         let lsn: Lsn = "16/B374D848".parse().unwrap();
-        let text = key().sign(lsn);
+        let text = key().sign(Position::new(1, lsn));
         assert_eq!(text.len(), V2_LEN);
         assert!(text.starts_with("v2.0000000100000016b374d848."));
-        assert_eq!(key().verify(&text), Ok(lsn));
-        assert_eq!(key().verify_position(&text), Ok(Position::new(1, lsn)));
+        assert_eq!(key().verify(&text), Ok(Position::new(1, lsn)));
         let later = Position::new(0x2a, lsn);
-        let on_42 = key().sign_position(later);
+        let on_42 = key().sign(later);
         assert!(on_42.starts_with("v2.0000002a00000016b374d848."));
-        assert_eq!(key().verify_position(&on_42), Ok(later));
+        assert_eq!(key().verify(&on_42), Ok(later));
+        // A bare LSN is "as of the current timeline".
+        assert_eq!(key().verify(&key().sign(lsn)), Ok(Position::new(0, lsn)));
         let token = Token::decode(&text, &key()).unwrap();
         assert_eq!(token.lsn(), lsn);
         assert_eq!(token.encode(&key()), text);
@@ -255,21 +252,20 @@ mod tests {
 
     #[test]
     fn a_forged_timeline_is_refused_by_the_signature() {
-        let text = key().sign_position(Position::new(2, Lsn::from_u64(0x1000)));
+        let text = key().sign(Position::new(2, Lsn::from_u64(0x1000)));
         let moved = text.replacen("v2.00000002", "v2.00000003", 1);
         assert_ne!(moved, text);
-        assert_eq!(key().verify_position(&moved), Err(TokenError::BadSignature));
+        assert_eq!(key().verify(&moved), Err(TokenError::BadSignature));
     }
 
     #[test]
     fn version_1_tokens_still_verify_with_no_timeline() {
         let lsn = Lsn::from_u64(0xabc);
         let v1 = sign_v1(&key(), lsn);
-        assert_eq!(key().verify_position(&v1), Ok(Position::new(0, lsn)));
-        assert_eq!(key().verify(&v1), Ok(lsn));
+        assert_eq!(key().verify(&v1), Ok(Position::new(0, lsn)));
         // A v1 signature does not make a v2 token, nor the other way round.
         let as_v2 = v1.replacen("v1.", "v2.00000001", 1);
-        assert!(key().verify_position(&as_v2).is_err());
+        assert!(key().verify(&as_v2).is_err());
         let other = TokenKey::from_secret("some other secret, also long").unwrap();
         assert_eq!(
             key().verify(&sign_v1(&other, lsn)),
@@ -353,9 +349,10 @@ mod tests {
 
     proptest! {
         #[test]
-        fn sign_then_verify_is_identity(v in any::<u64>()) {
+        fn sign_then_verify_is_identity(t in any::<u32>(), v in any::<u64>()) {
             let k = key();
-            prop_assert_eq!(k.verify(&k.sign(Lsn::from_u64(v))), Ok(Lsn::from_u64(v)));
+            let pos = Position::new(t, Lsn::from_u64(v));
+            prop_assert_eq!(k.verify(&k.sign(pos)), Ok(pos));
         }
 
         #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::Lsn;
+use crate::timeline::History;
 
 /// The note of a node the tracker has not polled yet.
 pub(crate) const NOT_POLLED_YET: &str = "not polled yet";
@@ -33,10 +34,17 @@ impl Role {
 /// One node as last observed by the tracker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeStatus {
-    /// `leader`, or the follower's configured name (what `X-Served-By` says).
+    /// What `X-Served-By` says of a read it serves: `leader` for
+    /// [`ClusterView::leader`]; in [`ClusterView::nodes`], the node's
+    /// configured name, except that the node configured as the leader is
+    /// called `former-leader` there (it shows only once another node leads).
     pub name: Arc<str>,
-    /// Leader or follower.
+    /// Leader or follower: what its last poll said (`pg_is_in_recovery()`).
     pub role: Role,
+    /// The node's timeline: a leader's current one, a follower's last
+    /// received one (`pg_stat_wal_receiver.received_tli`). `None` while
+    /// unknown.
+    pub timeline: Option<u32>,
     /// Leader: its current WAL position (`pg_current_wal_lsn()`, last known,
     /// kept while it is unreachable). Follower: its replay position
     /// (`pg_last_wal_replay_lsn()`), or `None` while unknown or forgotten
@@ -86,6 +94,7 @@ impl NodeStatus {
         NodeStatus {
             name,
             role,
+            timeline: None,
             lsn: None,
             lag_bytes: None,
             lag_ms: None,
@@ -112,6 +121,7 @@ impl NodeStatus {
         NodeStatus {
             name: Arc::from(name),
             role,
+            timeline: Some(1),
             lsn: lsn.map(Lsn::from_u64),
             lag_bytes: None,
             lag_ms: None,
@@ -140,10 +150,20 @@ pub struct Reached {
 /// A consistent snapshot of the whole cluster, published on every poll.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterView {
-    /// The primary.
+    /// The leader (the node not in recovery), named `leader`; a placeholder
+    /// that is not healthy while no node is known to be the leader.
     pub leader: NodeStatus,
-    /// The followers, in configuration order (indexes are stable).
-    pub followers: Vec<NodeStatus>,
+    /// Which of [`ClusterView::nodes`] is the leader, if one is known.
+    pub leader_index: Option<usize>,
+    /// Every node, in configuration order: the configured leader first,
+    /// then the followers (indexes are stable). Roles are discovered: after
+    /// a failover another node is the leader. The leader's entry is never
+    /// in rotation (it serves reads as the leader, not as a follower).
+    pub nodes: Vec<NodeStatus>,
+    /// The cluster's timeline history, from the leader: its timeline and
+    /// where each earlier one ended (what a token from before a failover
+    /// means, [`History::judge`]).
+    pub history: Arc<History>,
     /// The leader's positions that no follower in rotation has replayed
     /// yet, oldest first, each with when the tracker first saw it: what the
     /// `hybrid` prediction needs to know when a token's position was
@@ -154,9 +174,37 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
+    /// The nodes that are not the leader: followers, and nodes that are
+    /// down or unusable (each with its note).
+    pub fn followers(&self) -> impl Iterator<Item = &NodeStatus> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != self.leader_index)
+            .map(|(_, n)| n)
+    }
+
     /// Every node, leader first: what the dashboard lists.
-    pub fn nodes(&self) -> impl Iterator<Item = &NodeStatus> {
-        std::iter::once(&self.leader).chain(self.followers.iter())
+    pub fn listed(&self) -> impl Iterator<Item = &NodeStatus> {
+        std::iter::once(&self.leader).chain(self.followers())
+    }
+
+    /// The node called `name` in [`ClusterView::nodes`] (a follower's
+    /// name, or `former-leader`).
+    pub fn node(&self, name: &str) -> Option<&NodeStatus> {
+        self.nodes.iter().find(|n| &*n.name == name)
+    }
+
+    /// The configured name of the node that leads now (`leader` while it is
+    /// the configured one), if one is known.
+    pub fn leader_node(&self) -> Option<&str> {
+        let i = self.leader_index?;
+        let name = &*self.nodes[i].name;
+        Some(if name == crate::config::FORMER_LEADER_NAME {
+            crate::LEADER_NAME
+        } else {
+            name
+        })
     }
 
     /// The leader's last known WAL position.
@@ -166,7 +214,7 @@ impl ClusterView {
 
     /// How many followers may serve reads now.
     pub fn followers_in_rotation(&self) -> usize {
-        self.followers.iter().filter(|f| f.in_rotation).count()
+        self.nodes.iter().filter(|f| f.in_rotation).count()
     }
 
     /// When the tracker first saw the leader at or beyond `lsn`, from

@@ -147,7 +147,9 @@ mod tests {
             &MetricsSnapshot::default(),
             &ClusterView {
                 leader: test_node("leader"),
-                followers: vec![],
+                leader_index: None,
+                nodes: vec![],
+                history: std::sync::Arc::new(ryw_router::History::first()),
                 leader_reached: vec![],
             },
             true,
@@ -199,7 +201,9 @@ mod tests {
             &snap,
             &ClusterView {
                 leader: test_node("leader"),
-                followers: vec![],
+                leader_index: None,
+                nodes: vec![],
+                history: std::sync::Arc::new(ryw_router::History::first()),
                 leader_reached: vec![],
             },
             false,
@@ -230,6 +234,7 @@ mod tests {
         ryw_router::NodeStatus {
             name: name.into(),
             role: ryw_router::Role::Leader,
+            timeline: Some(1),
             lsn: None,
             lag_bytes: None,
             lag_ms: None,

@@ -80,7 +80,12 @@ pub async fn migrate(router: &ryw_router::Router) -> anyhow::Result<ryw_router::
             tracing::info!(version, "applied migration");
         }
     }
-    let lsn = tx.commit().await.context("committing the migrations")?;
+    let lsn = tx
+        .commit()
+        .await
+        .context("committing the migrations")?
+        .token
+        .lsn;
     // Optional: lets the bench prewarm caches on every node (contrib).
     if let Err(e) = router
         .write_query(&session, "CREATE EXTENSION IF NOT EXISTS pg_prewarm", &[])

@@ -192,7 +192,7 @@ async fn wait_followers_in_rotation(state: &AppState) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let view = state.router.cluster_view();
-        if view.leader.in_rotation && view.followers.iter().all(|f| f.in_rotation) {
+        if view.leader.in_rotation && view.followers().all(|f| f.in_rotation) {
             return;
         }
         assert!(

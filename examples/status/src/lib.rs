@@ -29,7 +29,7 @@ async fn set_status(State(db): State<Router>, me: Session, text: String) -> Resu
             &[&me.key.as_str(), &text],
         )
         .await?;
-    Ok(Served::write(written.token))
+    Ok(Served::write(written.committed()))
 }
 
 /// A fresh read: a follower that has replayed the caller's writes, or the

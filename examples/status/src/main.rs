@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .write_query(&setup, ryw_example_status::SCHEMA, &[])
         .await?;
     // A follower without the table yet would answer "relation does not exist".
-    db.wait_replayed(schema.token, std::time::Duration::from_secs(10))
+    db.wait_replayed(schema.token.lsn, std::time::Duration::from_secs(10))
         .await;
     let key = match std::env::var("TOKEN_KEY") {
         Ok(secret) => TokenKey::from_secret(&secret)?,

@@ -37,7 +37,7 @@ async fn three_hundred_write_then_read_pairs_never_read_an_older_status() {
     let setup = SessionKey::new("setup").unwrap();
     let schema = db.write_query(&setup, SCHEMA, &[]).await.expect("schema");
     assert!(
-        db.wait_replayed(schema.token, Duration::from_secs(10))
+        db.wait_replayed(schema.token.lsn, Duration::from_secs(10))
             .await,
         "the followers replay the schema"
     );

@@ -124,7 +124,8 @@ impl Session {
                 out.put_slice(&frame.raw);
             }
             if synced && f.position_after {
-                position_statement(&mut out, node, &mut self.backends[index(node)]);
+                let slot = self.slot(node);
+                position_statement(&mut out, &mut self.backends[slot]);
             }
             self.note_statements(&frames, node);
             if let Err(e) = self.backend(node).send(&out).await {
@@ -172,6 +173,7 @@ impl Session {
         attempts: u8,
     ) -> Result<(), Closing> {
         let mut read = None;
+        self.follow_leader();
         let node = match route {
             Route::Leader => Node::Leader,
             Route::Read | Route::StaleOk => {
@@ -245,12 +247,13 @@ impl Session {
             out.put_slice(&frame.raw);
         }
         self.note_statements(&frames, node);
+        let slot = self.slot(node);
         if position_after && synced {
-            position_statement(&mut out, node, &mut self.backends[index(node)]);
+            position_statement(&mut out, &mut self.backends[slot]);
         }
-        self.shared.metrics.batch(index(node), route);
+        self.shared.metrics.batch(metric_index(node), route);
         let epoch = match node {
-            Node::Follower(i) => self.view.borrow().followers.get(i).map(|f| f.epoch),
+            Node::Follower(i) => self.view.borrow().nodes.get(i).map(|f| f.epoch),
             Node::Leader => None,
         };
         let backend = self.backend(node);
@@ -292,9 +295,8 @@ impl Session {
     /// Returns how many `ReadyForQuery`s to swallow.
     pub(super) fn replay_settings(&mut self, node: Node, out: &mut BytesMut) -> usize {
         let settings = &self.settings;
-        let backend = self.backends[index(node)]
-            .as_mut()
-            .expect("opened before replay");
+        let slot = self.slot(node);
+        let backend = self.backends[slot].as_mut().expect("opened before replay");
         let todo = &settings[backend.settings_applied.min(settings.len())..];
         for sql in todo {
             let _ = frontend::query(sql, out);
@@ -320,7 +322,8 @@ impl Session {
         frames: &[Frame],
         out: &mut BytesMut,
     ) -> usize {
-        let backend = self.backends[index(node)]
+        let slot = self.slot(node);
+        let backend = self.backends[slot]
             .as_mut()
             .expect("opened before injection");
         let mut parsed_here: Vec<&str> = Vec::new();
@@ -392,7 +395,8 @@ impl Session {
                             version,
                         },
                     );
-                    let backend = self.backends[index(node)].as_mut().expect("open");
+                    let slot = self.slot(node);
+                    let backend = self.backends[slot].as_mut().expect("open");
                     if name.is_empty() {
                         backend.unnamed = Some(version);
                     } else {
@@ -401,7 +405,8 @@ impl Session {
                 }
                 Ok(Client::Close { kind: b'S', name }) => {
                     self.statements.remove(name);
-                    let backend = self.backends[index(node)].as_mut().expect("open");
+                    let slot = self.slot(node);
+                    let backend = self.backends[slot].as_mut().expect("open");
                     if name.is_empty() {
                         backend.unnamed = None;
                     } else {
@@ -409,7 +414,8 @@ impl Session {
                     }
                 }
                 Ok(Client::Query(_)) => {
-                    let backend = self.backends[index(node)].as_mut().expect("open");
+                    let slot = self.slot(node);
+                    let backend = self.backends[slot].as_mut().expect("open");
                     backend.unnamed = None;
                 }
                 _ => {}
@@ -423,16 +429,16 @@ pub(super) fn close_statement(out: &mut BytesMut, name: &str) {
     let _ = frontend::close(b'S', name, out);
 }
 
-/// The proxy's own position statement, prepared once per connection:
-/// `pg_current_wal_lsn()` on the leader (rule 1: read after COMMIT
-/// returned), `pg_last_wal_replay_lsn()` on a follower (rule 7).
-pub(super) fn position_statement(out: &mut BytesMut, node: Node, backend: &mut Option<Backend>) {
+/// The proxy's own position statement, prepared once per connection: the
+/// node's current position on the leader (rule 1: read after COMMIT
+/// returned), its replay position on a follower (rule 7). One text for
+/// both, as the node's role can change under a connection (a follower
+/// promoted keeps its connections).
+pub(super) fn position_statement(out: &mut BytesMut, backend: &mut Option<Backend>) {
     let Some(b) = backend.as_mut() else { return };
     if !b.position_prepared {
-        let sql = match node {
-            Node::Leader => "SELECT pg_current_wal_lsn()::text",
-            Node::Follower(_) => "SELECT pg_last_wal_replay_lsn()::text",
-        };
+        let sql = "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+                   ELSE pg_current_wal_lsn() END)::text";
         let _ = frontend::parse(POSITION_STATEMENT, sql, std::iter::empty(), out);
         b.position_prepared = true;
     }

@@ -181,7 +181,7 @@ impl Session {
     /// `SHOW ryw.<name>`.
     pub(super) fn show_ryw(&self, name: &str) -> Result<String, (&'static str, String)> {
         Ok(match name {
-            "token" => self.shared.key.sign(self.token.unwrap_or(Lsn::ZERO)),
+            "token" => self.shared.key.sign(self.token.unwrap_or_default()),
             "served_by" => self.served_by.to_string(),
             "session" => self
                 .named
@@ -215,14 +215,14 @@ impl Session {
             }
             ("session", None) => self.named = None,
             ("token", Some(v)) => {
-                let lsn = self
+                let pos = self
                     .shared
                     .key
                     .verify(v.trim())
                     .map_err(|e| ("22023", format!("invalid value for ryw.token: {e}")))?;
                 // Rule 4: verified, so it can raise the session's token but
                 // never make a read wait past its budget.
-                self.token = self.token.max(Some(lsn));
+                self.token = self.token.max(Some(pos));
             }
             ("token", None) => self.token = None,
             ("strategy", Some(v)) => {

@@ -34,7 +34,8 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use postgres_protocol::message::frontend;
 use ryw_router::{
-    ClusterView, Decision, Freshness, LocalSession, Lsn, ReadOptions, ReadRequest, SessionKey,
+    ClusterView, Decision, Freshness, LocalSession, Lsn, Position, ReadOptions, ReadRequest,
+    SessionKey,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -60,6 +61,9 @@ const CLIENT_BUFFER_CAP: usize = 1 << 20;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The proxy's own prepared statement on each backend: the node's position.
 const POSITION_STATEMENT: &str = "ryw_position";
+/// The SQLSTATE of the `NOTICE` that tells a session a failover lost its
+/// write (class 01, warning; "R" for ryw).
+pub const LOST_WRITE_SQLSTATE: &str = "01R01";
 
 /// Why a session ends.
 #[derive(Debug)]
@@ -273,8 +277,12 @@ struct Session {
     /// The client's startup parameters, as sent to the nodes.
     params: Vec<(String, String)>,
     password: Option<String>,
-    /// The leader at 0, followers after.
+    /// By the router's node index (the followers, then the node configured
+    /// as the leader).
     backends: Vec<Option<Backend>>,
+    /// The node that leads, as of the last batch that started outside a
+    /// transaction (a transaction stays where it began).
+    leader_slot: usize,
     /// The transaction status the client last saw.
     status: u8,
     /// `SET ryw.session`: a named session in the store, shared with other
@@ -283,7 +291,7 @@ struct Session {
     named: Option<SessionKey>,
     /// The highest position this connection wrote or saw (and `SET
     /// ryw.token`'s).
-    token: Option<Lsn>,
+    token: Option<Position>,
     last_write_ms: Option<u64>,
     options: ReadOptions,
     served_by: Arc<str>,
@@ -318,7 +326,9 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn index(node: Node) -> usize {
+/// The metrics' index of a batch routed to `node`: the leader first, then
+/// each node as a follower.
+fn metric_index(node: Node) -> usize {
     match node {
         Node::Leader => 0,
         Node::Follower(i) => i + 1,
@@ -326,19 +336,69 @@ fn index(node: Node) -> usize {
 }
 
 impl Session {
+    /// The router's index of `node`: a follower's own, or the leader's.
+    fn slot(&self, node: Node) -> usize {
+        match node {
+            Node::Leader => self.leader_slot,
+            Node::Follower(i) => i,
+        }
+    }
+
     fn backend(&mut self, node: Node) -> &mut Backend {
-        self.backends[index(node)]
+        let slot = self.slot(node);
+        self.backends[slot]
             .as_mut()
             .expect("a backend is opened before it is used")
+    }
+
+    /// What `X-Served-By` would say of `node`.
+    fn node_name(&self, node: Node) -> Arc<str> {
+        match node {
+            Node::Leader => Arc::from(ryw_router::LEADER_NAME),
+            Node::Follower(i) => self.shared.addr(i).name.clone(),
+        }
+    }
+
+    /// Follows the router to the node that leads now, outside a
+    /// transaction (a failover moved it). A connection kept to the old
+    /// leader is dropped: it died with it, or it is a standby now.
+    fn follow_leader(&mut self) {
+        if self.status != b'I' {
+            return;
+        }
+        let now = self.shared.leader_slot(self.leader_slot);
+        if now != self.leader_slot {
+            tracing::info!(
+                from = %self.shared.addr(self.leader_slot).name,
+                to = %self.shared.addr(now).name,
+                "the leader moved; this session follows it"
+            );
+            self.backends[self.leader_slot] = None;
+            self.leader_slot = now;
+        }
+    }
+
+    /// Tells the client that a failover lost a write of its session (rule
+    /// of the "Failover" contract: a `NOTICE`, as HTTP sends
+    /// `X-Ryw-Write-Lost`).
+    fn tell_lost(&self, client: &mut ClientConn, lost: Position) {
+        let message = format!(
+            "ryw: a write of this session that the old leader acknowledged (at {} on timeline {}) \
+             was lost in a failover: the new leader does not have it",
+            lost.lsn, lost.timeline
+        );
+        tracing::warn!(pid = self.pid, lsn = %lost.lsn, timeline = lost.timeline, "told a session its write was lost");
+        protocol::notice(&mut client.out, "WARNING", LOST_WRITE_SQLSTATE, &message);
     }
 
     /// Opens the connection to `node` unless it is open. A follower's is
     /// checked against the incarnation the router knows (rule 2).
     async fn open(&mut self, node: Node) -> Result<(), BackendError> {
-        if self.backends[index(node)].is_some() {
+        let slot = self.slot(node);
+        if self.backends[slot].is_some() {
             return Ok(());
         }
-        let addr = self.shared.addr(node).clone();
+        let addr = self.shared.addr(slot).clone();
         let incarnation = match node {
             Node::Leader => None,
             Node::Follower(i) => match self.shared.router.follower_incarnation(i) {
@@ -357,7 +417,7 @@ impl Session {
             incarnation,
         )
         .await?;
-        self.backends[index(node)] = Some(backend);
+        self.backends[slot] = Some(backend);
         Ok(())
     }
 
@@ -430,7 +490,7 @@ impl Session {
     /// the connections close (which rolls back what was open).
     async fn abandon(&mut self) {
         if let Phase::Flying(f) = &self.phase
-            && let Some(b) = &self.backends[index(f.node)]
+            && let Some(b) = &self.backends[self.slot(f.node)]
         {
             Backend::cancel(b.addr, b.key).await;
         }
@@ -458,7 +518,8 @@ impl Session {
                     Ok(_) => {}
                 },
                 Some((node, watch_node)) => {
-                    let backend = self.backends[index(node)]
+                    let slot = self.slot(node);
+                    let backend = self.backends[slot]
                         .as_mut()
                         .expect("a flight's backend is open");
                     let view = &mut self.view;

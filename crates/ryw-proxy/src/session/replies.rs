@@ -13,11 +13,16 @@ impl Session {
         client: &mut ClientConn,
     ) -> Result<(), Closing> {
         loop {
+            let leader_slot = self.leader_slot;
             let Phase::Flying(f) = &mut self.phase else {
                 return Ok(());
             };
             let node = f.node;
-            let backend = self.backends[index(node)].as_mut().expect("open");
+            let slot = match node {
+                Node::Leader => leader_slot,
+                Node::Follower(i) => i,
+            };
+            let backend = self.backends[slot].as_mut().expect("open");
             let frame =
                 match protocol::next_frame(&mut backend.inbuf, crate::backend::MAX_BACKEND_MESSAGE)
                 {
@@ -74,7 +79,8 @@ impl Session {
                         if f.position_later {
                             f.position_after = true;
                             let mut out = BytesMut::new();
-                            position_statement(&mut out, node, &mut self.backends[index(node)]);
+                            let slot = self.slot(node);
+                            position_statement(&mut out, &mut self.backends[slot]);
                             if let Err(e) = self.backend(node).send(&out).await {
                                 return self.backend_lost(client, e.to_string()).await;
                             }
@@ -161,7 +167,7 @@ impl Session {
         let status = f.client_ready.unwrap_or(b'I');
         let router = &self.shared.router;
         if f.plan.runs {
-            self.served_by = self.shared.addr(f.node).name.clone();
+            self.served_by = self.node_name(f.node);
         }
         if let Some(decision) = f.read.as_mut() {
             let fresh = decision.freshness == ryw_router::Freshness::Fresh;
@@ -188,17 +194,27 @@ impl Session {
                 }
                 None => {}
             }
+            if let Some(lost) = decision.lost {
+                self.tell_lost(client, lost);
+            }
             self.token = self.token.max(decision.token);
         } else if status == b'I'
             && let Some(lsn) = f.position
         {
             // Rule 1: the leader's position after the write committed. It
             // also bounds any read before it.
-            match &self.named {
-                Some(key) => router.record_write_at(key, lsn).await,
-                None => router.note_leader_position(lsn),
+            let lost = match &self.named {
+                Some(key) => router.record_write_at(key, lsn).await.lost,
+                None => {
+                    router.note_leader_position(lsn);
+                    self.token.and_then(|t| router.lost_write(t))
+                }
+            };
+            if let Some(lost) = lost {
+                self.tell_lost(client, lost);
             }
-            self.token = self.token.max(Some(lsn));
+            let written = Position::new(router.leader_timeline(), lsn);
+            self.token = self.token.max(Some(written));
             self.last_write_ms = Some(now_ms());
             self.unsettled = None;
         }
@@ -220,7 +236,8 @@ impl Session {
         if f.node == Node::Leader {
             // The client's own settings ran there.
             let n = self.settings.len();
-            if let Some(b) = self.backends[index(f.node)].as_mut() {
+            let slot = self.slot(f.node);
+            if let Some(b) = self.backends[slot].as_mut() {
                 b.settings_applied = n;
             }
         }
@@ -274,8 +291,9 @@ impl Session {
             return Ok(());
         };
         *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        self.backends[index(f.node)] = None;
-        let name = self.shared.addr(f.node).name.clone();
+        let slot = self.slot(f.node);
+        self.backends[slot] = None;
+        let name = self.node_name(f.node);
         if let Some(decision) = &f.read {
             // Rule 3: forget the follower's position now.
             self.shared.router.report_lost(decision, &why);
@@ -319,7 +337,7 @@ impl Session {
         // a partition: rule 3) is.
         let gone = {
             let view = self.view.borrow_and_update();
-            view.followers
+            view.nodes
                 .get(i)
                 .is_none_or(|s| !s.healthy && Some(s.epoch) != f.epoch)
         };

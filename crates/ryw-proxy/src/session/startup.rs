@@ -163,6 +163,7 @@ pub(super) async fn startup(
         params,
         password,
         backends: (0..shared.nodes.len()).map(|_| None).collect(),
+        leader_slot: shared.leader_slot(shared.nodes.len() - 1),
         status: b'I',
         named: None,
         token: None,

@@ -158,7 +158,7 @@ async fn rotation(ctx: &Ctx, follower: usize, want: bool, within: Duration) -> D
     let deadline = started + within;
     let mut watch = ctx.proxy_router().watch_cluster();
     loop {
-        if watch.borrow_and_update().followers[follower].in_rotation == want {
+        if watch.borrow_and_update().nodes[follower].in_rotation == want {
             return started.elapsed();
         }
         assert!(

@@ -200,7 +200,7 @@ pub async fn start_proxy(cluster: &TestCluster, setup: &Setup, key: TokenKey) ->
     let mut watch = proxy.router().watch_cluster();
     tokio::time::timeout(
         Duration::from_secs(10),
-        watch.wait_for(|v| v.followers.iter().all(|f| f.in_rotation)),
+        watch.wait_for(|v| v.followers().all(|f| f.in_rotation)),
     )
     .await
     .expect("followers in rotation")

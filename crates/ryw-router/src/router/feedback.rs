@@ -13,7 +13,7 @@ use crate::decide::is_absurd;
 use crate::pg::{Failure, LEADER_POSITION, REPLAY_POSITION, classify, describe_pg, lsn_column};
 use crate::reader::ReadConn;
 use crate::view::Role;
-use crate::{Error, Lsn, Result, SessionKey};
+use crate::{Error, Lsn, Position, Result, SessionKey};
 
 impl Router {
     /// Rule 7: the read of `decision` saw the database up to `lsn`, a
@@ -33,7 +33,9 @@ impl Router {
         if decision.role == Role::Leader {
             self.inner.tracker.shared.note_leader_lsn(lsn);
         }
-        decision.token = decision.token.max(Some(lsn));
+        decision.token = decision
+            .token
+            .max(Some(Position::new(decision.timeline, lsn)));
         self.persist_token(decision).await;
     }
 
@@ -71,35 +73,38 @@ impl Router {
     /// (same epoch), or else the leader's from such a poll (everything a
     /// follower replays, the leader had written before). `None` until one
     /// of them was polled after the read (within a poll interval).
-    pub fn settle(&self, unsettled: &Unsettled) -> Option<Lsn> {
+    pub fn settle(&self, unsettled: &Unsettled) -> Option<Position> {
         let view = self.inner.tracker.shared.view();
         let after = |s: &crate::NodeStatus| s.polled_at.is_some_and(|t| t > unsettled.ended_at);
-        if let Some(f) = view.followers.get(unsettled.follower)
+        let on = |s: &crate::NodeStatus, lsn| {
+            Position::new(s.timeline.unwrap_or(view.history.current), lsn)
+        };
+        if let Some(f) = view.nodes.get(unsettled.follower)
             && f.epoch == unsettled.epoch
             && after(f)
             && let Some(lsn) = f.lsn
         {
-            return Some(lsn);
+            return Some(on(f, lsn));
         }
         if after(&view.leader) {
-            return view.leader.lsn;
+            return view.leader.lsn.map(|lsn| on(&view.leader, lsn));
         }
         None
     }
 
-    /// Rule 7 by hand: the session has seen `lsn` (for example a token the
-    /// service got elsewhere). Stores `max(token, lsn)`, clamped to the
+    /// Rule 7 by hand: the session has seen `pos` (for example a token the
+    /// service got elsewhere). Stores `max(token, pos)`, clamped to the
     /// leader when absurd (rule 4); returns the stored token.
-    pub async fn observe(&self, session: &SessionKey, lsn: Lsn) -> Result<Lsn> {
+    pub async fn observe(&self, session: &SessionKey, pos: Position) -> Result<Position> {
         let inner = &self.inner;
         let view = inner.tracker.shared.view();
-        let lsn = if is_absurd(&view, lsn, &inner.cfg) {
+        let pos = if is_absurd(&view, pos.lsn, &inner.cfg) {
             inner.metrics.add_absurd_token();
-            view.leader_lsn().unwrap_or(Lsn::ZERO)
+            Position::new(view.history.current, view.leader_lsn().unwrap_or(Lsn::ZERO))
         } else {
-            lsn
+            pos
         };
-        inner.store.observe(session, lsn).await.inspect_err(|e| {
+        inner.store.observe(session, pos).await.inspect_err(|e| {
             self.store_failed(inner.clock.now_ms(), e);
         })
     }

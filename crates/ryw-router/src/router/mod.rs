@@ -33,13 +33,13 @@ use crate::reader::{FollowerGuard, ReadConn, Readers};
 use crate::tracker::{Limits, Shared, Tracker, TrackerState};
 use crate::view::ClusterView;
 use crate::{
-    Clock, Error, LEADER_NAME, Lsn, MetricsSnapshot, NodeUrls, Result, RouterConfig, SessionStore,
-    StoreHealth, SystemClock,
+    Clock, Error, FORMER_LEADER_NAME, LEADER_NAME, Lsn, MetricsSnapshot, NodeUrls, Result,
+    RouterConfig, SessionStore, StoreHealth, SystemClock,
 };
 
 pub use query::{ColumnIndex, Read, Row};
 pub use route::{Decision, LocalSession, ReadRequest, SessionRef, Unsettled};
-pub use write::{WriteTx, Written};
+pub use write::{Committed, WriteTx, Written};
 
 /// Remembers when the session store last failed: fresh reads stay on the
 /// leader until `store_recovery_grace` after that (rule 5), because writes
@@ -62,16 +62,23 @@ impl StoreGuard {
     }
 }
 
+/// One node's connections: a write pool (used while it leads) and the
+/// shared read connections (as the leader or as a follower).
+struct NodeConns {
+    /// Writes: pooled, one transaction per connection. Opened on first use.
+    pool: Pool,
+    /// Reads: shared, pipelining clients.
+    reads: Readers,
+}
+
 /// What every clone of a [`Router`] shares.
 struct Parts {
     cfg: RouterConfig,
     clock: Arc<dyn Clock>,
     store: Arc<dyn SessionStore>,
-    /// Writes: pooled, one transaction per connection.
-    leader: Pool,
-    /// Reads: shared, pipelining clients (fresh reads on the leader too).
-    leader_reads: Readers,
-    followers: Vec<Readers>,
+    /// Every node, indexed as the tracker indexes them: the followers in
+    /// configuration order, then the node configured as the leader.
+    nodes: Vec<NodeConns>,
     tracker: Tracker,
     metrics: Arc<Metrics>,
     store_guard: StoreGuard,
@@ -126,16 +133,18 @@ impl Router {
     ) -> Result<Router> {
         cfg.validate()?;
         urls.validate()?;
-        let leader_pg = parse_url(LEADER_NAME, &urls.leader, &cfg)?;
-        let mut follower_pgs = Vec::with_capacity(urls.followers.len());
+        // Followers first, in configuration order, then the configured
+        // leader: a follower's index is its place in `urls.followers`.
+        let mut named: Vec<(Arc<str>, tokio_postgres::Config)> =
+            Vec::with_capacity(urls.followers.len() + 1);
         for (name, url) in &urls.followers {
-            follower_pgs.push(parse_url(name, url, &cfg)?);
+            named.push((Arc::from(name.as_str()), parse_url(name, url, &cfg)?));
         }
-        let names: Vec<Arc<str>> = urls
-            .followers
-            .iter()
-            .map(|(n, _)| Arc::from(n.as_str()))
-            .collect();
+        named.push((
+            Arc::from(FORMER_LEADER_NAME),
+            parse_url(LEADER_NAME, &urls.leader, &cfg)?,
+        ));
+        let names: Vec<Arc<str>> = named.iter().map(|(n, _)| n.clone()).collect();
         let metrics = Arc::new(Metrics::new(
             std::iter::once(Arc::from(LEADER_NAME))
                 .chain(names.iter().cloned())
@@ -145,31 +154,22 @@ impl Router {
             TrackerState::new(&names, Limits::from_config(&cfg)),
             metrics.clone(),
         ));
-
-        let leader = build_pool(leader_pg.clone(), &cfg)?;
-        let leader_reads = Readers::new(
-            leader_pg.clone(),
-            cfg.read_connections,
-            cfg.connect_timeout,
-            None,
-        );
-        let followers = follower_pgs
-            .iter()
-            .enumerate()
-            .map(|(index, pg)| {
-                let guard = FollowerGuard {
-                    shared: shared.clone(),
-                    index,
-                };
-                Readers::new(
+        let mut nodes = Vec::with_capacity(named.len());
+        for (index, (_, pg)) in named.iter().enumerate() {
+            let guard = FollowerGuard {
+                shared: shared.clone(),
+                index,
+            };
+            nodes.push(NodeConns {
+                pool: build_pool(pg.clone(), &cfg)?,
+                reads: Readers::new(
                     pg.clone(),
                     cfg.read_connections,
                     cfg.connect_timeout,
                     Some(guard),
-                )
-            })
-            .collect();
-
+                ),
+            });
+        }
         let tracker_pg = |mut pg: tokio_postgres::Config| {
             if pg.get_application_name().is_none() {
                 pg.application_name("ryw-tracker");
@@ -178,8 +178,7 @@ impl Router {
         };
         let tracker = Tracker::start(
             shared,
-            tracker_pg(leader_pg),
-            follower_pgs.into_iter().map(tracker_pg).collect(),
+            named.into_iter().map(|(_, pg)| tracker_pg(pg)).collect(),
             &cfg,
         );
         Ok(Router {
@@ -187,9 +186,7 @@ impl Router {
                 cfg,
                 clock,
                 store,
-                leader,
-                leader_reads,
-                followers,
+                nodes,
                 tracker,
                 metrics,
                 store_guard: StoreGuard::default(),
@@ -217,8 +214,7 @@ impl Router {
                         f.note.as_deref() != Some(crate::view::NOT_POLLED_YET)
                     };
                     if view
-                        .followers
-                        .iter()
+                        .followers()
                         .all(|f| f.lsn.is_some_and(|l| l >= lsn) || (polled(f) && !f.healthy))
                     {
                         return;
@@ -280,10 +276,9 @@ impl Router {
     pub fn shutdown(&self) {
         let inner = &self.inner;
         inner.tracker.shutdown();
-        inner.leader.close();
-        inner.leader_reads.close();
-        for readers in &inner.followers {
-            readers.close();
+        for node in &inner.nodes {
+            node.pool.close();
+            node.reads.close();
         }
     }
 
@@ -295,18 +290,64 @@ impl Router {
         tracing::debug!(error = %error, "session store call failed");
     }
 
-    /// A connection of the write pool.
+    /// The node that leads now, for a write or a read on the leader. While
+    /// none is known yet (the tracker's first polls), waits for one at most
+    /// `connect_timeout`; once the leader has been seen down, answers at
+    /// once ([`Error::LeaderUnavailable`]): a write must not hang through a
+    /// failover, and a retry with its idempotency key is safe.
+    async fn leader_index(&self) -> Result<usize> {
+        let shared = &self.inner.tracker.shared;
+        let usable = |v: &ClusterView| v.leader_index.filter(|_| v.leader.healthy);
+        let view = shared.view();
+        if let Some(i) = usable(&view) {
+            return Ok(i);
+        }
+        let never_polled = view.leader.note.as_deref() == Some(crate::view::NOT_POLLED_YET);
+        if never_polled {
+            let mut watch = shared.subscribe();
+            let found = tokio::time::timeout(self.inner.cfg.connect_timeout, async {
+                loop {
+                    if let Some(i) = usable(&watch.borrow_and_update()) {
+                        return Some(i);
+                    }
+                    if watch.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            })
+            .await;
+            if let Ok(Some(i)) = found {
+                return Ok(i);
+            }
+        }
+        let view = shared.view();
+        Err(Error::LeaderUnavailable(
+            match (view.leader_node(), &view.leader.note) {
+                (Some(node), Some(why)) => format!("the leader ({node}) is down: {why}"),
+                (_, Some(why)) => format!("no node is the leader: {why}"),
+                _ => "no node is the leader".to_owned(),
+            },
+        ))
+    }
+
+    /// A connection of the leader's write pool.
     async fn leader_conn(&self) -> Result<Object> {
-        self.inner.leader.get().await.map_err(|source| Error::Pool {
-            node: LEADER_NAME.to_owned(),
-            source,
-        })
+        let i = self.leader_index().await?;
+        self.inner.nodes[i]
+            .pool
+            .get()
+            .await
+            .map_err(|source| Error::Pool {
+                node: LEADER_NAME.to_owned(),
+                source,
+            })
     }
 
     /// A shared read connection to the leader.
     async fn leader_read_conn(&self) -> Result<ReadConn> {
-        self.inner
-            .leader_reads
+        let i = self.leader_index().await?;
+        self.inner.nodes[i]
+            .reads
             .get()
             .await
             .map_err(|reason| Error::Connect {
@@ -322,8 +363,8 @@ impl Router {
     /// [`Readers`]). `Err` means "use the leader".
     async fn follower_conn(&self, i: usize, epoch: Option<u64>) -> Result<ReadConn, ()> {
         let shared = &self.inner.tracker.shared;
-        let conn = self.inner.followers[i].get().await.map_err(|_| ())?;
-        if epoch.is_some_and(|e| shared.view().followers[i].epoch != e) {
+        let conn = self.inner.nodes[i].reads.get().await.map_err(|_| ())?;
+        if epoch.is_some_and(|e| shared.view().nodes[i].epoch != e) {
             return Err(());
         }
         Ok(conn)

@@ -14,8 +14,9 @@ use super::Router;
 use crate::decide::{Choice, Now, Reason, SessionState, decide, is_absurd, least_lagged_caught_up};
 use crate::pg::{REPLAY_POSITION, classify, describe_pg, lsn_column, position_expr};
 use crate::reader::ReadConn;
+use crate::timeline::Verdict;
 use crate::view::{ClusterView, Role};
-use crate::{Freshness, Lsn, ReadOptions, Result, RouterConfig, SessionKey, Strategy};
+use crate::{Freshness, Lsn, Position, ReadOptions, Result, RouterConfig, SessionKey, Strategy};
 
 /// Whose writes a read must see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +33,7 @@ pub enum SessionRef<'a> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LocalSession {
     /// The highest position the session has written or seen.
-    pub token: Option<Lsn>,
+    pub token: Option<Position>,
     /// Wall-clock ms of its last write (the sticky window).
     pub last_write_ms: Option<u64>,
 }
@@ -55,8 +56,9 @@ pub struct ReadRequest<'a> {
     /// Per-read overrides of the strategy, window and wait budget.
     pub options: ReadOptions,
     /// The position from the client's `X-Consistency-Token`, already
-    /// verified with [`TokenKey::verify`](crate::TokenKey::verify) (rule 4).
-    pub client_token: Option<Lsn>,
+    /// verified with [`TokenKey::verify`](crate::TokenKey::verify)
+    /// (rule 4).
+    pub client_token: Option<Position>,
 }
 
 impl<'a> ReadRequest<'a> {
@@ -99,7 +101,7 @@ impl<'a> ReadRequest<'a> {
     }
 
     /// With the client's verified token.
-    pub fn client_token(self, client_token: Option<Lsn>) -> ReadRequest<'a> {
+    pub fn client_token(self, client_token: Option<Position>) -> ReadRequest<'a> {
         ReadRequest {
             client_token,
             ..self
@@ -134,10 +136,20 @@ pub struct Decision {
     /// statement starts: everything up to it is visible to the read.
     pub seen: Option<Lsn>,
     /// The session's token after this read: what to send back in
-    /// `X-Consistency-Token` (sign it with [`TokenKey`](crate::TokenKey)).
-    /// At least `seen`; raised to what the read can have seen by
+    /// `X-Consistency-Token` (sign it with
+    /// [`TokenKey::sign`](crate::TokenKey::sign)). At
+    /// least `seen`; raised to what the read can have seen by
     /// [`Router::raise_token`] (rule 7), which [`Router::query`] does itself.
-    pub token: Option<Lsn>,
+    pub token: Option<Position>,
+    /// A write of the session that a failover lost: its token was on an
+    /// earlier timeline, past where that timeline ended, so the write the
+    /// old leader acknowledged is in no node of the new history. The read
+    /// was served by the new leader, and the session's token starts again
+    /// on the new timeline. Tell the user (`X-Ryw-Write-Lost`).
+    pub lost: Option<Position>,
+    /// The serving node's timeline when the read was planned: positions
+    /// read on it are on this timeline.
+    pub(crate) timeline: u32,
     /// Follower index, so a failure can be reported against the right node.
     pub(crate) follower: Option<usize>,
     /// The follower's epoch when the read was planned (rule 2).
@@ -147,7 +159,7 @@ pub struct Decision {
     pub(crate) session: Option<SessionKey>,
     /// The token the session store is known to hold: a raised token is
     /// stored only when it is higher.
-    pub(crate) stored: Option<Lsn>,
+    pub(crate) stored: Option<Position>,
     /// Whether the session's token is kept in the store after this read
     /// (fresh reads under strategies that promise monotonic reads, with the
     /// store answering).
@@ -197,7 +209,9 @@ struct Plan {
     did_wait: bool,
     waited_for: Option<Arc<str>>,
     state: SessionState,
-    stored: Option<Lsn>,
+    /// The session's tokens as judged against the cluster's history.
+    judged: Judged,
+    stored: Option<Position>,
     strategy: Strategy,
     /// `per-read-check`: the connection the check ran on (rule 2: the read
     /// must follow on it).
@@ -277,14 +291,17 @@ impl Router {
     pub fn plan_after_unsettled(&self, req: &ReadRequest<'_>, unsettled: &Unsettled) -> Decision {
         let inner = &self.inner;
         let strategy = req.options.strategy.unwrap_or(inner.cfg.default_strategy);
-        let (token, last_write_ms) = match req.session {
-            SessionRef::Local(l) => (l.token.max(req.client_token), l.last_write_ms),
-            SessionRef::Shared(_) => (req.client_token, None),
+        let (local, last_write_ms) = match req.session {
+            SessionRef::Local(l) => (l.token, l.last_write_ms),
+            SessionRef::Shared(_) => (None, None),
         };
         let view = inner.tracker.shared.view();
-        let server = match view.followers.get(unsettled.follower) {
+        let judged = Judged::of(&view, [local, req.client_token]);
+        let token = judged.holds;
+        let server = match view.nodes.get(unsettled.follower) {
             Some(f)
-                if f.epoch == unsettled.epoch
+                if judged.leader_only().is_none()
+                    && f.epoch == unsettled.epoch
                     && f.in_rotation
                     && f.lsn.is_some_and(|l| Some(l) >= token)
                     && !token.is_some_and(|t| is_absurd(&view, t, &inner.cfg)) =>
@@ -295,7 +312,7 @@ impl Router {
         };
         let reason = match server {
             Server::Follower(..) => Reason::CaughtUp,
-            Server::Leader => Reason::Unsettled,
+            Server::Leader => judged.leader_only().unwrap_or(Reason::Unsettled),
         };
         let plan = Plan {
             server,
@@ -306,6 +323,7 @@ impl Router {
                 last_write_ms,
                 untracked_write_ms: None,
             },
+            judged,
             stored: None,
             strategy,
             checked: None,
@@ -360,12 +378,18 @@ impl Router {
         // Routing reads only what is already in memory, plus one session
         // store call for strategies that need it; never the database.
         let mut stored = None;
+        // The session's positions, judged against the cluster's history
+        // once the view is read below.
+        let mut raw = None;
         let state = match req.session {
-            SessionRef::Local(local) => SessionState::Known {
-                token: local.token.max(req.client_token),
-                last_write_ms: local.last_write_ms,
-                untracked_write_ms: None,
-            },
+            SessionRef::Local(local) => {
+                raw = local.token;
+                SessionState::Known {
+                    token: None,
+                    last_write_ms: local.last_write_ms,
+                    untracked_write_ms: None,
+                }
+            }
             SessionRef::Shared(key) if fresh && strategy.uses_session() => {
                 match inner.store.load(key).await {
                     Ok(rec)
@@ -374,9 +398,9 @@ impl Router {
                             .trusted(now_ms, inner.cfg.store_recovery_grace) =>
                     {
                         stored = rec.token;
+                        raw = rec.token;
                         SessionState::Known {
-                            // Rule 4: the client's verified token joins the stored one.
-                            token: rec.token.max(req.client_token),
+                            token: None,
                             last_write_ms: rec.last_write_ms,
                             untracked_write_ms: rec.untracked_write_ms,
                         }
@@ -389,14 +413,35 @@ impl Router {
                 }
             }
             SessionRef::Shared(_) => SessionState::Known {
-                token: req.client_token,
+                token: None,
                 last_write_ms: None,
                 untracked_write_ms: None,
             },
         };
 
         let view = inner.tracker.shared.view();
-        let choice = {
+        // Rule 4: the client's verified token joins the stored one. Each is
+        // judged on its own: a lost write must not hide behind a later
+        // token of the other.
+        let judged = Judged::of(&view, [raw, req.client_token]);
+        let state = match state {
+            SessionState::Known {
+                last_write_ms,
+                untracked_write_ms,
+                ..
+            } => SessionState::Known {
+                token: judged.holds,
+                last_write_ms,
+                untracked_write_ms,
+            },
+            SessionState::Unknown => SessionState::Unknown,
+        };
+        let leader_only = judged
+            .leader_only()
+            .filter(|_| fresh && strategy.uses_session());
+        let choice = if let Some(reason) = leader_only {
+            Choice::Leader(reason)
+        } else {
             let mut rng = rand::rng();
             // The monotonic instant is read after the session store
             // answered, so the prediction is measured from now.
@@ -420,7 +465,7 @@ impl Router {
                 forecast,
             } => {
                 let started = Instant::now();
-                waited_for = forecast.map(|f| view.followers[f.follower].name.clone());
+                waited_for = forecast.map(|f| view.nodes[f.follower].name.clone());
                 let found =
                     wait_for_caught_up(inner.tracker.shared.subscribe(), target, budget).await;
                 waited = started.elapsed();
@@ -454,6 +499,7 @@ impl Router {
             did_wait,
             waited_for,
             state,
+            judged,
             stored,
             strategy,
             checked,
@@ -471,12 +517,13 @@ impl Router {
             did_wait,
             waited_for,
             state,
+            judged,
             stored,
             strategy,
             ..
         } = plan;
         let view = inner.tracker.shared.view();
-        let (node, role, seen, follower, metric_node, epoch) = match server {
+        let (node, role, seen, follower, metric_node, epoch, timeline) = match server {
             Server::Leader => (
                 view.leader.name.clone(),
                 Role::Leader,
@@ -484,16 +531,26 @@ impl Router {
                 None,
                 0,
                 None,
+                view.leader.timeline,
             ),
             Server::Follower(i, seen, epoch) => (
-                view.followers[i].name.clone(),
+                view.nodes[i].name.clone(),
                 Role::Follower,
                 seen,
                 Some(i),
                 i + 1,
                 Some(epoch),
+                view.nodes[i].timeline,
             ),
         };
+        // Positions read on the node are on its timeline (a follower still
+        // on an earlier one is at or before where it ended); while unknown,
+        // on the cluster's.
+        let timeline = timeline.unwrap_or(view.history.current);
+        let lost = judged.lost.filter(|_| role == Role::Leader);
+        if lost.is_some() {
+            inner.metrics.add_write_lost();
+        }
         inner.metrics.add_read(metric_node, req.freshness, strategy);
         if role == Role::Leader && reason.is_fallback() {
             inner.metrics.add_fallback();
@@ -501,7 +558,8 @@ impl Router {
         if role == Role::Leader && did_wait {
             inner.metrics.add_wasted_wait(strategy);
         }
-        let (token, clamped) = advance_token(&view, &inner.cfg, &state, req.client_token, seen);
+        let seen_at = seen.map(|lsn| Position::new(timeline, lsn));
+        let (token, clamped) = advance_token(&view, &inner.cfg, &state, &judged, seen_at);
         if clamped {
             inner.metrics.add_absurd_token();
         }
@@ -520,6 +578,8 @@ impl Router {
             waited_for,
             seen,
             token,
+            lost,
+            timeline,
             follower,
             epoch,
             persist: req.freshness == Freshness::Fresh
@@ -542,7 +602,7 @@ impl Router {
     /// `per-read-check`: asks follower `i` for its replay position in a
     /// statement of its own, before the read's statement (rule 2).
     async fn check_follower(&self, i: usize, target: Lsn) -> Result<(ReadConn, Lsn, u64), Reason> {
-        let epoch = self.inner.tracker.shared.view().followers[i].epoch;
+        let epoch = self.inner.tracker.shared.view().nodes[i].epoch;
         let conn = self
             .follower_conn(i, Some(epoch))
             .await
@@ -574,26 +634,92 @@ impl Router {
 /// position before it is stored or handed back. Rule 7: the session has now
 /// seen at least `seen`, so the token never goes below it. The read may see
 /// more than `seen` (a lower bound known before it); [`Router::raise_token`]
-/// raises the token to an upper bound once it has run.
+/// raises the token to an upper bound once it has run. A token that names a
+/// lost write is replaced: any position of the current timeline is after it.
 pub(super) fn advance_token(
     view: &ClusterView,
     cfg: &RouterConfig,
     state: &SessionState,
-    client_token: Option<Lsn>,
-    seen: Option<Lsn>,
-) -> (Option<Lsn>, bool) {
+    judged: &Judged,
+    seen: Option<Position>,
+) -> (Option<Position>, bool) {
     let token = match *state {
-        SessionState::Known { token, .. } => token,
-        SessionState::Unknown => client_token,
+        SessionState::Known { .. } => judged.keep,
+        SessionState::Unknown => judged.client_keep,
     };
-    match token {
-        Some(t) if is_absurd(view, t, cfg) => (view.leader_lsn().max(seen), true),
+    match judged.holds {
+        Some(t) if is_absurd(view, t, cfg) => {
+            let leader = view
+                .leader_lsn()
+                .map(|lsn| Position::new(view.history.current, lsn));
+            (leader.max(seen), true)
+        }
         _ => (token.max(seen), false),
     }
 }
 
+/// A session's positions judged against the cluster's timeline history
+/// ([`History::judge`](crate::History::judge)).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Judged {
+    /// The highest LSN a follower must have replayed: of the positions that
+    /// hold as they are.
+    pub holds: Option<Lsn>,
+    /// The positions to carry on (the highest of those that hold or are on
+    /// a timeline not known yet); a lost one is dropped.
+    pub keep: Option<Position>,
+    /// The client's alone (when the store is not to be trusted).
+    pub client_keep: Option<Position>,
+    /// A position that names a write a failover lost.
+    pub lost: Option<Position>,
+    /// A position on a timeline the router does not know.
+    pub unknown: bool,
+}
+
+impl Judged {
+    /// Judges `[stored or local, client]`.
+    pub fn of(view: &ClusterView, [session, client]: [Option<Position>; 2]) -> Judged {
+        let mut j = Judged::default();
+        for (i, pos) in [session, client].into_iter().enumerate() {
+            let Some(pos) = pos else { continue };
+            let keep = match view.history.judge(pos) {
+                Verdict::Holds(lsn) => {
+                    j.holds = j.holds.max(Some(lsn));
+                    true
+                }
+                Verdict::Lost(p) => {
+                    j.lost = j.lost.max(Some(p));
+                    false
+                }
+                Verdict::Unknown(_) => {
+                    j.unknown = true;
+                    true
+                }
+            };
+            if keep {
+                j.keep = j.keep.max(Some(pos));
+                if i == 1 {
+                    j.client_keep = Some(pos);
+                }
+            }
+        }
+        j
+    }
+
+    /// Why only the leader may serve the session's fresh read, if so.
+    pub fn leader_only(&self) -> Option<Reason> {
+        if self.lost.is_some() {
+            Some(Reason::WriteLost)
+        } else if self.unknown {
+            Some(Reason::TimelineUnknown)
+        } else {
+            None
+        }
+    }
+}
+
 fn follower_server(view: &ClusterView, i: usize) -> Server {
-    let f = &view.followers[i];
+    let f = &view.nodes[i];
     Server::Follower(i, f.lsn, f.epoch)
 }
 

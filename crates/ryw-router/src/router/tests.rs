@@ -9,13 +9,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
 
-use super::route::{advance_token, wait_for_caught_up};
+use super::route::{Judged, advance_token, wait_for_caught_up};
 use super::*;
 use crate::decide::{Reason, SessionState};
 use crate::reader::check_incarnation;
 use crate::view::{NodeStatus, Role};
 use crate::{
-    Freshness, Lsn, ManualClock, MemoryStore, ReadOptions, ReadRequest, SessionKey, Strategy,
+    Freshness, Lsn, ManualClock, MemoryStore, Position, ReadOptions, ReadRequest, SessionKey,
+    Strategy,
 };
 
 fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> NodeStatus {
@@ -26,7 +27,9 @@ fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> NodeStat
 fn view(leader: u64, followers: &[(Option<u64>, bool)]) -> Arc<ClusterView> {
     Arc::new(ClusterView {
         leader: node("leader", Role::Leader, Some(leader), true),
-        followers: followers
+        leader_index: None,
+        history: std::sync::Arc::new(crate::History::first()),
+        nodes: followers
             .iter()
             .enumerate()
             .map(|(i, (lsn, rot))| node(&format!("f{}", i + 1), Role::Follower, *lsn, *rot))
@@ -71,7 +74,7 @@ async fn a_waiting_read_wakes_on_the_publish_that_shows_a_follower_caught_up() {
         .await
         .expect("caught up within budget");
     assert_eq!(index, 1);
-    assert_eq!(seen_in.followers[1].lsn, Some(Lsn::from_u64(800)));
+    assert_eq!(seen_in.nodes[1].lsn, Some(Lsn::from_u64(800)));
     assert_eq!(started.elapsed(), Duration::from_millis(150));
 }
 
@@ -126,7 +129,7 @@ async fn a_wait_ends_when_the_tracker_is_gone() {
 /// follower 2 400 ms after.
 fn seeds_view(t0: Instant, f1_replay: u64) -> Arc<ClusterView> {
     let mut v = (*view(1000, &[(Some(f1_replay), true), (Some(300), true)])).clone();
-    for (f, pace) in v.followers.iter_mut().zip([100, 400]) {
+    for (f, pace) in v.nodes.iter_mut().zip([100, 400]) {
         f.catch_up = Some(Duration::from_millis(pace));
         f.behind_since = Some(t0);
     }
@@ -140,7 +143,11 @@ fn seeds_view(t0: Instant, f1_replay: u64) -> Arc<ClusterView> {
 fn hybrid_choice(v: &ClusterView, at: Instant) -> crate::Choice {
     crate::decide(
         v,
-        &known(Some(500)),
+        &SessionState::Known {
+            token: Some(Lsn::from_u64(500)),
+            last_write_ms: None,
+            untracked_write_ms: None,
+        },
         Freshness::Fresh,
         Strategy::Hybrid,
         crate::Now {
@@ -209,61 +216,97 @@ async fn a_follower_whose_lag_jumps_past_the_prediction_costs_the_budget_then_no
     );
 }
 
-fn known(token: Option<u64>) -> SessionState {
+fn known() -> SessionState {
     SessionState::Known {
-        token: token.map(Lsn::from_u64),
+        token: None,
         last_write_ms: None,
         untracked_write_ms: None,
     }
+}
+
+/// A position on timeline 1 (the test views' history).
+fn at(lsn: u64) -> Option<Position> {
+    Some(Position::new(1, Lsn::from_u64(lsn)))
 }
 
 #[test]
 fn a_follower_read_advances_the_token_to_what_the_follower_had_replayed() {
     let v = view(1000, &[(Some(700), true)]);
     let cfg = RouterConfig::default();
-    let lsn = |v: u64| Some(Lsn::from_u64(v));
+    let advance = |session: Option<Position>, seen| {
+        let judged = Judged::of(&v, [session, None]);
+        advance_token(&v, &cfg, &known(), &judged, seen)
+    };
     // Causal read on a follower at 700 with token 500: the session has now seen 700.
-    assert_eq!(
-        advance_token(&v, &cfg, &known(Some(500)), None, lsn(700)),
-        (lsn(700), false)
-    );
+    assert_eq!(advance(at(500), at(700)), (at(700), false));
     // A legacy read on a lagging follower never lowers the token.
-    assert_eq!(
-        advance_token(&v, &cfg, &known(Some(900)), None, lsn(700)),
-        (lsn(900), false)
-    );
+    assert_eq!(advance(at(900), at(700)), (at(900), false));
     // A leader read: the leader's known position.
-    assert_eq!(
-        advance_token(&v, &cfg, &known(Some(900)), None, lsn(1000)),
-        (lsn(1000), false)
-    );
+    assert_eq!(advance(at(900), at(1000)), (at(1000), false));
     // A first read with nothing known.
-    assert_eq!(
-        advance_token(&v, &cfg, &known(None), None, None),
-        (None, false)
-    );
+    assert_eq!(advance(None, None), (None, false));
 }
 
 #[test]
 fn an_absurd_token_is_clamped_to_the_leader_position() {
     let v = view(1000, &[]);
     let cfg = RouterConfig::default();
-    let absurd = Some(1000 + (1 << 30) + 1);
+    let absurd = at(1000 + (1 << 30) + 1);
+    let judged = Judged::of(&v, [absurd, None]);
     assert_eq!(
-        advance_token(&v, &cfg, &known(absurd), None, Some(Lsn::from_u64(1000))),
-        (Some(Lsn::from_u64(1000)), true)
+        advance_token(&v, &cfg, &known(), &judged, at(1000)),
+        (at(1000), true)
     );
     // With the store down, the client's own token is what gets clamped.
+    let judged = Judged::of(&v, [None, absurd]);
     assert_eq!(
-        advance_token(
-            &v,
-            &cfg,
-            &SessionState::Unknown,
-            absurd.map(Lsn::from_u64),
-            None
-        ),
-        (Some(Lsn::from_u64(1000)), true)
+        advance_token(&v, &cfg, &SessionState::Unknown, &judged, None),
+        (at(1000), true)
     );
+}
+
+/// After a failover: the cluster on timeline 2, timeline 1 ended at 800.
+fn after_failover() -> Arc<ClusterView> {
+    let mut v = (*view(1000, &[(Some(900), true)])).clone();
+    v.history = Arc::new(crate::History {
+        current: 2,
+        switches: vec![crate::Switch {
+            timeline: 1,
+            switch_lsn: Lsn::from_u64(800),
+        }],
+    });
+    Arc::new(v)
+}
+
+#[test]
+fn a_token_past_its_timeline_s_end_is_lost_and_replaced_by_the_leader_s_position() {
+    let v = after_failover();
+    let cfg = RouterConfig::default();
+    let lost = at(850);
+    let judged = Judged::of(&v, [lost, None]);
+    assert_eq!(judged.lost, lost);
+    assert_eq!(judged.leader_only(), Some(Reason::WriteLost));
+    assert_eq!(judged.holds, None, "no follower must wait for it");
+    let leader = Some(Position::new(2, Lsn::from_u64(1000)));
+    assert_eq!(
+        advance_token(&v, &cfg, &known(), &judged, leader),
+        (leader, false),
+        "the session starts again on the new timeline"
+    );
+    // A lost stored token is not hidden by the client's later one.
+    let judged = Judged::of(&v, [lost, Some(Position::new(2, Lsn::from_u64(950)))]);
+    assert_eq!(judged.lost, lost);
+    // At the switch point the write survived: it holds as it is.
+    let judged = Judged::of(&v, [at(800), None]);
+    assert_eq!(
+        (judged.lost, judged.holds),
+        (None, Some(Lsn::from_u64(800)))
+    );
+    assert_eq!(judged.leader_only(), None);
+    // A timeline the cluster never had: only the leader can serve it.
+    let judged = Judged::of(&v, [Some(Position::new(7, Lsn::from_u64(10))), None]);
+    assert_eq!(judged.leader_only(), Some(Reason::TimelineUnknown));
+    assert_eq!(judged.lost, None);
 }
 
 #[test]
@@ -322,14 +365,15 @@ async fn a_router_starts_with_every_node_down_and_fails_cleanly() {
     .await
     .unwrap();
     let user = SessionKey::new("u1").unwrap();
-    assert!(
-        matches!(router.begin(&user).await, Err(Error::Pool { ref node, .. }) if node == "leader")
-    );
+    assert!(matches!(
+        router.begin(&user).await,
+        Err(Error::LeaderUnavailable(_))
+    ));
     for strategy in Strategy::ALL {
         let req = ReadRequest::fresh(&user).options(ReadOptions::strategy(strategy));
         let err = router.query(&req, "SELECT 1", &[]).await.unwrap_err();
         assert!(
-            matches!(err, Error::Connect { ref node, .. } if node == "leader"),
+            matches!(err, Error::LeaderUnavailable(_)),
             "{strategy}: {err}"
         );
     }
@@ -349,11 +393,7 @@ async fn a_router_starts_with_every_node_down_and_fails_cleanly() {
     .unwrap()
     .clone();
     assert!(!view.leader.healthy);
-    assert!(
-        view.followers
-            .iter()
-            .all(|f| !f.in_rotation && f.lsn.is_none())
-    );
+    assert!(view.nodes.iter().all(|f| !f.in_rotation && f.lsn.is_none()));
     assert_eq!(router.store_health(), StoreHealth::Ok);
     let m = router.metrics();
     assert_eq!(m.writes, 1);
@@ -410,14 +450,15 @@ async fn an_unsettled_read_is_bounded_by_the_first_poll_sent_after_it_ended() {
         replay: Some(Lsn::from_u64(replay)),
         started_at_us: 1,
         receiver: Some("streaming".into()),
+        timeline: None,
     };
     shared.update(|st| {
         st.on_leader_poll(Lsn::from_u64(900), t0);
-        st.note_poll_sent(None, t0);
+        st.note_poll_sent(1, t0);
         st.on_follower_poll(0, poll(700), t0);
-        st.note_poll_sent(Some(0), t0);
+        st.note_poll_sent(0, t0);
     });
-    let epoch = router.cluster_view().followers[0].epoch;
+    let epoch = router.cluster_view().nodes[0].epoch;
     let read_ended = Unsettled {
         follower: 0,
         epoch,
@@ -432,9 +473,12 @@ async fn an_unsettled_read_is_bounded_by_the_first_poll_sent_after_it_ended() {
     // The follower's next poll, sent after: its position bounds the read.
     shared.update(|st| {
         st.on_follower_poll(0, poll(750), t0);
-        st.note_poll_sent(Some(0), t0 + Duration::from_millis(2));
+        st.note_poll_sent(0, t0 + Duration::from_millis(2));
     });
-    assert_eq!(router.settle(&read_ended), Some(Lsn::from_u64(750)));
+    assert_eq!(
+        router.settle(&read_ended),
+        Some(Position::new(1, Lsn::from_u64(750)))
+    );
 
     // In another epoch the follower proves nothing; the leader's poll sent
     // after the read does (an over-estimate: it had written all of it).
@@ -442,9 +486,12 @@ async fn an_unsettled_read_is_bounded_by_the_first_poll_sent_after_it_ended() {
     assert_eq!(router.settle(&read_ended), None);
     shared.update(|st| {
         st.on_leader_poll(Lsn::from_u64(950), t0);
-        st.note_poll_sent(None, t0 + Duration::from_millis(3));
+        st.note_poll_sent(1, t0 + Duration::from_millis(3));
     });
-    assert_eq!(router.settle(&read_ended), Some(Lsn::from_u64(950)));
+    assert_eq!(
+        router.settle(&read_ended),
+        Some(Position::new(1, Lsn::from_u64(950)))
+    );
 }
 
 #[tokio::test]
@@ -463,12 +510,13 @@ async fn until_it_settles_the_next_read_goes_to_the_same_follower_or_the_leader(
                     replay: Some(Lsn::from_u64(800)),
                     started_at_us: 1,
                     receiver: Some("streaming".into()),
+                    timeline: None,
                 },
                 t0,
             );
         }
     });
-    let epoch = router.cluster_view().followers[0].epoch;
+    let epoch = router.cluster_view().nodes[0].epoch;
     let unsettled = Unsettled {
         follower: 0,
         epoch,
@@ -477,7 +525,7 @@ async fn until_it_settles_the_next_read_goes_to_the_same_follower_or_the_leader(
     let causal = ReadOptions::strategy(Strategy::Causal);
     let at = |token: u64| {
         ReadRequest::fresh_local(crate::LocalSession {
-            token: Some(Lsn::from_u64(token)),
+            token: Some(Position::new(1, Lsn::from_u64(token))),
             last_write_ms: None,
         })
         .options(causal)

@@ -16,8 +16,22 @@ use deadpool_postgres::Object;
 
 use super::Router;
 use super::query::Params;
-use crate::pg::{connection_lost, describe_pg, first_value};
-use crate::{Error, Lsn, Result, SessionKey};
+use crate::pg::{connection_lost, describe_pg};
+use crate::timeline::Verdict;
+use crate::{Error, Lsn, Position, Result, SessionKey};
+
+/// A committed write's token, and what the session learns with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The write's position: the leader's, read after `COMMIT` returned
+    /// (rule 1), on the leader's timeline. The session's new token.
+    pub token: Position,
+    /// An earlier write of the session that a failover lost (its token was
+    /// past where its timeline ended): tell the user, as a read would
+    /// ([`Decision::lost`](crate::Decision::lost)). This write's token
+    /// replaces it.
+    pub lost: Option<Position>,
+}
 
 /// What a write returned, and its token: the leader's position after it
 /// committed (for `X-Consistency-Token`; the session store has it too).
@@ -26,7 +40,20 @@ pub struct Written<T> {
     /// The rows, or the caller's value.
     pub value: T,
     /// The write's position (rule 1).
-    pub token: Lsn,
+    pub token: Position,
+    /// An earlier write of the session that a failover lost, if any
+    /// ([`Committed::lost`]).
+    pub lost: Option<Position>,
+}
+
+impl<T> Written<T> {
+    /// The write's token and what the session learns with it.
+    pub fn committed(&self) -> Committed {
+        Committed {
+            token: self.token,
+            lost: self.lost,
+        }
+    }
 }
 
 /// A write transaction on the leader, open until [`WriteTx::commit`].
@@ -84,7 +111,7 @@ impl WriteTx {
     /// failure); [`Error::CommitUnknown`] when the leader went away during
     /// `COMMIT` or before the position could be read: the write may have
     /// committed, and only a retry that is safe to repeat can tell.
-    pub async fn commit(mut self) -> Result<Lsn> {
+    pub async fn commit(mut self) -> Result<Committed> {
         let conn = self.conn.take().expect("a WriteTx is open until consumed");
         // `SELECT 1` first: in a transaction that already failed, PostgreSQL
         // answers a bare COMMIT with "ROLLBACK" and no error, which would
@@ -169,15 +196,19 @@ impl Router {
             }
             Err(e) => return Err(Error::NotCommitted(e)),
         };
-        let token = self.record_committed(session, &conn).await?;
-        Ok(Written { value: rows, token })
+        let committed = self.record_committed(session, &conn).await?;
+        Ok(Written {
+            value: rows,
+            token: committed.token,
+            lost: committed.lost,
+        })
     }
 
     /// The lower level of rule 1: records a committed write of `session`
-    /// and returns its token, the leader's WAL position read by a statement
-    /// of its own on `client`. Call it only after `COMMIT` returned, on the
-    /// connection that committed. ([`WriteTx::commit`] and
-    /// [`Router::write_query`] call it themselves.)
+    /// and returns its token, the leader's WAL position (and timeline) read
+    /// by a statement of its own on `client`. Call it only after `COMMIT`
+    /// returned, on the connection that committed. ([`WriteTx::commit`]
+    /// and [`Router::write_query`] call it themselves.)
     ///
     /// If the session store fails, the write is not undone and the token is
     /// still returned (the client can carry it); the store is marked
@@ -186,24 +217,77 @@ impl Router {
         &self,
         session: &SessionKey,
         client: &tokio_postgres::Client,
-    ) -> Result<Lsn> {
-        // One round trip: the simple protocol needs no prepare.
-        let rows = client.simple_query("SELECT pg_current_wal_lsn()").await?;
-        let lsn: Lsn = first_value(&rows).ok_or(Error::NoLeaderLsn)?.parse()?;
-        self.record_write_at(session, lsn).await;
-        Ok(lsn)
+    ) -> Result<Committed> {
+        // One round trip: the simple protocol needs no prepare. The
+        // timeline is the server's own (`pg_walfile_name` names the segment
+        // on its current timeline), so a write is labelled right even if
+        // the tracker has not seen a promotion yet.
+        let rows = client
+            .simple_query(
+                "SELECT l::text, substr(pg_walfile_name(l), 1, 8) FROM pg_current_wal_lsn() AS l",
+            )
+            .await?;
+        let row = rows
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .ok_or(Error::NoLeaderLsn)?;
+        let lsn: Lsn = row.get(0).ok_or(Error::NoLeaderLsn)?.parse()?;
+        let timeline = row
+            .get(1)
+            .and_then(|t| u32::from_str_radix(t, 16).ok())
+            .ok_or(Error::NoLeaderLsn)?;
+        Ok(self
+            .record_write_position(session, Position::new(timeline, lsn))
+            .await)
     }
 
     /// The lowest level of rule 1: `lsn` is the leader's position read
     /// after a write of `session` committed (by a front that reads it
-    /// itself). Stores it as the session's token and last write time.
-    pub async fn record_write_at(&self, session: &SessionKey, lsn: Lsn) {
+    /// itself), on the timeline the tracker knows the leader on. Stores it
+    /// as the session's token and last write time.
+    pub async fn record_write_at(&self, session: &SessionKey, lsn: Lsn) -> Committed {
+        let pos = Position::new(self.leader_timeline(), lsn);
+        self.record_write_position(session, pos).await
+    }
+
+    /// [`Router::record_write_at`] with the write's timeline known.
+    pub async fn record_write_position(&self, session: &SessionKey, pos: Position) -> Committed {
         let inner = &self.inner;
-        self.note_leader_position(lsn);
+        self.note_leader_position(pos.lsn);
         let now_ms = inner.clock.now_ms();
-        if let Err(e) = inner.store.record_write(session, lsn, now_ms).await {
-            self.store_failed(now_ms, &e);
+        let before = match inner.store.record_write(session, pos, now_ms).await {
+            Ok(before) => before,
+            Err(e) => {
+                self.store_failed(now_ms, &e);
+                None
+            }
+        };
+        Committed {
+            token: pos,
+            lost: before.and_then(|b| self.lost_write(b)),
         }
+    }
+
+    /// Whether a session's token `pos` names a write a failover lost;
+    /// counted when it does. For a front that keeps sessions itself (a
+    /// proxy), before it replaces the token.
+    pub fn lost_write(&self, pos: Position) -> Option<Position> {
+        match self.inner.tracker.shared.view().history.judge(pos) {
+            Verdict::Lost(p) => {
+                self.inner.metrics.add_write_lost();
+                Some(p)
+            }
+            _ => None,
+        }
+    }
+
+    /// The timeline the tracker knows the leader on (0 before it knows).
+    pub fn leader_timeline(&self) -> u32 {
+        let view = self.inner.tracker.shared.view();
+        view.leader.timeline.unwrap_or(view.history.current)
     }
 
     /// The leader was at `lsn` (read by a front on its own connection, for
@@ -219,7 +303,7 @@ impl Router {
         &self,
         session: &SessionKey,
         client: &tokio_postgres::Client,
-    ) -> Result<Lsn> {
+    ) -> Result<Committed> {
         self.record_write(session, client).await.map_err(|e| {
             tracing::error!(error = %e, %session, "committed, but could not read the write position");
             Error::CommitUnknown(format!(

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{SessionKey, SessionRecord, SessionStore, StoreFuture, StoreHealth};
-use crate::{Clock, Lsn, SystemClock};
+use crate::{Clock, Position, SystemClock};
 
 /// Sweep expired sessions after this many updates.
 const SWEEP_EVERY: u64 = 4096;
@@ -62,7 +62,13 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn update(&self, key: &SessionKey, f: impl FnOnce(&mut SessionRecord)) -> Lsn {
+    /// Applies `f` to the session's record; returns its token before and
+    /// after.
+    fn update(
+        &self,
+        key: &SessionKey,
+        f: impl FnOnce(&mut SessionRecord),
+    ) -> (Option<Position>, Position) {
         let now = self.clock.now_ms();
         let expires_ms = now.saturating_add(self.ttl.as_millis() as u64);
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -74,9 +80,10 @@ impl MemoryStore {
         if entry.expires_ms <= now {
             entry.record = SessionRecord::default();
         }
+        let before = entry.record.token;
         f(&mut entry.record);
         entry.expires_ms = expires_ms;
-        entry.record.token.unwrap_or(Lsn::ZERO)
+        (before, entry.record.token.unwrap_or_default())
     }
 }
 
@@ -96,18 +103,18 @@ impl SessionStore for MemoryStore {
     fn record_write<'a>(
         &'a self,
         key: &'a SessionKey,
-        lsn: Lsn,
+        pos: Position,
         now_ms: u64,
-    ) -> StoreFuture<'a, Lsn> {
-        let stored = self.update(key, |r| {
-            r.token = r.token.max(Some(lsn));
+    ) -> StoreFuture<'a, Option<Position>> {
+        let (before, _) = self.update(key, |r| {
+            r.token = r.token.max(Some(pos));
             r.last_write_ms = r.last_write_ms.max(Some(now_ms));
         });
-        Box::pin(std::future::ready(Ok(stored)))
+        Box::pin(std::future::ready(Ok(before)))
     }
 
-    fn observe<'a>(&'a self, key: &'a SessionKey, lsn: Lsn) -> StoreFuture<'a, Lsn> {
-        let stored = self.update(key, |r| r.token = r.token.max(Some(lsn)));
+    fn observe<'a>(&'a self, key: &'a SessionKey, pos: Position) -> StoreFuture<'a, Position> {
+        let (_, stored) = self.update(key, |r| r.token = r.token.max(Some(pos)));
         Box::pin(std::future::ready(Ok(stored)))
     }
 
@@ -137,35 +144,37 @@ mod tests {
         SessionKey::new(s).unwrap()
     }
 
+    fn pos(lsn: u64) -> Position {
+        Position::new(1, crate::Lsn::from_u64(lsn))
+    }
+
     #[tokio::test]
     async fn tokens_only_ever_rise() {
         let (s, _) = store();
         let k = key("u1");
         assert_eq!(s.load(&k).await.unwrap(), SessionRecord::default());
         assert_eq!(
-            s.record_write(&k, Lsn::from_u64(500), 10).await.unwrap(),
-            Lsn::from_u64(500)
+            s.record_write(&k, pos(500), 10).await.unwrap(),
+            None,
+            "a write returns the token before it"
         );
+        assert_eq!(s.observe(&k, pos(400)).await.unwrap(), pos(500));
         assert_eq!(
-            s.observe(&k, Lsn::from_u64(400)).await.unwrap(),
-            Lsn::from_u64(500)
-        );
-        assert_eq!(
-            s.record_write(&k, Lsn::from_u64(300), 5).await.unwrap(),
-            Lsn::from_u64(500)
+            s.record_write(&k, pos(300), 5).await.unwrap(),
+            Some(pos(500))
         );
         assert_eq!(
             s.load(&k).await.unwrap(),
             SessionRecord {
-                token: Some(Lsn::from_u64(500)),
+                token: Some(pos(500)),
                 last_write_ms: Some(10),
                 untracked_write_ms: None,
             }
         );
-        assert_eq!(
-            s.observe(&k, Lsn::from_u64(900)).await.unwrap(),
-            Lsn::from_u64(900)
-        );
+        assert_eq!(s.observe(&k, pos(900)).await.unwrap(), pos(900));
+        // A later timeline is after every position of an earlier one.
+        let next = Position::new(2, crate::Lsn::from_u64(100));
+        assert_eq!(s.observe(&k, next).await.unwrap(), next);
         assert_eq!(s.load(&key("u2")).await.unwrap(), SessionRecord::default());
     }
 
@@ -173,18 +182,16 @@ mod tests {
     async fn sessions_expire_after_the_ttl_since_their_last_update() {
         let (s, clock) = store();
         let k = key("u1");
-        s.record_write(&k, Lsn::from_u64(5), clock.now_ms())
-            .await
-            .unwrap();
+        s.record_write(&k, pos(5), clock.now_ms()).await.unwrap();
         clock.advance(Duration::from_secs(599));
-        s.observe(&k, Lsn::from_u64(6)).await.unwrap();
+        s.observe(&k, pos(6)).await.unwrap();
         clock.advance(Duration::from_secs(599));
-        assert_eq!(s.load(&k).await.unwrap().token, Some(Lsn::from_u64(6)));
+        assert_eq!(s.load(&k).await.unwrap().token, Some(pos(6)));
         clock.advance(Duration::from_secs(2));
         assert_eq!(s.load(&k).await.unwrap(), SessionRecord::default());
         assert!(s.is_empty());
         // An expired entry starts over rather than resurrecting old values.
-        s.observe(&k, Lsn::from_u64(1)).await.unwrap();
+        s.observe(&k, pos(1)).await.unwrap();
         assert_eq!(s.load(&k).await.unwrap().last_write_ms, None);
     }
 

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::{Error, Lsn, Result};
+use crate::{Error, Position, Result};
 
 pub use self::memory::MemoryStore;
 pub use self::redis::{RedisStore, RedisStoreConfig};
@@ -66,7 +66,7 @@ impl std::str::FromStr for SessionKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SessionRecord {
     /// The highest position the session has written or seen.
-    pub token: Option<Lsn>,
+    pub token: Option<Position>,
     /// Wall-clock ms of its last write (the sticky window).
     pub last_write_ms: Option<u64>,
     /// Wall-clock ms of a write whose position `token` may not cover: one
@@ -105,18 +105,20 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// The session's record; an empty record for an unknown or expired one.
     fn load<'a>(&'a self, key: &'a SessionKey) -> StoreFuture<'a, SessionRecord>;
 
-    /// After a committed write at `lsn`: token = max(token, lsn) and
-    /// last write = max(last write, `now_ms`). Returns the stored token.
+    /// After a committed write at `pos`: token = max(token, pos) and last
+    /// write = max(last write, `now_ms`). Returns the token the session had
+    /// *before* (so the router can tell it a write of it was lost in a
+    /// failover, even when this write's token replaces it).
     fn record_write<'a>(
         &'a self,
         key: &'a SessionKey,
-        lsn: Lsn,
+        pos: Position,
         now_ms: u64,
-    ) -> StoreFuture<'a, Lsn>;
+    ) -> StoreFuture<'a, Option<Position>>;
 
-    /// After a read that saw `lsn`: token = max(token, lsn) (monotonic reads,
-    /// rule 7). Returns the stored token.
-    fn observe<'a>(&'a self, key: &'a SessionKey, lsn: Lsn) -> StoreFuture<'a, Lsn>;
+    /// After a read that saw `pos`: token = max(token, pos) (monotonic
+    /// reads, rule 7). Returns the stored token.
+    fn observe<'a>(&'a self, key: &'a SessionKey, pos: Position) -> StoreFuture<'a, Position>;
 
     /// Whether the store is answering.
     fn health(&self) -> StoreHealth;

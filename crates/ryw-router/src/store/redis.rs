@@ -22,7 +22,7 @@ use redis::{RedisResult, Script};
 use tokio::time::Instant;
 
 use super::{SessionKey, SessionRecord, SessionStore, StoreFuture, StoreHealth, seed};
-use crate::{Error, Lsn, Result};
+use crate::{Error, Position, Result};
 
 /// `max` of two decimal strings without leading zeros, compared as numbers
 /// (Lua numbers are doubles and lose precision past 2^53).
@@ -36,16 +36,18 @@ local function max_dec(old, new)
 end
 ";
 
-/// KEYS: lsn key, last-write key. ARGV: lsn, now_ms, ttl_ms.
+/// KEYS: position key, last-write key. ARGV: position, now_ms, ttl_ms.
+/// Returns the position stored before ('' for none).
 const RECORD_WRITE: &str = r"
-local lsn = max_dec(redis.call('GET', KEYS[1]), ARGV[1])
-redis.call('SET', KEYS[1], lsn, 'PX', ARGV[3])
+local before = redis.call('GET', KEYS[1])
+local pos = max_dec(before, ARGV[1])
+redis.call('SET', KEYS[1], pos, 'PX', ARGV[3])
 local at = max_dec(redis.call('GET', KEYS[2]), ARGV[2])
 redis.call('SET', KEYS[2], at, 'PX', ARGV[3])
-return lsn
+return before or ''
 ";
 
-/// KEYS: lsn key. ARGV: lsn, ttl_ms.
+/// KEYS: position key. ARGV: position, ttl_ms.
 const OBSERVE: &str = r"
 local lsn = max_dec(redis.call('GET', KEYS[1]), ARGV[1])
 redis.call('SET', KEYS[1], lsn, 'PX', ARGV[2])
@@ -241,6 +243,21 @@ impl RedisStore {
     }
 }
 
+/// A stored position: [`Position::ordinal`] in decimal (a plain LSN from
+/// before timelines reads as timeline 0, which every later position
+/// passes).
+fn parse_position(value: Option<String>) -> Result<Option<Position>> {
+    value
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse::<u128>()
+                .ok()
+                .and_then(Position::from_ordinal)
+                .ok_or_else(|| Error::Store(format!("corrupt position {v:?}")))
+        })
+        .transpose()
+}
+
 fn parse_u64(value: Option<String>, what: &str) -> Result<Option<u64>> {
     value
         .map(|v| {
@@ -277,7 +294,7 @@ impl SessionStore for RedisStore {
             let (last_write_ms, untracked_write_ms) =
                 seed::merge(parse_u64(at, "last_write_ms")?, seed_at.as_deref());
             Ok(SessionRecord {
-                token: parse_u64(lsn, "lsn")?.map(Lsn::from_u64),
+                token: parse_position(lsn)?,
                 last_write_ms,
                 untracked_write_ms,
             })
@@ -287,41 +304,41 @@ impl SessionStore for RedisStore {
     fn record_write<'a>(
         &'a self,
         key: &'a SessionKey,
-        lsn: Lsn,
+        pos: Position,
         now_ms: u64,
-    ) -> StoreFuture<'a, Lsn> {
+    ) -> StoreFuture<'a, Option<Position>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let stored: String = self
+            let before: String = self
                 .call(async {
                     self.record_write
                         .key(self.key(key, "lsn"))
                         .key(self.key(key, "last_write_ms"))
-                        .arg(lsn.as_u64().to_string())
+                        .arg(pos.ordinal().to_string())
                         .arg(now_ms.to_string())
                         .arg(self.ttl_ms())
                         .invoke_async(&mut conn)
                         .await
                 })
                 .await?;
-            Ok(Lsn::from_u64(parse_u64(Some(stored), "lsn")?.unwrap_or(0)))
+            parse_position(Some(before))
         })
     }
 
-    fn observe<'a>(&'a self, key: &'a SessionKey, lsn: Lsn) -> StoreFuture<'a, Lsn> {
+    fn observe<'a>(&'a self, key: &'a SessionKey, pos: Position) -> StoreFuture<'a, Position> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
             let stored: String = self
                 .call(async {
                     self.observe
                         .key(self.key(key, "lsn"))
-                        .arg(lsn.as_u64().to_string())
+                        .arg(pos.ordinal().to_string())
                         .arg(self.ttl_ms())
                         .invoke_async(&mut conn)
                         .await
                 })
                 .await?;
-            Ok(Lsn::from_u64(parse_u64(Some(stored), "lsn")?.unwrap_or(0)))
+            Ok(parse_position(Some(stored))?.unwrap_or_default())
         })
     }
 
@@ -351,8 +368,9 @@ mod tests {
         let key = SessionKey::new("u1").unwrap();
         let started = std::time::Instant::now();
         assert!(store.load(&key).await.is_err());
-        assert!(store.record_write(&key, Lsn::from_u64(1), 1).await.is_err());
-        assert!(store.observe(&key, Lsn::from_u64(1)).await.is_err());
+        let pos = Position::new(1, crate::Lsn::from_u64(1));
+        assert!(store.record_write(&key, pos, 1).await.is_err());
+        assert!(store.observe(&key, pos).await.is_err());
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "{:?}",

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::view::{ClusterView, NodeStatus, Reached, Role};
+use crate::timeline::History;
+use crate::view::{ClusterView, NOT_POLLED_YET, NodeStatus, Reached, Role};
 use crate::{LEADER_NAME, Lsn, RouterConfig};
 
 /// Leader positions closer in time than this are merged into one history
@@ -33,6 +34,9 @@ pub(crate) struct FollowerPoll {
     pub started_at_us: i64,
     /// `pg_stat_wal_receiver.status`; `None` when there is no WAL receiver.
     pub receiver: Option<String>,
+    /// `pg_stat_wal_receiver.received_tli`: the timeline it last received
+    /// (`None` when there is no WAL receiver; the last one known is kept).
+    pub timeline: Option<u32>,
 }
 
 /// The limits that decide rotation.
@@ -176,84 +180,221 @@ impl CatchUps {
 }
 
 #[derive(Debug)]
-struct Follower {
+struct Node {
+    /// As listed in [`ClusterView::nodes`].
     status: NodeStatus,
     /// The postmaster start time the positions we hold came from. Kept when
     /// the position is forgotten, to tell a reconnect from a restart.
     started_at_us: Option<i64>,
     catch_ups: CatchUps,
+    /// Its last poll answered and said it is not in recovery.
+    primary: bool,
 }
 
-impl Follower {
-    /// Rule 3 for this follower: its position, and the pace learnt from
-    /// it, are no longer trusted (a restarted standby catches up at a pace
-    /// of its own).
+impl Node {
+    /// Rule 3 for this node as a follower: its position, and the pace
+    /// learnt from it, are no longer trusted (a restarted standby catches
+    /// up at a pace of its own).
     fn forget(&mut self, why: &str) {
         forget(&mut self.status, why);
         self.catch_ups.clear();
     }
 }
 
+/// A primary's poll: its position, timeline and the history of that
+/// timeline (read once per timeline by its polling task).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PrimaryPoll {
+    /// `pg_current_wal_lsn()`.
+    pub lsn: Lsn,
+    /// Its timeline (from `pg_walfile_name(pg_current_wal_lsn())`).
+    pub timeline: u32,
+    /// `pg_postmaster_start_time()` in µs since the epoch.
+    pub started_at_us: i64,
+    /// Where each earlier timeline ended, from its `NNNNNNNN.history` file;
+    /// with no switches when it could not be read.
+    pub history: Arc<History>,
+}
+
 /// Everything the tracker knows; one instance behind a mutex, turned into a
 /// [`ClusterView`] after every change.
+///
+/// Nodes are indexed as configured: the followers, then the node configured
+/// as the leader. Which node leads is discovered from the polls (the one
+/// not in recovery; with several, the one on the latest timeline), and
+/// moves when another node is promoted.
 #[derive(Debug)]
 pub(crate) struct TrackerState {
     limits: Limits,
+    /// The leader as published (`leader`): a copy of its node's status.
     leader: NodeStatus,
+    leader_index: Option<usize>,
+    /// The leader's positions over time (lag, the hybrid prediction). Its
+    /// positions only; cleared when another node leads.
     history: LeaderHistory,
-    followers: Vec<Follower>,
+    /// The leader's timeline history.
+    timelines: Arc<History>,
+    nodes: Vec<Node>,
 }
 
 impl TrackerState {
-    pub fn new(follower_names: &[Arc<str>], limits: Limits) -> TrackerState {
+    /// `names`: the nodes' names in index order (the followers, then
+    /// [`FORMER_LEADER_NAME`](crate::FORMER_LEADER_NAME) for the node
+    /// configured as the leader).
+    pub fn new(names: &[Arc<str>], limits: Limits) -> TrackerState {
         TrackerState {
             limits,
-            leader: NodeStatus::new(Arc::from(LEADER_NAME), Role::Leader),
+            leader: no_leader(NOT_POLLED_YET),
+            leader_index: None,
             history: LeaderHistory::default(),
-            followers: follower_names
+            timelines: Arc::new(History::default()),
+            nodes: names
                 .iter()
-                .map(|name| Follower {
+                .map(|name| Node {
                     status: NodeStatus::new(name.clone(), Role::Follower),
                     started_at_us: None,
                     catch_ups: CatchUps::default(),
+                    primary: false,
                 })
                 .collect(),
         }
     }
 
-    /// A successful poll of the leader.
-    pub fn on_leader_poll(&mut self, lsn: Lsn, now: Instant) {
+    /// Whether a node leads and answered its last poll.
+    fn leader_up(&self) -> bool {
+        self.leader_index.is_some() && self.leader.healthy
+    }
+
+    /// A successful poll of node `i`, which is not in recovery.
+    ///
+    /// It leads if no node does yet, or if its timeline is later than the
+    /// leader's (a promotion). Another primary on the same or an earlier
+    /// timeline is not used: an old leader started again without being
+    /// rewound, whose writes the cluster's history does not have.
+    pub fn on_primary_poll(&mut self, i: usize, poll: PrimaryPoll, now: Instant) {
+        let node = &mut self.nodes[i];
+        if node.started_at_us.is_some_and(|k| k != poll.started_at_us) {
+            node.forget("postmaster restarted");
+        }
+        node.started_at_us = Some(poll.started_at_us);
+        node.primary = true;
+        node.status.timeline = Some(poll.timeline);
+        let takes_over = match self.leader_index {
+            Some(l) if l == i => false,
+            Some(l) => {
+                let theirs = self.nodes[l].status.timeline.unwrap_or(0);
+                poll.timeline > theirs
+            }
+            None => true,
+        };
+        if takes_over {
+            self.promote(i, &poll);
+        } else if self.leader_index != Some(i) {
+            let leader_timeline = self.timelines.current;
+            let node = &mut self.nodes[i];
+            node.forget(&format!(
+                "a second primary, on timeline {} (the leader's is {leader_timeline}): not used",
+                poll.timeline
+            ));
+            node.status.role = Role::Leader;
+            return;
+        }
         if !self.leader.healthy {
-            tracing::info!(node = LEADER_NAME, %lsn, "leader reachable");
+            tracing::info!(node = %self.nodes[i].status.name, lsn = %poll.lsn, "leader reachable");
         }
         self.leader.healthy = true;
         self.leader.in_rotation = true;
         self.leader.note = None;
-        self.note_leader_lsn(lsn, now);
+        self.leader.timeline = Some(poll.timeline);
+        self.note_leader_lsn(poll.lsn, now);
+    }
+
+    /// Node `i` leads from now on: the old leader's positions and history
+    /// mean nothing on the new timeline.
+    fn promote(&mut self, i: usize, poll: &PrimaryPoll) {
+        let name = self.nodes[i].status.name.clone();
+        match self.leader_index {
+            Some(old) => tracing::warn!(
+                node = %name,
+                timeline = poll.timeline,
+                old = %self.nodes[old].status.name,
+                "a new leader: writes go to it from now on"
+            ),
+            None => tracing::info!(node = %name, timeline = poll.timeline, "leader found"),
+        }
+        if let Some(old) = self.leader_index {
+            let n = &mut self.nodes[old];
+            n.primary = false;
+            n.forget("no longer the leader");
+            n.status.role = Role::Follower;
+        }
+        self.leader_index = Some(i);
+        self.history = LeaderHistory::default();
+        self.timelines = poll.history.clone();
+        self.leader = no_leader("polled");
+        let node = &mut self.nodes[i];
+        // Its follower position means nothing now; decisions taken under it
+        // are void (rule 2).
+        node.forget("the leader");
+        node.status.role = Role::Leader;
     }
 
     /// A leader position learnt elsewhere (a write's commit LSN): makes lag
     /// and the rule 4 bound current without waiting for the next poll.
     pub fn note_leader_lsn(&mut self, lsn: Lsn, now: Instant) {
+        if self.leader_index.is_none() {
+            return;
+        }
         self.history.record(lsn, now, self.limits.history_span);
         self.leader.lsn = self.leader.lsn.max(Some(lsn));
     }
 
-    /// The leader could not be polled. Its last position is kept: positions
-    /// only grow, so it is still a lower bound.
-    pub fn on_leader_error(&mut self, why: &str) {
-        if self.leader.healthy {
-            tracing::warn!(node = LEADER_NAME, error = why, "leader unreachable");
+    /// Node `i` could not be polled or connected to, or one of the router's
+    /// own connections to it broke: a follower's position is forgotten
+    /// (rule 3); the leader is marked down, its last position kept
+    /// (positions only grow, so it is still a lower bound) and its index
+    /// too (it leads again when it answers, unless another node was
+    /// promoted meanwhile).
+    pub fn on_node_error(&mut self, i: usize, why: &str) {
+        if self.leader_index == Some(i) {
+            if self.leader.healthy {
+                tracing::warn!(node = %self.nodes[i].status.name, error = why, "leader unreachable");
+            }
+            self.leader.healthy = false;
+            self.leader.in_rotation = false;
+            self.leader.note = Some(why.to_owned());
+        } else {
+            self.nodes[i].primary = false;
+            self.nodes[i].forget(why);
+            if self.leader_index.is_none() {
+                self.leader.note = Some(format!(
+                    "no node is the leader; {}: {why}",
+                    self.nodes[i].status.name
+                ));
+            }
         }
-        self.leader.healthy = false;
-        self.leader.in_rotation = false;
-        self.leader.note = Some(why.to_owned());
     }
 
-    /// A successful poll of follower `i`, answered at `now`.
+    /// A successful poll of node `i`, which is in recovery (a follower),
+    /// answered at `now`; `timeline` is the one it last received.
     pub fn on_follower_poll(&mut self, i: usize, poll: FollowerPoll, now: Instant) {
-        let leader_up = self.leader.healthy;
-        let f = &mut self.followers[i];
+        if self.leader_index == Some(i) {
+            // The leader is a standby now: demoted (restarted to follow
+            // another). No node leads until one is seen out of recovery.
+            tracing::warn!(node = %self.nodes[i].status.name, "the leader is in recovery now");
+            self.leader_index = None;
+            self.leader = no_leader("the leader went into recovery");
+            let n = &mut self.nodes[i];
+            n.forget("was the leader");
+            n.status.role = Role::Follower;
+        }
+        let leader_up = self.leader_up();
+        let f = &mut self.nodes[i];
+        if f.primary {
+            f.primary = false;
+            f.status.role = Role::Follower;
+            f.forget("in recovery again");
+        }
         // Rule 3: a restarted standby can come back behind what it had
         // replayed; nothing learnt from the previous incarnation survives.
         if f.started_at_us
@@ -262,6 +403,9 @@ impl TrackerState {
             f.forget("postmaster restarted");
         }
         f.started_at_us = Some(poll.started_at_us);
+        if poll.timeline.is_some() {
+            f.status.timeline = poll.timeline;
+        }
         let streaming = poll.receiver.as_deref() == Some("streaming");
         match poll.replay {
             None => f.forget("no replay position (not a standby?)"),
@@ -302,69 +446,96 @@ impl TrackerState {
         }
     }
 
-    /// The poll whose answer was just applied to `node` (`None`: the
-    /// leader; `Some(i)`: follower `i`) was sent at `sent`: what the node
-    /// shows now, it had reached after `sent`.
-    pub fn note_poll_sent(&mut self, node: Option<usize>, sent: Instant) {
-        let status = match node {
-            None => &mut self.leader,
-            Some(i) => &mut self.followers[i].status,
+    /// The poll whose answer was just applied to node `i` was sent at
+    /// `sent`: what the node shows now, it had reached after `sent`.
+    pub fn note_poll_sent(&mut self, i: usize, sent: Instant) {
+        let status = if self.leader_index == Some(i) {
+            &mut self.leader
+        } else {
+            &mut self.nodes[i].status
         };
         if status.lsn.is_some() {
             status.polled_at = Some(sent);
         }
     }
 
-    /// Follower `i` could not be polled or connected to, or one of the
-    /// router's own connections to it broke (rule 3): forget its position.
+    /// Node `i`'s position is not to be trusted any more (rule 3): one of
+    /// the router's connections to it broke, or a read on it stalled.
     pub fn forget_follower(&mut self, i: usize, why: &str) {
-        self.followers[i].forget(why);
+        self.on_node_error(i, why);
     }
 
-    /// The postmaster start time follower `i`'s known position belongs to, if
-    /// its position is known. New read connections must match it.
+    /// The postmaster start time node `i`'s known position belongs to, if
+    /// its position is known (the leader's, while it leads). New read
+    /// connections must match it.
     pub fn known_incarnation(&self, i: usize) -> Option<i64> {
-        let f = &self.followers[i];
-        f.status.lsn.and(f.started_at_us)
+        let n = &self.nodes[i];
+        if self.leader_index == Some(i) {
+            return self.leader.lsn.and(n.started_at_us);
+        }
+        n.status.lsn.and(n.started_at_us)
     }
 
     /// Recomputes lag and rotation at `now`; returns how many followers left
     /// rotation in this step.
     pub fn refresh(&mut self, now: Instant) -> u64 {
         let limits = self.limits;
-        let leader = self.history.latest();
+        let leader = if self.leader_index.is_some() {
+            self.history.latest()
+        } else {
+            None
+        };
+        let timelines = self.timelines.clone();
         let mut evicted = 0;
-        for f in &mut self.followers {
+        for (i, f) in self.nodes.iter_mut().enumerate() {
             let pace = f.catch_ups.pace();
             let s = &mut f.status;
             let was_in = s.in_rotation;
             s.behind_since = None;
             s.catch_up = None;
-            match (s.healthy, s.lsn, leader) {
-                (true, Some(replay), Some(leader_lsn)) => {
-                    let bytes = leader_lsn.bytes_since(replay);
-                    let time = self.history.lag(replay, now).unwrap_or_default();
-                    s.lag_bytes = Some(bytes);
-                    s.lag_ms = Some(time.as_millis() as u64);
-                    s.behind_since = self.history.first_beyond(replay);
-                    s.catch_up = pace;
-                    // Rule 8: lagging past either limit leaves rotation.
-                    s.in_rotation = bytes <= limits.max_lag_bytes && time <= limits.max_lag_time;
-                    s.note = (!s.in_rotation)
-                        .then(|| format!("lagging {bytes} bytes, {} ms", time.as_millis()));
-                }
-                (true, Some(_), None) => {
-                    // The leader was never reached: lag cannot be judged.
-                    // Position-based (causal) decisions stay correct.
-                    s.lag_bytes = None;
-                    s.lag_ms = None;
-                    s.in_rotation = true;
-                    s.catch_up = pace;
-                }
-                _ => {
-                    s.lag_bytes = None;
-                    s.lag_ms = None;
-                    s.in_rotation = false;
+            if Some(i) == self.leader_index {
+                s.lag_bytes = None;
+                s.lag_ms = None;
+                s.in_rotation = false;
+                s.note = Some("the leader".to_owned());
+                continue;
+            }
+            if let Some(why) = s
+                .lsn
+                .and_then(|lsn| off_history(&timelines, s.timeline, lsn))
+            {
+                s.lag_bytes = None;
+                s.lag_ms = None;
+                s.in_rotation = false;
+                s.note = Some(why);
+            } else {
+                match (s.healthy, s.lsn, leader) {
+                    (true, Some(replay), Some(leader_lsn)) => {
+                        let bytes = leader_lsn.bytes_since(replay);
+                        let time = self.history.lag(replay, now).unwrap_or_default();
+                        s.lag_bytes = Some(bytes);
+                        s.lag_ms = Some(time.as_millis() as u64);
+                        s.behind_since = self.history.first_beyond(replay);
+                        s.catch_up = pace;
+                        // Rule 8: lagging past either limit leaves rotation.
+                        s.in_rotation =
+                            bytes <= limits.max_lag_bytes && time <= limits.max_lag_time;
+                        s.note = (!s.in_rotation)
+                            .then(|| format!("lagging {bytes} bytes, {} ms", time.as_millis()));
+                    }
+                    (true, Some(_), None) => {
+                        // The leader was never reached: lag cannot be judged.
+                        // Position-based (causal) decisions stay correct.
+                        s.lag_bytes = None;
+                        s.lag_ms = None;
+                        s.in_rotation = true;
+                        s.catch_up = pace;
+                    }
+                    _ => {
+                        s.lag_bytes = None;
+                        s.lag_ms = None;
+                        s.in_rotation = false;
+                    }
                 }
             }
             if was_in && !s.in_rotation {
@@ -379,10 +550,10 @@ impl TrackerState {
 
     /// The snapshot routing reads.
     pub fn view(&self) -> ClusterView {
-        let followers: Vec<NodeStatus> = self.followers.iter().map(|f| f.status.clone()).collect();
+        let nodes: Vec<NodeStatus> = self.nodes.iter().map(|f| f.status.clone()).collect();
         // Only positions no follower in rotation has replayed can make a
         // read wait, so only those are published.
-        let replayed = followers
+        let replayed = nodes
             .iter()
             .filter(|f| f.in_rotation)
             .filter_map(|f| f.lsn)
@@ -393,10 +564,64 @@ impl TrackerState {
         };
         ClusterView {
             leader: self.leader.clone(),
-            followers,
+            leader_index: self.leader_index,
+            nodes,
+            history: self.timelines.clone(),
             leader_reached,
         }
     }
+}
+
+#[cfg(test)]
+impl TrackerState {
+    /// The node configured as the leader (the last) polled as a primary on
+    /// timeline 1.
+    pub fn on_leader_poll(&mut self, lsn: Lsn, now: Instant) {
+        let i = self.nodes.len() - 1;
+        let poll = PrimaryPoll {
+            lsn,
+            timeline: 1,
+            started_at_us: 0,
+            history: Arc::new(History::first()),
+        };
+        self.on_primary_poll(i, poll, now);
+    }
+
+    /// The node configured as the leader could not be polled.
+    pub fn on_leader_error(&mut self, why: &str) {
+        let i = self.nodes.len() - 1;
+        self.on_node_error(i, why);
+    }
+}
+
+/// Why a follower at `lsn`, on `timeline` (the one it last received), may
+/// hold data that is not the leader's history, if it may: it is on an
+/// earlier timeline and past where that one ended (the old leader's WAL
+/// that the new one never had), or on a timeline the leader has not
+/// reached (it follows a newer leader the tracker has not seen yet).
+fn off_history(timelines: &History, timeline: Option<u32>, lsn: Lsn) -> Option<String> {
+    let (current, t) = (timelines.current, timeline?);
+    if current == 0 || t == current {
+        return None;
+    }
+    if t > current {
+        return Some(format!(
+            "on timeline {t}, beyond the leader's {current}: not used until the leader is"
+        ));
+    }
+    match timelines.switch_point(t) {
+        Some(end) if lsn > end => Some(format!(
+            "diverged: replayed {lsn} on timeline {t}, which ended at {end}"
+        )),
+        _ => None,
+    }
+}
+
+/// The published leader while none is known (`why` in its note).
+fn no_leader(why: &str) -> NodeStatus {
+    let mut s = NodeStatus::new(Arc::from(LEADER_NAME), Role::Leader);
+    s.note = Some(why.to_owned());
+    s
 }
 
 /// Rule 3: the position is no longer trusted, and decisions taken under the
@@ -426,8 +651,12 @@ mod tests {
         Limits::from_config(&RouterConfig::default())
     }
 
+    /// `n` followers, then the node configured as the leader.
     fn state(n: usize) -> TrackerState {
-        let names: Vec<Arc<str>> = (1..=n).map(|i| Arc::from(format!("f{i}"))).collect();
+        let names: Vec<Arc<str>> = (1..=n)
+            .map(|i| Arc::from(format!("f{i}")))
+            .chain(std::iter::once(Arc::from(crate::FORMER_LEADER_NAME)))
+            .collect();
         TrackerState::new(&names, limits())
     }
 
@@ -436,6 +665,7 @@ mod tests {
             replay: Some(Lsn::from_u64(replay)),
             started_at_us: started,
             receiver: Some("streaming".into()),
+            timeline: None,
         }
     }
 
@@ -446,7 +676,7 @@ mod tests {
         st.on_leader_poll(Lsn::from_u64(1000), t0);
         st.on_follower_poll(0, streaming(1000, 1), t0);
         st.refresh(t0 + Duration::from_secs(60));
-        let f = &st.view().followers[0];
+        let f = &st.view().nodes[0];
         assert!(f.healthy && f.in_rotation);
         assert_eq!(f.lsn, Some(Lsn::from_u64(1000)));
         // Idle cluster, a minute later: still zero lag (not replay-timestamp lag).
@@ -462,7 +692,7 @@ mod tests {
         st.on_leader_poll(Lsn::from_u64(300), t0 + Duration::from_millis(120));
         st.on_follower_poll(0, streaming(150, 1), t0);
         st.refresh(t0 + Duration::from_millis(400));
-        let f = &st.view().followers[0];
+        let f = &st.view().nodes[0];
         // The leader first went beyond 150 when it reached 200, at t0+50ms.
         assert_eq!(f.lag_ms, Some(350));
         assert_eq!(f.lag_bytes, Some(150));
@@ -475,17 +705,17 @@ mod tests {
         st.on_leader_poll(Lsn::from_u64(100 * MIB), t0);
         st.on_follower_poll(0, streaming(100 * MIB - 17 * MIB, 1), t0);
         assert_eq!(st.refresh(t0), 0, "was never in rotation");
-        assert!(!st.view().followers[0].in_rotation);
+        assert!(!st.view().nodes[0].in_rotation);
         st.on_follower_poll(0, streaming(100 * MIB - MIB, 1), t0);
         st.refresh(t0);
-        assert!(st.view().followers[0].in_rotation);
+        assert!(st.view().nodes[0].in_rotation);
         st.on_leader_poll(Lsn::from_u64(200 * MIB), t0 + Duration::from_millis(10));
         assert_eq!(
             st.refresh(t0 + Duration::from_millis(10)),
             1,
             "one eviction"
         );
-        let f = &st.view().followers[0];
+        let f = &st.view().nodes[0];
         assert!(f.healthy && !f.in_rotation);
         assert!(f.note.as_deref().unwrap().contains("lagging"));
     }
@@ -498,9 +728,9 @@ mod tests {
         st.on_follower_poll(0, streaming(1000, 1), t0);
         st.on_leader_poll(Lsn::from_u64(1010), t0 + Duration::from_secs(1));
         st.refresh(t0 + Duration::from_secs(10));
-        assert!(st.view().followers[0].in_rotation, "9 s behind: in");
+        assert!(st.view().nodes[0].in_rotation, "9 s behind: in");
         assert_eq!(st.refresh(t0 + Duration::from_millis(11_001)), 1);
-        assert!(!st.view().followers[0].in_rotation, "10.001 s behind: out");
+        assert!(!st.view().nodes[0].in_rotation, "10.001 s behind: out");
     }
 
     #[test]
@@ -510,23 +740,24 @@ mod tests {
         st.on_leader_poll(Lsn::from_u64(1000), t0);
         st.on_follower_poll(0, streaming(1000, 1), t0);
         st.refresh(t0);
-        let epoch = st.view().followers[0].epoch;
+        let epoch = st.view().nodes[0].epoch;
         st.on_follower_poll(
             0,
             FollowerPoll {
                 replay: Some(Lsn::from_u64(1000)),
                 started_at_us: 1,
                 receiver: None,
+                timeline: None,
             },
             t0,
         );
         st.refresh(t0);
-        let f = &st.view().followers[0];
+        let f = &st.view().nodes[0];
         assert_eq!((f.lsn, f.healthy, f.in_rotation), (None, false, false));
         assert!(f.epoch > epoch);
         st.on_follower_poll(0, streaming(1000, 1), t0);
         st.refresh(t0);
-        assert!(st.view().followers[0].in_rotation);
+        assert!(st.view().nodes[0].in_rotation);
     }
 
     #[test]
@@ -540,18 +771,19 @@ mod tests {
             replay: Some(Lsn::from_u64(1000)),
             started_at_us: 1,
             receiver: None,
+            timeline: None,
         };
         st.on_leader_error("connection refused");
         st.on_follower_poll(0, stopped.clone(), t0);
         st.refresh(t0 + Duration::from_millis(100));
-        let f = &st.view().followers[0];
+        let f = &st.view().nodes[0];
         assert_eq!(f.lsn, Some(Lsn::from_u64(1000)));
         assert!(f.healthy && f.in_rotation);
         // Leader back, receiver still stopped: frozen, forgotten.
         st.on_leader_poll(Lsn::from_u64(2000), t0 + Duration::from_millis(200));
         st.on_follower_poll(0, stopped, t0);
         st.refresh(t0 + Duration::from_millis(200));
-        assert!(!st.view().followers[0].in_rotation);
+        assert!(!st.view().nodes[0].in_rotation);
     }
 
     #[test]
@@ -569,10 +801,10 @@ mod tests {
         st.on_follower_poll(0, streaming(4000, 333), t0);
         st.refresh(t0);
         let after = st.view();
-        assert!(after.followers[0].epoch > before.followers[0].epoch);
-        assert_eq!(after.followers[0].lsn, Some(Lsn::from_u64(4000)));
+        assert!(after.nodes[0].epoch > before.nodes[0].epoch);
+        assert_eq!(after.nodes[0].lsn, Some(Lsn::from_u64(4000)));
         assert_eq!(st.known_incarnation(0), Some(333));
-        assert_eq!(after.followers[1], before.followers[1], "others untouched");
+        assert_eq!(after.nodes[1], before.nodes[1], "others untouched");
     }
 
     #[test]
@@ -585,7 +817,7 @@ mod tests {
         assert_eq!(st.refresh(t0), 0);
         st.forget_follower(0, "connection closed");
         assert_eq!(st.refresh(t0), 1, "leaving rotation counts as an eviction");
-        let f = &st.view().followers[0];
+        let f = &st.view().nodes[0];
         assert_eq!((f.lsn, f.in_rotation), (None, false));
         assert_eq!(
             st.known_incarnation(0),
@@ -594,7 +826,7 @@ mod tests {
         );
         st.on_follower_poll(0, streaming(10, 7), t0);
         st.refresh(t0);
-        assert!(st.view().followers[0].in_rotation);
+        assert!(st.view().nodes[0].in_rotation);
     }
 
     #[test]
@@ -608,11 +840,12 @@ mod tests {
                 replay: None,
                 started_at_us: 1,
                 receiver: None,
+                timeline: None,
             },
             t0,
         );
         st.refresh(t0);
-        assert!(!st.view().followers[0].in_rotation);
+        assert!(!st.view().nodes[0].in_rotation);
     }
 
     #[test]
@@ -665,7 +898,7 @@ mod tests {
         st.on_follower_poll(0, streaming(50, 1), t0);
         st.note_leader_lsn(Lsn::from_u64(200), t0 + ms(20));
         st.refresh(t0 + ms(20));
-        let f = &st.view().followers[0];
+        let f = &st.view().nodes[0];
         assert_eq!(f.catch_up, None, "not seen catching up yet");
         assert_eq!(
             f.behind_since,
@@ -676,7 +909,7 @@ mod tests {
         // It shows 100 at t0 + 100 ms: it took 100 ms.
         st.on_follower_poll(0, streaming(100, 1), t0 + ms(100));
         st.refresh(t0 + ms(100));
-        let f = &st.view().followers[0];
+        let f = &st.view().nodes[0];
         assert_eq!(f.catch_up, Some(ms(100)));
         assert_eq!(f.behind_since, Some(t0 + ms(20)));
 
@@ -686,7 +919,7 @@ mod tests {
         // longest of its recent catch-ups.
         st.on_follower_poll(0, streaming(200, 1), t0 + ms(330));
         st.refresh(t0 + ms(330));
-        let f = &st.view().followers[0];
+        let f = &st.view().nodes[0];
         assert_eq!(f.catch_up, Some(ms(310)));
         assert_eq!(f.behind_since, None, "caught up with the leader");
         // After eight quicker ones, the slow one is forgotten.
@@ -695,26 +928,23 @@ mod tests {
             st.on_follower_poll(0, streaming(200 + k, 1), t0 + ms(450 + 10 * k));
         }
         st.refresh(t0 + ms(600));
-        assert_eq!(st.view().followers[0].catch_up, Some(ms(50)));
+        assert_eq!(st.view().nodes[0].catch_up, Some(ms(50)));
 
         // Rule 3: a forgotten follower's pace goes with its position.
         st.forget_follower(0, "connection closed");
         st.refresh(t0 + ms(600));
-        let f = &st.view().followers[0];
+        let f = &st.view().nodes[0];
         assert_eq!((f.catch_up, f.behind_since), (None, None));
         st.on_follower_poll(0, streaming(208, 1), t0 + ms(700));
         st.refresh(t0 + ms(700));
-        assert_eq!(
-            st.view().followers[0].catch_up,
-            None,
-            "relearnt from scratch"
-        );
+        assert_eq!(st.view().nodes[0].catch_up, None, "relearnt from scratch");
     }
 
     #[test]
     fn a_view_publishes_the_leader_positions_no_follower_in_rotation_has() {
         let t0 = Instant::now();
         let mut st = state(2);
+        st.on_leader_poll(Lsn::from_u64(1000), t0);
         for k in 0..=300u64 {
             st.note_leader_lsn(Lsn::from_u64(1000 + k), t0 + ms(k));
         }
@@ -756,5 +986,146 @@ mod tests {
         st.forget_follower(1, "gone");
         st.refresh(t0 + ms(300));
         assert!(st.view().leader_reached.is_empty());
+    }
+
+    /// Node `i` polled as a primary at `lsn` on `timeline` (switch of
+    /// timeline 1 at 800 when `timeline` is 2).
+    fn primary(st: &mut TrackerState, i: usize, lsn: u64, timeline: u32, now: Instant) {
+        let history = match timeline {
+            1 => History::first(),
+            t => History {
+                current: t,
+                switches: vec![crate::Switch {
+                    timeline: t - 1,
+                    switch_lsn: Lsn::from_u64(800),
+                }],
+            },
+        };
+        let poll = PrimaryPoll {
+            lsn: Lsn::from_u64(lsn),
+            timeline,
+            started_at_us: 7,
+            history: Arc::new(history),
+        };
+        st.on_primary_poll(i, poll, now);
+    }
+
+    fn on_timeline(replay: u64, started: i64, timeline: u32) -> FollowerPoll {
+        FollowerPoll {
+            timeline: Some(timeline),
+            ..streaming(replay, started)
+        }
+    }
+
+    #[test]
+    fn a_promoted_follower_leads_from_its_next_poll_and_leaves_the_followers() {
+        let t0 = Instant::now();
+        let mut st = state(2); // f1, f2, then the configured leader (2)
+        primary(&mut st, 2, 1000, 1, t0);
+        st.on_follower_poll(0, on_timeline(1000, 1, 1), t0);
+        st.on_follower_poll(1, on_timeline(1000, 1, 1), t0);
+        st.refresh(t0);
+        let v = st.view();
+        assert_eq!(v.leader_index, Some(2));
+        assert_eq!(v.leader_node(), Some(LEADER_NAME));
+        assert_eq!(v.followers().count(), 2);
+        let f1_epoch = v.nodes[0].epoch;
+
+        // The leader dies; f1 is promoted (timeline 2 from 800... here the
+        // test history says timeline 1 ended at 800).
+        st.on_node_error(2, "connect: refused");
+        st.refresh(t0 + ms(5));
+        assert!(!st.view().leader.healthy);
+        assert_eq!(st.view().leader_index, Some(2), "still the leader, down");
+        primary(&mut st, 0, 1010, 2, t0 + ms(10));
+        st.refresh(t0 + ms(10));
+        let v = st.view();
+        assert_eq!(v.leader_index, Some(0));
+        assert_eq!(v.leader_node(), Some("f1"));
+        assert!(v.leader.healthy);
+        assert_eq!(v.leader.timeline, Some(2));
+        assert_eq!(v.leader_lsn(), Some(Lsn::from_u64(1010)));
+        assert_eq!(v.history.current, 2);
+        assert_eq!(v.history.switch_point(1), Some(Lsn::from_u64(800)));
+        assert!(!v.nodes[0].in_rotation, "the leader is no follower");
+        assert_ne!(v.nodes[0].epoch, f1_epoch, "decisions for f1 are void");
+        let names: Vec<&str> = v.followers().map(|n| &*n.name).collect();
+        assert_eq!(names, ["f2", crate::FORMER_LEADER_NAME]);
+    }
+
+    #[test]
+    fn a_second_primary_on_an_earlier_timeline_is_never_used() {
+        let t0 = Instant::now();
+        let mut st = state(1);
+        primary(&mut st, 0, 1000, 2, t0); // f1 leads on timeline 2
+        // The old leader started again without a rewind: a primary on 1.
+        primary(&mut st, 1, 900, 1, t0 + ms(1));
+        st.refresh(t0 + ms(1));
+        let v = st.view();
+        assert_eq!(v.leader_index, Some(0));
+        let old = &v.nodes[1];
+        assert!(!old.in_rotation && !old.healthy, "{old:?}");
+        assert!(old.note.as_deref().unwrap().contains("second primary"));
+        // Nor one on the same timeline.
+        let mut st = state(1);
+        primary(&mut st, 1, 1000, 1, t0);
+        primary(&mut st, 0, 1000, 1, t0);
+        assert_eq!(st.view().leader_index, Some(1));
+    }
+
+    #[test]
+    fn a_leader_that_goes_into_recovery_leads_no_more() {
+        let t0 = Instant::now();
+        let mut st = state(1);
+        primary(&mut st, 1, 1000, 1, t0);
+        st.on_follower_poll(1, on_timeline(1000, 8, 2), t0 + ms(1));
+        st.refresh(t0 + ms(1));
+        let v = st.view();
+        assert_eq!(v.leader_index, None);
+        assert!(!v.leader.healthy);
+        assert_eq!(v.nodes[1].role, Role::Follower);
+    }
+
+    #[test]
+    fn a_follower_with_the_old_leader_s_wal_past_the_switch_is_out_of_rotation() {
+        let t0 = Instant::now();
+        let mut st = state(2);
+        primary(&mut st, 0, 1000, 2, t0); // f1 leads, timeline 1 ended at 800
+        // f2 replayed 850 on timeline 1: WAL the new leader never had.
+        st.on_follower_poll(1, on_timeline(850, 1, 1), t0);
+        // The rewound old leader, on timeline 2 at 900: fine.
+        st.on_follower_poll(2, on_timeline(900, 9, 2), t0);
+        st.refresh(t0);
+        let v = st.view();
+        assert!(!v.nodes[1].in_rotation);
+        assert!(v.nodes[1].note.as_deref().unwrap().contains("diverged"));
+        assert!(v.nodes[2].in_rotation, "{:?}", v.nodes[2]);
+        // At or before the switch point, timeline 1's WAL is the new
+        // history's too.
+        st.on_follower_poll(1, on_timeline(800, 1, 1), t0);
+        st.refresh(t0);
+        assert!(st.view().nodes[1].in_rotation);
+        // On a timeline beyond the leader's: not until the leader is.
+        st.on_follower_poll(1, on_timeline(800, 1, 3), t0);
+        st.refresh(t0);
+        assert!(!st.view().nodes[1].in_rotation);
+    }
+
+    #[test]
+    fn the_old_leader_back_as_a_follower_is_trusted_from_its_new_incarnation() {
+        let t0 = Instant::now();
+        let mut st = state(1);
+        primary(&mut st, 1, 1000, 1, t0);
+        primary(&mut st, 0, 1010, 2, t0 + ms(1)); // f1 promoted
+        st.on_node_error(1, "connect: refused");
+        // Rewound and started as a standby: a new postmaster.
+        st.on_follower_poll(1, on_timeline(1005, 99, 2), t0 + ms(2));
+        st.refresh(t0 + ms(2));
+        let v = st.view();
+        let back = &v.nodes[1];
+        assert_eq!(&*back.name, crate::FORMER_LEADER_NAME);
+        assert!(back.in_rotation && back.healthy, "{back:?}");
+        assert_eq!(back.lsn, Some(Lsn::from_u64(1005)));
+        assert_eq!(st.known_incarnation(1), Some(99));
     }
 }

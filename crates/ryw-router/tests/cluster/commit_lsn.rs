@@ -51,7 +51,7 @@ pub async fn a_follower_at_the_write_token_shows_the_write_but_not_at_an_lsn_rea
                     .await
                     .expect("lsn")
                     .get(0);
-                let token = tx.commit().await.expect("commit");
+                let token = tx.commit().await.expect("commit").token.lsn;
                 let inside: Lsn = inside.parse().expect("lsn");
                 assert!(inside < token, "the token is past the commit record");
 

@@ -97,10 +97,10 @@ async fn a_follower_whose_replication_is_cut_leaves_rotation_and_returns_when_re
 
     ctx.cluster.cut_replication("follower1").await;
     let left = wait_view(&ctx.router, "follower1 leaves rotation", secs(2), |v| {
-        !v.followers[0].in_rotation
+        !v.nodes[0].in_rotation
     })
     .await;
-    let note = ctx.router.cluster_view().followers[0].note.clone();
+    let note = ctx.router.cluster_view().nodes[0].note.clone();
     eprintln!("follower1 left rotation {left:?} after the cut ({note:?})");
 
     // The premise: follower1 now serves frozen data.
@@ -114,7 +114,7 @@ async fn a_follower_whose_replication_is_cut_leaves_rotation_and_returns_when_re
     assert_eq!(during.stale, 0, "{during:?}");
     assert_eq!(during.on("follower1"), 0, "{during:?}");
     assert!(
-        !ctx.router.cluster_view().followers[0].in_rotation,
+        !ctx.router.cluster_view().nodes[0].in_rotation,
         "follower1 stayed out while cut"
     );
 
@@ -123,7 +123,7 @@ async fn a_follower_whose_replication_is_cut_leaves_rotation_and_returns_when_re
         &ctx.router,
         "follower1 returns to rotation",
         secs(15),
-        |v| v.followers[0].in_rotation,
+        |v| v.nodes[0].in_rotation,
     )
     .await;
     eprintln!("follower1 back in rotation {back:?} after the repair");

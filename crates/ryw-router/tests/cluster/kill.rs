@@ -67,7 +67,7 @@ async fn reads_survive_a_killed_follower_which_leaves_rotation_and_returns_after
     blocking(|| ctx.cluster.kill("follower1"));
     let killed = kill_at.elapsed();
     let left = wait_view(&ctx.router, "follower1 leaves rotation", secs(1), |v| {
-        !v.followers[0].in_rotation
+        !v.nodes[0].in_rotation
     })
     .await;
     phase.store(DOWN, Ordering::Relaxed);
@@ -85,7 +85,7 @@ async fn reads_survive_a_killed_follower_which_leaves_rotation_and_returns_after
         &ctx.router,
         "follower1 returns to rotation",
         secs(10),
-        |v| v.followers[0].in_rotation,
+        |v| v.nodes[0].in_rotation,
     )
     .await;
     phase.store(BACK, Ordering::Relaxed);

@@ -60,7 +60,7 @@ async fn a_terminated_read_forgets_the_follower_and_is_served_elsewhere_but_a_ca
         .expect("follower1");
 
     // Cancelled: the caller's error, nothing forgotten, nothing retried.
-    let epoch = router.cluster_view().followers[0].epoch;
+    let epoch = router.cluster_view().nodes[0].epoch;
     let before = router.metrics();
     let read = {
         let router = router.clone();
@@ -93,8 +93,8 @@ async fn a_terminated_read_forgets_the_follower_and_is_served_elsewhere_but_a_ca
         "a cancelled read is not run again"
     );
     let view = router.cluster_view();
-    assert!(view.followers[0].in_rotation, "{view:?}");
-    assert_eq!(view.followers[0].epoch, epoch, "the position was kept");
+    assert!(view.nodes[0].in_rotation, "{view:?}");
+    assert_eq!(view.nodes[0].epoch, epoch, "the position was kept");
     // The same shared connection serves the next read.
     let again = router
         .query_one(&ReadRequest::stale_ok(&s), "SELECT inet_server_port()", &[])
@@ -131,7 +131,7 @@ async fn a_terminated_read_forgets_the_follower_and_is_served_elsewhere_but_a_ca
     assert!(after.retries > before.retries, "the read ran again");
     // The tracker's next poll brings it back.
     wait_view(&router, "follower1 back in rotation", secs(5), |v| {
-        v.followers[0].in_rotation
+        v.nodes[0].in_rotation
     })
     .await;
 }

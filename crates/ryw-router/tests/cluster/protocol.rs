@@ -44,7 +44,7 @@ async fn reads_return_the_callers_columns_in_order_and_every_fresh_read_raises_t
         Err(Error::Column(_))
     ));
     let first = read.decision.token.expect("a fresh read leaves a token");
-    assert!(read.decision.seen.is_none_or(|seen| first >= seen));
+    assert!(read.decision.seen.is_none_or(|seen| first.lsn >= seen));
 
     // A statement that cannot be a subquery is served as written, and its
     // position read after it.

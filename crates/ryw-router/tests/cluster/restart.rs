@@ -55,10 +55,10 @@ async fn a_follower_restarted_behind_a_session_token_never_serves_that_session_s
     let s = session("restart-writer");
     let token = write(router, &s, 1).await;
     wait_view(router, "follower1 replays the write", secs(10), |v| {
-        v.followers[0].lsn.is_some_and(|l| l >= token)
+        v.nodes[0].lsn.is_some_and(|l| l >= token)
     })
     .await;
-    let before = router.cluster_view().followers[0].clone();
+    let before = router.cluster_view().nodes[0].clone();
     // While follower1 is known to have the write, the session reads there:
     // it is the follower a router trusting old positions would pick.
     let mut pre = Tally::default();
@@ -129,10 +129,10 @@ async fn a_follower_restarted_behind_a_session_token_never_serves_that_session_s
 
     // The router relearns it from the new incarnation: lower, new epoch.
     wait_view(router, "follower1 back in rotation", secs(10), |v| {
-        v.followers[0].in_rotation
+        v.nodes[0].in_rotation
     })
     .await;
-    let after = router.cluster_view().followers[0].clone();
+    let after = router.cluster_view().nodes[0].clone();
     eprintln!(
         "before restart: lsn {:?} epoch {}; after: lsn {:?} epoch {}",
         before.lsn, before.epoch, after.lsn, after.epoch

@@ -155,7 +155,7 @@ async fn a_seed_003_session_follows_the_window_until_its_next_write_through_ryw(
         router,
         "follower1 replays the ryw write",
         Duration::from_secs(10),
-        |v| v.followers[0].lsn.is_some_and(|l| l >= token),
+        |v| v.nodes[0].lsn.is_some_and(|l| l >= token),
     )
     .await;
     let r = read(router, nodes, &inside, Freshness::Fresh, hybrid(), None)

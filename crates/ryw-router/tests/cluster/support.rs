@@ -75,10 +75,9 @@ impl Ctx {
         let setup = SessionKey::new("setup").unwrap();
         let tx = router.begin(&setup).await.expect("begin on the leader");
         tx.batch_execute(SCHEMA).await.expect("create table");
-        let lsn = tx.commit().await.expect("commit");
+        let lsn = tx.commit().await.expect("commit").token.lsn;
         wait_view(&router, "every follower replays the table", secs(20), |v| {
-            v.followers
-                .iter()
+            v.followers()
                 .all(|f| f.in_rotation && f.lsn.is_some_and(|l| l >= lsn))
         })
         .await;
@@ -156,13 +155,13 @@ pub fn with(strategy: Strategy) -> ReadOptions {
 }
 
 /// Writes `v` as `s`'s value in a leader transaction; the router records the
-/// write after COMMIT returned (rule 1). Returns the token.
+/// write after COMMIT returned (rule 1). Returns the token's position.
 pub async fn write(router: &Router, s: &SessionKey, v: i64) -> Lsn {
     let tx = router.begin(s).await.expect("begin on the leader");
     tx.execute(UPSERT, &[&s.as_str(), &v])
         .await
         .expect("upsert");
-    tx.commit().await.expect("commit")
+    tx.commit().await.expect("commit").token.lsn
 }
 
 /// One read as the test saw it.
@@ -186,7 +185,7 @@ pub async fn read(
     s: &SessionKey,
     freshness: Freshness,
     opts: ReadOptions,
-    client_token: Option<Lsn>,
+    client_token: Option<ryw_router::Position>,
 ) -> Result<Read, ryw_router::Error> {
     read_row(router, nodes, s, s.as_str(), freshness, opts, client_token).await
 }
@@ -199,7 +198,7 @@ pub async fn read_row(
     row: &str,
     freshness: Freshness,
     opts: ReadOptions,
-    client_token: Option<Lsn>,
+    client_token: Option<ryw_router::Position>,
 ) -> Result<Read, ryw_router::Error> {
     let started = Instant::now();
     let req = ReadRequest {

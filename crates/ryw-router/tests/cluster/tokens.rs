@@ -27,7 +27,7 @@ async fn forged_tokens_are_refused_and_far_future_tokens_never_wait_past_the_bud
     let old_token = key.sign(first);
     let second = write(router, &s, 2).await;
     let token = key.sign(second);
-    assert_eq!(key.verify(&token), Ok(second));
+    assert_eq!(key.verify(&token), Ok(second.into()));
 
     // Forged: signed by another deployment's key.
     let forged = TokenKey::from_secret("another deployment's key, also fixed")
@@ -134,7 +134,7 @@ async fn forged_tokens_are_refused_and_far_future_tokens_never_wait_past_the_bud
             if label == "absurd" {
                 let now = router.cluster_view().leader_lsn().unwrap();
                 assert!(
-                    r.decision.token.is_some_and(|t| t <= now),
+                    r.decision.token.is_some_and(|t| t.lsn <= now),
                     "{strategy}: token after an absurd one: {:?}",
                     r.decision.token
                 );

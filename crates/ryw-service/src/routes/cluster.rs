@@ -13,10 +13,17 @@ use utoipa::ToSchema;
 /// One node as the router's tracker last saw it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NodeBody {
-    /// `leader` or the follower's name.
+    /// `leader`, a follower's name, or `former-leader` (the node configured
+    /// as the leader, once another leads).
     pub name: String,
+    /// The node's configured name (the leader's too: `follower1` after it
+    /// was promoted).
+    pub node: String,
     /// `leader` or `follower`.
     pub role: &'static str,
+    /// Its timeline: a leader's current one, a follower's last received
+    /// (null while unknown).
+    pub timeline: Option<u32>,
     /// Leader: current WAL position; follower: replay position (null when unknown).
     pub lsn: Option<String>,
     /// WAL bytes behind the leader (followers).
@@ -69,6 +76,9 @@ pub struct ClusterBody {
     /// waits this long at most, and only for a follower predicted to catch
     /// up within it.
     pub hybrid_wait_ms: u64,
+    /// The leader's timeline: 1 until the first failover, one more at each
+    /// (0 while no leader is known).
+    pub timeline: u32,
     /// Leader first.
     pub nodes: Vec<NodeBody>,
     /// Session store health.
@@ -81,11 +91,25 @@ pub struct ClusterBody {
 pub async fn show(State(state): State<AppState>) -> Json<ClusterBody> {
     let view = state.router.cluster_view();
     let delays = configured_delays(state.cfg.cluster_dir.clone()).await;
+    // The configured name behind each published one.
+    let configured = |n: &ryw_router::NodeStatus| -> String {
+        if std::ptr::eq(n, &view.leader) {
+            view.leader_node()
+                .unwrap_or(ryw_router::LEADER_NAME)
+                .to_owned()
+        } else if &*n.name == ryw_router::FORMER_LEADER_NAME {
+            ryw_router::LEADER_NAME.to_owned()
+        } else {
+            n.name.to_string()
+        }
+    };
     let nodes = view
-        .nodes()
+        .listed()
         .map(|n| NodeBody {
             name: n.name.to_string(),
+            node: configured(n),
             role: n.role.as_str(),
+            timeline: n.timeline,
             lsn: n.lsn.map(|l| l.to_string()),
             lag_bytes: n.lag_bytes,
             lag_ms: n.lag_ms,
@@ -95,7 +119,7 @@ pub async fn show(State(state): State<AppState>) -> Json<ClusterBody> {
             catch_up_ms: n.catch_up.map(|d| d.as_millis() as u64),
             delay_ms: delays
                 .iter()
-                .find(|(name, _)| name.as_str() == &*n.name)
+                .find(|(name, _)| *name == configured(n))
                 .and_then(|(_, d)| *d),
         })
         .collect();
@@ -107,6 +131,7 @@ pub async fn show(State(state): State<AppState>) -> Json<ClusterBody> {
         sticky_window_ms: state.cfg.router.sticky_window.as_millis() as u64,
         causal_wait_ms: state.cfg.router.causal_wait.as_millis() as u64,
         hybrid_wait_ms: state.cfg.router.hybrid_wait.as_millis() as u64,
+        timeline: view.history.current,
         nodes,
         session_store: StoreBody {
             kind: state.router.store_backend(),

@@ -102,7 +102,7 @@ pub async fn upsert(
         strategy: None,
         waited_ms: None,
     };
-    Ok((Served::write(written.token), Json(body)))
+    Ok((Served::write(written.committed()), Json(body)))
 }
 
 /// The caller's profile: a fresh read.

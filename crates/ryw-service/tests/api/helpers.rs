@@ -169,7 +169,7 @@ pub async fn wait_followers_in_rotation(state: &AppState) {
     let t = std::time::Instant::now();
     loop {
         let view = state.router.cluster_view();
-        if view.followers.iter().all(|f| f.in_rotation) && view.leader.in_rotation {
+        if view.followers().all(|f| f.in_rotation) && view.leader.in_rotation {
             return;
         }
         assert!(

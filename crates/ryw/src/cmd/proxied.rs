@@ -51,7 +51,7 @@ impl ProxyInProcess {
         let mut watch = proxy.router().watch_cluster();
         tokio::time::timeout(
             SETTLE,
-            watch.wait_for(|v| v.followers.iter().all(|f| f.in_rotation)),
+            watch.wait_for(|v| v.followers().all(|f| f.in_rotation)),
         )
         .await
         .context("the followers did not enter the proxy's rotation within 20 s")?
