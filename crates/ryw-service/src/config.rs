@@ -58,15 +58,26 @@ impl ServiceConfig {
         }
     }
 
-    /// Node URLs from a `ryw cluster up` folder.
+    /// Every node of a `ryw cluster up` folder: the node named `leader` as
+    /// the configured leader, whatever it is now (the router finds the one
+    /// that leads: after `ryw cluster failover` another does), and every
+    /// other node, failed ones included, as a follower by its name (a node
+    /// that is down leaves no rotation; one rejoined serves reads again).
     pub fn nodes_from_cluster(
         dir: &std::path::Path,
     ) -> Result<NodeUrls, ryw_cluster::ClusterError> {
         let info = ryw_cluster::ClusterInfo::load(dir)?;
+        let configured = info
+            .nodes
+            .iter()
+            .find(|n| n.name == ryw_router::LEADER_NAME)
+            .unwrap_or_else(|| info.leader());
         Ok(NodeUrls {
-            leader: info.leader().url.clone(),
+            leader: configured.url.clone(),
             followers: info
-                .followers()
+                .nodes
+                .iter()
+                .filter(|n| n.name != configured.name)
                 .map(|n| (n.name.clone(), n.url.clone()))
                 .collect(),
         })

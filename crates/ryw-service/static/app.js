@@ -34,6 +34,8 @@ async function api(method, path, body, extra = {}, who = null) {
     servedBy: resp.headers.get("X-Served-By"),
     waitedMs: resp.headers.get("X-Waited-Ms") || "0",
     waitedFor: resp.headers.get("X-Waited-For"),
+    // A failover lost an acknowledged write of this session (its position).
+    writeLost: resp.headers.get("X-Ryw-Write-Lost"),
   };
 }
 
@@ -100,9 +102,11 @@ async function pay() {
     { "Idempotency-Key": crypto.randomUUID() });
   if (r.status === 201 || r.status === 200) {
     // Seed 000's strategy 1: show the new balance from the write response at once.
-    state.lastPaidVersion = Math.max(state.lastPaidVersion, r.data.version);
+    // After a lost write the new leader's version is the truth, even if lower.
+    state.lastPaidVersion = r.writeLost ? r.data.version : Math.max(state.lastPaidVersion, r.data.version);
     showBalance(r.data.balance_cents, r.data.version);
     message(`paid ${money(r.data.amount_cents)} on the leader; new balance ${money(r.data.balance_cents)} (version ${r.data.version}) shown from the payment response`);
+    if (r.writeLost) message(`a failover lost an earlier payment of yours (acknowledged at ${r.writeLost}); this payment is on the new leader`, true);
   } else {
     message(`payment refused (${r.status}): ${r.data && r.data.detail}`, true);
   }
@@ -124,17 +128,24 @@ async function refresh() {
   const d = notFound
     ? { version: null, served_by: r.servedBy, strategy: $("#strategy").value, waited_ms: r.waitedMs }
     : r.data;
+  // A failover lost a payment the old leader acknowledged: this read, from
+  // the new leader, is the surviving history; it is not stale, and what the
+  // user paid since counts from here.
+  const lost = r.writeLost && !notFound;
+  if (lost) state.lastPaidVersion = d.version;
   // Staleness is judged by the account version, not by who served the read.
   const stale = notFound || d.version < state.lastPaidVersion;
-  box.className = "result " + (stale ? "stale" : "fresh");
+  const kind = lost ? "lost" : (stale ? "stale" : "fresh");
+  box.className = "result " + kind;
   box.innerHTML = "";
   const mark = document.createElement("span");
-  mark.className = "mark " + (stale ? "stale" : "fresh");
+  mark.className = "mark " + kind;
   mark.id = "stale-mark";
-  mark.textContent = stale ? "STALE" : "fresh";
+  mark.textContent = lost ? "WRITE LOST" : (stale ? "STALE" : "fresh");
   const last = `your last payment made version ${state.lastPaidVersion}`;
   let what;
   if (notFound) what = `no account found (${last})`;
+  else if (lost) what = `a failover lost your payment acknowledged at ${r.writeLost}; the new leader has ${money(d.balance_cents)} (version ${d.version})`;
   else if (stale) what = `${money(d.balance_cents)} (version ${d.version}, ${last})`;
   else what = `${money(d.balance_cents)} (version ${d.version})`;
   box.append(mark, ` ${what} from `);
@@ -170,7 +181,7 @@ async function loadCluster() {
   $("#strategy option[value=sticky]").textContent = `sticky — leader for ${duration(c.sticky_window_ms)} after a write`;
   const sel = $("#strategy");
   if (!c.strategy_header) { sel.value = c.strategy; sel.disabled = true; sel.title = "the server runs without --allow-strategy-header"; }
-  $("#store").textContent = `session store: ${c.session_store.kind}${c.session_store.healthy ? "" : " — DEGRADED, fresh reads go to the leader"}`;
+  $("#store").textContent = `timeline ${c.timeline} · session store: ${c.session_store.kind}${c.session_store.healthy ? "" : " — DEGRADED, fresh reads go to the leader"}`;
   $("#default-explained").textContent = explainDefault(c);
   $("#lane-default .lane-name").textContent = c.strategy;
   $("#lane-default .lane-what").textContent = "the server's default";
@@ -183,7 +194,9 @@ async function loadCluster() {
     const tr = document.createElement("tr");
     const lag = n.role === "leader" ? "" : (n.lag_ms === null ? "?" : `${n.lag_ms} ms / ${n.lag_bytes ?? "?"} B`);
     const catchUp = n.role === "leader" || n.catch_up_ms === null ? "" : `${n.catch_up_ms} ms`;
-    const cells = [n.name, n.role, n.lsn ?? "unknown", lag, n.in_rotation ? "in" : ("out" + (n.note ? `: ${n.note}` : "")), catchUp];
+    // After a failover the leader is another node: say which.
+    const name = n.node && n.node !== n.name ? `${n.name} (${n.node})` : n.name;
+    const cells = [name, n.role, n.lsn ?? "unknown", lag, n.in_rotation ? "in" : ("out" + (n.note ? `: ${n.note}` : "")), catchUp];
     cells.forEach((text, i) => {
       const td = document.createElement("td"); td.textContent = text;
       if (i === 3 && n.role === "follower") td.className = "lag"; // "12 ms / 400 B" stays on one line
@@ -257,7 +270,8 @@ async function laneRound(lane) {
     return;
   }
   if (p.status !== 201 && p.status !== 200) return;
-  lane.paid = Math.max(lane.paid, p.data.version);
+  // After a failover that lost a payment, the new leader's version is the truth.
+  lane.paid = p.writeLost ? p.data.version : Math.max(lane.paid, p.data.version);
   await sleep(Math.random() * 150); // a glance at the confirmation, then the balance
   const r = await api("GET", "/api/balance", undefined,
     lane.strategy ? { "X-Read-Strategy": lane.strategy } : {}, lane);
@@ -265,6 +279,8 @@ async function laneRound(lane) {
   if (r.status !== 200 && !notFound) return;
   const version = notFound ? null : r.data.version;
   const strategy = notFound ? (lane.strategy || "default") : r.data.strategy;
+  const lost = r.writeLost && !notFound;
+  if (lost) lane.paid = version; // the surviving history, from the new leader
   const stale = notFound || version < lane.paid;
   lane.reads += 1;
   if (stale) lane.stale += 1;
@@ -274,8 +290,8 @@ async function laneRound(lane) {
   count.classList.toggle("bad", lane.stale > 0);
   el.querySelector(".read-count").textContent = lane.reads;
   const li = document.createElement("li");
-  li.className = stale ? "stale" : "fresh";
-  li.textContent = `${stale ? "stale" : "fresh"} v${version ?? "–"} ${r.servedBy}`;
+  li.className = lost ? "lost" : (stale ? "stale" : "fresh");
+  li.textContent = `${lost ? "write lost" : (stale ? "stale" : "fresh")} v${version ?? "–"} ${r.servedBy}`;
   li.title = `paid version ${lane.paid}, read version ${version ?? "none (404)"} from ${r.servedBy}, waited ${r.waitedMs} ms`;
   const list = el.querySelector("ol.recent");
   list.prepend(li);

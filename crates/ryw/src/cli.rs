@@ -260,9 +260,17 @@ pub struct NodeArgs {
     /// lag).
     #[arg(long, env = "RYW_CLUSTER", conflicts_with = "leader_url")]
     pub cluster: Option<PathBuf>,
-    /// The leader (primary) URL, e.g. postgres://app@db1:5432/app.
-    #[arg(long, env = "RYW_LEADER_URL", required_unless_present = "cluster")]
-    pub leader_url: Option<String>,
+    /// The leader (primary) URL, e.g. postgres://app@db1:5432/app; or
+    /// several candidates, comma-separated (each `URL` or `NAME=URL`): the
+    /// router writes to the one that is not in recovery and follows a
+    /// promotion. A candidate that is also a `--follower-url` is one node.
+    #[arg(
+        long,
+        env = "RYW_LEADER_URL",
+        required_unless_present = "cluster",
+        value_delimiter = ','
+    )]
+    pub leader_url: Vec<String>,
     /// A follower URL, as `NAME=URL` or plain `URL` (named followerN);
     /// repeat it, or separate with commas in RYW_FOLLOWER_URL.
     #[arg(long = "follower-url", env = "RYW_FOLLOWER_URL", value_delimiter = ',')]

@@ -40,6 +40,11 @@ pub struct PaymentBody {
     pub version: i64,
     /// Always `leader`.
     pub served_by: &'static str,
+    /// A write of this session that a failover lost: the position (`X/Y`)
+    /// the old leader acknowledged it at, also in `X-Ryw-Write-Lost`. Sent
+    /// once; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_lost: Option<String>,
 }
 
 /// `GET /api/balance`.
@@ -55,6 +60,11 @@ pub struct BalanceBody {
     pub strategy: String,
     /// Time spent waiting for a follower to catch up.
     pub waited_ms: u64,
+    /// A write of this session that a failover lost: the position (`X/Y`)
+    /// the old leader acknowledged it at, also in `X-Ryw-Write-Lost`. Sent
+    /// once; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_lost: Option<String>,
 }
 
 /// One row of `GET /api/payments`.
@@ -82,6 +92,11 @@ pub struct PaymentList {
     pub served_by: String,
     /// Strategy that routed the read.
     pub strategy: String,
+    /// A write of this session that a failover lost: the position (`X/Y`)
+    /// the old leader acknowledged it at, also in `X-Ryw-Write-Lost`. Sent
+    /// once; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_lost: Option<String>,
 }
 
 fn request_hash(amount: AmountCents, description: &Option<String>) -> Vec<u8> {
@@ -169,6 +184,7 @@ pub async fn pay(
                     balance_cents: prev.get(2),
                     version: prev.get(3),
                     served_by: "leader",
+                    write_lost: None,
                 },
             )
         } else {
@@ -208,6 +224,7 @@ pub async fn pay(
                     balance_cents: balance_after,
                     version,
                     served_by: "leader",
+                    write_lost: None,
                 },
             )
         }
@@ -216,8 +233,12 @@ pub async fn pay(
     // statement. A replay commits too, so its token covers the first
     // payment. If the leader went away in between, the outcome is unknown:
     // a 503 saying so, and a retry with the same Idempotency-Key tells.
-    let token = tx.commit().await?;
-    let mut resp = (status, Served::write(token), Json(body)).into_response();
+    let committed = tx.commit().await?;
+    let body = PaymentBody {
+        write_lost: lost_text(committed.lost),
+        ..body
+    };
+    let mut resp = (status, Served::write(committed), Json(body)).into_response();
     if status == StatusCode::OK {
         resp.headers_mut()
             .insert("idempotent-replay", HeaderValue::from_static("true"));
@@ -255,6 +276,7 @@ pub async fn balance(State(state): State<AppState>, caller: Caller) -> Result<Re
         served_by: d.node.to_string(),
         strategy: d.strategy.to_string(),
         waited_ms: d.waited_ms(),
+        write_lost: lost_text(d.lost),
     };
     Ok((served, Json(body)).into_response())
 }
@@ -296,6 +318,13 @@ pub async fn list(
         payments,
         served_by: d.node.to_string(),
         strategy: d.strategy.to_string(),
+        write_lost: lost_text(d.lost),
     };
     Ok((Served::from(d), Json(body)))
+}
+
+/// `write_lost` in a body: the lost write's position, as `X-Ryw-Write-Lost`
+/// says it.
+pub(crate) fn lost_text(lost: Option<ryw_router::Position>) -> Option<String> {
+    lost.map(|p| p.lsn.to_string())
 }

@@ -59,6 +59,11 @@ pub struct ProfileBody {
     /// Time spent waiting for a follower (reads only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waited_ms: Option<u64>,
+    /// A write of this session that a failover lost: the position (`X/Y`)
+    /// the old leader acknowledged it at, also in `X-Ryw-Write-Lost`. Sent
+    /// once; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_lost: Option<String>,
 }
 
 /// Creates or updates the caller's profile on the leader.
@@ -101,6 +106,7 @@ pub async fn upsert(
         served_by: "leader".into(),
         strategy: None,
         waited_ms: None,
+        write_lost: super::payments::lost_text(written.lost),
     };
     Ok((Served::write(written.committed()), Json(body)))
 }
@@ -138,6 +144,7 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Respons
         served_by: d.node.to_string(),
         strategy: Some(d.strategy.to_string()),
         waited_ms: Some(d.waited_ms()),
+        write_lost: super::payments::lost_text(d.lost),
     };
     Ok((served, Json(body)).into_response())
 }

@@ -83,14 +83,7 @@ impl ProxyInProcess {
 
 /// The cluster's nodes, from its `cluster.json`.
 fn cluster_nodes(dir: &Path) -> anyhow::Result<NodeUrls> {
-    let info = ryw_cluster::ClusterInfo::load(dir)?;
-    Ok(NodeUrls {
-        leader: info.leader().url.clone(),
-        followers: info
-            .followers()
-            .map(|n| (n.name.clone(), n.url.clone()))
-            .collect(),
-    })
+    Ok(ryw_service::ServiceConfig::nodes_from_cluster(dir)?)
 }
 
 /// The service's migrations through `router`, then every follower has

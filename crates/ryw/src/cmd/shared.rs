@@ -8,21 +8,22 @@ use ryw_router::{NodeUrls, RouterConfig, TokenKey};
 
 /// The nodes, from `--cluster` or `--leader-url`/`--follower-url`.
 pub fn node_urls(args: &NodeArgs) -> anyhow::Result<NodeUrls> {
-    match (&args.cluster, &args.leader_url) {
-        (Some(dir), _) => {
-            let info = ryw_cluster::ClusterInfo::load(dir)?;
+    match (&args.cluster, args.leader_url.split_first()) {
+        (Some(dir), _) => Ok(ryw_service::ServiceConfig::nodes_from_cluster(dir)?),
+        (None, Some((leader, candidates))) => {
+            let mut followers = followers(&args.follower_urls);
+            // Other leader candidates: nodes too (a follower's URL once).
+            for (i, spec) in candidates.iter().enumerate() {
+                let (name, url) = named(spec, || format!("candidate{}", i + 2));
+                if !followers.iter().any(|(_, u)| *u == url) {
+                    followers.push((name, url));
+                }
+            }
             Ok(NodeUrls {
-                leader: info.leader().url.clone(),
-                followers: info
-                    .followers()
-                    .map(|n| (n.name.clone(), n.url.clone()))
-                    .collect(),
+                leader: named(leader, || ryw_router::LEADER_NAME.to_owned()).1,
+                followers,
             })
         }
-        (None, Some(leader)) => Ok(NodeUrls {
-            leader: leader.clone(),
-            followers: followers(&args.follower_urls),
-        }),
         (None, None) => {
             bail!("give --cluster DIR or --leader-url URL (with --follower-url for each replica)")
         }
@@ -85,15 +86,67 @@ fn followers(specs: &[String]) -> Vec<(String, String)> {
     specs
         .iter()
         .enumerate()
-        .map(|(i, s)| match s.split_once('=') {
-            // `name=url`, unless the `=` belongs to a key=value conninfo.
-            Some((name, url)) if !name.contains(' ') && !name.contains(':') && !url.is_empty() => {
-                (name.to_owned(), url.to_owned())
-            }
-            _ => (format!("follower{}", i + 1), s.clone()),
-        })
+        .map(|(i, s)| named(s, || format!("follower{}", i + 1)))
         .collect()
 }
+
+/// `NAME=URL`, or `URL` named by `default`. A `key=value` connection
+/// string (`host=db1 user=app`) is a URL: its first key is a libpq keyword.
+fn named(spec: &str, default: impl FnOnce() -> String) -> (String, String) {
+    match spec.split_once('=') {
+        Some((name, url))
+            if !name.contains(' ')
+                && !name.contains(':')
+                && !url.is_empty()
+                && !LIBPQ_KEYWORDS.contains(&name.trim()) =>
+        {
+            (name.to_owned(), url.to_owned())
+        }
+        _ => (default(), spec.to_owned()),
+    }
+}
+
+/// The keywords a libpq `key=value` connection string starts with.
+const LIBPQ_KEYWORDS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "channel_binding",
+    "connect_timeout",
+    "client_encoding",
+    "options",
+    "application_name",
+    "fallback_application_name",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "replication",
+    "gssencmode",
+    "sslmode",
+    "requiressl",
+    "sslcompression",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "requirepeer",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "krbsrvname",
+    "gsslib",
+    "service",
+    "target_session_attrs",
+    "load_balance_hosts",
+];
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
@@ -110,4 +163,56 @@ pub async fn shutdown_signal() {
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn nodes(args: &[&str]) -> NodeUrls {
+        let cli = Cli::try_parse_from(
+            ["ryw", "proxy"]
+                .iter()
+                .chain(args)
+                .copied()
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        match cli.command {
+            crate::cli::Command::Proxy(p) => node_urls(&p.nodes).unwrap(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn leader_candidates_are_nodes_and_a_follower_listed_twice_is_one() {
+        let n = nodes(&[
+            "--leader-url",
+            "postgres://db1/app,postgres://db2/app,spare=postgres://db3/app",
+            "--follower-url",
+            "postgres://db2/app",
+        ]);
+        assert_eq!(n.leader, "postgres://db1/app");
+        assert_eq!(
+            n.followers,
+            [
+                ("follower1".to_owned(), "postgres://db2/app".to_owned()),
+                ("spare".to_owned(), "postgres://db3/app".to_owned()),
+            ]
+        );
+        n.validate().unwrap();
+        let one = nodes(&[
+            "--leader-url",
+            "host=db1 user=app",
+            "--follower-url",
+            "f1=host=db2 user=app",
+        ]);
+        assert_eq!(one.leader, "host=db1 user=app");
+        assert_eq!(
+            one.followers,
+            [("f1".to_owned(), "host=db2 user=app".to_owned())]
+        );
+    }
 }
