@@ -95,10 +95,15 @@ pub enum Reason {
     /// What the session's last read saw is not bounded yet, and the
     /// follower it ran on cannot serve this one (rule 7).
     Unsettled,
-    /// The session's token names a write that a failover lost: on an
+    /// The session's last write is one that a failover lost: on an
     /// earlier timeline, past where it ended. Only the leader serves the
     /// read, and it says so ([`Decision::lost`](crate::Decision::lost)).
     WriteLost,
+    /// The session's token is past the end of its timeline, but no write
+    /// of the session is (it read data that a failover lost, or only a
+    /// client token is known): the leader serves the read, and the token
+    /// starts again on the new timeline.
+    TokenPastSwitch,
     /// The session's token is on a timeline the router does not know (a
     /// newer leader it has not seen yet): no follower can be proven to have
     /// it.
@@ -126,6 +131,7 @@ impl Reason {
             Reason::FollowerUnavailable => "follower unavailable",
             Reason::Unsettled => "last read not settled, its follower unavailable",
             Reason::WriteLost => "the session's write was lost in a failover",
+            Reason::TokenPastSwitch => "token past its timeline's end",
             Reason::TimelineUnknown => "token on a timeline not seen yet",
         }
     }
@@ -145,6 +151,7 @@ impl Reason {
                 | Reason::FollowerUnavailable
                 | Reason::Unsettled
                 | Reason::WriteLost
+                | Reason::TokenPastSwitch
                 | Reason::TimelineUnknown
         )
     }

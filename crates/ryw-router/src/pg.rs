@@ -11,6 +11,10 @@ use crate::view::Role;
 /// A follower's replay position (NULL on a primary).
 pub(crate) const REPLAY_POSITION: &str = "SELECT CASE WHEN pg_is_in_recovery() \
      THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END";
+/// `per-read-check`'s question to a follower right before the read: its
+/// replay position and the timeline it last received.
+pub(crate) const CHECK_POSITION: &str = "SELECT pg_last_wal_replay_lsn(), \
+     (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1)";
 /// The leader's WAL write position.
 pub(crate) const LEADER_POSITION: &str = "SELECT pg_current_wal_lsn()";
 

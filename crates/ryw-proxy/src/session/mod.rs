@@ -292,6 +292,9 @@ struct Session {
     /// The highest position this connection wrote or saw (and `SET
     /// ryw.token`'s).
     token: Option<Position>,
+    /// The highest position this connection wrote (a write a failover
+    /// lost is told from it).
+    written: Option<Position>,
     last_write_ms: Option<u64>,
     options: ReadOptions,
     served_by: Arc<str>,
@@ -479,6 +482,7 @@ impl Session {
             Some(key) => ReadRequest::fresh(key).client_token(self.token),
             None => ReadRequest::fresh_local(LocalSession {
                 token: self.token,
+                write: self.written,
                 last_write_ms: self.last_write_ms,
             }),
         };

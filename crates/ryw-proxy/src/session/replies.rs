@@ -207,7 +207,7 @@ impl Session {
                 Some(key) => router.record_write_at(key, lsn).await.lost,
                 None => {
                     router.note_leader_position(lsn);
-                    self.token.and_then(|t| router.lost_write(t))
+                    self.written.and_then(|w| router.lost_write(w))
                 }
             };
             if let Some(lost) = lost {
@@ -215,6 +215,7 @@ impl Session {
             }
             let written = Position::new(router.leader_timeline(), lsn);
             self.token = self.token.max(Some(written));
+            self.written = self.written.max(Some(written));
             self.last_write_ms = Some(now_ms());
             self.unsettled = None;
         }

@@ -167,6 +167,7 @@ pub(super) async fn startup(
         status: b'I',
         named: None,
         token: None,
+        written: None,
         last_write_ms: None,
         options: ReadOptions::default(),
         served_by: Arc::from("none"),

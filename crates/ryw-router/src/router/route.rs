@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::Router;
 use crate::decide::{Choice, Now, Reason, SessionState, decide, is_absurd, least_lagged_caught_up};
-use crate::pg::{REPLAY_POSITION, classify, describe_pg, lsn_column, position_expr};
+use crate::pg::{CHECK_POSITION, classify, describe_pg, lsn_column, position_expr};
 use crate::reader::ReadConn;
 use crate::timeline::Verdict;
 use crate::view::{ClusterView, Role};
@@ -34,6 +34,9 @@ pub enum SessionRef<'a> {
 pub struct LocalSession {
     /// The highest position the session has written or seen.
     pub token: Option<Position>,
+    /// The highest position the session has written (a lost write is told
+    /// from it).
+    pub write: Option<Position>,
     /// Wall-clock ms of its last write (the sticky window).
     pub last_write_ms: Option<u64>,
 }
@@ -141,11 +144,13 @@ pub struct Decision {
     /// least `seen`; raised to what the read can have seen by
     /// [`Router::raise_token`] (rule 7), which [`Router::query`] does itself.
     pub token: Option<Position>,
-    /// A write of the session that a failover lost: its token was on an
+    /// A write of the session that a failover lost: its position was on an
     /// earlier timeline, past where that timeline ended, so the write the
     /// old leader acknowledged is in no node of the new history. The read
     /// was served by the new leader, and the session's token starts again
-    /// on the new timeline. Tell the user (`X-Ryw-Write-Lost`).
+    /// on the new timeline. Tell the user (`X-Ryw-Write-Lost`). Known from
+    /// the session store's (or a [`LocalSession`]'s) write position: a
+    /// client token alone cannot tell a write from a read.
     pub lost: Option<Position>,
     /// The serving node's timeline when the read was planned: positions
     /// read on it are on this timeline.
@@ -211,6 +216,8 @@ struct Plan {
     state: SessionState,
     /// The session's tokens as judged against the cluster's history.
     judged: Judged,
+    /// The timeline of that history.
+    timeline: u32,
     stored: Option<Position>,
     strategy: Strategy,
     /// `per-read-check`: the connection the check ran on (rule 2: the read
@@ -291,12 +298,12 @@ impl Router {
     pub fn plan_after_unsettled(&self, req: &ReadRequest<'_>, unsettled: &Unsettled) -> Decision {
         let inner = &self.inner;
         let strategy = req.options.strategy.unwrap_or(inner.cfg.default_strategy);
-        let (local, last_write_ms) = match req.session {
-            SessionRef::Local(l) => (l.token, l.last_write_ms),
-            SessionRef::Shared(_) => (None, None),
+        let (local, write, last_write_ms) = match req.session {
+            SessionRef::Local(l) => (l.token, l.write, l.last_write_ms),
+            SessionRef::Shared(_) => (None, None, None),
         };
         let view = inner.tracker.shared.view();
-        let judged = Judged::of(&view, [local, req.client_token]);
+        let judged = Judged::of(&view, [local, req.client_token], write);
         let token = judged.holds;
         let server = match view.nodes.get(unsettled.follower) {
             Some(f)
@@ -324,6 +331,7 @@ impl Router {
                 untracked_write_ms: None,
             },
             judged,
+            timeline: view.history.current,
             stored: None,
             strategy,
             checked: None,
@@ -355,8 +363,20 @@ impl Router {
     }
 
     /// Decides where `req` goes (waiting at most its budget), with no
-    /// connection but `per-read-check`'s.
+    /// connection but `per-read-check`'s. If the cluster's timeline moved
+    /// while it planned (a failover during a wait or a check), the
+    /// session's token is judged again against the new history and the
+    /// read planned again: a position of the old timeline must not be
+    /// compared with the new one's (a lost write would look replayed).
     async fn plan(&self, req: &ReadRequest<'_>) -> Plan {
+        let plan = self.plan_once(req).await;
+        if plan.timeline == self.inner.tracker.shared.view().history.current {
+            return plan;
+        }
+        self.plan_once(req).await
+    }
+
+    async fn plan_once(&self, req: &ReadRequest<'_>) -> Plan {
         let inner = &self.inner;
         let strategy = req.options.strategy.unwrap_or(inner.cfg.default_strategy);
         // Overrides apply to this read only; the common path borrows.
@@ -381,9 +401,11 @@ impl Router {
         // The session's positions, judged against the cluster's history
         // once the view is read below.
         let mut raw = None;
+        let mut written = None;
         let state = match req.session {
             SessionRef::Local(local) => {
                 raw = local.token;
+                written = local.write;
                 SessionState::Known {
                     token: None,
                     last_write_ms: local.last_write_ms,
@@ -399,6 +421,7 @@ impl Router {
                     {
                         stored = rec.token;
                         raw = rec.token;
+                        written = rec.write;
                         SessionState::Known {
                             token: None,
                             last_write_ms: rec.last_write_ms,
@@ -423,7 +446,7 @@ impl Router {
         // Rule 4: the client's verified token joins the stored one. Each is
         // judged on its own: a lost write must not hide behind a later
         // token of the other.
-        let judged = Judged::of(&view, [raw, req.client_token]);
+        let judged = Judged::of(&view, [raw, req.client_token], written);
         let state = match state {
             SessionState::Known {
                 last_write_ms,
@@ -466,8 +489,13 @@ impl Router {
             } => {
                 let started = Instant::now();
                 waited_for = forecast.map(|f| view.nodes[f.follower].name.clone());
-                let found =
-                    wait_for_caught_up(inner.tracker.shared.subscribe(), target, budget).await;
+                let found = wait_for_caught_up(
+                    inner.tracker.shared.subscribe(),
+                    target,
+                    view.history.current,
+                    budget,
+                )
+                .await;
                 waited = started.elapsed();
                 did_wait = true;
                 inner.metrics.add_wait(waited, found.is_none(), strategy);
@@ -480,7 +508,10 @@ impl Router {
             }
             Choice::Check { index, target } => {
                 inner.metrics.add_read_check();
-                match self.check_follower(index, target).await {
+                match self
+                    .check_follower(index, target, view.history.current)
+                    .await
+                {
                     Ok((conn, seen, epoch)) => {
                         checked = Some(conn);
                         (
@@ -500,6 +531,7 @@ impl Router {
             waited_for,
             state,
             judged,
+            timeline: view.history.current,
             stored,
             strategy,
             checked,
@@ -601,18 +633,34 @@ impl Router {
 
     /// `per-read-check`: asks follower `i` for its replay position in a
     /// statement of its own, before the read's statement (rule 2).
-    async fn check_follower(&self, i: usize, target: Lsn) -> Result<(ReadConn, Lsn, u64), Reason> {
+    /// It must also still be on `timeline` (or an earlier one, at or before
+    /// where that ended: the tracker keeps such a follower out of rotation
+    /// otherwise): one that already follows a newer leader has positions
+    /// that cannot be compared with `target`.
+    async fn check_follower(
+        &self,
+        i: usize,
+        target: Lsn,
+        timeline: u32,
+    ) -> Result<(ReadConn, Lsn, u64), Reason> {
         let epoch = self.inner.tracker.shared.view().nodes[i].epoch;
         let conn = self
             .follower_conn(i, Some(epoch))
             .await
             .map_err(|()| Reason::FollowerUnavailable)?;
         let replay = async {
-            let stmt = conn.prepare_cached(REPLAY_POSITION).await?;
-            lsn_column(&conn.query_one(&stmt, &[]).await?, 0)
+            let stmt = conn.prepare_cached(CHECK_POSITION).await?;
+            let row = conn.query_one(&stmt, &[]).await?;
+            let received: Option<i32> = row.try_get(1)?;
+            Ok::<_, tokio_postgres::Error>((lsn_column(&row, 0)?, received))
         };
         match replay.await {
-            Ok(Some(replay)) if replay >= target => Ok((conn, replay, epoch)),
+            Ok((Some(replay), received))
+                if replay >= target
+                    && received.is_none_or(|t| i64::from(t) <= i64::from(timeline)) =>
+            {
+                Ok((conn, replay, epoch))
+            }
             Ok(_) => Err(Reason::CheckFailed),
             Err(e) => {
                 if classify(&e, true) == crate::pg::Failure::ConnectionLost {
@@ -670,16 +718,27 @@ pub(super) struct Judged {
     pub keep: Option<Position>,
     /// The client's alone (when the store is not to be trusted).
     pub client_keep: Option<Position>,
-    /// A position that names a write a failover lost.
+    /// The session's write position, if a failover lost it.
     pub lost: Option<Position>,
+    /// A token past the end of its timeline (a lost write, or a read of
+    /// data that went with one).
+    pub past_switch: bool,
     /// A position on a timeline the router does not know.
     pub unknown: bool,
 }
 
 impl Judged {
-    /// Judges `[stored or local, client]`.
-    pub fn of(view: &ClusterView, [session, client]: [Option<Position>; 2]) -> Judged {
+    /// Judges `[stored or local, client]` tokens and the session's write
+    /// position.
+    pub fn of(
+        view: &ClusterView,
+        [session, client]: [Option<Position>; 2],
+        write: Option<Position>,
+    ) -> Judged {
         let mut j = Judged::default();
+        if let Some(Verdict::Lost(p)) = write.map(|w| view.history.judge(w)) {
+            j.lost = Some(p);
+        }
         for (i, pos) in [session, client].into_iter().enumerate() {
             let Some(pos) = pos else { continue };
             let keep = match view.history.judge(pos) {
@@ -687,8 +746,8 @@ impl Judged {
                     j.holds = j.holds.max(Some(lsn));
                     true
                 }
-                Verdict::Lost(p) => {
-                    j.lost = j.lost.max(Some(p));
+                Verdict::Lost(_) => {
+                    j.past_switch = true;
                     false
                 }
                 Verdict::Unknown(_) => {
@@ -710,6 +769,8 @@ impl Judged {
     pub fn leader_only(&self) -> Option<Reason> {
         if self.lost.is_some() {
             Some(Reason::WriteLost)
+        } else if self.past_switch {
+            Some(Reason::TokenPastSwitch)
         } else if self.unknown {
             Some(Reason::TimelineUnknown)
         } else {
@@ -724,17 +785,23 @@ fn follower_server(view: &ClusterView, i: usize) -> Server {
 }
 
 /// Waits until a follower in rotation is known to have replayed `target`,
-/// for at most `budget` (rule 4: nothing a client sends can make it longer).
-/// Wakes on every view the tracker publishes. Gives up early when no follower
-/// is left in rotation. Returns the follower and the view it was chosen from.
+/// a position of `timeline`, for at most `budget` (rule 4: nothing a client
+/// sends can make it longer). Wakes on every view the tracker publishes.
+/// Gives up early when no follower is left in rotation, or when the
+/// cluster's timeline moves on (a failover: `target` must be judged again).
+/// Returns the follower and the view it was chosen from.
 pub(super) async fn wait_for_caught_up(
     mut rx: watch::Receiver<Arc<ClusterView>>,
     target: Lsn,
+    timeline: u32,
     budget: Duration,
 ) -> Option<(usize, Arc<ClusterView>)> {
     let deadline = Instant::now() + budget;
     loop {
         let view = rx.borrow_and_update().clone();
+        if view.history.current != timeline {
+            return None;
+        }
         let found = {
             let mut rng = rand::rng();
             least_lagged_caught_up(&view, target, &mut rng)

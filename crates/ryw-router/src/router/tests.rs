@@ -56,7 +56,7 @@ async fn a_wait_ends_exactly_at_its_budget_when_no_follower_catches_up() {
     let (tx, rx) = watch::channel(behind.clone());
     keep_publishing(tx, behind);
     let started = Instant::now();
-    let found = wait_for_caught_up(rx, Lsn::from_u64(800), Duration::from_millis(200)).await;
+    let found = wait_for_caught_up(rx, Lsn::from_u64(800), 1, Duration::from_millis(200)).await;
     assert!(found.is_none());
     assert_eq!(started.elapsed(), Duration::from_millis(200));
 }
@@ -70,9 +70,10 @@ async fn a_waiting_read_wakes_on_the_publish_that_shows_a_follower_caught_up() {
         sleep(Duration::from_secs(10)).await; // keep the channel open
     });
     let started = Instant::now();
-    let (index, seen_in) = wait_for_caught_up(rx, Lsn::from_u64(800), Duration::from_millis(200))
-        .await
-        .expect("caught up within budget");
+    let (index, seen_in) =
+        wait_for_caught_up(rx, Lsn::from_u64(800), 1, Duration::from_millis(200))
+            .await
+            .expect("caught up within budget");
     assert_eq!(index, 1);
     assert_eq!(seen_in.nodes[1].lsn, Some(Lsn::from_u64(800)));
     assert_eq!(started.elapsed(), Duration::from_millis(150));
@@ -87,7 +88,7 @@ async fn a_token_beyond_the_leader_cannot_stretch_the_wait() {
     let started = Instant::now();
     let target = Lsn::from_u64(1000 + (500 << 20));
     assert!(
-        wait_for_caught_up(rx, target, Duration::from_millis(200))
+        wait_for_caught_up(rx, target, 1, Duration::from_millis(200))
             .await
             .is_none()
     );
@@ -104,7 +105,7 @@ async fn a_wait_gives_up_when_the_last_follower_leaves_rotation() {
     });
     let started = Instant::now();
     assert!(
-        wait_for_caught_up(rx, Lsn::from_u64(800), Duration::from_millis(200))
+        wait_for_caught_up(rx, Lsn::from_u64(800), 1, Duration::from_millis(200))
             .await
             .is_none()
     );
@@ -117,7 +118,7 @@ async fn a_wait_ends_when_the_tracker_is_gone() {
     drop(tx);
     let started = Instant::now();
     assert!(
-        wait_for_caught_up(rx, Lsn::from_u64(800), Duration::from_millis(200))
+        wait_for_caught_up(rx, Lsn::from_u64(800), 1, Duration::from_millis(200))
             .await
             .is_none()
     );
@@ -176,7 +177,7 @@ async fn a_predicted_follower_that_arrives_is_waited_for_until_it_is_seen() {
         sleep(Duration::from_secs(10)).await;
     });
     let started = Instant::now();
-    let (index, _) = wait_for_caught_up(rx, target, budget)
+    let (index, _) = wait_for_caught_up(rx, target, 1, budget)
         .await
         .expect("caught up within the budget");
     assert_eq!(index, 0);
@@ -195,7 +196,7 @@ async fn a_follower_whose_lag_jumps_past_the_prediction_costs_the_budget_then_no
     let (tx, rx) = watch::channel(v.clone());
     keep_publishing(tx, v.clone());
     let started = Instant::now();
-    assert!(wait_for_caught_up(rx, target, budget).await.is_none());
+    assert!(wait_for_caught_up(rx, target, 1, budget).await.is_none());
     assert_eq!(
         started.elapsed(),
         budget,
@@ -234,7 +235,7 @@ fn a_follower_read_advances_the_token_to_what_the_follower_had_replayed() {
     let v = view(1000, &[(Some(700), true)]);
     let cfg = RouterConfig::default();
     let advance = |session: Option<Position>, seen| {
-        let judged = Judged::of(&v, [session, None]);
+        let judged = Judged::of(&v, [session, None], None);
         advance_token(&v, &cfg, &known(), &judged, seen)
     };
     // Causal read on a follower at 700 with token 500: the session has now seen 700.
@@ -252,13 +253,13 @@ fn an_absurd_token_is_clamped_to_the_leader_position() {
     let v = view(1000, &[]);
     let cfg = RouterConfig::default();
     let absurd = at(1000 + (1 << 30) + 1);
-    let judged = Judged::of(&v, [absurd, None]);
+    let judged = Judged::of(&v, [absurd, None], None);
     assert_eq!(
         advance_token(&v, &cfg, &known(), &judged, at(1000)),
         (at(1000), true)
     );
     // With the store down, the client's own token is what gets clamped.
-    let judged = Judged::of(&v, [None, absurd]);
+    let judged = Judged::of(&v, [None, absurd], None);
     assert_eq!(
         advance_token(&v, &cfg, &SessionState::Unknown, &judged, None),
         (at(1000), true)
@@ -283,7 +284,8 @@ fn a_token_past_its_timeline_s_end_is_lost_and_replaced_by_the_leader_s_position
     let v = after_failover();
     let cfg = RouterConfig::default();
     let lost = at(850);
-    let judged = Judged::of(&v, [lost, None]);
+    // The session wrote at 850: that write is lost, and it is told.
+    let judged = Judged::of(&v, [lost, None], lost);
     assert_eq!(judged.lost, lost);
     assert_eq!(judged.leader_only(), Some(Reason::WriteLost));
     assert_eq!(judged.holds, None, "no follower must wait for it");
@@ -293,18 +295,31 @@ fn a_token_past_its_timeline_s_end_is_lost_and_replaced_by_the_leader_s_position
         (leader, false),
         "the session starts again on the new timeline"
     );
-    // A lost stored token is not hidden by the client's later one.
-    let judged = Judged::of(&v, [lost, Some(Position::new(2, Lsn::from_u64(950)))]);
+    // A lost write is told even when the client's token is a later one.
+    let judged = Judged::of(&v, [lost, Some(Position::new(2, Lsn::from_u64(950)))], lost);
     assert_eq!(judged.lost, lost);
+    // The session only read at 850 (its last write, at 700, survived):
+    // the leader serves it and its token starts again, but nothing of
+    // its own was lost, so nothing is told.
+    let judged = Judged::of(&v, [lost, None], at(700));
+    assert_eq!(judged.lost, None);
+    assert_eq!(judged.leader_only(), Some(Reason::TokenPastSwitch));
+    // Nor from a client token alone.
+    let judged = Judged::of(&v, [None, lost], None);
+    assert_eq!(
+        (judged.lost, judged.leader_only()),
+        (None, Some(Reason::TokenPastSwitch))
+    );
     // At the switch point the write survived: it holds as it is.
-    let judged = Judged::of(&v, [at(800), None]);
+    let judged = Judged::of(&v, [at(800), None], at(800));
     assert_eq!(
         (judged.lost, judged.holds),
         (None, Some(Lsn::from_u64(800)))
     );
     assert_eq!(judged.leader_only(), None);
     // A timeline the cluster never had: only the leader can serve it.
-    let judged = Judged::of(&v, [Some(Position::new(7, Lsn::from_u64(10))), None]);
+    let never = Some(Position::new(7, Lsn::from_u64(10)));
+    let judged = Judged::of(&v, [never, None], never);
     assert_eq!(judged.leader_only(), Some(Reason::TimelineUnknown));
     assert_eq!(judged.lost, None);
 }
@@ -526,6 +541,7 @@ async fn until_it_settles_the_next_read_goes_to_the_same_follower_or_the_leader(
     let at = |token: u64| {
         ReadRequest::fresh_local(crate::LocalSession {
             token: Some(Position::new(1, Lsn::from_u64(token))),
+            write: None,
             last_write_ms: None,
         })
         .options(causal)

@@ -62,13 +62,13 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// Applies `f` to the session's record; returns its token before and
-    /// after.
+    /// Applies `f` to the session's record; returns its record before and
+    /// its token after.
     fn update(
         &self,
         key: &SessionKey,
         f: impl FnOnce(&mut SessionRecord),
-    ) -> (Option<Position>, Position) {
+    ) -> (SessionRecord, Position) {
         let now = self.clock.now_ms();
         let expires_ms = now.saturating_add(self.ttl.as_millis() as u64);
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -80,7 +80,7 @@ impl MemoryStore {
         if entry.expires_ms <= now {
             entry.record = SessionRecord::default();
         }
-        let before = entry.record.token;
+        let before = entry.record;
         f(&mut entry.record);
         entry.expires_ms = expires_ms;
         (before, entry.record.token.unwrap_or_default())
@@ -108,9 +108,10 @@ impl SessionStore for MemoryStore {
     ) -> StoreFuture<'a, Option<Position>> {
         let (before, _) = self.update(key, |r| {
             r.token = r.token.max(Some(pos));
+            r.write = r.write.max(Some(pos));
             r.last_write_ms = r.last_write_ms.max(Some(now_ms));
         });
-        Box::pin(std::future::ready(Ok(before)))
+        Box::pin(std::future::ready(Ok(before.write)))
     }
 
     fn observe<'a>(&'a self, key: &'a SessionKey, pos: Position) -> StoreFuture<'a, Position> {
@@ -156,7 +157,7 @@ mod tests {
         assert_eq!(
             s.record_write(&k, pos(500), 10).await.unwrap(),
             None,
-            "a write returns the token before it"
+            "a write returns the write position before it"
         );
         assert_eq!(s.observe(&k, pos(400)).await.unwrap(), pos(500));
         assert_eq!(
@@ -167,11 +168,17 @@ mod tests {
             s.load(&k).await.unwrap(),
             SessionRecord {
                 token: Some(pos(500)),
+                write: Some(pos(500)),
                 last_write_ms: Some(10),
                 untracked_write_ms: None,
             }
         );
         assert_eq!(s.observe(&k, pos(900)).await.unwrap(), pos(900));
+        assert_eq!(
+            s.load(&k).await.unwrap().write,
+            Some(pos(500)),
+            "a read moves the token, not the write"
+        );
         // A later timeline is after every position of an earlier one.
         let next = Position::new(2, crate::Lsn::from_u64(100));
         assert_eq!(s.observe(&k, next).await.unwrap(), next);

@@ -67,6 +67,9 @@ impl std::str::FromStr for SessionKey {
 pub struct SessionRecord {
     /// The highest position the session has written or seen.
     pub token: Option<Position>,
+    /// The highest position the session has written: what tells a write
+    /// that a failover lost from a read of data that went with it.
+    pub write: Option<Position>,
     /// Wall-clock ms of its last write (the sticky window).
     pub last_write_ms: Option<u64>,
     /// Wall-clock ms of a write whose position `token` may not cover: one
@@ -105,10 +108,11 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// The session's record; an empty record for an unknown or expired one.
     fn load<'a>(&'a self, key: &'a SessionKey) -> StoreFuture<'a, SessionRecord>;
 
-    /// After a committed write at `pos`: token = max(token, pos) and last
-    /// write = max(last write, `now_ms`). Returns the token the session had
-    /// *before* (so the router can tell it a write of it was lost in a
-    /// failover, even when this write's token replaces it).
+    /// After a committed write at `pos`: token = max(token, pos), write =
+    /// max(write, pos) and last write = max(last write, `now_ms`). Returns
+    /// the write position the session had *before* (so the router can tell
+    /// it a write of it was lost in a failover, even when this write's
+    /// position replaces it).
     fn record_write<'a>(
         &'a self,
         key: &'a SessionKey,

@@ -36,14 +36,16 @@ local function max_dec(old, new)
 end
 ";
 
-/// KEYS: position key, last-write key. ARGV: position, now_ms, ttl_ms.
-/// Returns the position stored before ('' for none).
+/// KEYS: position key, last-write key, write-position key. ARGV:
+/// position, now_ms, ttl_ms. Returns the write position stored before ('' for
+/// none).
 const RECORD_WRITE: &str = r"
-local before = redis.call('GET', KEYS[1])
-local pos = max_dec(before, ARGV[1])
+local pos = max_dec(redis.call('GET', KEYS[1]), ARGV[1])
 redis.call('SET', KEYS[1], pos, 'PX', ARGV[3])
 local at = max_dec(redis.call('GET', KEYS[2]), ARGV[2])
 redis.call('SET', KEYS[2], at, 'PX', ARGV[3])
+local before = redis.call('GET', KEYS[3])
+redis.call('SET', KEYS[3], max_dec(before, ARGV[1]), 'PX', ARGV[3])
 return before or ''
 ";
 
@@ -280,21 +282,24 @@ impl SessionStore for RedisStore {
                 .call(async {
                     let mut cmd = redis::cmd("MGET");
                     cmd.arg(self.key(key, "lsn"))
-                        .arg(self.key(key, "last_write_ms"));
+                        .arg(self.key(key, "last_write_ms"))
+                        .arg(self.key(key, "write"));
                     if let Some(k) = &seed_key {
                         cmd.arg(k);
                     }
                     cmd.query_async(&mut conn).await
                 })
                 .await?;
-            values.resize(3, None);
+            values.resize(4, None);
             let seed_at = values.pop().flatten();
+            let write = values.pop().flatten();
             let at = values.pop().flatten();
             let lsn = values.pop().flatten();
             let (last_write_ms, untracked_write_ms) =
                 seed::merge(parse_u64(at, "last_write_ms")?, seed_at.as_deref());
             Ok(SessionRecord {
                 token: parse_position(lsn)?,
+                write: parse_position(write)?,
                 last_write_ms,
                 untracked_write_ms,
             })
@@ -314,6 +319,7 @@ impl SessionStore for RedisStore {
                     self.record_write
                         .key(self.key(key, "lsn"))
                         .key(self.key(key, "last_write_ms"))
+                        .key(self.key(key, "write"))
                         .arg(pos.ordinal().to_string())
                         .arg(now_ms.to_string())
                         .arg(self.ttl_ms())

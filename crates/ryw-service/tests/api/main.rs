@@ -2,6 +2,7 @@
 
 mod conformance;
 mod errors;
+mod failover;
 mod front;
 mod helpers;
 mod instances;
