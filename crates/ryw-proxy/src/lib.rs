@@ -45,3 +45,4 @@ mod session;
 pub use config::ProxyConfig;
 pub use error::ProxyError;
 pub use server::Proxy;
+pub use session::LOST_WRITE_SQLSTATE;

@@ -32,8 +32,10 @@
 //! let tx = router.begin(&user).await?;
 //! tx.execute("UPDATE accounts SET balance_cents = balance_cents - 500 WHERE user_id = $1::text::uuid", &[&user.as_str()])
 //!     .await?;
-//! let token = tx.commit().await?;
-//! let header = key.sign(token); // -> X-Consistency-Token
+//! let committed = tx.commit().await?;
+//! let header = key.sign(committed.token); // -> X-Consistency-Token
+//! // committed.lost: an earlier write of this session that a failover
+//! // lost (-> X-Ryw-Write-Lost); None almost always.
 //!
 //! // A fresh read: a follower that has the session's writes, or the leader.
 //! let client_token = Some(key.verify(&header)?); // a bad token is a 400

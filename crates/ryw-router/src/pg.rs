@@ -89,7 +89,15 @@ pub fn connection_lost(e: &tokio_postgres::Error) -> bool {
 pub(crate) fn describe_pg(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
-        None => e.to_string(),
+        // The driver's own words ("error connecting to server") wrap the
+        // cause that matters ("Connection refused"): say the innermost.
+        None => {
+            let mut cause: &dyn std::error::Error = e;
+            while let Some(inner) = cause.source() {
+                cause = inner;
+            }
+            cause.to_string()
+        }
     }
 }
 

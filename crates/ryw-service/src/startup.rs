@@ -22,6 +22,27 @@ fn unreachable(url: &str, e: &ryw_router::Error) -> anyhow::Error {
     anyhow::anyhow!("cannot connect to the leader at {}: {cause}", address(url))
 }
 
+/// No node leads at start: the configured leader's address and why the
+/// tracker could not use it, said once, and how many other candidates
+/// were tried.
+fn no_leader(cfg: &ServiceConfig, router: &Router) -> anyhow::Error {
+    let view = router.cluster_view();
+    let why = view
+        .node(ryw_router::FORMER_LEADER_NAME)
+        .and_then(|n| n.note.clone())
+        .map(|note| note.trim_start_matches("connect: ").to_owned())
+        .unwrap_or_else(|| "it is not the leader".to_owned());
+    let others = match cfg.nodes.followers.len() {
+        0 => String::new(),
+        1 => " (and the other node does not lead either)".to_owned(),
+        n => format!(" (and none of the {n} other nodes leads)"),
+    };
+    anyhow::anyhow!(
+        "cannot connect to the leader at {}: {why}{others}",
+        address(&cfg.nodes.leader)
+    )
+}
+
 /// `host:port` of a libpq URL or key=value string, as far as it says.
 fn address(url: &str) -> String {
     let Ok(pg) = url.parse::<tokio_postgres::Config>() else {
@@ -64,6 +85,8 @@ impl Service {
                 Some(re @ (ryw_router::Error::Pool { .. } | ryw_router::Error::Connect { .. })) => {
                     unreachable(&cfg.nodes.leader, re)
                 }
+                Some(ryw_router::Error::LeaderUnavailable(_)) => no_leader(&cfg, &router),
+
                 _ => e,
             }
         })?;

@@ -196,6 +196,8 @@ impl Session {
             }
             if let Some(lost) = decision.lost {
                 self.tell_lost(client, lost);
+                // Told once.
+                self.written = None;
             }
             self.token = self.token.max(decision.token);
         } else if status == b'I'

@@ -255,3 +255,108 @@ async fn with_the_leader_down_writes_fail_at_once_and_reads_go_on() {
     assert_eq!(read(&fresh, "before").await.0, 1);
     ctx.cluster.start_node("leader").await;
 }
+
+/// A client whose server notices are kept (`NOTICE`/`WARNING` messages).
+async fn client_with_notices(
+    addr: std::net::SocketAddr,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::error::DbError>,
+) {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(addr.ip().to_string())
+        .port(addr.port())
+        .user("postgres")
+        .dbname(ryw_cluster::DATABASE);
+    let (client, mut conn) = cfg.connect(NoTls).await.expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notice(n) = m {
+                let _ = tx.send(n);
+            }
+        }
+    });
+    (client, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_writes_reach_the_new_leader_and_a_connection_is_told_its_write_was_lost()
+{
+    let ctx = Ctx::start(Setup {
+        lags: vec![Duration::ZERO, Duration::ZERO],
+        ..Setup::default()
+    })
+    .await;
+    let (c, mut notices) = client_with_notices(ctx.proxy.addr).await;
+    c.batch_execute("SET ryw.strategy = 'causal'")
+        .await
+        .unwrap();
+    write(&c, "kept", 1).await;
+    assert_eq!(read(&c, "kept").await.0, 1);
+    // A partition, then a write the old leader acknowledges and no
+    // follower receives.
+    for f in ["follower1", "follower2"] {
+        ctx.cluster.cut_replication(f).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    write(&c, "lost", 2).await;
+    let report = ctx
+        .cluster
+        .failover(ryw_cluster::FailoverOptions::kill())
+        .await;
+    let promoted = Instant::now();
+    let mut watch = ctx.proxy_router().watch_cluster();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        watch.wait_for(|v| v.leader_node() == Some(report.new_leader.as_str())),
+    )
+    .await
+    .expect("the proxy follows the promotion")
+    .unwrap();
+    eprintln!(
+        "proxy: {} leads {:?} after the failover returned",
+        report.new_leader,
+        promoted.elapsed()
+    );
+
+    // The next statement of that connection tells it, as a WARNING.
+    let (v, _) = read(&c, "kept").await;
+    assert_eq!(v, 1, "what survived is read");
+    let n = tokio::time::timeout(Duration::from_secs(2), notices.recv())
+        .await
+        .expect("a notice")
+        .expect("a notice");
+    eprintln!(
+        "notice: {} {} {}",
+        n.severity(),
+        n.code().code(),
+        n.message()
+    );
+    assert_eq!(n.code().code(), ryw_proxy::LOST_WRITE_SQLSTATE);
+    assert!(
+        n.message().contains("lost in a failover"),
+        "{}",
+        n.message()
+    );
+    // Once.
+    assert_eq!(read(&c, "kept").await.0, 1);
+    assert!(notices.try_recv().is_err(), "told once");
+
+    // Writes go to the new leader, through the same connection.
+    write(&c, "after", 3).await;
+    let leader = crate::support::direct(&ctx.cluster.url_of(&report.new_leader)).await;
+    let rows: Vec<(String, i64)> = leader
+        .query("SELECT k, v FROM kv ORDER BY k", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        [("after".to_owned(), 3), ("kept".to_owned(), 1)],
+        "the lost write is not in the new history"
+    );
+    assert_eq!(read(&c, "after").await.0, 3, "read your write");
+}

@@ -169,6 +169,15 @@ impl Router {
     /// what the store holds (rule 7, for the strategies that keep tokens).
     /// A store failure costs nothing but rule 5's detour to the leader.
     pub(super) async fn persist_token(&self, decision: &mut Decision) {
+        // A lost write is told once: the store forgets it now.
+        if decision.forget_lost
+            && let (Some(lost), Some(session)) = (decision.lost, &decision.session)
+        {
+            decision.forget_lost = false;
+            if let Err(e) = self.inner.store.forget_write(session, lost).await {
+                self.store_failed(self.inner.clock.now_ms(), &e);
+            }
+        }
         if !decision.persist || decision.token <= decision.stored {
             return;
         }

@@ -155,6 +155,8 @@ pub struct Decision {
     /// The serving node's timeline when the read was planned: positions
     /// read on it are on this timeline.
     pub(crate) timeline: u32,
+    /// `lost` is still to be cleared from the session store (once told).
+    pub(crate) forget_lost: bool,
     /// Follower index, so a failure can be reported against the right node.
     pub(crate) follower: Option<usize>,
     /// The follower's epoch when the read was planned (rule 2).
@@ -611,6 +613,7 @@ impl Router {
             seen,
             token,
             lost,
+            forget_lost: lost.is_some(),
             timeline,
             follower,
             epoch,

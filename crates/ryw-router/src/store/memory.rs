@@ -119,6 +119,16 @@ impl SessionStore for MemoryStore {
         Box::pin(std::future::ready(Ok(stored)))
     }
 
+    fn forget_write<'a>(&'a self, key: &'a SessionKey, lost: Position) -> StoreFuture<'a, ()> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = map.sessions.get_mut(key)
+            && entry.record.write == Some(lost)
+        {
+            entry.record.write = None;
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn health(&self) -> StoreHealth {
         StoreHealth::Ok
     }
@@ -179,6 +189,14 @@ mod tests {
             Some(pos(500)),
             "a read moves the token, not the write"
         );
+        s.forget_write(&k, pos(499)).await.unwrap();
+        assert_eq!(
+            s.load(&k).await.unwrap().write,
+            Some(pos(500)),
+            "not that one"
+        );
+        s.forget_write(&k, pos(500)).await.unwrap();
+        assert_eq!(s.load(&k).await.unwrap().write, None);
         // A later timeline is after every position of an earlier one.
         let next = Position::new(2, crate::Lsn::from_u64(100));
         assert_eq!(s.observe(&k, next).await.unwrap(), next);

@@ -124,6 +124,11 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// reads, rule 7). Returns the stored token.
     fn observe<'a>(&'a self, key: &'a SessionKey, pos: Position) -> StoreFuture<'a, Position>;
 
+    /// The session was told that its write at `lost` was lost in a
+    /// failover: the write position is cleared if it is still `lost`, so
+    /// it is told once.
+    fn forget_write<'a>(&'a self, key: &'a SessionKey, lost: Position) -> StoreFuture<'a, ()>;
+
     /// Whether the store is answering.
     fn health(&self) -> StoreHealth;
 

@@ -49,6 +49,13 @@ redis.call('SET', KEYS[3], max_dec(before, ARGV[1]), 'PX', ARGV[3])
 return before or ''
 ";
 
+/// KEYS: write-position key. ARGV: the lost position. Deletes the key if it
+/// still holds it.
+const FORGET_WRITE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+";
+
 /// KEYS: position key. ARGV: position, ttl_ms.
 const OBSERVE: &str = r"
 local lsn = max_dec(redis.call('GET', KEYS[1]), ARGV[1])
@@ -165,6 +172,7 @@ pub struct RedisStore {
     breaker: Breaker,
     record_write: Script,
     observe: Script,
+    forget_write: Script,
 }
 
 impl fmt::Debug for RedisStore {
@@ -206,6 +214,7 @@ impl RedisStore {
             breaker: Breaker::default(),
             record_write: Script::new(&format!("{LUA_MAX}{RECORD_WRITE}")),
             observe: Script::new(&format!("{LUA_MAX}{OBSERVE}")),
+            forget_write: Script::new(FORGET_WRITE),
         };
         // Learn the initial health now rather than on the first request.
         let mut conn = store.conn.clone();
@@ -345,6 +354,22 @@ impl SessionStore for RedisStore {
                 })
                 .await?;
             Ok(parse_position(Some(stored))?.unwrap_or_default())
+        })
+    }
+
+    fn forget_write<'a>(&'a self, key: &'a SessionKey, lost: Position) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let _: i64 = self
+                .call(async {
+                    self.forget_write
+                        .key(self.key(key, "write"))
+                        .arg(lost.ordinal().to_string())
+                        .invoke_async(&mut conn)
+                        .await
+                })
+                .await?;
+            Ok(())
         })
     }
 
