@@ -129,6 +129,25 @@ impl History {
         }
     }
 
+    /// Whether a write whose commit record came after `floor` (a position
+    /// the leader had reached before the write committed) was lost: its
+    /// timeline ended at or before `floor`, so none of the write's records
+    /// is in the new history. `None` when it survived or cannot be told
+    /// (the current timeline, an unknown one, or a position from before
+    /// timelines). A floor, not the write's own position, because a
+    /// position read after `COMMIT` also covers other sessions' WAL written
+    /// meanwhile, which may be all that the switch cut off: judging by it
+    /// would tell a session its write was lost when it survived.
+    pub fn write_lost(&self, floor: Position) -> Option<Position> {
+        if self.current == 0 || floor.timeline == 0 || floor.timeline == self.current {
+            return None;
+        }
+        match self.switch_point(floor.timeline) {
+            Some(end) if floor.lsn >= end => Some(floor),
+            _ => None,
+        }
+    }
+
     /// Parses the text of PostgreSQL's `NNNNNNNN.history` file: one line
     /// per earlier timeline, `<timeline>\t<switch lsn>\t<reason>`; blank
     /// lines and `#` comments skipped. `current` is the timeline the file
@@ -196,6 +215,27 @@ mod tests {
         // Numerically far behind the new timeline's positions, and still
         // lost: what a bare LSN comparison would get wrong.
         assert_eq!(h.judge(at(2, 5001)), Verdict::Lost(at(2, 5001)));
+    }
+
+    #[test]
+    fn a_write_is_lost_only_when_its_floor_is_at_or_past_the_switch_point() {
+        let h = History {
+            current: 2,
+            switches: vec![Switch {
+                timeline: 1,
+                switch_lsn: Lsn::from_u64(1000),
+            }],
+        };
+        // Its records came after the floor: at the switch point, none of
+        // them is in the new history.
+        assert_eq!(h.write_lost(at(1, 1000)), Some(at(1, 1000)));
+        assert_eq!(h.write_lost(at(1, 1500)), Some(at(1, 1500)));
+        // Before it: the write may have survived; never called lost.
+        assert_eq!(h.write_lost(at(1, 999)), None);
+        assert_eq!(h.write_lost(at(2, 5000)), None);
+        assert_eq!(h.write_lost(at(7, 5000)), None, "unknown timeline");
+        assert_eq!(h.write_lost(at(0, 5000)), None, "before timelines");
+        assert_eq!(History::default().write_lost(at(1, 5000)), None);
     }
 
     #[test]

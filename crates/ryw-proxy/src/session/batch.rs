@@ -281,6 +281,10 @@ impl Session {
             position_later,
             client_ready: None,
             position: None,
+            floor: match node {
+                Node::Leader => self.shared.router.leader_floor(),
+                Node::Follower(_) => None,
+            },
         }));
         let sent = self.backend(node).send(&out).await;
         self.scratch = out;

@@ -258,6 +258,10 @@ struct Flight {
     /// position statement answered).
     client_ready: Option<u8>,
     position: Option<Lsn>,
+    /// On the leader: its position as the tracker knew it when the batch
+    /// was sent, before any record of the batch: the floor a failover
+    /// judges a write by (`History::write_lost`).
+    floor: Option<Position>,
 }
 
 /// Where the session is in its request-reply cycle.
@@ -292,8 +296,8 @@ struct Session {
     /// The highest position this connection wrote or saw (and `SET
     /// ryw.token`'s).
     token: Option<Position>,
-    /// The highest position this connection wrote (a write a failover
-    /// lost is told from it).
+    /// The floor of this connection's latest write (the leader's position
+    /// before it): a write a failover lost is told from it.
     written: Option<Position>,
     last_write_ms: Option<u64>,
     options: ReadOptions,
@@ -386,7 +390,7 @@ impl Session {
     /// `X-Ryw-Write-Lost`).
     fn tell_lost(&self, client: &mut ClientConn, lost: Position) {
         let message = format!(
-            "ryw: a write of this session that the old leader acknowledged (at {} on timeline {}) \
+            "ryw: a write of this session that the old leader acknowledged (after {} on timeline {}) \
              was lost in a failover: the new leader does not have it",
             lost.lsn, lost.timeline
         );

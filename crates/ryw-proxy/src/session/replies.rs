@@ -206,7 +206,7 @@ impl Session {
             // Rule 1: the leader's position after the write committed. It
             // also bounds any read before it.
             let lost = match &self.named {
-                Some(key) => router.record_write_at(key, lsn).await.lost,
+                Some(key) => router.record_write_at(key, lsn, f.floor).await.lost,
                 None => {
                     router.note_leader_position(lsn);
                     self.written.and_then(|w| router.lost_write(w))
@@ -214,10 +214,11 @@ impl Session {
             };
             if let Some(lost) = lost {
                 self.tell_lost(client, lost);
+                self.written = None;
             }
             let written = Position::new(router.leader_timeline(), lsn);
             self.token = self.token.max(Some(written));
-            self.written = self.written.max(Some(written));
+            self.written = self.written.max(f.floor);
             self.last_write_ms = Some(now_ms());
             self.unsettled = None;
         }

@@ -34,8 +34,8 @@ pub enum SessionRef<'a> {
 pub struct LocalSession {
     /// The highest position the session has written or seen.
     pub token: Option<Position>,
-    /// The highest position the session has written (a lost write is told
-    /// from it).
+    /// The floor of the session's latest write (the leader's position
+    /// before its commit record): a lost write is told from it.
     pub write: Option<Position>,
     /// Wall-clock ms of its last write (the sticky window).
     pub last_write_ms: Option<u64>,
@@ -144,13 +144,14 @@ pub struct Decision {
     /// least `seen`; raised to what the read can have seen by
     /// [`Router::raise_token`] (rule 7), which [`Router::query`] does itself.
     pub token: Option<Position>,
-    /// A write of the session that a failover lost: its position was on an
-    /// earlier timeline, past where that timeline ended, so the write the
-    /// old leader acknowledged is in no node of the new history. The read
-    /// was served by the new leader, and the session's token starts again
-    /// on the new timeline. Tell the user (`X-Ryw-Write-Lost`). Known from
-    /// the session store's (or a [`LocalSession`]'s) write position: a
-    /// client token alone cannot tell a write from a read.
+    /// A write of the session that a failover lost: the position the
+    /// leader had reached before it (its floor) was on an earlier
+    /// timeline, at or past where that timeline ended, so the write the old
+    /// leader acknowledged is in no node of the new history. The read was
+    /// served by the new leader, and the session's token starts again on
+    /// the new timeline. Tell the user (`X-Ryw-Write-Lost`, the floor's
+    /// LSN). Known from the session store's (or a [`LocalSession`]'s) write
+    /// floor: a client token alone cannot tell a write from a read.
     pub lost: Option<Position>,
     /// The serving node's timeline when the read was planned: positions
     /// read on it are on this timeline.
@@ -721,7 +722,7 @@ pub(super) struct Judged {
     pub keep: Option<Position>,
     /// The client's alone (when the store is not to be trusted).
     pub client_keep: Option<Position>,
-    /// The session's write position, if a failover lost it.
+    /// The session's write floor, if a failover lost that write.
     pub lost: Option<Position>,
     /// A token past the end of its timeline (a lost write, or a read of
     /// data that went with one).
@@ -739,9 +740,7 @@ impl Judged {
         write: Option<Position>,
     ) -> Judged {
         let mut j = Judged::default();
-        if let Some(Verdict::Lost(p)) = write.map(|w| view.history.judge(w)) {
-            j.lost = Some(p);
-        }
+        j.lost = write.and_then(|w| view.history.write_lost(w));
         for (i, pos) in [session, client].into_iter().enumerate() {
             let Some(pos) = pos else { continue };
             let keep = match view.history.judge(pos) {

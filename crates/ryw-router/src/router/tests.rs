@@ -310,13 +310,18 @@ fn a_token_past_its_timeline_s_end_is_lost_and_replaced_by_the_leader_s_position
         (judged.lost, judged.leader_only()),
         (None, Some(Reason::TokenPastSwitch))
     );
-    // At the switch point the write survived: it holds as it is.
-    let judged = Judged::of(&v, [at(800), None], at(800));
+    // A token at the switch point holds as it is; the write it ends,
+    // whose floor was before the switch point, is not called lost.
+    let judged = Judged::of(&v, [at(800), None], at(790));
     assert_eq!(
         (judged.lost, judged.holds),
         (None, Some(Lsn::from_u64(800)))
     );
     assert_eq!(judged.leader_only(), None);
+    // A write whose floor is the switch point came after it: lost, even
+    // though a token equal to it would hold.
+    let judged = Judged::of(&v, [at(800), None], at(800));
+    assert_eq!(judged.lost, at(800));
     // A timeline the cluster never had: only the leader can serve it.
     let never = Some(Position::new(7, Lsn::from_u64(10)));
     let judged = Judged::of(&v, [never, None], never);

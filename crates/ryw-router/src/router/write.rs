@@ -17,7 +17,6 @@ use deadpool_postgres::Object;
 use super::Router;
 use super::query::Params;
 use crate::pg::{connection_lost, describe_pg};
-use crate::timeline::Verdict;
 use crate::{Error, Lsn, Position, Result, SessionKey};
 
 /// A committed write's token, and what the session learns with it.
@@ -104,7 +103,10 @@ impl WriteTx {
     /// Commits, then reads the write's position on the leader in a
     /// statement of its own and records it for the session (rule 1: a
     /// position read inside the transaction would be before its commit
-    /// record). Returns that position, the session's new token.
+    /// record). Returns that position, the session's new token. The
+    /// position read just before `COMMIT`, in the same message, is kept as
+    /// the write's floor: what a failover is judged against
+    /// ([`History::write_lost`](crate::History::write_lost)).
     ///
     /// Errors: [`Error::NotCommitted`] when the transaction did not commit (a
     /// statement of it had failed, a deferred constraint, a serialization
@@ -113,11 +115,21 @@ impl WriteTx {
     /// committed, and only a retry that is safe to repeat can tell.
     pub async fn commit(mut self) -> Result<Committed> {
         let conn = self.conn.take().expect("a WriteTx is open until consumed");
-        // `SELECT 1` first: in a transaction that already failed, PostgreSQL
+        // A SELECT first: in a transaction that already failed, PostgreSQL
         // answers a bare COMMIT with "ROLLBACK" and no error, which would
         // pass for a commit. The SELECT fails there instead (25P02), and the
-        // whole string with it. One round trip, as a bare COMMIT.
-        if let Err(e) = conn.simple_query("SELECT 1; COMMIT").await {
+        // whole string with it. It reads the write's floor: the commit
+        // record comes after it. One round trip, as a bare COMMIT.
+        let answer = conn
+            .simple_query(
+                "SELECT l::text, substr(pg_walfile_name(l), 1, 8) FROM pg_current_wal_insert_lsn() AS l; COMMIT",
+            )
+            .await;
+        let floor = match &answer {
+            Ok(rows) => position_row(rows).ok(),
+            Err(_) => None,
+        };
+        if let Err(e) = answer {
             if connection_lost(&e) {
                 return Err(Error::CommitUnknown(format!(
                     "the leader's connection broke during COMMIT: {}",
@@ -128,7 +140,9 @@ impl WriteTx {
             self.conn = Some(conn);
             return Err(Error::NotCommitted(e));
         }
-        self.router.record_committed(&self.session, &conn).await
+        self.router
+            .record_committed(&self.session, &conn, floor)
+            .await
     }
 
     /// Rolls back now, waiting for it (a drop rolls back in the background).
@@ -184,6 +198,8 @@ impl Router {
     ) -> Result<Written<Vec<tokio_postgres::Row>>> {
         self.inner.metrics.add_write();
         let conn = self.leader_conn().await?;
+        // The leader was at least here before the statement ran.
+        let floor = self.leader_floor();
         let stmt = conn.prepare_cached(sql).await?;
         let rows = match conn.query(&stmt, params).await {
             Ok(rows) => rows,
@@ -196,7 +212,7 @@ impl Router {
             }
             Err(e) => return Err(Error::NotCommitted(e)),
         };
-        let committed = self.record_committed(session, &conn).await?;
+        let committed = self.record_committed(session, &conn, floor).await?;
         Ok(Written {
             value: rows,
             token: committed.token,
@@ -213,10 +229,17 @@ impl Router {
     /// If the session store fails, the write is not undone and the token is
     /// still returned (the client can carry it); the store is marked
     /// degraded so fresh reads go to the leader (rule 5).
+    ///
+    /// `floor` is a position the leader had reached before the write's
+    /// commit record ([`Router::leader_floor`] read before the write was
+    /// sent, or `pg_current_wal_insert_lsn()` read inside its transaction);
+    /// without one, a failover that loses this write cannot tell the
+    /// session so.
     pub async fn record_write(
         &self,
         session: &SessionKey,
         client: &tokio_postgres::Client,
+        floor: Option<Position>,
     ) -> Result<Committed> {
         // One round trip: the simple protocol needs no prepare. The
         // timeline is the server's own (`pg_walfile_name` names the segment
@@ -227,38 +250,48 @@ impl Router {
                 "SELECT l::text, substr(pg_walfile_name(l), 1, 8) FROM pg_current_wal_lsn() AS l",
             )
             .await?;
-        let row = rows
-            .iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
-                _ => None,
-            })
-            .ok_or(Error::NoLeaderLsn)?;
-        let lsn: Lsn = row.get(0).ok_or(Error::NoLeaderLsn)?.parse()?;
-        let timeline = row
-            .get(1)
-            .and_then(|t| u32::from_str_radix(t, 16).ok())
-            .ok_or(Error::NoLeaderLsn)?;
-        Ok(self
-            .record_write_position(session, Position::new(timeline, lsn))
-            .await)
+        let pos = position_row(&rows)?;
+        Ok(self.record_write_position(session, pos, floor).await)
+    }
+
+    /// A floor for a write about to be sent to the leader: its position as
+    /// the tracker last knew it (never ahead of the leader's WAL), on its
+    /// timeline. `None` before the leader's first poll.
+    pub fn leader_floor(&self) -> Option<Position> {
+        let view = self.inner.tracker.shared.view();
+        let lsn = view.leader.lsn?;
+        Some(Position::new(
+            view.leader.timeline.unwrap_or(view.history.current),
+            lsn,
+        ))
     }
 
     /// The lowest level of rule 1: `lsn` is the leader's position read
     /// after a write of `session` committed (by a front that reads it
     /// itself), on the timeline the tracker knows the leader on. Stores it
     /// as the session's token and last write time.
-    pub async fn record_write_at(&self, session: &SessionKey, lsn: Lsn) -> Committed {
+    /// `floor` as for [`Router::record_write`].
+    pub async fn record_write_at(
+        &self,
+        session: &SessionKey,
+        lsn: Lsn,
+        floor: Option<Position>,
+    ) -> Committed {
         let pos = Position::new(self.leader_timeline(), lsn);
-        self.record_write_position(session, pos).await
+        self.record_write_position(session, pos, floor).await
     }
 
     /// [`Router::record_write_at`] with the write's timeline known.
-    pub async fn record_write_position(&self, session: &SessionKey, pos: Position) -> Committed {
+    pub async fn record_write_position(
+        &self,
+        session: &SessionKey,
+        pos: Position,
+        floor: Option<Position>,
+    ) -> Committed {
         let inner = &self.inner;
         self.note_leader_position(pos.lsn);
         let now_ms = inner.clock.now_ms();
-        let before = match inner.store.record_write(session, pos, now_ms).await {
+        let before = match inner.store.record_write(session, pos, floor, now_ms).await {
             Ok(before) => before,
             Err(e) => {
                 self.store_failed(now_ms, &e);
@@ -271,17 +304,15 @@ impl Router {
         }
     }
 
-    /// Whether a session's token `pos` names a write a failover lost;
-    /// counted when it does. For a front that keeps sessions itself (a
-    /// proxy), before it replaces the token.
-    pub fn lost_write(&self, pos: Position) -> Option<Position> {
-        match self.inner.tracker.shared.view().history.judge(pos) {
-            Verdict::Lost(p) => {
-                self.inner.metrics.add_write_lost();
-                Some(p)
-            }
-            _ => None,
+    /// Whether the write whose floor is `floor` was lost in a failover
+    /// ([`History::write_lost`](crate::History::write_lost)); counted when
+    /// it was. For a front that keeps sessions itself (a proxy).
+    pub fn lost_write(&self, floor: Position) -> Option<Position> {
+        let lost = self.inner.tracker.shared.view().history.write_lost(floor);
+        if lost.is_some() {
+            self.inner.metrics.add_write_lost();
         }
+        lost
     }
 
     /// The timeline the tracker knows the leader on (0 before it knows).
@@ -303,12 +334,30 @@ impl Router {
         &self,
         session: &SessionKey,
         client: &tokio_postgres::Client,
+        floor: Option<Position>,
     ) -> Result<Committed> {
-        self.record_write(session, client).await.map_err(|e| {
+        self.record_write(session, client, floor).await.map_err(|e| {
             tracing::error!(error = %e, %session, "committed, but could not read the write position");
             Error::CommitUnknown(format!(
                 "committed, but the leader went away before the write's position could be read ({e})"
             ))
         })
     }
+}
+
+/// The `(lsn text, timeline hex)` row of a simple query's answer.
+fn position_row(rows: &[tokio_postgres::SimpleQueryMessage]) -> Result<Position> {
+    let row = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .ok_or(Error::NoLeaderLsn)?;
+    let lsn: Lsn = row.get(0).ok_or(Error::NoLeaderLsn)?.parse()?;
+    let timeline = row
+        .get(1)
+        .and_then(|t| u32::from_str_radix(t, 16).ok())
+        .ok_or(Error::NoLeaderLsn)?;
+    Ok(Position::new(timeline, lsn))
 }

@@ -104,11 +104,12 @@ impl SessionStore for MemoryStore {
         &'a self,
         key: &'a SessionKey,
         pos: Position,
+        floor: Option<Position>,
         now_ms: u64,
     ) -> StoreFuture<'a, Option<Position>> {
         let (before, _) = self.update(key, |r| {
             r.token = r.token.max(Some(pos));
-            r.write = r.write.max(Some(pos));
+            r.write = r.write.max(floor);
             r.last_write_ms = r.last_write_ms.max(Some(now_ms));
         });
         Box::pin(std::future::ready(Ok(before.write)))
@@ -165,13 +166,17 @@ mod tests {
         let k = key("u1");
         assert_eq!(s.load(&k).await.unwrap(), SessionRecord::default());
         assert_eq!(
-            s.record_write(&k, pos(500), 10).await.unwrap(),
+            s.record_write(&k, pos(500), Some(pos(500)), 10)
+                .await
+                .unwrap(),
             None,
             "a write returns the write position before it"
         );
         assert_eq!(s.observe(&k, pos(400)).await.unwrap(), pos(500));
         assert_eq!(
-            s.record_write(&k, pos(300), 5).await.unwrap(),
+            s.record_write(&k, pos(300), Some(pos(300)), 5)
+                .await
+                .unwrap(),
             Some(pos(500))
         );
         assert_eq!(
@@ -207,7 +212,9 @@ mod tests {
     async fn sessions_expire_after_the_ttl_since_their_last_update() {
         let (s, clock) = store();
         let k = key("u1");
-        s.record_write(&k, pos(5), clock.now_ms()).await.unwrap();
+        s.record_write(&k, pos(5), Some(pos(5)), clock.now_ms())
+            .await
+            .unwrap();
         clock.advance(Duration::from_secs(599));
         s.observe(&k, pos(6)).await.unwrap();
         clock.advance(Duration::from_secs(599));

@@ -67,8 +67,10 @@ impl std::str::FromStr for SessionKey {
 pub struct SessionRecord {
     /// The highest position the session has written or seen.
     pub token: Option<Position>,
-    /// The highest position the session has written: what tells a write
-    /// that a failover lost from a read of data that went with it.
+    /// The floor of the session's latest write: a position the leader had
+    /// reached before the write's commit record. What tells a write that a
+    /// failover lost ([`History::write_lost`](crate::History::write_lost))
+    /// from a read of data that went with it.
     pub write: Option<Position>,
     /// Wall-clock ms of its last write (the sticky window).
     pub last_write_ms: Option<u64>,
@@ -109,14 +111,17 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     fn load<'a>(&'a self, key: &'a SessionKey) -> StoreFuture<'a, SessionRecord>;
 
     /// After a committed write at `pos`: token = max(token, pos), write =
-    /// max(write, pos) and last write = max(last write, `now_ms`). Returns
-    /// the write position the session had *before* (so the router can tell
-    /// it a write of it was lost in a failover, even when this write's
-    /// position replaces it).
+    /// max(write, floor) when the write's floor is known (a position the
+    /// leader had reached before the write committed:
+    /// [`History::write_lost`](crate::History::write_lost) judges it), and
+    /// last write = max(last write, `now_ms`). Returns the write floor the
+    /// session had *before* (so the router can tell it a write of it was
+    /// lost in a failover, even when this write replaces it).
     fn record_write<'a>(
         &'a self,
         key: &'a SessionKey,
         pos: Position,
+        floor: Option<Position>,
         now_ms: u64,
     ) -> StoreFuture<'a, Option<Position>>;
 
@@ -125,7 +130,7 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     fn observe<'a>(&'a self, key: &'a SessionKey, pos: Position) -> StoreFuture<'a, Position>;
 
     /// The session was told that its write at `lost` was lost in a
-    /// failover: the write position is cleared if it is still `lost`, so
+    /// failover: the write floor is cleared if it is still `lost`, so
     /// it is told once.
     fn forget_write<'a>(&'a self, key: &'a SessionKey, lost: Position) -> StoreFuture<'a, ()>;
 

@@ -36,16 +36,20 @@ local function max_dec(old, new)
 end
 ";
 
-/// KEYS: position key, last-write key, write-position key. ARGV:
-/// position, now_ms, ttl_ms. Returns the write position stored before ('' for
-/// none).
+/// KEYS: position key, last-write key, write-floor key. ARGV: position,
+/// now_ms, ttl_ms, the write's floor ('' when unknown: the stored one is
+/// kept). Returns the write floor stored before ('' for none).
 const RECORD_WRITE: &str = r"
 local pos = max_dec(redis.call('GET', KEYS[1]), ARGV[1])
 redis.call('SET', KEYS[1], pos, 'PX', ARGV[3])
 local at = max_dec(redis.call('GET', KEYS[2]), ARGV[2])
 redis.call('SET', KEYS[2], at, 'PX', ARGV[3])
 local before = redis.call('GET', KEYS[3])
-redis.call('SET', KEYS[3], max_dec(before, ARGV[1]), 'PX', ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('SET', KEYS[3], max_dec(before, ARGV[4]), 'PX', ARGV[3])
+elseif before then
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+end
 return before or ''
 ";
 
@@ -319,6 +323,7 @@ impl SessionStore for RedisStore {
         &'a self,
         key: &'a SessionKey,
         pos: Position,
+        floor: Option<Position>,
         now_ms: u64,
     ) -> StoreFuture<'a, Option<Position>> {
         Box::pin(async move {
@@ -332,6 +337,7 @@ impl SessionStore for RedisStore {
                         .arg(pos.ordinal().to_string())
                         .arg(now_ms.to_string())
                         .arg(self.ttl_ms())
+                        .arg(floor.map(|f| f.ordinal().to_string()).unwrap_or_default())
                         .invoke_async(&mut conn)
                         .await
                 })
@@ -400,7 +406,7 @@ mod tests {
         let started = std::time::Instant::now();
         assert!(store.load(&key).await.is_err());
         let pos = Position::new(1, crate::Lsn::from_u64(1));
-        assert!(store.record_write(&key, pos, 1).await.is_err());
+        assert!(store.record_write(&key, pos, Some(pos), 1).await.is_err());
         assert!(store.observe(&key, pos).await.is_err());
         assert!(
             started.elapsed() < Duration::from_secs(1),
