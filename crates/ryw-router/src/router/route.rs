@@ -739,8 +739,10 @@ impl Judged {
         [session, client]: [Option<Position>; 2],
         write: Option<Position>,
     ) -> Judged {
-        let mut j = Judged::default();
-        j.lost = write.and_then(|w| view.history.write_lost(w));
+        let mut j = Judged {
+            lost: write.and_then(|w| view.history.write_lost(w)),
+            ..Judged::default()
+        };
         for (i, pos) in [session, client].into_iter().enumerate() {
             let Some(pos) = pos else { continue };
             let keep = match view.history.judge(pos) {
