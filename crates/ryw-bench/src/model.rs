@@ -944,6 +944,49 @@ mod tests {
     }
 
     #[test]
+    fn measured_gaps_replace_the_think_time() {
+        let op = |client: &str, kind, sent_us, recv_us, version| crate::Op {
+            user: "u".into(),
+            client: client.into(),
+            strategy: "causal:0ms".into(),
+            kind,
+            sent_us,
+            recv_us,
+            status: 200,
+            version,
+            served_by: Some("leader".into()),
+            waited_ms: None,
+            problem: None,
+        };
+        use crate::OpKind::{Balance, Pay, Products};
+        let history = crate::History {
+            ops: vec![
+                op("a", Pay, 0, 1_000, Some(1)),
+                op("b", Pay, 0, 2_000, Some(1)),
+                op("a", Balance, 51_000, 52_000, Some(1)),
+                op("a", Products, 53_000, 54_000, None),
+                op("b", Balance, 202_000, 203_000, Some(1)),
+                // A read of another client before any write of its own.
+                op("c", Balance, 10_000, 11_000, Some(0)),
+            ],
+            lag: Vec::new(),
+        };
+        let gaps = measured_gaps(&history, "causal:0ms");
+        assert_eq!(gaps.len(), 2);
+        assert!(close(gaps[0], 0.05) && close(gaps[1], 0.2));
+        assert!(measured_gaps(&history, "leader").is_empty());
+        // 50 ms is before follower1's 100 ms, 200 ms after: half on the leader.
+        let i = Input {
+            measured_gaps: Some(gaps),
+            ..demo()
+        };
+        assert!(close(shares(&i, spec("causal:0ms")).leader, 0.5));
+        // legacy: stale on follower1 for the first read, on follower2 for both.
+        assert!(close(shares(&i, spec("legacy")).stale, 0.75));
+        assert!(close(shares(&i, spec("sticky:100ms")).leader, 0.5));
+    }
+
+    #[test]
     fn a_closed_loop_runs_at_users_over_its_period() {
         // 16 users; an iteration: 1.2 thinks of 0.5 s + 2.9 requests of 1 ms.
         let i = demo();
