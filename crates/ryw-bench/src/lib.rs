@@ -39,6 +39,9 @@
 //!   cluster` in the foreground as its OS user: [`peers::Pgpool`]
 //!   (Pgpool-II) and [`peers::PgBouncer`]; [`peers::peer_groups`], the
 //!   side-by-side comparison's groups.
+//! - [`model`]: the scaling model of `docs/scaling.md` (`ryw bench
+//!   model`): leader share and per-node query rates predicted from the
+//!   think time, the mix, the followers' catch-up times and the strategy.
 //! - [`error`]: [`BenchError`], the one error enum of this crate.
 
 pub mod calibrate;
@@ -48,6 +51,7 @@ pub mod engine;
 pub mod error;
 pub mod history;
 pub mod html;
+pub mod model;
 pub mod peers;
 pub mod report;
 pub mod sql;

@@ -100,6 +100,64 @@ pub enum BenchCommand {
     /// proxy` (causal), interleaved A B C A B C, with `-M prepared` and
     /// `-M simple`; medians and per-round ratios.
     Overhead(OverheadArgs),
+    /// The scaling model (docs/scaling.md): predict each strategy's leader
+    /// share of fresh reads, its waits and stale reads, and the query rate
+    /// on every node, from the think time, the workload's rate, the
+    /// followers' catch-up times and the tracker's polls; with `--compare
+    /// FILE`, beside what a `ryw bench --json FILE` run measured.
+    Model(ModelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Strategies, as for `ryw bench` (`all`, `sweep`, `causal:20ms`, …).
+    #[arg(long, default_value = "all")]
+    pub strategies: String,
+    /// Think time between a write and the fresh read after it: `200ms`,
+    /// `0ms..1s` (uniform) or `exp:300ms`.
+    #[arg(long, default_value = "0ms..1s")]
+    pub think: String,
+    /// Closed-loop users (each strategy predicted as if all of them ran it).
+    #[arg(long, default_value_t = 32)]
+    pub users: usize,
+    /// Iterations per second instead of closed-loop users (one iteration:
+    /// a write, a think time, a fresh read; `--profile-every` adds a pair,
+    /// `--products-every` a stale-ok read).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Mean time of one request, as a closed-loop user sees it.
+    #[arg(long, default_value = "1ms")]
+    pub request_time: Dur,
+    /// Each follower's catch-up time after a commit, comma-separated (on
+    /// `ryw cluster`: its replay delay + about 1 ms).
+    #[arg(long, default_value = "101ms,401ms", value_delimiter = ',')]
+    pub lags: Vec<Dur>,
+    /// The tracker's poll interval.
+    #[arg(long, default_value_t = Dur(router_default().poll_interval))]
+    pub poll_interval: Dur,
+    /// Service instances, each with its own tracker.
+    #[arg(long, default_value_t = 1)]
+    pub instances: u32,
+    /// The shared position feed is on: one instance polls for all.
+    #[arg(long)]
+    pub feed: bool,
+    /// A write + fresh read pair on the profile every N-th iteration (0 = never).
+    #[arg(long, default_value_t = 5)]
+    pub profile_every: u32,
+    /// A stale-ok read every N-th iteration (0 = never).
+    #[arg(long, default_value_t = 2)]
+    pub products_every: u32,
+    /// The mix of one iteration instead of the bench's: writes, fresh
+    /// reads (each after a think time since a write), stale-ok reads, e.g.
+    /// `1,1,8`.
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    pub mix: Option<Vec<f64>>,
+    /// A `ryw bench --json` report, or a `--report DIR` folder (then also
+    /// the requests each node served, from its history): predict each of
+    /// its strategies for its own think time, users and followers' median
+    /// lag, and print the prediction beside the measurement.
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@
 //! peers` and `ryw bench overhead` are in `peers.rs`).
 
 use super::serve::{InProcess, local_config};
-use crate::cli::{BenchArgs, BenchCommand, BenchRunArgs, CalibrateArgs};
+use crate::cli::{BenchArgs, BenchCommand, BenchRunArgs, CalibrateArgs, ModelArgs};
 use anyhow::{Context, bail};
 use ryw_bench::{BenchConfig, BenchReport, Load, LoadSpec, StrategySpec, Think};
 use serde_json::Value;
@@ -31,9 +31,90 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::Calibrate(c)) => calibrate(c).await,
         Some(BenchCommand::Peers(p)) => super::peers::peers(p).await,
         Some(BenchCommand::Overhead(o)) => super::peers::overhead(o).await,
+        Some(BenchCommand::Model(m)) => model(m),
         None if args.run.proxy.is_some() => super::peers::bench_proxy(args.run).await,
         None => run_bench(args.run).await,
     }
+}
+
+/// `ryw bench model`: the scaling model's prediction, or the prediction
+/// beside a bench report.
+fn model(args: ModelArgs) -> anyhow::Result<()> {
+    use ryw_bench::model::{self, Input, Mix, Rate};
+    let input = Input {
+        think: args.think.parse::<Think>()?,
+        mix: match args.mix.as_deref() {
+            None => Mix::bench(args.profile_every, args.products_every),
+            Some(&[writes, fresh_reads, stale_ok_reads])
+                if [writes, fresh_reads, stale_ok_reads]
+                    .iter()
+                    .all(|x| x.is_finite() && *x >= 0.0) =>
+            {
+                Mix {
+                    writes,
+                    fresh_reads,
+                    stale_ok_reads,
+                }
+            }
+            Some(m) => bail!("--mix {m:?}: three non-negative numbers: writes,fresh,stale-ok"),
+        },
+        rate: match args.rate {
+            Some(r) if r.is_finite() && r >= 0.0 => Rate::Open {
+                iterations_per_s: r,
+            },
+            Some(r) => bail!("--rate {r}: must be a number of iterations per second"),
+            None => Rate::Closed {
+                users: args.users as f64,
+                request: args.request_time.0,
+            },
+        },
+        followers: args.lags.iter().map(|d| d.0).collect(),
+        poll_interval: args.poll_interval.0,
+        instances: args.instances,
+        feed: args.feed,
+        measured_gaps: None,
+    };
+    match &args.compare {
+        Some(file) => {
+            // A `--report DIR` folder: its report.json, and the history
+            // for the requests each node served.
+            let (json, history) = if file.is_dir() {
+                (file.join("report.json"), Some(file.join("history.jsonl")))
+            } else {
+                (file.clone(), None)
+            };
+            let text = std::fs::read_to_string(&json)
+                .with_context(|| format!("reading {}", json.display()))?;
+            let mut report: BenchReport = serde_json::from_str(&text).with_context(|| {
+                format!("{} is not a `ryw bench --json` report", json.display())
+            })?;
+            if let Some(h) = history.filter(|h| h.exists()) {
+                report.history = ryw_bench::History::read(&h)?;
+            }
+            let rows = model::compare(&report, &input).map_err(anyhow::Error::msg)?;
+            println!(
+                "{}: think {}, {:.1} s, followers' median lag {}; p = predicted, m = measured",
+                file.display(),
+                report.think.as_deref().unwrap_or("?"),
+                report.elapsed_s,
+                report
+                    .followers
+                    .iter()
+                    .map(|f| format!("{} {:.0} ms", f.node, f.median_ms))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            print!("{}", model::compare_table(&rows));
+        }
+        None => {
+            let strategies = StrategySpec::parse_list(&args.strategies)?;
+            print!(
+                "{}",
+                model::table(&input, &model::predict(&input, &strategies))
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The bench configuration from the flags, against `targets`.
