@@ -403,6 +403,14 @@ pub struct ProxyArgs {
     /// Longest a connection to a node (and its startup) may take.
     #[arg(long, env = "RYW_PROXY_CONNECT_TIMEOUT", default_value_t = Dur(router_default().connect_timeout))]
     pub connect_timeout: Dur,
+    /// Relay threads: N ≥ 1 runs N single-threaded runtimes, each client
+    /// staying on one, so relaying a statement wakes no other thread; 0
+    /// takes tokio's work-stealing runtime with a worker per core (the
+    /// proxy's runtime before 2026-11-30). 1, as PgBouncer, cost the least
+    /// CPU per statement where the proxy shares two cores with pgbench
+    /// and PostgreSQL (docs/results.md); give more where cores are spare.
+    #[arg(long, env = "RYW_PROXY_THREADS", default_value_t = 1)]
+    pub threads: usize,
 }
 
 #[derive(Debug, Args)]
