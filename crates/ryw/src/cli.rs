@@ -161,6 +161,13 @@ pub struct OverheadArgs {
     /// Print JSON instead of the tables.
     #[arg(long)]
     pub json: bool,
+    /// Measure these ryw proxy builds or settings, each a process of its
+    /// own, in the same rounds instead of the proxy in this process:
+    /// `NAME=PROGRAM [ARGS…]` (repeatable), e.g. `before=/tmp/ryw-before`
+    /// or `t1=target/release/ryw --threads 1`. Each runs as `PROGRAM proxy
+    /// --leader-url … --follower-url … --listen … --strategy causal ARGS`.
+    #[arg(long = "proxy-variant", value_name = "NAME=PROGRAM [ARGS]")]
+    pub proxy_variants: Vec<String>,
 }
 
 #[derive(Debug, Args)]
