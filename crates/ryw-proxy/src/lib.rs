@@ -19,7 +19,7 @@
 //! | file | what |
 //! | --- | --- |
 //! | `config.rs` | [`ProxyConfig`] |
-//! | `server.rs` | [`Proxy`]: build, bind, accept; what client tasks share (router, node addresses, cancel keys) |
+//! | `server.rs` | [`Proxy`]: build, bind, accept and hand each client to a relay thread; what client tasks share (router, node addresses, cancel keys) |
 //! | `session/` | one client: the relay loop (`mod.rs`), startup and authentication (`startup.rs`), planning and sending a batch (`batch.rs`), the nodes' replies and retries (`replies.rs`), `ryw.*` commands (`commands.rs`) |
 //! | `backend.rs` | a connection to one node on a client's behalf (startup, authentication, rule 2 check) |
 //! | `protocol.rs` | framing with a size cap, the few decoders and encoders routing needs |

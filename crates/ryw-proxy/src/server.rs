@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ryw_router::{MemoryStore, RedisStore, RedisStoreConfig, Router, SessionStore, TokenKey};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::auth::AuthFile;
@@ -201,6 +201,15 @@ impl Proxy {
                 }
             })
         });
+        let workers = match RelayThreads::start(self.shared.cfg.threads.saturating_sub(1)) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = admin_stop.send(());
+                self.shared.router.shutdown();
+                return Err(ProxyError::Config(format!("starting relay threads: {e}")));
+            }
+        };
+        let mut turn = 0usize;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -209,7 +218,28 @@ impl Proxy {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let shared = self.shared.clone();
-                        clients.spawn(crate::session::serve(shared, stream, peer));
+                        // Clients in turn: this runtime, then each relay thread.
+                        turn = (turn + 1) % (workers.handles.len() + 1);
+                        match turn.checked_sub(1).map(|i| &workers.handles[i]) {
+                            None => {
+                                clients.spawn(crate::session::serve(shared, stream, peer));
+                            }
+                            Some(handle) => match stream.into_std() {
+                                // Registered again with that thread's own I/O driver.
+                                Ok(std) => {
+                                    clients.spawn_on(
+                                        async move {
+                                            match TcpStream::from_std(std) {
+                                                Ok(s) => crate::session::serve(shared, s, peer).await,
+                                                Err(e) => tracing::warn!(error = %e, "a client could not be handed to a relay thread"),
+                                            }
+                                        },
+                                        handle,
+                                    );
+                                }
+                                Err(e) => tracing::warn!(error = %e, "a client could not be handed to a relay thread"),
+                            },
+                        }
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off.
@@ -221,12 +251,57 @@ impl Proxy {
             }
         }
         clients.shutdown().await;
+        workers.stop().await;
         let _ = admin_stop.send(());
         if let Some(a) = admin {
             let _ = a.await;
         }
         self.shared.router.shutdown();
         Ok(())
+    }
+}
+
+/// The relay threads of [`ProxyConfig::threads`]: single-threaded
+/// runtimes, each running until told to stop.
+struct RelayThreads {
+    handles: Vec<tokio::runtime::Handle>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl RelayThreads {
+    fn start(n: usize) -> std::io::Result<RelayThreads> {
+        let mut w = RelayThreads {
+            handles: Vec::with_capacity(n),
+            stops: Vec::with_capacity(n),
+            threads: Vec::with_capacity(n),
+        };
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            w.handles.push(rt.handle().clone());
+            w.stops.push(stop);
+            w.threads.push(
+                std::thread::Builder::new()
+                    .name(format!("ryw-relay-{}", i + 1))
+                    .spawn(move || {
+                        rt.block_on(async move {
+                            let _ = stopped.await;
+                        })
+                    })?,
+            );
+        }
+        Ok(w)
+    }
+
+    /// Stops the threads (their clients are gone by then) and waits.
+    async fn stop(self) {
+        drop(self.stops);
+        for t in self.threads {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
     }
 }
 

@@ -219,6 +219,13 @@ pub struct OverheadArgs {
     /// Print JSON instead of the tables.
     #[arg(long)]
     pub json: bool,
+    /// Measure these ryw proxy builds or settings, each a process of its
+    /// own, in the same rounds instead of the proxy in this process:
+    /// `NAME=PROGRAM [ARGS…]` (repeatable), e.g. `before=/tmp/ryw-before`
+    /// or `t1=target/release/ryw --threads 1`. Each runs as `PROGRAM proxy
+    /// --leader-url … --follower-url … --listen … --strategy causal ARGS`.
+    #[arg(long = "proxy-variant", value_name = "NAME=PROGRAM [ARGS]")]
+    pub proxy_variants: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -461,6 +468,14 @@ pub struct ProxyArgs {
     /// Longest a connection to a node (and its startup) may take.
     #[arg(long, env = "RYW_PROXY_CONNECT_TIMEOUT", default_value_t = Dur(router_default().connect_timeout))]
     pub connect_timeout: Dur,
+    /// Relay threads: N ≥ 1 runs N single-threaded runtimes, each client
+    /// staying on one, so relaying a statement wakes no other thread; 0
+    /// takes tokio's work-stealing runtime with a worker per core (the
+    /// proxy's runtime before 2026-11-30). 1, as PgBouncer, cost the least
+    /// CPU per statement where the proxy shares two cores with pgbench
+    /// and PostgreSQL (docs/results.md); give more where cores are spare.
+    #[arg(long, env = "RYW_PROXY_THREADS", default_value_t = 1)]
+    pub threads: usize,
 }
 
 #[derive(Debug, Args)]

@@ -10,10 +10,7 @@ fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     let quiet = matches!(args.command, cli::Command::Bench(_) | cli::Command::Demo(_));
     cmd::init_logging(args.verbose, quiet);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(&args.command).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
@@ -26,5 +23,15 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The async runtime: tokio's work-stealing one with a worker per core,
+/// except for `ryw proxy --threads N` (N ≥ 1): a single-threaded runtime,
+/// and the proxy starts N - 1 more threads of the same kind itself.
+fn runtime(command: &cli::Command) -> tokio::runtime::Builder {
+    match command {
+        cli::Command::Proxy(p) if p.threads >= 1 => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
     }
 }

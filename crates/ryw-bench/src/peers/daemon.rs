@@ -113,6 +113,11 @@ impl Daemon {
         )
     }
 
+    /// Its process id (for its CPU time), while it runs.
+    pub(super) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process has exited.
     pub(super) fn exited(&mut self) -> bool {
         match &mut self.child {

@@ -104,6 +104,11 @@ impl PgBouncer {
         Ok(PgBouncer { port, dir, daemon })
     }
 
+    /// PgBouncer's process id (for its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.pid()
+    }
+
     /// Immediate shutdown, waited for.
     pub async fn stop(self) {
         self.daemon.stop().await;

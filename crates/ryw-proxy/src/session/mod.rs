@@ -373,7 +373,8 @@ impl Session {
         if self.status != b'I' {
             return;
         }
-        let now = self.shared.leader_slot(self.leader_slot);
+        // The view this session already watches: no copy of it per batch.
+        let now = self.view.borrow().leader_index.unwrap_or(self.leader_slot);
         if now != self.leader_slot {
             tracing::info!(
                 from = %self.shared.addr(self.leader_slot).name,

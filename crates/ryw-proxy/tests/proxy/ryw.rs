@@ -115,6 +115,32 @@ async fn a_read_after_a_write_sees_it_on_the_same_connection_and_on_another_boun
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_threads_keep_read_your_writes_on_one_connection_and_across_connections() {
+    // Clients handed in turn to the test's runtime and to two relay threads
+    // of the proxy's own; named sessions in Redis, whose connection lives
+    // on the test's runtime.
+    let ctx = Ctx::start(Setup {
+        threads: 3,
+        redis: true,
+        ..Setup::default()
+    })
+    .await;
+    for (label, same) in [("threads-same", true), ("threads-across", false)] {
+        let (stale, by_node) = pairs(&ctx, label, 6, 50, same, "causal").await;
+        assert!(
+            stale.is_empty(),
+            "{} stale:\n{}",
+            stale.len(),
+            stale.join("\n")
+        );
+        assert!(
+            followers_served(&by_node) * 2 > 300,
+            "followers served most reads: {by_node:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_through_one_proxy_is_read_through_another_sharing_redis() {
     let setup = Setup {
         redis: true,

@@ -72,6 +72,8 @@ pub struct Setup {
     pub auth_file: Option<std::path::PathBuf>,
     /// Serve the admin endpoint on a free port.
     pub admin: bool,
+    /// `ProxyConfig::threads`.
+    pub threads: usize,
 }
 
 impl Default for Setup {
@@ -82,6 +84,7 @@ impl Default for Setup {
             router: RouterConfig::default(),
             auth_file: None,
             admin: false,
+            threads: 0,
         }
     }
 }
@@ -185,6 +188,7 @@ pub async fn start_proxy(cluster: &TestCluster, setup: &Setup, key: TokenKey) ->
     cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     cfg.router = setup.router.clone();
     cfg.auth_file = setup.auth_file.clone();
+    cfg.threads = setup.threads;
     if setup.admin {
         cfg.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     }

@@ -194,14 +194,121 @@ fn explain_peers(r: &BenchReport) -> String {
     out
 }
 
-/// One contender of the overhead run: a name and the port pgbench uses.
+/// One contender of the overhead run: a name, the port pgbench uses, and
+/// the process whose CPU time it costs (none for pgbench straight to the
+/// follower).
 struct Contender {
     series: Series,
+    cpu: Series,
     port: u16,
+    pid: Option<u32>,
+}
+
+/// A `ryw proxy` of `--proxy-variant`, a process of its own.
+struct ProxyVariant {
+    name: String,
+    port: u16,
+    child: tokio::process::Child,
+}
+
+impl ProxyVariant {
+    /// Starts `spec` (`NAME=PROGRAM [ARGS…]`) on the leader and `follower`
+    /// and waits until it answers (and its tracker has had time to put the
+    /// follower in rotation).
+    async fn start(
+        spec: &str,
+        leader: &ryw_cluster::NodeInfo,
+        follower: &ryw_cluster::NodeInfo,
+        dir: &Path,
+    ) -> anyhow::Result<ProxyVariant> {
+        let (name, command) = spec
+            .split_once('=')
+            .with_context(|| format!("--proxy-variant {spec:?}: expected NAME=PROGRAM [ARGS]"))?;
+        let mut words = command.split_whitespace();
+        let program = words
+            .next()
+            .with_context(|| format!("--proxy-variant {spec:?}: no program"))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let log = dir.join(format!("proxy-variant-{name}.log"));
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let child = tokio::process::Command::new(program)
+            .arg("proxy")
+            .args(["--leader-url", &leader.url])
+            .args([
+                "--follower-url",
+                &format!("{}={}", follower.name, follower.url),
+            ])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--strategy", "causal"])
+            .args(words)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {program} (--proxy-variant {name})"))?;
+        let mut v = ProxyVariant {
+            name: name.to_string(),
+            port,
+            child,
+        };
+        let url = format!(
+            "postgres://postgres@127.0.0.1:{port}/{}",
+            ryw_cluster::DATABASE
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(c) = ryw_cluster::ops::connect(&url, name).await
+                && c.simple_query("SELECT 1").await.is_ok()
+            {
+                break;
+            }
+            if v.child.try_wait()?.is_some() || std::time::Instant::now() > deadline {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                v.stop().await;
+                bail!("--proxy-variant {name} did not start; its log:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The tracker's first polls: the follower enters rotation.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok(v)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// User + system CPU time of process `pid` so far, in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses: fields 3.. (utime is 14, stime 15).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// pgbench's count of transactions (`number of transactions actually
+/// processed: N/M`).
+fn parse_transactions(out: &str) -> Option<f64> {
+    out.lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))?
+        .split('/')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// `ryw bench overhead`: pgbench -S on follower1 straight, through
-/// PgBouncer and through ryw proxy, interleaved, per query mode.
+/// PgBouncer and through ryw proxy (in this process, or each
+/// `--proxy-variant`), interleaved, per query mode.
 pub async fn overhead(args: OverheadArgs) -> anyhow::Result<()> {
     let dir = &args.cluster;
     let info = ryw_cluster::ClusterInfo::load(dir)?;
@@ -278,28 +385,62 @@ pub async fn overhead(args: OverheadArgs) -> anyhow::Result<()> {
     }
 
     let bouncer = PgBouncer::start(&info, &follower.name, 16).await?;
-    let router = RouterConfig {
-        default_strategy: Strategy::Causal,
-        ..RouterConfig::default()
-    };
-    let only = [follower.name.clone()];
-    let proxy = match ProxyInProcess::start(dir, Some(&only), router, None, false).await {
-        Ok(p) => p,
-        Err(e) => {
-            bouncer.stop().await;
-            return Err(e);
+    let mut proxy = None;
+    let mut variants = Vec::new();
+    let started: anyhow::Result<()> = async {
+        if args.proxy_variants.is_empty() {
+            let router = RouterConfig {
+                default_strategy: Strategy::Causal,
+                ..RouterConfig::default()
+            };
+            let only = [follower.name.clone()];
+            proxy = Some(ProxyInProcess::start(dir, Some(&only), router, None, false).await?);
         }
+        for spec in &args.proxy_variants {
+            variants.push(ProxyVariant::start(spec, &leader, &follower, dir).await?);
+        }
+        Ok(())
+    }
+    .await;
+    let measured = match started {
+        Ok(()) => {
+            let mut proxies: Vec<(String, String, u16, Option<u32>)> = Vec::new();
+            if let Some(p) = &proxy {
+                proxies.push((
+                    "proxy".into(),
+                    "ryw proxy (in this process)".into(),
+                    p.addr.port(),
+                    Some(std::process::id()),
+                ));
+            }
+            for v in &variants {
+                proxies.push((
+                    format!("proxy-{}", v.name),
+                    format!("ryw proxy {:?}", v.name),
+                    v.port,
+                    v.child.id(),
+                ));
+            }
+            measure(&info, &args, &modes, &secs, &follower, &bouncer, &proxies).await
+        }
+        Err(e) => Err(e),
     };
-    let measured = measure(&info, &args, &modes, &secs, &follower, &bouncer, &proxy).await;
     bouncer.stop().await;
-    proxy.stop().await?;
+    for v in variants {
+        v.stop().await;
+    }
+    if let Some(p) = proxy {
+        p.stop().await?;
+    }
     let (tables, loads) = measured?;
 
     if args.json {
         let json: Vec<_> = modes
             .iter()
             .zip(&tables)
-            .map(|(mode, t)| serde_json::json!({"mode": mode, "series": t.series, "ratios": t.ratios}))
+            .map(|(mode, (t, cpu))| {
+                serde_json::json!({"mode": mode, "series": t.series, "ratios": t.ratios, "cpu_us_per_transaction": cpu.series})
+            })
             .collect();
         println!(
             "{}",
@@ -315,20 +456,33 @@ pub async fn overhead(args: OverheadArgs) -> anyhow::Result<()> {
     }
     println!(
         "pgbench -n -S -c8 -j2 -T {secs} on {} ({}): direct to it; through PgBouncer (session pooling, \
-         pool of 16); through ryw proxy in this process (leader + {}, causal)",
-        follower.name, follower.url, follower.name
+         pool of 16); through ryw proxy (leader + {}, causal): {}",
+        follower.name,
+        follower.url,
+        follower.name,
+        if args.proxy_variants.is_empty() {
+            "in this process".to_string()
+        } else {
+            args.proxy_variants.join("; ")
+        }
     );
     for (r, l) in loads.iter().enumerate() {
         println!("load average before round {}: {l}", r + 1);
     }
-    for (mode, t) in modes.iter().zip(&tables) {
+    for (mode, (t, cpu)) in modes.iter().zip(&tables) {
         println!("\n-M {mode}\n{}", t.table());
+        println!(
+            "\n-M {mode}: CPU time (user + system) of the relay's process per transaction, µs \
+             (the in-process proxy's figure includes this command's own)\n{}",
+            cpu.table()
+        );
     }
     Ok(())
 }
 
-/// The interleaved rounds: per round, per mode, direct, PgBouncer, ryw
-/// proxy. Returns a table per mode and the load average before each round.
+/// The interleaved rounds: per round, per mode, direct, PgBouncer, each
+/// proxy (`(name, what, port, pid)`). Returns per mode the TPS table and
+/// the CPU table, and the load average before each round.
 async fn measure(
     info: &ryw_cluster::ClusterInfo,
     args: &OverheadArgs,
@@ -336,35 +490,44 @@ async fn measure(
     secs: &str,
     follower: &ryw_cluster::NodeInfo,
     bouncer: &PgBouncer,
-    proxy: &ProxyInProcess,
-) -> anyhow::Result<(Vec<Rounds>, Vec<String>)> {
+    proxies: &[(String, String, u16, Option<u32>)],
+) -> anyhow::Result<(Vec<(Rounds, Rounds)>, Vec<String>)> {
     let mut per_mode: Vec<Vec<Contender>> = modes
         .iter()
         .map(|m| {
-            let c = |name: &str, label: &str, what: String, port: u16| Contender {
-                series: Series::new(name, label, what),
-                port,
-            };
-            vec![
+            let c =
+                |name: &str, label: &str, what: String, port: u16, pid: Option<u32>| Contender {
+                    series: Series::new(name, label, what.clone()),
+                    cpu: Series::new(name, format!("{name} µs/tx"), what),
+                    port,
+                    pid,
+                };
+            let mut cs = vec![
                 c(
                     "direct",
                     "direct TPS",
                     format!("pgbench -M {m} straight to {}", follower.name),
                     follower.port,
+                    None,
                 ),
                 c(
                     "pgbouncer",
                     "PgBouncer TPS",
                     format!("pgbench -M {m} through PgBouncer (session pooling)"),
                     bouncer.port,
+                    bouncer.pid(),
                 ),
-                c(
-                    "proxy",
-                    "ryw proxy TPS",
-                    format!("pgbench -M {m} through ryw proxy (causal)"),
-                    proxy.addr.port(),
-                ),
-            ]
+            ];
+            for (name, what, port, pid) in proxies {
+                cs.push(c(
+                    name,
+                    &format!("{name} TPS"),
+                    format!("pgbench -M {m} through {what} (causal)"),
+                    *port,
+                    *pid,
+                ));
+            }
+            cs
         })
         .collect();
     let mut loads = Vec::new();
@@ -377,6 +540,7 @@ async fn measure(
         for (mode, contenders) in modes.iter().zip(&mut per_mode) {
             for c in contenders {
                 let port = c.port.to_string();
+                let cpu_before = c.pid.and_then(cpu_seconds);
                 let out = ryw_cluster::ops::pgbench(
                     info,
                     &[
@@ -401,21 +565,39 @@ async fn measure(
                 )
                 .await
                 .with_context(|| format!("pgbench -M {mode} via {}", c.series.name))?;
+                let cpu_after = c.pid.and_then(cpu_seconds);
                 let tps =
                     parse_tps(&out).with_context(|| format!("no tps in pgbench output:\n{out}"))?;
-                eprintln!("round {round}: -M {mode} {}: {tps:.0} TPS", c.series.name);
+                let us_per_tx = match (cpu_before, cpu_after, parse_transactions(&out)) {
+                    (Some(a), Some(b), Some(n)) if n > 0.0 => (b - a) * 1e6 / n,
+                    _ => f64::NAN,
+                };
+                eprintln!(
+                    "round {round}: -M {mode} {}: {tps:.0} TPS, {us_per_tx:.1} µs CPU/tx",
+                    c.series.name
+                );
                 c.series.rounds.push(tps);
+                c.cpu.rounds.push(us_per_tx);
             }
         }
     }
+    let names: Vec<String> = proxies.iter().map(|p| p.0.clone()).collect();
     let tables = per_mode
         .into_iter()
         .map(|cs| {
-            let mut t = Rounds::new(cs.into_iter().map(|c| c.series).collect());
-            t.add_ratio("proxy", "direct");
-            t.add_ratio("proxy", "pgbouncer");
+            let (series, cpu): (Vec<Series>, Vec<Series>) =
+                cs.into_iter().map(|c| (c.series, c.cpu)).unzip();
+            let mut t = Rounds::new(series);
+            for n in &names {
+                t.add_ratio(n, "direct");
+                t.add_ratio(n, "pgbouncer");
+            }
+            for n in names.iter().skip(1) {
+                t.add_ratio(n, &names[0]);
+            }
             t.add_ratio("pgbouncer", "direct");
-            t
+            let cpu = Rounds::new(cpu.into_iter().filter(|s| s.name != "direct").collect());
+            (t, cpu)
         })
         .collect();
     Ok((tables, loads))

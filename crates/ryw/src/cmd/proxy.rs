@@ -25,5 +25,6 @@ pub fn config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
     cfg.max_clients = args.max_clients.max(1);
     cfg.connect_timeout = args.connect_timeout.0;
     cfg.admin_listen = args.admin_listen;
+    cfg.threads = args.threads;
     Ok(cfg)
 }
