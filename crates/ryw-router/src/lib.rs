@@ -97,6 +97,7 @@
 //! | `clock.rs` | [`Clock`]: injectable wall clock for the sticky window and TTLs |
 //! | `view.rs` | [`ClusterView`], [`NodeStatus`]: what the tracker publishes |
 //! | `tracker/` | background polling of every node (`mod.rs`) and the pure bookkeeping of positions, lag, each follower's pace and rotation (`state.rs`; rules 3 and 8) |
+//! | `feed/` | the shared position feed ([`FeedConfig`]): a Redis lease, one instance polls and publishes each round (`message.rs`), the others apply it and poll only while it is quiet (`gate.rs`) |
 //! | `decide.rs` | [`decide()`]: the routing decision as a pure function (rules 2, 4, 5) |
 //! | `predict.rs` | [`predict::forecast`]: when a follower is expected at a token, the pure function behind `hybrid`'s choice to wait |
 //! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`]; seed 003's `user:{id}:last_write_utc` key (`seed.rs`) |
@@ -133,6 +134,7 @@ mod clock;
 mod config;
 pub mod decide;
 mod error;
+mod feed;
 mod lsn;
 mod metrics;
 mod options;
@@ -151,6 +153,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{FORMER_LEADER_NAME, LEADER_NAME, NodeUrls, RouterConfig};
 pub use decide::{Choice, Now, Reason, SessionState, decide};
 pub use error::{Error, Result};
+pub use feed::FeedConfig;
 pub use lsn::Lsn;
 pub use metrics::{MetricsSnapshot, ReadCount, StrategyWaits};
 pub use options::{MAX_READ_OPTION, ReadOptions, parse_duration};
