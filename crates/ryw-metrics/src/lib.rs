@@ -203,9 +203,9 @@ impl Collector for RouterSample {
                 m.feed_published,
             ),
             (
-                "ryw_feed_dropped",
-                "position feed messages dropped because they arrived too late",
-                m.feed_dropped,
+                "ryw_feed_late",
+                "position feed messages that arrived after the quiet limit (applied with their age; not counted as the feed speaking)",
+                m.feed_late,
             ),
             (
                 "ryw_feed_fallbacks",

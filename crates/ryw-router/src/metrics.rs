@@ -45,7 +45,7 @@ pub(crate) struct Metrics {
     tracker_polls: AtomicU64,
     feed_messages: AtomicU64,
     feed_published: AtomicU64,
-    feed_dropped: AtomicU64,
+    feed_late: AtomicU64,
     feed_fallbacks: AtomicU64,
     feed_holder: AtomicBool,
     /// Sampled ages of the positions routing relies on.
@@ -79,7 +79,7 @@ impl Metrics {
             tracker_polls: AtomicU64::new(0),
             feed_messages: AtomicU64::new(0),
             feed_published: AtomicU64::new(0),
-            feed_dropped: AtomicU64::new(0),
+            feed_late: AtomicU64::new(0),
             feed_fallbacks: AtomicU64::new(0),
             feed_holder: AtomicBool::new(false),
             age_buckets: Default::default(),
@@ -102,9 +102,9 @@ impl Metrics {
         self.feed_published.fetch_add(1, Relaxed);
     }
 
-    /// One feed message dropped as too old.
-    pub fn add_feed_dropped(&self) {
-        self.feed_dropped.fetch_add(1, Relaxed);
+    /// One feed message that arrived late.
+    pub fn add_feed_late(&self) {
+        self.feed_late.fetch_add(1, Relaxed);
     }
 
     /// The feed went quiet: local polling started.
@@ -248,7 +248,7 @@ impl Metrics {
             tracker_polls: self.tracker_polls.load(Relaxed),
             feed_messages: self.feed_messages.load(Relaxed),
             feed_published: self.feed_published.load(Relaxed),
-            feed_dropped: self.feed_dropped.load(Relaxed),
+            feed_late: self.feed_late.load(Relaxed),
             feed_fallbacks: self.feed_fallbacks.load(Relaxed),
             feed_holder: self.feed_holder.load(Relaxed),
             age_buckets: self.age_buckets.iter().map(|b| b.load(Relaxed)).collect(),
@@ -341,8 +341,9 @@ pub struct MetricsSnapshot {
     /// Position feed messages this instance published (while it held the
     /// lease).
     pub feed_published: u64,
-    /// Feed messages dropped because they arrived too late to be fresh.
-    pub feed_dropped: u64,
+    /// Feed messages that arrived later than the quiet limit: applied
+    /// with their age, but not counted as the feed speaking.
+    pub feed_late: u64,
     /// Times the feed went quiet and this instance started polling on its
     /// own (holder gone, Redis down).
     pub feed_fallbacks: u64,

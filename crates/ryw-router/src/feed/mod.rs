@@ -3,8 +3,9 @@
 //! publishes instead of polling, so the cost of knowing positions on each
 //! node does not grow with the number of instances (`DESIGN.md`, "Scale").
 //!
-//! - **Lease.** `SET <prefix><cluster>:lease <holder> NX PX <ttl>` takes it;
-//!   a Lua compare-and-renew keeps it every [`FeedConfig::renew_every`]; a
+//! - **Lease.** A Lua script sets `<prefix><cluster>:lease` to this
+//!   instance's id with a `PX <ttl>` when it is free (as `SET NX PX`), and
+//!   renews it when it holds this id, every [`FeedConfig::renew_every`]; a
 //!   compare-and-delete gives it back on [`Router::stop`](crate::Router::stop).
 //!   The holder counts itself holding only until `ttl` after it *sent* its
 //!   last successful renew, so it stops publishing before Redis lets
@@ -21,10 +22,12 @@
 //!   postmaster incarnation it was read in) and the handling of timelines
 //!   and promotions are the same code. Each poll is placed on the
 //!   subscriber's own clock: its arrival, minus the message's transit
-//!   (from the wall clocks), minus its age at publish; a message older than
-//!   the quiet limit is dropped, never taken for fresh.
+//!   (from the wall clocks), minus its age at publish, so an old message
+//!   is never taken for fresh; one that took longer than the quiet limit
+//!   does not count as the feed speaking.
 //! - **Fallback.** An instance polls on its own while it holds the lease
-//!   or the feed has been quiet for more than the quiet limit ([`Gate`]):
+//!   or the feed has been quiet for more than the quiet limit ([`Gate`]; 5 poll
+//!   intervals, at least 50 ms):
 //!   at start, when the holder died, when Redis is down. A dead feed costs
 //!   load, never correctness.
 //!
@@ -54,10 +57,18 @@ use crate::{Error, Result};
 pub(crate) use gate::{Change, Gate};
 use message::{FORMAT, FeedMessage, NodeReport, WireOutcome};
 
-/// Lua: renew the lease only if this instance holds it.
-const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+/// Lua: take the lease if it is free, renew it if this instance holds it
+/// (also when this instance had counted it lost: a publish that failed);
+/// 1 when held after the call.
+const TAKE_OR_RENEW: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
 end
 return 0
 ";
@@ -85,7 +96,9 @@ pub struct FeedConfig {
     /// it. At most a third of `lease_ttl`. Default 150 ms.
     pub renew_every: Duration,
     /// An instance whose feed is silent for longer than this polls on its
-    /// own until it speaks again; `None`: 3 poll intervals, at least 30 ms.
+    /// own until it speaks again; `None`: 5 poll intervals, at least 50 ms
+    /// (3 intervals and 30 ms fell back several times a second on a
+    /// loaded 2-core machine, where a task can wait tens of ms for a core).
     pub quiet_after: Option<Duration>,
     /// Longest one Redis call of the feed may take. Default 100 ms.
     pub timeout: Duration,
@@ -107,7 +120,7 @@ impl FeedConfig {
     /// The quiet limit for a tracker polling every `poll_interval`.
     pub fn quiet_limit(&self, poll_interval: Duration) -> Duration {
         self.quiet_after
-            .unwrap_or_else(|| (poll_interval * 3).max(Duration::from_millis(30)))
+            .unwrap_or_else(|| (poll_interval * 5).max(Duration::from_millis(50)))
     }
 
     /// Refuses values that cannot work.
@@ -316,7 +329,7 @@ fn wall_us() -> i64 {
 
 /// Takes the lease when it is free, renews it while held.
 async fn lease_loop(ctx: Ctx) {
-    let take = Script::new(RENEW);
+    let take = Script::new(TAKE_OR_RENEW);
     let ttl_ms = ctx.cfg.lease_ttl.as_millis().max(1) as u64;
     let mut ticker = tokio::time::interval(ctx.cfg.renew_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -325,38 +338,22 @@ async fn lease_loop(ctx: Ctx) {
         let sent = Instant::now();
         let holding = ctx.lease.holding(sent);
         let mut conn = ctx.conn.clone();
-        let outcome = if holding {
-            tokio::time::timeout(
-                ctx.cfg.timeout,
-                take.key(&ctx.lease_key)
-                    .arg(&ctx.holder)
-                    .arg(ttl_ms)
-                    .invoke_async::<i64>(&mut conn),
-            )
-            .await
-            .map(|r| r.map(|n| n == 1))
-        } else {
-            tokio::time::timeout(
-                ctx.cfg.timeout,
-                redis::cmd("SET")
-                    .arg(&ctx.lease_key)
-                    .arg(&ctx.holder)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async::<Option<String>>(&mut conn),
-            )
-            .await
-            .map(|r| r.map(|ok| ok.is_some()))
-        };
+        let outcome = tokio::time::timeout(
+            ctx.cfg.timeout,
+            take.key(&ctx.lease_key)
+                .arg(&ctx.holder)
+                .arg(ttl_ms)
+                .invoke_async::<i64>(&mut conn),
+        )
+        .await;
         match outcome {
-            Ok(Ok(true)) => {
+            Ok(Ok(1)) => {
                 if !holding {
                     tracing::info!(holder = %ctx.holder, "position feed: this instance polls for all");
                 }
                 ctx.lease.set(Some(sent + ctx.cfg.lease_ttl));
             }
-            Ok(Ok(false)) => {
+            Ok(Ok(_)) => {
                 if holding {
                     tracing::warn!("position feed: lease lost to another instance");
                 }
@@ -375,6 +372,7 @@ async fn lease_loop(ctx: Ctx) {
 async fn publish_loop(ctx: Ctx, mut rx: mpsc::UnboundedReceiver<LocalReport>) {
     let nodes = ctx.names.len();
     let mut seq = 0u64;
+    let mut failing = false;
     loop {
         let Some(first) = rx.recv().await else { return };
         let deadline = Instant::now() + ctx.poll_interval / 2;
@@ -387,6 +385,10 @@ async fn publish_loop(ctx: Ctx, mut rx: mpsc::UnboundedReceiver<LocalReport>) {
                 },
                 _ = tokio::time::sleep_until(deadline) => break,
             }
+        }
+        // Whatever queued behind a slow publish goes in this message too.
+        while let Ok(r) = rx.try_recv() {
+            batch.push(r);
         }
         let now = Instant::now();
         if !ctx.lease.holding(now) {
@@ -420,14 +422,21 @@ async fn publish_loop(ctx: Ctx, mut rx: mpsc::UnboundedReceiver<LocalReport>) {
         )
         .await;
         match sent {
-            Ok(Ok(_)) => ctx.metrics.add_feed_published(),
-            _ => {
-                // Redis is failing: stop publishing until the lease is
-                // taken again (which needs Redis to answer).
-                tracing::debug!("position feed: publish failed; giving up the lease");
-                ctx.lease.set(None);
-                ctx.shared.set_feed_holding(false);
+            Ok(Ok(_)) => {
+                ctx.metrics.add_feed_published();
+                failing = false;
             }
+            // The others fall back to polling after the quiet limit; the
+            // lease runs out by itself if Redis is gone.
+            Ok(Err(e)) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "position feed: publish failed");
+            }
+            Err(_) if !failing => {
+                failing = true;
+                tracing::warn!("position feed: publish timed out");
+            }
+            _ => {}
         }
     }
 }
@@ -467,14 +476,19 @@ async fn listen(ctx: &Ctx) -> std::result::Result<(), String> {
             continue;
         }
         let transit = message::transit(wall_us(), m.published_us);
-        if transit > ctx.quiet_after {
-            // Queued somewhere (a stalled instance, a backlog): what it
-            // says is older than a local poll would be.
-            ctx.metrics.add_feed_dropped();
-            continue;
+        // A message that was queued somewhere (a stalled instance, a
+        // backlog) still tells the truth about the past: its polls are
+        // placed back by the transit, so their age shows, and a later poll
+        // already applied wins. But it does not count as the feed
+        // speaking: if only late ones come, this instance polls itself.
+        let late = transit > ctx.quiet_after;
+        ctx.shared
+            .apply_feed(m, arrival, transit, &ctx.names, !late);
+        if late {
+            ctx.metrics.add_feed_late();
+        } else {
+            ctx.metrics.add_feed_message();
         }
-        ctx.shared.apply_feed(m, arrival, transit, &ctx.names);
-        ctx.metrics.add_feed_message();
     }
     Ok(())
 }
@@ -525,11 +539,11 @@ mod tests {
         assert!(c.lease_ttl + c.renew_every < Duration::from_secs(1));
         assert_eq!(
             c.quiet_limit(Duration::from_millis(10)),
-            Duration::from_millis(30)
+            Duration::from_millis(50)
         );
         assert_eq!(
             c.quiet_limit(Duration::from_millis(50)),
-            Duration::from_millis(150)
+            Duration::from_millis(250)
         );
         let slow_renew = FeedConfig {
             renew_every: Duration::from_millis(200),

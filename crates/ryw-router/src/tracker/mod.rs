@@ -150,12 +150,14 @@ impl Shared {
     /// after `transit`: each node's outcome applied as a local poll would
     /// be (rule 3 included), at the instants it maps to on this clock.
     /// Reports for a node this instance names differently are skipped.
+    /// `alive`: it arrived in time to count as the feed speaking.
     pub fn apply_feed(
         &self,
         msg: FeedMessage,
         arrival: Instant,
         transit: Duration,
         names: &[Arc<str>],
+        alive: bool,
     ) {
         self.update(|st| {
             for report in msg.nodes {
@@ -166,7 +168,7 @@ impl Shared {
                 st.apply(report.node, report.outcome.into_outcome(), sent, received);
             }
         });
-        if let Some(g) = self.gate.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        if alive && let Some(g) = self.gate.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
             g.on_message(arrival);
         }
     }
