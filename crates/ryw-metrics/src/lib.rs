@@ -7,7 +7,8 @@
 //! each scrape (nothing to update by hand): reads by node, freshness and
 //! strategy; writes, waits (a count, a sum and a histogram), fallbacks,
 //! evictions, forgets, store errors, read checks, stalls and absurd
-//! tokens; each follower's lag; each node's rotation; the session store's
+//! tokens; the tracker's polls and the position feed (messages, lease,
+//! fallbacks, the age of positions as a histogram); each follower's lag; each node's rotation; the session store's
 //! health. [`RouterSample`] is one such sample, for a front that renders a
 //! registry of its own each time. [`encode`] turns a registry into text.
 //!
@@ -130,7 +131,7 @@ impl Collector for RouterSample {
                 ConstCounter::new(r.count).encode(family.encode_family(&labels)?)?;
             }
         }
-        let counters: [(&str, &str, u64); 11] = [
+        let counters: [(&str, &str, u64); 16] = [
             (
                 "ryw_writes",
                 "leader connections handed out for writes",
@@ -186,6 +187,31 @@ impl Collector for RouterSample {
                 "tokens absurdly far beyond the leader, clamped and sent to the leader",
                 m.absurd_tokens,
             ),
+            (
+                "ryw_tracker_polls",
+                "poll statements this instance's tracker sent to the nodes",
+                m.tracker_polls,
+            ),
+            (
+                "ryw_feed_messages",
+                "position feed messages from another instance applied here",
+                m.feed_messages,
+            ),
+            (
+                "ryw_feed_published",
+                "position feed messages this instance published as the lease holder",
+                m.feed_published,
+            ),
+            (
+                "ryw_feed_late",
+                "position feed messages that arrived after the quiet limit (applied with their age; not counted as the feed speaking)",
+                m.feed_late,
+            ),
+            (
+                "ryw_feed_fallbacks",
+                "times the position feed went quiet and this instance polled on its own",
+                m.feed_fallbacks,
+            ),
         ];
         for (name, help, v) in counters {
             let c = ConstCounter::new(v);
@@ -230,6 +256,26 @@ impl Collector for RouterSample {
             "how long fresh reads waited for a follower to catch up",
             None,
             waits.metric_type(),
+        )?)?;
+        let holder = ConstGauge::new(i64::from(m.feed_holder));
+        holder.encode(encoder.encode_descriptor(
+            "ryw_feed_holder",
+            "1 while this instance holds the position feed's lease (it polls for all)",
+            None,
+            holder.metric_type(),
+        )?)?;
+        let ages = BucketCounts {
+            sum: m.age_time.as_secs_f64(),
+            buckets: m
+                .age_histogram()
+                .map(|(le, n)| (le.map_or(f64::INFINITY, |d| d.as_secs_f64()), n))
+                .collect(),
+        };
+        ages.encode(encoder.encode_descriptor(
+            "ryw_position_age_seconds",
+            "sampled age of the follower positions routing relies on (since the poll that read each was sent)",
+            None,
+            ages.metric_type(),
         )?)?;
         {
             let mut family = encoder.encode_descriptor(

@@ -256,7 +256,7 @@ impl Proxy {
         if let Some(a) = admin {
             let _ = a.await;
         }
-        self.shared.router.shutdown();
+        self.shared.router.stop().await;
         Ok(())
     }
 }

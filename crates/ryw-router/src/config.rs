@@ -7,7 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::{Error, Result, Strategy};
+use crate::{Error, FeedConfig, Result, Strategy};
 
 /// The name fresh reads report when they were served by the leader
 /// (`X-Served-By: leader`).
@@ -90,6 +90,12 @@ pub struct RouterConfig {
     /// limit is it on every follower in rotation (rule 5). Default 10 s
     /// (= `max_lag_time`; keep it at least that).
     pub store_recovery_grace: Duration,
+    /// The shared position feed: with it, one instance at a time (a lease
+    /// in this Redis) polls the nodes and publishes what it reads, and the
+    /// others apply that instead of polling, except while it is quiet (see
+    /// [`FeedConfig`]). `None` (the default): this instance polls on its
+    /// own.
+    pub feed: Option<FeedConfig>,
 }
 
 impl Default for RouterConfig {
@@ -112,6 +118,7 @@ impl Default for RouterConfig {
             reconnect_max: Duration::from_secs(2),
             absurd_token_ahead: 1024 * 1024 * 1024,
             store_recovery_grace: Duration::from_secs(10),
+            feed: None,
         }
     }
 }
@@ -140,6 +147,9 @@ impl RouterConfig {
         }
         if self.max_lag_time.is_zero() || self.max_lag_bytes == 0 {
             return bad("lag limits must be positive");
+        }
+        if let Some(feed) = &self.feed {
+            feed.validate()?;
         }
         Ok(())
     }

@@ -97,6 +97,7 @@
 //! | `clock.rs` | [`Clock`]: injectable wall clock for the sticky window and TTLs |
 //! | `view.rs` | [`ClusterView`], [`NodeStatus`]: what the tracker publishes |
 //! | `tracker/` | background polling of every node (`mod.rs`) and the pure bookkeeping of positions, lag, each follower's pace and rotation (`state.rs`; rules 3 and 8) |
+//! | `feed/` | the shared position feed ([`FeedConfig`]): a Redis lease, one instance polls and publishes each round (`message.rs`), the others apply it and poll only while it is quiet (`gate.rs`) |
 //! | `decide.rs` | [`decide()`]: the routing decision as a pure function (rules 2, 4, 5) |
 //! | `predict.rs` | [`predict::forecast`]: when a follower is expected at a token, the pure function behind `hybrid`'s choice to wait |
 //! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`]; seed 003's `user:{id}:last_write_utc` key (`seed.rs`) |
@@ -120,7 +121,7 @@
 //! | --- | --- | --- |
 //! | 1. a write's token is read after `COMMIT` returned | [`WriteTx::commit`], [`Router::write_query`] → [`Router::record_write`] | `commit_lsn::a_follower_at_the_write_token_shows_the_write_but_not_at_an_lsn_read_inside_the_transaction` |
 //! | 2. a follower serves a fresh read only if its position, seen before the read, covers the token | [`decide()`] on the tracker's published view; the epoch check in `Router::route`; [`ReadConn`]'s start-time check | `pairs::fresh_reads_right_after_a_write_are_stale_only_under_legacy` |
-//! | 3. a follower's position is forgotten when its connection breaks or it restarts | `tracker/state.rs` (`forget_follower`, start-time change); [`Router::report_error`] with [`connection_lost`]; [`Router::report_stall`] | `restart::a_follower_restarted_behind_a_session_token_never_serves_that_session_stale`; `lost::a_terminated_read_forgets_the_follower_and_is_served_elsewhere_but_a_cancelled_one_does_not` |
+//! | 3. a follower's position is forgotten when its connection breaks or it restarts | `tracker/state.rs` (`forget_follower`, start-time change; positions from the shared feed go through the same `TrackerState::apply`, see `feed/`); [`Router::report_error`] with [`connection_lost`]; [`Router::report_stall`] | `restart::a_follower_restarted_behind_a_session_token_never_serves_that_session_stale`; `lost::a_terminated_read_forgets_the_follower_and_is_served_elsewhere_but_a_cancelled_one_does_not` |
 //! | 4. tokens are signed; a token never makes a read wait past its budget | [`TokenKey::verify`]; `decide::is_absurd`; the bounded wait in `Router::route` (its budget in [`Choice::Wait`]: `causal_wait`, or `hybrid_wait` and only when [`predict::forecast`] expects a follower within it) | `tokens::forged_tokens_are_refused_and_far_future_tokens_never_wait_past_the_budget`; `hybrid::hybrid_pays_then_reads_never_stale_mostly_on_followers_and_a_stopped_follower_costs_at_most_the_budget`; unit `a_follower_whose_lag_jumps_past_the_prediction_costs_the_budget_then_no_more_waits` |
 //! | 5. store down → fresh reads on the leader | `SessionState::Unknown` in `Router::route`; the store guard's grace | `store_outage::with_redis_down_fresh_reads_go_to_the_leader_and_follower_reads_resume_after_the_grace` |
 //! | 6. writes only on the leader; a write that did not commit leaves nothing | [`Router::begin`] (the leader's pool); [`WriteTx`] rolls back when dropped; `commit` refuses a failed transaction | `protocol::a_dropped_or_failed_transaction_leaves_nothing_and_reports_not_committed`; service `twelve_concurrent_identical_clicks_charge_exactly_once` |
@@ -133,6 +134,7 @@ mod clock;
 mod config;
 pub mod decide;
 mod error;
+mod feed;
 mod lsn;
 mod metrics;
 mod options;
@@ -151,6 +153,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{FORMER_LEADER_NAME, LEADER_NAME, NodeUrls, RouterConfig};
 pub use decide::{Choice, Now, Reason, SessionState, decide};
 pub use error::{Error, Result};
+pub use feed::FeedConfig;
 pub use lsn::Lsn;
 pub use metrics::{MetricsSnapshot, ReadCount, StrategyWaits};
 pub use options::{MAX_READ_OPTION, ReadOptions, parse_duration};

@@ -5,7 +5,7 @@
 //! histogram (a p99 of waits) without the router knowing its format.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::{Freshness, Strategy};
@@ -13,6 +13,8 @@ use crate::{Freshness, Strategy};
 const STRATEGIES: usize = Strategy::ALL.len();
 /// Buckets of the wait histogram: one per bound, plus one beyond the last.
 const WAIT_BUCKETS: usize = MetricsSnapshot::WAIT_BOUNDS.len() + 1;
+/// Buckets of the position-age histogram, likewise.
+const AGE_BUCKETS: usize = MetricsSnapshot::AGE_BOUNDS.len() + 1;
 
 /// The live counters, shared by the router and the tracker.
 #[derive(Debug)]
@@ -40,6 +42,15 @@ pub(crate) struct Metrics {
     writes_lost: AtomicU64,
     stalls: AtomicU64,
     retries: AtomicU64,
+    tracker_polls: AtomicU64,
+    feed_messages: AtomicU64,
+    feed_published: AtomicU64,
+    feed_late: AtomicU64,
+    feed_fallbacks: AtomicU64,
+    feed_holder: AtomicBool,
+    /// Sampled ages of the positions routing relies on.
+    age_buckets: [AtomicU64; AGE_BUCKETS],
+    age_micros: AtomicU64,
 }
 
 impl Metrics {
@@ -65,7 +76,54 @@ impl Metrics {
             writes_lost: AtomicU64::new(0),
             stalls: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            tracker_polls: AtomicU64::new(0),
+            feed_messages: AtomicU64::new(0),
+            feed_published: AtomicU64::new(0),
+            feed_late: AtomicU64::new(0),
+            feed_fallbacks: AtomicU64::new(0),
+            feed_holder: AtomicBool::new(false),
+            age_buckets: Default::default(),
+            age_micros: AtomicU64::new(0),
         }
+    }
+
+    /// One poll statement sent by this instance's tracker.
+    pub fn add_tracker_poll(&self) {
+        self.tracker_polls.fetch_add(1, Relaxed);
+    }
+
+    /// One feed message from another instance applied.
+    pub fn add_feed_message(&self) {
+        self.feed_messages.fetch_add(1, Relaxed);
+    }
+
+    /// One feed message published by this instance.
+    pub fn add_feed_published(&self) {
+        self.feed_published.fetch_add(1, Relaxed);
+    }
+
+    /// One feed message that arrived late.
+    pub fn add_feed_late(&self) {
+        self.feed_late.fetch_add(1, Relaxed);
+    }
+
+    /// The feed went quiet: local polling started.
+    pub fn add_feed_fallback(&self) {
+        self.feed_fallbacks.fetch_add(1, Relaxed);
+    }
+
+    pub fn set_feed_holder(&self, holding: bool) {
+        self.feed_holder.store(holding, Relaxed);
+    }
+
+    /// A sampled age of a position routing relies on.
+    pub fn add_position_age(&self, age: Duration) {
+        self.age_micros.fetch_add(age.as_micros() as u64, Relaxed);
+        let bucket = MetricsSnapshot::AGE_BOUNDS
+            .iter()
+            .position(|&le| age <= le)
+            .unwrap_or(MetricsSnapshot::AGE_BOUNDS.len());
+        self.age_buckets[bucket].fetch_add(1, Relaxed);
     }
 
     /// `node` is 0 for the leader, `1 + i` for follower `i`.
@@ -187,6 +245,14 @@ impl Metrics {
             writes_lost: self.writes_lost.load(Relaxed),
             stalls: self.stalls.load(Relaxed),
             retries: self.retries.load(Relaxed),
+            tracker_polls: self.tracker_polls.load(Relaxed),
+            feed_messages: self.feed_messages.load(Relaxed),
+            feed_published: self.feed_published.load(Relaxed),
+            feed_late: self.feed_late.load(Relaxed),
+            feed_fallbacks: self.feed_fallbacks.load(Relaxed),
+            feed_holder: self.feed_holder.load(Relaxed),
+            age_buckets: self.age_buckets.iter().map(|b| b.load(Relaxed)).collect(),
+            age_time: Duration::from_micros(self.age_micros.load(Relaxed)),
         }
     }
 }
@@ -267,6 +333,29 @@ pub struct MetricsSnapshot {
     /// Reads run a second time on another node because the first broke,
     /// stalled or was cancelled by recovery (rule 8).
     pub retries: u64,
+    /// Poll statements this instance's tracker sent (one per node per poll
+    /// interval while it polls; none while a feed carries the positions).
+    pub tracker_polls: u64,
+    /// Position feed messages from another instance applied here.
+    pub feed_messages: u64,
+    /// Position feed messages this instance published (while it held the
+    /// lease).
+    pub feed_published: u64,
+    /// Feed messages that arrived later than the quiet limit: applied
+    /// with their age, but not counted as the feed speaking.
+    pub feed_late: u64,
+    /// Times the feed went quiet and this instance started polling on its
+    /// own (holder gone, Redis down).
+    pub feed_fallbacks: u64,
+    /// Whether this instance holds the feed's lease now (it polls for all).
+    pub feed_holder: bool,
+    /// Sampled ages of the follower positions routing relies on (how long
+    /// ago the poll that read each was sent), by [`Self::AGE_BOUNDS`], not
+    /// cumulative, the last entry beyond every bound. Empty in a `Default`
+    /// snapshot.
+    pub age_buckets: Vec<u64>,
+    /// Sum of those sampled ages.
+    pub age_time: Duration,
 }
 
 impl MetricsSnapshot {
@@ -287,6 +376,35 @@ impl MetricsSnapshot {
         Duration::from_secs(2),
         Duration::from_secs(5),
     ];
+
+    /// Upper bounds of the position-age buckets: dense around the poll
+    /// interval (10 ms by default) and a few of them.
+    pub const AGE_BOUNDS: &'static [Duration] = &[
+        Duration::from_millis(1),
+        Duration::from_millis(2),
+        Duration::from_millis(5),
+        Duration::from_millis(10),
+        Duration::from_millis(15),
+        Duration::from_millis(20),
+        Duration::from_millis(25),
+        Duration::from_millis(30),
+        Duration::from_millis(40),
+        Duration::from_millis(50),
+        Duration::from_millis(100),
+        Duration::from_millis(250),
+        Duration::from_millis(500),
+        Duration::from_secs(1),
+    ];
+
+    /// The position-age histogram as `(upper bound, samples)`, not
+    /// cumulative; `None` is the bucket beyond the last bound.
+    pub fn age_histogram(&self) -> impl Iterator<Item = (Option<Duration>, u64)> + '_ {
+        Self::AGE_BOUNDS
+            .iter()
+            .map(|&le| Some(le))
+            .chain(std::iter::once(None))
+            .zip(self.age_buckets.iter().copied())
+    }
 
     /// The wait histogram as `(upper bound, waits in this bucket)`, not
     /// cumulative; `None` is the bucket beyond the last bound.

@@ -130,7 +130,7 @@ impl Service {
         let limits = state.cfg.front;
         let drain = state.cfg.request_timeout;
         crate::front::serve(self.listener, app(self.state), limits, drain, shutdown).await;
-        state.router.shutdown();
+        state.router.stop().await;
         Ok(())
     }
 }

@@ -388,6 +388,15 @@ pub struct RoutingArgs {
     /// stalled (the read is retried once elsewhere).
     #[arg(long, env = "RYW_READ_TIMEOUT", default_value_t = Dur(router_default().read_timeout))]
     pub read_timeout: Dur,
+    /// The shared position feed, with a Redis (`--redis-url` or the
+    /// cluster's): one instance at a time polls the nodes and publishes
+    /// their positions, the others listen and poll only while it is quiet.
+    /// `off`: every instance polls on its own.
+    #[arg(long, env = "RYW_FEED", default_value = "on", value_parser = ["on", "off"])]
+    pub feed: String,
+    /// Same as `--feed off`.
+    #[arg(long, conflicts_with = "feed")]
+    pub no_feed: bool,
 }
 
 /// The consistency tokens' key: `ryw serve` and `ryw proxy`.

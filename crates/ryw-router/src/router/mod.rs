@@ -28,6 +28,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
 
+use crate::feed::{Feed, cluster_hash};
 use crate::metrics::Metrics;
 use crate::reader::{FollowerGuard, ReadConn, Readers};
 use crate::tracker::{Limits, Shared, Tracker, TrackerState};
@@ -80,6 +81,8 @@ struct Parts {
     /// configuration order, then the node configured as the leader.
     nodes: Vec<NodeConns>,
     tracker: Tracker,
+    /// The shared position feed, when configured.
+    feed: Option<Feed>,
     metrics: Arc<Metrics>,
     store_guard: StoreGuard,
 }
@@ -176,6 +179,17 @@ impl Router {
             }
             pg
         };
+        let feed = match &cfg.feed {
+            Some(feed_cfg) => Some(Feed::start(
+                feed_cfg.clone(),
+                cfg.poll_interval,
+                cluster_hash(&named),
+                names.clone(),
+                shared.clone(),
+                metrics.clone(),
+            )?),
+            None => None,
+        };
         let tracker = Tracker::start(
             shared,
             named.into_iter().map(|(_, pg)| tracker_pg(pg)).collect(),
@@ -188,6 +202,7 @@ impl Router {
                 store,
                 nodes,
                 tracker,
+                feed,
                 metrics,
                 store_guard: StoreGuard::default(),
             }),
@@ -275,11 +290,25 @@ impl Router {
     /// connections already handed out finish their work; new requests fail.
     pub fn shutdown(&self) {
         let inner = &self.inner;
+        if let Some(feed) = &inner.feed {
+            feed.abort();
+        }
         inner.tracker.shutdown();
         for node in &inner.nodes {
             node.pool.close();
             node.reads.close();
         }
+    }
+
+    /// [`Router::shutdown`], after giving back the position feed's lease
+    /// if this instance holds it (at most the feed's Redis timeout), so
+    /// another instance takes over at once instead of after the lease's
+    /// ttl.
+    pub async fn stop(&self) {
+        if let Some(feed) = &self.inner.feed {
+            feed.stop().await;
+        }
+        self.shutdown();
     }
 
     /// Rule 5: a store call failed, so fresh reads go to the leader until

@@ -313,6 +313,13 @@ impl Router {
     ) -> std::result::Result<(), Failed> {
         match position {
             Some(lsn) => {
+                // Reads teach the tracker: the position this read selected
+                // on its follower is known from now on (same epoch only).
+                if decision.role == Role::Follower
+                    && let (Some(i), Some(epoch)) = (decision.follower, decision.epoch)
+                {
+                    self.inner.tracker.shared.learn_from_read(i, epoch, lsn);
+                }
                 self.raise_token(decision, lsn).await;
                 Ok(())
             }

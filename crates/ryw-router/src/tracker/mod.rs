@@ -15,22 +15,25 @@
 
 mod state;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::{Client, NoTls};
 
+use crate::feed::message::{FeedMessage, local_times};
+use crate::feed::{Change, Gate, LocalReport};
 use crate::metrics::Metrics;
 use crate::pg::{describe_pg, first_value};
 use crate::timeline::History;
 use crate::view::ClusterView;
 use crate::{Lsn, RouterConfig};
 
-pub(crate) use state::{FollowerPoll, Limits, PrimaryPoll, TrackerState};
+pub(crate) use state::{FollowerPoll, Limits, PollOutcome, PrimaryPoll, TrackerState};
 
 /// The poll of every node. `pg_is_in_recovery()` is read once (a CTE):
 /// `pg_walfile_name` fails on a standby, and a node promoted mid-statement
@@ -52,6 +55,18 @@ pub(crate) struct Shared {
     state: Mutex<TrackerState>,
     tx: watch::Sender<Arc<ClusterView>>,
     metrics: Arc<Metrics>,
+    /// `true` while this instance polls the nodes itself: always without
+    /// a feed; with one, while it holds the lease or the feed is quiet.
+    poll: watch::Sender<bool>,
+    /// With a feed: decides `poll`.
+    gate: Mutex<Option<Gate>>,
+    /// With a feed: where local poll outcomes go to be published.
+    reports: OnceLock<mpsc::UnboundedSender<LocalReport>>,
+    /// This instance holds the feed's lease.
+    holding: AtomicBool,
+    /// The instant poll tasks align their ticks to, so a round's polls of
+    /// every node go out together (one feed message per round).
+    grid: Instant,
 }
 
 impl Shared {
@@ -61,7 +76,114 @@ impl Shared {
             state: Mutex::new(state),
             tx,
             metrics,
+            poll: watch::Sender::new(true),
+            gate: Mutex::new(None),
+            reports: OnceLock::new(),
+            holding: AtomicBool::new(false),
+            grid: Instant::now(),
         }
+    }
+
+    /// Puts local polling under a feed's [`Gate`]; local outcomes go to
+    /// `reports` while this instance holds the lease.
+    pub fn attach_feed(&self, reports: mpsc::UnboundedSender<LocalReport>, quiet_after: Duration) {
+        let _ = self.reports.set(reports);
+        *self.gate.lock().unwrap_or_else(|e| e.into_inner()) = Some(Gate::new(quiet_after));
+    }
+
+    /// Whether this instance holds the feed's lease (it polls for all).
+    pub fn set_feed_holding(&self, holding: bool) {
+        self.holding.store(holding, Ordering::Relaxed);
+        self.metrics.set_feed_holder(holding);
+        if let Some(g) = self.gate.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            g.set_holding(holding);
+        }
+        self.step_gate(Instant::now());
+    }
+
+    /// Re-decides local polling at `now` (see [`Gate`]).
+    pub fn step_gate(&self, now: Instant) {
+        let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(g) = gate.as_mut() else { return };
+        match g.step(now) {
+            Change::Same => {}
+            Change::Start { fallback } => {
+                if fallback {
+                    self.metrics.add_feed_fallback();
+                    tracing::info!("position feed quiet: polling the nodes locally");
+                }
+                self.poll.send_replace(true);
+            }
+            Change::Stop => {
+                tracing::debug!("position feed speaks: local polling stops");
+                self.poll.send_replace(false);
+            }
+        }
+    }
+
+    /// Waits until this instance should poll the nodes itself.
+    async fn until_polling(rx: &mut watch::Receiver<bool>) {
+        // The sender lives as long as `Shared`, which outlives its tasks.
+        let _ = rx.wait_for(|poll| *poll).await;
+    }
+
+    /// A local poll of `node` sent at `sent`: applied, and handed to the
+    /// feed's publisher while this instance holds the lease.
+    fn local_poll(&self, node: usize, sent: Instant, outcome: PollOutcome) {
+        let received = Instant::now();
+        if self.holding.load(Ordering::Relaxed)
+            && let Some(tx) = self.reports.get()
+        {
+            let _ = tx.send(LocalReport {
+                node,
+                sent,
+                received,
+                outcome: outcome.clone(),
+            });
+        }
+        self.update(|st| {
+            st.apply(node, outcome, sent, received);
+        });
+    }
+
+    /// A feed message from another instance, which arrived at `arrival`
+    /// after `transit`: each node's outcome applied as a local poll would
+    /// be (rule 3 included), at the instants it maps to on this clock.
+    /// Reports for a node this instance names differently are skipped.
+    /// `alive`: it arrived in time to count as the feed speaking.
+    pub fn apply_feed(
+        &self,
+        msg: FeedMessage,
+        arrival: Instant,
+        transit: Duration,
+        names: &[Arc<str>],
+        alive: bool,
+    ) {
+        self.update(|st| {
+            for report in msg.nodes {
+                if names.get(report.node).map(|n| &**n) != Some(report.name.as_str()) {
+                    continue;
+                }
+                let (sent, received) = local_times(arrival, transit, &report);
+                st.apply(report.node, report.outcome.into_outcome(), sent, received);
+            }
+        });
+        if alive && let Some(g) = self.gate.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            g.on_message(arrival);
+        }
+    }
+
+    /// Reads teach the tracker: a fresh read on follower `i`, planned under
+    /// `epoch`, saw it at `lsn`. Raises the known position if that epoch
+    /// still stands (no restart or broken connection since: same
+    /// incarnation) and `lsn` is ahead; positions only move forward.
+    pub fn learn_from_read(&self, i: usize, epoch: u64, lsn: Lsn) {
+        let view = self.view();
+        match view.nodes.get(i) {
+            Some(n) if n.epoch == epoch && n.lsn.is_some_and(|known| known < lsn) => {}
+            _ => return,
+        }
+        self.update(|st| st.learn_position(i, epoch, lsn));
     }
 
     fn lock(&self) -> MutexGuard<'_, TrackerState> {
@@ -113,17 +235,19 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
-    /// Starts one task per node (in index order).
+    /// Starts one task per node (in index order), and the sampler of
+    /// position ages.
     pub fn start(
         shared: Arc<Shared>,
         nodes: Vec<tokio_postgres::Config>,
         cfg: &RouterConfig,
     ) -> Tracker {
-        let tasks = nodes
+        let mut tasks: Vec<JoinHandle<()>> = nodes
             .into_iter()
             .enumerate()
             .map(|(i, pg)| tokio::spawn(poll_loop(shared.clone(), pg, cfg.clone(), i)))
             .collect();
+        tasks.push(tokio::spawn(sample_ages(shared.clone(), cfg.poll_interval)));
         Tracker {
             shared,
             tasks: Mutex::new(tasks),
@@ -145,8 +269,30 @@ impl Drop for Tracker {
     }
 }
 
+/// Samples, at random moments (on average once per poll interval), how old
+/// the position of each follower in rotation is: how long ago the poll that
+/// read it was sent. What routing relies on, feed or not.
+async fn sample_ages(shared: Arc<Shared>, poll_interval: Duration) {
+    use rand::Rng;
+    let max_us = (poll_interval.as_micros() as u64).max(2) * 2;
+    loop {
+        let pause = rand::rng().random_range(1..max_us);
+        tokio::time::sleep(Duration::from_micros(pause)).await;
+        let view = shared.view();
+        let now = Instant::now();
+        for f in view.followers().filter(|f| f.in_rotation) {
+            if let Some(at) = f.polled_at {
+                shared
+                    .metrics
+                    .add_position_age(now.saturating_duration_since(at));
+            }
+        }
+    }
+}
+
 /// Connect, poll until something fails, mark the node down, back off,
-/// reconnect: forever (until aborted).
+/// reconnect: forever (until aborted). While a feed carries the positions
+/// (see [`crate::feed`]), it waits, connection kept, without polling.
 async fn poll_loop(
     shared: Arc<Shared>,
     pg: tokio_postgres::Config,
@@ -156,15 +302,26 @@ async fn poll_loop(
     let mut backoff = cfg.reconnect_min;
     // The history of the timeline this node last led on, read once.
     let mut history: Option<Arc<History>> = None;
+    let mut gate = shared.poll.subscribe();
     loop {
+        Shared::until_polling(&mut gate).await;
+        let tried = Instant::now();
         match connect(&pg, cfg.connect_timeout).await {
             Ok((client, connection)) => {
-                let why =
-                    poll_connected(&shared, &client, &cfg, node, &mut backoff, &mut history).await;
+                let (why, sent) = poll_connected(
+                    &shared,
+                    &client,
+                    &cfg,
+                    node,
+                    &mut backoff,
+                    &mut history,
+                    &mut gate,
+                )
+                .await;
                 connection.abort();
-                shared.update(|st| st.on_node_error(node, &why));
+                shared.local_poll(node, sent, PollOutcome::Error(why));
             }
-            Err(why) => shared.update(|st| st.on_node_error(node, &why)),
+            Err(why) => shared.local_poll(node, tried, PollOutcome::Error(why)),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(cfg.reconnect_max);
@@ -185,7 +342,8 @@ async fn connect(
     Ok((client, task))
 }
 
-/// Polls on one connection; returns why it stopped.
+/// Polls on one connection, at the ticks of the shared grid, while the
+/// gate says so; returns why it stopped and when the failed poll was sent.
 async fn poll_connected(
     shared: &Shared,
     client: &Client,
@@ -193,34 +351,34 @@ async fn poll_connected(
     node: usize,
     backoff: &mut Duration,
     history: &mut Option<Arc<History>>,
-) -> String {
+    gate: &mut watch::Receiver<bool>,
+) -> (String, Instant) {
     let stmt = match tokio::time::timeout(cfg.poll_timeout, client.prepare(NODE_POLL)).await {
         Ok(Ok(stmt)) => stmt,
-        Ok(Err(e)) => return format!("prepare: {}", describe_pg(&e)),
-        Err(_) => return "prepare timed out".to_owned(),
+        Ok(Err(e)) => return (format!("prepare: {}", describe_pg(&e)), Instant::now()),
+        Err(_) => return ("prepare timed out".to_owned(), Instant::now()),
     };
-    let mut ticker = tokio::time::interval(cfg.poll_interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut ticker = tokio::time::interval_at(shared.grid, cfg.poll_interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
+        Shared::until_polling(gate).await;
         ticker.tick().await;
         let sent = Instant::now();
+        shared.metrics.add_tracker_poll();
         let row = match tokio::time::timeout(cfg.poll_timeout, client.query_one(&stmt, &[])).await {
             Ok(Ok(row)) => row,
-            Ok(Err(e)) => return format!("poll: {}", describe_pg(&e)),
+            Ok(Err(e)) => return (format!("poll: {}", describe_pg(&e)), sent),
             // A hung node must leave rotation (rule 8) rather than freeze
             // its last position.
-            Err(_) => return "poll timed out".to_owned(),
+            Err(_) => return ("poll timed out".to_owned(), sent),
         };
         *backoff = cfg.reconnect_min;
         let poll = match parse_row(&row) {
             Ok(poll) => poll,
-            Err(why) => return why,
+            Err(why) => return (why, sent),
         };
         match poll {
-            Polled::Standby(poll) => shared.update(|st| {
-                st.on_follower_poll(node, poll, Instant::now());
-                st.note_poll_sent(node, sent);
-            }),
+            Polled::Standby(poll) => shared.local_poll(node, sent, PollOutcome::Follower(poll)),
             Polled::Primary {
                 lsn,
                 timeline,
@@ -241,10 +399,7 @@ async fn poll_connected(
                     started_at_us,
                     history: known,
                 };
-                shared.update(|st| {
-                    st.on_primary_poll(node, poll, Instant::now());
-                    st.note_poll_sent(node, sent);
-                });
+                shared.local_poll(node, sent, PollOutcome::Primary(poll));
             }
         }
     }

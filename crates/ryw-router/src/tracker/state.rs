@@ -189,6 +189,13 @@ struct Node {
     catch_ups: CatchUps,
     /// Its last poll answered and said it is not in recovery.
     primary: bool,
+    /// When the latest poll applied to it was sent (local or from the
+    /// feed): an outcome of an earlier poll is older news and is dropped.
+    last_sent: Option<Instant>,
+    /// Its replay position as last polled (the published one can be ahead,
+    /// taught by a read); a poll behind *this* is a position going
+    /// backwards.
+    polled_lsn: Option<Lsn>,
 }
 
 impl Node {
@@ -197,6 +204,7 @@ impl Node {
     /// up at a pace of its own).
     fn forget(&mut self, why: &str) {
         forget(&mut self.status, why);
+        self.polled_lsn = None;
         self.catch_ups.clear();
     }
 }
@@ -214,6 +222,18 @@ pub(crate) struct PrimaryPoll {
     /// Where each earlier timeline ended, from its `NNNNNNNN.history` file;
     /// with no switches when it could not be read.
     pub history: Arc<History>,
+}
+
+/// What one poll of a node said, from this instance's poll task or from
+/// the feed's holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PollOutcome {
+    /// It is in recovery.
+    Follower(FollowerPoll),
+    /// It is not in recovery.
+    Primary(PrimaryPoll),
+    /// The poll or the connection failed.
+    Error(String),
 }
 
 /// Everything the tracker knows; one instance behind a mutex, turned into a
@@ -255,6 +275,8 @@ impl TrackerState {
                     started_at_us: None,
                     catch_ups: CatchUps::default(),
                     primary: false,
+                    last_sent: None,
+                    polled_lsn: None,
                 })
                 .collect(),
         }
@@ -424,9 +446,11 @@ impl TrackerState {
                 f.forget(&why);
             }
             Some(replay) => {
-                if f.status.lsn.is_some_and(|known| replay < known) {
-                    // Same incarnation yet behind: something we do not
-                    // understand (a different server behind the address?).
+                if f.polled_lsn.is_some_and(|known| replay < known) {
+                    // Same incarnation yet behind its last poll: something
+                    // we do not understand (a different server behind the
+                    // address?). Behind a position a read taught is not
+                    // that: the poll was sent before the read's statement.
                     f.forget("replay position went backwards");
                 }
                 // The follower's pace: it moved past positions the leader
@@ -439,10 +463,61 @@ impl TrackerState {
                 if !f.status.healthy {
                     tracing::info!(node = %f.status.name, %replay, "follower healthy");
                 }
-                f.status.lsn = Some(replay);
+                f.polled_lsn = Some(replay);
+                // Positions only move forward (a read may have taught a
+                // later one; forgetting above cleared it).
+                f.status.lsn = f.status.lsn.max(Some(replay));
                 f.status.healthy = true;
                 f.status.note = None;
             }
+        }
+    }
+
+    /// One poll of node `i`, sent at `sent` and answered (or failed) at
+    /// `received`, whether polled here or received from the feed: the same
+    /// methods either way, so rule 3 and timelines are handled alike.
+    /// Returns `false`, changing nothing, when a poll sent later was
+    /// applied already (a feed message and a local poll crossing, or two
+    /// holders for a moment): older news must not undo newer.
+    pub fn apply(
+        &mut self,
+        i: usize,
+        outcome: PollOutcome,
+        sent: Instant,
+        received: Instant,
+    ) -> bool {
+        let node = &mut self.nodes[i];
+        if node.last_sent.is_some_and(|t| sent < t) {
+            return false;
+        }
+        node.last_sent = Some(sent);
+        match outcome {
+            PollOutcome::Follower(poll) => {
+                self.on_follower_poll(i, poll, received);
+                self.note_poll_sent(i, sent);
+            }
+            PollOutcome::Primary(poll) => {
+                self.on_primary_poll(i, poll, received);
+                self.note_poll_sent(i, sent);
+            }
+            PollOutcome::Error(why) => self.on_node_error(i, &why),
+        }
+        true
+    }
+
+    /// A fresh read on follower `i`, planned under `epoch`, saw it at
+    /// `lsn` (rule 7's position): if no restart or broken connection was
+    /// seen since (same epoch, so the same incarnation) and `lsn` is ahead
+    /// of what is known, it is known now. Never lowers a position; never
+    /// makes a position known that was not (a forgotten follower waits
+    /// for its poll).
+    pub fn learn_position(&mut self, i: usize, epoch: u64, lsn: Lsn) {
+        if self.leader_index == Some(i) {
+            return;
+        }
+        let s = &mut self.nodes[i].status;
+        if s.epoch == epoch && s.healthy && s.lsn.is_some_and(|known| known < lsn) {
+            s.lsn = Some(lsn);
         }
     }
 
@@ -784,6 +859,82 @@ mod tests {
         st.on_follower_poll(0, stopped, t0);
         st.refresh(t0 + Duration::from_millis(200));
         assert!(!st.view().nodes[0].in_rotation);
+    }
+
+    #[test]
+    fn an_older_poll_never_undoes_a_newer_one_whether_local_or_from_the_feed() {
+        let t0 = Instant::now();
+        let mut st = state(1);
+        st.on_leader_poll(Lsn::from_u64(1000), t0);
+        let f = |lsn, started| PollOutcome::Follower(streaming(lsn, started));
+        assert!(st.apply(0, f(900, 1), t0 + ms(20), t0 + ms(21)));
+        // A poll sent earlier (a feed message crossing a local poll): older
+        // news, dropped, not a position going backwards.
+        assert!(!st.apply(0, f(800, 1), t0 + ms(10), t0 + ms(22)));
+        assert!(!st.apply(
+            0,
+            PollOutcome::Error("old".into()),
+            t0 + ms(15),
+            t0 + ms(22)
+        ));
+        st.refresh(t0 + ms(22));
+        let v = st.view();
+        assert_eq!(v.nodes[0].lsn, Some(Lsn::from_u64(900)));
+        assert!(v.nodes[0].in_rotation);
+        assert_eq!(v.nodes[0].polled_at, Some(t0 + ms(20)));
+        // Rule 3 through the same path: a later poll from another
+        // incarnation forgets what the earlier one said.
+        let epoch = v.nodes[0].epoch;
+        assert!(st.apply(0, f(700, 2), t0 + ms(30), t0 + ms(31)));
+        st.refresh(t0 + ms(31));
+        let n = &st.view().nodes[0];
+        assert_eq!(n.lsn, Some(Lsn::from_u64(700)));
+        assert!(n.epoch > epoch);
+        assert_eq!(st.known_incarnation(0), Some(2));
+        // A later failure forgets it.
+        assert!(st.apply(
+            0,
+            PollOutcome::Error("via the feed: x".into()),
+            t0 + ms(40),
+            t0 + ms(40)
+        ));
+        assert_eq!(st.view().nodes[0].lsn, None);
+    }
+
+    #[test]
+    fn a_read_teaches_a_later_position_only_within_its_epoch_and_never_lowers_one() {
+        let t0 = Instant::now();
+        let mut st = state(1);
+        st.on_leader_poll(Lsn::from_u64(2000), t0);
+        st.on_follower_poll(0, streaming(1000, 1), t0);
+        st.refresh(t0);
+        let epoch = st.view().nodes[0].epoch;
+        st.learn_position(0, epoch, Lsn::from_u64(1500));
+        assert_eq!(st.view().nodes[0].lsn, Some(Lsn::from_u64(1500)));
+        st.learn_position(0, epoch, Lsn::from_u64(1200));
+        assert_eq!(
+            st.view().nodes[0].lsn,
+            Some(Lsn::from_u64(1500)),
+            "never lowered"
+        );
+        // A poll sent before the read answers behind it: not a position
+        // going backwards, and the taught one stands.
+        st.on_follower_poll(0, streaming(1100, 1), t0 + ms(1));
+        st.refresh(t0 + ms(1));
+        let n = &st.view().nodes[0];
+        assert_eq!((n.lsn, n.epoch), (Some(Lsn::from_u64(1500)), epoch));
+        // Another epoch (the follower was forgotten meanwhile): nothing.
+        st.forget_follower(0, "connection closed");
+        st.learn_position(0, epoch, Lsn::from_u64(1800));
+        assert_eq!(st.view().nodes[0].lsn, None);
+        st.on_follower_poll(0, streaming(1100, 1), t0 + ms(2));
+        let now = st.view().nodes[0].epoch;
+        st.learn_position(0, epoch, Lsn::from_u64(1800));
+        assert_eq!(
+            st.view().nodes[0].lsn,
+            Some(Lsn::from_u64(1100)),
+            "old epoch {epoch} vs {now}"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod conformance;
 mod errors;
 mod failover;
+mod feed;
 mod front;
 mod helpers;
 mod instances;

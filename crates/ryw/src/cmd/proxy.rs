@@ -1,6 +1,6 @@
 //! `ryw proxy`: flags → [`ProxyConfig`] → [`Proxy`], until Ctrl-C/SIGTERM.
 
-use super::shared::{node_urls, redis_url, router_config, shutdown_signal, token_key};
+use super::shared::{feed_config, node_urls, redis_url, router_config, shutdown_signal, token_key};
 use crate::cli::ProxyArgs;
 use ryw_proxy::{Proxy, ProxyConfig};
 
@@ -21,6 +21,7 @@ pub fn config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
     cfg.listen = args.listen;
     cfg.redis_url = redis_url(&args.nodes)?;
     cfg.router = router_config(&args.routing)?;
+    cfg.router.feed = feed_config(&args.routing, cfg.redis_url.as_deref());
     cfg.auth_file = args.auth_file.clone();
     cfg.max_clients = args.max_clients.max(1);
     cfg.connect_timeout = args.connect_timeout.0;

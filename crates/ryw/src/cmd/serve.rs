@@ -1,6 +1,6 @@
 //! `ryw serve`: flags → [`ServiceConfig`] → [`Service`], until Ctrl-C/SIGTERM.
 
-use super::shared::{node_urls, redis_url, router_config, shutdown_signal, token_key};
+use super::shared::{feed_config, node_urls, redis_url, router_config, shutdown_signal, token_key};
 use crate::cli::ServeArgs;
 use anyhow::{Context, bail};
 use ryw_router::TokenKey;
@@ -20,6 +20,7 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
     cfg.listen = args.listen;
     cfg.redis_url = redis_url(&args.nodes)?;
     cfg.router = router_config(&args.routing)?;
+    cfg.router.feed = feed_config(&args.routing, cfg.redis_url.as_deref());
     cfg.allow_strategy_header = args.allow_strategy_header;
     if args.opening_balance < 0 {
         bail!("--opening-balance must not be negative");

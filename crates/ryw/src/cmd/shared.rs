@@ -4,7 +4,7 @@
 
 use crate::cli::{NodeArgs, RoutingArgs, TokenArgs};
 use anyhow::{Context, bail};
-use ryw_router::{NodeUrls, RouterConfig, TokenKey};
+use ryw_router::{FeedConfig, NodeUrls, RouterConfig, TokenKey};
 
 /// The nodes, from `--cluster` or `--leader-url`/`--follower-url`.
 pub fn node_urls(args: &NodeArgs) -> anyhow::Result<NodeUrls> {
@@ -39,6 +39,12 @@ pub fn redis_url(args: &NodeArgs) -> anyhow::Result<Option<String>> {
         (None, Some(dir)) => ryw_cluster::ClusterInfo::load(dir)?.redis.map(|r| r.url),
         (None, None) => None,
     })
+}
+
+/// The position feed: on with a Redis unless `--feed off` / `--no-feed`.
+pub fn feed_config(args: &RoutingArgs, redis_url: Option<&str>) -> Option<FeedConfig> {
+    let on = args.feed == "on" && !args.no_feed;
+    redis_url.filter(|_| on).map(FeedConfig::new)
 }
 
 /// The router's configuration from the routing flags.
