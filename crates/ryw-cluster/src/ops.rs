@@ -454,6 +454,29 @@ pub async fn pgbench(info: &ClusterInfo, args: &[&str]) -> Result<String, Cluste
     .await
 }
 
+/// `pgbench -i -s 1` on the cluster's leader: (re)creates pgbench's tables
+/// in the ryw database.
+pub async fn pgbench_init(info: &ClusterInfo) -> Result<String, ClusterError> {
+    let port = info.leader().port.to_string();
+    pgbench(
+        info,
+        &[
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            crate::DATABASE,
+        ],
+    )
+    .await
+}
+
 /// Path of a binary in the cluster's PostgreSQL folder.
 pub fn pg_binary(info: &ClusterInfo, name: &str) -> PathBuf {
     info.pg_bin.join(name)

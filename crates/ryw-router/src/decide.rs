@@ -265,6 +265,39 @@ pub fn decide<R: Rng + ?Sized>(
     }
 }
 
+/// What `causal` and `hybrid` decide before any wait: the leader for an
+/// absurd token (rule 4), the least lagged follower that has the token, the
+/// leader when no follower is in rotation or there is no `budget`; else
+/// `Ok(target)`, the position a wait would be for.
+fn before_waiting<R: Rng + ?Sized>(
+    view: &ClusterView,
+    token: Option<Lsn>,
+    budget: Duration,
+    cfg: &RouterConfig,
+    rng: &mut R,
+) -> Result<Lsn, Choice> {
+    let target = token.unwrap_or(Lsn::ZERO);
+    // Rule 4: a bogus token cannot make anyone wait.
+    if is_absurd(view, target, cfg) {
+        return Err(Choice::Leader(Reason::TokenAbsurd));
+    }
+    // Rule 2: the positions in the view were observed by the tracker before
+    // this read's statement will start.
+    if let Some(index) = least_lagged_caught_up(view, target, rng) {
+        return Err(Choice::Follower {
+            index,
+            reason: Reason::CaughtUp,
+        });
+    }
+    if view.followers_in_rotation() == 0 {
+        return Err(Choice::Leader(Reason::NoFollowerInRotation));
+    }
+    if budget.is_zero() {
+        return Err(Choice::Leader(Reason::NoWaitBudget));
+    }
+    Ok(target)
+}
+
 /// `causal`: a follower in rotation known to have replayed up to the token,
 /// the least lagged; else wait (within budget) or the leader.
 fn causal<R: Rng + ?Sized>(
@@ -273,29 +306,13 @@ fn causal<R: Rng + ?Sized>(
     cfg: &RouterConfig,
     rng: &mut R,
 ) -> Choice {
-    let target = token.unwrap_or(Lsn::ZERO);
-    // Rule 4: a bogus token cannot make anyone wait.
-    if is_absurd(view, target, cfg) {
-        return Choice::Leader(Reason::TokenAbsurd);
-    }
-    // Rule 2: the positions in the view were observed by the tracker before
-    // this read's statement will start.
-    if let Some(index) = least_lagged_caught_up(view, target, rng) {
-        return Choice::Follower {
-            index,
-            reason: Reason::CaughtUp,
-        };
-    }
-    if view.followers_in_rotation() == 0 {
-        return Choice::Leader(Reason::NoFollowerInRotation);
-    }
-    if cfg.causal_wait.is_zero() {
-        return Choice::Leader(Reason::NoWaitBudget);
-    }
-    Choice::Wait {
-        target,
-        budget: cfg.causal_wait,
-        forecast: None,
+    match before_waiting(view, token, cfg.causal_wait, cfg, rng) {
+        Ok(target) => Choice::Wait {
+            target,
+            budget: cfg.causal_wait,
+            forecast: None,
+        },
+        Err(choice) => choice,
     }
 }
 
@@ -311,22 +328,10 @@ fn hybrid<R: Rng + ?Sized>(
     cfg: &RouterConfig,
     rng: &mut R,
 ) -> Choice {
-    let target = token.unwrap_or(Lsn::ZERO);
-    if is_absurd(view, target, cfg) {
-        return Choice::Leader(Reason::TokenAbsurd);
-    }
-    if let Some(index) = least_lagged_caught_up(view, target, rng) {
-        return Choice::Follower {
-            index,
-            reason: Reason::CaughtUp,
-        };
-    }
-    if view.followers_in_rotation() == 0 {
-        return Choice::Leader(Reason::NoFollowerInRotation);
-    }
-    if cfg.hybrid_wait.is_zero() {
-        return Choice::Leader(Reason::NoWaitBudget);
-    }
+    let target = match before_waiting(view, token, cfg.hybrid_wait, cfg, rng) {
+        Ok(target) => target,
+        Err(choice) => return choice,
+    };
     match forecast(view, target, now, cfg.hybrid_wait) {
         Some(f) if f.eta <= cfg.hybrid_wait => Choice::Wait {
             target,

@@ -222,7 +222,6 @@ async fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
             bail!("--compare {}: the name is given twice", c.name);
         }
     }
-    let leader_port = info.leader().port.to_string();
     let port = follower.port.to_string();
 
     // The service on the leader and this one follower only, causal by default.
@@ -246,23 +245,7 @@ async fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
     }
 
     // pgbench's tables, then wait until the follower has them.
-    ryw_cluster::ops::pgbench(
-        &info,
-        &[
-            "-i",
-            "-q",
-            "-s",
-            "1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &leader_port,
-            "-U",
-            "postgres",
-            ryw_cluster::DATABASE,
-        ],
-    )
-    .await?;
+    ryw_cluster::ops::pgbench_init(&info).await?;
     prewarm(&follower.url).await;
     let minimal = ryw_bench::MinimalServer::start(&follower.url, "127.0.0.1:0".parse()?).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -338,24 +338,7 @@ pub async fn overhead(args: OverheadArgs) -> anyhow::Result<()> {
     let _ = admin
         .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
         .await;
-    let leader_port = leader.port.to_string();
-    ryw_cluster::ops::pgbench(
-        &info,
-        &[
-            "-i",
-            "-q",
-            "-s",
-            "1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &leader_port,
-            "-U",
-            "postgres",
-            ryw_cluster::DATABASE,
-        ],
-    )
-    .await?;
+    ryw_cluster::ops::pgbench_init(&info).await?;
     let lsn: String = admin
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await?
