@@ -9,6 +9,11 @@
 //! included; the catalog can (the deny-list in `classify` stays as a
 //! backstop, and a follower still refuses a write with 25006).
 //!
+//! Relations the same way: a read of a sequence stays on the leader (a
+//! standby has the sequence's last logged state, up to 32 values ahead of
+//! the leader's), and so does a read of a relation the catalog does not
+//! know yet (created since it was read).
+//!
 //! One catalog per database, read on the proxy's own connection (the
 //! router's leader URL with the client's database) when a client of that
 //! database logs in, and again at most every [`REFRESH`].
@@ -20,7 +25,7 @@ use std::time::{Duration, Instant};
 /// How often a database's catalog is read again while it is used.
 pub const REFRESH: Duration = Duration::from_secs(60);
 /// How soon an unknown name may make the catalog be read again.
-const RETRY_UNKNOWN: Duration = Duration::from_secs(2);
+const RETRY_UNKNOWN: Duration = Duration::from_secs(1);
 
 /// VOLATILE built-ins that change nothing and whose answer does not
 /// depend on which server runs them.
@@ -73,11 +78,19 @@ const KEYWORD_CALLS: &[&str] = &[
     "json_arrayagg",
 ];
 
+/// What a database's catalog says.
+#[derive(Debug, Default)]
+struct Names {
+    /// Function name → every function of that name is non-volatile.
+    functions: HashMap<Box<str>, bool>,
+    /// Relation name → some relation of that name is a sequence.
+    relations: HashMap<Box<str>, bool>,
+}
+
 /// One database's verdicts.
 #[derive(Debug, Default)]
 struct Db {
-    /// Function name → every function of that name is non-volatile.
-    safe: Arc<HashMap<Box<str>, bool>>,
+    safe: Arc<Names>,
     loaded_at: Option<Instant>,
     loading: bool,
     /// When a read last asked for a name the catalog did not know.
@@ -121,9 +134,21 @@ impl Catalog {
         if HARMLESS.contains(&name) || KEYWORD_CALLS.contains(&name) {
             return true;
         }
+        self.verdict(database, |n| n.functions.get(name).copied())
+    }
+
+    /// Whether a read may read relation `name` on a follower: one the
+    /// catalog knows, and not a sequence.
+    pub fn safe_relation(&self, database: &str, name: &str) -> bool {
+        self.verdict(database, |n| n.relations.get(name).map(|seq| !seq))
+    }
+
+    /// The catalog's verdict; when it has none, `false`, and the catalog
+    /// read again soon.
+    fn verdict(&self, database: &str, of: impl Fn(&Names) -> Option<bool>) -> bool {
         let verdict = {
             let dbs = self.dbs.lock().unwrap_or_else(|p| p.into_inner());
-            dbs.get(database).map(|db| db.safe.get(name).copied())
+            dbs.get(database).map(|db| of(&db.safe))
         };
         match verdict {
             Some(Some(safe)) => safe,
@@ -167,8 +192,8 @@ impl Catalog {
             let db = dbs.entry(database.clone()).or_default();
             db.loading = false;
             match read {
-                Ok(map) => {
-                    db.safe = Arc::new(map);
+                Ok(names) => {
+                    db.safe = Arc::new(names);
                     db.loaded_at = Some(Instant::now());
                 }
                 Err(e) => {
@@ -179,9 +204,9 @@ impl Catalog {
     }
 }
 
-/// One statement: every function name and whether all of its kind are
-/// non-volatile.
-async fn read_catalog(url: &str, database: &str) -> Result<HashMap<Box<str>, bool>, String> {
+/// Two statements: every function name and whether all of its kind are
+/// non-volatile; every relation name and whether one of them is a sequence.
+async fn read_catalog(url: &str, database: &str) -> Result<Names, String> {
     let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
     cfg.dbname(database);
     cfg.application_name("ryw-proxy-catalog");
@@ -193,20 +218,37 @@ async fn read_catalog(url: &str, database: &str) -> Result<HashMap<Box<str>, boo
         .await
         .map_err(|e| format!("{e}"))?;
     let task = tokio::spawn(conn);
-    let rows = client
-        .query(
-            "SELECT proname::text, bool_and(provolatile <> 'v') \
-             FROM pg_catalog.pg_proc GROUP BY proname",
-            &[],
-        )
-        .await
-        .map_err(|e| format!("{e}"));
+    let read = async {
+        let functions = client
+            .query(
+                "SELECT proname::text, bool_and(provolatile <> 'v') \
+                 FROM pg_catalog.pg_proc GROUP BY proname",
+                &[],
+            )
+            .await?;
+        let relations = client
+            .query(
+                "SELECT relname::text, bool_or(relkind = 'S') FROM pg_catalog.pg_class \
+                 WHERE relkind IN ('r', 'v', 'm', 'S', 'f', 'p') GROUP BY relname",
+                &[],
+            )
+            .await?;
+        Ok::<_, tokio_postgres::Error>((functions, relations))
+    }
+    .await
+    .map_err(|e| format!("{e}"));
     drop(client);
     let _ = task.await;
-    Ok(rows?
-        .iter()
-        .map(|r| (r.get::<_, String>(0).into_boxed_str(), r.get::<_, bool>(1)))
-        .collect())
+    let (functions, relations) = read?;
+    let pairs = |rows: Vec<tokio_postgres::Row>| {
+        rows.iter()
+            .map(|r| (r.get::<_, String>(0).into_boxed_str(), r.get::<_, bool>(1)))
+            .collect()
+    };
+    Ok(Names {
+        functions: pairs(functions),
+        relations: pairs(relations),
+    })
 }
 
 #[cfg(test)]

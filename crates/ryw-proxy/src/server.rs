@@ -28,9 +28,21 @@ pub struct NodeAddr {
     pub addr: SocketAddr,
 }
 
-/// What a client's cancel request needs: the backend running its
-/// statement, if one is.
-pub(crate) type CancelTarget = Arc<Mutex<Option<(SocketAddr, (i32, i32))>>>;
+/// Where a client's statement is, for its cancel requests.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) enum Running {
+    /// Nothing runs: a cancel request does nothing, as on a server.
+    #[default]
+    Idle,
+    /// The proxy is routing the client's batch (waiting, at most a budget,
+    /// for a follower): a cancel request cancels it before it is sent.
+    Routing { cancelled: bool },
+    /// The batch runs on this node's backend (address, process id and key).
+    On(SocketAddr, (i32, i32)),
+}
+
+/// What a client's cancel request needs.
+pub(crate) type CancelTarget = Arc<Mutex<Running>>;
 
 /// What every client task shares.
 #[derive(Debug)]
@@ -221,7 +233,15 @@ impl Shared {
         if *k != key {
             return None;
         }
-        *target.lock().unwrap_or_else(|p| p.into_inner())
+        let mut running = target.lock().unwrap_or_else(|p| p.into_inner());
+        match *running {
+            Running::On(addr, key) => Some((addr, key)),
+            Running::Routing { .. } => {
+                *running = Running::Routing { cancelled: true };
+                None
+            }
+            Running::Idle => None,
+        }
     }
 }
 

@@ -25,6 +25,9 @@ pub const RELATIONS: &[&str] = &[
     "pg_replication_origin_status",
     "pg_backend_memory_contexts",
     "pg_shmem_allocations",
+    // A sequence's state on a standby is what was last logged (up to 32
+    // values ahead), not the leader's.
+    "pg_sequences",
 ];
 
 /// Functions whose answer is the serving node's own (or the session's).
@@ -67,7 +70,13 @@ pub const FUNCTIONS: &[&str] = &[
     "pg_get_backend_memory_contexts",
     "pg_log_backend_memory_contexts",
     "pg_get_keywords",
+    "pg_sequence_last_value",
 ];
+
+/// The node's statistics (a subset of the above): a session that reads
+/// them keeps its reads on the leader from then on, so the statistics it
+/// reads count its own reads.
+pub const STATISTICS: &[&str] = &["pg_stat_*", "pg_statio_*"];
 
 /// Settings whose value tells a standby from the primary, or one server
 /// from another: `SHOW` and `current_setting()` of these ask the leader.

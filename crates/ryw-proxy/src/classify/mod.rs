@@ -258,6 +258,26 @@ pub fn prepared_effects(sql: &str) -> Vec<PreparedEffect> {
     scan::prepared_effects(sql)
 }
 
+/// The prepared statement names a text's SQL `PREPARE`, `EXECUTE` and
+/// `DEALLOCATE` use: they share one namespace with the protocol's named
+/// statements, which the proxy may have prepared on another node.
+pub fn prepared_names(sql: &str) -> Vec<String> {
+    let head = sql
+        .trim_start()
+        .get(..10)
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ["prepare", "execute", "deallocate"]
+        .iter()
+        .any(|w| head.starts_with(w))
+        || sql.contains(';')
+    {
+        scan::prepared_names(sql)
+    } else {
+        Vec::new()
+    }
+}
+
 /// Whether a pinning text made state the proxy cannot ask the leader
 /// about (a computed `set_config`, `SET standard_conforming_strings`):
 /// such a pin lasts until `RESET ALL` or `DISCARD ALL`.
@@ -293,9 +313,17 @@ pub struct Class {
     /// leave the leader only if the catalog says none of them writes (see
     /// the proxy's catalog). `None` when it calls none.
     pub functions: Option<Arc<[Box<str>]>>,
+    /// The relations a read reads (names as PostgreSQL looks them up): a
+    /// sequence's state differs on a standby, and a relation the catalog
+    /// does not know yet is read on the leader. `None` when it reads none.
+    pub relations: Option<Arc<[Box<str>]>>,
     /// The text drops prepared statements (`DEALLOCATE`, `DISCARD ALL`):
     /// see [`prepared_effects`].
     pub drops_prepared: bool,
+    /// The text names the node's statistics (`pg_stat_…`, `pg_statio_…`),
+    /// however it uses them: the proxy keeps the session's reads on the
+    /// leader from then on, so the statistics it reads count its own reads.
+    pub statistics: bool,
 }
 
 impl Class {
@@ -306,11 +334,13 @@ impl Class {
             ryw: None,
             why,
             functions: None,
+            relations: None,
             drops_prepared: false,
+            statistics: false,
         }
     }
 
-    fn read(stale_ok: bool, functions: Vec<Box<str>>) -> Self {
+    fn read(stale_ok: bool, uses: read::Uses) -> Self {
         Self {
             route: if stale_ok {
                 Route::StaleOk
@@ -320,8 +350,10 @@ impl Class {
             effect: Effect::None,
             ryw: None,
             why: "",
-            functions: (!functions.is_empty()).then(|| functions.into()),
+            functions: (!uses.functions.is_empty()).then(|| uses.functions.into()),
+            relations: (!uses.relations.is_empty()).then(|| uses.relations.into()),
             drops_prepared: false,
+            statistics: false,
         }
     }
 }
@@ -345,6 +377,7 @@ pub fn classify(sql: &str) -> Class {
 fn classify_counted(sql: &str) -> (Class, bool) {
     let (mut class, parsed) = classify_scanned(sql);
     class.drops_prepared = scan::drops_prepared(sql);
+    class.statistics = scan::reads_statistics(sql);
     (class, parsed)
 }
 
@@ -387,7 +420,7 @@ fn classify_scanned(sql: &str) -> (Class, bool) {
     let verdict = match kind {
         StmtKind::Ryw => unreachable!("handled above"),
         StmtKind::Leader(why) => return (Class::leader(why, effect), false),
-        StmtKind::Show => show(sql, stmt).map(|()| Vec::new()),
+        StmtKind::Show => show(sql, stmt).map(|()| read::Uses::default()),
         StmtKind::Query => {
             if stmt.denied.is_some() {
                 Err("deny-listed function")
@@ -410,12 +443,12 @@ fn classify_scanned(sql: &str) -> (Class, bool) {
 }
 
 fn verdict_class(
-    verdict: Result<Vec<Box<str>>, &'static str>,
+    verdict: Result<read::Uses, &'static str>,
     stale_ok: bool,
     effect: Effect,
 ) -> Class {
     match verdict {
-        Ok(functions) if effect == Effect::None => Class::read(stale_ok, functions),
+        Ok(uses) if effect == Effect::None => Class::read(stale_ok, uses),
         // A read that also makes session state (`SELECT … FROM pg_temp.t`):
         // the state is on the leader.
         Ok(_) => Class::leader("session state", effect),

@@ -14,11 +14,19 @@ use sqlparser::parser::Parser;
 
 use super::{deny, local};
 
+/// What a read calls and reads, for the catalog's verdict.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Uses {
+    /// The functions it calls (as PostgreSQL would look them up: unquoted
+    /// names folded to lower case).
+    pub functions: Vec<Box<str>>,
+    /// The relations it reads (the same way; CTE names left out).
+    pub relations: Vec<Box<str>>,
+}
+
 /// Parses `sql` (one statement, as the scan found) and says why it is not a
-/// read, if it is not. A read comes with the names of the functions it
-/// calls (as PostgreSQL would look them up: unquoted names folded to lower
-/// case), for the catalog's verdict on their volatility.
-pub(super) fn check(sql: &str) -> Result<Vec<Box<str>>, &'static str> {
+/// read, if it is not; a read comes with what it uses.
+pub(super) fn check(sql: &str) -> Result<Uses, &'static str> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|_| "unparseable")?;
     let [statement] = statements.as_slice() else {
         // The scan saw one statement; a parser that sees another number
@@ -41,7 +49,21 @@ pub(super) fn check(sql: &str) -> Result<Vec<Box<str>>, &'static str> {
     };
     let mut visitor = ReadOnly::default();
     match query.visit(&mut visitor) {
-        ControlFlow::Continue(()) => Ok(visitor.functions),
+        ControlFlow::Continue(()) => {
+            let ReadOnly {
+                functions,
+                relations,
+                ctes,
+                ..
+            } = visitor;
+            Ok(Uses {
+                functions,
+                relations: relations
+                    .into_iter()
+                    .filter(|r| !ctes.iter().any(|c| c == r))
+                    .collect(),
+            })
+        }
         ControlFlow::Break(why) => Err(why),
     }
 }
@@ -61,6 +83,11 @@ fn not_a_query(statement: &Statement) -> &'static str {
 #[derive(Default)]
 struct ReadOnly {
     functions: Vec<Box<str>>,
+    relations: Vec<Box<str>>,
+    /// Names the query's `WITH` clauses define (not relations).
+    ctes: Vec<Box<str>>,
+    /// The name of a `FROM f(…)` just seen: a function, not a relation.
+    from_function: Option<ObjectName>,
 }
 
 impl ReadOnly {
@@ -71,8 +98,14 @@ impl ReadOnly {
             // A name sqlparser could not reduce to an identifier: not provably safe.
             return ControlFlow::Break("deny-listed function");
         };
+        if !postgres_quoting(ident) {
+            return ControlFlow::Break("unparseable");
+        }
         if deny::entry(&ident.value).is_some() {
             return ControlFlow::Break("deny-listed function");
+        }
+        if local::listed(local::STATISTICS, &ident.value) {
+            return ControlFlow::Break("statistics");
         }
         if local::listed(local::FUNCTIONS, &ident.value) {
             return ControlFlow::Break("node-local state");
@@ -83,6 +116,12 @@ impl ReadOnly {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// A name quoted as PostgreSQL quotes names (not `'…'` or `` `…` ``, which
+/// sqlparser takes as names in places PostgreSQL would not).
+fn postgres_quoting(ident: &Ident) -> bool {
+    matches!(ident.quote_style, None | Some('"'))
 }
 
 /// A name as PostgreSQL looks it up: unquoted names fold to lower case.
@@ -132,10 +171,13 @@ impl Visitor for ReadOnly {
         {
             return ControlFlow::Break("unparseable");
         }
-        if let Some(with) = &q.with
-            && with.cte_tables.iter().any(|cte| modifies(&cte.query.body))
-        {
-            return ControlFlow::Break("data-modifying CTE");
+        if let Some(with) = &q.with {
+            if with.cte_tables.iter().any(|cte| modifies(&cte.query.body)) {
+                return ControlFlow::Break("data-modifying CTE");
+            }
+            for cte in &with.cte_tables {
+                self.ctes.push(folded(&cte.alias.name).into());
+            }
         }
         body(&q.body)
     }
@@ -154,9 +196,26 @@ impl Visitor for ReadOnly {
     }
 
     fn pre_visit_relation(&mut self, r: &ObjectName) -> ControlFlow<Self::Break> {
+        if self.from_function.as_ref() == Some(r) {
+            self.from_function = None;
+            return ControlFlow::Continue(());
+        }
         match r.0.last() {
+            Some(ObjectNamePart::Identifier(i)) if local::listed(local::STATISTICS, &i.value) => {
+                ControlFlow::Break("statistics")
+            }
             Some(ObjectNamePart::Identifier(i)) if local::listed(local::RELATIONS, &i.value) => {
                 ControlFlow::Break("node-local state")
+            }
+            Some(ObjectNamePart::Identifier(i)) if !postgres_quoting(i) => {
+                ControlFlow::Break("unparseable")
+            }
+            Some(ObjectNamePart::Identifier(i)) => {
+                let name: Box<str> = folded(i).into();
+                if !self.relations.contains(&name) {
+                    self.relations.push(name);
+                }
+                ControlFlow::Continue(())
             }
             _ => ControlFlow::Continue(()),
         }
@@ -171,8 +230,11 @@ impl Visitor for ReadOnly {
                 name,
                 args: Some(_),
                 ..
+            } => {
+                self.from_function = Some(name.clone());
+                self.call(name)
             }
-            | TableFactor::Function { name, .. } => self.call(name),
+            TableFactor::Function { name, .. } => self.call(name),
             _ => ControlFlow::Continue(()),
         }
     }

@@ -31,6 +31,9 @@ pub(super) struct Stmt {
     pub pg_temp: bool,
     /// `set_config(` anywhere: a session setting made by a function.
     pub set_config: bool,
+    /// A name of the node's statistics (`pg_stat_…`, `pg_statio_…`)
+    /// anywhere in the statement.
+    pub statistics: bool,
     /// A session-level advisory lock taken (`pg_advisory_lock(`,
     /// `pg_try_advisory_lock(`, and their `_shared` forms): it lives in
     /// the leader's session.
@@ -225,6 +228,7 @@ impl Builder {
                 into_temp: false,
                 pg_temp: false,
                 set_config: false,
+                statistics: false,
                 advisory_lock: false,
                 with_hold: false,
                 unicode_ident: false,
@@ -313,6 +317,11 @@ impl Builder {
         }
         if t.kind == Kind::Quoted && !t.plain {
             s.unicode_ident = true;
+        }
+        if matches!(t.kind, Kind::Word | Kind::Quoted)
+            && super::local::listed(super::local::STATISTICS, name_text(src, &t))
+        {
+            s.statistics = true;
         }
         if word(this, "hold") && word(self.prev, "with") {
             s.with_hold = true;
@@ -573,7 +582,9 @@ impl Stmt {
             } else {
                 Effect::SessionSetting
             }
-        } else if w(0, &["reset", "discard"]) {
+        } else if w(0, &["reset", "discard", "load"]) {
+            // `LOAD` too: a library loaded changes the session (its
+            // settings); it is replayed on other nodes like a setting.
             Effect::SessionSetting
         } else if w(0, &["listen"])
             || (w(0, &["declare"]) && self.with_hold)
@@ -642,6 +653,14 @@ pub(super) fn pins_lasting(src: &str) -> bool {
     found
 }
 
+/// Whether a text names the node's statistics anywhere (read, or kept in
+/// a table: `CREATE TABLE x AS SELECT … FROM pg_stat_user_tables`).
+pub(super) fn reads_statistics(src: &str) -> bool {
+    let mut found = false;
+    each_statement(src, |stmt, _| found |= stmt.statistics);
+    found
+}
+
 /// Whether a text holds `DEALLOCATE` or `DISCARD ALL`.
 pub(super) fn drops_prepared(src: &str) -> bool {
     let mut found = false;
@@ -675,6 +694,32 @@ pub(super) fn prepared_effects(src: &str) -> Vec<super::PreparedEffect> {
                 )),
                 _ => {}
             }
+        }
+    });
+    out
+}
+
+/// The prepared statement names a text's SQL `PREPARE name`, `EXECUTE
+/// name` and `DEALLOCATE [PREPARE] name` statements use (as PostgreSQL folds
+/// them): they share one namespace with the protocol's named statements.
+pub(super) fn prepared_names(src: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    each_statement(src, |stmt, _| {
+        let at = if stmt.kw(src, 0, "deallocate") {
+            if stmt.kw(src, 1, "prepare") { 2 } else { 1 }
+        } else if stmt.kw(src, 0, "execute")
+            || (stmt.kw(src, 0, "prepare") && !stmt.kw(src, 1, "transaction"))
+        {
+            1
+        } else {
+            return;
+        };
+        match stmt.head(at) {
+            Some(t) if t.kind == Kind::Word && !name_text(src, &t).eq_ignore_ascii_case("all") => {
+                out.push(name_text(src, &t).to_ascii_lowercase())
+            }
+            Some(t) if t.kind == Kind::Quoted => out.push(name_text(src, &t).replace("\"\"", "\"")),
+            _ => {}
         }
     });
     out

@@ -932,12 +932,17 @@ fn reads_of_node_and_session_local_state_go_to_the_leader() {
         assert!(
             matches!(
                 c.why,
-                "node-local state" | "server identity" | "deny-listed function"
+                "node-local state" | "statistics" | "server identity" | "deny-listed function"
             ),
             "{sql}: {}",
             c.why
         );
     }
+    assert_eq!(classify("SELECT * FROM pg_stat_activity").why, "statistics");
+    assert_eq!(
+        classify("SELECT last_value FROM pg_sequences").why,
+        "node-local state"
+    );
     // Replicated state, and the server that runs the statement.
     for sql in [
         "SELECT * FROM pg_class",
@@ -961,6 +966,25 @@ fn a_read_lists_the_functions_it_calls_for_the_catalog() {
     names.sort_unstable();
     assert_eq!(names, ["MyFn", "f", "generate_series", "lower"]);
     assert_eq!(classify("SELECT a FROM t").functions, None);
+}
+
+#[test]
+fn a_read_lists_the_relations_it_reads_but_not_its_ctes() {
+    let c = classify(
+        "WITH w AS (SELECT 1) SELECT * FROM w, s.Tab, \"Quoted\", generate_series(1, 2) g \
+         WHERE EXISTS (SELECT 1 FROM other)",
+    );
+    let mut names: Vec<&str> = c
+        .relations
+        .as_deref()
+        .unwrap()
+        .iter()
+        .map(|r| &**r)
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["Quoted", "other", "tab"]);
+    assert_eq!(classify("SELECT 1").relations, None);
+    assert_eq!(classify("SELECT * FROM 'x'").why, "unparseable");
 }
 
 #[test]

@@ -94,11 +94,17 @@ impl Session {
             if c.why == "copy" {
                 plan.copy = true;
             }
-            if c.route == Route::Leader && !matches!(c.why, "hint" | "node-local state") {
+            if c.route == Route::Leader
+                && !matches!(c.why, "hint" | "node-local state" | "statistics")
+            {
                 plan.all_reads = false;
             }
+            plan.statistics |= c.statistics;
             if let Some(f) = &c.functions {
                 plan.functions.push(f.clone());
+            }
+            if let Some(r) = &c.relations {
+                plan.relations.push(r.clone());
             }
             route = Some(match (route, c.route) {
                 (Some(Route::Leader), _) | (_, Route::Leader) => {
@@ -153,7 +159,7 @@ impl Session {
                     && !plan.ryw
                     && !plan.mixed_ryw
                     && !self.pins.pinned
-                    && self.catalog_clears(&plan));
+                    && self.catalog_clears(&plan) == (true, true));
             if fits && !plan.ryw {
                 return self.continue_flight(client, frames, plan, synced).await;
             }
@@ -172,7 +178,7 @@ impl Session {
         if plan.ryw {
             return self.answer_ryw(client, &frames).await;
         }
-        if plan.close_only && synced {
+        if plan.close_only && synced && self.closes_known(&frames) {
             return self.answer_close(client, &frames).await;
         }
         let mut route = match plan.route {
@@ -183,11 +189,22 @@ impl Session {
         // A read that must stay on the leader, as a read: its position
         // bounds what it saw.
         let mut on_leader = false;
-        if route != Route::Leader && !self.catalog_clears(&plan) {
-            // A function that may write: not a read at all.
-            route = Route::Leader;
+        if route == Route::Leader && self.status == b'I' && plan.all_reads {
+            // Reads the classifier keeps on the leader (node-local state,
+            // a hint).
+            route = Route::Read;
+            on_leader = true;
+        } else if route != Route::Leader {
+            let (functions, relations) = self.catalog_clears(&plan);
+            if !functions {
+                // A function that may write: not a read at all.
+                route = Route::Leader;
+            } else if !relations {
+                // A sequence, or a relation the catalog does not know yet.
+                on_leader = true;
+            }
         }
-        if route != Route::Leader {
+        if route != Route::Leader && !on_leader {
             if self.pins.pinned && self.pins.check_due {
                 self.check_pins(client).await?;
             }
@@ -204,13 +221,20 @@ impl Session {
     }
 
     /// Whether the catalog says every function a batch calls is safe on a
-    /// follower (IMMUTABLE or STABLE, or a harmless VOLATILE one).
-    fn catalog_clears(&self, plan: &BatchPlan) -> bool {
-        plan.functions.iter().all(|names| {
-            names
-                .iter()
-                .all(|n| self.shared.catalog.safe(&self.id.database, n))
-        })
+    /// follower (IMMUTABLE or STABLE, or a harmless VOLATILE one), and
+    /// whether every relation it reads is one it knows and not a sequence.
+    fn catalog_clears(&self, plan: &BatchPlan) -> (bool, bool) {
+        let db = &self.id.database;
+        let catalog = &self.shared.catalog;
+        let functions = plan
+            .functions
+            .iter()
+            .all(|names| names.iter().all(|n| catalog.safe(db, n)));
+        let relations = plan
+            .relations
+            .iter()
+            .all(|names| names.iter().all(|n| catalog.safe_relation(db, n)));
+        (functions, relations)
     }
 
     /// Plans the node (reads through the router), opens it if needed, and
@@ -228,6 +252,7 @@ impl Session {
         attempts: u8,
     ) -> Result<(), Closing> {
         self.follow_leader();
+        self.running(Running::Routing { cancelled: false });
         let mut read = None;
         let mut write = None;
         let node = match route {
@@ -258,6 +283,22 @@ impl Session {
             .is_some_and(|r| r.wants_position(self.named().is_some()))
             && synced
             && !plan.copy;
+        let target = {
+            let backend = self.backend(node);
+            Running::On(backend.addr, backend.key)
+        };
+        if !self.start_running(target) {
+            // Cancelled while it waited for a follower: never sent, as a
+            // server cancels a statement that runs.
+            return self
+                .refuse_batch(
+                    client,
+                    &frames,
+                    "57014",
+                    "canceling statement due to user request",
+                )
+                .await;
+        }
         let holding = read.is_some() && synced && node != Node::Leader;
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
@@ -270,23 +311,43 @@ impl Session {
             // A simple query drops the unnamed statement.
             self.backends[slot].as_mut().expect("opened").unnamed = None;
         }
-        let statements = self.inject_statements(node, &frames, &mut out);
+        let (statements, injected) = self.inject_statements(node, &frames, &mut out);
+        // Before a simple query, the statements prepared for it end with a
+        // Sync of their own: were one to fail, the server would skip what
+        // follows up to a Sync, the client's Query included.
+        let sync = statements > 0
+            && frames.first().is_some_and(|f| {
+                matches!(f.tag, tag::frontend::QUERY | tag::frontend::FUNCTION_CALL)
+            });
+        if sync {
+            frontend::sync(&mut out);
+        }
         for frame in &frames {
             put_frame(&mut out, frame);
         }
-        self.note_statements(&frames, node);
+        let undo = self.note_statements(&frames, node);
         if position {
             simple_query(&mut out, POSITION_SQL);
             self.backends[slot].as_mut().expect("opened").unnamed = None;
         }
         self.shared.metrics.batch(metric_index(node), route);
-        let backend = self.backend(node);
-        let target = (backend.addr, backend.key);
-        *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = Some(target);
+        tracing::debug!(
+            pid = self.pid,
+            node = %self.node_name(node),
+            ?route,
+            why = plan.why,
+            replays = queries,
+            statements,
+            sync,
+            synced,
+            position,
+            "batch sent"
+        );
         let stage = if queries > 0 || statements > 0 {
             Stage::Preamble {
                 queries,
                 statements,
+                sync,
                 holding,
             }
         } else {
@@ -308,6 +369,8 @@ impl Session {
             forwarded: false,
             outcome: Outcome::default(),
             status_before: self.status,
+            undo,
+            injected,
             proxy_sync: false,
         }));
         let sent = self.backend(node).send(&out).await;
@@ -441,7 +504,10 @@ impl Session {
         if position {
             simple_query(&mut out, POSITION_SQL);
         }
-        self.note_statements(&frames, node);
+        let undo = self.note_statements(&frames, node);
+        if let Phase::Flying(f) = &mut self.phase {
+            f.undo.extend(undo);
+        }
         if position {
             self.backend(node).unnamed = None;
         }
@@ -480,13 +546,15 @@ impl Session {
 
     /// The client's prepared statements a batch uses that `node` lacks:
     /// their `Parse` (and a `Close` of an older version) go first. Returns
-    /// how many replies to swallow.
+    /// how many replies to swallow, and the names prepared (taken back if
+    /// the preamble fails: in a failed transaction, say).
     pub(super) fn inject_statements(
         &mut self,
         node: Node,
         frames: &[Frame],
         out: &mut BytesMut,
-    ) -> usize {
+    ) -> (usize, Vec<String>) {
+        let mut injected = Vec::new();
         let slot = self.slot(node);
         let backend = self.backends[slot]
             .as_mut()
@@ -497,16 +565,57 @@ impl Session {
             close_statement(out, &name);
             swallow += 1;
         }
+        // SQL PREPARE/EXECUTE/DEALLOCATE of a name share the namespace of
+        // the protocol's statements: the node must have the client's.
+        let mut named_in_sql: Vec<String> = Vec::new();
+        for frame in frames {
+            if let Ok(Client::Query(sql) | Client::Parse { query: sql, .. }) =
+                protocol::parse_client(frame)
+            {
+                named_in_sql.extend(crate::classify::prepared_names(sql));
+            }
+        }
+        for name in &named_in_sql {
+            let Some(p) = self.statements.get(name) else {
+                continue;
+            };
+            if backend.prepared.get(name.as_str()) == Some(&p.version) {
+                continue;
+            }
+            if backend.prepared.contains_key(name.as_str()) {
+                close_statement(out, name);
+                swallow += 1;
+            }
+            out.put_slice(&p.parse);
+            swallow += 1;
+            backend.prepared.insert(name.clone(), p.version);
+            injected.push(name.clone());
+        }
         for frame in frames {
             let name = match protocol::parse_client(frame) {
                 Ok(Client::Parse { name, .. }) => {
-                    parsed_here.push(name);
-                    // Parsing a name the node has an older version of: close it first.
-                    if !name.is_empty() && backend.prepared.contains_key(name) {
-                        close_statement(out, name);
-                        backend.prepared.remove(name);
-                        swallow += 1;
+                    // A named statement the client has: the node must have
+                    // it too, so that parsing the name again fails (42P05)
+                    // as it would on one server.
+                    if !name.is_empty() && !parsed_here.contains(&name) {
+                        if let Some(p) = self.statements.get(name) {
+                            if backend.prepared.get(name) != Some(&p.version) {
+                                if backend.prepared.contains_key(name) {
+                                    close_statement(out, name);
+                                    swallow += 1;
+                                }
+                                out.put_slice(&p.parse);
+                                swallow += 1;
+                                backend.prepared.insert(name.to_owned(), p.version);
+                                injected.push(name.to_owned());
+                            }
+                        } else if backend.prepared.remove(name).is_some() {
+                            // A copy the client closed or dropped.
+                            close_statement(out, name);
+                            swallow += 1;
+                        }
                     }
+                    parsed_here.push(name);
                     continue;
                 }
                 Ok(Client::Bind { statement, .. }) => statement,
@@ -538,20 +647,52 @@ impl Session {
             } else {
                 backend.prepared.insert(name.to_owned(), p.version);
             }
+            injected.push(name.to_owned());
             parsed_here.push(name);
         }
-        swallow
+        (swallow, injected)
+    }
+
+    /// Whether every statement a close-only batch closes is one of the
+    /// client's protocol statements the proxy knows (then it answers the
+    /// batch itself). A `Close` of another name (a statement made with SQL
+    /// `PREPARE`, which a `Close` drops too) goes to the leader.
+    fn closes_known(&self, frames: &[Frame]) -> bool {
+        frames.iter().all(|f| match protocol::parse_client(f) {
+            Ok(Client::Close { kind: b'S', name }) => {
+                name.is_empty() || self.statements.get(name).is_some()
+            }
+            _ => true,
+        })
     }
 
     /// Keeps the registry of the client's prepared statements, and which
-    /// of them `node` has, in step with a batch sent there.
-    pub(super) fn note_statements(&mut self, frames: &[Frame], node: Node) {
+    /// of them `node` has, in step with a batch sent there; returns how to
+    /// take each `Parse` and `Close` back (a `Parse` of a name that exists
+    /// fails on the server, and a failure skips the rest of the batch).
+    pub(super) fn note_statements(&mut self, frames: &[Frame], node: Node) -> Vec<Undo> {
+        let mut undo = Vec::new();
         for frame in frames {
             match protocol::parse_client(frame) {
                 Ok(Client::Parse { name, query }) => {
                     let class = self.class_of(query);
-                    let version = self.statements.insert(name, frame.raw.clone(), class);
+                    let registry = self.statements.get(name).cloned();
                     let slot = self.slot(node);
+                    let held = {
+                        let b = self.backends[slot].as_ref().expect("open");
+                        if name.is_empty() {
+                            b.unnamed
+                        } else {
+                            b.prepared.get(name).copied()
+                        }
+                    };
+                    undo.push(Undo {
+                        what: Undoes::Parse,
+                        name: name.to_owned(),
+                        registry,
+                        node: held,
+                    });
+                    let version = self.statements.insert(name, frame.raw.clone(), class);
                     let backend = self.backends[slot].as_mut().expect("open");
                     if name.is_empty() {
                         backend.unnamed = Some(version);
@@ -559,14 +700,45 @@ impl Session {
                         backend.prepared.insert(name.to_owned(), version);
                     }
                 }
-                Ok(Client::Close { kind: b'S', name }) => {
-                    self.statements.remove(name);
+                Ok(Client::Close { kind, name }) => {
                     let slot = self.slot(node);
-                    let backend = self.backends[slot].as_mut().expect("open");
-                    if name.is_empty() {
-                        backend.unnamed = None;
-                    } else {
-                        backend.prepared.remove(name);
+                    if kind != b'S' {
+                        // A portal: nothing kept, but it counts among the closes.
+                        undo.push(Undo {
+                            what: Undoes::ClosePortal,
+                            name: String::new(),
+                            registry: None,
+                            node: None,
+                        });
+                        continue;
+                    }
+                    let registry = self.statements.get(name).cloned();
+                    let held = {
+                        let b = self.backends[slot].as_ref().expect("open");
+                        if name.is_empty() {
+                            b.unnamed
+                        } else {
+                            b.prepared.get(name).copied()
+                        }
+                    };
+                    undo.push(Undo {
+                        what: Undoes::Close,
+                        name: name.to_owned(),
+                        registry,
+                        node: held,
+                    });
+                    self.statements.remove(name);
+                    for (i, b) in self.backends.iter_mut().enumerate() {
+                        let Some(b) = b else { continue };
+                        if name.is_empty() {
+                            if i == slot {
+                                b.unnamed = None;
+                            }
+                        } else if b.prepared.remove(name).is_some() && i != slot {
+                            // Closed where it ran; closed elsewhere with the
+                            // next batch sent there.
+                            b.pending_close.push(name.to_owned());
+                        }
                     }
                 }
                 Ok(Client::Query(_)) => {
@@ -575,6 +747,44 @@ impl Session {
                     backend.unnamed = None;
                 }
                 _ => {}
+            }
+        }
+        undo
+    }
+
+    /// A batch failed: the `Parse`s and `Close`s the server never ran (all
+    /// after the first `parsed` and `closed`) are taken back.
+    pub(super) fn take_back(&mut self, node: Node, undo: Vec<Undo>, parsed: usize, closed: usize) {
+        let slot = self.slot(node);
+        let (mut parses, mut closes) = (0, 0);
+        let mut not_run = Vec::new();
+        for u in undo {
+            let ran = if u.what == Undoes::Parse {
+                parses += 1;
+                parses <= parsed
+            } else {
+                closes += 1;
+                closes <= closed
+            };
+            if !ran && u.what != Undoes::ClosePortal {
+                not_run.push(u);
+            }
+        }
+        for u in not_run.into_iter().rev() {
+            self.statements.restore(&u.name, u.registry);
+            if let Some(b) = self.backends[slot].as_mut() {
+                if u.name.is_empty() {
+                    b.unnamed = u.node;
+                } else {
+                    match u.node {
+                        Some(v) => {
+                            b.prepared.insert(u.name.clone(), v);
+                        }
+                        None => {
+                            b.prepared.remove(&u.name);
+                        }
+                    }
+                }
             }
         }
     }

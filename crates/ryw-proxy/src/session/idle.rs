@@ -84,10 +84,10 @@ impl Session {
                 };
             let follower = slot != self.leader_slot;
             match frame.tag {
-                b::NOTIFICATION_RESPONSE | b::NOTICE_RESPONSE => client.out.put_slice(&frame.raw),
-                b::PARAMETER_STATUS => {
-                    // A follower's own (`in_hot_standby`…) are not the
-                    // client's; the leader's are.
+                // The client's session is on the leader: what a follower's
+                // connection says unasked (its own parameters, a notice of
+                // its own) is not the client's business.
+                b::NOTIFICATION_RESPONSE | b::NOTICE_RESPONSE | b::PARAMETER_STATUS => {
                     if !follower {
                         client.out.put_slice(&frame.raw);
                     }

@@ -18,17 +18,33 @@ impl Session {
         let Phase::Flying(mut f) = std::mem::replace(&mut self.phase, Phase::Idle) else {
             return Ok(());
         };
-        *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.running(Running::Idle);
         let status = ready
             .as_ref()
             .and_then(|r| protocol::ready_status(&r.raw))
             .unwrap_or(self.status);
+        tracing::debug!(
+            pid = self.pid,
+            node = %self.node_name(f.node),
+            status = %(status as char),
+            error = ?f.outcome.error,
+            "batch done"
+        );
         if f.plan.runs {
             self.served_by = self.node_name(f.node);
         }
         let ok = f.outcome.error.is_none();
+        if !ok {
+            let undo = std::mem::take(&mut f.undo);
+            self.take_back(f.node, undo, f.outcome.parsed, f.outcome.closed);
+        }
+        // What may have committed: a COMMIT, or anything that left the
+        // session idle but a plain ROLLBACK. Even a batch that failed
+        // outside a transaction (CREATE INDEX CONCURRENTLY, a procedure
+        // that commits, VACUUM) can have committed part of its work; a
+        // position read for nothing only raises the token a little.
         let committed = f.outcome.committed
-            || (f.status_before == b'I' && status == b'I' && ok && !f.outcome.rolled_back);
+            || (status == b'I' && (f.status_before == b'I' || !f.outcome.rolled_back));
         if let Some(read) = f.read.take() {
             self.land_read(client, read, lsn).await;
         } else if let Some(write) = f.write.take()
@@ -61,6 +77,11 @@ impl Session {
             if ok && f.plan.pins {
                 self.pins.pinned = true;
                 self.pins.lasting |= self.pins_last(&f.frames);
+            }
+            if ok && f.plan.statistics {
+                // It reads the leader's statistics: its reads count there.
+                self.pins.pinned = true;
+                self.pins.lasting = true;
             }
             if self.pins.pinned && !f.plan.all_reads && !f.plan.pins {
                 // It may have dropped what pinned: ask before the next read.

@@ -71,7 +71,7 @@ use tokio::sync::watch;
 use crate::backend::{Backend, BackendError, Connect, Node};
 use crate::classify::{Class, ClassCache, Effect, Route, RywCommand};
 use crate::protocol::{self, Client, Frame, ProtocolError, Startup, tag};
-use crate::server::{CancelTarget, Shared};
+use crate::server::{CancelTarget, Running, Shared};
 
 mod batch;
 mod commands;
@@ -299,6 +299,11 @@ struct Flight {
     outcome: Outcome,
     /// The transaction status when the batch was sent.
     status_before: u8,
+    /// What to take back of the registry if part of the batch did not run.
+    undo: Vec<Undo>,
+    /// The client's statements the preamble prepared on the node: not
+    /// there after all if the preamble failed.
+    injected: Vec<String>,
     /// The batch was ended by a `Sync` of the proxy's (the client sent a
     /// `Flush`, then something for another node): its `ReadyForQuery` is
     /// not the client's.
@@ -310,11 +315,13 @@ struct Flight {
 enum Stage {
     /// The proxy's own messages before the client's batch: `queries`
     /// settings replayed (each ends with a `ReadyForQuery`), then
-    /// `statements` `Parse`/`Close` replies; then the client's batch,
-    /// held back if `holding`.
+    /// `statements` `Parse`/`Close` replies, then, if `sync`, the
+    /// `ReadyForQuery` of the proxy's `Sync` after them (before a simple
+    /// query); then the client's batch, held back if `holding`.
     Preamble {
         queries: usize,
         statements: usize,
+        sync: bool,
         holding: bool,
     },
     /// The client's batch. A read on a follower holds its first replies
@@ -338,9 +345,36 @@ enum Stage {
     },
 }
 
+/// How to take back what a batch's `Parse` or `Close` did to the
+/// registry and to its node's statements, if the server never got to it.
+#[derive(Debug)]
+struct Undo {
+    what: Undoes,
+    name: String,
+    registry: Option<statements::Prepared>,
+    /// What the node held under the name (`unnamed` for `""`).
+    node: Option<u64>,
+}
+
+/// Which message an [`Undo`] takes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Undoes {
+    Parse,
+    /// A `Close` of a statement.
+    Close,
+    /// A `Close` of a portal: nothing to take back, but it counts among
+    /// the closes.
+    ClosePortal,
+}
+
 /// What the client's part of a batch did.
 #[derive(Debug, Default)]
 struct Outcome {
+    /// `ParseComplete`s and `CloseComplete`s of the client's messages: the
+    /// first that many of its `Parse`s and `Close`s took effect (a server
+    /// skips the rest of a batch after an error).
+    parsed: usize,
+    closed: usize,
     /// The SQLSTATE of its first error.
     error: Option<String>,
     /// A `COMMIT` (command tag) completed.
@@ -377,6 +411,11 @@ struct BatchPlan {
     /// Function calls the catalog must clear before the batch may leave
     /// the leader.
     functions: Vec<Arc<[Box<str>]>>,
+    /// Relations the catalog must clear (known, not sequences).
+    relations: Vec<Arc<[Box<str>]>>,
+    /// It reads the node's statistics: the session's reads stay on the
+    /// leader from then on.
+    statistics: bool,
 }
 
 /// Where the session is in its request-reply cycle.
@@ -621,6 +660,23 @@ impl Session {
             }),
         };
         req.freshness(freshness).options(self.ryw.options)
+    }
+
+    /// Where the client's statement runs, for its cancel requests.
+    fn running(&self, now: Running) {
+        *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = now;
+    }
+
+    /// The batch is about to be sent to `target`: `false` if a cancel
+    /// request came while it was being routed (then nothing runs).
+    fn start_running(&self, target: Running) -> bool {
+        let mut running = self.cancel.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*running, Running::Routing { cancelled: true }) {
+            *running = Running::Idle;
+            return false;
+        }
+        *running = target;
+        true
     }
 
     /// The client is gone: a statement still running for it is cancelled

@@ -159,9 +159,15 @@ impl Session {
             Stage::Preamble {
                 queries,
                 statements,
+                sync,
                 holding,
             } => {
-                if *queries > 0 {
+                if *queries == 0 && *statements == 0 && *sync {
+                    // The proxy's Sync after the statements it prepared.
+                    if t == b::READY_FOR_QUERY {
+                        *sync = false;
+                    }
+                } else if *queries > 0 {
                     match t {
                         b::READY_FOR_QUERY => *queries -= 1,
                         b::ERROR_RESPONSE => {
@@ -181,9 +187,42 @@ impl Session {
                 } else {
                     match t {
                         b::PARSE_COMPLETE | b::CLOSE_COMPLETE => *statements -= 1,
+                        b::ERROR_RESPONSE if *sync => {
+                            // Before a simple query: the server skips to the
+                            // proxy's Sync; the client's query runs after it
+                            // and answers for itself.
+                            *statements = 0;
+                            let slot = match f.node {
+                                Node::Leader => leader_slot,
+                                Node::Follower(i) => i,
+                            };
+                            if let Some(b) = self.backends[slot].as_mut() {
+                                for name in f.injected.drain(..) {
+                                    if name.is_empty() {
+                                        b.unnamed = None;
+                                    } else {
+                                        b.prepared.remove(&name);
+                                    }
+                                }
+                            }
+                        }
                         b::ERROR_RESPONSE => {
-                            // The node now skips to the client's Sync.
+                            // The node now skips to the client's Sync, and
+                            // holds none of what the preamble prepared.
                             let node = f.node;
+                            let slot = match node {
+                                Node::Leader => leader_slot,
+                                Node::Follower(i) => i,
+                            };
+                            if let Some(b) = self.backends[slot].as_mut() {
+                                for name in f.injected.drain(..) {
+                                    if name.is_empty() {
+                                        b.unnamed = None;
+                                    } else {
+                                        b.prepared.remove(&name);
+                                    }
+                                }
+                            }
                             if f.read.is_some() && node != Node::Leader {
                                 f.stage = Stage::Redirect {
                                     readies: 1 + u8::from(f.position),
@@ -205,7 +244,7 @@ impl Session {
                         _ => {}
                     }
                 }
-                if *queries == 0 && *statements == 0 {
+                if *queries == 0 && *statements == 0 && !*sync {
                     let holding = *holding;
                     f.stage = Stage::Client {
                         held: holding.then(BytesMut::new),
@@ -248,6 +287,11 @@ impl Session {
                         _ => {}
                     },
                     b::COPY_IN_RESPONSE => *copy_in = true,
+                    b::PARSE_COMPLETE => f.outcome.parsed += 1,
+                    b::CLOSE_COMPLETE => f.outcome.closed += 1,
+                    _ => {}
+                }
+                match t {
                     b::PARSE_COMPLETE
                     | b::BIND_COMPLETE
                     | b::CLOSE_COMPLETE
@@ -324,6 +368,12 @@ impl Session {
         } else {
             f.plan.route.unwrap_or(Route::Read)
         };
+        if !as_write {
+            // Its preamble failed there: what the proxy thinks that node
+            // holds is not sure any more; a new connection next time.
+            let slot = self.slot(f.node);
+            self.backends[slot] = None;
+        }
         let Flight {
             frames,
             plan,
@@ -347,7 +397,7 @@ impl Session {
         let Phase::Flying(f) = std::mem::replace(&mut self.phase, Phase::Idle) else {
             return Ok(());
         };
-        *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.running(Running::Idle);
         let slot = self.slot(f.node);
         self.backends[slot] = None;
         if f.node == Node::Leader {

@@ -35,7 +35,15 @@ pub(super) enum Key {
     Role,
     /// `SET SESSION AUTHORIZATION` (it also resets the role).
     Authorization,
+    /// `LOAD 'library'` (by its statement): not undone by `RESET ALL` nor
+    /// `DISCARD ALL`, as in PostgreSQL.
+    Load(Arc<str>),
 }
+
+/// Settings whose `SET` may change only part of their value (`SET
+/// datestyle TO ymd` keeps the output style `SET datestyle TO iso` chose):
+/// every `SET` of them is kept, in order, until a `RESET`.
+const PARTIAL: &[&str] = &["datestyle"];
 
 /// One statement of the list.
 #[derive(Clone, Debug)]
@@ -49,8 +57,10 @@ pub(super) struct Entry {
 pub(super) enum Op {
     /// Sets `key` (replacing an earlier setting of it) with `sql`.
     Set(Entry),
-    /// `RESET key`.
-    Reset(Key),
+    /// `RESET key` (kept as the entry for `key`: replayed, it resets the
+    /// setting there too, and makes a custom setting known, as on the
+    /// leader).
+    Reset(Entry),
     /// `RESET ALL`: everything but the role and session authorization.
     ResetAll,
     /// `DISCARD ALL`: everything.
@@ -107,20 +117,28 @@ impl Settings {
                 if key == Key::Authorization {
                     self.list.retain(|e| e.key != Key::Role);
                 }
-                self.list.retain(|e| e.key != key);
+                let partial = matches!(&key, Key::Name(n) if PARTIAL.contains(&n.as_str()));
+                if !partial {
+                    self.list.retain(|e| e.key != key);
+                }
                 self.list.push(Entry { key, sql });
             }
-            Op::Reset(key) => {
+            Op::Reset(Entry { key, sql }) => {
                 if key == Key::Authorization {
                     self.list.retain(|e| e.key != Key::Role);
                 }
                 self.list.retain(|e| e.key != key);
+                // A custom (dotted) setting stays known after a RESET,
+                // with an empty value: only replaying the RESET does that.
+                if matches!(&key, Key::Name(n) if n.contains('.')) {
+                    self.list.push(Entry { key, sql });
+                }
             }
             // RESET ALL leaves the role and the session authorization.
             Op::ResetAll => self
                 .list
-                .retain(|e| matches!(e.key, Key::Role | Key::Authorization)),
-            Op::DiscardAll => self.list.clear(),
+                .retain(|e| matches!(e.key, Key::Role | Key::Authorization | Key::Load(_))),
+            Op::DiscardAll => self.list.retain(|e| matches!(e.key, Key::Load(_))),
         }
         self.sqls = self.list.iter().map(|e| e.sql.clone()).collect();
         self.bytes = self.list.iter().map(|e| e.sql.len() + 64).sum();
@@ -195,18 +213,27 @@ pub(super) fn op_of(sql: &str, params: &[(bool, Option<&[u8]>)]) -> Option<Op> {
     if is(0, "discard") {
         return is(1, "all").then_some(Op::DiscardAll);
     }
+    if is(0, "load") {
+        return set(Key::Load(Arc::from(sql)));
+    }
     if is(0, "reset") {
-        return Some(if is(1, "all") {
-            Op::ResetAll
+        let reset = |key: Key| {
+            Some(Op::Reset(Entry {
+                key,
+                sql: Arc::from(sql),
+            }))
+        };
+        return if is(1, "all") {
+            Some(Op::ResetAll)
         } else if is(1, "role") {
-            Op::Reset(Key::Role)
+            reset(Key::Role)
         } else if is(1, "session") && is(2, "authorization") {
-            Op::Reset(Key::Authorization)
+            reset(Key::Authorization)
         } else if is(1, "time") && is(2, "zone") {
-            Op::Reset(Key::Name("timezone".into()))
+            reset(Key::Name("timezone".into()))
         } else {
-            Op::Reset(Key::Name(words.name_from(1)?))
-        });
+            reset(Key::Name(words.name_from(1)?))
+        };
     }
     if !is(0, "set") {
         return None;
@@ -340,6 +367,16 @@ mod tests {
         assert_eq!(list(&s), ["SET SESSION AUTHORIZATION DEFAULT"]);
         let s = settings(&["SET ROLE app", "SET a.b = 1", "DISCARD ALL"]);
         assert!(list(&s).is_empty());
+        let s = settings(&["SET custom.x = 42", "RESET custom.x"]);
+        assert_eq!(list(&s), ["RESET custom.x"], "a custom setting stays known");
+        let s = settings(&["LOAD 'plpgsql'", "SET a.b = 1", "DISCARD ALL"]);
+        assert_eq!(list(&s), ["LOAD 'plpgsql'"], "a library stays loaded");
+        let s = settings(&["SET datestyle TO iso", "SET datestyle TO ymd"]);
+        assert_eq!(
+            list(&s),
+            ["SET datestyle TO iso", "SET datestyle TO ymd"],
+            "a partial datestyle keeps the one before"
+        );
     }
 
     #[test]

@@ -186,7 +186,7 @@ pub(super) async fn startup(
             .await;
         return Err(Closing::Quiet);
     };
-    let cancel = Arc::new(std::sync::Mutex::new(None));
+    let cancel = Arc::new(std::sync::Mutex::new(crate::server::Running::Idle));
     let (pid, key) = shared.register(cancel.clone());
     let mut session = Session {
         shared: shared.clone(),

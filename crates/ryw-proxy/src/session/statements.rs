@@ -60,6 +60,16 @@ impl Statements {
         version
     }
 
+    /// Puts back what `name` was before a `Parse` or `Close` that did not
+    /// take effect (its batch failed before the server reached it).
+    pub fn restore(&mut self, name: &str, before: Option<Prepared>) {
+        self.remove(name);
+        if let Some(p) = before {
+            self.bytes += p.parse.len() + name.len() + OVERHEAD;
+            self.map.insert(name.to_owned(), p);
+        }
+    }
+
     /// The client closed `name`.
     pub fn remove(&mut self, name: &str) {
         if let Some(old) = self.map.remove(name) {

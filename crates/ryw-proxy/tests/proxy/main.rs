@@ -10,6 +10,8 @@
 //! | `clients` | psql (with COPY), pgbench `-M simple/extended/prepared`, `-S` and TPC-B-like (balances add up), psycopg 3 with server-side prepared statements |
 //! | `faults` | a cancel request reaches the node running the statement; a follower killed or frozen mid-read: no failed or stale read; the leader down: writes fail at once, reads go on |
 //! | `features` | session settings and prepared statements on every node, `SET`/`SHOW ryw.*`, a token carried to another connection, hints, the 25006 retry, transactions and temp tables on the leader, SCRAM logins |
+//! | `machine` | 2,000 random client actions of 36 kinds through the proxy and straight to the leader: the same answers, no stale read |
+//! | `regress` | PostgreSQL's regression suite (`parallel_schedule`) straight to the leader and through the proxy: the same tests fail, the same way |
 //! | `trust` | a client is untrusted: its session state cannot skew or poison positions, one role per login, sessions per role, notifications while idle, a Query after a Flush, `ryw.*` in transactions, pins that lift, busy followers, far tokens, readers without leader connections |
 //! | `ryw` | write-then-read pairs on one connection and across connections (`ryw.session`), across two proxies sharing Redis: 0 stale; `legacy` stale; monotonic reads |
 
@@ -18,7 +20,9 @@ mod bad_input;
 mod clients;
 mod faults;
 mod features;
+mod machine;
 mod raw;
+mod regress;
 mod ryw;
 mod support;
 mod trust;

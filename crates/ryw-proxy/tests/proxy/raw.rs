@@ -110,6 +110,10 @@ pub struct Raw {
     buf: BytesMut,
     /// The `ParameterStatus` values of the login.
     pub params: Vec<(String, String)>,
+    /// The `BackendKeyData` of the login (for a cancel request).
+    pub key: Option<(i32, i32)>,
+    /// Where it connected.
+    pub addr: SocketAddr,
 }
 
 impl Raw {
@@ -122,6 +126,8 @@ impl Raw {
             stream,
             buf: BytesMut::with_capacity(64 * 1024),
             params: Vec::new(),
+            key: None,
+            addr,
         };
         let mut body = BytesMut::new();
         body.put_i32(196_608);
@@ -156,6 +162,13 @@ impl Raw {
                 .filter_map(|m| m.field(b'M'))
                 .collect::<Vec<_>>()
         );
+        raw.key = login.msgs.iter().find(|m| m.tag == b'K').map(|m| {
+            let b = &m.body;
+            (
+                i32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                i32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+            )
+        });
         raw.params = login
             .msgs
             .iter()
@@ -230,6 +243,52 @@ impl Raw {
         frontend::query(sql, &mut out).unwrap();
         self.send(&out).await;
         self.reply().await
+    }
+
+    /// `COPY … FROM STDIN` with `rows` (each a line of text format): the
+    /// reply, whether or not the server asked for the data.
+    pub async fn copy_in(&mut self, sql: &str, rows: &[String]) -> Reply {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out).unwrap();
+        self.send(&out).await;
+        let mut r = Reply::default();
+        loop {
+            let Some(m) = self.next_within(Duration::from_secs(30)).await else {
+                return r;
+            };
+            match m.tag {
+                b'G' => {
+                    r.msgs.push(m);
+                    let mut out = BytesMut::new();
+                    for row in rows {
+                        let line = format!("{row}\n");
+                        out.put_u8(b'd');
+                        out.put_i32(line.len() as i32 + 4);
+                        out.put_slice(line.as_bytes());
+                    }
+                    frontend::copy_done(&mut out);
+                    self.send(&out).await;
+                }
+                b'Z' => {
+                    r.msgs.push(m);
+                    return r;
+                }
+                _ => r.msgs.push(m),
+            }
+        }
+    }
+
+    /// Sends a cancel request for this connection's running statement.
+    pub async fn cancel(&self) {
+        let (pid, key) = self.key.expect("a BackendKeyData at login");
+        let mut out = BytesMut::new();
+        frontend::cancel_request(pid, key, &mut out);
+        let mut s = TcpStream::connect(self.addr)
+            .await
+            .expect("connect to cancel");
+        s.write_all(&out).await.unwrap();
+        let mut sink = [0u8; 1];
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.read(&mut sink)).await;
     }
 
     /// One statement through the extended protocol (unnamed statement and

@@ -1,0 +1,168 @@
+//! PostgreSQL's own regression suite (the server's `parallel_schedule`,
+//! 217 tests) straight to the leader and through the proxy, on the same
+//! cluster: the same tests fail, with the same differences from their
+//! expected output. Some fail either way on a cluster that is not a fresh
+//! `make check` install (file paths, existing roles); a few plan-dependent
+//! ones fail now and then under load whatever the front: a test whose
+//! verdict differs between the two runs is run again (both sides) before
+//! it counts.
+//!
+//! `scripts/pg-regress` sets the suite up (Debian's source package, the C
+//! functions compiled against the server headers) and runs it; all
+//! psql connections of the proxy's run share one `ryw.session`, as the
+//! tests read what earlier ones (other connections) created.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::support::{Ctx, Setup};
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg-regress")
+}
+
+/// Runs the suite against `target`; the folder of its results.
+async fn run(cache: &Path, out: &Path, admin: &str, target: &str, options: &str) {
+    let mut cmd = tokio::process::Command::new(script());
+    cmd.arg("run")
+        .arg(cache)
+        .arg(out)
+        .args(["--admin", admin, "--target", target])
+        .kill_on_drop(true);
+    if !options.is_empty() {
+        cmd.args(["--options", options]);
+    }
+    let done = tokio::time::timeout(Duration::from_secs(900), cmd.output())
+        .await
+        .expect("the regression suite finished within 15 minutes")
+        .expect("scripts/pg-regress runs");
+    assert!(
+        done.status.success(),
+        "scripts/pg-regress failed ({}):\n{}\n{}",
+        done.status,
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr)
+    );
+}
+
+/// The tests that failed in a run (from `regression.out`).
+fn failed(out: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(out.join("regression.out")).expect("regression.out");
+    text.lines()
+        .filter(|l| l.contains("FAILED") || l.contains("failed (ignored)"))
+        .filter_map(|l| {
+            l.trim_start_matches("test ")
+                .split_whitespace()
+                .find(|w| !matches!(*w, "test" | "..."))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Each failed test's differences, without the file paths and times.
+fn diffs(out: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(out.join("regression.diffs")).unwrap_or_default();
+    let outdir = out.display().to_string();
+    let mut by_test = BTreeMap::new();
+    let mut current: Option<(String, String)> = None;
+    for line in text.lines() {
+        if line.starts_with("diff ") {
+            if let Some((t, d)) = current.take() {
+                by_test.insert(t, d);
+            }
+            let test = line
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches(".out")
+                .to_owned();
+            current = Some((test, String::new()));
+        } else if line.starts_with("--- ") || line.starts_with("+++ ") {
+            continue;
+        } else if let Some((_, d)) = current.as_mut() {
+            d.push_str(&line.replace(&outdir, "OUT"));
+            d.push('\n');
+        }
+    }
+    if let Some((t, d)) = current {
+        by_test.insert(t, d);
+    }
+    by_test
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_s_regression_suite_gives_through_the_proxy_what_it_gives_directly() {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pg-regress");
+    let setup = tokio::process::Command::new(script())
+        .arg("setup")
+        .arg(&cache)
+        .output()
+        .await
+        .expect("scripts/pg-regress runs");
+    assert!(
+        setup.status.success(),
+        "setting the regression suite up failed:\n{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let ctx = Ctx::start(Setup {
+        lags: vec![Duration::ZERO, Duration::ZERO],
+        ..Setup::default()
+    })
+    .await;
+    let leader = ctx
+        .cluster
+        .info()
+        .nodes
+        .iter()
+        .find(|n| n.name == "leader")
+        .unwrap()
+        .port;
+    let admin = format!("127.0.0.1:{leader}");
+    let proxy = format!("127.0.0.1:{}", ctx.proxy.addr.port());
+    let options = "-c ryw.session=regress";
+    let tmp = tempfile::tempdir().unwrap();
+    let (d1, p1) = (tmp.path().join("direct-1"), tmp.path().join("proxy-1"));
+    run(&cache, &d1, &admin, &admin, "").await;
+    run(&cache, &p1, &admin, &proxy, options).await;
+    let (fd1, fp1) = (failed(&d1), failed(&p1));
+    eprintln!("direct: {} failed {fd1:?}", fd1.len());
+    eprintln!("proxy:  {} failed {fp1:?}", fp1.len());
+    let (mut fd, mut fp) = (fd1.clone(), fp1.clone());
+    if fd1 != fp1 {
+        // A test whose verdict differs runs again, both ways: it counts
+        // only if it fails both times one way and never the other.
+        let (d2, p2) = (tmp.path().join("direct-2"), tmp.path().join("proxy-2"));
+        run(&cache, &d2, &admin, &admin, "").await;
+        run(&cache, &p2, &admin, &proxy, options).await;
+        let (fd2, fp2) = (failed(&d2), failed(&p2));
+        eprintln!("direct again: {fd2:?}");
+        eprintln!("proxy again:  {fp2:?}");
+        let either_direct: BTreeSet<String> = fd1.union(&fd2).cloned().collect();
+        let either_proxy: BTreeSet<String> = fp1.union(&fp2).cloned().collect();
+        fp = fp1.intersection(&fp2).cloned().collect();
+        fd = fd1.intersection(&fd2).cloned().collect();
+        let proxy_only: Vec<&String> = fp.difference(&either_direct).collect();
+        let direct_only: Vec<&String> = fd.difference(&either_proxy).collect();
+        assert!(
+            proxy_only.is_empty() && direct_only.is_empty(),
+            "failed only through the proxy: {proxy_only:?}; only directly: {direct_only:?}"
+        );
+    }
+    assert!(
+        fd.len() < 40,
+        "{} tests fail directly: the cluster or the suite is broken",
+        fd.len()
+    );
+    // The tests that fail both ways fail the same way.
+    let (dd, dp) = (diffs(&d1), diffs(&p1));
+    for test in fd.intersection(&fp) {
+        if fd1.contains(test) && fp1.contains(test) {
+            assert_eq!(
+                dd.get(test),
+                dp.get(test),
+                "{test} fails differently through the proxy"
+            );
+        }
+    }
+}
