@@ -19,6 +19,13 @@
 //! `postgresql.auto.conf`), drop its stale slots, start it as a standby and
 //! wait until it streams.
 //!
+//! Each step is a function of its own, named as the diagram in
+//! `docs/architecture.md` ("Failover and rejoin") names it: `Failover`'s
+//! `probe_followers`, `stop_leader`, `choose`, `promote`, `record`,
+//! `repoint_followers`, then `wait_streaming`; `Rejoin`'s
+//! `connect_leader`, `checkpoint`, `rewind`, `write_standby_settings`,
+//! `record`, `wait_streaming`, `add_sync_standby`.
+//!
 //! Everything is async and never blocks the runtime for long (processes
 //! through `tokio::process`, stops in `spawn_blocking`), so tests can fail
 //! over under load.
@@ -211,7 +218,7 @@ pub struct FailoverReport {
 
 /// Fails the cluster in `dir` over to a follower: stops the leader,
 /// promotes a follower, re-points the others, records it. See the module
-/// docs for the steps.
+/// docs for the steps; each is a method of [`Failover`], in this order.
 ///
 /// Errors before anything is stopped: an unknown `--to`
 /// ([`ClusterError::NoSuchNode`]), one that is not a follower
@@ -223,307 +230,45 @@ pub struct FailoverReport {
 /// failover).
 pub async fn failover(dir: &Path, opts: &FailoverOptions) -> Result<FailoverReport, ClusterError> {
     let t0 = Instant::now();
-    let mut info = ClusterInfo::load(dir)?;
-    let mut repl = ReplicationInfo::load(dir)?;
-    let user = OsUser::resolve(Some(&info.os_user))?;
-    let old = info.leader().clone();
-    if old.role != Role::Leader {
-        return Err(ClusterError::BadArgument(format!(
-            "{} names no leader; nothing to fail over",
-            dir.join(crate::info::FILE).display()
-        )));
-    }
-    let followers: Vec<NodeInfo> = info.followers().cloned().collect();
-
-    // 1. Look before stopping anything.
-    let before = join_all(followers.iter().map(probe)).await;
-    let leader_running = running(&old);
-    if let Some((node, _)) = followers
-        .iter()
-        .zip(&before)
-        .find(|(_, p)| p.alive && !p.in_recovery)
-        && opts.to.as_deref() != Some(node.name.as_str())
-    {
-        return Err(ClusterError::AlreadyPromoted {
-            node: node.name.clone(),
-            leader: old.name.clone(),
-        });
-    }
-    let named = match &opts.to {
-        Some(to) => {
-            let node = info.node(to)?.clone();
-            if node.role != Role::Follower {
-                return Err(ClusterError::NotAFollower {
-                    node: node.name.clone(),
-                    role: format!("the {}", node.role),
-                    hint: "--to names a follower to promote".into(),
-                });
-            }
-            let p = &before[followers
-                .iter()
-                .position(|f| f.name == node.name)
-                .unwrap_or(0)];
-            if !p.alive {
-                return Err(ClusterError::NotPromotable {
-                    node: node.name.clone(),
-                    reason: if running(&node) {
-                        "it does not answer".into()
-                    } else {
-                        "it is not running".into()
-                    },
-                });
-            }
-            if p.in_recovery && leader_running && !p.streaming_from(old.port) {
-                return Err(ClusterError::NotPromotable {
-                    node: node.name.clone(),
-                    reason: format!(
-                        "the leader is up and {} is not streaming from it (WAL receiver: {}); \
-                         promoting it would lose what it has not received",
-                        node.name,
-                        p.status.as_deref().unwrap_or("none")
-                    ),
-                });
-            }
-            Some(node)
-        }
-        None => None,
-    };
-    if named.is_none() && !before.iter().any(|p| p.alive && p.in_recovery) {
-        return Err(ClusterError::NoFollowerAlive {
-            detail: format!("{}; nothing was stopped", describe(&followers, &before)),
-        });
-    }
-
-    // 2. Stop the leader.
-    let t = Instant::now();
-    let stop = if !leader_running {
-        StopKind::AlreadyDown
-    } else if opts.kill {
-        stop_node_async(&info, &old, StopMode::Kill).await?;
-        StopKind::Killed
-    } else {
-        stop_node_async(&info, &old, StopMode::Fast).await?;
-        StopKind::Fast
-    };
-    let stop_t = t.elapsed();
-
-    // 3. Choose: after the stop, every follower has what it will ever get.
-    let t = Instant::now();
-    let after = join_all(followers.iter().map(probe)).await;
-    let candidates: Vec<Candidate> = followers
-        .iter()
-        .zip(&after)
-        .map(|(n, p)| Candidate {
-            name: n.name.clone(),
-            alive: p.alive,
-            in_recovery: p.in_recovery,
-            received: p.received,
-            delay_ms: n.delay_ms,
-        })
-        .collect();
-    let (chosen, why) = match named {
-        Some(node) => {
-            let c = candidates.iter().find(|c| c.name == node.name);
-            match c {
-                Some(c) if c.alive && !c.in_recovery => (node, Choice::AlreadyPromoted),
-                Some(c) if c.alive => (node, Choice::Named),
-                _ => {
-                    return Err(ClusterError::NotPromotable {
-                        node: node.name.clone(),
-                        reason: format!(
-                            "it went down while {} was being stopped; the leader is stopped now",
-                            old.name
-                        ),
-                    });
-                }
-            }
-        }
-        None => {
-            let name = choose(&candidates).ok_or_else(|| ClusterError::NoFollowerAlive {
-                detail: format!(
-                    "{}; {} is stopped now",
-                    describe(&followers, &after),
-                    old.name
-                ),
-            })?;
-            (info.node(&name)?.clone(), Choice::MostWal)
-        }
-    };
-    let choose_t = t.elapsed();
-    let mut notes = Vec::new();
-    let chosen_lsn = candidates
-        .iter()
-        .find(|c| c.name == chosen.name)
-        .and_then(|c| c.received);
-    if let Some(ahead) = candidates
-        .iter()
-        .filter(|c| c.alive && c.in_recovery && c.received > chosen_lsn)
-        .max_by_key(|c| c.received)
-    {
-        notes.push(format!(
-            "{} had received more WAL than {} ({} > {}): what lies between is not in the new \
-             history (acknowledged writes included, even in synchronous mode)",
-            ahead.name,
-            chosen.name,
-            ahead.received.map(|l| l.to_string()).unwrap_or_default(),
-            chosen_lsn.map(|l| l.to_string()).unwrap_or_default()
-        ));
-    }
-
-    // 4. Promote. In synchronous mode its standby list is set first.
-    let t = Instant::now();
-    let others: Vec<NodeInfo> = followers
-        .iter()
-        .filter(|f| f.name != chosen.name)
-        .cloned()
-        .collect();
-    let client = connect(&admin_url(chosen.port), &chosen.name).await?;
-    let sql = |source| ClusterError::Sql {
-        node: chosen.name.clone(),
-        source,
-    };
-    let sync_names = if repl.sync {
-        let standbys: Vec<&str> = others.iter().map(|o| o.name.as_str()).collect();
-        if standbys.is_empty() {
-            notes.push(format!(
-                "no follower is left for synchronous replication: {} commits asynchronously \
-                 until a node rejoins",
-                chosen.name
-            ));
-        } else if !candidates
-            .iter()
-            .any(|c| c.alive && standbys.contains(&c.name.as_str()))
-        {
-            notes.push(format!(
-                "every synchronous standby of {} is down: its commits wait until one of them \
-                 streams again",
-                chosen.name
-            ));
-        }
-        Some(set_sync_standbys(&client, &chosen.name, &standbys).await?)
-    } else {
-        None
-    };
-    if why != Choice::AlreadyPromoted {
-        client
-            .batch_execute("SELECT pg_promote(wait => false)")
-            .await
-            .map_err(sql)?;
-        wait_promoted(&client, &chosen).await?;
-    }
-    let promote_t = t.elapsed();
-    info.set_role(&old.name, Role::Failed);
-    info.set_role(&chosen.name, Role::Leader);
-    info.save()?;
-    let tli = timeline::current(&client).await.map_err(sql)?;
-    let history = timeline::history(&client, tli).await.map_err(sql)?;
-    let switch_lsn = timeline::switch_point(&history, tli).unwrap_or(PgLsn::from(0));
-    repl.timeline = tli;
-    repl.failovers.push(FailoverRecord {
-        timeline: tli,
-        switch_lsn: switch_lsn.to_string(),
-        from: old.name.clone(),
-        to: chosen.name.clone(),
-        at_unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-    });
-    repl.save(dir)?;
-
-    // 5. Slots on the new leader, then re-point the others at it.
-    let t = Instant::now();
-    for o in &others {
-        create_slot(&client, &chosen.name, &slot_name(&o.name)).await?;
-    }
-    let alive: Vec<bool> = after.iter().map(|p| p.alive).collect();
-    let repoints = others.iter().map(|o| {
-        let was_alive = followers
-            .iter()
-            .position(|f| f.name == o.name)
-            .map(|i| alive[i])
-            .unwrap_or(false);
-        repoint(&user, o, chosen.port, was_alive)
-    });
-    let repointed: Vec<bool> = join_all(repoints)
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()?;
-    for (o, live) in others.iter().zip(&repointed) {
-        if !live {
-            notes.push(format!(
-                "{} is down: its configuration now follows {}; once started it streams on \
-                 timeline {tli}, unless it holds WAL past {switch_lsn} (then `ryw cluster rejoin {}`)",
-                o.name, chosen.name, o.name
-            ));
-        }
-    }
-    // The new leader's own standby settings are void now; clear them so its
-    // configuration does not mislead a reader.
-    let _ = client
-        .batch_execute("ALTER SYSTEM RESET primary_conninfo")
-        .await;
-    let _ = client
-        .batch_execute("ALTER SYSTEM RESET primary_slot_name")
-        .await;
-    let _ = client.batch_execute("SELECT pg_reload_conf()").await;
-    let repoint_t = t.elapsed();
-
-    // 6. Wait for the re-pointed followers to stream on the new timeline.
-    let t = Instant::now();
-    let waits = others.iter().zip(&repointed).map(|(o, &live)| {
-        let deadline = opts.wait_followers;
-        let leader_port = chosen.port;
-        async move {
-            if !live || deadline.is_zero() {
-                return None;
-            }
-            wait_following(o, leader_port, tli, deadline).await
-        }
-    });
-    let streamed = join_all(waits).await;
-    let followers_t = t.elapsed();
-    let followers_report: Vec<RepointedFollower> = others
-        .iter()
-        .zip(&repointed)
-        .zip(streamed)
-        .map(|((o, &live), s)| RepointedFollower {
-            name: o.name.clone(),
-            alive: live,
-            streaming: s.is_some(),
-            streaming_after: s,
-        })
-        .collect();
-    for f in &followers_report {
-        if f.alive && !f.streaming && !opts.wait_followers.is_zero() {
-            let node = info.node(&f.name)?;
-            notes.push(format!(
-                "{} did not stream from {} within {} s; see {}",
-                f.name,
-                chosen.name,
-                opts.wait_followers.as_secs(),
-                node.log.display()
-            ));
-        }
-    }
-    notes.push(format!(
+    let mut run = Failover::load(dir)?;
+    let looked = run.probe_followers(opts.to.as_deref()).await?;
+    let (stop, stop_t) = timed(run.stop_leader(looked.leader_running, opts.kill)).await;
+    let stop = stop?;
+    let (chosen, choose_t) = timed(run.choose(looked.named)).await;
+    let chosen = chosen?;
+    let (promoted, promote_t) = timed(run.promote(&chosen)).await;
+    let (client, sync_names) = promoted?;
+    let (tli, switch_lsn) = run.record(&chosen.node, &client).await?;
+    let (repointed, repoint_t) =
+        timed(run.repoint_followers(&client, &chosen, tli, switch_lsn)).await;
+    let repointed = repointed?;
+    let (streamed, followers_t) = timed(wait_streaming(
+        &chosen.others,
+        &repointed,
+        chosen.node.port,
+        tli,
+        opts.wait_followers,
+    ))
+    .await;
+    let followers = run.followers_report(&chosen, &repointed, streamed, opts.wait_followers);
+    run.notes.push(format!(
         "{} is stopped and marked failed; bring it back as a follower with \
          `ryw cluster rejoin {}`",
-        old.name, old.name
+        run.old.name, run.old.name
     ));
 
     Ok(FailoverReport {
-        old_leader: old.name.clone(),
+        old_leader: run.old.name.clone(),
         stop,
-        new_leader: chosen.name.clone(),
-        new_leader_url: chosen.url.clone(),
-        chosen_because: why,
-        candidates,
+        new_leader: chosen.node.name.clone(),
+        new_leader_url: chosen.node.url.clone(),
+        chosen_because: chosen.why,
+        candidates: chosen.candidates,
         timeline: tli,
         switch_lsn,
         synchronous_standby_names: sync_names,
-        followers: followers_report,
-        notes,
+        followers,
+        notes: run.notes,
         timings: FailoverTimings {
             stop: stop_t,
             choose: choose_t,
@@ -533,6 +278,440 @@ pub async fn failover(dir: &Path, opts: &FailoverOptions) -> Result<FailoverRepo
             total: t0.elapsed(),
         },
     })
+}
+
+/// Runs `step` and says how long it took.
+async fn timed<T>(step: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let t = Instant::now();
+    let out = step.await;
+    (out, t.elapsed())
+}
+
+/// A failover under way: the cluster as it was loaded, and what the
+/// operator will be told. Its methods are the steps of [`failover()`].
+struct Failover<'a> {
+    dir: &'a Path,
+    info: ClusterInfo,
+    repl: ReplicationInfo,
+    user: OsUser,
+    /// The leader being replaced.
+    old: NodeInfo,
+    /// Every follower, in `cluster.json`'s order.
+    followers: Vec<NodeInfo>,
+    /// Things the operator should know, in the order they were found.
+    notes: Vec<String>,
+}
+
+/// What the probe before the stop found.
+struct Looked {
+    /// The old leader's postmaster was running.
+    leader_running: bool,
+    /// The follower `--to` named, checked.
+    named: Option<NodeInfo>,
+}
+
+/// The follower chosen, why, and the others.
+struct Chosen {
+    /// The node to promote.
+    node: NodeInfo,
+    why: Choice,
+    /// Every follower as it was after the stop, in `followers`' order.
+    candidates: Vec<Candidate>,
+    /// The followers that are not chosen, each with whether it answered
+    /// after the stop.
+    others: Vec<(NodeInfo, bool)>,
+}
+
+impl<'a> Failover<'a> {
+    /// The cluster in `dir`, which must name a leader.
+    fn load(dir: &'a Path) -> Result<Self, ClusterError> {
+        let info = ClusterInfo::load(dir)?;
+        let repl = ReplicationInfo::load(dir)?;
+        let user = OsUser::resolve(Some(&info.os_user))?;
+        let old = info.leader().clone();
+        if old.role != Role::Leader {
+            return Err(ClusterError::BadArgument(format!(
+                "{} names no leader; nothing to fail over",
+                dir.join(crate::info::FILE).display()
+            )));
+        }
+        let followers = info.followers().cloned().collect();
+        Ok(Failover {
+            dir,
+            info,
+            repl,
+            user,
+            old,
+            followers,
+            notes: Vec::new(),
+        })
+    }
+
+    /// Probe: asks every follower what it is before anything is stopped,
+    /// and refuses a failover that cannot go well.
+    async fn probe_followers(&self, to: Option<&str>) -> Result<Looked, ClusterError> {
+        let before = join_all(self.followers.iter().map(probe)).await;
+        let leader_running = running(&self.old);
+        if let Some((node, _)) = self
+            .followers
+            .iter()
+            .zip(&before)
+            .find(|(_, p)| p.alive && !p.in_recovery)
+            && to != Some(node.name.as_str())
+        {
+            return Err(ClusterError::AlreadyPromoted {
+                node: node.name.clone(),
+                leader: self.old.name.clone(),
+            });
+        }
+        let named = match to {
+            Some(to) => Some(self.check_named(to, &before, leader_running)?),
+            None => None,
+        };
+        if named.is_none() && !before.iter().any(|p| p.alive && p.in_recovery) {
+            return Err(ClusterError::NoFollowerAlive {
+                detail: format!(
+                    "{}; nothing was stopped",
+                    describe(&self.followers, &before)
+                ),
+            });
+        }
+        Ok(Looked {
+            leader_running,
+            named,
+        })
+    }
+
+    /// The follower `--to` names, if it can be promoted: a follower that
+    /// answers and, while the leader is up, streams from it.
+    fn check_named(
+        &self,
+        to: &str,
+        before: &[Probe],
+        leader_running: bool,
+    ) -> Result<NodeInfo, ClusterError> {
+        let node = self.info.node(to)?.clone();
+        if node.role != Role::Follower {
+            return Err(ClusterError::NotAFollower {
+                node: node.name.clone(),
+                role: format!("the {}", node.role),
+                hint: "--to names a follower to promote".into(),
+            });
+        }
+        let p = &before[self
+            .followers
+            .iter()
+            .position(|f| f.name == node.name)
+            .unwrap_or(0)];
+        if !p.alive {
+            return Err(ClusterError::NotPromotable {
+                node: node.name.clone(),
+                reason: if running(&node) {
+                    "it does not answer".into()
+                } else {
+                    "it is not running".into()
+                },
+            });
+        }
+        if p.in_recovery && leader_running && !p.streaming_from(self.old.port) {
+            return Err(ClusterError::NotPromotable {
+                node: node.name.clone(),
+                reason: format!(
+                    "the leader is up and {} is not streaming from it (WAL receiver: {}); \
+                     promoting it would lose what it has not received",
+                    node.name,
+                    p.status.as_deref().unwrap_or("none")
+                ),
+            });
+        }
+        Ok(node)
+    }
+
+    /// Stop: the old leader, by a fast shutdown or SIGKILL, unless it was
+    /// not running.
+    async fn stop_leader(
+        &self,
+        leader_running: bool,
+        kill: bool,
+    ) -> Result<StopKind, ClusterError> {
+        if !leader_running {
+            return Ok(StopKind::AlreadyDown);
+        }
+        let (mode, kind) = if kill {
+            (StopMode::Kill, StopKind::Killed)
+        } else {
+            (StopMode::Fast, StopKind::Fast)
+        };
+        stop_node_async(&self.info, &self.old, mode).await?;
+        Ok(kind)
+    }
+
+    /// Choose: probes again (after the stop, every follower has what it
+    /// will ever get) and takes the named follower, or the one with the
+    /// most WAL. Notes a follower that had more than the chosen one.
+    async fn choose(&mut self, named: Option<NodeInfo>) -> Result<Chosen, ClusterError> {
+        let after = join_all(self.followers.iter().map(probe)).await;
+        let candidates: Vec<Candidate> = self
+            .followers
+            .iter()
+            .zip(&after)
+            .map(|(n, p)| Candidate {
+                name: n.name.clone(),
+                alive: p.alive,
+                in_recovery: p.in_recovery,
+                received: p.received,
+                delay_ms: n.delay_ms,
+            })
+            .collect();
+        let (node, why) = match named {
+            Some(node) => {
+                let c = candidates.iter().find(|c| c.name == node.name);
+                match c {
+                    Some(c) if c.alive && !c.in_recovery => (node, Choice::AlreadyPromoted),
+                    Some(c) if c.alive => (node, Choice::Named),
+                    _ => {
+                        return Err(ClusterError::NotPromotable {
+                            node: node.name.clone(),
+                            reason: format!(
+                                "it went down while {} was being stopped; the leader is stopped now",
+                                self.old.name
+                            ),
+                        });
+                    }
+                }
+            }
+            None => {
+                let name = choose(&candidates).ok_or_else(|| ClusterError::NoFollowerAlive {
+                    detail: format!(
+                        "{}; {} is stopped now",
+                        describe(&self.followers, &after),
+                        self.old.name
+                    ),
+                })?;
+                (self.info.node(&name)?.clone(), Choice::MostWal)
+            }
+        };
+        if let Some(note) = ahead_of(&candidates, &node.name) {
+            self.notes.push(note);
+        }
+        let others = self
+            .followers
+            .iter()
+            .zip(&candidates)
+            .filter(|(f, _)| f.name != node.name)
+            .map(|(f, c)| (f.clone(), c.alive))
+            .collect();
+        Ok(Chosen {
+            node,
+            why,
+            candidates,
+            others,
+        })
+    }
+
+    /// Promote: in synchronous mode the chosen standby's
+    /// `synchronous_standby_names` is set first (so no commit on the new
+    /// timeline is acknowledged before a follower flushed it); then
+    /// `pg_promote()`, and wait until it accepts writes. Returns its
+    /// connection and, in synchronous mode, its standby list.
+    async fn promote(
+        &mut self,
+        chosen: &Chosen,
+    ) -> Result<(tokio_postgres::Client, Option<String>), ClusterError> {
+        let node = &chosen.node;
+        let client = connect(&admin_url(node.port), &node.name).await?;
+        let sync_names = if self.repl.sync {
+            let standbys: Vec<&str> = chosen.others.iter().map(|(o, _)| o.name.as_str()).collect();
+            if standbys.is_empty() {
+                self.notes.push(format!(
+                    "no follower is left for synchronous replication: {} commits asynchronously \
+                     until a node rejoins",
+                    node.name
+                ));
+            } else if !chosen
+                .candidates
+                .iter()
+                .any(|c| c.alive && standbys.contains(&c.name.as_str()))
+            {
+                self.notes.push(format!(
+                    "every synchronous standby of {} is down: its commits wait until one of them \
+                     streams again",
+                    node.name
+                ));
+            }
+            Some(set_sync_standbys(&client, &node.name, &standbys).await?)
+        } else {
+            None
+        };
+        if chosen.why != Choice::AlreadyPromoted {
+            client
+                .batch_execute("SELECT pg_promote(wait => false)")
+                .await
+                .map_err(sql_error(&node.name))?;
+            wait_promoted(&client, node).await?;
+        }
+        Ok((client, sync_names))
+    }
+
+    /// Record: the new roles in `cluster.json`; the new timeline and where
+    /// it begins (from the new leader's history file) in
+    /// `replication.json`. Returns the timeline and its switch point.
+    async fn record(
+        &mut self,
+        leader: &NodeInfo,
+        client: &tokio_postgres::Client,
+    ) -> Result<(u32, PgLsn), ClusterError> {
+        self.info.set_role(&self.old.name, Role::Failed);
+        self.info.set_role(&leader.name, Role::Leader);
+        self.info.save()?;
+        let sql = sql_error(&leader.name);
+        let tli = timeline::current(client).await.map_err(&sql)?;
+        let history = timeline::history(client, tli).await.map_err(&sql)?;
+        let switch_lsn = timeline::switch_point(&history, tli).unwrap_or(PgLsn::from(0));
+        self.repl.timeline = tli;
+        self.repl.failovers.push(FailoverRecord {
+            timeline: tli,
+            switch_lsn: switch_lsn.to_string(),
+            from: self.old.name.clone(),
+            to: leader.name.clone(),
+            at_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        });
+        self.repl.save(self.dir)?;
+        Ok((tli, switch_lsn))
+    }
+
+    /// Repoint: a slot for each other follower on the new leader, then
+    /// each pointed at it (live when it answered, else in its
+    /// configuration); the new leader's own standby settings cleared.
+    /// Returns, per other follower, whether it was re-pointed live.
+    async fn repoint_followers(
+        &mut self,
+        client: &tokio_postgres::Client,
+        chosen: &Chosen,
+        tli: u32,
+        switch_lsn: PgLsn,
+    ) -> Result<Vec<bool>, ClusterError> {
+        let leader = &chosen.node;
+        for (o, _) in &chosen.others {
+            create_slot(client, &leader.name, &slot_name(&o.name)).await?;
+        }
+        let repoints = chosen
+            .others
+            .iter()
+            .map(|(o, alive)| repoint(&self.user, o, leader.port, *alive));
+        let repointed: Vec<bool> = join_all(repoints)
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        for ((o, _), live) in chosen.others.iter().zip(&repointed) {
+            if !live {
+                self.notes.push(format!(
+                    "{} is down: its configuration now follows {}; once started it streams on \
+                     timeline {tli}, unless it holds WAL past {switch_lsn} (then `ryw cluster rejoin {}`)",
+                    o.name, leader.name, o.name
+                ));
+            }
+        }
+        // The new leader's own standby settings are void now; clear them so
+        // its configuration does not mislead a reader.
+        let _ = client
+            .batch_execute("ALTER SYSTEM RESET primary_conninfo")
+            .await;
+        let _ = client
+            .batch_execute("ALTER SYSTEM RESET primary_slot_name")
+            .await;
+        let _ = client.batch_execute("SELECT pg_reload_conf()").await;
+        Ok(repointed)
+    }
+
+    /// The re-pointed followers as the report gives them, noting each
+    /// alive one that did not stream in time.
+    fn followers_report(
+        &mut self,
+        chosen: &Chosen,
+        repointed: &[bool],
+        streamed: Vec<Option<Duration>>,
+        waited: Duration,
+    ) -> Vec<RepointedFollower> {
+        let report: Vec<RepointedFollower> = chosen
+            .others
+            .iter()
+            .zip(repointed)
+            .zip(streamed)
+            .map(|(((o, _), &live), s)| RepointedFollower {
+                name: o.name.clone(),
+                alive: live,
+                streaming: s.is_some(),
+                streaming_after: s,
+            })
+            .collect();
+        for (f, (o, _)) in report.iter().zip(&chosen.others) {
+            if f.alive && !f.streaming && !waited.is_zero() {
+                self.notes.push(format!(
+                    "{} did not stream from {} within {} s; see {}",
+                    f.name,
+                    chosen.node.name,
+                    waited.as_secs(),
+                    o.log.display()
+                ));
+            }
+        }
+        report
+    }
+}
+
+/// Waits for the followers re-pointed live to stream from the leader on
+/// `leader_port` on timeline `tli`, all at once, each at most `max`
+/// (`ZERO`: not at all). Per follower, how long it took.
+async fn wait_streaming(
+    others: &[(NodeInfo, bool)],
+    repointed: &[bool],
+    leader_port: u16,
+    tli: u32,
+    max: Duration,
+) -> Vec<Option<Duration>> {
+    let waits = others
+        .iter()
+        .zip(repointed)
+        .map(|((o, _), &live)| async move {
+            if !live || max.is_zero() {
+                return None;
+            }
+            wait_following(o, leader_port, tli, max).await
+        });
+    join_all(waits).await
+}
+
+/// A note when an alive standby had received more WAL than `chosen`: what
+/// lies between is not in the new history.
+fn ahead_of(candidates: &[Candidate], chosen: &str) -> Option<String> {
+    let chosen_lsn = candidates
+        .iter()
+        .find(|c| c.name == chosen)
+        .and_then(|c| c.received);
+    let ahead = candidates
+        .iter()
+        .filter(|c| c.alive && c.in_recovery && c.received > chosen_lsn)
+        .max_by_key(|c| c.received)?;
+    Some(format!(
+        "{} had received more WAL than {} ({} > {}): what lies between is not in the new \
+         history (acknowledged writes included, even in synchronous mode)",
+        ahead.name,
+        chosen,
+        ahead.received.map(|l| l.to_string()).unwrap_or_default(),
+        chosen_lsn.map(|l| l.to_string()).unwrap_or_default()
+    ))
+}
+
+/// Maps a SQL error on `node` to [`ClusterError::Sql`].
+fn sql_error(node: &str) -> impl Fn(tokio_postgres::Error) -> ClusterError + '_ {
+    move |source| ClusterError::Sql {
+        node: node.into(),
+        source,
+    }
 }
 
 /// The alive standby with the most WAL; ties go to the smaller replay
@@ -835,7 +1014,8 @@ pub struct RejoinReport {
 
 /// Brings a stopped node (a failed former leader, or a follower that cannot
 /// follow the new timeline) back as a follower of the leader:
-/// `pg_rewind`, standby settings, start, wait until it streams.
+/// `pg_rewind`, standby settings, start, wait until it streams. Each step
+/// is a method of [`Rejoin`], in this order.
 ///
 /// Errors: an unknown node, the leader itself, a node that is running
 /// ([`ClusterError::NotStopped`]), a leader that does not answer
@@ -848,141 +1028,34 @@ pub async fn rejoin(
     opts: &RejoinOptions,
 ) -> Result<RejoinReport, ClusterError> {
     let t0 = Instant::now();
-    let mut info = ClusterInfo::load(dir)?;
-    let repl = ReplicationInfo::load(dir)?;
-    let user = OsUser::resolve(Some(&info.os_user))?;
-    let node = info.node(name)?.clone();
-    if node.role == Role::Leader {
-        return Err(ClusterError::BadArgument(format!(
-            "{name} is the leader; rejoin brings a stopped node back as its follower \
-             (fail over first to replace it)"
-        )));
-    }
-    if let Some(pid) = postmaster_pid(&node.data_dir).filter(|&p| is_alive(p)) {
-        return Err(ClusterError::NotStopped {
-            node: node.name.clone(),
-            pid,
-            data_dir: node.data_dir.clone(),
-        });
-    }
-    let leader = info.leader().clone();
-    let down = |detail: String| ClusterError::LeaderDown {
-        node: leader.name.clone(),
-        detail,
-    };
-    let client = connect(&admin_url(leader.port), &leader.name)
-        .await
-        .map_err(|e| down(e.to_string()))?;
-    let in_recovery: bool = client
-        .query_one("SELECT pg_is_in_recovery()", &[])
-        .await
-        .map_err(|e| down(e.to_string()))?
-        .get(0);
-    if in_recovery {
-        return Err(down("it is in recovery".into()));
-    }
-    let sql = |source| ClusterError::Sql {
-        node: leader.name.clone(),
-        source,
-    };
-    remove_stale_locks(&info, &node);
-
-    // pg_rewind reads the source's timeline from its control file, which a
-    // just-promoted server updates only at its first checkpoint: without
-    // this it may say "no rewind required" for a node that diverged.
-    let t = Instant::now();
-    client.batch_execute("CHECKPOINT").await.map_err(sql)?;
-    let checkpoint_t = t.elapsed();
-    create_slot(&client, &leader.name, &slot_name(&node.name)).await?;
-
-    let t = Instant::now();
-    let rewind_bin = info.pg_bin.join("pg_rewind");
-    let source = format!(
-        "host=127.0.0.1 port={} user=postgres dbname=postgres application_name=ryw-rewind",
-        leader.port
-    );
-    let out = run(
-        user.command(&rewind_bin)
-            .arg("--target-pgdata")
-            .arg(&node.data_dir)
-            .arg("--source-server")
-            .arg(&source),
-        "pg_rewind",
-    )
-    .await
-    .map_err(|e| match e {
-        ClusterError::Command { status, output, .. } => ClusterError::RewindFailed {
-            node: node.name.clone(),
-            status,
-            tail: tail(&output, 15),
-        },
-        other => other,
-    })?;
-    let rewind_t = t.elapsed();
-    let rewound = !out.contains("no rewind required");
-    let diverged_at = parse_diverged(&out);
-
-    // pg_rewind copied the leader's postgresql.auto.conf (its port, its
-    // name): write this node's own standby settings.
-    let (delay, delay_from) = match (opts.delay, node.delay_ms) {
-        (Some(d), _) => (d, DelayFrom::Given),
-        (None, Some(ms)) => (Duration::from_millis(ms), DelayFrom::Recorded),
-        (None, None) => (Duration::ZERO, DelayFrom::FormerLeader),
-    };
-    set_auto_conf(
-        &user,
-        &node.data_dir,
-        &conf::standby_settings(
-            &node.name,
-            node.port,
-            &conf::socket_dir(&info.dir),
-            leader.port,
-            delay,
-        ),
-        true,
-    )?;
-    clear_slots(&node.data_dir)?;
-    let signal = node.data_dir.join("standby.signal");
-    conf::write_as(&user, &signal, "")?;
-    let _ = std::fs::remove_file(node.data_dir.join("recovery.signal"));
-
-    let t = Instant::now();
-    let pid = start(&user, &info.pg_bin, &node.data_dir, &node.log, &node.name).await?;
-    let start_t = t.elapsed();
+    let mut run = Rejoin::load(dir, name)?;
+    let client = run.connect_leader().await?;
+    remove_stale_locks(&run.info, &run.node);
+    let (checkpointed, checkpoint_t) = timed(run.checkpoint(&client)).await;
+    checkpointed?;
+    create_slot(&client, &run.leader.name, &slot_name(&run.node.name)).await?;
+    let (rewound, rewind_t) = timed(run.rewind()).await;
+    let (rewound, diverged_at) = rewound?;
+    let (delay, delay_from) = run.write_standby_settings(opts.delay)?;
+    let (pid, start_t) = timed(start(
+        &run.user,
+        &run.info.pg_bin,
+        &run.node.data_dir,
+        &run.node.log,
+        &run.node.name,
+    ))
+    .await;
+    let pid = pid?;
     let delay_ms = delay.as_millis() as u64;
-    if let Some(n) = info.nodes.iter_mut().find(|n| n.name == node.name) {
-        n.role = Role::Follower;
-        n.pid = pid;
-        n.delay_ms = Some(delay_ms);
-    }
-    info.save()?;
-
-    let t = Instant::now();
-    let tli = timeline::current(&client).await.map_err(sql)?;
-    if wait_following(&node, leader.port, tli, opts.wait_streaming)
-        .await
-        .is_none()
-    {
-        return Err(ClusterError::NotStreaming {
-            node: node.name.clone(),
-            secs: opts.wait_streaming.as_secs(),
-            log: node.log.clone(),
-            tail: log_tail(&node.log, 15),
-        });
-    }
-    let streaming_t = t.elapsed();
-
-    let sync_names = if repl.sync {
-        let standbys: Vec<&str> = info.followers().map(|n| n.name.as_str()).collect();
-        Some(set_sync_standbys(&client, &leader.name, &standbys).await?)
-    } else {
-        None
-    };
+    run.record(pid, delay_ms)?;
+    let (tli, streaming_t) = timed(run.wait_streaming(&client, opts.wait_streaming)).await;
+    let tli = tli?;
+    let sync_names = run.add_sync_standby(&client).await?;
 
     Ok(RejoinReport {
-        name: node.name.clone(),
-        leader: leader.name.clone(),
-        url: node.url.clone(),
+        name: run.node.name.clone(),
+        leader: run.leader.name.clone(),
+        url: run.node.url.clone(),
         pid,
         timeline: tli,
         rewound,
@@ -998,6 +1071,200 @@ pub async fn rejoin(
             total: t0.elapsed(),
         },
     })
+}
+
+/// A rejoin under way: the cluster as loaded, the node coming back and the
+/// leader it will follow. Its methods are the steps of [`rejoin()`].
+struct Rejoin {
+    info: ClusterInfo,
+    repl: ReplicationInfo,
+    user: OsUser,
+    /// The stopped node coming back.
+    node: NodeInfo,
+    /// The leader it will follow.
+    leader: NodeInfo,
+}
+
+impl Rejoin {
+    /// The cluster in `dir` and its node `name`, which must be stopped and
+    /// not the leader.
+    fn load(dir: &Path, name: &str) -> Result<Self, ClusterError> {
+        let info = ClusterInfo::load(dir)?;
+        let repl = ReplicationInfo::load(dir)?;
+        let user = OsUser::resolve(Some(&info.os_user))?;
+        let node = info.node(name)?.clone();
+        if node.role == Role::Leader {
+            return Err(ClusterError::BadArgument(format!(
+                "{name} is the leader; rejoin brings a stopped node back as its follower \
+                 (fail over first to replace it)"
+            )));
+        }
+        if let Some(pid) = postmaster_pid(&node.data_dir).filter(|&p| is_alive(p)) {
+            return Err(ClusterError::NotStopped {
+                node: node.name.clone(),
+                pid,
+                data_dir: node.data_dir.clone(),
+            });
+        }
+        let leader = info.leader().clone();
+        Ok(Rejoin {
+            info,
+            repl,
+            user,
+            node,
+            leader,
+        })
+    }
+
+    /// A connection to the leader, which must answer and be out of
+    /// recovery.
+    async fn connect_leader(&self) -> Result<tokio_postgres::Client, ClusterError> {
+        let down = |detail: String| ClusterError::LeaderDown {
+            node: self.leader.name.clone(),
+            detail,
+        };
+        let client = connect(&admin_url(self.leader.port), &self.leader.name)
+            .await
+            .map_err(|e| down(e.to_string()))?;
+        let in_recovery: bool = client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map_err(|e| down(e.to_string()))?
+            .get(0);
+        if in_recovery {
+            return Err(down("it is in recovery".into()));
+        }
+        Ok(client)
+    }
+
+    /// Checkpoint: `CHECKPOINT` on the leader. `pg_rewind` reads the
+    /// source's timeline from its control file, which a just-promoted
+    /// server updates only at its first checkpoint: without this it may
+    /// say "no rewind required" for a node that diverged.
+    async fn checkpoint(&self, client: &tokio_postgres::Client) -> Result<(), ClusterError> {
+        client
+            .batch_execute("CHECKPOINT")
+            .await
+            .map_err(sql_error(&self.leader.name))
+    }
+
+    /// Rewind: `pg_rewind` the node from the leader. Returns whether it
+    /// undid anything, and where the two histories diverged.
+    async fn rewind(&self) -> Result<(bool, Option<PgLsn>), ClusterError> {
+        let rewind_bin = self.info.pg_bin.join("pg_rewind");
+        let source = format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres application_name=ryw-rewind",
+            self.leader.port
+        );
+        let out = run(
+            self.user
+                .command(&rewind_bin)
+                .arg("--target-pgdata")
+                .arg(&self.node.data_dir)
+                .arg("--source-server")
+                .arg(&source),
+            "pg_rewind",
+        )
+        .await
+        .map_err(|e| match e {
+            ClusterError::Command { status, output, .. } => ClusterError::RewindFailed {
+                node: self.node.name.clone(),
+                status,
+                tail: tail(&output, 15),
+            },
+            other => other,
+        })?;
+        Ok((!out.contains("no rewind required"), parse_diverged(&out)))
+    }
+
+    /// Standby settings: `pg_rewind` copied the leader's
+    /// `postgresql.auto.conf` (its port, its name), so the node's own are
+    /// written again, with its replay delay; its stale slots removed;
+    /// `standby.signal`. Returns the delay and where it came from.
+    fn write_standby_settings(
+        &self,
+        given: Option<Duration>,
+    ) -> Result<(Duration, DelayFrom), ClusterError> {
+        let node = &self.node;
+        let (delay, delay_from) = match (given, node.delay_ms) {
+            (Some(d), _) => (d, DelayFrom::Given),
+            (None, Some(ms)) => (Duration::from_millis(ms), DelayFrom::Recorded),
+            (None, None) => (Duration::ZERO, DelayFrom::FormerLeader),
+        };
+        set_auto_conf(
+            &self.user,
+            &node.data_dir,
+            &conf::standby_settings(
+                &node.name,
+                node.port,
+                &conf::socket_dir(&self.info.dir),
+                self.leader.port,
+                delay,
+            ),
+            true,
+        )?;
+        clear_slots(&node.data_dir)?;
+        let signal = node.data_dir.join("standby.signal");
+        conf::write_as(&self.user, &signal, "")?;
+        let _ = std::fs::remove_file(node.data_dir.join("recovery.signal"));
+        Ok((delay, delay_from))
+    }
+
+    /// Record: the node is a follower again in `cluster.json`, with its new
+    /// pid and delay.
+    fn record(&mut self, pid: i32, delay_ms: u64) -> Result<(), ClusterError> {
+        if let Some(n) = self
+            .info
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == self.node.name)
+        {
+            n.role = Role::Follower;
+            n.pid = pid;
+            n.delay_ms = Some(delay_ms);
+        }
+        self.info.save()
+    }
+
+    /// Streaming: waits until the node streams from the leader on its
+    /// current timeline; not by `max` is an error with its log's tail.
+    /// Returns the timeline.
+    async fn wait_streaming(
+        &self,
+        client: &tokio_postgres::Client,
+        max: Duration,
+    ) -> Result<u32, ClusterError> {
+        let tli = timeline::current(client)
+            .await
+            .map_err(sql_error(&self.leader.name))?;
+        if wait_following(&self.node, self.leader.port, tli, max)
+            .await
+            .is_none()
+        {
+            return Err(ClusterError::NotStreaming {
+                node: self.node.name.clone(),
+                secs: max.as_secs(),
+                log: self.node.log.clone(),
+                tail: log_tail(&self.node.log, 15),
+            });
+        }
+        Ok(tli)
+    }
+
+    /// In synchronous mode, every follower (this one included) in the
+    /// leader's `synchronous_standby_names`, which it returns.
+    async fn add_sync_standby(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<Option<String>, ClusterError> {
+        if !self.repl.sync {
+            return Ok(None);
+        }
+        let standbys: Vec<&str> = self.info.followers().map(|n| n.name.as_str()).collect();
+        Ok(Some(
+            set_sync_standbys(client, &self.leader.name, &standbys).await?,
+        ))
+    }
 }
 
 /// Removes the node's own replication slots: it is a standby now, and a
