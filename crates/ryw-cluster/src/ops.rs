@@ -1,6 +1,6 @@
 //! Acting on a running cluster: `status`, `lag`, `down`, and the faults the
 //! reliability tests inject (kill, restart, cut and repair replication).
-//! Failover and rejoin are in [`crate::failover`].
+//! Failover and rejoin are in [`crate::failover`](mod@crate::failover).
 //!
 //! Stopping is synchronous (plain processes and signals) so that a test
 //! harness can tear a cluster down from `Drop`, even while panicking.
