@@ -16,6 +16,8 @@
 //! - `table`: the terminal table.
 //! - `offline`: [`check_file`] (`ryw bench check FILE`) and the configured
 //!   delays of a cluster folder.
+//! - `words`: [`plain_words`], the table in plain words and what the default
+//!   costs and saves against the fixed strategies (`ryw demo`).
 
 mod build;
 mod lag;
@@ -23,6 +25,7 @@ mod offline;
 mod oracle;
 mod table;
 mod types;
+mod words;
 
 #[cfg(test)]
 mod tests;
@@ -33,6 +36,7 @@ pub use types::{
     BenchReport, FollowerLag, GAP_EDGES_MS, GapBucket, Latency, MAX_LISTED_VIOLATIONS, Oracle,
     ReportMeta, StrategyReport,
 };
+pub use words::plain_words;
 
 fn median(sorted: &[f64]) -> f64 {
     match sorted.len() {
