@@ -20,7 +20,7 @@
 //!   `preflight.rs`, the tests' fake service in `fake.rs`.
 //! - [`sql`]: the SQL front's groups ([`SqlGroup`], [`ReadOn`],
 //!   [`SqlFront`]) and the statements its users send.
-//! - [`history`]: [`History`], [`Op`], [`LagSample`] and the JSON-lines
+//! - [`history`]: [`RunHistory`], [`Op`], [`LagSample`] and the JSON-lines
 //!   file format of a recorded run (documented there).
 //! - [`checker`]: [`check_history`] — read-your-writes and monotonic-read
 //!   violations from versions and the client's clock, never `served_by`.
@@ -79,7 +79,7 @@ pub use checker::{Check, ReadCheck, Violation, ViolationKind, check_history};
 pub use config::{BenchConfig, Load, StrategyName, StrategySpec, Think};
 pub use engine::run;
 pub use error::BenchError;
-pub use history::{History, LagSample, Object, Op, OpKind, Seen};
+pub use history::{LagSample, Object, Op, OpKind, RunHistory, Seen};
 pub use html::write_report_dir;
 pub use report::{
     BenchReport, FollowerLag, Latency, Oracle, ReportMeta, StrategyReport, check_file,

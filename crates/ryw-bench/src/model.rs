@@ -665,7 +665,7 @@ pub fn compare(report: &crate::BenchReport, base: &Input) -> Result<Vec<Compared
 /// For each fresh read of `strategy` that followed an acknowledged write
 /// of the same client: seconds from that write's answer to the read's
 /// request, as the client saw them.
-pub fn measured_gaps(history: &crate::History, strategy: &str) -> Vec<f64> {
+pub fn measured_gaps(history: &crate::RunHistory, strategy: &str) -> Vec<f64> {
     let mut ops: Vec<&crate::Op> = history
         .ops
         .iter()
@@ -959,7 +959,7 @@ mod tests {
             problem: None,
         };
         use crate::OpKind::{Balance, Pay, Products};
-        let history = crate::History {
+        let history = crate::RunHistory {
             ops: vec![
                 op("a", Pay, 0, 1_000, Some(1)),
                 op("b", Pay, 0, 2_000, Some(1)),

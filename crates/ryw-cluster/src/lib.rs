@@ -55,8 +55,8 @@ pub use error::ClusterError;
 pub use failover::{
     FailoverOptions, FailoverReport, RejoinOptions, RejoinReport, failover, rejoin,
 };
-pub use info::{ClusterInfo, NodeInfo, RedisInfo, ReplicationInfo, Role};
-pub use ops::{NodeStatus, down, set_lag, status};
+pub use info::{ClusterInfo, NodeInfo, NodeRole, RedisInfo, ReplicationInfo};
+pub use ops::{NodeState, down, set_lag, status};
 pub use up::{UpOptions, up};
 
 /// Default folder of `ryw cluster up`, relative to the working directory.

@@ -166,7 +166,7 @@ pub fn explain(r: &BenchReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{History, ReportMeta};
+    use crate::{ReportMeta, RunHistory};
     use std::path::Path;
 
     #[test]
@@ -178,7 +178,7 @@ mod tests {
             r#"{"user":"v","client":"d","strategy":"ryw-causal/same","kind":"balance","sent_us":20,"recv_us":30,"status":200,"version":0,"served_by":"follower1"}"#,
         ]
         .join("\n");
-        let history = History::parse(lines.as_bytes(), Path::new("h")).unwrap();
+        let history = RunHistory::parse(lines.as_bytes(), Path::new("h")).unwrap();
         let text = explain(&BenchReport::from_history(history, ReportMeta::default()));
         assert!(
             text.contains("- Pgpool-II, other connection: 1 stale of 1 fresh reads (1 found no account at all); 0.0% served by the leader"),

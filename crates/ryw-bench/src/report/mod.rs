@@ -1,6 +1,6 @@
 //! The report: per strategy, what the checker found and what it cost, the
 //! followers' lag meanwhile, and the oracle line. Built from a
-//! [`History`](crate::History) alone, so a recorded history gives the same
+//! [`RunHistory`](crate::RunHistory) alone, so a recorded history gives the same
 //! report offline. Rendered as a terminal table ([`BenchReport::table`]) or
 //! JSON (serde); the HTML page is in [`crate::html`].
 //!

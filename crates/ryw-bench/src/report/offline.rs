@@ -3,7 +3,7 @@
 
 use super::{BenchReport, ReportMeta};
 use crate::BenchError;
-use crate::history::History;
+use crate::history::RunHistory;
 use ryw_cluster::ClusterInfo;
 use std::path::Path;
 
@@ -21,7 +21,7 @@ pub fn follower_delays(cluster: &ClusterInfo) -> Vec<(String, u64)> {
 /// checker and report as a live run. `cluster_dir` gives the apply delays for
 /// the oracle line.
 pub fn check_file(path: &Path, cluster_dir: Option<&Path>) -> Result<BenchReport, BenchError> {
-    let history = History::read(path)?;
+    let history = RunHistory::read(path)?;
     let follower_delays_ms = match cluster_dir {
         Some(dir) => follower_delays(&ClusterInfo::load(dir)?),
         None => Vec::new(),

@@ -158,7 +158,7 @@ fn default_verdict(r: &BenchReport, h: &StrategyReport, budget: Duration) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{History, ReportMeta};
+    use crate::{ReportMeta, RunHistory};
 
     #[test]
     fn the_plain_words_tell_older_versions_from_reads_that_found_nothing() {
@@ -170,7 +170,7 @@ mod tests {
             r#"{"user":"u","client":"c","strategy":"legacy","kind":"balance","sent_us":80,"recv_us":90,"status":200,"version":1}"#,
         ]
         .join("\n");
-        let history = History::parse(lines.as_bytes(), std::path::Path::new("h")).unwrap();
+        let history = RunHistory::parse(lines.as_bytes(), std::path::Path::new("h")).unwrap();
         let text = plain_words(
             &BenchReport::from_history(history, ReportMeta::default()),
             Duration::from_millis(20),
@@ -187,7 +187,7 @@ mod tests {
     #[test]
     fn the_verdict_holds_the_default_against_the_fixed_strategies() {
         let line = r#"{"user":"u","client":"c","strategy":"hybrid","kind":"balance","sent_us":0,"recv_us":10,"status":200,"version":0,"served_by":"leader"}"#;
-        let history = History::parse(line.as_bytes(), std::path::Path::new("h")).unwrap();
+        let history = RunHistory::parse(line.as_bytes(), std::path::Path::new("h")).unwrap();
         let mut report = BenchReport::from_history(history, ReportMeta::default());
         let template = report.strategies[0].clone();
         let point = |name: &str, share: f64, p99: f64, waits: u64, wasted: u64| {

@@ -39,7 +39,7 @@ pub use rejoin::{DelayFrom, RejoinOptions, RejoinReport, RejoinTimings, rejoin};
 
 use crate::ClusterError;
 use crate::conf::slot_name;
-use crate::info::{ClusterInfo, FailoverRecord, NodeInfo, ReplicationInfo, Role};
+use crate::info::{ClusterInfo, FailoverRecord, NodeInfo, NodeRole, ReplicationInfo};
 use crate::ops::{StopMode, stop_node_async};
 use crate::proc::{admin_url, connect};
 use crate::runas::OsUser;
@@ -113,7 +113,7 @@ pub enum StopKind {
 /// Why the promoted follower was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Choice {
+pub enum ChosenBecause {
     /// `--to` named it.
     Named,
     /// It had received the most WAL of the alive followers.
@@ -188,7 +188,7 @@ pub struct FailoverTimings {
 /// What a failover did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FailoverReport {
-    /// The leader that was stopped; now [`Role::Failed`] in `cluster.json`.
+    /// The leader that was stopped; now [`NodeRole::Failed`] in `cluster.json`.
     pub old_leader: String,
     /// How it was stopped.
     pub stop: StopKind,
@@ -197,7 +197,7 @@ pub struct FailoverReport {
     /// Its application database URL.
     pub new_leader_url: String,
     /// Why it was chosen.
-    pub chosen_because: Choice,
+    pub chosen_because: ChosenBecause,
     /// Every follower as it was when the choice was made.
     pub candidates: Vec<Candidate>,
     /// The new leader's timeline.
@@ -319,7 +319,7 @@ struct Looked {
 struct Chosen {
     /// The node to promote.
     node: NodeInfo,
-    why: Choice,
+    why: ChosenBecause,
     /// Every follower as it was after the stop, in `followers`' order.
     candidates: Vec<Candidate>,
     /// The followers that are not chosen, each with whether it answered
@@ -334,7 +334,7 @@ impl<'a> Failover<'a> {
         let repl = ReplicationInfo::load(dir)?;
         let user = OsUser::resolve(Some(&info.os_user))?;
         let old = info.leader().clone();
-        if old.role != Role::Leader {
+        if old.role != NodeRole::Leader {
             return Err(ClusterError::BadArgument(format!(
                 "{} names no leader; nothing to fail over",
                 dir.join(crate::info::FILE).display()
@@ -396,7 +396,7 @@ impl<'a> Failover<'a> {
         leader_running: bool,
     ) -> Result<NodeInfo, ClusterError> {
         let node = self.info.node(to)?.clone();
-        if node.role != Role::Follower {
+        if node.role != NodeRole::Follower {
             return Err(ClusterError::NotAFollower {
                 node: node.name.clone(),
                 role: format!("the {}", node.role),
@@ -472,8 +472,8 @@ impl<'a> Failover<'a> {
             Some(node) => {
                 let c = candidates.iter().find(|c| c.name == node.name);
                 match c {
-                    Some(c) if c.alive && !c.in_recovery => (node, Choice::AlreadyPromoted),
-                    Some(c) if c.alive => (node, Choice::Named),
+                    Some(c) if c.alive && !c.in_recovery => (node, ChosenBecause::AlreadyPromoted),
+                    Some(c) if c.alive => (node, ChosenBecause::Named),
                     _ => {
                         return Err(ClusterError::NotPromotable {
                             node: node.name.clone(),
@@ -493,7 +493,7 @@ impl<'a> Failover<'a> {
                         self.old.name
                     ),
                 })?;
-                (self.info.node(&name)?.clone(), Choice::MostWal)
+                (self.info.node(&name)?.clone(), ChosenBecause::MostWal)
             }
         };
         if let Some(note) = ahead_of(&candidates, &node.name) {
@@ -548,7 +548,7 @@ impl<'a> Failover<'a> {
         } else {
             None
         };
-        if chosen.why != Choice::AlreadyPromoted {
+        if chosen.why != ChosenBecause::AlreadyPromoted {
             client
                 .batch_execute("SELECT pg_promote(wait => false)")
                 .await
@@ -566,8 +566,8 @@ impl<'a> Failover<'a> {
         leader: &NodeInfo,
         client: &tokio_postgres::Client,
     ) -> Result<(u32, PgLsn), ClusterError> {
-        self.info.set_role(&self.old.name, Role::Failed);
-        self.info.set_role(&leader.name, Role::Leader);
+        self.info.set_role(&self.old.name, NodeRole::Failed);
+        self.info.set_role(&leader.name, NodeRole::Leader);
         self.info.save()?;
         let sql = sql_error(&leader.name);
         let tli = timeline::current(client).await.map_err(&sql)?;

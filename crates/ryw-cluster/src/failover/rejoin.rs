@@ -5,7 +5,7 @@ use super::node::{create_slot, wait_following};
 use super::{ser_ms, sql_error, timed};
 use crate::ClusterError;
 use crate::conf::{self, set_auto_conf, slot_name};
-use crate::info::{ClusterInfo, NodeInfo, ReplicationInfo, Role};
+use crate::info::{ClusterInfo, NodeInfo, NodeRole, ReplicationInfo};
 use crate::ops::remove_stale_locks;
 use crate::proc::{admin_url, connect, is_alive, log_tail, postmaster_pid, run, start};
 use crate::runas::OsUser;
@@ -181,7 +181,7 @@ impl Rejoin {
         let repl = ReplicationInfo::load(dir)?;
         let user = OsUser::resolve(Some(&info.os_user))?;
         let node = info.node(name)?.clone();
-        if node.role == Role::Leader {
+        if node.role == NodeRole::Leader {
             return Err(ClusterError::BadArgument(format!(
                 "{name} is the leader; rejoin brings a stopped node back as its follower \
                  (fail over first to replace it)"
@@ -307,7 +307,7 @@ impl Rejoin {
             .iter_mut()
             .find(|n| n.name == self.node.name)
         {
-            n.role = Role::Follower;
+            n.role = NodeRole::Follower;
             n.pid = pid;
             n.delay_ms = Some(delay_ms);
         }

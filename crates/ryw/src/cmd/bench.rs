@@ -88,7 +88,7 @@ fn model(args: ModelArgs) -> anyhow::Result<()> {
                 format!("{} is not a `ryw bench --json` report", json.display())
             })?;
             if let Some(h) = history.filter(|h| h.exists()) {
-                report.history = ryw_bench::History::read(&h)?;
+                report.history = ryw_bench::RunHistory::read(&h)?;
             }
             let rows = model::compare(&report, &input).map_err(anyhow::Error::msg)?;
             println!(
