@@ -1,5 +1,5 @@
 //! The consistency checker: judges a [`RunHistory`](crate::RunHistory) against the
-//! definitions in DESIGN.md, from the versions in the responses and the
+//! definitions in this crate's README ("The checker"), from the versions in the responses and the
 //! client's own clock — never from `served_by` (the server's word is what is
 //! being tested).
 //!

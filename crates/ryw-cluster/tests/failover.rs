@@ -1,5 +1,8 @@
 //! Real-cluster tests of `ryw cluster up --sync`, `failover` and `rejoin`:
 //! real promotions, real timelines, a real `pg_rewind`.
+//!
+//! "Rule N" in comments: the correctness rules, listed in
+//! `docs/architecture.md#correctness-rules` with the code and tests of each.
 
 use ryw_cluster::failover::{ChosenBecause, DelayFrom, StopKind};
 use ryw_cluster::harness::TestCluster;

@@ -7,7 +7,7 @@
 //! behind, how long ago its last replayed commit was made
 //! (`now() - pg_last_xact_replay_timestamp()`, its lag under a steady
 //! write load). A follower that has replayed the leader's position is 0 ms
-//! behind whatever that timestamp says (FACTS: on an idle cluster it grows
+//! behind whatever that timestamp says (on an idle cluster it grows
 //! forever); one that is behind but has replayed nothing since the first
 //! sample has no lag figure yet (its last commit may be from long before
 //! the run). Whether a front had it in rotation is not known here.

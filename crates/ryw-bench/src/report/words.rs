@@ -130,7 +130,7 @@ fn default_verdict(r: &BenchReport, h: &StrategyReport, budget: Duration) -> Str
     out += ".\n";
     for (name, what) in [
         ("leader", "every fresh read on the leader"),
-        ("sticky:5s", "seed 003's window"),
+        ("sticky:5s", "the .NET demo's 5 s window"),
         ("causal:200ms", "the longest blind wait"),
         ("per-read-check", "a round trip per read"),
     ] {

@@ -26,8 +26,8 @@ pub struct PaymentRequest {
     pub description: Option<String>,
 }
 
-/// A committed payment and the balance right after it (seed 000's strategy
-/// 1: the client shows this at once, with no second read).
+/// A committed payment and the balance right after it (strategy 1 of
+/// the payment story: the client shows this at once, with no second read).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PaymentBody {
     /// The payment's id.
