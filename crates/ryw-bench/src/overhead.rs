@@ -146,11 +146,7 @@ struct Relay {
 /// interleaved rounds (progress on stderr), everything stopped.
 pub async fn overhead(opts: &OverheadOptions) -> Result<Overhead, BenchError> {
     let info = ClusterInfo::load(&opts.cluster)?;
-    let follower = info
-        .followers()
-        .next()
-        .ok_or_else(|| BenchError::config("cluster", "the cluster has no follower"))?
-        .clone();
+    let follower = pgbench::first_follower(&info)?;
     let leader = info.leader().clone();
     prepare_follower(&info, &follower).await?;
 

@@ -2,7 +2,7 @@
 //! on one port of a `ryw cluster`, and the one parser of its report.
 
 use crate::BenchError;
-use ryw_cluster::ClusterInfo;
+use ryw_cluster::{ClusterInfo, NodeInfo};
 use std::time::Duration;
 
 /// What a pgbench run's report says.
@@ -43,6 +43,15 @@ pub fn figure(report: &str, label: &str) -> Option<f64> {
     })
 }
 
+/// The cluster's first follower: the one calibrate and the overhead run
+/// measure.
+pub fn first_follower(info: &ClusterInfo) -> Result<NodeInfo, BenchError> {
+    info.followers()
+        .next()
+        .cloned()
+        .ok_or_else(|| BenchError::config("cluster", "the cluster has no follower"))
+}
+
 /// `pgbench -n -S -M MODE -c8 -j2 -T SECS` against port `port` on
 /// 127.0.0.1 (a node, PgBouncer, a proxy), on the cluster's database, with
 /// the cluster's own pgbench.
@@ -53,30 +62,8 @@ pub async fn select_only(
     duration: Duration,
 ) -> Result<PgbenchReport, BenchError> {
     let secs = duration.as_secs().max(1).to_string();
-    let port = port.to_string();
-    let out = ryw_cluster::ops::pgbench(
-        info,
-        &[
-            "-n",
-            "-S",
-            "-M",
-            mode,
-            "-c",
-            "8",
-            "-j",
-            "2",
-            "-T",
-            &secs,
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            ryw_cluster::DATABASE,
-        ],
-    )
-    .await?;
+    let args = ["-n", "-S", "-M", mode, "-c", "8", "-j", "2", "-T", &secs];
+    let out = ryw_cluster::ops::pgbench_at(info, port, &args).await?;
     PgbenchReport::parse(&out).ok_or_else(|| BenchError::Measure {
         what: format!("pgbench -M {mode} on port {port}"),
         detail: format!("no tps in pgbench output:\n{out}"),

@@ -455,27 +455,32 @@ pub async fn pgbench(info: &ClusterInfo, args: &[&str]) -> Result<String, Cluste
     .await
 }
 
+/// Runs the cluster's `pgbench` with `args` against port `port` on
+/// 127.0.0.1 (a node, or a pooler or proxy in front of one), as `postgres`,
+/// on the ryw database. Returns its output.
+pub async fn pgbench_at(
+    info: &ClusterInfo,
+    port: u16,
+    args: &[&str],
+) -> Result<String, ClusterError> {
+    let port = port.to_string();
+    let target = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-U",
+        "postgres",
+        crate::DATABASE,
+    ];
+    let all: Vec<&str> = args.iter().copied().chain(target).collect();
+    pgbench(info, &all).await
+}
+
 /// `pgbench -i -s 1` on the cluster's leader: (re)creates pgbench's tables
 /// in the ryw database.
 pub async fn pgbench_init(info: &ClusterInfo) -> Result<String, ClusterError> {
-    let port = info.leader().port.to_string();
-    pgbench(
-        info,
-        &[
-            "-i",
-            "-q",
-            "-s",
-            "1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            crate::DATABASE,
-        ],
-    )
-    .await
+    pgbench_at(info, info.leader().port, &["-i", "-q", "-s", "1"]).await
 }
 
 /// Path of a binary in the cluster's PostgreSQL folder.

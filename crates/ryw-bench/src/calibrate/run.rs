@@ -99,11 +99,7 @@ fn balance_headers(user: &str) -> Vec<(String, String)> {
 /// stderr, a line per measurement.
 pub async fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, BenchError> {
     let info = ClusterInfo::load(&opts.cluster)?;
-    let follower = info
-        .followers()
-        .next()
-        .ok_or_else(|| BenchError::config("cluster", "the cluster has no follower"))?
-        .clone();
+    let follower = pgbench::first_follower(&info)?;
     let generator = opts.generator.resolve();
     for (i, c) in opts.compare.iter().enumerate() {
         if opts.compare[..i].iter().any(|o| o.name == c.name) {
