@@ -83,6 +83,6 @@ pub use history::{LagSample, Object, Op, OpKind, RunHistory, Seen};
 pub use html::write_report_dir;
 pub use report::{
     BenchReport, FollowerLag, Latency, Oracle, ReportMeta, StrategyReport, check_file,
-    follower_delays, plain_words,
+    follower_delays, plain_words, read_report,
 };
 pub use sql::{ReadOn, SqlFront, SqlGroup};

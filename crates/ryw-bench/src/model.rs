@@ -558,6 +558,22 @@ pub struct Compared {
     pub node_requests_per_s: Vec<f64>,
 }
 
+/// The line above [`compare_table`]: what `report` (read from `name`)
+/// measured under, and how to read the table.
+pub fn compare_heading(report: &crate::BenchReport, name: &str) -> String {
+    format!(
+        "{name}: think {}, {:.1} s, followers' median lag {}; p = predicted, m = measured",
+        report.think.as_deref().unwrap_or("?"),
+        report.elapsed_s,
+        report
+            .followers
+            .iter()
+            .map(|f| format!("{} {:.0} ms", f.node, f.median_ms))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// Predicts every strategy of a `ryw bench --json` report for the run's
 /// own conditions: its think time, each strategy's users (closed loop),
 /// the followers' median lag as their catch-up times; `base` gives the

@@ -30,7 +30,7 @@ mod words;
 #[cfg(test)]
 mod tests;
 
-pub use offline::{check_file, follower_delays};
+pub use offline::{check_file, follower_delays, read_report};
 pub use oracle::{oracle_count, smallest_apply_delay};
 pub use types::{
     BenchReport, FollowerLag, GAP_EDGES_MS, GapBucket, Latency, MAX_LISTED_VIOLATIONS, Oracle,

@@ -75,33 +75,11 @@ fn model(args: ModelArgs) -> anyhow::Result<()> {
     };
     match &args.compare {
         Some(file) => {
-            // A `--report DIR` folder: its report.json, and the history
-            // for the requests each node served.
-            let (json, history) = if file.is_dir() {
-                (file.join("report.json"), Some(file.join("history.jsonl")))
-            } else {
-                (file.clone(), None)
-            };
-            let text = std::fs::read_to_string(&json)
-                .with_context(|| format!("reading {}", json.display()))?;
-            let mut report: BenchReport = serde_json::from_str(&text).with_context(|| {
-                format!("{} is not a `ryw bench --json` report", json.display())
-            })?;
-            if let Some(h) = history.filter(|h| h.exists()) {
-                report.history = ryw_bench::RunHistory::read(&h)?;
-            }
+            let report = ryw_bench::read_report(file)?;
             let rows = model::compare(&report, &input).map_err(anyhow::Error::msg)?;
             println!(
-                "{}: think {}, {:.1} s, followers' median lag {}; p = predicted, m = measured",
-                file.display(),
-                report.think.as_deref().unwrap_or("?"),
-                report.elapsed_s,
-                report
-                    .followers
-                    .iter()
-                    .map(|f| format!("{} {:.0} ms", f.node, f.median_ms))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "{}",
+                model::compare_heading(&report, &file.display().to_string())
             );
             print!("{}", model::compare_table(&rows));
         }
