@@ -17,9 +17,11 @@ use tokio::net::TcpStream;
 
 use crate::protocol::{self, ErrorFields};
 
-/// The largest message accepted from a backend (a row may be big; this
-/// only bounds what is buffered whole, which the relay avoids for rows).
-pub const MAX_BACKEND_MESSAGE: usize = 1 << 30;
+/// The largest message from a backend that is held whole. Bigger
+/// `DataRow`, `CopyData`, `FunctionCallResponse`, `ErrorResponse` and
+/// `NoticeResponse` messages are relayed in pieces ([`LARGE_MESSAGE`]);
+/// any other message this big breaks the protocol.
+pub const MAX_BACKEND_MESSAGE: usize = 1 << 20;
 
 /// Which node a connection goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -81,11 +83,23 @@ pub struct Backend {
     /// Statements the client closed that this node still holds: closed
     /// with the next batch sent here.
     pub pending_close: Vec<String>,
-    /// How many of the client's session settings it has applied.
-    pub settings_applied: usize,
-    /// Whether the proxy's own position statement is prepared on it.
-    pub position_prepared: bool,
+    /// The client's session settings it has applied since it opened, in
+    /// order (the same `Arc`s as the client's list: see
+    /// `session/settings.rs`).
+    pub settings: Vec<Arc<str>>,
+    /// Bytes of a large message still to relay straight to the client (a
+    /// `DataRow` or `CopyData` bigger than [`LARGE_MESSAGE`], relayed in
+    /// pieces rather than held whole), or to drop (`discard`).
+    pub passthrough: usize,
+    /// Drop the rest of the large message instead of relaying it (one of
+    /// the proxy's own statements answered it).
+    pub discard: bool,
 }
+
+/// A message from a node at least this big is relayed to the client in
+/// pieces as it arrives (only `DataRow` and `CopyData`, which the proxy
+/// never reads), so the proxy holds at most a read buffer of it.
+pub const LARGE_MESSAGE: usize = 64 * 1024;
 
 /// What a backend connection needs.
 #[derive(Clone, Debug)]
@@ -134,8 +148,9 @@ impl Backend {
                 prepared: HashMap::new(),
                 unnamed: None,
                 pending_close: Vec::new(),
-                settings_applied: 0,
-                position_prepared: false,
+                settings: Vec::new(),
+                passthrough: 0,
+                discard: false,
             };
             b.startup(&c).await?;
             if let Some(expected) = incarnation {
@@ -305,6 +320,11 @@ impl Backend {
             node: self.name.clone(),
             why,
         }
+    }
+
+    /// Waits until the node has sent something (cancel-safe).
+    pub async fn readable(&self) -> std::io::Result<()> {
+        self.stream.readable().await
     }
 
     /// Writes `bytes` to the node.

@@ -31,9 +31,25 @@ pub struct ProxyConfig {
     pub auth_file: Option<PathBuf>,
     /// Longest a connection to a node (and its startup) may take.
     pub connect_timeout: Duration,
-    /// Most clients connected at once; the next one is refused with
-    /// SQLSTATE 53300 (too many connections).
+    /// Most clients logged in at once; the next one is refused with
+    /// SQLSTATE 53300 (too many connections). Connections still logging in
+    /// do not count (see `max_pending_logins`).
     pub max_clients: usize,
+    /// Most connections logging in at once (startup and authentication not
+    /// finished). A new one beyond it evicts the oldest, which is told
+    /// 53300: sockets that connect and send nothing cannot lock real
+    /// clients out.
+    pub max_pending_logins: usize,
+    /// Longest a connection may take to log in (PgBouncer's
+    /// `client_login_timeout`, whose default is 60 s; here 10 s, as a
+    /// client on loopback or a LAN logs in within milliseconds).
+    pub login_timeout: Duration,
+    /// Most bytes the proxy holds for one client: the messages it sent
+    /// since its last `Sync`, its prepared statements and its session
+    /// settings. Beyond it the client gets SQLSTATE 54000 and is closed,
+    /// with nothing of the batch sent. Big rows and COPY data are relayed
+    /// in pieces and do not count.
+    pub client_memory_limit: usize,
     /// Where the admin endpoint (`/metrics`, `/readyz`) listens; `None`:
     /// no admin endpoint.
     pub admin_listen: Option<SocketAddr>,
@@ -59,6 +75,9 @@ impl ProxyConfig {
             auth_file: None,
             connect_timeout: Duration::from_secs(2),
             max_clients: 1000,
+            max_pending_logins: 1024,
+            login_timeout: Duration::from_secs(10),
+            client_memory_limit: 16 << 20,
             admin_listen: None,
             threads: 0,
         }

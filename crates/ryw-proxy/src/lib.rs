@@ -23,7 +23,8 @@
 //! | `session/` | one client: the relay loop (`mod.rs`), startup and authentication (`startup.rs`), planning and sending a batch (`batch.rs`), the nodes' replies and retries (`replies.rs`), `ryw.*` commands (`commands.rs`) |
 //! | `backend.rs` | a connection to one node on a client's behalf (startup, authentication, rule 2 check) |
 //! | `protocol.rs` | framing with a size cap, the few decoders and encoders routing needs |
-//! | `classify/` | statement classification: read, leader, session effects, `ryw.*` commands, the per-connection cache |
+//! | `classify/` | statement classification: read, leader, session effects, `ryw.*` commands, node-local state, the per-connection cache |
+//! | `catalog.rs` | which functions may run on a follower: the database's catalog (`pg_proc.provolatile`), per database |
 //! | `auth/` | the auth file and the server side of SCRAM-SHA-256 |
 //! | `metrics.rs` | the proxy's own counters (clients, batches by node and route, retries) |
 //! | `admin.rs` | the admin endpoint: `/metrics` (the router's and the proxy's), `/readyz` |
@@ -34,6 +35,7 @@
 mod admin;
 pub mod auth;
 mod backend;
+mod catalog;
 pub mod classify;
 mod config;
 mod error;

@@ -23,6 +23,81 @@ pub enum Retry {
     Lost,
 }
 
+/// Things the proxy counts once each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A connection did not log in within `--login-timeout`.
+    LoginTimeout,
+    /// A pending login was evicted by a newer one (`--max-pending-logins`).
+    LoginEvicted,
+    /// A client went over `--client-memory-limit` (54000).
+    MemoryLimit,
+    /// A follower refused a connection (53300, 57P03): the read went to
+    /// the leader.
+    FollowerRefused,
+    /// A position read after a read was refused as impossible.
+    PositionRefused,
+    /// A write's position could not be read: the session's fresh reads go
+    /// to the leader until one is.
+    PositionUnknown,
+    /// The leader was asked whether a pinned session's state is gone.
+    PinCheck,
+    /// A session was unpinned: what kept it on the leader is gone.
+    Unpinned,
+}
+
+impl Event {
+    const ALL: [(Event, &'static str, &'static str); 8] = [
+        (
+            Event::LoginTimeout,
+            "ryw_proxy_login_timeouts",
+            "connections that did not log in within --login-timeout",
+        ),
+        (
+            Event::LoginEvicted,
+            "ryw_proxy_logins_evicted",
+            "pending logins evicted by newer ones (--max-pending-logins)",
+        ),
+        (
+            Event::MemoryLimit,
+            "ryw_proxy_memory_limit_refusals",
+            "clients closed for going over --client-memory-limit (54000)",
+        ),
+        (
+            Event::FollowerRefused,
+            "ryw_proxy_follower_refusals",
+            "reads sent to the leader because a follower refused a connection (53300, 57P03)",
+        ),
+        (
+            Event::PositionRefused,
+            "ryw_proxy_positions_refused",
+            "positions read after a read refused as impossible (never stored)",
+        ),
+        (
+            Event::PositionUnknown,
+            "ryw_proxy_positions_unknown",
+            "writes whose position could not be read (fresh reads on the leader until one is)",
+        ),
+        (
+            Event::PinCheck,
+            "ryw_proxy_pin_checks",
+            "times the leader was asked whether a pinned session's state is gone",
+        ),
+        (
+            Event::Unpinned,
+            "ryw_proxy_unpinned",
+            "sessions whose pin to the leader lifted",
+        ),
+    ];
+
+    fn index(self) -> usize {
+        Event::ALL
+            .iter()
+            .position(|(e, _, _)| *e == self)
+            .expect("listed")
+    }
+}
+
 /// The proxy's own counters.
 #[derive(Debug)]
 pub struct ProxyMetrics {
@@ -37,6 +112,7 @@ pub struct ProxyMetrics {
     retries_read_only: AtomicU64,
     retries_lost: AtomicU64,
     ryw_commands: AtomicU64,
+    events: [AtomicU64; 8],
 }
 
 impl ProxyMetrics {
@@ -53,6 +129,7 @@ impl ProxyMetrics {
             retries_read_only: AtomicU64::new(0),
             retries_lost: AtomicU64::new(0),
             ryw_commands: AtomicU64::new(0),
+            events: Default::default(),
         }
     }
 
@@ -110,6 +187,16 @@ impl ProxyMetrics {
     /// A `SET`/`SHOW ryw.*` answered here.
     pub fn ryw_command(&self) {
         self.ryw_commands.fetch_add(1, Relaxed);
+    }
+
+    /// One more `event`.
+    pub fn count(&self, event: Event) {
+        self.events[event.index()].fetch_add(1, Relaxed);
+    }
+
+    /// How many `event`s so far.
+    pub fn events(&self, event: Event) -> u64 {
+        self.events[event.index()].load(Relaxed)
     }
 }
 
@@ -180,6 +267,10 @@ impl Collector for ProxyMetrics {
             ),
         ] {
             let c = ConstCounter::new(c.load(Relaxed));
+            c.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
+        }
+        for (event, name, help) in Event::ALL {
+            let c = ConstCounter::new(self.events(event));
             c.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
         }
         Ok(())

@@ -24,6 +24,109 @@ const SSL_REQUEST: i32 = 80_877_103;
 const GSSENC_REQUEST: i32 = 80_877_104;
 const CANCEL_REQUEST: i32 = 80_877_102;
 
+/// Message type bytes, by name.
+pub mod tag {
+    /// What a client sends.
+    pub mod frontend {
+        /// `Q`: a simple query.
+        pub const QUERY: u8 = b'Q';
+        /// `P`: Parse.
+        pub const PARSE: u8 = b'P';
+        /// `B`: Bind.
+        pub const BIND: u8 = b'B';
+        /// `D`: Describe.
+        pub const DESCRIBE: u8 = b'D';
+        /// `E`: Execute.
+        pub const EXECUTE: u8 = b'E';
+        /// `C`: Close.
+        pub const CLOSE: u8 = b'C';
+        /// `S`: Sync.
+        pub const SYNC: u8 = b'S';
+        /// `H`: Flush.
+        pub const FLUSH: u8 = b'H';
+        /// `X`: Terminate.
+        pub const TERMINATE: u8 = b'X';
+        /// `d`: CopyData.
+        pub const COPY_DATA: u8 = b'd';
+        /// `c`: CopyDone.
+        pub const COPY_DONE: u8 = b'c';
+        /// `f`: CopyFail.
+        pub const COPY_FAIL: u8 = b'f';
+        /// `F`: FunctionCall.
+        pub const FUNCTION_CALL: u8 = b'F';
+        /// `p`: a password or SASL message.
+        pub const PASSWORD: u8 = b'p';
+    }
+
+    /// What a server sends.
+    pub mod backend {
+        /// `R`: an authentication request.
+        pub const AUTHENTICATION: u8 = b'R';
+        /// `S`: ParameterStatus.
+        pub const PARAMETER_STATUS: u8 = b'S';
+        /// `K`: BackendKeyData.
+        pub const BACKEND_KEY_DATA: u8 = b'K';
+        /// `v`: NegotiateProtocolVersion.
+        pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+        /// `Z`: ReadyForQuery.
+        pub const READY_FOR_QUERY: u8 = b'Z';
+        /// `T`: RowDescription.
+        pub const ROW_DESCRIPTION: u8 = b'T';
+        /// `D`: DataRow.
+        pub const DATA_ROW: u8 = b'D';
+        /// `C`: CommandComplete.
+        pub const COMMAND_COMPLETE: u8 = b'C';
+        /// `I`: EmptyQueryResponse.
+        pub const EMPTY_QUERY: u8 = b'I';
+        /// `E`: ErrorResponse.
+        pub const ERROR_RESPONSE: u8 = b'E';
+        /// `N`: NoticeResponse.
+        pub const NOTICE_RESPONSE: u8 = b'N';
+        /// `A`: NotificationResponse.
+        pub const NOTIFICATION_RESPONSE: u8 = b'A';
+        /// `1`: ParseComplete.
+        pub const PARSE_COMPLETE: u8 = b'1';
+        /// `2`: BindComplete.
+        pub const BIND_COMPLETE: u8 = b'2';
+        /// `3`: CloseComplete.
+        pub const CLOSE_COMPLETE: u8 = b'3';
+        /// `n`: NoData.
+        pub const NO_DATA: u8 = b'n';
+        /// `s`: PortalSuspended.
+        pub const PORTAL_SUSPENDED: u8 = b's';
+        /// `t`: ParameterDescription.
+        pub const PARAMETER_DESCRIPTION: u8 = b't';
+        /// `G`: CopyInResponse.
+        pub const COPY_IN_RESPONSE: u8 = b'G';
+        /// `H`: CopyOutResponse.
+        pub const COPY_OUT_RESPONSE: u8 = b'H';
+        /// `W`: CopyBothResponse.
+        pub const COPY_BOTH_RESPONSE: u8 = b'W';
+        /// `d`: CopyData.
+        pub const COPY_DATA: u8 = b'd';
+        /// `c`: CopyDone.
+        pub const COPY_DONE: u8 = b'c';
+        /// `V`: FunctionCallResponse.
+        pub const FUNCTION_CALL_RESPONSE: u8 = b'V';
+    }
+}
+
+/// The type byte and whole length (header included) of the message at the
+/// start of `buf`, once its header has arrived (whether or not the rest
+/// has): for relaying big messages in pieces.
+pub fn peek_header(buf: &[u8]) -> Option<(u8, Result<usize, ProtocolError>)> {
+    if buf.len() < 5 {
+        return None;
+    }
+    let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+    let total = if len < 4 {
+        Err(ProtocolError::BadLength(len.into()))
+    } else {
+        Ok(len as usize + 1)
+    };
+    Some((buf[0], total))
+}
+
 /// Input that breaks the protocol: answered with SQLSTATE 08P01 and a
 /// closed connection.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -394,6 +497,46 @@ pub fn parse_client(frame: &Frame) -> Result<Client<'_>, ProtocolError> {
     })
 }
 
+/// One `Bind` parameter: whether it is in text format, and its bytes
+/// (`None` for NULL).
+pub type BindValue<'a> = (bool, Option<&'a [u8]>);
+
+/// A `Bind`'s parameter values (binary `text` is the same bytes; other
+/// binary values are not read here).
+pub fn bind_values(body: &[u8]) -> Result<Vec<BindValue<'_>>, ProtocolError> {
+    let mut r = Reader::new(body, "Bind");
+    r.cstr()?;
+    r.cstr()?;
+    let nformats = r.i16()?;
+    if nformats < 0 {
+        return Err(ProtocolError::Malformed("Bind"));
+    }
+    let mut formats = Vec::with_capacity(nformats as usize);
+    for _ in 0..nformats {
+        formats.push(r.i16()?);
+    }
+    let nvalues = r.i16()?;
+    if nvalues < 0 || (nformats > 1 && nformats != nvalues) {
+        return Err(ProtocolError::Malformed("Bind"));
+    }
+    let mut out = Vec::with_capacity(nvalues as usize);
+    for i in 0..nvalues as usize {
+        let format = match formats.len() {
+            0 => 0,
+            1 => formats[0],
+            _ => formats[i],
+        };
+        let len = r.i32()?;
+        let value = if len < 0 {
+            None
+        } else {
+            Some(r.bytes(len as usize)?)
+        };
+        out.push((format == 0, value));
+    }
+    Ok(out)
+}
+
 /// The SASL data of a `SASLInitialResponse` (`p`): mechanism and data.
 pub fn parse_sasl_initial(frame: &Frame) -> Result<(&str, &[u8]), ProtocolError> {
     let mut r = Reader::new(frame.body(), "SASLInitialResponse");
@@ -608,10 +751,13 @@ pub fn bare(buf: &mut BytesMut, tag: u8) {
     end(buf, at);
 }
 
-/// `ParameterDescription` with no parameters.
-pub fn no_parameters(buf: &mut BytesMut) {
+/// `ParameterDescription` with these type OIDs.
+pub fn parameter_types(buf: &mut BytesMut, types: &[u32]) {
     let at = begin(buf, b't');
-    buf.put_i16(0);
+    buf.put_i16(types.len() as i16);
+    for t in types {
+        buf.put_u32(*t);
+    }
     end(buf, at);
 }
 

@@ -2,17 +2,19 @@
 //! bind, accept clients until a shutdown future resolves. Each client is a
 //! task of its own ([`crate::session`]); what they share is here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use ryw_router::{MemoryStore, RedisStore, RedisStoreConfig, Router, SessionStore, TokenKey};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::auth::AuthFile;
+use crate::catalog::Catalog;
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
 use crate::metrics::ProxyMetrics;
@@ -39,16 +41,148 @@ pub(crate) struct Shared {
     /// Every node in the router's order: the followers, then the node
     /// configured as the leader (named as the router names them).
     pub nodes: Vec<NodeAddr>,
-    pub auth: Option<AuthFile>,
+    auth: RwLock<Option<Arc<AuthFile>>>,
     /// Sessions by the process id the proxy gave them: (secret key, the
     /// backend running their statement).
     cancels: Mutex<HashMap<i32, (i32, CancelTarget)>>,
     next_pid: AtomicI32,
-    pub clients: AtomicUsize,
+    /// Clients logged in (`--max-clients`).
+    clients: AtomicUsize,
+    /// Connections still logging in, oldest first.
+    logins: Mutex<BTreeMap<u64, tokio::sync::oneshot::Sender<()>>>,
+    next_login: AtomicU64,
+    /// What clients are told of the server at login, by role, database and
+    /// parameters.
+    params: Mutex<HashMap<ParamsKey, (Instant, ServerParams)>>,
+    /// Which functions may run on a follower, per database.
+    pub catalog: Catalog,
     pub metrics: ProxyMetrics,
 }
 
+/// The `ParameterStatus` values a client gets at login.
+pub(crate) type ServerParams = Arc<Vec<(String, String)>>;
+
+/// How long the server parameters of a login are reused for the next
+/// login with the same role, database and parameters.
+const PARAMS_TTL: Duration = Duration::from_secs(60);
+
+/// A login's role and startup parameters (database included), as the
+/// parameter cache keys them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ParamsKey(Vec<(String, String)>);
+
+impl ParamsKey {
+    pub fn new(user: &str, params: &[(String, String)]) -> ParamsKey {
+        let mut all: Vec<(String, String)> = params.to_vec();
+        all.push(("\0user".to_owned(), user.to_owned()));
+        all.sort();
+        ParamsKey(all)
+    }
+}
+
+/// A connection's place among those still logging in: the oldest is
+/// evicted when too many are pending, so sockets that never log in cannot
+/// lock real clients out.
+#[derive(Debug)]
+pub(crate) struct Login {
+    shared: Arc<Shared>,
+    id: u64,
+    evicted: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Login {
+    /// Resolves when a newer connection took this one's place.
+    pub async fn evicted(&mut self) {
+        match self.evicted.as_mut() {
+            Some(rx) => {
+                let _ = rx.await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Login {
+    fn drop(&mut self) {
+        self.shared
+            .logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// A logged-in client's slot (`--max-clients`), given back on drop.
+#[derive(Debug)]
+pub(crate) struct ClientSlot(Arc<Shared>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Shared {
+    /// The auth file in force (reloaded on SIGHUP).
+    pub fn auth(&self) -> Option<Arc<AuthFile>> {
+        self.auth.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the auth file (clients logged in stay).
+    pub fn set_auth(&self, auth: AuthFile) {
+        *self.auth.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(auth));
+    }
+
+    /// A place for a connection that starts logging in; the oldest pending
+    /// one is evicted when `--max-pending-logins` are pending.
+    pub fn login(self: &Arc<Self>) -> Login {
+        let id = self.next_login.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+        while logins.len() >= self.cfg.max_pending_logins.max(1) {
+            match logins.pop_first() {
+                Some((_, oldest)) => {
+                    let _ = oldest.send(());
+                }
+                None => break,
+            }
+        }
+        logins.insert(id, tx);
+        Login {
+            shared: self.clone(),
+            id,
+            evicted: Some(rx),
+        }
+    }
+
+    /// A slot for a client that logged in, unless `--max-clients` are in.
+    pub fn client_slot(self: &Arc<Self>) -> Option<ClientSlot> {
+        let before = self.clients.fetch_add(1, Ordering::Relaxed);
+        let slot = ClientSlot(self.clone());
+        (before < self.cfg.max_clients).then_some(slot)
+    }
+
+    /// Server parameters of an earlier login like this one, if recent.
+    pub fn cached_params(&self, key: &ParamsKey) -> Option<ServerParams> {
+        let cache = self.params.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < PARAMS_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Remembers a login's server parameters.
+    pub fn cache_params(&self, key: ParamsKey, values: ServerParams) {
+        let mut cache = self.params.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= 1024 {
+            cache.retain(|_, (at, _)| at.elapsed() < PARAMS_TTL);
+            if cache.len() >= 1024 {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (Instant::now(), values));
+    }
+
     /// The address of node `slot` (an index of the router's nodes).
     pub fn addr(&self, slot: usize) -> &NodeAddr {
         &self.nodes[slot]
@@ -147,6 +281,13 @@ impl Proxy {
                 .chain(nodes.iter().map(|n| n.name.to_string()))
                 .collect(),
         );
+        let catalog = Catalog::new(cfg.nodes.leader.clone());
+        // The router's own database: known before the first client.
+        if let Ok(pg) = cfg.nodes.leader.parse::<tokio_postgres::Config>()
+            && let Some(db) = pg.get_dbname()
+        {
+            catalog.load(db, cfg.connect_timeout).await;
+        }
         Ok(Proxy {
             admin,
             shared: Arc::new(Shared {
@@ -155,10 +296,14 @@ impl Proxy {
                 key: cfg.token_key.clone(),
                 cfg,
                 nodes,
-                auth,
+                auth: RwLock::new(auth.map(Arc::new)),
                 cancels: Mutex::new(HashMap::new()),
                 next_pid: AtomicI32::new(1),
                 clients: AtomicUsize::new(0),
+                logins: Mutex::new(BTreeMap::new()),
+                next_login: AtomicU64::new(0),
+                params: Mutex::new(HashMap::new()),
+                catalog,
             }),
             listener,
             addr,
@@ -209,6 +354,10 @@ impl Proxy {
                 return Err(ProxyError::Config(format!("starting relay threads: {e}")));
             }
         };
+        let reload = self.shared.cfg.auth_file.clone().map(|path| {
+            let shared = self.shared.clone();
+            tokio::spawn(reload_auth_on_sighup(shared, path))
+        });
         let mut turn = 0usize;
         tokio::pin!(shutdown);
         loop {
@@ -218,11 +367,12 @@ impl Proxy {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let shared = self.shared.clone();
+                        let login = shared.login();
                         // Clients in turn: this runtime, then each relay thread.
                         turn = (turn + 1) % (workers.handles.len() + 1);
                         match turn.checked_sub(1).map(|i| &workers.handles[i]) {
                             None => {
-                                clients.spawn(crate::session::serve(shared, stream, peer));
+                                clients.spawn(crate::session::serve(shared, stream, peer, login));
                             }
                             Some(handle) => match stream.into_std() {
                                 // Registered again with that thread's own I/O driver.
@@ -230,7 +380,7 @@ impl Proxy {
                                     clients.spawn_on(
                                         async move {
                                             match TcpStream::from_std(std) {
-                                                Ok(s) => crate::session::serve(shared, s, peer).await,
+                                                Ok(s) => crate::session::serve(shared, s, peer, login).await,
                                                 Err(e) => tracing::warn!(error = %e, "a client could not be handed to a relay thread"),
                                             }
                                         },
@@ -250,6 +400,9 @@ impl Proxy {
                 Some(_) = clients.join_next(), if !clients.is_empty() => {}
             }
         }
+        if let Some(r) = reload {
+            r.abort();
+        }
         clients.shutdown().await;
         workers.stop().await;
         let _ = admin_stop.send(());
@@ -258,6 +411,26 @@ impl Proxy {
         }
         self.shared.router.stop().await;
         Ok(())
+    }
+}
+
+/// Reads the auth file again on each SIGHUP; clients logged in stay, new
+/// logins use the new file. A file that does not load leaves the old one.
+async fn reload_auth_on_sighup(shared: Arc<Shared>, path: std::path::PathBuf) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: the auth file will not be reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match AuthFile::load(&path) {
+            Ok(auth) => {
+                tracing::info!(file = %path.display(), users = auth.len(), "auth file reloaded");
+                shared.set_auth(auth);
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "auth file not reloaded; the old one stays in force");
+            }
+        }
     }
 }
 

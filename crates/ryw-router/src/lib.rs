@@ -161,8 +161,9 @@ pub use pg::connection_lost;
 pub use predict::Forecast;
 pub use reader::ReadConn;
 pub use router::{
-    ColumnIndex, Committed, Decision, LocalSession, Read, ReadRequest, Router, Row, SessionRef,
-    Unsettled, WriteTx, Written,
+    ColumnIndex, Committed, Decision, Finished, FrontRead, FrontWrite, LocalSession,
+    PLAUSIBLE_AHEAD, Read, ReadRequest, Router, Row, SessionRef, Target, Unsettled, WriteTx,
+    Writer, Written,
 };
 pub use store::seed;
 pub use store::{

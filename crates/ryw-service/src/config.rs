@@ -35,9 +35,12 @@ pub struct ServiceConfig {
     /// The HTTP front's limits against slow and idle clients: header read
     /// timeout, idle timeout, connection cap.
     pub front: crate::front::FrontLimits,
-    /// The local cluster folder when serving one (`--cluster`): enables the
-    /// dashboard's lag control.
+    /// The local cluster folder when serving one (`--cluster`).
     pub cluster_dir: Option<PathBuf>,
+    /// Whether `POST /api/cluster/lag` may change a follower's replay
+    /// delay (it changes the replication of `cluster_dir`'s cluster): off
+    /// unless asked for (`--allow-lag-control`; `ryw demo` turns it on).
+    pub lag_control: bool,
 }
 
 impl ServiceConfig {
@@ -55,6 +58,7 @@ impl ServiceConfig {
             body_limit: crate::BODY_LIMIT,
             front: crate::front::FrontLimits::default(),
             cluster_dir: None,
+            lag_control: false,
         }
     }
 

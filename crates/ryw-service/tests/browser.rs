@@ -182,6 +182,7 @@ fn config(cluster: &TestCluster) -> ServiceConfig {
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.allow_strategy_header = true;
     cfg.cluster_dir = Some(cluster.dir());
+    cfg.lag_control = true;
     cfg.opening_balance_cents = OPENING_CENTS;
     // Not the default 5 s, so the page shows the configured window.
     cfg.router.sticky_window = STICKY_WINDOW;

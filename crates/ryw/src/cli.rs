@@ -31,6 +31,27 @@ impl fmt::Display for Dur {
     }
 }
 
+/// A size in bytes: `16777216`, `64KiB`, `16MiB`, `1GiB` (also kB, MB, GB
+/// as powers of 1024, as PostgreSQL reads them).
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: usize = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 16MiB)"))?;
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(scale)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("{s:?} is not a usable size"))
+}
+
 /// The router's defaults, for the flags' defaults.
 fn router_default() -> RouterConfig {
     RouterConfig::default()
@@ -40,9 +61,16 @@ fn router_default() -> RouterConfig {
 #[derive(Debug, Parser)]
 #[command(name = "ryw", version, about, propagate_version = true)]
 pub struct Cli {
-    /// More log output (-v: debug, -vv: trace). `RUST_LOG` overrides.
+    /// More log output from ryw itself (-v: debug, -vv: trace). Never
+    /// statement text or parameters: see --log-statements. `RUST_LOG`
+    /// overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Also log statement texts and their parameters (the SQL parser's and
+    /// the PostgreSQL client's debug output): they may hold personal data
+    /// and secrets, so only when asked.
+    #[arg(long, global = true)]
+    pub log_statements: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -423,6 +451,11 @@ pub struct ServeArgs {
     /// Accept `X-Read-Strategy` per request (dashboard, bench).
     #[arg(long, env = "RYW_ALLOW_STRATEGY_HEADER")]
     pub allow_strategy_header: bool,
+    /// Let `POST /api/cluster/lag` (the dashboard's lag control) change a
+    /// follower's replay delay; with `--cluster` only. It changes
+    /// replication, so it is off unless asked for (`ryw demo` turns it on).
+    #[arg(long, env = "RYW_ALLOW_LAG_CONTROL")]
+    pub allow_lag_control: bool,
     /// Listen address.
     #[arg(long, env = "RYW_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
@@ -471,9 +504,24 @@ pub struct ProxyArgs {
     /// without it, none.
     #[arg(long, env = "RYW_PROXY_ADMIN_LISTEN")]
     pub admin_listen: Option<std::net::SocketAddr>,
-    /// Most clients connected at once (more get SQLSTATE 53300).
+    /// Most clients logged in at once (more get SQLSTATE 53300).
+    /// Connections still logging in do not count.
     #[arg(long, env = "RYW_PROXY_MAX_CLIENTS", default_value_t = 1000)]
     pub max_clients: usize,
+    /// Most connections logging in at once; a new one beyond it evicts the
+    /// oldest, so sockets that never log in cannot lock clients out.
+    #[arg(long, env = "RYW_PROXY_MAX_PENDING_LOGINS", default_value_t = 1024)]
+    pub max_pending_logins: usize,
+    /// Longest a connection may take to log in (PgBouncer's
+    /// client_login_timeout).
+    #[arg(long, env = "RYW_PROXY_LOGIN_TIMEOUT", default_value = "10s")]
+    pub login_timeout: Dur,
+    /// Most bytes held for one client: what it sent since its last Sync,
+    /// its prepared statements and settings (more: SQLSTATE 54000 and the
+    /// connection closed). Big rows and COPY data are relayed in pieces
+    /// and do not count.
+    #[arg(long, env = "RYW_PROXY_CLIENT_MEMORY_LIMIT", default_value = "16MiB", value_parser = parse_bytes)]
+    pub client_memory_limit: usize,
     /// Longest a connection to a node (and its startup) may take.
     #[arg(long, env = "RYW_PROXY_CONNECT_TIMEOUT", default_value_t = Dur(router_default().connect_timeout))]
     pub connect_timeout: Dur,

@@ -21,7 +21,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     let quiet = matches!(args.command, cli::Command::Bench(_) | cli::Command::Demo(_));
-    cmd::init_logging(args.verbose, quiet);
+    cmd::init_logging(args.verbose, args.log_statements, quiet);
     let rt = match runtime(&args.command).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -42,11 +42,19 @@
 //! [`Effect`] is read from the statements' leading keywords by a small
 //! lexer that skips comments (sqlparser cannot parse many of them), for
 //! every statement of a text, parsed or not. A text of several statements
-//! gets one effect: only settings → `SessionSetting`; settings mixed with
-//! anything else, or anything that pins → `PinsToLeader` (replaying the
-//! text "as written" would run the rest again); else `EndsTransaction` if
-//! one ends a transaction. An effect other than `None` always goes with
+//! gets one effect: anything that pins → `PinsToLeader`; else any session
+//! setting → `SessionSetting` (each setting statement is replayed on its
+//! own, [`setting_statements`], never the rest of the text: so a reset
+//! sequence such as asyncpg's `SELECT pg_advisory_unlock_all(); CLOSE ALL;
+//! UNLISTEN *; RESET ALL;` pins nothing); else `EndsTransaction` if one ends
+//! a transaction. An effect other than `None` always goes with
 //! [`Route::Leader`]. The effect is what the statement does if it commits.
+//!
+//! A read's function calls are listed in [`Class::functions`]: the proxy
+//! lets it leave the leader only when the database's catalog says none of
+//! them can write (IMMUTABLE or STABLE). A read of node- or session-local
+//! state ([`local`]: statistics, locks, the session's prepared statements
+//! and cursors, recovery state) goes to the leader, where the session is.
 //!
 //! # The cache
 //!
@@ -85,7 +93,7 @@
 //!   a thread with at least 2 MiB of stack (tokio's default).
 //! - `RESET ALL` and `DISCARD ALL` are `SessionSetting`s like any other;
 //!   whether they also reset the proxy's `ryw.` settings (PostgreSQL's
-//!   would reset placeholder settings) is the proxy's choice.
+//!   would reset placeholder settings) is the proxy's choice: they do not.
 //!
 //! # Known gaps (reads that go to the leader, and other limits)
 //!
@@ -102,30 +110,35 @@
 //! - Calls made inside views, functions or column defaults are not seen: a
 //!   function that writes is refused by the follower (25006, the safety
 //!   net), but one that takes an advisory lock, or reads `currval`, is not.
-//! - Answers about the serving node itself come from a follower when asked
-//!   in ways other than the ones listed: `current_setting('transaction_read_only')`,
-//!   `pg_settings`, `pg_stat_activity`, `pg_stat_replication` (empty on a
-//!   standby), `inet_server_addr()`, `pg_backend_pid()`,
-//!   `pg_last_wal_replay_lsn()`.
+//! - Answers about the serving node come from a follower when asked in ways
+//!   [`local`] does not list (a view of the user's over `pg_locks`, a
+//!   function that reads statistics), and, on purpose, for
+//!   `inet_server_addr()`/`inet_server_port()` (see [`local`]).
 //! - Extensions' functions with side effects outside the database (as
 //!   `dblink` has, which is listed) are not known.
 //! - Session state made by other means than the statements listed under
 //!   [`Effect`] (`LOAD`, `setseed()`, a function that calls `set_config`)
 //!   is not tracked.
-//! - `current_setting('ryw.session')` and `set_config('ryw.…', …)` reach a
-//!   backend: only the `SET`/`RESET`/`SHOW` forms are the proxy's commands.
+//! - `current_setting('ryw.session')` reaches a backend; only `SET`,
+//!   `RESET`, `SHOW` and a plain `set_config('ryw.…', …)` are the proxy's
+//!   commands.
 
 mod cache;
 mod deny;
 mod lex;
+pub mod local;
 mod read;
 mod ryw;
 mod scan;
+pub mod setconfig;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 pub use cache::ClassCache;
 pub use deny::DENY;
+pub use setconfig::{Arg, SetConfig};
 
 use scan::StmtKind;
 
@@ -177,13 +190,15 @@ pub enum Effect {
     /// reaches: `SET` (not `SET LOCAL`, `SET TRANSACTION`, `SET
     /// CONSTRAINTS`), `SET SESSION …`, `SET ROLE`, `SET SESSION
     /// AUTHORIZATION`, `SET TIME ZONE`, `SET NAMES`, `RESET`, `SET SESSION
-    /// CHARACTERISTICS`, `DISCARD`. Replayed as written.
+    /// CHARACTERISTICS`, `DISCARD`, a plain `set_config(…, false)`. Each
+    /// setting statement is replayed on its own ([`setting_statements`]).
     SessionSetting,
     /// Creates session state that lives on the leader only (`CREATE TEMP
     /// …`, `SELECT … INTO TEMP`, anything naming `pg_temp.`, SQL `PREPARE`,
-    /// `LISTEN`, `DECLARE … WITH HOLD`, a `set_config(…)` call, `SET
-    /// standard_conforming_strings`, a text that mixes settings with other
-    /// statements): the connection's reads stay on the leader from then on.
+    /// `LISTEN`, `DECLARE … WITH HOLD`, a `set_config(…)` call other than a
+    /// plain one, `SET standard_conforming_strings`): the connection's reads
+    /// stay on the leader until the state is gone (the proxy asks the
+    /// leader).
     PinsToLeader,
 }
 
@@ -197,15 +212,67 @@ pub enum RywCommand {
     SetToken(String),
     /// `SET ryw.strategy = '<name[:duration]>'`.
     SetStrategy(String),
-    /// `RESET ryw.session` / `RESET ryw.strategy` / `RESET ryw.token` (also
-    /// `SET ryw.<name> TO DEFAULT`): back to the default.
+    /// `SET ryw.scope = '<connection|session|global|cluster>'`.
+    SetScope(String),
+    /// `SET LOCAL ryw.…` (a `Set…` or `Reset`): until the end of the
+    /// transaction, as PostgreSQL's `SET LOCAL`.
+    SetLocal(Box<RywCommand>),
+    /// `SELECT set_config('ryw.<name>', value, is_local)` in its plain form
+    /// (see [`setconfig`]): `name` without its `ryw.` prefix, lower case.
+    /// Answers one row with the value, as PostgreSQL's `set_config` does.
+    SetConfig {
+        /// The setting (`session`, `token`, …).
+        name: String,
+        /// Its new value.
+        value: Arg,
+        /// `is_local`.
+        local: Arg,
+    },
+    /// `RESET ryw.<name>` (also `SET ryw.<name> TO DEFAULT`): back to the
+    /// default.
     Reset(String),
     /// `SHOW ryw.<name>` (`token`, `served_by`, `session`, `strategy`).
     Show(String),
     /// A `ryw.` command the proxy must refuse with SQLSTATE 22023 and this
-    /// message: an unknown name (`SHOW ryw.bogus`), `SET LOCAL ryw.…`,
-    /// setting `ryw.served_by`, a malformed command or value.
+    /// message: an unknown name (`SHOW ryw.bogus`), setting
+    /// `ryw.served_by`, a malformed command or value.
     Invalid(String),
+}
+
+/// What a text's `DEALLOCATE` or `DISCARD ALL` drops (see
+/// [`prepared_effects`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PreparedEffect {
+    /// `DEALLOCATE [PREPARE] name`: that statement (a name as PostgreSQL
+    /// folds it).
+    Deallocate(String),
+    /// `DEALLOCATE ALL`: every prepared statement.
+    DeallocateAll,
+    /// `DISCARD ALL`: every prepared statement, and all other session state.
+    DiscardAll,
+}
+
+/// What the `DEALLOCATE` and `DISCARD ALL` statements of a text drop, in
+/// order (for [`Class::drops_prepared`] texts).
+pub fn prepared_effects(sql: &str) -> Vec<PreparedEffect> {
+    scan::prepared_effects(sql)
+}
+
+/// Whether a pinning text made state the proxy cannot ask the leader
+/// about (a computed `set_config`, `SET standard_conforming_strings`):
+/// such a pin lasts until `RESET ALL` or `DISCARD ALL`.
+pub fn pins_lasting(sql: &str) -> bool {
+    scan::pins_lasting(sql)
+}
+
+/// The session settings of a text, each as a statement of its own to
+/// replay on other backends (a text of several statements may mix them
+/// with others, which are not run again).
+pub fn setting_statements(sql: &str) -> Vec<&str> {
+    scan::setting_statements(sql)
+        .into_iter()
+        .map(|(a, b)| &sql[a..b])
+        .collect()
 }
 
 /// The classification of one statement text.
@@ -222,6 +289,13 @@ pub struct Class {
     /// [`classify`]); empty for reads. [`denied_function`] names the
     /// function.
     pub why: &'static str,
+    /// A read's function calls (names as PostgreSQL looks them up): it may
+    /// leave the leader only if the catalog says none of them writes (see
+    /// the proxy's catalog). `None` when it calls none.
+    pub functions: Option<Arc<[Box<str>]>>,
+    /// The text drops prepared statements (`DEALLOCATE`, `DISCARD ALL`):
+    /// see [`prepared_effects`].
+    pub drops_prepared: bool,
 }
 
 impl Class {
@@ -231,10 +305,12 @@ impl Class {
             effect,
             ryw: None,
             why,
+            functions: None,
+            drops_prepared: false,
         }
     }
 
-    fn read(stale_ok: bool) -> Self {
+    fn read(stale_ok: bool, functions: Vec<Box<str>>) -> Self {
         Self {
             route: if stale_ok {
                 Route::StaleOk
@@ -244,6 +320,8 @@ impl Class {
             effect: Effect::None,
             ryw: None,
             why: "",
+            functions: (!functions.is_empty()).then(|| functions.into()),
+            drops_prepared: false,
         }
     }
 }
@@ -265,6 +343,12 @@ pub fn classify(sql: &str) -> Class {
 
 /// [`classify`], and whether it ran the parser.
 fn classify_counted(sql: &str) -> (Class, bool) {
+    let (mut class, parsed) = classify_scanned(sql);
+    class.drops_prepared = scan::drops_prepared(sql);
+    (class, parsed)
+}
+
+fn classify_scanned(sql: &str) -> (Class, bool) {
     let Ok(summary) = scan::scan(sql) else {
         // An unterminated quote or comment: PostgreSQL runs none of it.
         return (Class::leader("unparseable", Effect::None), false);
@@ -292,13 +376,18 @@ fn classify_counted(sql: &str) -> (Class, bool) {
             false,
         );
     }
+    if stmt.set_config
+        && let Some(call) = setconfig::parse(&sql[stmt.start..stmt.end])
+    {
+        return (set_config_class(call), false);
+    }
     if summary.hint.leader {
         return (Class::leader("hint", effect), false);
     }
     let verdict = match kind {
         StmtKind::Ryw => unreachable!("handled above"),
         StmtKind::Leader(why) => return (Class::leader(why, effect), false),
-        StmtKind::Show => show(sql, stmt),
+        StmtKind::Show => show(sql, stmt).map(|()| Vec::new()),
         StmtKind::Query => {
             if stmt.denied.is_some() {
                 Err("deny-listed function")
@@ -320,24 +409,57 @@ fn classify_counted(sql: &str) -> (Class, bool) {
     (verdict_class(verdict, summary.hint.stale_ok, effect), false)
 }
 
-fn verdict_class(verdict: Result<(), &'static str>, stale_ok: bool, effect: Effect) -> Class {
+fn verdict_class(
+    verdict: Result<Vec<Box<str>>, &'static str>,
+    stale_ok: bool,
+    effect: Effect,
+) -> Class {
     match verdict {
-        Ok(()) if effect == Effect::None => Class::read(stale_ok),
+        Ok(functions) if effect == Effect::None => Class::read(stale_ok, functions),
         // A read that also makes session state (`SELECT … FROM pg_temp.t`):
         // the state is on the leader.
-        Ok(()) => Class::leader("session state", effect),
+        Ok(_) => Class::leader("session state", effect),
         Err(why) => Class::leader(why, effect),
+    }
+}
+
+/// A plain `set_config` call: the proxy's command for a `ryw.` name; a
+/// session setting (replayed like `SET`) when it is not local; nothing to
+/// track when it is. A name or `is_local` given as a parameter cannot be
+/// judged here: the connection stays on the leader.
+fn set_config_class(call: SetConfig) -> Class {
+    let name = match &call.name {
+        Arg::Text(n) => n.to_ascii_lowercase(),
+        _ => return Class::leader("session state", Effect::PinsToLeader),
+    };
+    if let Some(ryw) = name.strip_prefix("ryw.") {
+        let command = if ryw::SETTABLE.contains(&ryw) {
+            RywCommand::SetConfig {
+                name: ryw.to_owned(),
+                value: call.value,
+                local: call.local,
+            }
+        } else {
+            RywCommand::Invalid(format!(
+                "unknown ryw setting \"ryw.{}\"",
+                ryw.chars().take(64).collect::<String>()
+            ))
+        };
+        return Class {
+            ryw: Some(command),
+            ..Class::leader("ryw command", Effect::None)
+        };
+    }
+    match call.local.as_bool() {
+        Some(false) => Class::leader("session setting", Effect::SessionSetting),
+        Some(true) => Class::leader("session setting", Effect::None),
+        None => Class::leader("session state", Effect::PinsToLeader),
     }
 }
 
 /// `SHOW name`: a read, unless it asks which kind of server this is.
 fn show(sql: &str, stmt: &scan::Stmt) -> Result<(), &'static str> {
-    const SERVER_IDENTITY: &[&str] = &[
-        "transaction_read_only",
-        "default_transaction_read_only",
-        "in_hot_standby",
-        "all",
-    ];
+    const SERVER_IDENTITY: &[&str] = local::SETTINGS;
     let text = &sql[stmt.start..stmt.end];
     let mut lx = lex::Lexer::new(text);
     let mut names = Vec::new();

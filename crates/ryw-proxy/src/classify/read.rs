@@ -6,16 +6,19 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, ObjectName, ObjectNamePart, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
+    Query, SetExpr, Statement, TableFactor, Value, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
-use super::deny;
+use super::{deny, local};
 
 /// Parses `sql` (one statement, as the scan found) and says why it is not a
-/// read, if it is not.
-pub(super) fn check(sql: &str) -> Result<(), &'static str> {
+/// read, if it is not. A read comes with the names of the functions it
+/// calls (as PostgreSQL would look them up: unquoted names folded to lower
+/// case), for the catalog's verdict on their volatility.
+pub(super) fn check(sql: &str) -> Result<Vec<Box<str>>, &'static str> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|_| "unparseable")?;
     let [statement] = statements.as_slice() else {
         // The scan saw one statement; a parser that sees another number
@@ -36,8 +39,9 @@ pub(super) fn check(sql: &str) -> Result<(), &'static str> {
         },
         other => return Err(not_a_query(other)),
     };
-    match query.visit(&mut ReadOnly) {
-        ControlFlow::Continue(()) => Ok(()),
+    let mut visitor = ReadOnly::default();
+    match query.visit(&mut visitor) {
+        ControlFlow::Continue(()) => Ok(visitor.functions),
         ControlFlow::Break(why) => Err(why),
     }
 }
@@ -52,8 +56,64 @@ fn not_a_query(statement: &Statement) -> &'static str {
     }
 }
 
-/// Breaks, with the reason, at the first thing that is not read-only.
-struct ReadOnly;
+/// Breaks, with the reason, at the first thing that is not read-only, or
+/// that reads the serving node's own state; collects the functions called.
+#[derive(Default)]
+struct ReadOnly {
+    functions: Vec<Box<str>>,
+}
+
+impl ReadOnly {
+    /// Notes a call of `name`; breaks if it may not leave the leader by its
+    /// name alone.
+    fn call(&mut self, name: &ObjectName) -> ControlFlow<&'static str> {
+        let Some(ObjectNamePart::Identifier(ident)) = name.0.last() else {
+            // A name sqlparser could not reduce to an identifier: not provably safe.
+            return ControlFlow::Break("deny-listed function");
+        };
+        if deny::entry(&ident.value).is_some() {
+            return ControlFlow::Break("deny-listed function");
+        }
+        if local::listed(local::FUNCTIONS, &ident.value) {
+            return ControlFlow::Break("node-local state");
+        }
+        let folded = folded(ident);
+        if !self.functions.iter().any(|f| **f == *folded) {
+            self.functions.push(folded.into());
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// A name as PostgreSQL looks it up: unquoted names fold to lower case.
+fn folded(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
+/// `current_setting('<a setting that tells one server from another>')`.
+fn asks_server_identity(f: &sqlparser::ast::Function) -> bool {
+    let is_current_setting = matches!(
+        f.name.0.last(),
+        Some(ObjectNamePart::Identifier(i)) if i.value.eq_ignore_ascii_case("current_setting")
+    );
+    if !is_current_setting {
+        return false;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return true;
+    };
+    match list.args.first() {
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
+            Value::SingleQuotedString(name) => local::listed(local::SETTINGS, name),
+            _ => true,
+        },
+        // Not a constant: it could name any setting.
+        _ => true,
+    }
+}
 
 impl Visitor for ReadOnly {
     type Break = &'static str;
@@ -82,7 +142,22 @@ impl Visitor for ReadOnly {
 
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<Self::Break> {
         match e {
-            Expr::Function(f) if denied(&f.name) => ControlFlow::Break("deny-listed function"),
+            Expr::Function(f) => {
+                self.call(&f.name)?;
+                if asks_server_identity(f) {
+                    return ControlFlow::Break("server identity");
+                }
+                ControlFlow::Continue(())
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+
+    fn pre_visit_relation(&mut self, r: &ObjectName) -> ControlFlow<Self::Break> {
+        match r.0.last() {
+            Some(ObjectNamePart::Identifier(i)) if local::listed(local::RELATIONS, &i.value) => {
+                ControlFlow::Break("node-local state")
+            }
             _ => ControlFlow::Continue(()),
         }
     }
@@ -97,11 +172,7 @@ impl Visitor for ReadOnly {
                 args: Some(_),
                 ..
             }
-            | TableFactor::Function { name, .. }
-                if denied(name) =>
-            {
-                ControlFlow::Break("deny-listed function")
-            }
+            | TableFactor::Function { name, .. } => self.call(name),
             _ => ControlFlow::Continue(()),
         }
     }
@@ -130,12 +201,4 @@ fn modifies(b: &SetExpr) -> bool {
         b,
         SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
     )
-}
-
-fn denied(name: &ObjectName) -> bool {
-    match name.0.last() {
-        Some(ObjectNamePart::Identifier(ident)) => deny::entry(&ident.value).is_some(),
-        // A name sqlparser could not reduce to an identifier: not provably safe.
-        Some(ObjectNamePart::Function(_)) | None => true,
-    }
 }

@@ -6,7 +6,7 @@ use super::RywCommand;
 use super::lex::{Kind, Lexer, Token, name_text};
 
 /// Settings a client may `SET` and `RESET`.
-const SETTABLE: &[&str] = &["session", "token", "strategy"];
+pub(super) const SETTABLE: &[&str] = &["session", "token", "strategy"];
 /// Settings a client may `SHOW` (the node that served the last statement
 /// can only be read).
 const SHOWABLE: &[&str] = &["session", "token", "strategy", "served_by"];
@@ -35,11 +35,10 @@ pub(super) fn parse(stmt: &str) -> RywCommand {
     } else {
         Verb::Show
     };
-    if verb == Verb::Set && kw(1, "local") {
-        return invalid("SET LOCAL is not supported for ryw settings: they belong to the session");
-    }
+    // `SET LOCAL`: until the end of the transaction, as PostgreSQL's.
+    let local = verb == Verb::Set && kw(1, "local");
     // `ryw` `.` name [`.` part]…
-    let mut i = if verb == Verb::Set && kw(1, "session") {
+    let mut i = if verb == Verb::Set && (kw(1, "session") || local) {
         4
     } else {
         3
@@ -79,7 +78,12 @@ pub(super) fn parse(stmt: &str) -> RywCommand {
             let raw = text(&v);
             let value = match v.kind {
                 Kind::Word if raw.eq_ignore_ascii_case("default") => {
-                    return RywCommand::Reset(name);
+                    let reset = RywCommand::Reset(name);
+                    return if local {
+                        RywCommand::SetLocal(Box::new(reset))
+                    } else {
+                        reset
+                    };
                 }
                 // An unquoted identifier is folded to lower case, as
                 // PostgreSQL does with `SET x TO Value`.
@@ -90,13 +94,24 @@ pub(super) fn parse(stmt: &str) -> RywCommand {
                 Kind::Num => raw.to_owned(),
                 _ => return invalid("a ryw setting's value must be a plain string"),
             };
-            match name.as_str() {
-                "session" => RywCommand::SetSession(value),
-                "token" => RywCommand::SetToken(value),
-                _ => RywCommand::SetStrategy(value),
+            let set = set(&name, value);
+            if local {
+                RywCommand::SetLocal(Box::new(set))
+            } else {
+                set
             }
         }
         _ => invalid(verb.usage()),
+    }
+}
+
+/// `SET ryw.<name> = value` for a settable name.
+pub(super) fn set(name: &str, value: String) -> RywCommand {
+    match name {
+        "session" => RywCommand::SetSession(value),
+        "token" => RywCommand::SetToken(value),
+        "scope" => RywCommand::SetScope(value),
+        _ => RywCommand::SetStrategy(value),
     }
 }
 

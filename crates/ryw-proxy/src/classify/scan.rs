@@ -31,6 +31,10 @@ pub(super) struct Stmt {
     pub pg_temp: bool,
     /// `set_config(` anywhere: a session setting made by a function.
     pub set_config: bool,
+    /// A session-level advisory lock taken (`pg_advisory_lock(`,
+    /// `pg_try_advisory_lock(`, and their `_shared` forms): it lives in
+    /// the leader's session.
+    pub advisory_lock: bool,
     /// `WITH HOLD` (for `DECLARE`).
     pub with_hold: bool,
     /// A `U&"…"` identifier: its escapes could spell a deny-listed name
@@ -173,17 +177,16 @@ impl Effects {
     }
 }
 
-/// The effect of a text of several statements. A session setting must be
-/// replayed on every backend "as written", and a text that does anything
-/// else besides would run that again: so a text of only settings is a
-/// `SessionSetting`, and one that mixes settings with other statements pins
-/// the connection to the leader (where they ran) instead. Otherwise pins,
-/// then the end of a transaction.
+/// The effect of a text of several statements: pins first (state on the
+/// leader only), then session settings (each setting statement of the text
+/// is replayed on its own on other backends, never the rest of the text:
+/// see [`setting_statements`]), then the end of a transaction.
 pub(super) fn combine(count: usize, settings: usize, pins: bool, ends: bool) -> Effect {
-    if settings == count {
-        Effect::SessionSetting
-    } else if pins || settings > 0 {
+    let _ = count;
+    if pins {
         Effect::PinsToLeader
+    } else if settings > 0 {
+        Effect::SessionSetting
     } else if ends {
         Effect::EndsTransaction
     } else {
@@ -222,6 +225,7 @@ impl Builder {
                 into_temp: false,
                 pg_temp: false,
                 set_config: false,
+                advisory_lock: false,
                 with_hold: false,
                 unicode_ident: false,
                 nesting: 0,
@@ -284,6 +288,14 @@ impl Builder {
                 s.denied = deny::entry(name);
             }
             s.set_config |= name.eq_ignore_ascii_case("set_config");
+            s.advisory_lock |= [
+                "pg_advisory_lock",
+                "pg_advisory_lock_shared",
+                "pg_try_advisory_lock",
+                "pg_try_advisory_lock_shared",
+            ]
+            .iter()
+            .any(|f| name.eq_ignore_ascii_case(f));
         }
         if ["update", "share", "no", "key"]
             .iter()
@@ -572,11 +584,123 @@ impl Stmt {
             Effect::None
         };
         let query = kind == StmtKind::Query;
-        if by_head == Effect::None && (self.pg_temp || self.set_config || (query && self.into_temp))
+        if by_head != Effect::None {
+            return by_head;
+        }
+        // A plain `set_config(name, value, is_local)` is a setting like
+        // `SET` (or `SET LOCAL`); any other use keeps the session on the
+        // leader.
+        let plain = if self.set_config {
+            super::setconfig::parse(&src[self.start..self.end])
+        } else {
+            None
+        };
+        if let Some(call) = plain
+            && !self.pg_temp
+            && !self.advisory_lock
         {
+            return match (&call.name, call.local.as_bool()) {
+                (super::Arg::Text(_), Some(false)) => Effect::SessionSetting,
+                (super::Arg::Text(_), Some(true)) => Effect::None,
+                _ => Effect::PinsToLeader,
+            };
+        }
+        if self.pg_temp || self.set_config || self.advisory_lock || (query && self.into_temp) {
             Effect::PinsToLeader
         } else {
-            by_head
+            Effect::None
+        }
+    }
+}
+
+/// The statements of a text that are session settings (`SET`, `RESET`,
+/// `DISCARD ALL`, a plain `set_config(…, false)`), as byte spans, in order:
+/// what is replayed on other backends.
+pub(super) fn setting_statements(src: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    each_statement(src, |stmt, kind| {
+        if stmt.effect(src, kind) == Effect::SessionSetting {
+            out.push((stmt.start, stmt.end));
+        }
+    });
+    out
+}
+
+/// Whether a text makes session state the proxy cannot ask the leader
+/// about: a `set_config` call other than a plain one, or `SET
+/// standard_conforming_strings`.
+pub(super) fn pins_lasting(src: &str) -> bool {
+    let mut found = false;
+    each_statement(src, |stmt, kind| {
+        let computed_set_config = stmt.set_config
+            && super::setconfig::parse(&src[stmt.start..stmt.end]).is_none_or(|c| {
+                !matches!(c.name, super::Arg::Text(_)) || c.local.as_bool().is_none()
+            });
+        found |= computed_set_config
+            || (stmt.effect(src, kind) == Effect::PinsToLeader && stmt.kw(src, 0, "set"));
+    });
+    found
+}
+
+/// Whether a text holds `DEALLOCATE` or `DISCARD ALL`.
+pub(super) fn drops_prepared(src: &str) -> bool {
+    let mut found = false;
+    each_statement(src, |stmt, _| {
+        found |=
+            stmt.kw(src, 0, "deallocate") || (stmt.kw(src, 0, "discard") && stmt.kw(src, 1, "all"));
+    });
+    found
+}
+
+/// What a text's `DEALLOCATE` and `DISCARD ALL` statements drop, in order.
+pub(super) fn prepared_effects(src: &str) -> Vec<super::PreparedEffect> {
+    use super::PreparedEffect;
+    let mut out = Vec::new();
+    each_statement(src, |stmt, _| {
+        if stmt.kw(src, 0, "discard") && stmt.kw(src, 1, "all") {
+            out.push(PreparedEffect::DiscardAll);
+        } else if stmt.kw(src, 0, "deallocate") {
+            let at = if stmt.kw(src, 1, "prepare") { 2 } else { 1 };
+            match stmt.head(at) {
+                Some(t)
+                    if t.kind == Kind::Word && name_text(src, &t).eq_ignore_ascii_case("all") =>
+                {
+                    out.push(PreparedEffect::DeallocateAll)
+                }
+                Some(t) if t.kind == Kind::Word => out.push(PreparedEffect::Deallocate(
+                    name_text(src, &t).to_ascii_lowercase(),
+                )),
+                Some(t) if t.kind == Kind::Quoted => out.push(PreparedEffect::Deallocate(
+                    name_text(src, &t).replace("\"\"", "\""),
+                )),
+                _ => {}
+            }
+        }
+    });
+    out
+}
+
+/// Calls `f` for each non-empty statement of a text that lexes.
+fn each_statement(src: &str, mut f: impl FnMut(&Stmt, StmtKind)) {
+    let mut lx = Lexer::new(src);
+    let mut cur = Builder::new(false);
+    loop {
+        let Ok(t) = lx.next_token() else { return };
+        let at_end = match t {
+            None => true,
+            Some(t) if t.kind == Kind::Punct && src.as_bytes()[t.start] == b';' => true,
+            Some(t) => {
+                cur.push(src, t);
+                false
+            }
+        };
+        if at_end && cur.tokens > 0 {
+            let stmt = std::mem::replace(&mut cur, Builder::new(false)).finish();
+            let kind = stmt.kind(src);
+            f(&stmt, kind);
+        }
+        if t.is_none() {
+            return;
         }
     }
 }
@@ -584,6 +708,18 @@ impl Stmt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setting_statements_are_found_among_others() {
+        let src = "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;";
+        let spans = setting_statements(src);
+        assert_eq!(
+            spans.iter().map(|&(a, b)| &src[a..b]).collect::<Vec<_>>(),
+            ["RESET ALL"]
+        );
+        let src = "SET a.b = 1; SELECT 1; SELECT set_config('x.y', 'z', false)";
+        assert_eq!(setting_statements(src).len(), 2);
+    }
 
     #[test]
     fn statements_are_split_at_semicolons_outside_quotes() {

@@ -63,13 +63,8 @@ fn provable_reads_go_to_a_follower() {
     ] {
         let c = classify(sql);
         assert_eq!(
-            c,
-            Class {
-                route: Route::Read,
-                effect: Effect::None,
-                ryw: None,
-                why: ""
-            },
+            (c.route, c.effect, &c.ryw, c.why, c.drops_prepared),
+            (Route::Read, Effect::None, &None, "", false),
             "{sql}"
         );
     }
@@ -210,6 +205,8 @@ fn texts_too_long_to_parse_go_to_the_leader() {
         "SET search_path = x; SELECT '{}'",
         "x".repeat(MAX_PARSE_LEN)
     );
+    assert_eq!(classify(&sql).effect, Effect::SessionSetting);
+    let sql = format!("LISTEN x; SELECT '{}'", "x".repeat(MAX_PARSE_LEN));
     assert_eq!(classify(&sql).effect, Effect::PinsToLeader);
 }
 
@@ -319,14 +316,27 @@ fn effects_are_read_from_the_leading_keywords() {
         ("DECLARE c NO SCROLL CURSOR WITH HOLD FOR SELECT 1", PinsToLeader),
         ("DECLARE c CURSOR FOR SELECT 1", None),
         ("DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1", None),
-        ("SELECT set_config('search_path', 'x', false)", PinsToLeader),
+        ("SELECT set_config('search_path', 'x', false)", SessionSetting),
+        ("SELECT pg_catalog.set_config('TimeZone', $1, false)", SessionSetting),
+        ("SELECT set_config('search_path', 'x', true)", None),
+        ("SELECT set_config('search_path', lower('X'), false)", PinsToLeader),
+        ("SELECT set_config($1, 'x', false)", PinsToLeader),
+        ("SELECT set_config('a.b', 'x', false), 1", PinsToLeader),
+        ("SELECT pg_advisory_lock(1)", PinsToLeader),
+        ("SELECT pg_try_advisory_lock_shared(1, 2)", PinsToLeader),
+        ("SELECT pg_advisory_xact_lock(1)", None),
+        ("SELECT pg_advisory_unlock_all()", None),
         ("SELECT * FROM pg_temp.t", PinsToLeader),
         ("SELECT 1", None),
         ("UPDATE t SET a = 1", None),
         // several statements
         ("SET a.b = 1; SET c.d = 2", SessionSetting),
-        ("SET a.b = 1; SELECT 1", PinsToLeader),
-        ("SELECT 1; RESET ALL", PinsToLeader),
+        // the setting statements are replayed on their own, so a text that
+        // mixes them with others pins nothing (asyncpg's pool reset)
+        ("SET a.b = 1; SELECT 1", SessionSetting),
+        ("SELECT 1; RESET ALL", SessionSetting),
+        ("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;", SessionSetting),
+        ("SET a.b = 1; LISTEN ch", PinsToLeader),
         ("BEGIN; UPDATE t SET a = 1; COMMIT", EndsTransaction),
         ("BEGIN; CREATE TEMP TABLE x (a int); COMMIT", PinsToLeader),
         ("SELECT 1; SELECT 2", None),
@@ -376,7 +386,8 @@ fn ryw_commands_are_the_proxys_own() {
         ("SET ryw.session.x = 'k'", Invalid(s("unknown ryw setting \"ryw.session.x\""))),
         ("SET ryw.served_by = 'x'", Invalid(s("parameter \"ryw.served_by\" cannot be changed"))),
         ("RESET ryw.served_by", Invalid(s("parameter \"ryw.served_by\" cannot be changed"))),
-        ("SET LOCAL ryw.session = 'k'", Invalid(s("SET LOCAL is not supported for ryw settings: they belong to the session"))),
+        ("SET LOCAL ryw.session = 'k'", SetLocal(Box::new(SetSession(s("k"))))),
+        ("SET LOCAL ryw.strategy TO DEFAULT", SetLocal(Box::new(Reset(s("strategy"))))),
         ("SET ryw.session", Invalid(s("invalid ryw command: expected SET ryw.<name> = '<value>'"))),
         ("SET ryw.session = 'a', 'b'", Invalid(s("invalid ryw command: expected SET ryw.<name> = '<value>'"))),
         ("SET ryw.", Invalid(s("invalid ryw command: expected SET ryw.<name> = '<value>'"))),
@@ -420,7 +431,7 @@ const DENIED_CALLS: &[(&str, &str)] = &[
     ("pg_advisory_unlock_all()", "pg_advisory_*"),
     ("pg_try_advisory_lock(1)", "pg_try_advisory_*"),
     ("pg_try_advisory_xact_lock(1)", "pg_try_advisory_*"),
-    ("set_config('a.b', 'c', false)", "set_config"),
+    ("set_config('a.b', lower('c'), false)", "set_config"),
     ("pg_notify('ch', 'payload')", "pg_notify"),
     ("txid_current()", "txid_current"),
     ("txid_current_if_assigned()", "txid_current_if_assigned"),
@@ -896,4 +907,77 @@ mod properties {
             prop_assert_eq!(cache.classify(&b), classify(&b), "a = {:?}", a);
         }
     }
+}
+
+#[test]
+fn reads_of_node_and_session_local_state_go_to_the_leader() {
+    for sql in [
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+        "SELECT * FROM pg_catalog.pg_stat_activity",
+        "SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 't'",
+        "SELECT * FROM pg_statio_user_tables",
+        "SELECT name FROM pg_prepared_statements",
+        "SELECT * FROM pg_cursors",
+        "SELECT setting FROM pg_settings WHERE name = 'work_mem'",
+        "SELECT pg_backend_pid()",
+        "SELECT pg_stat_get_numscans('t'::regclass)",
+        "SELECT pg_last_wal_replay_lsn()",
+        "SELECT * FROM pg_ls_waldir()",
+        "SELECT current_setting('transaction_read_only')",
+        "SELECT current_setting(name) FROM t",
+        "SHOW transaction_read_only",
+    ] {
+        let c = classify(sql);
+        assert_eq!(c.route, Route::Leader, "{sql}");
+        assert!(
+            matches!(
+                c.why,
+                "node-local state" | "server identity" | "deny-listed function"
+            ),
+            "{sql}: {}",
+            c.why
+        );
+    }
+    // Replicated state, and the server that runs the statement.
+    for sql in [
+        "SELECT * FROM pg_class",
+        "SELECT current_setting('search_path')",
+        "SELECT inet_server_port()",
+    ] {
+        assert_eq!(classify(sql).route, Route::Read, "{sql}");
+    }
+}
+
+#[test]
+fn a_read_lists_the_functions_it_calls_for_the_catalog() {
+    let c = classify("SELECT lower(a), \"MyFn\"(b), s.f(1) FROM t, generate_series(1, 3) g");
+    let mut names: Vec<&str> = c
+        .functions
+        .as_deref()
+        .unwrap()
+        .iter()
+        .map(|f| &**f)
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["MyFn", "f", "generate_series", "lower"]);
+    assert_eq!(classify("SELECT a FROM t").functions, None);
+}
+
+#[test]
+fn drops_of_prepared_statements_are_found() {
+    use super::PreparedEffect::*;
+    assert!(classify("DEALLOCATE ALL").drops_prepared);
+    assert!(classify("DISCARD ALL").drops_prepared);
+    assert!(!classify("DISCARD PLANS").drops_prepared);
+    assert_eq!(
+        super::prepared_effects(
+            "DEALLOCATE PREPARE \"Q\"; deallocate q2; DEALLOCATE ALL; DISCARD ALL"
+        ),
+        vec![
+            Deallocate("Q".into()),
+            Deallocate("q2".into()),
+            DeallocateAll,
+            DiscardAll
+        ]
+    );
 }

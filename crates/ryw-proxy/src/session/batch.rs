@@ -11,6 +11,7 @@ impl Session {
     pub(super) fn plan_batch(&mut self, frames: &[Frame]) -> BatchPlan {
         let mut plan = BatchPlan {
             why: "",
+            all_reads: true,
             ..BatchPlan::default()
         };
         // One pass over the batch; a handful of messages, so small vectors
@@ -24,32 +25,29 @@ impl Session {
                 .find(|(n, _)| *n == name)
                 .map(|(_, c)| c.clone())
         };
+        let mut unknown_statement = false;
         for frame in frames {
             let Ok(kind) = protocol::parse_client(frame) else {
                 continue;
             };
             match kind {
-                Client::Query(sql) => {
-                    let c = self.class_of(sql);
-                    if c.effect == Effect::SessionSetting {
-                        plan.settings.push(sql.to_owned());
-                    }
-                    classes.push(c);
-                }
+                Client::Query(sql) => classes.push(self.class_of(sql)),
                 Client::Parse { name, query } => {
                     let c = self.class_of(query);
-                    if c.effect == Effect::SessionSetting {
-                        plan.settings.push(query.to_owned());
-                    }
                     parsed.push((name, c.clone()));
                     classes.push(c);
                 }
                 Client::Bind { portal, statement } => {
                     let c = find(&parsed, statement)
                         .or_else(|| self.statements.get(statement).map(|p| p.class.clone()));
-                    if let Some(c) = c {
-                        portals.push((portal, c.clone()));
-                        classes.push(c);
+                    match c {
+                        Some(c) => {
+                            portals.push((portal, c.clone()));
+                            classes.push(c);
+                        }
+                        // A statement the proxy does not know (SQL PREPARE'd
+                        // on the leader, or none): where the session is.
+                        None => unknown_statement = true,
                     }
                 }
                 Client::Describe { kind, name } => {
@@ -61,13 +59,24 @@ impl Session {
                     };
                     classes.extend(c);
                 }
-                Client::Execute { portal } => classes.extend(find(&portals, portal)),
+                Client::Execute { portal } => match find(&portals, portal) {
+                    Some(c) => classes.push(c),
+                    // A portal of an earlier batch (in a transaction, or a
+                    // cursor): where it lives, the leader.
+                    None => unknown_statement = true,
+                },
                 Client::FunctionCall => {
                     plan.route = Some(Route::Leader);
                     plan.why = "function call";
+                    plan.all_reads = false;
                 }
                 _ => {}
             }
+        }
+        if unknown_statement {
+            plan.route = Some(Route::Leader);
+            plan.why = "a statement or portal of the session";
+            plan.all_reads = false;
         }
         let mut route = None;
         let mut ryw = 0;
@@ -77,12 +86,19 @@ impl Session {
                 continue;
             }
             match c.effect {
-                Effect::EndsTransaction => plan.ends_transaction = true,
                 Effect::PinsToLeader => plan.pins = true,
-                Effect::SessionSetting | Effect::None => {}
+                Effect::SessionSetting => plan.settings = true,
+                Effect::EndsTransaction | Effect::None => {}
             }
+            plan.drops_prepared |= c.drops_prepared;
             if c.why == "copy" {
                 plan.copy = true;
+            }
+            if c.route == Route::Leader && !matches!(c.why, "hint" | "node-local state") {
+                plan.all_reads = false;
+            }
+            if let Some(f) = &c.functions {
+                plan.functions.push(f.clone());
             }
             route = Some(match (route, c.route) {
                 (Some(Route::Leader), _) | (_, Route::Leader) => {
@@ -95,15 +111,28 @@ impl Session {
                 _ => Route::StaleOk,
             });
         }
-        plan.ryw = ryw > 0 && ryw == classes.len();
-        plan.mixed_ryw = (ryw > 0 && ryw < classes.len())
+        plan.ryw = ryw > 0 && ryw == classes.len() && !unknown_statement;
+        plan.mixed_ryw = (ryw > 0 && (ryw < classes.len() || unknown_statement))
             || classes
                 .iter()
                 .any(|c| c.why == "ryw command among multiple statements");
-        plan.close_only = frames.iter().all(|f| matches!(f.tag, b'C' | b'S' | b'H'))
-            && frames.iter().any(|f| f.tag == b'C');
-        plan.runs = frames.iter().any(|f| matches!(f.tag, b'E' | b'Q' | b'F'));
+        plan.close_only = frames.iter().all(|f| {
+            matches!(
+                f.tag,
+                tag::frontend::CLOSE | tag::frontend::SYNC | tag::frontend::FLUSH
+            )
+        }) && frames.iter().any(|f| f.tag == tag::frontend::CLOSE);
+        plan.runs = frames.iter().any(|f| {
+            matches!(
+                f.tag,
+                tag::frontend::EXECUTE | tag::frontend::QUERY | tag::frontend::FUNCTION_CALL
+            )
+        });
         plan.route = plan.route.or(route);
+        if plan.route.is_none() {
+            // Nothing but Sync/Flush/Close: no statement at all.
+            plan.all_reads = false;
+        }
         plan
     }
 
@@ -114,26 +143,22 @@ impl Session {
         frames: Vec<Frame>,
         synced: bool,
     ) -> Result<(), Closing> {
-        // The rest of a batch that went out with a Flush follows it.
-        if let Phase::Flying(f) = &mut self.phase {
-            let node = f.node;
-            f.frames.extend(frames.iter().cloned());
-            f.synced = synced;
-            let mut out = BytesMut::new();
-            for frame in &frames {
-                out.put_slice(&frame.raw);
-            }
-            if synced && f.position_after {
-                let slot = self.slot(node);
-                position_statement(&mut out, &mut self.backends[slot]);
-            }
-            self.note_statements(&frames, node);
-            if let Err(e) = self.backend(node).send(&out).await {
-                return self.backend_lost(client, e.to_string()).await;
-            }
-            return Ok(());
-        }
         let plan = self.plan_batch(&frames);
+        // The rest of a batch that went out with a Flush follows it, on its
+        // node, if that node may run it; if not, that batch is ended first
+        // (a Sync of the proxy's, whose ReadyForQuery the client never sees).
+        if let Phase::Flying(f) = &self.phase {
+            let fits = f.node == Node::Leader
+                || (matches!(plan.route, Some(Route::Read | Route::StaleOk) | None)
+                    && !plan.ryw
+                    && !plan.mixed_ryw
+                    && !self.pins.pinned
+                    && self.catalog_clears(&plan));
+            if fits && !plan.ryw {
+                return self.continue_flight(client, frames, plan, synced).await;
+            }
+            self.end_flight(client).await?;
+        }
         if plan.mixed_ryw {
             return self
                 .refuse_batch(
@@ -150,141 +175,140 @@ impl Session {
         if plan.close_only && synced {
             return self.answer_close(client, &frames).await;
         }
-        let route = match plan.route {
+        let mut route = match plan.route {
             _ if self.status != b'I' => Route::Leader,
-            Some(Route::Read | Route::StaleOk) if self.pinned => Route::Leader,
             Some(r) => r,
             None => Route::Leader,
         };
-        self.send_batch(client, frames, plan, route, synced, 0)
+        // A read that must stay on the leader, as a read: its position
+        // bounds what it saw.
+        let mut on_leader = false;
+        if route != Route::Leader && !self.catalog_clears(&plan) {
+            // A function that may write: not a read at all.
+            route = Route::Leader;
+        }
+        if route != Route::Leader {
+            if self.pins.pinned && self.pins.check_due {
+                self.check_pins(client).await?;
+            }
+            if self.pins.pinned {
+                on_leader = true;
+            }
+            if route == Route::Read && self.positions.unknown.is_some() {
+                self.resolve_unknown().await;
+                on_leader |= self.positions.unknown.is_some();
+            }
+        }
+        self.send_batch(client, frames, plan, route, on_leader, synced, 0)
             .await
+    }
+
+    /// Whether the catalog says every function a batch calls is safe on a
+    /// follower (IMMUTABLE or STABLE, or a harmless VOLATILE one).
+    fn catalog_clears(&self, plan: &BatchPlan) -> bool {
+        plan.functions.iter().all(|names| {
+            names
+                .iter()
+                .all(|n| self.shared.catalog.safe(&self.id.database, n))
+        })
     }
 
     /// Plans the node (reads through the router), opens it if needed, and
     /// sends the batch with what the node lacks before it and the position
     /// statement after it.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn send_batch(
         &mut self,
         client: &mut ClientConn,
         frames: Vec<Frame>,
         plan: BatchPlan,
         route: Route,
+        on_leader: bool,
         synced: bool,
         attempts: u8,
     ) -> Result<(), Closing> {
-        let mut read = None;
         self.follow_leader();
+        let mut read = None;
+        let mut write = None;
         let node = match route {
-            Route::Leader => Node::Leader,
+            Route::Leader => {
+                if let Err(e) = self.open(Node::Leader, None).await {
+                    return self.open_failed(client, &frames, e).await;
+                }
+                write = Some(self.shared.router.front_write());
+                Node::Leader
+            }
             Route::Read | Route::StaleOk => {
                 if route == Route::Read {
                     self.settle();
                 }
-                let mut chosen = Node::Leader;
-                for _ in 0..3 {
-                    let req = self.read_request(route);
-                    // Rule 7 while the last read's bound is unknown: the
-                    // same follower or the leader, at once.
-                    let unsettled = self.unsettled.filter(|_| route == Route::Read);
-                    let decision = match unsettled {
-                        Some(u) => self.shared.router.plan_after_unsettled(&req, &u),
-                        None => match self.shared.router.plan_read(&req).await {
-                            Ok(d) => d,
-                            Err(e) => {
-                                return self
-                                    .fail_batch(client, &frames, "08006", &e.to_string())
-                                    .await;
-                            }
-                        },
-                    };
-                    let node = match decision.follower_index() {
-                        Some(i) => Node::Follower(i),
-                        None => Node::Leader,
-                    };
-                    match self.open(node).await {
-                        Ok(()) => {
-                            chosen = node;
-                            read = Some(decision);
-                            break;
-                        }
-                        Err(
-                            e @ (BackendError::Unreachable { .. }
-                            | BackendError::Incarnation { .. }),
-                        ) if node != Node::Leader => {
-                            // Rule 3: forget it, plan again.
-                            self.shared.router.report_lost(&decision, &e.to_string());
-                        }
-                        Err(e) => return self.open_failed(client, &frames, e).await,
+                match self.plan_read(client, &frames, route, on_leader).await? {
+                    Some((node, r)) => {
+                        read = Some(r);
+                        node
                     }
+                    None => return Ok(()),
                 }
-                chosen
             }
         };
-        if read.is_none()
-            && let Err(e) = self.open(node).await
-        {
-            return self.open_failed(client, &frames, e).await;
-        }
-        // Rule 1 and rule 7: the node's position after the batch, pipelined
-        // behind its Sync (once the Sync is there). Not behind a COPY: the
-        // node would read it as COPY data; it is asked after the batch.
-        // Not after a read that promises nothing (stale-ok, legacy,
-        // sticky), nor after a follower read of a session this connection
-        // keeps: the tracker's next poll of that follower bounds it (see
-        // `land`).
-        let wants_position = match &read {
-            Some(d) => self.read_needs_position(d),
-            None => self.status == b'I' || plan.ends_transaction,
-        };
-        let position_after = wants_position && !plan.copy;
-        let position_later = wants_position && plan.copy;
+        // The position statement after the batch (rule 7): a read that
+        // needs one, once the batch is synced.
+        let position = read
+            .as_ref()
+            .is_some_and(|r| r.wants_position(self.named().is_some()))
+            && synced
+            && !plan.copy;
         let holding = read.is_some() && synced && node != Node::Leader;
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
-        let replays = self.replay_settings(node, &mut out);
-        let swallow = self.inject_statements(node, &frames, &mut out);
+        let slot = self.slot(node);
+        let queries = {
+            let backend = self.backends[slot].as_mut().expect("opened");
+            self.settings.replay(&mut backend.settings, &mut out)
+        };
+        if queries > 0 {
+            // A simple query drops the unnamed statement.
+            self.backends[slot].as_mut().expect("opened").unnamed = None;
+        }
+        let statements = self.inject_statements(node, &frames, &mut out);
         for frame in &frames {
-            out.put_slice(&frame.raw);
+            put_frame(&mut out, frame);
         }
         self.note_statements(&frames, node);
-        let slot = self.slot(node);
-        if position_after && synced {
-            position_statement(&mut out, &mut self.backends[slot]);
+        if position {
+            simple_query(&mut out, POSITION_SQL);
+            self.backends[slot].as_mut().expect("opened").unnamed = None;
         }
         self.shared.metrics.batch(metric_index(node), route);
-        let epoch = match node {
-            Node::Follower(i) => self.view.borrow().nodes.get(i).map(|f| f.epoch),
-            Node::Leader => None,
-        };
         let backend = self.backend(node);
         let target = (backend.addr, backend.key);
         *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = Some(target);
+        let stage = if queries > 0 || statements > 0 {
+            Stage::Preamble {
+                queries,
+                statements,
+                holding,
+            }
+        } else {
+            Stage::Client {
+                held: holding.then(BytesMut::new),
+                copy_in: false,
+            }
+        };
         self.phase = Phase::Flying(Box::new(Flight {
             node,
             frames,
             plan,
             read,
+            write,
             attempts: attempts + 1,
-            epoch,
             synced,
-            replays,
-            swallow,
-            holding,
-            held: BytesMut::new(),
+            position,
+            stage,
             forwarded: false,
-            to_leader: false,
-            error: None,
-            committed: false,
-            rolled_back: false,
-            copy_in: false,
-            position_after,
-            position_later,
-            client_ready: None,
-            position: None,
-            floor: match node {
-                Node::Leader => self.shared.router.leader_floor(),
-                Node::Follower(_) => None,
-            },
+            outcome: Outcome::default(),
+            status_before: self.status,
+            proxy_sync: false,
         }));
         let sent = self.backend(node).send(&out).await;
         self.scratch = out;
@@ -294,27 +318,164 @@ impl Session {
         Ok(())
     }
 
-    /// Replays the session settings `node` has not applied, each as a query
-    /// of its own (`DISCARD ALL` cannot run in a multi-statement one).
-    /// Returns how many `ReadyForQuery`s to swallow.
-    pub(super) fn replay_settings(&mut self, node: Node, out: &mut BytesMut) -> usize {
-        let settings = &self.settings;
-        let slot = self.slot(node);
-        let backend = self.backends[slot].as_mut().expect("opened before replay");
-        let todo = &settings[backend.settings_applied.min(settings.len())..];
-        for sql in todo {
-            let _ = frontend::query(sql, out);
-            if sql.trim_start().to_ascii_lowercase().starts_with("discard") {
-                backend.prepared.clear();
-                backend.position_prepared = false;
+    /// A read's node, planned by the router (rules 2, 4, 5), with a
+    /// connection to it open. A follower that cannot be reached, or has
+    /// restarted, is forgotten (rule 3) and the read planned again; one
+    /// that is full (53300) or going away (57P03) sends the read to the
+    /// leader. `None` when the client was answered with an error.
+    async fn plan_read(
+        &mut self,
+        client: &mut ClientConn,
+        frames: &[Frame],
+        route: Route,
+        mut on_leader: bool,
+    ) -> Result<Option<(Node, FrontRead)>, Closing> {
+        for _ in 0..3 {
+            let mut req = self.read_request(route);
+            if on_leader {
+                req = req.options(ReadOptions {
+                    strategy: Some(ryw_router::Strategy::Leader),
+                    ..self.ryw.options
+                });
+            }
+            // Rule 7 while the last read's bound is unknown: the same
+            // follower or the leader, at once.
+            let unsettled = self.positions.unsettled.filter(|_| route == Route::Read);
+            let read = match unsettled {
+                Some(u) if !on_leader => self.shared.router.front_read_unsettled(&req, &u),
+                _ => match self.shared.router.front_read(&req).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.fail_batch(client, frames, "08006", &e.to_string())
+                            .await?;
+                        return Ok(None);
+                    }
+                },
+            };
+            let (node, incarnation) = match read.target() {
+                ryw_router::Target::Leader => (Node::Leader, None),
+                ryw_router::Target::Follower { index, incarnation } => {
+                    (Node::Follower(index), incarnation)
+                }
+            };
+            match self.open(node, incarnation).await {
+                Ok(()) => return Ok(Some((node, read))),
+                Err(e @ (BackendError::Unreachable { .. } | BackendError::Incarnation { .. }))
+                    if node != Node::Leader =>
+                {
+                    // Rule 3: forget it, plan again.
+                    read.lost(&e.to_string());
+                }
+                Err(BackendError::Refused { fields, .. })
+                    if node != Node::Leader
+                        && matches!(fields.code.as_str(), "53300" | "57P03") =>
+                {
+                    tracing::info!(node = %self.node_name(node), code = %fields.code, "a follower refused a connection; the read goes to the leader");
+                    self.shared
+                        .metrics
+                        .count(crate::metrics::Event::FollowerRefused);
+                    drop(read);
+                    on_leader = true;
+                }
+                Err(e) => {
+                    self.open_failed(client, frames, e).await?;
+                    return Ok(None);
+                }
             }
         }
-        if !todo.is_empty() {
-            // A simple query drops the unnamed statement.
-            backend.unnamed = None;
+        // Three followers in a row failed: the leader.
+        let req = self.read_request(route).options(ReadOptions {
+            strategy: Some(ryw_router::Strategy::Leader),
+            ..self.ryw.options
+        });
+        match self.shared.router.front_read(&req).await {
+            Ok(read) => match self.open(Node::Leader, None).await {
+                Ok(()) => Ok(Some((Node::Leader, read))),
+                Err(e) => {
+                    self.open_failed(client, frames, e).await?;
+                    Ok(None)
+                }
+            },
+            Err(e) => {
+                self.fail_batch(client, frames, "08006", &e.to_string())
+                    .await?;
+                Ok(None)
+            }
         }
-        backend.settings_applied = settings.len();
-        todo.len()
+    }
+
+    /// More of a batch that went out with a `Flush`, on the same node.
+    async fn continue_flight(
+        &mut self,
+        client: &mut ClientConn,
+        frames: Vec<Frame>,
+        plan: BatchPlan,
+        synced: bool,
+    ) -> Result<(), Closing> {
+        let named = self.named().is_some();
+        let Phase::Flying(f) = &mut self.phase else {
+            return Ok(());
+        };
+        let node = f.node;
+        f.frames.extend(frames.iter().cloned());
+        f.synced = synced;
+        f.plan.settings |= plan.settings;
+        f.plan.pins |= plan.pins;
+        f.plan.drops_prepared |= plan.drops_prepared;
+        f.plan.copy |= plan.copy;
+        f.plan.runs |= plan.runs;
+        f.plan.all_reads &= plan.all_reads;
+        if !plan.all_reads && f.write.is_none() && node == Node::Leader {
+            // It writes after all: its commit is recorded as a write's.
+            f.write = Some(self.shared.router.front_write());
+        }
+        let position = synced
+            && !f.plan.copy
+            && f.write.is_none()
+            && f.read.as_ref().is_some_and(|r| r.wants_position(named));
+        f.position = position;
+        let mut out = BytesMut::new();
+        for frame in &frames {
+            put_frame(&mut out, frame);
+        }
+        if position {
+            simple_query(&mut out, POSITION_SQL);
+        }
+        self.note_statements(&frames, node);
+        if position {
+            self.backend(node).unnamed = None;
+        }
+        if let Err(e) = self.backend(node).send(&out).await {
+            return self.backend_lost(client, e.to_string()).await;
+        }
+        Ok(())
+    }
+
+    /// Ends a batch that went out with a `Flush` with a `Sync` of the
+    /// proxy's (its `ReadyForQuery` is not the client's), and waits until
+    /// its node has answered everything.
+    async fn end_flight(&mut self, client: &mut ClientConn) -> Result<(), Closing> {
+        let Phase::Flying(f) = &mut self.phase else {
+            return Ok(());
+        };
+        let node = f.node;
+        f.synced = true;
+        f.proxy_sync = true;
+        let mut out = BytesMut::new();
+        frontend::sync(&mut out);
+        if let Err(e) = self.backend(node).send(&out).await {
+            return self.backend_lost(client, e.to_string()).await;
+        }
+        while let Phase::Flying(f) = &self.phase {
+            let node = f.node;
+            client.flush().await?;
+            let fill = self.backend(node).fill().await;
+            match fill {
+                Ok(_) => self.take_backend_frames(client).await?,
+                Err(e) => self.backend_lost(client, e.to_string()).await?,
+            }
+        }
+        Ok(())
     }
 
     /// The client's prepared statements a batch uses that `node` lacks:
@@ -389,16 +550,7 @@ impl Session {
             match protocol::parse_client(frame) {
                 Ok(Client::Parse { name, query }) => {
                     let class = self.class_of(query);
-                    let version = self.next_version;
-                    self.next_version += 1;
-                    self.statements.insert(
-                        name.to_owned(),
-                        Prepared {
-                            parse: frame.raw.clone(),
-                            class,
-                            version,
-                        },
-                    );
+                    let version = self.statements.insert(name, frame.raw.clone(), class);
                     let slot = self.slot(node);
                     let backend = self.backends[slot].as_mut().expect("open");
                     if name.is_empty() {
@@ -431,30 +583,4 @@ impl Session {
 /// A `Close` of the client's statement `name`.
 pub(super) fn close_statement(out: &mut BytesMut, name: &str) {
     let _ = frontend::close(b'S', name, out);
-}
-
-/// The proxy's own position statement, prepared once per connection: the
-/// node's current position on the leader (rule 1: read after COMMIT
-/// returned), its replay position on a follower (rule 7). One text for
-/// both, as the node's role can change under a connection (a follower
-/// promoted keeps its connections).
-pub(super) fn position_statement(out: &mut BytesMut, backend: &mut Option<Backend>) {
-    let Some(b) = backend.as_mut() else { return };
-    if !b.position_prepared {
-        let sql = "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
-                   ELSE pg_current_wal_lsn() END)::text";
-        let _ = frontend::parse(POSITION_STATEMENT, sql, std::iter::empty(), out);
-        b.position_prepared = true;
-    }
-    let _ = frontend::bind(
-        "",
-        POSITION_STATEMENT,
-        std::iter::empty::<i16>(),
-        std::iter::empty::<Option<&[u8]>>(),
-        |_: Option<&[u8]>, _: &mut BytesMut| Ok(postgres_protocol::IsNull::Yes),
-        Some(0),
-        out,
-    );
-    let _ = frontend::execute("", 0, out);
-    frontend::sync(out);
 }

@@ -7,35 +7,61 @@
 //!   for anything not provably read-only: the leader;
 //! - a provably read-only statement outside a transaction: a fresh read,
 //!   planned by the router for the client's session exactly as `ryw serve`
-//!   plans one (rules 2, 4, 5), on the proxy's own connection to that node
-//!   (checked against the incarnation the router knows: rule 2);
-//! - `SET ryw.*` / `SHOW ryw.*`: answered here.
+//!   plans one (rules 2, 4, 5), on the proxy's connection to that node for
+//!   this client (checked against the incarnation the router knows: rule 2);
+//! - `SET ryw.*` / `SHOW ryw.*` / a plain `set_config('ryw.…', …)`:
+//!   answered here, with PostgreSQL's semantics inside transactions.
 //!
-//! Behind the client's batch the proxy pipelines one statement of its own
-//! on the same connection, whose answer it swallows: the node's position,
-//! read after the client's batch ended. After a read it raises the
-//! session's token to it (rule 7); after a write that committed (the
-//! client's `ReadyForQuery` says `I`) it is the write's token (rule 1). The
-//! client's `ReadyForQuery` is forwarded only after that.
+//! # Positions nobody can touch
 //!
-//! A read on a follower holds back its first replies (`ParseComplete`,
-//! `RowDescription`, …) until a row, a completion or an error arrives: if
-//! the follower refuses the statement as a write (SQLSTATE 25006), or
-//! breaks, or leaves rotation before anything reached the client, the batch
-//! runs again on the leader (or another follower), and the client sees one
-//! answer. Rows, types, formats, notices and COPY data are relayed as the
-//! bytes they arrived as.
+//! After a write commits, the write's position is read by the *router*, on
+//! its own connection to the leader, by a statement sent after the commit
+//! returned (rule 1; [`ryw_router::FrontWrite`], coalesced across clients).
+//! After a read that needs one (rule 7), the proxy pipelines a statement of
+//! its own behind the client's batch on the same connection: a simple query
+//! of schema-qualified built-ins ([`POSITION_SQL`]), no prepared statement,
+//! no cast, nothing a client's `search_path`, `PREPARE`/`DEALLOCATE`/
+//! `DISCARD`, `SET ROLE` or own functions can shadow, sent only after the
+//! client's batch ended outside a transaction; its answer is swallowed, and
+//! believed only if some node could have it ([`ryw_router::FrontRead::saw`]).
+//! A position that could not be read is *unknown*: the session's fresh
+//! reads go to the leader until one is known (`land.rs`).
+//!
+//! # The phases of a batch
+//!
+//! [`Phase::Idle`] waits for the client (and relays what the nodes send
+//! unasked: notifications, notices, parameter changes). [`Phase::Flying`]
+//! holds a [`Flight`], whose [`Stage`] says what the node's next replies
+//! answer: the proxy's preamble (settings replayed, statements prepared),
+//! the client's batch (held back on a follower until the read cannot move,
+//! so a read the follower refuses or loses runs elsewhere unseen), a
+//! redirect to the leader, or the position statement after it. Rows, types,
+//! formats, notices and COPY data are relayed as the bytes they arrived as;
+//! a big row is relayed in pieces as it comes.
+//!
+//! # Layout
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `mod.rs` | the session's state and the relay loop |
+//! | `startup.rs` | startup, authentication, the parameters the client gets |
+//! | `batch.rs` | what a batch does ([`BatchPlan`]), where it goes, sending it with its preamble |
+//! | `replies.rs` | the node's replies, stage by stage; retries before anything reached the client |
+//! | `land.rs` | after a batch: tokens (rules 1 and 7), settings, pins, prepared statements |
+//! | `idle.rs` | what nodes send while the client is idle; the pin check |
+//! | `commands.rs` | `ryw.*` commands, and batches answered here |
+//! | `settings.rs` | the client's session settings, replayed on every node it reaches |
+//! | `statements.rs` | the client's prepared statements, bounded |
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use postgres_protocol::message::frontend;
 use ryw_router::{
-    ClusterView, Decision, Freshness, LocalSession, Lsn, Position, ReadOptions, ReadRequest,
-    SessionKey,
+    ClusterView, FrontRead, FrontWrite, LocalSession, Position, ReadOptions, ReadRequest,
+    SessionKey, Unsettled,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -44,23 +70,30 @@ use tokio::sync::watch;
 
 use crate::backend::{Backend, BackendError, Connect, Node};
 use crate::classify::{Class, ClassCache, Effect, Route, RywCommand};
-use crate::protocol::{self, Client, Frame, MAX_MESSAGE, ProtocolError, Startup};
+use crate::protocol::{self, Client, Frame, ProtocolError, Startup, tag};
 use crate::server::{CancelTarget, Shared};
 
 mod batch;
 mod commands;
+mod idle;
+mod land;
 mod replies;
+mod settings;
 mod startup;
+mod statements;
 
-use batch::position_statement;
+use settings::Settings;
 use startup::startup;
+use statements::Statements;
 
-/// How much of a client's input is buffered while its batch runs.
-const CLIENT_BUFFER_CAP: usize = 1 << 20;
-/// How long a client has to finish its startup and authentication.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
-/// The proxy's own prepared statement on each backend: the node's position.
-const POSITION_STATEMENT: &str = "ryw_position";
+/// How much of a client's input is read ahead while its batch runs.
+const CLIENT_READ_AHEAD: usize = 1 << 20;
+/// The proxy's statement after a read: the node's position. Built-ins,
+/// schema-qualified, no cast (pg_lsn's own output): nothing a client can
+/// define shadows them. A follower promoted since the read was planned
+/// answers its current position (its replay position stops).
+pub(crate) const POSITION_SQL: &str = "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() \
+     THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END";
 /// The SQLSTATE of the `NOTICE` that tells a session a failover lost its
 /// write (class 01, warning; "R" for ryw).
 pub const LOST_WRITE_SQLSTATE: &str = "01R01";
@@ -70,7 +103,7 @@ pub const LOST_WRITE_SQLSTATE: &str = "01R01";
 enum Closing {
     /// The client left (`Terminate`, or the socket closed).
     Left,
-    /// Nothing more to say (a cancel request was handled).
+    /// Nothing more to say (a cancel request was handled, a login refused).
     Quiet,
     /// A fatal error was sent to the client, or it cannot be reached.
     Fatal(String),
@@ -85,41 +118,47 @@ impl From<ProtocolError> for Closing {
     }
 }
 
-/// Serves one client until it leaves.
-pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    let clients = shared
-        .clients
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+/// Serves one client until it leaves. `login` is its place among the
+/// connections still logging in: given up once logged in (or evicted by a
+/// newer one when too many are pending).
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut login: crate::server::Login,
+) {
     let (rd, wr) = stream.into_split();
     let mut client = ClientConn {
         rd,
         wr,
         inbuf: BytesMut::with_capacity(16 * 1024),
         out: BytesMut::with_capacity(16 * 1024),
+        passthrough: 0,
     };
-    let outcome = if clients >= shared.cfg.max_clients {
-        shared.metrics.refused();
-        client
-            .fatal(
-                "53300",
-                &format!(
-                    "sorry, too many clients already (the proxy's limit is {})",
-                    shared.cfg.max_clients
-                ),
-            )
-            .await;
-        Err(Closing::Quiet)
-    } else {
-        match tokio::time::timeout(STARTUP_TIMEOUT, startup(&shared, &mut client, peer)).await {
+    let timeout = shared.cfg.login_timeout;
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(timeout, startup(&shared, &mut client, peer)) => match r {
             Ok(r) => r,
             Err(_) => {
+                shared.metrics.count(crate::metrics::Event::LoginTimeout);
                 client
-                    .fatal("08P01", "the startup did not complete in time")
+                    .fatal("08P01", &format!("the login did not complete within {timeout:?}"))
                     .await;
                 Err(Closing::Quiet)
             }
+        },
+        () = login.evicted() => {
+            shared.metrics.count(crate::metrics::Event::LoginEvicted);
+            client
+                .fatal(
+                    "53300",
+                    "too many connections are logging in at once; this one waited longest",
+                )
+                .await;
+            Err(Closing::Quiet)
         }
     };
+    drop(login);
     let protocol_error = |why: &str| {
         if why.starts_with(PROTOCOL_VIOLATION) {
             shared.metrics.protocol_error();
@@ -134,18 +173,19 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
             shared.metrics.client(false);
             if let Closing::Fatal(why) = why {
                 protocol_error(&why);
-                tracing::debug!(%peer, %why, "client session ended");
+                if why.starts_with(PROTOCOL_VIOLATION) {
+                    tracing::warn!(%peer, %why, "client session ended");
+                } else {
+                    tracing::debug!(%peer, %why, "client session ended");
+                }
             }
         }
         Err(Closing::Fatal(why)) => {
             protocol_error(&why);
-            tracing::debug!(%peer, %why, "client refused at startup")
+            tracing::info!(%peer, %why, "client refused at startup")
         }
         Err(_) => {}
     }
-    shared
-        .clients
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The client's socket and buffers.
@@ -154,6 +194,8 @@ struct ClientConn {
     wr: OwnedWriteHalf,
     inbuf: BytesMut,
     out: BytesMut,
+    /// Bytes of a large `CopyData` still to relay straight to the node.
+    passthrough: usize,
 }
 
 impl ClientConn {
@@ -165,13 +207,18 @@ impl ClientConn {
         self.rd.read_buf(&mut self.inbuf).await
     }
 
-    /// Writes out what is pending.
+    /// Writes out what is pending. While the client does not read, this
+    /// waits, and nothing more is read from the node (backpressure).
     async fn flush(&mut self) -> Result<(), Closing> {
         if self.out.is_empty() {
             return Ok(());
         }
         let r = self.wr.write_all(&self.out).await;
         self.out.clear();
+        if self.out.capacity() > 1 << 20 {
+            // A burst of held replies: give the memory back.
+            self.out = BytesMut::with_capacity(16 * 1024);
+        }
         r.map_err(|e| Closing::Fatal(format!("writing to the client: {e}")))
     }
 
@@ -183,36 +230,48 @@ impl ClientConn {
     }
 }
 
-/// What the proxy knows of a client's prepared statement.
-#[derive(Clone, Debug)]
-struct Prepared {
-    /// The client's `Parse`, as sent: replayed on a backend that lacks it.
-    parse: Bytes,
-    class: Class,
-    /// Bumped each time the client prepares the name again.
-    version: u64,
+/// Who the client is, as the nodes must see it.
+#[derive(Debug)]
+struct Identity {
+    /// The authenticated role (the startup packet's `user`).
+    user: Arc<str>,
+    /// The database (the startup packet's, or the user's name).
+    database: Arc<str>,
+    /// The startup parameters for the nodes (`ryw.*` options taken out).
+    params: Vec<(String, String)>,
+    /// The role's password from the auth file, for nodes that ask.
+    password: Option<String>,
 }
 
-/// The plan of one batch: where it goes and what it does.
+/// What a client `SET`s of `ryw.*`: transactional, as PostgreSQL's own
+/// settings (a `SET` in a transaction that rolls back is undone; `SET
+/// LOCAL` lasts until the transaction ends).
+#[derive(Clone, Debug, Default)]
+struct RywSettings {
+    /// `ryw.session`: the name as given, and the store's key (the name
+    /// under the role that bound it).
+    named: Option<(Arc<str>, SessionKey)>,
+    options: ReadOptions,
+}
+
+/// What the connection knows of its positions.
 #[derive(Debug, Default)]
-struct BatchPlan {
-    route: Option<Route>,
-    /// Why the leader, for logs.
-    why: &'static str,
-    ends_transaction: bool,
-    settings: Vec<String>,
-    pins: bool,
-    copy: bool,
-    /// The batch is the proxy's own commands only.
-    ryw: bool,
-    /// It mixes `ryw.*` commands with statements for the nodes.
-    mixed_ryw: bool,
-    /// It only closes statements or portals (answered here; the nodes
-    /// close theirs with their next batch).
-    close_only: bool,
-    /// It runs something (an `Execute`, a `Query`, a function call), as
-    /// opposed to preparing or describing: `ryw.served_by` follows it.
-    runs: bool,
+struct Positions {
+    /// The highest position this connection wrote or saw (and `SET
+    /// ryw.token`'s, clamped).
+    token: Option<Position>,
+    /// The floor of this connection's latest write (the leader's position
+    /// before it): a write a failover lost is told from it.
+    written: Option<Position>,
+    last_write_ms: Option<u64>,
+    /// A write committed whose position could not be read: until one is
+    /// (the next fetch of the leader's position), fresh reads go to the
+    /// leader. Holds the write's floor.
+    unknown: Option<Option<Position>>,
+    /// The last fresh read of this connection's own session ran on a
+    /// follower without a position statement: its bound comes from the
+    /// tracker's next poll of that follower (rule 7).
+    unsettled: Option<Unsettled>,
 }
 
 /// A batch sent to a node, until its `ReadyForQuery` has been handled.
@@ -222,46 +281,102 @@ struct Flight {
     /// The client's frames, kept to run the batch again elsewhere.
     frames: Vec<Frame>,
     plan: BatchPlan,
-    /// A read, with its decision (rule 7 raises its token).
-    read: Option<Decision>,
-    /// Runs of the batch so far (one retry elsewhere at most).
+    /// A read planned by the router, until it is finished with what it saw.
+    read: Option<FrontRead>,
+    /// A batch on the leader that may write: its floor, until its commit.
+    write: Option<FrontWrite>,
+    /// Runs of the batch so far.
     attempts: u8,
-    /// A follower's epoch when the batch went there: if the router forgets
-    /// the follower meanwhile (it broke, stalled or restarted), the read
-    /// moves before anything reached the client.
-    epoch: Option<u64>,
     /// The client's `Sync` (or `Query`) has been sent: a `ReadyForQuery`
     /// ends the batch. Until then (after a `Flush`) replies just flow.
     synced: bool,
-    /// Settings replayed before the batch: their `ReadyForQuery`s to swallow.
-    replays: usize,
-    /// Replies to the proxy's own `Parse`/`Close` before the batch.
-    swallow: usize,
-    /// Hold the client's replies until a row, a completion or an error.
-    holding: bool,
-    held: BytesMut,
+    /// The position statement follows the client's `Sync`.
+    position: bool,
+    stage: Stage,
     /// Something of this batch reached the client.
     forwarded: bool,
-    /// Run the batch again on the leader once the node is done with it.
-    to_leader: bool,
-    /// The SQLSTATE of the batch's error, if it had one.
+    /// What the client's part did, from the node's replies.
+    outcome: Outcome,
+    /// The transaction status when the batch was sent.
+    status_before: u8,
+    /// The batch was ended by a `Sync` of the proxy's (the client sent a
+    /// `Flush`, then something for another node): its `ReadyForQuery` is
+    /// not the client's.
+    proxy_sync: bool,
+}
+
+/// What the node's next replies answer.
+#[derive(Debug)]
+enum Stage {
+    /// The proxy's own messages before the client's batch: `queries`
+    /// settings replayed (each ends with a `ReadyForQuery`), then
+    /// `statements` `Parse`/`Close` replies; then the client's batch,
+    /// held back if `holding`.
+    Preamble {
+        queries: usize,
+        statements: usize,
+        holding: bool,
+    },
+    /// The client's batch. A read on a follower holds its first replies
+    /// back (`held`) until a row, a completion or an error shows it will
+    /// not move.
+    Client {
+        held: Option<BytesMut>,
+        copy_in: bool,
+    },
+    /// The batch goes to the leader instead once the node reaches its end
+    /// (`ReadyForQuery`s left: the batch's, and the position statement's);
+    /// nothing of it reaches the client from here. `as_write`: a follower
+    /// refused it as a write (25006); else it could not prepare what it
+    /// needed there.
+    Redirect { readies: u8, as_write: bool },
+    /// The client's batch ended (its `ReadyForQuery`, held); the position
+    /// statement answers next.
+    Position {
+        ready: Frame,
+        lsn: Option<ryw_router::Lsn>,
+    },
+}
+
+/// What the client's part of a batch did.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// The SQLSTATE of its first error.
     error: Option<String>,
+    /// A `COMMIT` (command tag) completed.
     committed: bool,
+    /// A `ROLLBACK` completed (also a `COMMIT` of a failed transaction).
     rolled_back: bool,
-    copy_in: bool,
-    /// The proxy's position statement follows the client's batch.
-    position_after: bool,
-    /// The position statement goes out once the batch is done (after a
-    /// COPY, which would take it for data).
-    position_later: bool,
-    /// The client's `ReadyForQuery` status, once it arrived (held until the
-    /// position statement answered).
-    client_ready: Option<u8>,
-    position: Option<Lsn>,
-    /// On the leader: its position as the tracker knew it when the batch
-    /// was sent, before any record of the batch: the floor a failover
-    /// judges a write by (`History::write_lost`).
-    floor: Option<Position>,
+}
+
+/// The plan of one batch: where it goes and what it does.
+#[derive(Debug, Default)]
+struct BatchPlan {
+    route: Option<Route>,
+    /// Why the leader, for logs.
+    why: &'static str,
+    /// Session settings in it (replayed on other nodes once it committed).
+    settings: bool,
+    /// It creates state that lives on the leader only.
+    pins: bool,
+    /// It drops prepared statements (`DEALLOCATE`, `DISCARD ALL`).
+    drops_prepared: bool,
+    copy: bool,
+    /// The batch is the proxy's own commands only.
+    ryw: bool,
+    /// It mixes `ryw.*` commands with statements for the nodes.
+    mixed_ryw: bool,
+    /// It only closes statements or portals (answered here).
+    close_only: bool,
+    /// It runs something (an `Execute`, a `Query`, a function call), as
+    /// opposed to preparing or describing: `ryw.served_by` follows it.
+    runs: bool,
+    /// Every statement in it is a read (a read kept on the leader by a pin
+    /// or a hint is still one: its position bounds what it saw).
+    all_reads: bool,
+    /// Function calls the catalog must clear before the batch may leave
+    /// the leader.
+    functions: Vec<Arc<[Box<str>]>>,
 }
 
 /// Where the session is in its request-reply cycle.
@@ -273,14 +388,29 @@ enum Phase {
     Flying(Box<Flight>),
 }
 
+/// Pins: session state that lives on the leader only (temp tables,
+/// `LISTEN`, SQL `PREPARE`, holdable cursors, session advisory locks), so
+/// the connection's reads stay there while it exists.
+#[derive(Debug, Default)]
+struct Pins {
+    /// Some such state may exist.
+    pinned: bool,
+    /// State that cannot be asked about (`standard_conforming_strings`
+    /// off, a computed `set_config`): lifted only by `RESET ALL` or
+    /// `DISCARD ALL`.
+    lasting: bool,
+    /// Something ran on the leader since the last check that may have
+    /// dropped the state: ask the leader before the next read.
+    check_due: bool,
+}
+
 /// One client's session.
 struct Session {
     shared: Arc<Shared>,
+    peer: SocketAddr,
     pid: i32,
     cancel: CancelTarget,
-    /// The client's startup parameters, as sent to the nodes.
-    params: Vec<(String, String)>,
-    password: Option<String>,
+    id: Identity,
     /// By the router's node index (the followers, then the node configured
     /// as the leader).
     backends: Vec<Option<Backend>>,
@@ -289,40 +419,35 @@ struct Session {
     leader_slot: usize,
     /// The transaction status the client last saw.
     status: u8,
-    /// `SET ryw.session`: a named session in the store, shared with other
-    /// connections, proxies and `ryw serve`. `None`: the connection is its
-    /// own session.
-    named: Option<SessionKey>,
-    /// The highest position this connection wrote or saw (and `SET
-    /// ryw.token`'s).
-    token: Option<Position>,
-    /// The floor of this connection's latest write (the leader's position
-    /// before it): a write a failover lost is told from it.
-    written: Option<Position>,
-    last_write_ms: Option<u64>,
-    options: ReadOptions,
+    ryw: RywSettings,
+    /// `ryw.*` as they were when the open transaction began (to undo a
+    /// rollback), once a `ryw.*` command ran in it; and the `SET LOCAL`s.
+    ryw_txn: Option<RywTxn>,
+    positions: Positions,
     served_by: Arc<str>,
-    statements: HashMap<String, Prepared>,
-    next_version: u64,
-    /// Session settings in the order they took effect, replayed on every
-    /// node the client reaches.
-    settings: Vec<String>,
-    /// Settings made inside the open transaction: they count at COMMIT.
-    pending_settings: Vec<String>,
-    /// Temp tables, SQL `PREPARE`, `LISTEN`…: state on the leader only.
-    pinned: bool,
-    /// The last fresh read of this connection's own session ran on a
-    /// follower without a position statement: its bound comes from the
-    /// tracker's next poll of that follower (rule 7).
-    unsettled: Option<ryw_router::Unsettled>,
+    statements: Statements,
+    settings: Settings,
+    pins: Pins,
     classes: ClassCache,
     phase: Phase,
-    /// The extended batch being read.
+    /// The extended batch being read, and its size.
     batch: Vec<Frame>,
+    batch_bytes: usize,
     /// The bytes of the next write to a node, kept between batches so that
     /// a batch allocates nothing.
     scratch: BytesMut,
     view: watch::Receiver<Arc<ClusterView>>,
+    /// Its place among the clients (`--max-clients`), given back on drop.
+    _slot: crate::server::ClientSlot,
+}
+
+/// `ryw.*` inside a transaction.
+#[derive(Debug)]
+struct RywTxn {
+    /// As at the transaction's start.
+    before: RywSettings,
+    /// As they will be after a `COMMIT` (the `SET`s, not the `SET LOCAL`s).
+    committed: RywSettings,
 }
 
 /// Milliseconds since the epoch, for the sticky window.
@@ -339,6 +464,14 @@ fn metric_index(node: Node) -> usize {
     match node {
         Node::Leader => 0,
         Node::Follower(i) => i + 1,
+    }
+}
+
+/// At most `n` characters of a client's text, for a message or a log.
+pub(crate) fn cut(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
     }
 }
 
@@ -366,6 +499,11 @@ impl Session {
         }
     }
 
+    /// The session this connection's reads and writes belong to.
+    fn named(&self) -> Option<&SessionKey> {
+        self.ryw.named.as_ref().map(|(_, k)| k)
+    }
+
     /// Follows the router to the node that leads now, outside a
     /// transaction (a failover moved it). A connection kept to the old
     /// leader is dropped: it died with it, or it is a standby now.
@@ -383,12 +521,13 @@ impl Session {
             );
             self.backends[self.leader_slot] = None;
             self.leader_slot = now;
+            // Its session state died with it.
+            self.pins = Pins::default();
         }
     }
 
-    /// Tells the client that a failover lost a write of its session (rule
-    /// of the "Failover" contract: a `NOTICE`, as HTTP sends
-    /// `X-Ryw-Write-Lost`).
+    /// Tells the client that a failover lost a write of its session (a
+    /// `NOTICE`, as HTTP sends `X-Ryw-Write-Lost`).
     fn tell_lost(&self, client: &mut ClientConn, lost: Position) {
         let message = format!(
             "ryw: a write of this session that the old leader acknowledged (after {} on timeline {}) \
@@ -401,7 +540,7 @@ impl Session {
 
     /// Opens the connection to `node` unless it is open. A follower's is
     /// checked against the incarnation the router knows (rule 2).
-    async fn open(&mut self, node: Node) -> Result<(), BackendError> {
+    async fn open(&mut self, node: Node, incarnation: Option<i64>) -> Result<(), BackendError> {
         let slot = self.slot(node);
         if self.backends[slot].is_some() {
             return Ok(());
@@ -409,7 +548,7 @@ impl Session {
         let addr = self.shared.addr(slot).clone();
         let incarnation = match node {
             Node::Leader => None,
-            Node::Follower(i) => match self.shared.router.follower_incarnation(i) {
+            Node::Follower(_) => match incarnation {
                 Some(started) => Some(started),
                 None => return Err(BackendError::Incarnation { node: addr.name }),
             },
@@ -418,8 +557,8 @@ impl Session {
             Connect {
                 name: &addr.name,
                 addr: addr.addr,
-                params: &self.params,
-                password: self.password.as_deref(),
+                params: &self.id.params,
+                password: self.id.password.as_deref(),
                 timeout: self.shared.cfg.connect_timeout,
             },
             incarnation,
@@ -435,25 +574,14 @@ impl Session {
         self.classes.classify(sql)
     }
 
-    /// Whether a read's position is read after it, in a statement of its
-    /// own (rule 7): fresh reads under strategies that keep tokens, on the
-    /// leader, or of a named session (whose token other connections read).
-    /// A follower read of this connection's own session is bounded by the
-    /// tracker's next poll instead (`unsettled`), at no statement.
-    fn read_needs_position(&self, d: &Decision) -> bool {
-        d.freshness == Freshness::Fresh
-            && d.strategy.tracks_tokens()
-            && (self.named.is_some() || d.follower_index().is_none())
-    }
-
     /// Takes the bound of an unsettled read from the tracker, if it has
     /// one by now.
     fn settle(&mut self) {
-        if let Some(u) = self.unsettled
+        if let Some(u) = self.positions.unsettled
             && let Some(bound) = self.shared.router.settle(&u)
         {
-            self.token = self.token.max(Some(bound));
-            self.unsettled = None;
+            self.positions.token = self.positions.token.max(Some(bound));
+            self.positions.unsettled = None;
         }
     }
 
@@ -464,7 +592,7 @@ impl Session {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
         loop {
             self.settle();
-            if self.unsettled.is_none() {
+            if self.positions.unsettled.is_none() {
                 return;
             }
             if tokio::time::timeout_at(deadline, self.view.changed())
@@ -480,18 +608,19 @@ impl Session {
     /// The session's read request for a statement routed `route`.
     fn read_request(&self, route: Route) -> ReadRequest<'_> {
         let freshness = match route {
-            Route::StaleOk => Freshness::StaleOk,
-            _ => Freshness::Fresh,
+            Route::StaleOk => ryw_router::Freshness::StaleOk,
+            _ => ryw_router::Freshness::Fresh,
         };
-        let req = match &self.named {
-            Some(key) => ReadRequest::fresh(key).client_token(self.token),
+        let p = &self.positions;
+        let req = match self.named() {
+            Some(key) => ReadRequest::fresh(key).client_token(p.token),
             None => ReadRequest::fresh_local(LocalSession {
-                token: self.token,
-                write: self.written,
-                last_write_ms: self.last_write_ms,
+                token: p.token,
+                write: p.written,
+                last_write_ms: p.last_write_ms,
             }),
         };
-        req.freshness(freshness).options(self.options)
+        req.freshness(freshness).options(self.ryw.options)
     }
 
     /// The client is gone: a statement still running for it is cancelled
@@ -517,16 +646,18 @@ impl Session {
             self.take_client_frames(client).await?;
             client.flush().await?;
             let flying = match &self.phase {
-                Phase::Flying(f) => Some((f.node, f.read.is_some() && !f.forwarded)),
+                Phase::Flying(f) => Some((
+                    f.node,
+                    f.read.is_some() && !f.forwarded,
+                    matches!(f.stage, Stage::Client { copy_in: true, .. }),
+                )),
                 Phase::Idle => None,
             };
-            let reading = client.inbuf.len() < CLIENT_BUFFER_CAP;
             match flying {
-                None => match client.fill().await {
-                    Ok(0) | Err(_) => return Err(Closing::Left),
-                    Ok(_) => {}
-                },
-                Some((node, watch_node)) => {
+                None => self.wait_idle(client).await?,
+                Some((node, watch_node, copy_in)) => {
+                    // During COPY FROM STDIN the client's data is the batch.
+                    let reading = copy_in || client.inbuf.len() < CLIENT_READ_AHEAD;
                     let slot = self.slot(node);
                     let backend = self.backends[slot]
                         .as_mut()
@@ -550,48 +681,70 @@ impl Session {
         }
     }
 
+    /// Bytes the client makes the proxy hold: its batch being read, its
+    /// prepared statements and its settings.
+    fn held_bytes(&self) -> usize {
+        self.batch_bytes + self.statements.bytes() + self.settings.bytes()
+    }
+
+    /// Refuses a client over its memory limit (SQLSTATE 54000), closing
+    /// the connection; nothing of the batch was sent.
+    async fn over_limit(&mut self, client: &mut ClientConn, what: &str) -> Result<(), Closing> {
+        let limit = self.shared.cfg.client_memory_limit;
+        self.shared
+            .metrics
+            .count(crate::metrics::Event::MemoryLimit);
+        let message = format!(
+            "{what} would make ryw proxy hold more than {limit} bytes for this connection \
+             (--client-memory-limit); send Sync sooner, or prepare fewer or smaller statements"
+        );
+        tracing::warn!(peer = %self.peer, %message, "client over its memory limit");
+        client.fatal("54000", &message).await;
+        Err(Closing::Fatal(message))
+    }
+
     /// Handles the client's buffered messages as far as the phase allows:
     /// a batch with a node blocks the next one (replies stay in order).
     async fn take_client_frames(&mut self, client: &mut ClientConn) -> Result<(), Closing> {
         loop {
+            let copy_in = match &self.phase {
+                Phase::Flying(f) => match f.stage {
+                    Stage::Client { copy_in, .. } => copy_in,
+                    _ => false,
+                },
+                Phase::Idle => false,
+            };
             if let Phase::Flying(f) = &self.phase
                 && f.synced
-                && !f.copy_in
+                && !copy_in
             {
                 return Ok(());
             }
-            let frame = match protocol::next_frame(&mut client.inbuf, MAX_MESSAGE) {
+            if copy_in {
+                match self.relay_copy_data(client).await? {
+                    true => continue,
+                    false => return Ok(()),
+                }
+            }
+            let cap = self
+                .shared
+                .cfg
+                .client_memory_limit
+                .saturating_sub(self.held_bytes())
+                .min(protocol::MAX_MESSAGE);
+            let frame = match protocol::next_frame(&mut client.inbuf, cap) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(()),
+                Err(ProtocolError::TooLarge(n)) if n <= protocol::MAX_MESSAGE => {
+                    return self
+                        .over_limit(client, &format!("a message of {n} bytes"))
+                        .await;
+                }
                 Err(e) => {
                     client.fatal("08P01", &e.to_string()).await;
                     return Err(e.into());
                 }
             };
-            if let Phase::Flying(f) = &mut self.phase
-                && f.copy_in
-            {
-                // COPY FROM STDIN: the data goes to the node as it comes.
-                match frame.tag {
-                    b'd' | b'c' | b'f' | b'H' | b'S' => {
-                        if frame.tag == b'c' || frame.tag == b'f' {
-                            f.copy_in = false;
-                        }
-                        let node = f.node;
-                        if let Err(e) = self.backend(node).send(&frame.raw).await {
-                            return self.backend_lost(client, e.to_string()).await;
-                        }
-                        continue;
-                    }
-                    other => {
-                        let e = ProtocolError::UnknownType(other as char);
-                        client
-                            .fatal("08P01", &format!("unexpected message during COPY: {e}"))
-                            .await;
-                        return Err(e.into());
-                    }
-                }
-            }
             let kind = match protocol::parse_client(&frame) {
                 Ok(k) => k,
                 Err(e) => {
@@ -602,21 +755,30 @@ impl Session {
             match kind {
                 Client::Terminate => return Err(Closing::Left),
                 Client::Query(_) | Client::FunctionCall => {
-                    if !self.batch.is_empty() || matches!(self.phase, Phase::Flying(_)) {
-                        let e = ProtocolError::Malformed("Query inside an unfinished batch");
-                        client.fatal("08P01", &e.to_string()).await;
-                        return Err(e.into());
-                    }
-                    self.dispatch(client, vec![frame], true).await?;
+                    // PostgreSQL runs a Query that follows extended
+                    // messages (with or without a Flush) after them, in
+                    // the same implicit transaction; its ReadyForQuery
+                    // ends them all.
+                    self.batch.push(frame);
+                    let frames = std::mem::take(&mut self.batch);
+                    self.batch_bytes = 0;
+                    self.dispatch(client, frames, true).await?;
                 }
                 Client::Sync => {
                     self.batch.push(frame);
                     let frames = std::mem::take(&mut self.batch);
+                    self.batch_bytes = 0;
                     self.dispatch(client, frames, true).await?;
                 }
                 Client::Flush => {
+                    if self.batch.is_empty() && matches!(self.phase, Phase::Idle) {
+                        // Nothing pending: the proxy sends every reply at
+                        // once anyway (libpq ends a pipeline with Sync, Flush).
+                        continue;
+                    }
                     self.batch.push(frame);
                     let frames = std::mem::take(&mut self.batch);
+                    self.batch_bytes = 0;
                     self.dispatch(client, frames, false).await?;
                 }
                 Client::Parse { .. }
@@ -624,11 +786,11 @@ impl Session {
                 | Client::Describe { .. }
                 | Client::Close { .. }
                 | Client::Execute { .. } => {
-                    if self.batch.len() >= 100_000 {
-                        client
-                            .fatal("08P01", "too many messages without a Sync")
+                    self.batch_bytes += frame.raw.len();
+                    if self.held_bytes() > self.shared.cfg.client_memory_limit {
+                        return self
+                            .over_limit(client, "the messages sent without a Sync")
                             .await;
-                        return Err(Closing::Fatal("unbounded batch".into()));
                     }
                     self.batch.push(frame);
                 }
@@ -645,20 +807,92 @@ impl Session {
             }
         }
     }
+
+    /// COPY FROM STDIN: the client's data goes to the node as it comes, a
+    /// big `CopyData` in pieces. Returns whether it made progress.
+    async fn relay_copy_data(&mut self, client: &mut ClientConn) -> Result<bool, Closing> {
+        let Phase::Flying(f) = &self.phase else {
+            return Ok(false);
+        };
+        let node = f.node;
+        if client.passthrough > 0 {
+            let n = client.passthrough.min(client.inbuf.len());
+            if n == 0 {
+                return Ok(false);
+            }
+            let piece = client.inbuf.split_to(n);
+            client.passthrough -= n;
+            if let Err(e) = self.backend(node).send(&piece).await {
+                self.backend_lost(client, e.to_string()).await?;
+            }
+            return Ok(true);
+        }
+        let Some((t, total)) = protocol::peek_header(&client.inbuf) else {
+            return Ok(false);
+        };
+        let total = match total {
+            Ok(n) => n,
+            Err(e) => {
+                client.fatal("08P01", &e.to_string()).await;
+                return Err(e.into());
+            }
+        };
+        match t {
+            tag::frontend::COPY_DATA if total > crate::backend::LARGE_MESSAGE => {
+                let n = total.min(client.inbuf.len());
+                let piece = client.inbuf.split_to(n);
+                client.passthrough = total - n;
+                if let Err(e) = self.backend(node).send(&piece).await {
+                    self.backend_lost(client, e.to_string()).await?;
+                }
+                Ok(true)
+            }
+            tag::frontend::COPY_DATA
+            | tag::frontend::COPY_DONE
+            | tag::frontend::COPY_FAIL
+            | tag::frontend::FLUSH
+            | tag::frontend::SYNC => {
+                let frame = match protocol::next_frame(&mut client.inbuf, protocol::MAX_MESSAGE) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => return Ok(false),
+                    Err(e) => {
+                        client.fatal("08P01", &e.to_string()).await;
+                        return Err(e.into());
+                    }
+                };
+                if matches!(t, tag::frontend::COPY_DONE | tag::frontend::COPY_FAIL)
+                    && let Phase::Flying(f) = &mut self.phase
+                    && let Stage::Client { copy_in, .. } = &mut f.stage
+                {
+                    *copy_in = false;
+                }
+                if let Err(e) = self.backend(node).send(&frame.raw).await {
+                    self.backend_lost(client, e.to_string()).await?;
+                }
+                Ok(true)
+            }
+            other => {
+                let e = ProtocolError::UnknownType(other as char);
+                client
+                    .fatal("08P01", &format!("unexpected message during COPY: {e}"))
+                    .await;
+                Err(e.into())
+            }
+        }
+    }
 }
 
 /// Whether an `ErrorResponse` ends the node's connection (FATAL, PANIC).
-fn is_fatal(body: &[u8]) -> bool {
-    let e = protocol::error_fields(body);
-    e.severity == "FATAL" || e.severity == "PANIC"
+fn is_fatal(fields: &protocol::ErrorFields) -> bool {
+    fields.severity == "FATAL" || fields.severity == "PANIC"
 }
 
-/// Sends the replies held back so far.
-fn release(f: &mut Flight, client: &mut ClientConn) {
-    f.holding = false;
-    f.forwarded = true;
-    if !f.held.is_empty() {
-        client.out.put_slice(&f.held);
-        f.held.clear();
-    }
+/// Bytes to keep between batches for a statement the proxy sends itself.
+fn simple_query(out: &mut BytesMut, sql: &str) {
+    let _ = frontend::query(sql, out);
+}
+
+/// A helper the modules share: a `BufMut` write of a whole frame.
+fn put_frame(out: &mut BytesMut, frame: &Frame) {
+    out.put_slice(&frame.raw);
 }

@@ -1,10 +1,25 @@
-//! A node's replies to a batch: relayed, held back (until a read is sure
-//! to stay where it is), or swallowed (the proxy's own statements); then
-//! the session's token and settings follow what the batch did. A node that
-//! breaks or stops answering before anything reached the client: the batch
-//! runs again elsewhere.
+//! A node's replies to a batch, stage by stage ([`Stage`]): the proxy's
+//! preamble swallowed, the client's replies relayed (held back on a
+//! follower until the read cannot move), the position statement read.
+//! A node that refuses a read as a write, breaks or stops answering before
+//! anything reached the client: the batch runs again elsewhere.
 
 use super::*;
+
+use crate::backend::{LARGE_MESSAGE, MAX_BACKEND_MESSAGE};
+use tag::backend as b;
+
+/// Held replies past this size are released: the read stays where it is.
+const HOLD_CAP: usize = 64 * 1024;
+/// How much of a large `ErrorResponse`/`NoticeResponse` is read for its
+/// fields before the rest is relayed in pieces.
+const FIELDS_PREFIX: usize = 8 * 1024;
+
+/// What to do with a large message: relay it, or drop it.
+enum Large {
+    Relay,
+    Drop,
+}
 
 impl Session {
     /// Handles the node's replies that have arrived.
@@ -13,273 +28,311 @@ impl Session {
         client: &mut ClientConn,
     ) -> Result<(), Closing> {
         loop {
-            let leader_slot = self.leader_slot;
-            let Phase::Flying(f) = &mut self.phase else {
+            let Phase::Flying(f) = &self.phase else {
                 return Ok(());
             };
-            let node = f.node;
-            let slot = match node {
-                Node::Leader => leader_slot,
-                Node::Follower(i) => i,
-            };
+            let slot = self.slot(f.node);
             let backend = self.backends[slot].as_mut().expect("open");
-            let frame =
-                match protocol::next_frame(&mut backend.inbuf, crate::backend::MAX_BACKEND_MESSAGE)
-                {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) => return Ok(()),
-                    Err(e) => return self.backend_lost(client, format!("protocol: {e}")).await,
+            // The rest of a large message, as it comes.
+            if backend.passthrough > 0 {
+                let n = backend.passthrough.min(backend.inbuf.len());
+                if n == 0 {
+                    return Ok(());
+                }
+                let piece = backend.inbuf.split_to(n);
+                backend.passthrough -= n;
+                if !backend.discard {
+                    client.out.put_slice(&piece);
+                    client.flush().await?;
+                }
+                continue;
+            }
+            let Some((t, total)) = protocol::peek_header(&backend.inbuf) else {
+                return Ok(());
+            };
+            let total = match total {
+                Ok(n) => n,
+                Err(e) => return self.backend_lost(client, format!("protocol: {e}")).await,
+            };
+            if total > LARGE_MESSAGE
+                && matches!(
+                    t,
+                    b::DATA_ROW
+                        | b::COPY_DATA
+                        | b::FUNCTION_CALL_RESPONSE
+                        | b::ERROR_RESPONSE
+                        | b::NOTICE_RESPONSE
+                )
+            {
+                let need = if matches!(t, b::ERROR_RESPONSE | b::NOTICE_RESPONSE) {
+                    total.min(FIELDS_PREFIX)
+                } else {
+                    5
                 };
-            let tag = frame.tag;
-            // Settings replayed before the batch.
-            if f.replays > 0 {
-                match tag {
-                    b'Z' => f.replays -= 1,
-                    b'E' => {
+                if backend.inbuf.len() < need {
+                    backend.inbuf.reserve(need);
+                    return Ok(());
+                }
+                let prefix = backend.inbuf[5..need].to_vec();
+                let what = self.large_message(client, t, &prefix).await?;
+                let Phase::Flying(f) = &self.phase else {
+                    return Ok(());
+                };
+                let slot = self.slot(f.node);
+                let backend = self.backends[slot].as_mut().expect("open");
+                let n = total.min(backend.inbuf.len());
+                let piece = backend.inbuf.split_to(n);
+                backend.passthrough = total - n;
+                backend.discard = matches!(what, Large::Drop);
+                if !backend.discard {
+                    client.out.put_slice(&piece);
+                    client.flush().await?;
+                }
+                continue;
+            }
+            if total > MAX_BACKEND_MESSAGE {
+                return self
+                    .backend_lost(
+                        client,
+                        format!("protocol: a message of {total} bytes from the node"),
+                    )
+                    .await;
+            }
+            let frame = match protocol::next_frame(&mut backend.inbuf, MAX_BACKEND_MESSAGE) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ok(()),
+                Err(e) => return self.backend_lost(client, format!("protocol: {e}")).await,
+            };
+            self.on_frame(client, frame).await?;
+        }
+    }
+
+    /// The start of a message too big to hold: what its stage makes of it.
+    async fn large_message(
+        &mut self,
+        client: &mut ClientConn,
+        t: u8,
+        prefix: &[u8],
+    ) -> Result<Large, Closing> {
+        let Phase::Flying(f) = &mut self.phase else {
+            return Ok(Large::Drop);
+        };
+        match &mut f.stage {
+            Stage::Client { held, .. } => {
+                if t == b::ERROR_RESPONSE {
+                    let e = protocol::error_fields(prefix);
+                    f.outcome.error.get_or_insert(e.code);
+                }
+                if let Some(h) = held.take() {
+                    client.out.put_slice(&h);
+                }
+                f.forwarded = true;
+                Ok(Large::Relay)
+            }
+            _ => Ok(Large::Drop),
+        }
+    }
+
+    /// One whole reply, in the flight's stage.
+    async fn on_frame(&mut self, client: &mut ClientConn, frame: Frame) -> Result<(), Closing> {
+        let leader_slot = self.leader_slot;
+        let names = &self.shared;
+        let Phase::Flying(f) = &mut self.phase else {
+            return Ok(());
+        };
+        let t = frame.tag;
+        // Asynchronous: a notification is the client's whatever the stage.
+        if t == b::NOTIFICATION_RESPONSE {
+            client.out.put_slice(&frame.raw);
+            return Ok(());
+        }
+        if t == b::ERROR_RESPONSE {
+            let e = protocol::error_fields(frame.body());
+            if is_fatal(&e) {
+                // The node ends this connection (shutting down, a crash):
+                // the client's own connection goes on where it can.
+                let why = format!("{} ({})", e.message, e.code);
+                return self.backend_lost(client, why).await;
+            }
+        }
+        match &mut f.stage {
+            Stage::Preamble {
+                queries,
+                statements,
+                holding,
+            } => {
+                if *queries > 0 {
+                    match t {
+                        b::READY_FOR_QUERY => *queries -= 1,
+                        b::ERROR_RESPONSE => {
+                            let e = protocol::error_fields(frame.body());
+                            tracing::warn!(
+                                node = %match f.node {
+                                    Node::Leader => names.addr(leader_slot).name.clone(),
+                                    Node::Follower(i) => names.addr(i).name.clone(),
+                                },
+                                code = %e.code,
+                                message = %e.message,
+                                "a session setting failed to replay"
+                            );
+                        }
+                        _ => {}
+                    }
+                } else {
+                    match t {
+                        b::PARSE_COMPLETE | b::CLOSE_COMPLETE => *statements -= 1,
+                        b::ERROR_RESPONSE => {
+                            // The node now skips to the client's Sync.
+                            let node = f.node;
+                            if f.read.is_some() && node != Node::Leader {
+                                f.stage = Stage::Redirect {
+                                    readies: 1 + u8::from(f.position),
+                                    as_write: false,
+                                };
+                                return Ok(());
+                            }
+                            // On the leader it is the batch's answer.
+                            f.stage = Stage::Client {
+                                held: None,
+                                copy_in: false,
+                            };
+                            let e = protocol::error_fields(frame.body());
+                            f.outcome.error.get_or_insert(e.code);
+                            f.forwarded = true;
+                            client.out.put_slice(&frame.raw);
+                            return Ok(());
+                        }
+                        _ => {}
+                    }
+                }
+                if *queries == 0 && *statements == 0 {
+                    let holding = *holding;
+                    f.stage = Stage::Client {
+                        held: holding.then(BytesMut::new),
+                        copy_in: false,
+                    };
+                }
+                Ok(())
+            }
+            Stage::Client { held, copy_in } => {
+                match t {
+                    b::READY_FOR_QUERY if f.synced => {
+                        if let Some(h) = held.take() {
+                            client.out.put_slice(&h);
+                        }
+                        if f.position {
+                            f.stage = Stage::Position {
+                                ready: frame,
+                                lsn: None,
+                            };
+                            return Ok(());
+                        }
+                        return self.land(client, Some(frame), None).await;
+                    }
+                    b::ERROR_RESPONSE => {
                         let e = protocol::error_fields(frame.body());
-                        tracing::warn!(node = %backend.name, code = %e.code, message = %e.message, "a session setting failed to replay");
+                        if held.is_some() && e.code == "25006" {
+                            // A read a follower refuses as a write runs on
+                            // the leader, before anything reached the client.
+                            f.stage = Stage::Redirect {
+                                readies: 1 + u8::from(f.position),
+                                as_write: true,
+                            };
+                            return Ok(());
+                        }
+                        f.outcome.error.get_or_insert(e.code);
+                    }
+                    b::COMMAND_COMPLETE => match protocol::command_tag(frame.body()) {
+                        "COMMIT" => f.outcome.committed = true,
+                        "ROLLBACK" => f.outcome.rolled_back = true,
+                        _ => {}
+                    },
+                    b::COPY_IN_RESPONSE => *copy_in = true,
+                    b::PARSE_COMPLETE
+                    | b::BIND_COMPLETE
+                    | b::CLOSE_COMPLETE
+                    | b::PARAMETER_DESCRIPTION
+                    | b::ROW_DESCRIPTION
+                    | b::NO_DATA
+                    | b::PARAMETER_STATUS
+                    | b::NOTICE_RESPONSE
+                        if held.as_ref().is_some_and(|h| h.len() < HOLD_CAP) =>
+                    {
+                        held.as_mut().expect("checked").put_slice(&frame.raw);
+                        return Ok(());
                     }
                     _ => {}
                 }
-                continue;
-            }
-            // The proxy's own Parse/Close before the batch.
-            if f.swallow > 0 && f.client_ready.is_none() {
-                match tag {
-                    b'1' | b'3' => {
-                        f.swallow -= 1;
-                        continue;
-                    }
-                    b'E' => {
-                        // The server now skips to the client's Sync.
-                        f.swallow = 0;
-                        if f.read.is_some() && !f.forwarded && node != Node::Leader {
-                            f.to_leader = true;
-                            continue;
-                        }
-                    }
-                    _ => f.swallow = 0,
+                if let Some(h) = held.take() {
+                    client.out.put_slice(&h);
                 }
+                f.forwarded = true;
+                client.out.put_slice(&frame.raw);
+                if t == b::COPY_IN_RESPONSE {
+                    // The client sends its data once it reads this.
+                    client.flush().await?;
+                }
+                Ok(())
             }
-            if f.client_ready.is_none() {
-                match tag {
-                    b'Z' if f.synced => {
-                        let status = protocol::ready_status(&frame.raw).unwrap_or(b'I');
-                        f.client_ready = Some(status);
-                        if f.to_leader {
-                            if !f.position_after {
-                                return self.retry_on_leader(client).await;
-                            }
-                            continue;
-                        }
-                        release(f, client);
-                        if f.position_after {
-                            continue;
-                        }
-                        if f.position_later {
-                            f.position_after = true;
-                            let mut out = BytesMut::new();
-                            let slot = self.slot(node);
-                            position_statement(&mut out, &mut self.backends[slot]);
-                            if let Err(e) = self.backend(node).send(&out).await {
-                                return self.backend_lost(client, e.to_string()).await;
-                            }
-                            continue;
-                        }
-                        return self.land(client, Some(frame.raw)).await;
+            Stage::Redirect { readies, as_write } => {
+                if t == b::READY_FOR_QUERY {
+                    *readies -= 1;
+                    if *readies == 0 {
+                        let as_write = *as_write;
+                        return self.retry_on_leader(client, as_write).await;
                     }
-                    _ if f.to_leader => continue,
-                    b'E' if is_fatal(frame.body()) => {
-                        // The node ends this connection (shutting down, a
-                        // crash): the client's own connection goes on.
+                }
+                Ok(())
+            }
+            Stage::Position { lsn, .. } => {
+                match t {
+                    b::DATA_ROW => {
+                        *lsn = protocol::first_column(frame.body()).and_then(|v| v.parse().ok());
+                    }
+                    b::ERROR_RESPONSE => {
                         let e = protocol::error_fields(frame.body());
-                        let why = format!("{} ({})", e.message, e.code);
-                        return self.backend_lost(client, why).await;
+                        tracing::debug!(code = %e.code, message = %e.message, "the position statement failed");
                     }
-                    b'E' => {
-                        let e = protocol::error_fields(frame.body());
-                        if f.holding && !f.forwarded && e.code == "25006" {
-                            // Rule: a read a follower refuses as a write runs
-                            // on the leader, before anything reached the client.
-                            f.to_leader = true;
-                            f.held.clear();
-                            continue;
-                        }
-                        f.error = Some(e.code);
-                        release(f, client);
-                        client.out.put_slice(&frame.raw);
+                    b::READY_FOR_QUERY => {
+                        let Stage::Position { ready, lsn } = &f.stage else {
+                            unreachable!("matched above")
+                        };
+                        let (ready, lsn) = (ready.clone(), *lsn);
+                        return self.land(client, Some(ready), lsn).await;
                     }
-                    b'C' => {
-                        let tag = protocol::command_tag(frame.body());
-                        if tag == "COMMIT" {
-                            f.committed = true;
-                        } else if tag == "ROLLBACK" {
-                            f.rolled_back = true;
-                        }
-                        release(f, client);
-                        client.out.put_slice(&frame.raw);
-                    }
-                    b'G' => {
-                        f.copy_in = true;
-                        release(f, client);
-                        client.out.put_slice(&frame.raw);
-                        // The client sends its data once it reads this.
-                        client.flush().await?;
-                    }
-                    b'1' | b'2' | b'3' | b't' | b'T' | b'n' | b'S' | b'N' if f.holding => {
-                        f.held.put_slice(&frame.raw);
-                    }
-                    _ => {
-                        release(f, client);
-                        client.out.put_slice(&frame.raw);
-                    }
+                    _ => {}
                 }
-                continue;
-            }
-            // The position statement after the batch.
-            match tag {
-                b'D' => {
-                    f.position =
-                        protocol::first_column(frame.body()).and_then(|v| v.parse::<Lsn>().ok());
-                }
-                b'Z' => {
-                    if f.to_leader {
-                        return self.retry_on_leader(client).await;
-                    }
-                    return self.land(client, None).await;
-                }
-                _ => {}
+                Ok(())
             }
         }
     }
 
-    /// The batch is done: the session's token and settings follow what it
-    /// did, then the client gets its `ReadyForQuery`.
-    pub(super) async fn land(
+    /// The node refused the read as a write (25006), or could not prepare
+    /// what it needed: the same batch on the leader (as a write, or a read).
+    pub(super) async fn retry_on_leader(
         &mut self,
         client: &mut ClientConn,
-        ready: Option<Bytes>,
+        as_write: bool,
     ) -> Result<(), Closing> {
-        let Phase::Flying(mut f) = std::mem::replace(&mut self.phase, Phase::Idle) else {
-            return Ok(());
-        };
-        *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let status = f.client_ready.unwrap_or(b'I');
-        let router = &self.shared.router;
-        if f.plan.runs {
-            self.served_by = self.node_name(f.node);
-        }
-        if let Some(decision) = f.read.as_mut() {
-            let fresh = decision.freshness == ryw_router::Freshness::Fresh;
-            match f.position {
-                // Rule 7: what the read saw, bounded by the position read
-                // after it on the same connection. The leader's, or the same
-                // follower's later one, also bounds an unsettled read.
-                Some(lsn) => {
-                    router.raise_token(decision, lsn).await;
-                    if decision.follower_index().is_none()
-                        || self.unsettled.map(|u| u.follower) == decision.follower_index()
-                    {
-                        self.unsettled = None;
-                    }
-                }
-                None if f.position_after && decision.follower_index().is_some() => {
-                    router.report_lost(decision, "no replay position after a read");
-                }
-                // A follower read of this connection's own session: the
-                // tracker's next poll of the follower bounds it; until then
-                // reads stay on that follower or go to the leader.
-                None if fresh && decision.strategy.tracks_tokens() => {
-                    self.unsettled = router.unsettled(decision, tokio::time::Instant::now());
-                }
-                None => {}
-            }
-            if let Some(lost) = decision.lost {
-                self.tell_lost(client, lost);
-                // Told once.
-                self.written = None;
-            }
-            self.token = self.token.max(decision.token);
-        } else if status == b'I'
-            && let Some(lsn) = f.position
-        {
-            // Rule 1: the leader's position after the write committed. It
-            // also bounds any read before it.
-            let lost = match &self.named {
-                Some(key) => router.record_write_at(key, lsn, f.floor).await.lost,
-                None => {
-                    router.note_leader_position(lsn);
-                    self.written.and_then(|w| router.lost_write(w))
-                }
-            };
-            if let Some(lost) = lost {
-                self.tell_lost(client, lost);
-                self.written = None;
-            }
-            let written = Position::new(router.leader_timeline(), lsn);
-            self.token = self.token.max(Some(written));
-            self.written = self.written.max(f.floor);
-            self.last_write_ms = Some(now_ms());
-            self.unsettled = None;
-        }
-        if f.error.is_none() {
-            if f.plan.pins {
-                self.pinned = true;
-            }
-            match self.status_after_settings(&f, status) {
-                SettingsFate::Keep => self.settings.append(&mut f.plan.settings),
-                SettingsFate::Pending => self.pending_settings.append(&mut f.plan.settings),
-                SettingsFate::Drop => {}
-            }
-        }
-        if f.committed {
-            self.settings.append(&mut self.pending_settings);
-        } else if f.rolled_back || (status == b'I' && f.error.is_some()) {
-            self.pending_settings.clear();
-        }
-        if f.node == Node::Leader {
-            // The client's own settings ran there.
-            let n = self.settings.len();
-            let slot = self.slot(f.node);
-            if let Some(b) = self.backends[slot].as_mut() {
-                b.settings_applied = n;
-            }
-        }
-        self.status = status;
-        match ready {
-            Some(raw) => client.out.put_slice(&raw),
-            None => protocol::ready(&mut client.out, status),
-        }
-        client.flush().await
-    }
-
-    pub(super) fn status_after_settings(&self, f: &Flight, status: u8) -> SettingsFate {
-        if f.plan.settings.is_empty() {
-            SettingsFate::Drop
-        } else if status == b'I' {
-            SettingsFate::Keep
-        } else {
-            SettingsFate::Pending
-        }
-    }
-
-    /// The node refused the read as a write (25006), or its injected
-    /// statements failed: the same batch on the leader.
-    pub(super) async fn retry_on_leader(&mut self, client: &mut ClientConn) -> Result<(), Closing> {
         let Phase::Flying(f) = std::mem::replace(&mut self.phase, Phase::Idle) else {
             return Ok(());
         };
-        tracing::debug!(node = ?f.node, "read refused by a follower; running it on the leader");
+        tracing::debug!(node = ?f.node, as_write, "a read could not run on its follower; running it on the leader");
         self.shared.metrics.retry(crate::metrics::Retry::ReadOnly);
-        self.send_batch(
-            client,
-            f.frames,
-            f.plan,
-            Route::Leader,
-            f.synced,
-            f.attempts,
-        )
-        .await
+        let route = if as_write {
+            Route::Leader
+        } else {
+            f.plan.route.unwrap_or(Route::Read)
+        };
+        let Flight {
+            frames,
+            plan,
+            synced,
+            attempts,
+            ..
+        } = *f;
+        self.send_batch(client, frames, plan, route, true, synced, attempts)
+            .await
     }
 
     /// The connection to the node of the batch in flight broke. Before
@@ -297,26 +350,33 @@ impl Session {
         *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let slot = self.slot(f.node);
         self.backends[slot] = None;
-        let name = self.node_name(f.node);
-        if let Some(decision) = &f.read {
-            // Rule 3: forget the follower's position now.
-            self.shared.router.report_lost(decision, &why);
+        if f.node == Node::Leader {
+            // The session's state there is gone with it.
+            self.pins = Pins::default();
         }
-        if f.read.is_some() && !f.forwarded && f.attempts < 3 && f.synced {
+        let name = self.node_name(f.node);
+        let was_read = f.read.is_some();
+        if let Some(read) = f.read {
+            // Rule 3: forget the follower's position now.
+            read.lost(&why);
+        }
+        if was_read && !f.forwarded && f.attempts < 3 && f.synced && !f.proxy_sync {
             tracing::info!(node = %name, %why, "read lost its node; running it elsewhere");
             self.shared.metrics.retry(crate::metrics::Retry::Lost);
             let route = f.plan.route.unwrap_or(Route::Read);
             // Boxed: sending may find this connection lost in turn.
-            return Box::pin(self.send_batch(client, f.frames, f.plan, route, true, f.attempts))
-                .await;
+            return Box::pin(
+                self.send_batch(client, f.frames, f.plan, route, false, true, f.attempts),
+            )
+            .await;
         }
         let message = format!("the connection to {name} was lost: {why}");
-        if self.status != b'I' || f.node == Node::Leader && f.read.is_none() && f.forwarded {
+        if self.status != b'I' || (f.node == Node::Leader && !was_read && f.forwarded) {
             client.fatal("08006", &message).await;
             return Err(Closing::Fatal(message));
         }
         protocol::error(&mut client.out, "ERROR", "08006", &message);
-        if f.synced {
+        if f.synced && !f.proxy_sync {
             protocol::ready(&mut client.out, self.status);
         }
         client.flush().await
@@ -332,18 +392,13 @@ impl Session {
         let Phase::Flying(f) = &self.phase else {
             return Ok(());
         };
-        let Node::Follower(i) = f.node else {
-            return Ok(());
-        };
         // Lagging past the limit is no reason to drop a read in progress,
         // nor a restart (this connection then breaks by itself); a follower
         // the tracker forgot and that does not answer its polls (stopped,
         // a partition: rule 3) is.
         let gone = {
             let view = self.view.borrow_and_update();
-            view.nodes
-                .get(i)
-                .is_none_or(|s| !s.healthy && Some(s.epoch) != f.epoch)
+            f.read.as_ref().is_some_and(|r| r.abandoned(&view))
         };
         if gone && !f.forwarded && f.synced {
             self.backend_lost(client, "stopped answering while the read waited".into())
@@ -381,15 +436,20 @@ impl Session {
         message: &str,
     ) -> Result<(), Closing> {
         protocol::error(&mut client.out, "ERROR", code, message);
-        if frames
-            .last()
-            .is_some_and(|f| f.tag == b'S' || f.tag == b'Q' || f.tag == b'F')
-        {
+        if frames.last().is_some_and(|f| {
+            matches!(
+                f.tag,
+                tag::frontend::SYNC | tag::frontend::QUERY | tag::frontend::FUNCTION_CALL
+            )
+        }) {
             protocol::ready(&mut client.out, self.status);
         }
         client.flush().await
     }
 
+    /// Refuses a batch the proxy will not run. Inside a transaction the
+    /// error aborts it, as any error would on the server: the leader's
+    /// transaction is made to fail too, so the two agree.
     pub(super) async fn refuse_batch(
         &mut self,
         client: &mut ClientConn,
@@ -397,12 +457,10 @@ impl Session {
         code: &str,
         message: &str,
     ) -> Result<(), Closing> {
+        if self.status == b'T' {
+            self.abort_transaction(client).await;
+            self.status = b'E';
+        }
         self.fail_batch(client, frames, code, message).await
     }
-}
-
-pub(super) enum SettingsFate {
-    Keep,
-    Pending,
-    Drop,
 }

@@ -1,7 +1,9 @@
 //! A client's startup: TLS and GSS requests answered `N`, a cancel request
-//! forwarded, the startup parameters (`ryw.*` options taken out), the
-//! authentication (trust on loopback, SCRAM against the auth file), the
-//! first node and its parameters.
+//! forwarded, the startup parameters (each key once; `ryw.*` options taken
+//! out), the authentication (trust on loopback, SCRAM against the auth
+//! file, the same steps for a role that does not exist), a client slot,
+//! and the server parameters the client gets (cached per role, database
+//! and parameters; a node is opened only when none are cached).
 
 use super::*;
 
@@ -111,6 +113,23 @@ pub(super) async fn startup(
         protocol::negotiate_version(&mut client.out, 0, &unknown);
     }
     params.retain(|(k, _)| !k.starts_with("_pq_."));
+    // One value per key: PostgreSQL takes the last of a repeated key, a
+    // proxy that checked the first would log one role in and run another.
+    for (i, (k, _)) in params.iter().enumerate() {
+        if params[..i].iter().any(|(earlier, _)| earlier == k) {
+            let e = ProtocolError::Malformed("startup packet (a parameter given twice)");
+            client
+                .fatal(
+                    "08P01",
+                    &format!(
+                        "invalid startup packet: parameter \"{}\" is given twice",
+                        cut(k, 63)
+                    ),
+                )
+                .await;
+            return Err(e.into());
+        }
+    }
     let user = match params.iter().find(|(k, _)| k == "user") {
         Some((_, u)) if !u.is_empty() => u.clone(),
         _ => {
@@ -135,6 +154,12 @@ pub(super) async fn startup(
             .await;
         return Err(Closing::Quiet);
     }
+    let database = params
+        .iter()
+        .find(|(k, _)| k == "database")
+        .map(|(_, d)| d.clone())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| user.clone());
     let mut ryw_options = Vec::new();
     for (k, v) in params.iter_mut() {
         if k == "options" {
@@ -147,72 +172,127 @@ pub(super) async fn startup(
 
     let password = authenticate(shared, client, peer, &user).await?;
 
-    let (pid, key) = shared.register(Arc::new(Mutex::new(None)));
-    let cancel = Arc::new(Mutex::new(None));
-    shared.unregister(pid);
-    let (pid, key) = {
-        let _ = key;
-        let registered = shared.register(cancel.clone());
-        (registered.0, registered.1)
+    // A client slot only now: connections that never log in take none.
+    let Some(slot) = shared.client_slot() else {
+        shared.metrics.refused();
+        client
+            .fatal(
+                "53300",
+                &format!(
+                    "sorry, too many clients already (the proxy's limit is {}, --max-clients)",
+                    shared.cfg.max_clients
+                ),
+            )
+            .await;
+        return Err(Closing::Quiet);
     };
-    let _ = pid;
+    let cancel = Arc::new(std::sync::Mutex::new(None));
+    let (pid, key) = shared.register(cancel.clone());
     let mut session = Session {
         shared: shared.clone(),
+        peer,
         pid,
         cancel,
-        params,
-        password,
+        id: Identity {
+            user: Arc::from(user.as_str()),
+            database: Arc::from(database.as_str()),
+            params,
+            password,
+        },
         backends: (0..shared.nodes.len()).map(|_| None).collect(),
         leader_slot: shared.leader_slot(shared.nodes.len() - 1),
         status: b'I',
-        named: None,
-        token: None,
-        written: None,
-        last_write_ms: None,
-        options: ReadOptions::default(),
+        ryw: RywSettings::default(),
+        ryw_txn: None,
+        positions: Positions::default(),
         served_by: Arc::from("none"),
-        statements: HashMap::new(),
-        next_version: 1,
-        settings: Vec::new(),
-        pending_settings: Vec::new(),
-        pinned: false,
-        unsettled: None,
+        statements: Statements::default(),
+        settings: Settings::default(),
+        pins: Pins::default(),
         classes: ClassCache::new(),
         phase: Phase::Idle,
         batch: Vec::new(),
+        batch_bytes: 0,
         scratch: BytesMut::with_capacity(4096),
         view: shared.router.watch_cluster(),
+        _slot: slot,
     };
     for (name, value) in ryw_options {
-        if let Err((code, message)) = session.set_ryw(&name, Some(&value)) {
+        if let Err((code, message)) = session.set_ryw(client, &name, Some(&value), false).await {
             shared.unregister(session.pid);
             client.fatal(code, &message).await;
             return Err(Closing::Quiet);
         }
     }
+    session.shared.catalog.wanted(&session.id.database);
 
-    // The first node: the leader (the client's startup is checked there:
-    // database, role), or, when it is down, a follower for reads.
-    let mut opened = None;
-    let mut last = None;
-    for node in std::iter::once(Node::Leader).chain((0..shared.nodes.len() - 1).map(Node::Follower))
-    {
-        match session.open(node).await {
-            Ok(()) => {
-                opened = Some(node);
-                break;
+    // What the client is told of the server: from a node's startup for the
+    // same role, database and parameters (cached a while), so a client
+    // that only reads opens no connection to the leader at all.
+    let cache_key = crate::server::ParamsKey::new(&session.id.user, &session.id.params);
+    let values = match shared.cached_params(&cache_key) {
+        Some(values) => values,
+        None => match session.first_node(client).await? {
+            Some(values) => {
+                shared.cache_params(cache_key, values.clone());
+                values
             }
-            Err(BackendError::Refused { fields, .. }) => {
-                shared.unregister(session.pid);
-                protocol::error(&mut client.out, "FATAL", &fields.code, &fields.message);
-                let _ = client.flush().await;
-                return Err(Closing::Quiet);
-            }
-            Err(e) => last = Some(e),
-        }
+            None => return Err(Closing::Quiet),
+        },
+    };
+    for (name, value) in values.iter() {
+        protocol::parameter(&mut client.out, name, value);
     }
-    let Some(node) = opened else {
-        shared.unregister(session.pid);
+    protocol::key_data(&mut client.out, session.pid, key);
+    protocol::ready(&mut client.out, b'I');
+    client.flush().await?;
+    Ok(session)
+}
+
+impl Session {
+    /// Opens the first node for a login nobody made before: the leader (the
+    /// client's startup is checked there: database, role), or, when it is
+    /// down, a follower for reads. Returns the parameters for the client,
+    /// or `None` after refusing it.
+    async fn first_node(
+        &mut self,
+        client: &mut ClientConn,
+    ) -> Result<Option<crate::server::ServerParams>, Closing> {
+        let mut last = None;
+        let followers = (0..self.shared.nodes.len() - 1).map(Node::Follower);
+        for node in std::iter::once(Node::Leader).chain(followers) {
+            let incarnation = match node {
+                Node::Leader => None,
+                Node::Follower(i) => self.shared.router.follower_incarnation(i),
+            };
+            match self.open(node, incarnation).await {
+                Ok(()) => {
+                    let backend = self.backend(node);
+                    let values = backend
+                        .params
+                        .iter()
+                        .map(|(name, value)| {
+                            // A follower says so; the client is connected to the cluster.
+                            let value = match (node, name.as_str()) {
+                                (Node::Follower(_), "in_hot_standby") => "off",
+                                (Node::Follower(_), "default_transaction_read_only") => "off",
+                                _ => value.as_str(),
+                            };
+                            (name.clone(), value.to_owned())
+                        })
+                        .collect();
+                    return Ok(Some(Arc::new(values)));
+                }
+                Err(BackendError::Refused { fields, .. }) => {
+                    self.shared.unregister(self.pid);
+                    protocol::error(&mut client.out, "FATAL", &fields.code, &fields.message);
+                    let _ = client.flush().await;
+                    return Ok(None);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        self.shared.unregister(self.pid);
         client
             .fatal(
                 "08006",
@@ -222,33 +302,22 @@ pub(super) async fn startup(
                 ),
             )
             .await;
-        return Err(Closing::Quiet);
-    };
-    let backend = session.backend(node);
-    for (name, value) in &backend.params {
-        // A follower says so; the client is connected to the cluster.
-        let value = match (node, name.as_str()) {
-            (Node::Follower(_), "in_hot_standby") => "off",
-            (Node::Follower(_), "default_transaction_read_only") => "off",
-            _ => value.as_str(),
-        };
-        protocol::parameter(&mut client.out, name, value);
+        Ok(None)
     }
-    protocol::key_data(&mut client.out, session.pid, key);
-    protocol::ready(&mut client.out, b'I');
-    client.flush().await?;
-    Ok(session)
 }
 
 /// Trust on loopback without an auth file; SCRAM-SHA-256 against it with
-/// one. Returns the password to give the nodes.
+/// one. An unknown role goes through the same exchange as a known one and
+/// fails at the same step with the same message, so a client cannot tell
+/// which roles exist. Returns the password to give the nodes.
 pub(super) async fn authenticate(
     shared: &Arc<Shared>,
     client: &mut ClientConn,
     peer: SocketAddr,
     user: &str,
 ) -> Result<Option<String>, Closing> {
-    let Some(auth) = &shared.auth else {
+    let auth = shared.auth();
+    let Some(auth) = auth.as_deref() else {
         if !peer.ip().is_loopback() {
             client
                 .fatal(
@@ -270,28 +339,24 @@ pub(super) async fn authenticate(
             &mut client.out,
             "FATAL",
             "28P01",
-            &format!("password authentication failed for user \"{user}\""),
+            &format!(
+                "password authentication failed for user \"{}\"",
+                cut(user, 63)
+            ),
         );
-    };
-    let Some(entry) = auth.user(user) else {
-        // Run the exchange anyway, as PostgreSQL does, so a client cannot
-        // tell unknown users from wrong passwords by the protocol.
-        failed(client);
-        let _ = client.flush().await;
-        return Err(Closing::Quiet);
     };
     let mut mechanisms = BytesMut::new();
     mechanisms.put_slice(b"SCRAM-SHA-256\0\0");
     protocol::authentication(&mut client.out, 10, &mechanisms);
     client.flush().await?;
-    let mut scram = crate::auth::ScramServer::new(entry);
+    let mut scram = auth.scram_server(user);
     let first = read_auth_message(client).await?;
     let (mechanism, data) = protocol::parse_sasl_initial(&first)?;
     if mechanism != "SCRAM-SHA-256" {
         client
             .fatal(
                 "28000",
-                &format!("unsupported SASL mechanism {mechanism:?}"),
+                &format!("unsupported SASL mechanism {:?}", cut(mechanism, 32)),
             )
             .await;
         return Err(Closing::Quiet);
@@ -299,7 +364,7 @@ pub(super) async fn authenticate(
     let server_first = match scram.client_first(data) {
         Ok(m) => m,
         Err(e) => {
-            client.fatal(e.sqlstate(), &e.to_string()).await;
+            client.fatal(e.sqlstate(), &cut(&e.to_string(), 200)).await;
             return Err(Closing::Quiet);
         }
     };
@@ -310,7 +375,10 @@ pub(super) async fn authenticate(
         Ok(server_final) => {
             protocol::authentication(&mut client.out, 12, &server_final);
             protocol::authentication(&mut client.out, 0, &[]);
-            Ok(entry.backend_password().map(str::to_owned))
+            Ok(auth
+                .user(user)
+                .and_then(|entry| entry.backend_password())
+                .map(str::to_owned))
         }
         Err(e) if e.sqlstate() == "28P01" => {
             failed(client);
@@ -318,7 +386,7 @@ pub(super) async fn authenticate(
             Err(Closing::Quiet)
         }
         Err(e) => {
-            client.fatal(e.sqlstate(), &e.to_string()).await;
+            client.fatal(e.sqlstate(), &cut(&e.to_string(), 200)).await;
             Err(Closing::Quiet)
         }
     }

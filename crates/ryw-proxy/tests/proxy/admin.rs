@@ -34,10 +34,14 @@ async fn metrics_count_what_the_proxy_did_and_readyz_follows_the_leader() {
         r.text().await.unwrap()
     };
     let leader = direct(&ctx.cluster.leader_url()).await;
+    // A function that says it is STABLE but writes (nextval): the catalog
+    // lets it go to a follower, which refuses it (25006), and the proxy
+    // runs it on the leader before the client saw anything.
     leader
         .batch_execute(
-            "CREATE FUNCTION sneaky() RETURNS int LANGUAGE sql VOLATILE \
-             AS 'INSERT INTO kv VALUES (''sneaky'', 1) ON CONFLICT (k) DO UPDATE SET v = kv.v + 1 RETURNING v'",
+            "CREATE SEQUENCE sneaky_seq; \
+             CREATE FUNCTION sneaky() RETURNS bigint LANGUAGE sql STABLE \
+             AS 'SELECT nextval(''sneaky_seq'')'",
         )
         .await
         .unwrap();
@@ -51,10 +55,24 @@ async fn metrics_count_what_the_proxy_did_and_readyz_follows_the_leader() {
         write(&c, "admin", i).await;
         assert_eq!(read(&c, "admin").await.0, i);
     }
-    c.query_one("SELECT sneaky()", &[])
-        .await
-        .expect("retried on the leader");
-    let text = scrape().await;
+    // Until the proxy's catalog knows the new function it stays on the
+    // leader; once it does, the follower refuses it and it is retried.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut text;
+    loop {
+        c.query_one("SELECT sneaky()", &[])
+            .await
+            .expect("answered, on the leader");
+        text = scrape().await;
+        if value(&text, "ryw_proxy_retries_total{reason=\"read_only\"}") == Some(1.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the liar function was never retried on the leader: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(value(&text, "ryw_proxy_clients "), Some(1.0), "{text}");
     assert!(
         value(

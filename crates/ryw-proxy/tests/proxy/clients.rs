@@ -177,7 +177,7 @@ fn venv() -> PathBuf {
         .expect("running pip");
     assert!(
         installed.success(),
-        "pip could not install psycopg from PyPI ({installed}); is PyPI reachable?"
+        "pip could not install the drivers from PyPI ({installed}); is PyPI reachable?"
     );
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&building, &dir).expect("moving the virtual environment into place");
@@ -234,4 +234,61 @@ async fn psycopg_with_server_side_prepared_statements_reads_its_writes_across_co
         })
         .sum();
     assert!(on_followers > 30, "followers served most reads: {report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_drivers_with_their_defaults_read_their_writes_and_are_never_pinned_for_good() {
+    let ctx = Ctx::start(Setup::default()).await;
+    let leader = direct(&ctx.cluster.leader_url()).await;
+    leader
+        .batch_execute("INSERT INTO kv VALUES ('old', 7)")
+        .await
+        .unwrap();
+    let venv = tokio::task::spawn_blocking(venv).await.unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/proxy/python/drivers.py");
+    let leader_port = ctx
+        .cluster
+        .info()
+        .nodes
+        .iter()
+        .find(|n| n.name == "leader")
+        .unwrap()
+        .port;
+    let out = tokio::process::Command::new(venv.join("bin/python"))
+        .arg(&script)
+        .args([
+            "127.0.0.1",
+            &ctx.proxy.addr.port().to_string(),
+            &leader_port.to_string(),
+            "60",
+        ])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(240), out)
+        .await
+        .expect("the drivers finished in 240 s")
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the drivers failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("drivers: {stdout}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    for driver in ["psycopg", "sqlalchemy", "asyncpg"] {
+        let r = &report[driver];
+        assert!(r["pairs"].as_u64().unwrap() >= 120, "{driver}: {r}");
+        assert_eq!(r["stale"].as_array().unwrap().len(), 0, "{driver}: {r}");
+        assert_eq!(r["errors"].as_array().unwrap().len(), 0, "{driver}: {r}");
+        assert!(
+            r["followers"].as_u64().unwrap() >= 10,
+            "{driver}: nothing may pin the connection to the leader for good: {r}"
+        );
+    }
+    assert_eq!(report["asyncpg"]["copied"], 100, "{report}");
+    assert!(
+        report["asyncpg"]["notify_ms"].as_f64().unwrap() < 100.0,
+        "an idle listener hears a notification at once: {report}"
+    );
 }

@@ -109,7 +109,6 @@ async fn settings_prepared_statements_ryw_commands_and_hints_work_on_every_node(
         "SET ryw.token = 'v1.forged.token'",
         "SET ryw.session = ''",
         "SHOW ryw.bogus",
-        "SET LOCAL ryw.session = 'x'",
     ] {
         let e = c.batch_execute(bad).await.expect_err(bad);
         assert_eq!(code(&e), "22023", "{bad}: {e:?}");
@@ -117,6 +116,16 @@ async fn settings_prepared_statements_ryw_commands_and_hints_work_on_every_node(
     c.query_one("SELECT 1", &[])
         .await
         .expect("the connection stays usable");
+    // SET LOCAL outside a transaction: PostgreSQL's warning, no effect.
+    c.batch_execute("SET LOCAL ryw.session = 'x'")
+        .await
+        .expect("SET LOCAL outside a transaction only warns");
+    let row = c.query_one("SHOW ryw.session", &[]).await.unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        "",
+        "no effect outside a transaction"
+    );
     let e = c
         .batch_execute("SET ryw.session = 'a'; SELECT 1")
         .await

@@ -10,6 +10,7 @@
 //! | `clients` | psql (with COPY), pgbench `-M simple/extended/prepared`, `-S` and TPC-B-like (balances add up), psycopg 3 with server-side prepared statements |
 //! | `faults` | a cancel request reaches the node running the statement; a follower killed or frozen mid-read: no failed or stale read; the leader down: writes fail at once, reads go on |
 //! | `features` | session settings and prepared statements on every node, `SET`/`SHOW ryw.*`, a token carried to another connection, hints, the 25006 retry, transactions and temp tables on the leader, SCRAM logins |
+//! | `trust` | a client is untrusted: its session state cannot skew or poison positions, one role per login, sessions per role, notifications while idle, a Query after a Flush, `ryw.*` in transactions, pins that lift, busy followers, far tokens, readers without leader connections |
 //! | `ryw` | write-then-read pairs on one connection and across connections (`ryw.session`), across two proxies sharing Redis: 0 stale; `legacy` stale; monotonic reads |
 
 mod admin;
@@ -17,5 +18,7 @@ mod bad_input;
 mod clients;
 mod faults;
 mod features;
+mod raw;
 mod ryw;
 mod support;
+mod trust;

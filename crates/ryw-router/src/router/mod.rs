@@ -9,9 +9,11 @@
 //! | `query.rs` | the read protocol, one call per read: [`Router::query`], [`Router::read_on`] (rules 2, 3, 7, 8) |
 //! | `write.rs` | the write protocol: [`Router::begin`] → [`WriteTx::commit`], [`Router::write_query`] (rules 1, 6) |
 //! | `route.rs` | the lower level: [`Router::route`], a node and a [`Decision`] for one read, after a bounded wait (rules 2, 4, 5) |
+//! | `front.rs` | for fronts with connections of their own (a proxy): [`FrontRead`], [`FrontWrite`], the coalesced [`Router::leader_position`] |
 //! | `feedback.rs` | the lower level after a read: [`Router::raise_token`] (rule 7), [`Router::report_error`], [`Router::report_stall`] (rule 3) |
 
 mod feedback;
+mod front;
 mod query;
 mod route;
 mod write;
@@ -38,6 +40,7 @@ use crate::{
     RouterConfig, SessionStore, StoreHealth, SystemClock,
 };
 
+pub use front::{Finished, FrontRead, FrontWrite, PLAUSIBLE_AHEAD, Target, Writer};
 pub use query::{ColumnIndex, Read, Row};
 pub use route::{Decision, LocalSession, ReadRequest, SessionRef, Unsettled};
 pub use write::{Committed, WriteTx, Written};
@@ -85,6 +88,8 @@ struct Parts {
     feed: Option<Feed>,
     metrics: Arc<Metrics>,
     store_guard: StoreGuard,
+    /// Coalesces fronts' reads of the leader's position after a write.
+    leader_fetch: front::LeaderFetch,
 }
 
 /// Routes a service's queries across a leader and its followers with
@@ -205,6 +210,7 @@ impl Router {
                 feed,
                 metrics,
                 store_guard: StoreGuard::default(),
+                leader_fetch: front::LeaderFetch::default(),
             }),
         })
     }

@@ -127,7 +127,7 @@ pub async fn show(State(state): State<AppState>) -> Json<ClusterBody> {
     let body = ClusterBody {
         strategy: state.cfg.router.default_strategy.to_string(),
         strategy_header: state.cfg.allow_strategy_header,
-        lag_control: state.cfg.cluster_dir.is_some(),
+        lag_control: state.cfg.lag_control && state.cfg.cluster_dir.is_some(),
         sticky_window_ms: state.cfg.router.sticky_window.as_millis() as u64,
         causal_wait_ms: state.cfg.router.causal_wait.as_millis() as u64,
         hybrid_wait_ms: state.cfg.router.hybrid_wait.as_millis() as u64,
@@ -188,17 +188,23 @@ pub struct LagBody {
     responses(
         (status = 200, description = "changed", body = LagBody),
         (status = 400, description = "the body is not valid JSON (malformed-json)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "the service does not run on a local cluster (not-available)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "lag control is off: the service does not run on a local cluster, or without --allow-lag-control (not-available)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, description = "the body is larger than 64 KiB (body-too-large)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "the body is not application/json (unsupported-media-type)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "no such follower, or delay_ms not an integer in 0..=60000 (invalid-field)", body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "no such follower (or a node that is not one), or delay_ms not an integer in 0..=60000 (invalid-field)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn set_lag(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Some(dir) = &state.cfg.cluster_dir else {
+    let Some(dir) = state
+        .cfg
+        .cluster_dir
+        .as_ref()
+        .filter(|_| state.cfg.lag_control)
+    else {
         return Err(ApiError::NotAvailable(
-            "lag control works only when the service runs on a local cluster (--cluster DIR)"
+            "lag control changes replication, so it is off unless the service runs on a local \
+             cluster (--cluster DIR) with --allow-lag-control"
                 .into(),
         ));
     };
@@ -221,7 +227,8 @@ pub async fn set_lag(
     let node = ryw_cluster::set_lag(dir, follower, std::time::Duration::from_millis(delay_ms))
         .await
         .map_err(|e| match e {
-            ryw_cluster::ClusterError::NoSuchReplica(_) => ApiError::InvalidField {
+            ryw_cluster::ClusterError::NoSuchReplica(_)
+            | ryw_cluster::ClusterError::NotAFollower { .. } => ApiError::InvalidField {
                 field: "follower",
                 detail: e.to_string(),
             },

@@ -53,6 +53,7 @@ pub fn config(cluster: &TestCluster) -> ServiceConfig {
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.allow_strategy_header = true;
     cfg.cluster_dir = Some(cluster.dir());
+    cfg.lag_control = true;
     cfg
 }
 

@@ -111,6 +111,17 @@ async fn status_health_metrics_docs_and_dashboard_are_served() {
         )
         .await;
     assert_eq!(r.status, 422, "{r:?}");
+    // The leader is no follower: a client's mistake, not a server error.
+    let r = app
+        .call(
+            "POST",
+            "/api/cluster/lag",
+            None,
+            &[],
+            Some(r#"{"follower":"leader","delay_ms":250}"#),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,8 +53,10 @@ async fn with_cluster(
     } else {
         "127.0.0.1:0".parse()?
     };
-    let service =
-        ServiceInProcess::start(local_service_config(dir, redis.clone(), listen)?).await?;
+    let mut service_cfg = local_service_config(dir, redis.clone(), listen)?;
+    // The demo's dashboard changes the local cluster's lag on purpose.
+    service_cfg.lag_control = true;
+    let service = ServiceInProcess::start(service_cfg).await?;
     // The service has created the tables; the proxy shares its session store.
     let proxy = match args.proxy {
         true => Some(

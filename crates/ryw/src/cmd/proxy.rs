@@ -24,6 +24,9 @@ pub fn config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
     cfg.router.feed = feed_config(&args.routing, cfg.redis_url.as_deref());
     cfg.auth_file = args.auth_file.clone();
     cfg.max_clients = args.max_clients.max(1);
+    cfg.max_pending_logins = args.max_pending_logins.max(1);
+    cfg.login_timeout = args.login_timeout.0;
+    cfg.client_memory_limit = args.client_memory_limit;
     cfg.connect_timeout = args.connect_timeout.0;
     cfg.admin_listen = args.admin_listen;
     cfg.threads = args.threads;

@@ -38,5 +38,9 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
         bail!("--max-connections must be at least 1");
     }
     cfg.cluster_dir = args.nodes.cluster.clone();
+    cfg.lag_control = args.allow_lag_control;
+    if cfg.lag_control && cfg.cluster_dir.is_none() {
+        bail!("--allow-lag-control needs --cluster DIR (a local cluster ryw started)");
+    }
     Ok(cfg)
 }
