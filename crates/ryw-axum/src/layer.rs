@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, IntoResponseParts, Response, ResponseParts};
@@ -178,7 +179,9 @@ fn set_headers(
     if let Ok(v) = HeaderValue::from_str(&node) {
         headers.insert(X_SERVED_BY, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&cfg.key.sign(token.unwrap_or_default())) {
+    // The signed text becomes the header's bytes as it is (no copy).
+    let signed = Bytes::from(cfg.key.sign(token.unwrap_or_default()));
+    if let Ok(v) = HeaderValue::from_maybe_shared(signed) {
         headers.insert(X_CONSISTENCY_TOKEN, v);
     }
     if let Some(v) = lost.and_then(|p| HeaderValue::from_str(&p.lsn.to_string()).ok()) {

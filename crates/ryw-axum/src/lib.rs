@@ -2,6 +2,9 @@
 //! [`ryw_router`]: mount one layer, take one extractor, return one response
 //! part.
 //!
+//! "Rule N" in comments: the correctness rules, listed in
+//! `docs/architecture.md#correctness-rules` with the code and tests of each.
+//!
 //! ```no_run
 //! use axum::{Json, Router as Http, extract::State, routing::get};
 //! use ryw_axum::{Error, Ryw, Served, Session};
@@ -24,7 +27,7 @@
 //!
 //! - [`Session`], the extractor: the caller's session (from a header or a
 //!   cookie, as configured), the client's `X-Consistency-Token` verified
-//!   (a bad one is a 400 problem+json, rule 4), and the per-request strategy
+//!   (a bad one is a 400 problem+json: rule 4), and the per-request strategy
 //!   when the service allows one. [`Session::fresh`] and
 //!   [`Session::stale_ok`] make the router's [`ReadRequest`].
 //! - [`Served`], a response part: what served the request and the session's

@@ -1,5 +1,5 @@
-//! The consistency checker: judges a [`History`](crate::History) against the
-//! definitions in DESIGN.md, from the versions in the responses and the
+//! The consistency checker: judges a [`RunHistory`](crate::RunHistory) against the
+//! definitions in this crate's README ("The checker"), from the versions in the responses and the
 //! client's own clock — never from `served_by` (the server's word is what is
 //! being tested).
 //!
@@ -41,7 +41,7 @@ pub enum ViolationKind {
 pub struct Violation {
     /// Which rule.
     pub kind: ViolationKind,
-    /// Index of the read in `History::ops`.
+    /// Index of the read in `RunHistory::ops`.
     pub op: usize,
     /// The read's user.
     pub user: String,
@@ -74,7 +74,7 @@ impl Violation {
 /// The verdict on one checked fresh read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ReadCheck {
-    /// Index of the read in `History::ops`.
+    /// Index of the read in `RunHistory::ops`.
     pub op: usize,
     /// Highest version of the user's writes acknowledged before the read was
     /// sent (`None`: no acknowledged write yet).

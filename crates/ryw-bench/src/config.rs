@@ -278,7 +278,7 @@ impl fmt::Display for Think {
     }
 }
 
-/// The strategies of DESIGN.md (plus `per-read-check`), by their header name.
+/// The strategies of the router (plus `per-read-check`), by their header name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StrategyName {
     /// Every fresh read on the leader (baseline: RYW, no offload).
@@ -333,7 +333,7 @@ pub struct StrategySpec {
 
 impl StrategySpec {
     /// The default set `all`: `leader`, `legacy`, `sticky:2s` (Rails'
-    /// default), `sticky:5s` (seed 003), `causal` (the server's wait budget),
+    /// default), `sticky:5s` (the .NET demo's window), `causal` (the server's wait budget),
     /// `causal:0ms` (never waits: the one to hold against the oracle line),
     /// `hybrid`, `per-read-check`.
     pub fn all() -> Vec<StrategySpec> {

@@ -78,6 +78,35 @@ pub enum BenchError {
         /// What went wrong, and what to do about it.
         detail: String,
     },
+    /// A front the bench runs in its own process (`ryw serve`, `ryw
+    /// proxy`) that cannot be started or stopped.
+    #[error("{front}: {detail}")]
+    Front {
+        /// Which, or the step that failed.
+        front: &'static str,
+        /// What went wrong (with its causes).
+        detail: String,
+    },
+    /// A measurement that cannot go on (pgbench said no `tps`, a contender
+    /// answered an error, a proxy variant did not start).
+    #[error("{what}: {detail}")]
+    Measure {
+        /// What was being measured.
+        what: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A `--compare` service of calibrate that cannot take the same
+    /// request as ryw.
+    #[error("--compare {name}={url}: {detail}")]
+    Compare {
+        /// Its name.
+        name: String,
+        /// Its base URL.
+        url: String,
+        /// Why.
+        detail: String,
+    },
     /// Serialising or parsing JSON outside a history file.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),

@@ -231,7 +231,7 @@ pub struct LagSample {
 
 /// A whole run as recorded: operations (in completion order) and lag samples.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct History {
+pub struct RunHistory {
     /// Every request and its outcome.
     pub ops: Vec<Op>,
     /// Followers' lag, sampled meanwhile.
@@ -245,17 +245,17 @@ struct LagLine<'a> {
     sample: &'a LagSample,
 }
 
-impl History {
+impl RunHistory {
     /// Reads a JSON-lines history file (see the module docs for the format).
-    pub fn read(path: &Path) -> Result<History, BenchError> {
+    pub fn read(path: &Path) -> Result<RunHistory, BenchError> {
         let file = std::fs::File::open(path).map_err(BenchError::io("reading", path))?;
-        History::parse(std::io::BufReader::new(file), path)
+        RunHistory::parse(std::io::BufReader::new(file), path)
     }
 
     /// Parses JSON lines from any reader; `path` only names it in errors.
     /// Blank lines are skipped.
-    pub fn parse(reader: impl BufRead, path: &Path) -> Result<History, BenchError> {
-        let mut h = History::default();
+    pub fn parse(reader: impl BufRead, path: &Path) -> Result<RunHistory, BenchError> {
+        let mut h = RunHistory::default();
         for (i, line) in reader.lines().enumerate() {
             let bad = |detail: String| BenchError::HistoryLine {
                 path: path.to_path_buf(),
@@ -344,7 +344,7 @@ mod tests {
 
     #[test]
     fn a_history_survives_writing_and_reading_back() {
-        let h = History {
+        let h = RunHistory {
             ops: vec![op(OpKind::Pay, Some(1)), op(OpKind::Products, None)],
             lag: vec![LagSample {
                 t_us: 5,
@@ -365,13 +365,16 @@ mod tests {
                 .starts_with(r#"{"kind":"lag","#),
             "{text}"
         );
-        assert_eq!(History::parse(&buf[..], Path::new("h.jsonl")).unwrap(), h);
+        assert_eq!(
+            RunHistory::parse(&buf[..], Path::new("h.jsonl")).unwrap(),
+            h
+        );
     }
 
     #[test]
     fn a_404_with_its_not_found_problem_is_a_read_that_found_nothing() {
         let line = r#"{"user":"u","client":"c","strategy":"legacy","kind":"me","sent_us":1,"recv_us":2,"status":404,"served_by":"follower2","problem":"no-profile"}"#;
-        let h = History::parse(line.as_bytes(), Path::new("h")).unwrap();
+        let h = RunHistory::parse(line.as_bytes(), Path::new("h")).unwrap();
         let me = &h.ops[0];
         assert_eq!((me.seen(), me.is_error()), (Some(Seen::Nothing), false));
         let mut buf = Vec::new();
@@ -406,13 +409,13 @@ mod tests {
     #[test]
     fn a_bad_line_is_reported_with_its_number() {
         let text = "{\"user\":\"u\",\"client\":\"c\",\"strategy\":\"s\",\"kind\":\"me\",\"sent_us\":1,\"recv_us\":2,\"status\":200}\n\n{\"kind\":\"teleport\"}\n";
-        let err = History::parse(text.as_bytes(), Path::new("h.jsonl"))
+        let err = RunHistory::parse(text.as_bytes(), Path::new("h.jsonl"))
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("h.jsonl:3:"), "{err}");
         let backwards = "{\"user\":\"u\",\"client\":\"c\",\"strategy\":\"s\",\"kind\":\"me\",\"sent_us\":5,\"recv_us\":2,\"status\":200}";
         assert!(
-            History::parse(backwards.as_bytes(), Path::new("h"))
+            RunHistory::parse(backwards.as_bytes(), Path::new("h"))
                 .unwrap_err()
                 .to_string()
                 .contains("before sent_us")

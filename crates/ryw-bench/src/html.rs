@@ -672,7 +672,7 @@ pub fn write_report_dir(report: &BenchReport, dir: &Path) -> Result<PathBuf, Ben
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{History, LagSample, Op, OpKind};
+    use crate::history::{LagSample, Op, OpKind, RunHistory};
     use crate::report::ReportMeta;
 
     fn report() -> BenchReport {
@@ -715,7 +715,7 @@ mod tests {
             })
             .collect();
         BenchReport::from_history(
-            History { ops, lag },
+            RunHistory { ops, lag },
             ReportMeta {
                 strategy_order: vec!["leader".into(), "legacy".into(), "sticky:2s".into()],
                 ..ReportMeta::default()
@@ -738,7 +738,7 @@ mod tests {
         );
         assert!(page.contains("sticky:2s") && page.contains("Oracle:"));
         assert!(page.contains("<td class=\"bad\">7</td>"));
-        let back = History::read(&dir.path().join("out/history.jsonl")).unwrap();
+        let back = RunHistory::read(&dir.path().join("out/history.jsonl")).unwrap();
         assert_eq!(back, r.history);
         let json: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.path().join("out/report.json")).unwrap(),
@@ -795,7 +795,7 @@ mod tests {
 
     #[test]
     fn an_empty_report_still_renders() {
-        let r = BenchReport::from_history(History::default(), ReportMeta::default());
+        let r = BenchReport::from_history(RunHistory::default(), ReportMeta::default());
         let page = html_page(&r).unwrap();
         assert!(page.contains("0 read-your-writes"));
     }

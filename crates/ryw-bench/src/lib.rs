@@ -20,25 +20,37 @@
 //!   `preflight.rs`, the tests' fake service in `fake.rs`.
 //! - [`sql`]: the SQL front's groups ([`SqlGroup`], [`ReadOn`],
 //!   [`SqlFront`]) and the statements its users send.
-//! - [`history`]: [`History`], [`Op`], [`LagSample`] and the JSON-lines
+//! - [`history`]: [`RunHistory`], [`Op`], [`LagSample`] and the JSON-lines
 //!   file format of a recorded run (documented there).
 //! - [`checker`]: [`check_history`] — read-your-writes and monotonic-read
 //!   violations from versions and the client's clock, never `served_by`.
 //! - [`report`]: [`BenchReport`] and the types it holds (`types.rs`), built
 //!   from a history per strategy (`build.rs`), the followers' lag summary
 //!   (`lag.rs`), the oracle (`oracle.rs`), the terminal table (`table.rs`;
-//!   JSON is serde), [`check_file`] for offline checks (`offline.rs`).
+//!   JSON is serde), [`check_file`] for offline checks (`offline.rs`),
+//!   [`plain_words`] (`words.rs`).
 //! - [`html`]: the `--report DIR` page with SVG charts (plotters).
-//! - [`calibrate`]: what `ryw bench calibrate` measures with: [`http_load`],
+//! - [`calibrate`](mod@calibrate): what `ryw bench calibrate` measures with: [`http_load`],
 //!   a lean closed-loop HTTP load generator, and [`CompareTarget`]
 //!   (`http.rs`); `wrk` when installed (`wrk.rs`); [`MinimalServer`], the
 //!   no-routing server doing the same query, the benchmark's ceiling
 //!   (`minimal.rs`); [`Rounds`], the interleaved table with its medians and
-//!   ratios (`rounds.rs`).
+//!   ratios (`rounds.rs`); [`calibrate()`], the whole of `ryw bench
+//!   calibrate` (`run.rs`).
+//! - [`fronts`]: what the bench measures, run in its own process on a
+//!   cluster folder: [`fronts::ServiceInProcess`] (`ryw serve`),
+//!   [`fronts::ProxyInProcess`] (`ryw proxy`), the service's tables for a
+//!   SQL front, and [`fronts::bench_sql_front`] (`ryw bench --proxy`).
+//! - [`pgbench`]: `pgbench -S` on a port of the cluster and the one parser
+//!   of its report ([`pgbench::PgbenchReport`]).
+//! - [`overhead`]: [`overhead::overhead()`], the whole of `ryw bench
+//!   overhead` (pgbench straight, through PgBouncer and through ryw proxy,
+//!   interleaved; each relay's CPU time from `/proc`).
 //! - [`peers`]: the peers ryw is measured against, started on a `ryw
 //!   cluster` in the foreground as its OS user: [`peers::Pgpool`]
 //!   (Pgpool-II) and [`peers::PgBouncer`]; [`peers::peer_groups`], the
-//!   side-by-side comparison's groups.
+//!   side-by-side comparison's groups; [`peers::side_by_side()`], the whole
+//!   of `ryw bench peers`.
 //! - [`model`]: the scaling model of `docs/scaling.md` (`ryw bench
 //!   model`): leader share and per-node query rates predicted from the
 //!   think time, the mix, the followers' catch-up times and the strategy.
@@ -49,25 +61,28 @@ pub mod checker;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod fronts;
 pub mod history;
 pub mod html;
 pub mod model;
+pub mod overhead;
 pub mod peers;
+pub mod pgbench;
 pub mod report;
 pub mod sql;
 
 pub use calibrate::{
-    BALANCE_SQL, Balance, CompareTarget, Generator, LoadResult, LoadSpec, MinimalServer, Ratio,
-    Rounds, Series, ab_table, http_load, load, wrk_load,
+    BALANCE_SQL, Balance, CalibrateOptions, Calibration, CompareTarget, Generator, LoadResult,
+    LoadSpec, MinimalServer, Ratio, Rounds, Series, ab_table, calibrate, http_load, load, wrk_load,
 };
 pub use checker::{Check, ReadCheck, Violation, ViolationKind, check_history};
 pub use config::{BenchConfig, Load, StrategyName, StrategySpec, Think};
 pub use engine::run;
 pub use error::BenchError;
-pub use history::{History, LagSample, Object, Op, OpKind, Seen};
+pub use history::{LagSample, Object, Op, OpKind, RunHistory, Seen};
 pub use html::write_report_dir;
 pub use report::{
     BenchReport, FollowerLag, Latency, Oracle, ReportMeta, StrategyReport, check_file,
-    follower_delays,
+    follower_delays, plain_words, read_report,
 };
 pub use sql::{ReadOn, SqlFront, SqlGroup};

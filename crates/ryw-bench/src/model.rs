@@ -558,6 +558,22 @@ pub struct Compared {
     pub node_requests_per_s: Vec<f64>,
 }
 
+/// The line above [`compare_table`]: what `report` (read from `name`)
+/// measured under, and how to read the table.
+pub fn compare_heading(report: &crate::BenchReport, name: &str) -> String {
+    format!(
+        "{name}: think {}, {:.1} s, followers' median lag {}; p = predicted, m = measured",
+        report.think.as_deref().unwrap_or("?"),
+        report.elapsed_s,
+        report
+            .followers
+            .iter()
+            .map(|f| format!("{} {:.0} ms", f.node, f.median_ms))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// Predicts every strategy of a `ryw bench --json` report for the run's
 /// own conditions: its think time, each strategy's users (closed loop),
 /// the followers' median lag as their catch-up times; `base` gives the
@@ -570,8 +586,8 @@ pub fn compare(report: &crate::BenchReport, base: &Input) -> Result<Vec<Compared
         .ok_or("the report does not say its think time")?
         .parse()
         .map_err(|e| format!("{e}"))?;
-    // Catch-up: the configured apply delay + 1 ms (FACTS: median 101 ms
-    // for 100 ms), else the median lag sampled.
+    // Catch-up: the configured apply delay + 1 ms (measured: median
+    // 101 ms for 100 ms), else the median lag sampled.
     let followers: Vec<Duration> = report
         .followers
         .iter()
@@ -665,7 +681,7 @@ pub fn compare(report: &crate::BenchReport, base: &Input) -> Result<Vec<Compared
 /// For each fresh read of `strategy` that followed an acknowledged write
 /// of the same client: seconds from that write's answer to the read's
 /// request, as the client saw them.
-pub fn measured_gaps(history: &crate::History, strategy: &str) -> Vec<f64> {
+pub fn measured_gaps(history: &crate::RunHistory, strategy: &str) -> Vec<f64> {
     let mut ops: Vec<&crate::Op> = history
         .ops
         .iter()
@@ -959,7 +975,7 @@ mod tests {
             problem: None,
         };
         use crate::OpKind::{Balance, Pay, Products};
-        let history = crate::History {
+        let history = crate::RunHistory {
             ops: vec![
                 op("a", Pay, 0, 1_000, Some(1)),
                 op("b", Pay, 0, 2_000, Some(1)),

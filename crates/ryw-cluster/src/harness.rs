@@ -33,7 +33,7 @@
 //! `cluster.json` follows.
 
 use crate::failover::{FailoverOptions, FailoverReport, RejoinOptions, RejoinReport};
-use crate::info::{ClusterInfo, Role};
+use crate::info::{ClusterInfo, NodeRole};
 use crate::up::{UpOptions, up};
 use crate::{ClusterError, ops, redis};
 use rand::Rng;
@@ -175,7 +175,7 @@ impl TestCluster {
     }
 
     /// The role a node has now.
-    pub fn role_of(&self, name: &str) -> Role {
+    pub fn role_of(&self, name: &str) -> NodeRole {
         self.info().node(name).expect("node").role
     }
 

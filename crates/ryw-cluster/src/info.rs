@@ -19,10 +19,13 @@ use std::path::{Path, PathBuf};
 /// File name of the description inside the cluster folder.
 pub const FILE: &str = "cluster.json";
 
-/// A node's role.
+/// A node's role as `cluster.json` records it: what the cluster manager
+/// made of the node (`up`, `failover`, `rejoin`), with `Failed` for a
+/// stopped former leader. (The router discovers roles from the nodes
+/// themselves: `ryw_router::Role`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub enum NodeRole {
     /// The primary: every write goes here.
     Leader,
     /// A hot-standby streaming replica.
@@ -33,12 +36,12 @@ pub enum Role {
     Failed,
 }
 
-impl std::fmt::Display for Role {
+impl std::fmt::Display for NodeRole {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.pad(match self {
-            Role::Leader => "leader",
-            Role::Follower => "follower",
-            Role::Failed => "failed",
+            NodeRole::Leader => "leader",
+            NodeRole::Follower => "follower",
+            NodeRole::Failed => "failed",
         })
     }
 }
@@ -50,7 +53,7 @@ pub struct NodeInfo {
     /// `application_name`, so it shows in `pg_stat_replication`).
     pub name: String,
     /// Leader or follower.
-    pub role: Role,
+    pub role: NodeRole,
     /// TCP port on 127.0.0.1.
     pub port: u16,
     /// Postmaster pid when `up` finished (`status` re-reads the live one).
@@ -134,19 +137,19 @@ impl ClusterInfo {
         std::fs::rename(&tmp, &path).map_err(ClusterError::io("renaming", &path))
     }
 
-    /// The leader node: the one whose role is [`Role::Leader`]. `up` and
+    /// The leader node: the one whose role is [`NodeRole::Leader`]. `up` and
     /// `failover` always leave exactly one; a hand-edited file without one
     /// gets the first node.
     pub fn leader(&self) -> &NodeInfo {
         self.nodes
             .iter()
-            .find(|n| n.role == Role::Leader)
+            .find(|n| n.role == NodeRole::Leader)
             .unwrap_or(&self.nodes[0])
     }
 
     /// The followers, in order.
     pub fn followers(&self) -> impl Iterator<Item = &NodeInfo> {
-        self.nodes.iter().filter(|n| n.role == Role::Follower)
+        self.nodes.iter().filter(|n| n.role == NodeRole::Follower)
     }
 
     /// Finds a follower by number (`1` is the node named `follower1`) or
@@ -163,7 +166,7 @@ impl ClusterInfo {
             .iter()
             .find(|n| n.name == name)
             .ok_or_else(|| ClusterError::NoSuchReplica(which.to_string()))?;
-        if node.role != Role::Follower {
+        if node.role != NodeRole::Follower {
             return Err(ClusterError::NotAFollower {
                 node: node.name.clone(),
                 role: format!("the {}", node.role),
@@ -194,7 +197,7 @@ impl ClusterInfo {
     }
 
     /// Sets a node's role (no-op for an unknown name).
-    pub(crate) fn set_role(&mut self, name: &str, role: Role) {
+    pub(crate) fn set_role(&mut self, name: &str, role: NodeRole) {
         if let Some(n) = self.node_mut(name) {
             n.role = role;
         }
@@ -296,9 +299,9 @@ mod tests {
             pg_bin: PathBuf::new(),
             os_user: "postgres".into(),
             nodes: vec![
-                node("leader", Role::Failed),
-                node("follower1", Role::Follower),
-                node("follower2", Role::Leader),
+                node("leader", NodeRole::Failed),
+                node("follower1", NodeRole::Follower),
+                node("follower2", NodeRole::Leader),
             ],
             redis: None,
             up_secs: 0.0,

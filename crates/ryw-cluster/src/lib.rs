@@ -24,7 +24,7 @@
 //!   `synchronous_standby_names`.
 //! - [`ops`]: [`status()`], [`set_lag()`], [`down()`] and the fault helpers
 //!   the reliability tests use (kill, restart, cut and repair replication).
-//! - [`failover`]: [`failover()`](failover::failover) (stop the leader,
+//! - [`failover`](mod@failover): [`failover()`](failover::failover) (stop the leader,
 //!   promote the follower with the most WAL, re-point the others) and
 //!   [`rejoin()`](failover::rejoin) (`pg_rewind` a stopped node and start it
 //!   as a follower), with typed reports.
@@ -55,8 +55,8 @@ pub use error::ClusterError;
 pub use failover::{
     FailoverOptions, FailoverReport, RejoinOptions, RejoinReport, failover, rejoin,
 };
-pub use info::{ClusterInfo, NodeInfo, RedisInfo, ReplicationInfo, Role};
-pub use ops::{NodeStatus, down, set_lag, status};
+pub use info::{ClusterInfo, NodeInfo, NodeRole, RedisInfo, ReplicationInfo};
+pub use ops::{NodeState, down, set_lag, status};
 pub use up::{UpOptions, up};
 
 /// Default folder of `ryw cluster up`, relative to the working directory.

@@ -1,11 +1,11 @@
 //! Acting on a running cluster: `status`, `lag`, `down`, and the faults the
 //! reliability tests inject (kill, restart, cut and repair replication).
-//! Failover and rejoin are in [`crate::failover`].
+//! Failover and rejoin are in [`crate::failover`](mod@crate::failover).
 //!
 //! Stopping is synchronous (plain processes and signals) so that a test
 //! harness can tear a cluster down from `Drop`, even while panicking.
 
-use crate::info::{ClusterInfo, NodeInfo, Role};
+use crate::info::{ClusterInfo, NodeInfo, NodeRole};
 use crate::proc::{admin_url, children_of, kill_tree, run, start, wait_gone};
 pub use crate::proc::{any_alive, connect, is_alive, log_tail, postmaster_pid};
 use crate::runas::OsUser;
@@ -17,13 +17,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_postgres::types::PgLsn;
 
-/// What `status` reports for one node.
+/// What `status` reports for one node: its state as the node itself says
+/// it (the router's view of a node is `ryw_router::NodeStatus`).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct NodeStatus {
+pub struct NodeState {
     /// Node name (`leader`, `follower1`, …).
     pub name: String,
     /// Leader, follower, or failed (a former leader waiting for `rejoin`).
-    pub role: Role,
+    pub role: NodeRole,
     /// TCP port.
     pub port: u16,
     /// Live postmaster pid, if its pid file names a running process.
@@ -49,12 +50,12 @@ pub struct NodeStatus {
 }
 
 /// Per-node status of the cluster in `dir`.
-pub async fn status(dir: &Path) -> Result<(ClusterInfo, Vec<NodeStatus>), ClusterError> {
+pub async fn status(dir: &Path) -> Result<(ClusterInfo, Vec<NodeState>), ClusterError> {
     let info = ClusterInfo::load(dir)?;
-    let mut out: Vec<NodeStatus> = info
+    let mut out: Vec<NodeState> = info
         .nodes
         .iter()
-        .map(|node| NodeStatus {
+        .map(|node| NodeState {
             name: node.name.clone(),
             role: node.role,
             port: node.port,
@@ -63,7 +64,7 @@ pub async fn status(dir: &Path) -> Result<(ClusterInfo, Vec<NodeStatus>), Cluste
             lsn: None,
             lag_bytes: None,
             streaming: None,
-            delay_ms: if node.role == Role::Follower {
+            delay_ms: if node.role == NodeRole::Follower {
                 node.delay_ms
             } else {
                 None
@@ -121,7 +122,7 @@ pub async fn status(dir: &Path) -> Result<(ClusterInfo, Vec<NodeStatus>), Cluste
             st.alive = true;
             st.lsn = lsn.map(|l| l.to_string());
             st.timeline = crate::timeline::current(&client).await.ok();
-            if node.role == Role::Follower {
+            if node.role == NodeRole::Follower {
                 st.streaming = Some(status.as_deref() == Some("streaming"));
                 st.upstream = sender.and_then(|p| {
                     info.nodes
@@ -219,9 +220,9 @@ pub(crate) fn stop_all(info: &ClusterInfo, user: &OsUser) -> Result<Vec<String>,
     let mut stopped = Vec::new();
     let mut order: Vec<&NodeInfo> = info.nodes.iter().rev().collect();
     order.sort_by_key(|n| match n.role {
-        Role::Follower => 0,
-        Role::Failed => 1,
-        Role::Leader => 2,
+        NodeRole::Follower => 0,
+        NodeRole::Failed => 1,
+        NodeRole::Leader => 2,
     });
     for node in order {
         if stop_node_sync(info, user, node, "fast")? {
@@ -454,27 +455,32 @@ pub async fn pgbench(info: &ClusterInfo, args: &[&str]) -> Result<String, Cluste
     .await
 }
 
+/// Runs the cluster's `pgbench` with `args` against port `port` on
+/// 127.0.0.1 (a node, or a pooler or proxy in front of one), as `postgres`,
+/// on the ryw database. Returns its output.
+pub async fn pgbench_at(
+    info: &ClusterInfo,
+    port: u16,
+    args: &[&str],
+) -> Result<String, ClusterError> {
+    let port = port.to_string();
+    let target = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-U",
+        "postgres",
+        crate::DATABASE,
+    ];
+    let all: Vec<&str> = args.iter().copied().chain(target).collect();
+    pgbench(info, &all).await
+}
+
 /// `pgbench -i -s 1` on the cluster's leader: (re)creates pgbench's tables
 /// in the ryw database.
 pub async fn pgbench_init(info: &ClusterInfo) -> Result<String, ClusterError> {
-    let port = info.leader().port.to_string();
-    pgbench(
-        info,
-        &[
-            "-i",
-            "-q",
-            "-s",
-            "1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            crate::DATABASE,
-        ],
-    )
-    .await
+    pgbench_at(info, info.leader().port, &["-i", "-q", "-s", "1"]).await
 }
 
 /// Path of a binary in the cluster's PostgreSQL folder.

@@ -9,7 +9,7 @@
 //! follower streams (before that, a commit would wait for nobody forever).
 
 use crate::conf::{self, append_as, set_auto_conf, slot_name, write_as};
-use crate::info::{ClusterInfo, NodeInfo, RedisInfo, ReplicationInfo, Role};
+use crate::info::{ClusterInfo, NodeInfo, NodeRole, RedisInfo, ReplicationInfo};
 use crate::proc::{admin_url, connect, log_tail, run, start, url};
 use crate::runas::OsUser;
 use crate::{ClusterError, DATABASE, DEFAULT_PORT, ops, pgbin};
@@ -186,7 +186,7 @@ async fn build(
     let pid = start(user, &bin, &leader_dir, &leader_log, "leader").await?;
     info.nodes.push(NodeInfo {
         name: "leader".into(),
-        role: Role::Leader,
+        role: NodeRole::Leader,
         port: ports[0],
         pid,
         url: url(ports[0]),
@@ -266,7 +266,7 @@ async fn build(
         let pid = pid?;
         info.nodes.push(NodeInfo {
             name,
-            role: Role::Follower,
+            role: NodeRole::Follower,
             port,
             pid,
             url: url(port),

@@ -1,5 +1,8 @@
 //! Real-cluster tests of `ryw cluster`: real `postgres` processes, real
 //! streaming replication, real replay delay.
+//!
+//! "Rule N" in comments: the correctness rules, listed in
+//! `docs/architecture.md#correctness-rules` with the code and tests of each.
 
 use ryw_cluster::harness::TestCluster;
 use ryw_cluster::{ClusterError, UpOptions, ops};

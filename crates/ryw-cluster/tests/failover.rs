@@ -1,9 +1,12 @@
 //! Real-cluster tests of `ryw cluster up --sync`, `failover` and `rejoin`:
 //! real promotions, real timelines, a real `pg_rewind`.
+//!
+//! "Rule N" in comments: the correctness rules, listed in
+//! `docs/architecture.md#correctness-rules` with the code and tests of each.
 
-use ryw_cluster::failover::{Choice, DelayFrom, StopKind};
+use ryw_cluster::failover::{ChosenBecause, DelayFrom, StopKind};
 use ryw_cluster::harness::TestCluster;
-use ryw_cluster::{ClusterError, FailoverOptions, RejoinOptions, Role, ops};
+use ryw_cluster::{ClusterError, FailoverOptions, NodeRole, RejoinOptions, ops};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -125,7 +128,7 @@ async fn after_an_async_failover_the_followers_and_the_rewound_old_leader_follow
     assert_eq!(report.old_leader, "leader");
     assert_eq!(report.stop, StopKind::Killed);
     assert_eq!(report.new_leader, "follower2");
-    assert_eq!(report.chosen_because, Choice::MostWal);
+    assert_eq!(report.chosen_because, ChosenBecause::MostWal);
     let received = |name: &str| {
         report
             .candidates
@@ -154,7 +157,7 @@ async fn after_an_async_failover_the_followers_and_the_rewound_old_leader_follow
     );
 
     assert_eq!(cluster.leader_name(), "follower2");
-    assert_eq!(cluster.role_of("leader"), Role::Failed);
+    assert_eq!(cluster.role_of("leader"), NodeRole::Failed);
     let saved = ryw_cluster::ReplicationInfo::load(&cluster.dir()).unwrap();
     assert_eq!(saved.timeline, 2);
     assert_eq!(saved.failovers[0].switch_lsn, report.switch_lsn.to_string());
@@ -172,7 +175,7 @@ async fn after_an_async_failover_the_followers_and_the_rewound_old_leader_follow
         assert!(ids(&cluster.url_of(name)).await.contains(&100), "{name}");
     }
     let (_, status) = ryw_cluster::status(&cluster.dir()).await.unwrap();
-    for s in status.iter().filter(|s| s.role == Role::Follower) {
+    for s in status.iter().filter(|s| s.role == NodeRole::Follower) {
         assert_eq!(s.upstream.as_deref(), Some("follower2"), "{s:?}");
         assert_eq!(s.timeline, Some(2), "{s:?}");
         assert_eq!(s.streaming, Some(true), "{s:?}");
@@ -185,7 +188,7 @@ async fn after_an_async_failover_the_followers_and_the_rewound_old_leader_follow
     assert_eq!(r.diverged_at, Some(report.switch_lsn));
     assert_eq!((r.delay_ms, r.delay_from), (0, DelayFrom::FormerLeader));
     assert_eq!(r.timeline, 2);
-    assert_eq!(cluster.role_of("leader"), Role::Follower);
+    assert_eq!(cluster.role_of("leader"), NodeRole::Follower);
     let w = insert(&new_leader, 101).await;
     wait_replayed(&cluster.url_of("leader"), w).await;
     let on_old = ids(&cluster.url_of("leader")).await;
@@ -204,7 +207,7 @@ async fn with_sync_a_commit_waits_for_a_follower_flush_and_a_failover_loses_no_a
 {
     let cluster = TestCluster::start_sync(&[ZERO, Duration::from_millis(100)]).await;
     let (_, status) = ryw_cluster::status(&cluster.dir()).await.unwrap();
-    for s in status.iter().filter(|s| s.role == Role::Follower) {
+    for s in status.iter().filter(|s| s.role == NodeRole::Follower) {
         assert_eq!(s.sync_state.as_deref(), Some("quorum"), "{s:?}");
     }
     let leader = client(&cluster.leader_url()).await;
@@ -428,7 +431,7 @@ async fn failover_and_rejoin_refuse_what_they_cannot_do_and_a_planned_failover_n
     );
     // … and naming it finishes that failover.
     let report = cluster.failover(FailoverOptions::to("follower1")).await;
-    assert_eq!(report.chosen_because, Choice::AlreadyPromoted);
+    assert_eq!(report.chosen_because, ChosenBecause::AlreadyPromoted);
     assert_eq!(report.stop, StopKind::Fast);
     assert_eq!(cluster.leader_name(), "follower1");
     assert!(report.followers[0].streaming, "{report:?}");

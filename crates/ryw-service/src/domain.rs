@@ -6,7 +6,8 @@ use crate::error::ApiError;
 use serde::Serialize;
 use uuid::Uuid;
 
-/// The default demo user when `X-Demo-UserId` is absent (as in seed 003).
+/// The default demo user when `X-Demo-UserId` is absent (as in the .NET +
+/// Redis demo ryw grew from; see the README, "How it compares").
 pub const DEFAULT_USER: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000001);
 
 /// A user id: the `X-Demo-UserId` header, a UUID.
@@ -114,7 +115,7 @@ impl IdempotencyKey {
     }
 }
 
-/// A validated profile (seed 003's `POST /api/me/profile`).
+/// A validated profile (the .NET demo's `POST /api/me/profile`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
     /// A plausible address, at most 254 characters.

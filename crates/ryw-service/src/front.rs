@@ -32,7 +32,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -149,6 +149,10 @@ pub async fn serve(
 /// One connection: hyper's HTTP/1.1 state machine, raced against the header
 /// and idle timers (a timer that fires drops it: closed), and shut down
 /// gracefully when `stopping` turns true.
+///
+/// The phase is a plain shared cell, not a channel: a request changes it
+/// three times (head, busy, idle) and nothing needs waking for that; the
+/// timer reads it when it fires (see [`expiry`]).
 async fn connection(
     http: hyper::server::conn::http1::Builder,
     stream: TcpStream,
@@ -156,16 +160,21 @@ async fn connection(
     limits: FrontLimits,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let (phase, watch_phase) = watch::channel(Phase::Idle(Instant::now()));
-    let phase = Arc::new(phase);
+    let phase = Arc::new(Mutex::new(Phase::Idle(Instant::now())));
     let io = TokioIo::new(Watched {
         inner: stream,
         phase: phase.clone(),
         linger: None,
     });
-    let conn = http.serve_connection(io, Handler { app, phase });
+    let conn = http.serve_connection(
+        io,
+        Handler {
+            app,
+            phase: phase.clone(),
+        },
+    );
     tokio::pin!(conn);
-    let expired = expiry(watch_phase, limits);
+    let expired = expiry(phase, limits);
     tokio::pin!(expired);
     let mut draining = false;
     loop {
@@ -205,10 +214,9 @@ fn refuse(
     };
     let mut http = http.clone();
     http.keep_alive(false);
-    let (phase, _) = watch::channel(Phase::Busy);
     let io = TokioIo::new(Watched {
         inner: stream,
-        phase: Arc::new(phase),
+        phase: Arc::new(Mutex::new(Phase::Busy)),
         linger: None,
     });
     let answer = hyper::service::service_fn(move |_req: hyper::Request<Incoming>| async move {
@@ -244,28 +252,38 @@ enum Expired {
 
 /// Resolves when the connection has been idle, or reading a head, for too
 /// long; never while a request is in progress.
-async fn expiry(mut phase: watch::Receiver<Phase>, limits: FrontLimits) -> Expired {
+///
+/// One timer per connection, re-armed only when it fires, never per
+/// request: it fires at least every `min(header_read_timeout,
+/// idle_timeout)`, and each time reads the phase and re-arms for the
+/// phase's own deadline when that comes sooner. A deadline is never missed:
+/// a phase that starts after a check ends no sooner than one step after
+/// that check, and the timer is armed no later than one step after it.
+async fn expiry(phase: Arc<Mutex<Phase>>, limits: FrontLimits) -> Expired {
+    let step = limits.header_read_timeout.min(limits.idle_timeout);
+    let timer = tokio::time::sleep(step);
+    tokio::pin!(timer);
     loop {
-        let now = *phase.borrow_and_update();
-        let deadline = match now {
+        timer.as_mut().await;
+        let now = Instant::now();
+        let deadline = match *lock(&phase) {
             Phase::Idle(since) => Some((since + limits.idle_timeout, Expired::Idle)),
             Phase::Head(since) => Some((since + limits.header_read_timeout, Expired::Header)),
             Phase::Busy | Phase::Closing => None,
         };
-        match deadline {
-            Some((at, why)) => tokio::select! {
-                _ = tokio::time::sleep_until(at) => return why,
-                changed = phase.changed() => if changed.is_err() {
-                    std::future::pending::<()>().await;
-                },
-            },
-            None => {
-                if phase.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        }
+        let next = match deadline {
+            Some((at, why)) if at <= now => return why,
+            Some((at, _)) => at.min(now + step),
+            None => now + step,
+        };
+        timer.as_mut().reset(next);
     }
+}
+
+/// The phase, also after a panic elsewhere left its lock poisoned (a
+/// `Phase` is always whole).
+fn lock(phase: &Mutex<Phase>) -> std::sync::MutexGuard<'_, Phase> {
+    phase.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The app as a hyper service that tells the timers when a request is in
@@ -273,7 +291,7 @@ async fn expiry(mut phase: watch::Receiver<Phase>, limits: FrontLimits) -> Expir
 #[derive(Clone)]
 struct Handler {
     app: axum::Router,
-    phase: Arc<watch::Sender<Phase>>,
+    phase: Arc<Mutex<Phase>>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Handler {
@@ -282,7 +300,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Handler {
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
-        self.phase.send_replace(Phase::Busy);
+        *lock(&self.phase) = Phase::Busy;
         let app = self.app.clone();
         let phase = self.phase.clone();
         Box::pin(async move {
@@ -290,13 +308,11 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Handler {
             // The answer is ready; writing it out counts as idle time, so a
             // client that does not read its answer is closed like one that
             // sends nothing.
-            phase.send_if_modified(|p| {
-                let busy = *p == Phase::Busy;
-                if busy {
-                    *p = Phase::Idle(Instant::now());
-                }
-                busy
-            });
+            let mut p = lock(&phase);
+            if *p == Phase::Busy {
+                *p = Phase::Idle(Instant::now());
+            }
+            drop(p);
             resp
         })
     }
@@ -306,7 +322,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Handler {
 /// and closed with a lingering close.
 struct Watched {
     inner: TcpStream,
-    phase: Arc<watch::Sender<Phase>>,
+    phase: Arc<Mutex<Phase>>,
     linger: Option<Linger>,
 }
 
@@ -327,13 +343,10 @@ impl AsyncRead for Watched {
         ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
         if buf.filled().len() > before {
             // The first byte of a request head starts the header timer.
-            self.phase.send_if_modified(|p| {
-                let idle = matches!(p, Phase::Idle(_));
-                if idle {
-                    *p = Phase::Head(Instant::now());
-                }
-                idle
-            });
+            let mut p = lock(&self.phase);
+            if matches!(*p, Phase::Idle(_)) {
+                *p = Phase::Head(Instant::now());
+            }
         }
         Poll::Ready(Ok(()))
     }
@@ -370,7 +383,7 @@ impl AsyncWrite for Watched {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let linger = this.linger.get_or_insert_with(|| {
-            this.phase.send_replace(Phase::Closing);
+            *lock(&this.phase) = Phase::Closing;
             Linger {
                 fin_sent: false,
                 until: Box::pin(tokio::time::sleep(LINGER_TIME)),

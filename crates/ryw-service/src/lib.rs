@@ -1,6 +1,10 @@
-//! The ryw demo service: seed 000's payments and seed 003's profile and
-//! products, served through the read-your-writes router, with a dashboard,
-//! OpenAPI, health and Prometheus metrics.
+//! The ryw demo service: payments (pay, then read the balance) and the
+//! .NET + Redis demo's profile and products (README, "How it compares"),
+//! served through the read-your-writes router, with a dashboard, OpenAPI,
+//! health and Prometheus metrics.
+//!
+//! "Rule N" in comments: the correctness rules, listed in
+//! `docs/architecture.md#correctness-rules` with the code and tests of each.
 //!
 //! # Layout
 //!
@@ -42,5 +46,5 @@ pub use error::ApiError;
 pub use startup::Service;
 pub use state::AppState;
 
-/// Default largest request body (64 KiB, as DESIGN.md says).
+/// Default largest request body (64 KiB, the README's input limits).
 pub const BODY_LIMIT: usize = 64 * 1024;

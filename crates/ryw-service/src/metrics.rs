@@ -21,6 +21,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 pub use ryw_metrics::{Registry, encode, register_router};
 use ryw_router::{ClusterView, MetricsSnapshot};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// `Content-Type` of [`encode`]'s output.
@@ -60,13 +62,21 @@ fn latency_histogram() -> Histogram {
 pub struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
+    /// The two series of each (route, status) seen, looked up by `&str`:
+    /// recording a request builds no label set (two `String`s) once its
+    /// series exist.
+    series: Arc<RwLock<SeriesByRoute>>,
 }
+
+/// Per route, per status: the request counter and the latency histogram.
+type SeriesByRoute = HashMap<String, HashMap<u16, (Counter, Histogram)>>;
 
 impl Default for HttpMetrics {
     fn default() -> HttpMetrics {
         HttpMetrics {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
+            series: Arc::default(),
         }
     }
 }
@@ -74,18 +84,41 @@ impl Default for HttpMetrics {
 impl HttpMetrics {
     /// Counts one request answered with `status` after `took`.
     pub fn record(&self, route: &str, status: u16, took: Duration) {
-        self.requests
+        let known = self
+            .series
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(route)
+            .and_then(|by_status| by_status.get(&status))
+            .cloned();
+        let (requests, latency) = known.unwrap_or_else(|| self.create(route, status));
+        requests.inc();
+        latency.observe(took.as_secs_f64());
+    }
+
+    /// The series of `(route, status)`, created in both families.
+    fn create(&self, route: &str, status: u16) -> (Counter, Histogram) {
+        let requests = self
+            .requests
             .get_or_create(&RequestLabels {
                 route: route.to_owned(),
                 status,
             })
-            .inc();
-        self.latency
+            .clone();
+        let latency = self
+            .latency
             .get_or_create(&LatencyLabels {
                 route: route.to_owned(),
                 status_class: status_class(status),
             })
-            .observe(took.as_secs_f64());
+            .clone();
+        self.series
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(route.to_owned())
+            .or_default()
+            .insert(status, (requests.clone(), latency.clone()));
+        (requests, latency)
     }
 
     /// Adds `ryw_http_requests_total` and `ryw_http_request_duration_seconds`

@@ -44,8 +44,8 @@ pub const TOKEN_PATTERN: &str = r"^(v2\.[0-9a-f]{24}|v1\.[0-9a-f]{16})\.[A-Za-z0
         crate::routes::ops::metrics,
     ),
     components(schemas(crate::error::Problem, StrategyName)),
-    tags((name = "payments", description = "seed 000: pay, then read the balance"),
-         (name = "profile", description = "seed 003: profile write, then /api/me"),
+    tags((name = "payments", description = "pay, then read the balance"),
+         (name = "profile", description = "profile write, then /api/me"),
          (name = "products", description = "stale-ok catalogue"),
          (name = "ops", description = "cluster, health, metrics"))
 )]
@@ -71,7 +71,7 @@ pub enum StrategyName {
     PerReadCheck,
 }
 
-/// `X-Demo-UserId`: who calls (the demo's identity, as in seed 003).
+/// `X-Demo-UserId`: who calls (the demo's identity).
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Header)]
 pub struct IdentityHeader {
@@ -163,7 +163,7 @@ pub fn document(cfg: &ServiceConfig) -> utoipa::openapi::OpenApi {
 }
 
 /// Every `/api` answer, errors included, names the node that served it and
-/// carries the session's token (DESIGN, "HTTP API").
+/// carries the session's token (`docs/http-contract.md`).
 fn add_consistency_headers(op: &mut Operation) {
     for response in op.responses.responses.values_mut() {
         let RefOr::T(response) = response else {

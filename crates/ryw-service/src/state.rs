@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 /// Cheap to clone; one per service instance.
 #[derive(Debug, Clone)]
-pub struct AppState(Arc<Shared>);
+pub struct AppState(Arc<AppStateInner>);
 
 /// The parts every handler shares, behind [`AppState`].
 #[derive(Debug)]
-pub struct Shared {
+pub struct AppStateInner {
     /// The read-your-writes router.
     pub router: Router,
     /// Signs and verifies `X-Consistency-Token`.
@@ -38,7 +38,7 @@ impl AppState {
             })
             .default_session(session_of(UserId(DEFAULT_USER)))
             .strategy_header("x-read-strategy", cfg.allow_strategy_header);
-        AppState(Arc::new(Shared {
+        AppState(Arc::new(AppStateInner {
             router,
             key: cfg.token_key.clone(),
             ryw,
@@ -56,8 +56,8 @@ pub fn session_of(user: UserId) -> SessionKey {
 }
 
 impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
+    type Target = AppStateInner;
+    fn deref(&self) -> &AppStateInner {
         &self.0
     }
 }

@@ -1,6 +1,6 @@
 //! A real-browser test of the dashboard (issues 4 and 14).
 //!
-//! A real cluster with the seeds' lags (100 ms and 400 ms), a real listening
+//! A real cluster with the story's lags (100 ms and 400 ms), a real listening
 //! `ryw serve`, and headless Chromium driven over WebDriver (`chromedriver`,
 //! through `fantoccini`). Opened cold, the page runs a live comparison (two
 //! demo users paying and reading, one on `legacy`, one on the default): a
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 const INSTALL: &str = "apt-get update && apt-get install -y chromium chromium-driver";
 
-/// The seeds' lags.
+/// The story's lags: 100 ms and 400 ms.
 const LAGS: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
 
 /// Enough money for every click below ($100 each).

@@ -1,4 +1,4 @@
-//! The command line (see "Command line" in DESIGN.md). Values are parsed by
+//! The command line (the README documents every command and flag). Values are parsed by
 //! clap into their types ([`Dur`], `Strategy`, `SocketAddr`); defaults are
 //! the library's (`RouterConfig::default()`, `FrontLimits::default()`, …),
 //! written once. `ryw serve` and `ryw proxy` share the node, routing and
@@ -386,7 +386,7 @@ pub struct RoutingArgs {
     pub strategy: Strategy,
     /// Sticky window: after a write, the session reads from the leader this
     /// long (`sticky`; `hybrid` only for a write whose position it does not
-    /// know, such as seed 003's `user:{id}:last_write_utc`).
+    /// know, such as the .NET demo's `user:{id}:last_write_utc`).
     #[arg(long, env = "RYW_STICKY_WINDOW", default_value_t = Dur(router_default().sticky_window))]
     pub sticky_window: Dur,
     /// Causal wait budget: longest a `causal` fresh read waits for a

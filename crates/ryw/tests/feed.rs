@@ -1,6 +1,7 @@
-//! The shared position feed across real `ryw serve` processes (`DESIGN.md`,
-//! "Scale"): three instances on one cluster with Redis; the one holding the
-//! feed's lease is killed with SIGKILL (no chance to give the lease back);
+//! The shared position feed across real `ryw serve` processes (README,
+//! "Several instances: the position feed"): three instances on one cluster
+//! with Redis; the one holding the feed's lease is killed with SIGKILL (no
+//! chance to give the lease back);
 //! another takes over within a second, and fresh reads through the
 //! survivors stay fresh throughout, judged by the account `version`.
 

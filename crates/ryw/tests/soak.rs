@@ -64,7 +64,7 @@ impl Serve {
 }
 
 /// Starts `ryw serve` on the cluster folder, on a free port below 32768
-/// (FACTS: servers stay out of the ephemeral range), and waits until
+/// (servers stay out of the ephemeral range), and waits until
 /// `/readyz` says ready with both followers in rotation.
 async fn start_serve(cluster_dir: &Path, logs: &Path) -> (Serve, String) {
     let client = reqwest::Client::builder()

@@ -16,13 +16,18 @@
 //!   (A B C A B C …) with their medians and ratios; [`ab_table`] for two.
 //! - `minimal`: [`MinimalServer`], the no-routing server that does the same
 //!   query as ryw's balance read: the benchmark's ceiling in the same run.
+//! - `run`: [`calibrate()`], the whole of `ryw bench calibrate` (ryw in this
+//!   process, the minimal server, pgbench, the compared services, the
+//!   rounds), giving a [`Calibration`].
 
 mod http;
 mod minimal;
 mod rounds;
+mod run;
 mod wrk;
 
 pub use http::{CONTENDER_NAMES, CompareTarget, LoadResult, LoadSpec, http_load};
 pub use minimal::{APPLICATION_NAME, BALANCE_SQL, Balance, MinimalServer};
 pub use rounds::{Ratio, Rounds, Series, ab_table};
+pub use run::{CalibrateOptions, Calibration, calibrate};
 pub use wrk::{Generator, load, wrk_load};

@@ -11,8 +11,8 @@ pub enum Generator {
     /// `wrk` when it is on `PATH`, else [`Generator::Builtin`].
     #[default]
     Auto,
-    /// `wrk -t1` in a process of its own, as `FACTS.md` measured: it spends
-    /// the least CPU per request, so the figure is most the server's.
+    /// `wrk -t1` in a process of its own, of the generators tried it
+    /// spends the least CPU per request, so the figure is most the server's.
     Wrk,
     /// [`http_load`] in this process (no install needed; it shares the
     /// process, and with an in-process service its runtime, with the

@@ -35,7 +35,7 @@ mod tests;
 
 use crate::BenchError;
 use crate::config::{BenchConfig, Load};
-use crate::history::{History, Op};
+use crate::history::{Op, RunHistory};
 use crate::report::{BenchReport, ReportMeta, follower_delays};
 use preflight::{preflight, preflight_sql};
 use progress::{Live, progress_bar, progress_message};
@@ -60,9 +60,10 @@ const H_SERVED_BY: &str = "x-served-by";
 const H_WAITED: &str = "x-waited-ms";
 const H_IDEMPOTENCY: &str = "idempotency-key";
 
-/// What every task shares.
+/// What every task of a run shares: the configuration, the HTTP client,
+/// the clock, the operations recorded so far and the live counters.
 #[derive(Debug)]
-struct Shared {
+struct RunState {
     config: BenchConfig,
     client: reqwest::Client,
     start: Instant,
@@ -70,7 +71,7 @@ struct Shared {
     live: Live,
 }
 
-impl Shared {
+impl RunState {
     fn now_us(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
     }
@@ -86,7 +87,7 @@ enum VirtualUser {
 }
 
 impl VirtualUser {
-    async fn iteration(&mut self, sh: &Shared) {
+    async fn iteration(&mut self, sh: &RunState) {
         match self {
             VirtualUser::Http(u) => u.iteration(sh).await,
             VirtualUser::Sql(u) => u.iteration(sh).await,
@@ -137,7 +138,7 @@ pub async fn run(
     preflight(&client, &config).await?;
     preflight_sql(&config).await?;
 
-    let sh = Arc::new(Shared {
+    let sh = Arc::new(RunState {
         config: config.clone(),
         client,
         start: Instant::now(),
@@ -259,5 +260,5 @@ pub async fn run(
             .collect(),
         follower_delays_ms,
     };
-    Ok(BenchReport::from_history(History { ops, lag }, meta))
+    Ok(BenchReport::from_history(RunHistory { ops, lag }, meta))
 }

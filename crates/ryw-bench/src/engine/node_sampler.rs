@@ -7,12 +7,12 @@
 //! behind, how long ago its last replayed commit was made
 //! (`now() - pg_last_xact_replay_timestamp()`, its lag under a steady
 //! write load). A follower that has replayed the leader's position is 0 ms
-//! behind whatever that timestamp says (FACTS: on an idle cluster it grows
+//! behind whatever that timestamp says (on an idle cluster it grows
 //! forever); one that is behind but has replayed nothing since the first
 //! sample has no lag figure yet (its last commit may be from long before
 //! the run). Whether a front had it in rotation is not known here.
 
-use super::{Shared, stopped};
+use super::{RunState, stopped};
 use crate::history::LagSample;
 use ryw_cluster::ClusterInfo;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ const FOLLOWER_SQL: &str = "SELECT pg_wal_lsn_diff($1::text::pg_lsn, pg_last_wal
 /// Samples every follower of `info` until stopped; nodes that cannot be
 /// reached are skipped (and retried at the next sample).
 pub(super) async fn sample_nodes(
-    sh: Arc<Shared>,
+    sh: Arc<RunState>,
     info: ClusterInfo,
     stop: watch::Receiver<bool>,
 ) -> Vec<LagSample> {

@@ -2,14 +2,17 @@
 //! `GET /api/cluster` (the report's lag table and, without configured
 //! delays, the oracle's delay come from these samples).
 
-use super::{Shared, stopped};
+use super::{RunState, stopped};
 use crate::history::LagSample;
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Samples `GET /api/cluster` on the first target until stopped.
-pub(super) async fn sample_cluster(sh: Arc<Shared>, stop: watch::Receiver<bool>) -> Vec<LagSample> {
+pub(super) async fn sample_cluster(
+    sh: Arc<RunState>,
+    stop: watch::Receiver<bool>,
+) -> Vec<LagSample> {
     let mut samples = Vec::new();
     let url = format!("{}/api/cluster", sh.config.targets[0].trim_end_matches('/'));
     let mut tick = tokio::time::interval(sh.config.cluster_sample_every);

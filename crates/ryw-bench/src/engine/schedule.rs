@@ -2,7 +2,7 @@
 //! iteration when the last one ended) and the open loop (iterations arrive
 //! at a fixed rate, each taken by an idle user).
 
-use super::{Shared, VirtualUser, stopped};
+use super::{RunState, VirtualUser, stopped};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 /// Closed loop: the next iteration starts when the last one ended.
 pub(super) async fn closed_loop(
     mut user: VirtualUser,
-    sh: Arc<Shared>,
+    sh: Arc<RunState>,
     stop: watch::Receiver<bool>,
 ) {
     tokio::select! {
@@ -105,7 +105,7 @@ where
 pub(super) async fn open_loop(
     users: Vec<VirtualUser>,
     rate: f64,
-    sh: Arc<Shared>,
+    sh: Arc<RunState>,
     stop: watch::Receiver<bool>,
     missed: Arc<[AtomicU64; 2]>,
 ) {

@@ -2,7 +2,7 @@
 //! one or two connections, the statements of one iteration (pay in a
 //! transaction, think, read the balance), and the live check of its reads.
 
-use super::Shared;
+use super::RunState;
 use crate::history::{Op, OpKind, Seen};
 use crate::sql::{
     ACCOUNT_SQL, BALANCE_SQL, OPENING_CENTS, PAY_SQL, PAYMENT_SQL, ReadOn, SqlFront, SqlGroup,
@@ -113,7 +113,7 @@ impl SqlUser {
     }
 
     /// Opens one connection to the front and says what ryw must know.
-    async fn open(&self, sh: &Shared, bind_session: bool) -> Result<Client, String> {
+    async fn open(&self, sh: &RunState, bind_session: bool) -> Result<Client, String> {
         let mut cfg: tokio_postgres::Config = self.group.url.parse().map_err(|e| format!("{e}"))?;
         cfg.connect_timeout(sh.config.request_timeout);
         cfg.application_name("ryw-bench");
@@ -150,7 +150,7 @@ impl SqlUser {
     /// The user's connections, opened when missing. A connection that
     /// cannot be opened is recorded as the operation it held up (status 0,
     /// problem `connect`), so a dead front shows as errors in the report.
-    async fn connect(&mut self, sh: &Shared) -> bool {
+    async fn connect(&mut self, sh: &RunState) -> bool {
         // A server's FATAL error (or a closed socket) leaves a client that
         // can only fail: open new ones.
         if let Some(c) = &self.conns
@@ -211,7 +211,7 @@ impl SqlUser {
 
     /// Records `op`, and checks a read against what this user knows (the
     /// progress bar's live counts).
-    fn record(&mut self, sh: &Shared, op: Op) {
+    fn record(&mut self, sh: &RunState, op: Op) {
         let live = &sh.live;
         if op.is_error() {
             live.errors.fetch_add(1, Relaxed);
@@ -248,7 +248,7 @@ impl SqlUser {
     }
 
     /// Creates the account (autocommit, on the paying connection).
-    async fn create_account(&mut self, sh: &Shared) -> bool {
+    async fn create_account(&mut self, sh: &RunState) -> bool {
         let Some(c) = &self.conns else { return false };
         let id = self.user_id;
         let sent_us = sh.now_us();
@@ -279,7 +279,7 @@ impl SqlUser {
     }
 
     /// Pays `amount` in one transaction on the paying connection.
-    async fn pay(&mut self, sh: &Shared, amount: i64) -> Paid {
+    async fn pay(&mut self, sh: &RunState, amount: i64) -> Paid {
         let Some(c) = &mut self.conns else {
             return Paid::Failed;
         };
@@ -339,7 +339,7 @@ impl SqlUser {
     }
 
     /// Reads the balance, on the reading connection if there is one.
-    async fn read(&mut self, sh: &Shared) {
+    async fn read(&mut self, sh: &RunState) {
         let Some(c) = &self.conns else { return };
         let reader = c.read.as_ref().unwrap_or(&c.pay);
         let id = self.user_id;
@@ -377,7 +377,7 @@ impl SqlUser {
         self.record(sh, op);
     }
 
-    async fn think(&self, sh: &Shared) {
+    async fn think(&self, sh: &RunState) {
         let pause = sh.config.think.sample(&mut rand::rng());
         if !pause.is_zero() {
             tokio::time::sleep(pause).await;
@@ -385,7 +385,7 @@ impl SqlUser {
     }
 
     /// One iteration: (connect, create the account,) pay, think, read.
-    pub(super) async fn iteration(&mut self, sh: &Shared) {
+    pub(super) async fn iteration(&mut self, sh: &RunState) {
         if !self.connect(sh).await {
             tokio::time::sleep(ERROR_BACKOFF).await;
             return;
@@ -417,7 +417,7 @@ impl SqlUser {
 /// Runs one exchange with the request timeout: its answer, the SQLSTATE of
 /// an error the server sent (the connection stays usable), or `Lost`.
 async fn run<T>(
-    sh: &Shared,
+    sh: &RunState,
     exchange: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Outcome<T> {
     match tokio::time::timeout(sh.config.request_timeout, exchange).await {

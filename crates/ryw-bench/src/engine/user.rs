@@ -1,7 +1,7 @@
 //! One virtual user (one browser): its account, its token and what it has
 //! seen, the requests of one iteration, and the live check of its own reads.
 
-use super::{H_IDEMPOTENCY, H_SERVED_BY, H_STRATEGY, H_TOKEN, H_USER, H_WAITED, Shared};
+use super::{H_IDEMPOTENCY, H_SERVED_BY, H_STRATEGY, H_TOKEN, H_USER, H_WAITED, RunState};
 use crate::config::StrategySpec;
 use crate::history::{Op, OpKind, Seen};
 use reqwest::header::HeaderValue;
@@ -96,7 +96,7 @@ impl User {
     /// token and checks a fresh read against what this user knows.
     async fn call(
         &mut self,
-        sh: &Shared,
+        sh: &RunState,
         kind: OpKind,
         method: Method,
         path: &str,
@@ -199,7 +199,7 @@ impl User {
         reply
     }
 
-    async fn think(&self, sh: &Shared) {
+    async fn think(&self, sh: &RunState) {
         let pause = sh.config.think.sample(&mut rand::rng());
         if !pause.is_zero() {
             tokio::time::sleep(pause).await;
@@ -208,7 +208,7 @@ impl User {
 
     /// One iteration: pay, think, read the balance; now and then update the
     /// profile, think, read `/api/me`; now and then read the catalogue.
-    pub(super) async fn iteration(&mut self, sh: &Shared) {
+    pub(super) async fn iteration(&mut self, sh: &RunState) {
         if self.needs_account {
             let r = self
                 .call(sh, OpKind::Account, Method::POST, "/api/account", None)

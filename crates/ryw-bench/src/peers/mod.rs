@@ -13,13 +13,18 @@
 //!
 //! - `daemon.rs`: the binary, a free port, the process and its stop.
 //! - `pgpool.rs`, `pgbouncer.rs`: their configuration and start-up.
+//! - `side_by_side.rs`: [`side_by_side()`], the whole of `ryw bench peers`
+//!   (ryw proxy and the Pgpool-IIs started, the workload, all stopped), and
+//!   [`explain()`], its outcome in plain words.
 
 mod daemon;
 mod pgbouncer;
 mod pgpool;
+mod side_by_side;
 
 pub use pgbouncer::PgBouncer;
 pub use pgpool::{Pgpool, PgpoolOptions};
+pub use side_by_side::{PeersOptions, PeersRun, explain, side_by_side};
 
 use crate::config::StrategySpec;
 use crate::sql::{ReadOn, SqlGroup};

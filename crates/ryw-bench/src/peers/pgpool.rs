@@ -228,7 +228,7 @@ fn config_text(
     );
     for (i, n) in info.nodes.iter().enumerate() {
         let weight = match n.role {
-            ryw_cluster::Role::Leader => 0,
+            ryw_cluster::NodeRole::Leader => 0,
             _ => 1,
         };
         let _ = write!(

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::BenchError;
 use crate::checker::{Check, check_history};
-use crate::history::{History, OpKind};
+use crate::history::{OpKind, RunHistory};
 use hdrhistogram::Histogram;
 use std::collections::HashSet;
 
@@ -77,7 +77,7 @@ fn latency(h: &Histogram<u64>) -> (Latency, Vec<(f64, f64)>) {
 
 impl BenchReport {
     /// Checks the history and summarises it.
-    pub fn from_history(history: History, meta: ReportMeta) -> BenchReport {
+    pub fn from_history(history: RunHistory, meta: ReportMeta) -> BenchReport {
         let check: Check = check_history(&history.ops);
         let followers = follower_lag(&history, &meta.follower_delays_ms);
         let delay = smallest_apply_delay(&followers, &meta.follower_delays_ms);

@@ -2,10 +2,10 @@
 //! `/api/cluster` samples (and the configured delays, when known).
 
 use super::{FollowerLag, median, ratio};
-use crate::history::History;
+use crate::history::RunHistory;
 use std::collections::BTreeMap;
 
-pub(super) fn follower_lag(history: &History, configured: &[(String, u64)]) -> Vec<FollowerLag> {
+pub(super) fn follower_lag(history: &RunHistory, configured: &[(String, u64)]) -> Vec<FollowerLag> {
     let mut by_node: BTreeMap<&str, (Vec<f64>, u64, u64)> = BTreeMap::new();
     for s in &history.lag {
         let e = by_node.entry(&s.node).or_default();

@@ -1,6 +1,6 @@
 //! The report: per strategy, what the checker found and what it cost, the
 //! followers' lag meanwhile, and the oracle line. Built from a
-//! [`History`](crate::History) alone, so a recorded history gives the same
+//! [`RunHistory`](crate::RunHistory) alone, so a recorded history gives the same
 //! report offline. Rendered as a terminal table ([`BenchReport::table`]) or
 //! JSON (serde); the HTML page is in [`crate::html`].
 //!
@@ -16,6 +16,8 @@
 //! - `table`: the terminal table.
 //! - `offline`: [`check_file`] (`ryw bench check FILE`) and the configured
 //!   delays of a cluster folder.
+//! - `words`: [`plain_words`], the table in plain words and what the default
+//!   costs and saves against the fixed strategies (`ryw demo`).
 
 mod build;
 mod lag;
@@ -23,16 +25,18 @@ mod offline;
 mod oracle;
 mod table;
 mod types;
+mod words;
 
 #[cfg(test)]
 mod tests;
 
-pub use offline::{check_file, follower_delays};
+pub use offline::{check_file, follower_delays, read_report};
 pub use oracle::{oracle_count, smallest_apply_delay};
 pub use types::{
     BenchReport, FollowerLag, GAP_EDGES_MS, GapBucket, Latency, MAX_LISTED_VIOLATIONS, Oracle,
     ReportMeta, StrategyReport,
 };
+pub use words::plain_words;
 
 fn median(sorted: &[f64]) -> f64 {
     match sorted.len() {

@@ -1,7 +1,7 @@
 //! The report from hand-made histories with known answers.
 
 use super::*;
-use crate::history::{History, LagSample, Op, OpKind};
+use crate::history::{LagSample, Op, OpKind, RunHistory};
 use std::path::Path;
 
 fn op(
@@ -38,9 +38,9 @@ fn lag(t_ms: u64, node: &str, lag_ms: f64) -> LagSample {
     }
 }
 
-fn sample_history() -> History {
+fn sample_history() -> RunHistory {
     use OpKind::*;
-    History {
+    RunHistory {
         ops: vec![
             op("a", "legacy", Pay, 0, 10, 1, "leader"),
             op("a", "legacy", Balance, 15, 17, 0, "follower1"), // 5 ms after: stale
@@ -226,7 +226,7 @@ fn the_json_report_round_trips() {
 /// Writes `DIR/cluster.json` as `ryw cluster up` does, with these nodes'
 /// names and apply delays (the first node is the leader).
 fn cluster_file(dir: &Path, nodes: &[(&str, Option<u64>)]) {
-    use ryw_cluster::{ClusterInfo, NodeInfo, Role};
+    use ryw_cluster::{ClusterInfo, NodeInfo, NodeRole};
     let info = ClusterInfo {
         version: 1,
         dir: dir.to_path_buf(),
@@ -237,7 +237,11 @@ fn cluster_file(dir: &Path, nodes: &[(&str, Option<u64>)]) {
             .enumerate()
             .map(|(i, &(name, delay_ms))| NodeInfo {
                 name: name.into(),
-                role: if i == 0 { Role::Leader } else { Role::Follower },
+                role: if i == 0 {
+                    NodeRole::Leader
+                } else {
+                    NodeRole::Follower
+                },
                 port: 25432 + i as u16,
                 pid: 0,
                 url: format!("postgres://postgres@127.0.0.1:{}/ryw", 25432 + i),

@@ -1,7 +1,7 @@
 //! What a report holds, and what it is given besides the history.
 
 use crate::checker::Violation;
-use crate::history::History;
+use crate::history::RunHistory;
 use serde::{Deserialize, Serialize};
 
 /// How many violations the report lists one by one (all are counted).
@@ -196,7 +196,7 @@ pub struct BenchReport {
     /// The first [`MAX_LISTED_VIOLATIONS`] violations.
     pub violations: Vec<Violation>,
     /// The history the report was made from (not in the JSON; save it with
-    /// [`History::save`]).
+    /// [`RunHistory::save`]).
     #[serde(skip)]
-    pub history: History,
+    pub history: RunHistory,
 }

@@ -26,8 +26,8 @@ pub struct PaymentRequest {
     pub description: Option<String>,
 }
 
-/// A committed payment and the balance right after it (seed 000's strategy
-/// 1: the client shows this at once, with no second read).
+/// A committed payment and the balance right after it (strategy 1 of
+/// the payment story: the client shows this at once, with no second read).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PaymentBody {
     /// The payment's id.
@@ -47,17 +47,19 @@ pub struct PaymentBody {
     pub write_lost: Option<String>,
 }
 
+// Its strings are borrowed from the read's decision: the hottest answer of
+// the service builds no `String` but its JSON.
 /// `GET /api/balance`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct BalanceBody {
+pub struct BalanceBody<'a> {
     /// Balance in cents.
     pub balance_cents: i64,
     /// Account version: compare with the last payment's to spot staleness.
     pub version: i64,
     /// `leader` or a follower's name.
-    pub served_by: String,
+    pub served_by: &'a str,
     /// Strategy that routed the read.
-    pub strategy: String,
+    pub strategy: &'a str,
     /// Time spent waiting for a follower to catch up.
     pub waited_ms: u64,
     /// A write of this session that a failover lost: the position (`X/Y`)
@@ -273,8 +275,8 @@ pub async fn balance(State(state): State<AppState>, caller: Caller) -> Result<Re
     let body = BalanceBody {
         balance_cents: row.get(0),
         version: row.get(1),
-        served_by: d.node.to_string(),
-        strategy: d.strategy.to_string(),
+        served_by: &d.node,
+        strategy: d.strategy.as_str(),
         waited_ms: d.waited_ms(),
         write_lost: lost_text(d.lost),
     };

@@ -1,4 +1,4 @@
-//! Failover under load (DESIGN "Failover"). Six clients pay and read, three
+//! Failover under load (README, "Failover"). Six clients pay and read, three
 //! on `causal` and three on `hybrid`; replication to both followers is cut
 //! (a partition: the leader keeps acknowledging what no follower receives),
 //! then the leader is SIGKILLed and `ryw cluster failover` promotes the

@@ -1,4 +1,4 @@
-//! The shared position feed (`DESIGN.md`, "Scale"): three instances on one
+//! The shared position feed (README, "Several instances"): three instances on one
 //! cluster and one Redis. One holds the lease and polls; the others apply
 //! its feed and send (almost) no polls of their own, and their fresh reads
 //! stay fresh and still go to followers. Redis stopped: every instance

@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::time::Duration;
 use tower::ServiceExt;
 
-/// The lags of the seeds' story: 100 ms and 400 ms.
+/// The lags of the payment story: 100 ms and 400 ms.
 pub const LAGS: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
 
 /// A shared token key so two instances accept each other's tokens.
@@ -58,7 +58,7 @@ pub fn config(cluster: &TestCluster) -> ServiceConfig {
 }
 
 impl TestApp {
-    /// A cluster with the seeds' lags and a service with the in-memory store.
+    /// A cluster with the story's lags and a service with the in-memory store.
     pub async fn start() -> TestApp {
         Self::start_with(
             TestClusterOptions {

@@ -1,6 +1,6 @@
-//! Two service instances on one cluster and one Redis (seed 003's NGINX
-//! picture): a user who pays through one and reads through the other still
-//! reads their own writes — without carrying any token, because the session
+//! Two service instances on one cluster and one Redis (the .NET demo's
+//! NGINX picture): a user who pays through one and reads through the other
+//! still reads their own writes — without carrying any token, because the session
 //! lives in Redis, keyed by user.
 
 use crate::helpers::*;

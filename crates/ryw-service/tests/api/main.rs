@@ -1,4 +1,7 @@
 //! HTTP tests of the service on a real cluster (one binary, several modules).
+//!
+//! "Rule N" in comments: the correctness rules, listed in
+//! `docs/architecture.md#correctness-rules` with the code and tests of each.
 
 mod conformance;
 mod errors;

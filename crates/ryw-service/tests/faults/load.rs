@@ -2,7 +2,7 @@
 //! → fresh read (`causal` and `hybrid`, alternating by client) → stale-ok
 //! read, through the in-process app. Each client judges its own fresh reads:
 //! stale if `version` is below the highest version its acknowledged payments
-//! returned (DESIGN's checker definition), or below a version it already saw
+//! returned (the bench's checker definition), or below a version it already saw
 //! (monotonic reads). Counts are kept per phase (before, during, after the
 //! fault), by the phase in force when the request was sent.
 

@@ -5,6 +5,9 @@
 //! payments returned, never by `X-Served-By`), the failures it allows and no
 //! others, and the ledger checked in the leader's own tables.
 //!
+//! "Rule N" in comments: the correctness rules, listed in
+//! `docs/architecture.md#correctness-rules` with the code and tests of each.
+//!
 //! `bodies` adds random request bodies and `headers` random header values
 //! (proptest): never a 5xx, every refusal a quick 4xx problem+json.
 //!

@@ -1,9 +1,9 @@
 //! `ryw cluster up | status | lag | failover | rejoin | down`.
 
 use crate::cli::{ClusterCommand, FailoverArgs, RejoinArgs, UpArgs};
-use ryw_cluster::failover::{Choice, StopKind};
+use ryw_cluster::failover::{ChosenBecause, StopKind};
 use ryw_cluster::{
-    ClusterInfo, FailoverOptions, FailoverReport, NodeStatus, RejoinOptions, RejoinReport,
+    ClusterInfo, FailoverOptions, FailoverReport, NodeState, RejoinOptions, RejoinReport,
     ReplicationInfo, UpOptions,
 };
 use std::path::Path;
@@ -112,9 +112,9 @@ pub fn print_failover(r: &FailoverReport) {
         StopKind::AlreadyDown => format!("{} was already down", r.old_leader),
     };
     let why = match r.chosen_because {
-        Choice::Named => "named by --to",
-        Choice::MostWal => "received the most WAL",
-        Choice::AlreadyPromoted => "already promoted; finishing that failover",
+        ChosenBecause::Named => "named by --to",
+        ChosenBecause::MostWal => "received the most WAL",
+        ChosenBecause::AlreadyPromoted => "already promoted; finishing that failover",
     };
     let row = |what: &str, t: Duration| println!("  {what:<52} {:>10}", ms(t));
     row(&stop, r.timings.stop);
@@ -243,7 +243,7 @@ pub fn print_info(info: &ClusterInfo) {
     }
 }
 
-pub fn print_status(info: &ClusterInfo, repl: &ReplicationInfo, nodes: &[NodeStatus]) {
+pub fn print_status(info: &ClusterInfo, repl: &ReplicationInfo, nodes: &[NodeState]) {
     println!(
         "cluster in {} ({} replication, timeline {})",
         info.dir.display(),

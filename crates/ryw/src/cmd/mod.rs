@@ -4,7 +4,6 @@ mod bench;
 mod cluster;
 mod demo;
 mod peers;
-mod proxied;
 mod proxy;
 mod serve;
 mod shared;

@@ -2,8 +2,7 @@
 
 use super::shared::{feed_config, node_urls, redis_url, router_config, shutdown_signal, token_key};
 use crate::cli::ServeArgs;
-use anyhow::{Context, bail};
-use ryw_router::TokenKey;
+use anyhow::bail;
 use ryw_service::{Service, ServiceConfig};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -43,49 +42,5 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
     if cfg.lag_control && cfg.cluster_dir.is_none() {
         bail!("--allow-lag-control needs --cluster DIR (a local cluster ryw started)");
     }
-    Ok(cfg)
-}
-
-/// A service running in this process (for `bench --cluster` and `demo`).
-#[derive(Debug)]
-pub struct InProcess {
-    /// Where it listens.
-    pub addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl InProcess {
-    /// Starts the service on a local cluster folder, accepting
-    /// `X-Read-Strategy` (the bench picks the strategy per request).
-    pub async fn start(cfg: ServiceConfig) -> anyhow::Result<InProcess> {
-        let service = Service::build(cfg).await?;
-        let addr = service.local_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(service.run_until_stopped(async move {
-            let _ = stopped.await;
-        }));
-        Ok(InProcess { addr, stop, task })
-    }
-
-    /// Drains and stops it.
-    pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        self.task.await.context("service task")?
-    }
-}
-
-/// The configuration of an in-process service on a local cluster folder.
-pub fn local_config(
-    dir: &std::path::Path,
-    redis_url: Option<String>,
-    listen: std::net::SocketAddr,
-) -> anyhow::Result<ServiceConfig> {
-    let nodes = ServiceConfig::nodes_from_cluster(dir)?;
-    let mut cfg = ServiceConfig::new(nodes, TokenKey::generate());
-    cfg.listen = listen;
-    cfg.redis_url = redis_url;
-    cfg.allow_strategy_header = true;
-    cfg.cluster_dir = Some(dir.to_path_buf());
     Ok(cfg)
 }

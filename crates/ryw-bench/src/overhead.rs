@@ -1,0 +1,498 @@
+//! `ryw bench overhead`: what `ryw proxy` costs. `pgbench -n -S -c8 -j2`
+//! on the cluster's first follower straight, through PgBouncer (session
+//! pooling) and through `ryw proxy` (in this process, or each proxy
+//! variant, a process of its own), interleaved A B C A B C per query mode;
+//! TPS and each relay's CPU time per transaction (from `/proc`).
+
+use crate::BenchError;
+use crate::calibrate::{Rounds, Series};
+use crate::fronts::ProxyInProcess;
+use crate::peers::PgBouncer;
+use crate::pgbench;
+use ryw_cluster::{ClusterInfo, NodeInfo};
+use ryw_router::{RouterConfig, Strategy};
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct OverheadOptions {
+    /// The `ryw cluster` folder; pgbench's tables are (re)created on it and
+    /// PgBouncer's files go into it.
+    pub cluster: PathBuf,
+    /// Rounds; each runs every contender once per mode, in the same order.
+    pub rounds: usize,
+    /// Length of each pgbench run.
+    pub duration: Duration,
+    /// pgbench query modes (see [`query_modes`]).
+    pub modes: Vec<String>,
+    /// `NAME=PROGRAM [ARGS…]` each: ryw proxy builds or settings measured
+    /// as processes of their own instead of the proxy in this process.
+    pub proxy_variants: Vec<String>,
+}
+
+/// `prepared,simple`: pgbench query modes, comma-separated.
+pub fn query_modes(list: &str) -> Result<Vec<String>, BenchError> {
+    let modes: Vec<String> = list
+        .split(',')
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .collect();
+    if let Some(bad) = modes
+        .iter()
+        .find(|m| !["prepared", "simple", "extended"].contains(&m.as_str()))
+    {
+        return Err(BenchError::config(
+            "--modes",
+            format!("{bad:?} is not a pgbench query mode (prepared, simple, extended)"),
+        ));
+    }
+    if modes.is_empty() {
+        return Err(BenchError::config("--modes", "no mode given"));
+    }
+    Ok(modes)
+}
+
+/// One query mode's tables.
+#[derive(Debug, Clone)]
+pub struct ModeTables {
+    /// `prepared`, `simple` or `extended`.
+    pub mode: String,
+    /// TPS per contender and round, with every proxy's ratios to the
+    /// follower straight and to PgBouncer (and to the first proxy).
+    pub tps: Rounds,
+    /// CPU µs per transaction of each relay's process.
+    pub cpu: Rounds,
+}
+
+/// What an overhead run measured.
+#[derive(Debug, Clone)]
+pub struct Overhead {
+    /// The follower pgbench read from.
+    pub follower: String,
+    /// Its URL.
+    pub follower_url: String,
+    /// Seconds per pgbench run.
+    pub duration_s: u64,
+    /// Rounds run.
+    pub rounds: usize,
+    /// The load average before each round.
+    pub loads: Vec<String>,
+    /// The proxies: `in this process`, or the variants given.
+    pub proxies: String,
+    /// Per query mode.
+    pub modes: Vec<ModeTables>,
+}
+
+impl Overhead {
+    /// The JSON of `ryw bench overhead --json`.
+    pub fn to_json(&self) -> Value {
+        let modes: Vec<Value> = self
+            .modes
+            .iter()
+            .map(|m| {
+                serde_json::json!({"mode": m.mode, "series": m.tps.series, "ratios": m.tps.ratios, "cpu_us_per_transaction": m.cpu.series})
+            })
+            .collect();
+        serde_json::json!({
+            "follower": self.follower,
+            "duration_s": self.duration_s,
+            "rounds": self.rounds,
+            "load_average_before_round": self.loads,
+            "modes": modes,
+        })
+    }
+
+    /// What was measured, the load, and the tables per mode.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "pgbench -n -S -c8 -j2 -T {} on {} ({}): direct to it; through PgBouncer (session \
+             pooling, pool of 16); through ryw proxy (leader + {}, causal): {}",
+            self.duration_s, self.follower, self.follower_url, self.follower, self.proxies
+        );
+        for (r, l) in self.loads.iter().enumerate() {
+            let _ = writeln!(s, "load average before round {}: {l}", r + 1);
+        }
+        for m in &self.modes {
+            let _ = writeln!(s, "\n-M {}\n{}", m.mode, m.tps.table());
+            let _ = writeln!(
+                s,
+                "\n-M {}: CPU time (user + system) of the relay's process per transaction, µs \
+                 (the in-process proxy's figure includes this command's own)\n{}",
+                m.mode,
+                m.cpu.table()
+            );
+        }
+        s
+    }
+}
+
+/// A relay measured: a name, a description, the port pgbench uses, and
+/// the process whose CPU time it costs.
+#[derive(Debug, Clone)]
+struct Relay {
+    name: String,
+    what: String,
+    port: u16,
+    pid: Option<u32>,
+}
+
+/// Runs the whole measurement: pgbench's tables on the cluster (read by
+/// the follower, prewarmed), PgBouncer and the proxies started, the
+/// interleaved rounds (progress on stderr), everything stopped.
+pub async fn overhead(opts: &OverheadOptions) -> Result<Overhead, BenchError> {
+    let info = ClusterInfo::load(&opts.cluster)?;
+    let follower = pgbench::first_follower(&info)?;
+    let leader = info.leader().clone();
+    prepare_follower(&info, &follower).await?;
+
+    let bouncer = PgBouncer::start(&info, &follower.name, 16).await?;
+    let mut proxy = None;
+    let mut variants = Vec::new();
+    let started: Result<(), BenchError> = async {
+        if opts.proxy_variants.is_empty() {
+            let router = RouterConfig {
+                default_strategy: Strategy::Causal,
+                ..RouterConfig::default()
+            };
+            let only = [follower.name.clone()];
+            proxy =
+                Some(ProxyInProcess::start(&opts.cluster, Some(&only), router, None, false).await?);
+        }
+        for spec in &opts.proxy_variants {
+            variants.push(ProxyVariant::start(spec, &leader, &follower, &opts.cluster).await?);
+        }
+        Ok(())
+    }
+    .await;
+    let measured = match started {
+        Ok(()) => {
+            let mut relays = vec![
+                Relay {
+                    name: "direct".into(),
+                    what: format!("straight to {}", follower.name),
+                    port: follower.port,
+                    pid: None,
+                },
+                Relay {
+                    name: "pgbouncer".into(),
+                    what: "through PgBouncer (session pooling)".into(),
+                    port: bouncer.port,
+                    pid: bouncer.pid(),
+                },
+            ];
+            if let Some(p) = &proxy {
+                relays.push(Relay {
+                    name: "proxy".into(),
+                    what: "through ryw proxy (in this process) (causal)".into(),
+                    port: p.addr.port(),
+                    pid: Some(std::process::id()),
+                });
+            }
+            for v in &variants {
+                relays.push(Relay {
+                    name: format!("proxy-{}", v.name),
+                    what: format!("through ryw proxy {:?} (causal)", v.name),
+                    port: v.port,
+                    pid: v.child.id(),
+                });
+            }
+            measure(&info, opts, &relays).await
+        }
+        Err(e) => Err(e),
+    };
+    bouncer.stop().await;
+    for v in variants {
+        v.stop().await;
+    }
+    if let Some(p) = proxy {
+        p.stop().await?;
+    }
+    let (modes, loads) = measured?;
+    Ok(Overhead {
+        follower: follower.name,
+        follower_url: follower.url,
+        duration_s: opts.duration.as_secs().max(1),
+        rounds: opts.rounds,
+        loads,
+        proxies: if opts.proxy_variants.is_empty() {
+            "in this process".to_string()
+        } else {
+            opts.proxy_variants.join("; ")
+        },
+        modes,
+    })
+}
+
+/// pgbench's tables on the leader (and `pg_prewarm`), replayed by the
+/// follower and loaded into its buffers.
+async fn prepare_follower(info: &ClusterInfo, follower: &NodeInfo) -> Result<(), BenchError> {
+    let pg = |what| move |source| BenchError::Postgres { what, source };
+    let admin = ryw_cluster::ops::connect(&info.leader().url, "leader").await?;
+    let _ = admin
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        .await;
+    ryw_cluster::ops::pgbench_init(info).await?;
+    let lsn: String = admin
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .map_err(pg("the leader's position"))?
+        .get(0);
+    let f = ryw_cluster::ops::connect(&follower.url, &follower.name).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let replayed: bool = f
+            .query_one(
+                "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                &[&lsn],
+            )
+            .await
+            .map_err(pg("the follower's position"))?
+            .get(0);
+        if replayed {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::Measure {
+                what: follower.name.clone(),
+                detail: "it had not replayed pgbench's tables after 30 s".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for rel in ["pgbench_accounts", "pgbench_accounts_pkey"] {
+        let _ = f.execute("SELECT pg_prewarm($1::regclass)", &[&rel]).await;
+    }
+    Ok(())
+}
+
+/// The interleaved rounds: per round, per mode, every relay in order.
+/// Returns per mode the TPS table and the CPU table, and the load average
+/// before each round.
+async fn measure(
+    info: &ClusterInfo,
+    opts: &OverheadOptions,
+    relays: &[Relay],
+) -> Result<(Vec<ModeTables>, Vec<String>), BenchError> {
+    // Per mode, per relay: (TPS, CPU µs per transaction).
+    let mut per_mode: Vec<Vec<(Series, Series)>> = opts
+        .modes
+        .iter()
+        .map(|m| {
+            relays
+                .iter()
+                .map(|r| {
+                    let what = format!("pgbench -M {m} {}", r.what);
+                    let label = match r.name.as_str() {
+                        "direct" => "direct TPS".to_string(),
+                        "pgbouncer" => "PgBouncer TPS".to_string(),
+                        n => format!("{n} TPS"),
+                    };
+                    (
+                        Series::new(r.name.clone(), label, what.clone()),
+                        Series::new(r.name.clone(), format!("{} µs/tx", r.name), what),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let mut loads = Vec::new();
+    for round in 1..=opts.rounds {
+        loads.push(load_average().unwrap_or_default());
+        for (mode, contenders) in opts.modes.iter().zip(&mut per_mode) {
+            for (relay, (tps_series, cpu_series)) in relays.iter().zip(contenders) {
+                let cpu_before = relay.pid.and_then(cpu_seconds);
+                let report = pgbench::select_only(info, relay.port, mode, opts.duration)
+                    .await
+                    .map_err(|e| BenchError::Measure {
+                        what: format!("pgbench -M {mode} via {}", relay.name),
+                        detail: e.to_string(),
+                    })?;
+                let cpu_after = relay.pid.and_then(cpu_seconds);
+                let us_per_tx = match (cpu_before, cpu_after, report.transactions) {
+                    (Some(a), Some(b), Some(n)) if n > 0.0 => (b - a) * 1e6 / n,
+                    _ => f64::NAN,
+                };
+                eprintln!(
+                    "round {round}: -M {mode} {}: {:.0} TPS, {us_per_tx:.1} µs CPU/tx",
+                    relay.name, report.tps
+                );
+                tps_series.rounds.push(report.tps);
+                cpu_series.rounds.push(us_per_tx);
+            }
+        }
+    }
+    let proxies: Vec<&str> = relays
+        .iter()
+        .map(|r| r.name.as_str())
+        .filter(|n| n.starts_with("proxy"))
+        .collect();
+    let tables = opts
+        .modes
+        .iter()
+        .zip(per_mode)
+        .map(|(mode, cs)| {
+            let (tps, cpu): (Vec<Series>, Vec<Series>) = cs.into_iter().unzip();
+            let mut t = Rounds::new(tps);
+            for n in &proxies {
+                t.add_ratio(n, "direct");
+                t.add_ratio(n, "pgbouncer");
+            }
+            for n in proxies.iter().skip(1) {
+                t.add_ratio(n, proxies[0]);
+            }
+            t.add_ratio("pgbouncer", "direct");
+            let cpu = Rounds::new(cpu.into_iter().filter(|s| s.name != "direct").collect());
+            ModeTables {
+                mode: mode.clone(),
+                tps: t,
+                cpu,
+            }
+        })
+        .collect();
+    Ok((tables, loads))
+}
+
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`), space-separated.
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// User + system CPU time of process `pid` so far, in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_seconds_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// User + system CPU time in a `/proc/PID/stat` line, in seconds (at 100
+/// clock ticks a second, Linux's `USER_HZ`).
+fn cpu_seconds_in(stat: &str) -> Option<f64> {
+    // After the command name in parentheses (which may hold spaces and
+    // parentheses): fields 3.. (utime is 14, stime 15).
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// A `ryw proxy` of a proxy variant, a process of its own.
+#[derive(Debug)]
+struct ProxyVariant {
+    name: String,
+    port: u16,
+    child: tokio::process::Child,
+}
+
+impl ProxyVariant {
+    /// Starts `spec` (`NAME=PROGRAM [ARGS…]`) on the leader and `follower`
+    /// and waits until it answers (and its tracker has had time to put the
+    /// follower in rotation). Its log goes to `dir`.
+    async fn start(
+        spec: &str,
+        leader: &NodeInfo,
+        follower: &NodeInfo,
+        dir: &Path,
+    ) -> Result<ProxyVariant, BenchError> {
+        let bad =
+            |detail: &str| BenchError::config("--proxy-variant", format!("{spec:?}: {detail}"));
+        let (name, command) = spec
+            .split_once('=')
+            .ok_or_else(|| bad("expected NAME=PROGRAM [ARGS]"))?;
+        let mut words = command.split_whitespace();
+        let program = words.next().ok_or_else(|| bad("no program"))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(BenchError::io("binding", "127.0.0.1:0"))?
+            .port();
+        let log = dir.join(format!("proxy-variant-{name}.log"));
+        let out = std::fs::File::create(&log).map_err(BenchError::io("creating", &log))?;
+        let err = out.try_clone().map_err(BenchError::io("creating", &log))?;
+        let child = tokio::process::Command::new(program)
+            .arg("proxy")
+            .args(["--leader-url", &leader.url])
+            .args([
+                "--follower-url",
+                &format!("{}={}", follower.name, follower.url),
+            ])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--strategy", "causal"])
+            .args(words)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| BenchError::Measure {
+                what: format!("--proxy-variant {name}"),
+                detail: format!("starting {program}: {e}"),
+            })?;
+        let mut v = ProxyVariant {
+            name: name.to_string(),
+            port,
+            child,
+        };
+        let url = format!(
+            "postgres://postgres@127.0.0.1:{port}/{}",
+            ryw_cluster::DATABASE
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(c) = ryw_cluster::ops::connect(&url, name).await
+                && c.simple_query("SELECT 1").await.is_ok()
+            {
+                break;
+            }
+            if v.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                v.stop().await;
+                return Err(BenchError::Measure {
+                    what: format!("--proxy-variant {name}"),
+                    detail: format!("it did not start; its log:\n{text}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The tracker's first polls: the follower enters rotation.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok(v)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_after_the_command_name_whatever_it_holds() {
+        // utime 250 and stime 150 ticks: 4 s.
+        let stat = "4242 (ryw (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 150 0 0 20 0 \
+                    3 0 1234 100000 200 18446744073709551615";
+        assert_eq!(cpu_seconds_in(stat), Some(4.0));
+        assert_eq!(cpu_seconds_in("4242 (ryw) S 1"), None);
+        assert_eq!(cpu_seconds_in("garbage"), None);
+    }
+
+    #[test]
+    fn query_modes_are_pgbench_s_and_at_least_one() {
+        assert_eq!(
+            query_modes("prepared, simple").unwrap(),
+            ["prepared", "simple"]
+        );
+        assert!(query_modes("fast").is_err());
+        assert!(query_modes(" , ").is_err());
+    }
+}
