@@ -322,9 +322,24 @@ impl Backend {
         }
     }
 
-    /// Waits until the node has sent something (cancel-safe).
+    /// Waits until the node may have sent something (cancel-safe; the
+    /// readiness can be stale: follow with [`Backend::try_fill`]).
     pub async fn readable(&self) -> std::io::Result<()> {
         self.stream.readable().await
+    }
+
+    /// Reads what the node has sent, without waiting: `Ok(None)` when
+    /// there is nothing after all (readiness reported earlier data).
+    pub fn try_fill(&mut self) -> Result<Option<usize>, BackendError> {
+        if self.inbuf.capacity() - self.inbuf.len() < 4096 {
+            self.inbuf.reserve(16 * 1024);
+        }
+        match self.stream.try_read_buf(&mut self.inbuf) {
+            Ok(0) => Err(self.lost("closed the connection".into())),
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(self.lost(format!("read: {e}"))),
+        }
     }
 
     /// Writes `bytes` to the node.

@@ -4,10 +4,14 @@
 //! statements and cursors, recovery state, server files and settings
 //! views: a follower has its own, and none of the client's.
 //!
-//! `inet_server_addr()` and `inet_server_port()` are not on the list: they
-//! name the server that ran the statement, which is what a client of any
-//! load balancer asks them for (and how ryw's bench, and Pgpool-II's beside
-//! it, tell where a read ran). `/* ryw:leader */` asks the leader's.
+//! `inet_server_addr()`, `inet_server_port()` and `current_setting()` are
+//! not on the list: they answer for the server that ran the statement,
+//! which is what a client of any load balancer asks them for (and how
+//! ryw's bench, and Pgpool-II's beside it, tell where a read ran:
+//! `current_setting('transaction_read_only')` is `on` on a standby).
+//! `/* ryw:leader */` asks the leader's. `SHOW` of the settings that tell a
+//! standby from the primary ([`SETTINGS`]) goes to the leader: drivers ask
+//! that to find the writable server, and the proxy stands for it.
 
 /// Relations (views) whose rows are the serving node's own.
 pub const RELATIONS: &[&str] = &[
@@ -78,8 +82,8 @@ pub const FUNCTIONS: &[&str] = &[
 /// reads count its own reads.
 pub const STATISTICS: &[&str] = &["pg_stat_*", "pg_statio_*"];
 
-/// Settings whose value tells a standby from the primary, or one server
-/// from another: `SHOW` and `current_setting()` of these ask the leader.
+/// Settings whose value tells a standby from the primary: `SHOW` of these
+/// asks the leader.
 pub const SETTINGS: &[&str] = &[
     "transaction_read_only",
     "default_transaction_read_only",

@@ -6,8 +6,7 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
-    Query, SetExpr, Statement, TableFactor, Value, Visit, Visitor,
+    Expr, Ident, ObjectName, ObjectNamePart, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -132,28 +131,6 @@ fn folded(ident: &Ident) -> String {
     }
 }
 
-/// `current_setting('<a setting that tells one server from another>')`.
-fn asks_server_identity(f: &sqlparser::ast::Function) -> bool {
-    let is_current_setting = matches!(
-        f.name.0.last(),
-        Some(ObjectNamePart::Identifier(i)) if i.value.eq_ignore_ascii_case("current_setting")
-    );
-    if !is_current_setting {
-        return false;
-    }
-    let FunctionArguments::List(list) = &f.args else {
-        return true;
-    };
-    match list.args.first() {
-        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
-            Value::SingleQuotedString(name) => local::listed(local::SETTINGS, name),
-            _ => true,
-        },
-        // Not a constant: it could name any setting.
-        _ => true,
-    }
-}
-
 impl Visitor for ReadOnly {
     type Break = &'static str;
 
@@ -184,13 +161,7 @@ impl Visitor for ReadOnly {
 
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<Self::Break> {
         match e {
-            Expr::Function(f) => {
-                self.call(&f.name)?;
-                if asks_server_identity(f) {
-                    return ControlFlow::Break("server identity");
-                }
-                ControlFlow::Continue(())
-            }
+            Expr::Function(f) => self.call(&f.name),
             _ => ControlFlow::Continue(()),
         }
     }

@@ -55,14 +55,18 @@ impl Session {
             }
         };
         let Some(slot) = ready else { return Ok(()) };
+        // Never a blocking read here: the readiness may be left over from
+        // the last batch's replies, and the client must not wait on a node
+        // that has nothing to say.
         let fill = match self.backends[slot].as_mut() {
-            Some(b) => b.fill().await,
+            Some(b) => b.try_fill(),
             None => return Ok(()),
         };
-        if let Err(e) = fill {
-            return self.idle_backend_gone(client, slot, e.to_string()).await;
+        match fill {
+            Ok(Some(_)) => self.relay_unasked(client, slot).await,
+            Ok(None) => Ok(()),
+            Err(e) => self.idle_backend_gone(client, slot, e.to_string()).await,
         }
-        self.relay_unasked(client, slot).await
     }
 
     /// Relays the whole messages node `slot` sent while no batch was there.
