@@ -92,7 +92,12 @@ impl Session {
                 // connection says unasked (its own parameters, a notice of
                 // its own) is not the client's business.
                 b::NOTIFICATION_RESPONSE | b::NOTICE_RESPONSE | b::PARAMETER_STATUS => {
-                    if !follower {
+                    // A node going away warns before it closes (57P01,
+                    // 57P02: class 57, operator intervention): that node's
+                    // business; the client's session goes on elsewhere.
+                    let node_going = frame.tag == b::NOTICE_RESPONSE
+                        && protocol::error_fields(frame.body()).code.starts_with("57");
+                    if !follower && !node_going {
                         client.out.put_slice(&frame.raw);
                     }
                 }

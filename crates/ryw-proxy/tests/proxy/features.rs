@@ -45,7 +45,18 @@ async fn settings_prepared_statements_ryw_commands_and_hints_work_on_every_node(
         .await
         .unwrap();
     let mut served = std::collections::BTreeSet::new();
+    // A table created a moment ago is read on the leader until the proxy's
+    // catalog knows it (it reads the catalog again at once): read on until
+    // a follower serves one, for at most a few seconds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     for _ in 0..20 {
+        if served.iter().any(|n: &String| n.starts_with("follower")) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let r = c
             .query_one(
                 "SELECT name, current_setting('application_name'), inet_server_port() FROM things WHERE id = 1",
