@@ -85,12 +85,15 @@ pub struct RouterSample {
     pub store_ok: bool,
 }
 
-/// A histogram whose buckets were counted elsewhere (the router's atomics).
-struct BucketCounts {
-    sum: f64,
+/// A histogram whose buckets were counted elsewhere (the router's atomics,
+/// the proxy's pools).
+#[derive(Debug)]
+pub struct BucketCounts {
+    /// The sum of the observations.
+    pub sum: f64,
     /// `(upper bound, count in this bucket)`, not cumulative, the last one
     /// `+Inf`.
-    buckets: Vec<(f64, u64)>,
+    pub buckets: Vec<(f64, u64)>,
 }
 
 impl EncodeMetric for BucketCounts {

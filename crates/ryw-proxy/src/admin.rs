@@ -26,6 +26,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let mut registry = ryw_metrics::Registry::default();
     ryw_metrics::register_router(&mut registry, shared.router.clone());
     registry.register_collector(Box::new(SharedMetrics(shared.clone())));
+    registry.register_collector(Box::new(PoolMetrics(shared.clone())));
     (
         [(header::CONTENT_TYPE, ryw_metrics::CONTENT_TYPE)],
         ryw_metrics::encode(&registry),
@@ -43,6 +44,119 @@ impl prometheus_client::collector::Collector for SharedMetrics {
     ) -> Result<(), std::fmt::Error> {
         self.0.metrics.encode(encoder)
     }
+}
+
+/// The pools' figures, read at the scrape.
+#[derive(Debug)]
+struct PoolMetrics(Arc<Shared>);
+
+impl prometheus_client::collector::Collector for PoolMetrics {
+    fn encode(
+        &self,
+        encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        encode_pools(&self.0.pools.snapshot(), encoder)
+    }
+}
+
+/// Transaction pooling, per pool (node, role, database; the relay
+/// threads' pools summed): server connections in use and idle, clients
+/// waiting, and how long the ones that waited waited.
+fn encode_pools(
+    snapshots: &[crate::pool::PoolSnapshot],
+    mut encoder: prometheus_client::encoding::DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::encoding::EncodeMetric;
+    use prometheus_client::metrics::MetricType;
+    use prometheus_client::metrics::gauge::ConstGauge;
+    use std::collections::BTreeMap;
+
+    type Labels = (String, String, String);
+    #[derive(Default)]
+    struct Sum {
+        active: i64,
+        idle: i64,
+        waiting: i64,
+        count: u64,
+        sum_us: u64,
+        buckets: [u64; crate::pool::WAIT_BUCKETS_MS.len() + 1],
+    }
+    let mut pools: BTreeMap<Labels, Sum> = BTreeMap::new();
+    for p in snapshots {
+        let e = pools
+            .entry((
+                p.node.to_string(),
+                p.key.user.to_string(),
+                p.key.database.to_string(),
+            ))
+            .or_default();
+        e.active += (p.open - p.idle) as i64;
+        e.idle += p.idle as i64;
+        e.waiting += p.waiting as i64;
+        e.count += p.waits.count;
+        e.sum_us += p.waits.sum_us;
+        for (a, b) in e.buckets.iter_mut().zip(p.waits.buckets) {
+            *a += b;
+        }
+    }
+    let labels = |(node, user, database): &Labels| {
+        [
+            ("node", node.clone()),
+            ("user", user.clone()),
+            ("database", database.clone()),
+        ]
+    };
+    {
+        let mut family = encoder.encode_descriptor(
+            "ryw_proxy_pool_server_connections",
+            "transaction pooling: server connections by pool and state (active: lent to a client)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (key, sum) in &pools {
+            for (state, n) in [("active", sum.active), ("idle", sum.idle)] {
+                let [a, b, c] = labels(key);
+                let l = [a, b, c, ("state", state.to_owned())];
+                ConstGauge::new(n).encode(family.encode_family(&l)?)?;
+            }
+        }
+    }
+    {
+        let mut family = encoder.encode_descriptor(
+            "ryw_proxy_pool_clients_waiting",
+            "transaction pooling: clients waiting for a server connection now",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (key, sum) in &pools {
+            ConstGauge::new(sum.waiting).encode(family.encode_family(&labels(key))?)?;
+        }
+    }
+    {
+        let mut family = encoder.encode_descriptor(
+            "ryw_proxy_pool_wait_seconds",
+            "transaction pooling: how long clients that found every server connection busy waited",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (key, sum) in &pools {
+            let mut buckets: Vec<(f64, u64)> = crate::pool::WAIT_BUCKETS_MS
+                .iter()
+                .zip(sum.buckets)
+                .map(|(ms, n)| (*ms as f64 / 1000.0, n))
+                .collect();
+            buckets.push((
+                f64::INFINITY,
+                sum.buckets[crate::pool::WAIT_BUCKETS_MS.len()],
+            ));
+            ryw_metrics::BucketCounts {
+                sum: sum.sum_us as f64 / 1e6,
+                buckets,
+            }
+            .encode(family.encode_family(&labels(key))?)?;
+        }
+    }
+    Ok(())
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

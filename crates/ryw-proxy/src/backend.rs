@@ -52,6 +52,15 @@ pub enum BackendError {
         /// The node's error.
         fields: ErrorFields,
     },
+    /// Every pooled connection to the node was busy for the whole wait
+    /// (`--pool-size`, `--pool-timeout`).
+    #[error("{why}")]
+    Busy {
+        /// The node's name.
+        node: Arc<str>,
+        /// Which limit, and how long it waited.
+        why: String,
+    },
     /// The follower restarted since the router last saw it, or the router
     /// knows no position for it (rule 2): not usable for reads now.
     #[error("{node}: not the incarnation the router knows")]
@@ -94,6 +103,20 @@ pub struct Backend {
     /// Drop the rest of the large message instead of relaying it (one of
     /// the proxy's own statements answered it).
     pub discard: bool,
+    /// When it was opened (`--server-lifetime`).
+    pub created: std::time::Instant,
+    /// A follower's postmaster start time when it was opened (rule 2: a
+    /// pooled connection to a follower that restarted since is not used).
+    pub incarnation: Option<i64>,
+    /// Transaction pooling: the clients' statements it holds, by their
+    /// proxy name (`ryw_<hash>`), with the name each has here (the same, or
+    /// `ryw_<hash>_<n>` when a client prepared it again), and when each was
+    /// last used (the least recently used are closed past a bound).
+    pub pooled: HashMap<Arc<str>, (Arc<str>, u64)>,
+    /// Names to close before the next batch (replaced by a newer copy).
+    pub stale: Vec<Arc<str>>,
+    /// Counts uses and copies, for the two above.
+    pub tick: u64,
 }
 
 /// A message from a node at least this big is relayed to the client in
@@ -121,6 +144,18 @@ pub struct Connect<'a> {
 const START_TIME: &str = "SELECT (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8";
 
 impl Backend {
+    /// A statement the proxy prepared here is not here after all (its
+    /// `Parse` failed or never ran): `""` the unnamed one, else a client's
+    /// name (session pooling) or the proxy's (transaction pooling).
+    pub fn forget_statement(&mut self, name: &str) {
+        if name.is_empty() {
+            self.unnamed = None;
+        } else {
+            self.prepared.remove(name);
+            self.pooled.remove(name);
+        }
+    }
+
     /// Opens, authenticates and waits until the node is ready. With
     /// `incarnation` (a follower), also checks that the server's postmaster
     /// start time is that one (rule 2).
@@ -151,6 +186,11 @@ impl Backend {
                 settings: Vec::new(),
                 passthrough: 0,
                 discard: false,
+                created: std::time::Instant::now(),
+                incarnation,
+                pooled: HashMap::new(),
+                stale: Vec::new(),
+                tick: 0,
             };
             b.startup(&c).await?;
             if let Some(expected) = incarnation {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use ryw_router::{NodeUrls, RouterConfig, TokenKey};
 
+pub use crate::pool::PoolMode;
+
 /// Where the proxy listens, which nodes it routes to, and how.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
@@ -53,6 +55,21 @@ pub struct ProxyConfig {
     /// Where the admin endpoint (`/metrics`, `/readyz`) listens; `None`:
     /// no admin endpoint.
     pub admin_listen: Option<SocketAddr>,
+    /// `session`: each client has its own connections to the nodes;
+    /// `transaction`: clients share pooled ones (see `pool.rs`).
+    pub pool_mode: PoolMode,
+    /// In transaction mode, server connections per node and per (role,
+    /// database): PgBouncer's `default_pool_size`.
+    pub pool_size: usize,
+    /// In transaction mode, longest a client waits for a free connection
+    /// before SQLSTATE 53300.
+    pub pool_timeout: Duration,
+    /// A pooled connection idle this long is closed
+    /// (`server_idle_timeout`).
+    pub server_idle_timeout: Duration,
+    /// A pooled connection open this long is closed when it comes back
+    /// (`server_lifetime`).
+    pub server_lifetime: Duration,
     /// Relay threads. 0 or 1: every client on the runtime that runs
     /// [`crate::Proxy::run_until_stopped`]. N > 1: N - 1 more threads, each
     /// a single-threaded runtime of its own, and new clients handed to
@@ -78,6 +95,11 @@ impl ProxyConfig {
             max_pending_logins: 1024,
             login_timeout: Duration::from_secs(10),
             client_memory_limit: 16 << 20,
+            pool_mode: PoolMode::Session,
+            pool_size: 20,
+            pool_timeout: Duration::from_secs(5),
+            server_idle_timeout: Duration::from_secs(600),
+            server_lifetime: Duration::from_secs(3600),
             admin_listen: None,
             threads: 0,
         }

@@ -21,6 +21,7 @@
 //! | `config.rs` | [`ProxyConfig`] |
 //! | `server.rs` | [`Proxy`]: build, bind, accept and hand each client to a relay thread; what client tasks share (router, node addresses, cancel keys) |
 //! | `session/` | one client: the relay loop (`mod.rs`), startup and authentication (`startup.rs`), planning and sending a batch (`batch.rs`), the nodes' replies and retries (`replies.rs`), `ryw.*` commands (`commands.rs`) |
+//! | `pool.rs` | server connections pooled per node and (role, database) for `--pool-mode transaction` |
 //! | `backend.rs` | a connection to one node on a client's behalf (startup, authentication, rule 2 check) |
 //! | `protocol.rs` | framing with a size cap, the few decoders and encoders routing needs |
 //! | `classify/` | statement classification: read, leader, session effects, `ryw.*` commands, node-local state, the per-connection cache |
@@ -40,11 +41,12 @@ pub mod classify;
 mod config;
 mod error;
 mod metrics;
+mod pool;
 pub mod protocol;
 mod server;
 mod session;
 
-pub use config::ProxyConfig;
+pub use config::{PoolMode, ProxyConfig};
 pub use error::ProxyError;
 pub use server::Proxy;
 pub use session::LOST_WRITE_SQLSTATE;

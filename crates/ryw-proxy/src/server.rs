@@ -68,6 +68,11 @@ pub(crate) struct Shared {
     params: Mutex<HashMap<ParamsKey, (Instant, ServerParams)>>,
     /// Which functions may run on a follower, per database.
     pub catalog: Catalog,
+    /// Pooled server connections (transaction mode).
+    pub pools: crate::pool::Pools,
+    /// Versions of clients' prepared statements, unique in the process (a
+    /// pooled connection holds statements of many clients).
+    pub next_version: AtomicU64,
     pub metrics: ProxyMetrics,
 }
 
@@ -302,6 +307,14 @@ impl Proxy {
                 .collect(),
         );
         let catalog = Catalog::new(cfg.nodes.leader.clone());
+        // Each relay thread pools its own sockets: the size shared out.
+        let pool_share = (cfg.pool_size / cfg.threads.max(1)).max(1);
+        let cfg_pool = (
+            cfg.pool_timeout,
+            cfg.server_idle_timeout,
+            cfg.server_lifetime,
+        );
+        let (pool_total, pool_threads) = (cfg.pool_size, cfg.threads.max(1));
         // The router's own database: known before the first client.
         if let Ok(pg) = cfg.nodes.leader.parse::<tokio_postgres::Config>()
             && let Some(db) = pg.get_dbname()
@@ -324,6 +337,15 @@ impl Proxy {
                 next_login: AtomicU64::new(0),
                 params: Mutex::new(HashMap::new()),
                 catalog,
+                pools: crate::pool::Pools::new(crate::pool::PoolLimits {
+                    size: pool_share,
+                    total: pool_total,
+                    threads: pool_threads,
+                    timeout: cfg_pool.0,
+                    idle_timeout: cfg_pool.1,
+                    lifetime: cfg_pool.2,
+                }),
+                next_version: AtomicU64::new(1),
             }),
             listener,
             addr,
@@ -374,6 +396,16 @@ impl Proxy {
                 return Err(ProxyError::Config(format!("starting relay threads: {e}")));
             }
         };
+        let sweeper = {
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    shared.pools.sweep();
+                }
+            })
+        };
         let reload = self.shared.cfg.auth_file.clone().map(|path| {
             let shared = self.shared.clone();
             tokio::spawn(reload_auth_on_sighup(shared, path))
@@ -392,15 +424,16 @@ impl Proxy {
                         turn = (turn + 1) % (workers.handles.len() + 1);
                         match turn.checked_sub(1).map(|i| &workers.handles[i]) {
                             None => {
-                                clients.spawn(crate::session::serve(shared, stream, peer, login));
+                                clients.spawn(crate::session::serve(shared, stream, peer, login, 0));
                             }
                             Some(handle) => match stream.into_std() {
+                                // Relay thread `turn` (the caller's runtime is 0).
                                 // Registered again with that thread's own I/O driver.
                                 Ok(std) => {
                                     clients.spawn_on(
                                         async move {
                                             match TcpStream::from_std(std) {
-                                                Ok(s) => crate::session::serve(shared, s, peer, login).await,
+                                                Ok(s) => crate::session::serve(shared, s, peer, login, turn).await,
                                                 Err(e) => tracing::warn!(error = %e, "a client could not be handed to a relay thread"),
                                             }
                                         },
@@ -423,6 +456,7 @@ impl Proxy {
         if let Some(r) = reload {
             r.abort();
         }
+        sweeper.abort();
         clients.shutdown().await;
         workers.stop().await;
         let _ = admin_stop.send(());

@@ -406,9 +406,6 @@ pub struct RoutingArgs {
     /// How often the tracker polls every node.
     #[arg(long, env = "RYW_POLL_INTERVAL", default_value_t = Dur(router_default().poll_interval))]
     pub poll_interval: Dur,
-    /// Connections in the leader's write pool.
-    #[arg(long, env = "RYW_POOL_SIZE", default_value_t = router_default().pool_size)]
-    pub pool_size: usize,
     /// Shared, pipelining read connections per node.
     #[arg(long, env = "RYW_READ_CONNECTIONS", default_value_t = router_default().read_connections)]
     pub read_connections: usize,
@@ -448,6 +445,9 @@ pub struct ServeArgs {
     pub routing: RoutingArgs,
     #[command(flatten)]
     pub token: TokenArgs,
+    /// Connections in the leader's write pool.
+    #[arg(long, env = "RYW_POOL_SIZE", default_value_t = router_default().pool_size)]
+    pub pool_size: usize,
     /// Accept `X-Read-Strategy` per request (dashboard, bench).
     #[arg(long, env = "RYW_ALLOW_STRATEGY_HEADER")]
     pub allow_strategy_header: bool,
@@ -533,6 +533,27 @@ pub struct ProxyArgs {
     /// and PostgreSQL (docs/results.md); give more where cores are spare.
     #[arg(long, env = "RYW_PROXY_THREADS", default_value_t = 1)]
     pub threads: usize,
+    /// How clients hold server connections: `session` (each client its
+    /// own, for as long as it stays) or `transaction` (pooled: one for a
+    /// transaction, or a statement outside one; PgBouncer's pool modes).
+    #[arg(long, env = "RYW_PROXY_POOL_MODE", default_value = "session")]
+    pub pool_mode: ryw_proxy::PoolMode,
+    /// Transaction pooling: most server connections per node, per role and
+    /// database (PgBouncer's default_pool_size), shared by the relay
+    /// threads.
+    #[arg(long, env = "RYW_PROXY_POOL_SIZE", default_value_t = 20)]
+    pub pool_size: usize,
+    /// Transaction pooling: longest a client waits for a server connection
+    /// when all are busy (then SQLSTATE 53300 naming the limit).
+    #[arg(long, env = "RYW_PROXY_POOL_TIMEOUT", default_value = "5s")]
+    pub pool_timeout: Dur,
+    /// Transaction pooling: a server connection idle this long is closed.
+    #[arg(long, env = "RYW_PROXY_SERVER_IDLE_TIMEOUT", default_value = "600s")]
+    pub server_idle_timeout: Dur,
+    /// Transaction pooling: a server connection open this long is closed
+    /// when it is next given back.
+    #[arg(long, env = "RYW_PROXY_SERVER_LIFETIME", default_value = "3600s")]
+    pub server_lifetime: Dur,
 }
 
 #[derive(Debug, Args)]

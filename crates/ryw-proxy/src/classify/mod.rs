@@ -258,6 +258,21 @@ pub fn prepared_effects(sql: &str) -> Vec<PreparedEffect> {
     scan::prepared_effects(sql)
 }
 
+/// What a text drops when it is nothing but `DEALLOCATE`s (`None` when
+/// it has another statement, or none).
+pub fn deallocations(sql: &str) -> Option<Vec<PreparedEffect>> {
+    if !sql
+        .trim_start()
+        .get(..10)?
+        .eq_ignore_ascii_case("deallocate")
+    {
+        return None;
+    }
+    let n = scan::only_deallocations(sql)?;
+    let effects = scan::prepared_effects(sql);
+    (effects.len() == n).then_some(effects)
+}
+
 /// The prepared statement names a text's SQL `PREPARE`, `EXECUTE` and
 /// `DEALLOCATE` use: they share one namespace with the protocol's named
 /// statements, which the proxy may have prepared on another node.

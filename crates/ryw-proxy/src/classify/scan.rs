@@ -699,6 +699,16 @@ pub(super) fn prepared_effects(src: &str) -> Vec<super::PreparedEffect> {
     out
 }
 
+/// How many statements a text has if every one is a `DEALLOCATE`.
+pub(super) fn only_deallocations(src: &str) -> Option<usize> {
+    let (mut all, mut n) = (true, 0);
+    each_statement(src, |stmt, _| {
+        n += 1;
+        all &= stmt.kw(src, 0, "deallocate");
+    });
+    (all && n > 0).then_some(n)
+}
+
 /// The prepared statement names a text's SQL `PREPARE name`, `EXECUTE
 /// name` and `DEALLOCATE [PREPARE] name` statements use (as PostgreSQL folds
 /// them): they share one namespace with the protocol's named statements.

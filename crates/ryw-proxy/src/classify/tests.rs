@@ -1003,3 +1003,20 @@ fn drops_of_prepared_statements_are_found() {
         ]
     );
 }
+
+#[test]
+fn only_whole_deallocate_texts_are_deallocations() {
+    use super::{PreparedEffect as P, deallocations};
+    assert_eq!(
+        deallocations("DEALLOCATE _pg3_1"),
+        Some(vec![P::Deallocate("_pg3_1".into())])
+    );
+    assert_eq!(
+        deallocations("deallocate prepare \"A\"; DEALLOCATE ALL"),
+        Some(vec![P::Deallocate("A".into()), P::DeallocateAll])
+    );
+    assert_eq!(deallocations("DEALLOCATE x; SELECT 1"), None);
+    assert_eq!(deallocations("DEALLOCATE"), None);
+    assert_eq!(deallocations("SELECT 1"), None);
+    assert_eq!(deallocations("DISCARD ALL"), None);
+}

@@ -3,6 +3,8 @@
 //! the node needs before it (settings, prepared statements) and after it
 //! (the position statement).
 
+use std::sync::atomic::Ordering;
+
 use super::*;
 
 impl Session {
@@ -181,6 +183,12 @@ impl Session {
         if plan.close_only && synced && self.closes_known(&frames) {
             return self.answer_close(client, &frames).await;
         }
+        if plan.drops_prepared
+            && self.statements.pooled()
+            && let Some(effects) = self.local_deallocations(&frames)
+        {
+            return self.answer_deallocate(client, &effects).await;
+        }
         let mut route = match plan.route {
             _ if self.status != b'I' => Route::Leader,
             Some(r) => r,
@@ -311,7 +319,12 @@ impl Session {
             // A simple query drops the unnamed statement.
             self.backends[slot].as_mut().expect("opened").unnamed = None;
         }
-        let (statements, injected) = self.inject_statements(node, &frames, &mut out);
+        let pooled = self.statements.pooled();
+        let (statements, injected) = if pooled {
+            self.inject_pooled(node, &frames, &mut out)
+        } else {
+            self.inject_statements(node, &frames, &mut out)
+        };
         // Before a simple query, the statements prepared for it end with a
         // Sync of their own: were one to fail, the server would skip what
         // follows up to a Sync, the client's Query included.
@@ -322,9 +335,14 @@ impl Session {
         if sync {
             frontend::sync(&mut out);
         }
-        for frame in &frames {
-            put_frame(&mut out, frame);
-        }
+        let pooled_parses = if pooled {
+            self.write_pooled(node, &frames, &mut out)
+        } else {
+            for frame in &frames {
+                put_frame(&mut out, frame);
+            }
+            Vec::new()
+        };
         let undo = self.note_statements(&frames, node);
         if position {
             simple_query(&mut out, POSITION_SQL);
@@ -371,6 +389,7 @@ impl Session {
             status_before: self.status,
             undo,
             injected,
+            pooled: pooled_parses,
             proxy_sync: false,
         }));
         let sent = self.backend(node).send(&out).await;
@@ -498,15 +517,21 @@ impl Session {
             && f.read.as_ref().is_some_and(|r| r.wants_position(named));
         f.position = position;
         let mut out = BytesMut::new();
-        for frame in &frames {
-            put_frame(&mut out, frame);
-        }
+        let pooled = if self.statements.pooled() {
+            self.write_pooled(node, &frames, &mut out)
+        } else {
+            for frame in &frames {
+                put_frame(&mut out, frame);
+            }
+            Vec::new()
+        };
         if position {
             simple_query(&mut out, POSITION_SQL);
         }
         let undo = self.note_statements(&frames, node);
         if let Phase::Flying(f) = &mut self.phase {
             f.undo.extend(undo);
+            f.pooled.extend(pooled);
         }
         if position {
             self.backend(node).unnamed = None;
@@ -653,6 +678,29 @@ impl Session {
         (swallow, injected)
     }
 
+    /// Transaction pooling: a simple query of nothing but `DEALLOCATE`s of
+    /// the client's protocol statements (or `ALL`, when no connection holds
+    /// SQL-prepared ones of the client's) is the proxy's to answer: on a
+    /// pooled connection those statements have the proxy's names, and are
+    /// shared.
+    fn local_deallocations(
+        &self,
+        frames: &[Frame],
+    ) -> Option<Vec<crate::classify::PreparedEffect>> {
+        use crate::classify::PreparedEffect;
+        let [frame] = frames else { return None };
+        let Ok(Client::Query(sql)) = protocol::parse_client(frame) else {
+            return None;
+        };
+        let effects = crate::classify::deallocations(sql)?;
+        let ours = effects.iter().all(|e| match e {
+            PreparedEffect::Deallocate(name) => self.statements.get(name).is_some(),
+            PreparedEffect::DeallocateAll => !self.pins.holds,
+            PreparedEffect::DiscardAll => false,
+        });
+        ours.then_some(effects)
+    }
+
     /// Whether every statement a close-only batch closes is one of the
     /// client's protocol statements the proxy knows (then it answers the
     /// batch itself). A `Close` of another name (a statement made with SQL
@@ -692,11 +740,15 @@ impl Session {
                         registry,
                         node: held,
                     });
-                    let version = self.statements.insert(name, frame.raw.clone(), class);
+                    let version = self.shared.next_version.fetch_add(1, Ordering::Relaxed);
+                    self.statements
+                        .insert(name, frame.raw.clone(), class, version);
                     let backend = self.backends[slot].as_mut().expect("open");
                     if name.is_empty() {
                         backend.unnamed = Some(version);
-                    } else {
+                    } else if !self.statements.pooled() {
+                        // Pooled connections hold it under the proxy's
+                        // name (see `pooled`).
                         backend.prepared.insert(name.to_owned(), version);
                     }
                 }

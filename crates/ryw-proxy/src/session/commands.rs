@@ -43,6 +43,39 @@ impl Session {
         client.flush().await
     }
 
+    /// Answers a simple query of `DEALLOCATE`s here (transaction pooling;
+    /// see `local_deallocations`), as the server would.
+    pub(super) async fn answer_deallocate(
+        &mut self,
+        client: &mut ClientConn,
+        effects: &[crate::classify::PreparedEffect],
+    ) -> Result<(), Closing> {
+        use crate::classify::PreparedEffect;
+        if self.status == b'E' {
+            protocol::error(
+                &mut client.out,
+                "ERROR",
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            );
+        } else {
+            for effect in effects {
+                match effect {
+                    PreparedEffect::Deallocate(name) => {
+                        self.statements.remove(name);
+                        protocol::complete(&mut client.out, "DEALLOCATE");
+                    }
+                    _ => {
+                        self.statements.remove_named();
+                        protocol::complete(&mut client.out, "DEALLOCATE ALL");
+                    }
+                }
+            }
+        }
+        protocol::ready(&mut client.out, self.status);
+        client.flush().await
+    }
+
     /// Answers a batch of `ryw.*` commands here, as a server would answer
     /// the same messages.
     pub(super) async fn answer_ryw(
@@ -91,7 +124,12 @@ impl Session {
                 Client::Parse { name, query } => {
                     let class = self.class_of(query);
                     parsed.push((name.to_owned(), class.clone()));
-                    self.statements.insert(name, frame.raw.clone(), class);
+                    let version = self
+                        .shared
+                        .next_version
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.statements
+                        .insert(name, frame.raw.clone(), class, version);
                     protocol::bare(&mut client.out, tag::backend::PARSE_COMPLETE);
                 }
                 Client::Bind { portal, statement } => {

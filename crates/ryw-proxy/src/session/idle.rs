@@ -122,7 +122,7 @@ impl Session {
         why: String,
     ) -> Result<(), Closing> {
         let name = self.shared.addr(slot).name.clone();
-        self.backends[slot] = None;
+        self.drop_backend(slot);
         let lived_there = slot == self.leader_slot && (self.pins.pinned || self.status != b'I');
         if lived_there {
             let message = format!(

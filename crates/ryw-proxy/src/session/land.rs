@@ -37,6 +37,8 @@ impl Session {
         if !ok {
             let undo = std::mem::take(&mut f.undo);
             self.take_back(f.node, undo, f.outcome.parsed, f.outcome.closed);
+            let pooled = std::mem::take(&mut f.pooled);
+            self.take_back_pooled(f.node, pooled, f.outcome.parsed);
         }
         // What may have committed: a COMMIT, or anything that left the
         // session idle but a plain ROLLBACK. Even a batch that failed
@@ -76,6 +78,7 @@ impl Session {
         if f.node == Node::Leader {
             if ok && f.plan.pins {
                 self.pins.pinned = true;
+                self.pins.holds = true;
                 self.pins.lasting |= self.pins_last(&f.frames);
             }
             if ok && f.plan.statistics {
@@ -90,6 +93,7 @@ impl Session {
         }
         self.end_ryw_transaction(&f.outcome, status);
         self.status = status;
+        self.release();
         if f.proxy_sync {
             return client.flush().await;
         }

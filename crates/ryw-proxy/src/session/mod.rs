@@ -70,6 +70,7 @@ use tokio::sync::watch;
 
 use crate::backend::{Backend, BackendError, Connect, Node};
 use crate::classify::{Class, ClassCache, Effect, Route, RywCommand};
+use crate::pool::PoolMode;
 use crate::protocol::{self, Client, Frame, ProtocolError, Startup, tag};
 use crate::server::{CancelTarget, Running, Shared};
 
@@ -77,6 +78,7 @@ mod batch;
 mod commands;
 mod idle;
 mod land;
+mod pooled;
 mod replies;
 mod settings;
 mod startup;
@@ -126,6 +128,7 @@ pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     mut login: crate::server::Login,
+    thread: usize,
 ) {
     let (rd, wr) = stream.into_split();
     let mut client = ClientConn {
@@ -137,7 +140,7 @@ pub(crate) async fn serve(
     };
     let timeout = shared.cfg.login_timeout;
     let outcome = tokio::select! {
-        r = tokio::time::timeout(timeout, startup(&shared, &mut client, peer)) => match r {
+        r = tokio::time::timeout(timeout, startup(&shared, &mut client, peer, thread)) => match r {
             Ok(r) => r,
             Err(_) => {
                 shared.metrics.count(crate::metrics::Event::LoginTimeout);
@@ -169,6 +172,7 @@ pub(crate) async fn serve(
             shared.metrics.client(true);
             let why = session.run(&mut client).await;
             session.abandon().await;
+            session.give_back();
             shared.unregister(session.pid);
             shared.metrics.client(false);
             if let Closing::Fatal(why) = why {
@@ -304,6 +308,9 @@ struct Flight {
     /// The client's statements the preamble prepared on the node: not
     /// there after all if the preamble failed.
     injected: Vec<String>,
+    /// Transaction pooling: what the batch's `Parse`s did to the pooled
+    /// connection (taken back for those the server never ran).
+    pooled: Vec<pooled::PooledParse>,
     /// The batch was ended by a `Sync` of the proxy's (the client sent a
     /// `Flush`, then something for another node): its `ReadyForQuery` is
     /// not the client's.
@@ -441,12 +448,18 @@ struct Pins {
     /// Something ran on the leader since the last check that may have
     /// dropped the state: ask the leader before the next read.
     check_due: bool,
+    /// The state lives on the leader connection the client has (not the
+    /// leader's statistics, which any connection there reads): under
+    /// transaction pooling the client keeps that connection.
+    holds: bool,
 }
 
 /// One client's session.
 struct Session {
     shared: Arc<Shared>,
     peer: SocketAddr,
+    /// The relay thread it runs on (its pools are that thread's).
+    thread: usize,
     pid: i32,
     cancel: CancelTarget,
     id: Identity,
@@ -558,7 +571,7 @@ impl Session {
                 to = %self.shared.addr(now).name,
                 "the leader moved; this session follows it"
             );
-            self.backends[self.leader_slot] = None;
+            self.drop_backend(self.leader_slot);
             self.leader_slot = now;
             // Its session state died with it.
             self.pins = Pins::default();
@@ -592,19 +605,102 @@ impl Session {
                 None => return Err(BackendError::Incarnation { node: addr.name }),
             },
         };
-        let backend = Backend::connect(
-            Connect {
-                name: &addr.name,
-                addr: addr.addr,
-                params: &self.id.params,
-                password: self.id.password.as_deref(),
-                timeout: self.shared.cfg.connect_timeout,
-            },
-            incarnation,
-        )
-        .await?;
+        let connect = || {
+            Backend::connect(
+                Connect {
+                    name: &addr.name,
+                    addr: addr.addr,
+                    params: &self.id.params,
+                    password: self.id.password.as_deref(),
+                    timeout: self.shared.cfg.connect_timeout,
+                },
+                incarnation,
+            )
+        };
+        let backend =
+            match self.shared.cfg.pool_mode {
+                PoolMode::Session => connect().await?,
+                PoolMode::Transaction => {
+                    let key = self.pool_key(slot);
+                    let name = self.node_name(node);
+                    loop {
+                        let b =
+                            self.shared.pools.get(&key, &name, connect).await.map_err(
+                                |e| match e {
+                                    crate::pool::PoolError::Backend(e) => e,
+                                    busy => BackendError::Busy {
+                                        node: addr.name.clone(),
+                                        why: busy.to_string(),
+                                    },
+                                },
+                            )?;
+                        // Rule 2: a pooled connection to a follower that has
+                        // restarted since it was opened is not used.
+                        if b.incarnation == incarnation {
+                            break b;
+                        }
+                        drop(b);
+                        self.shared.pools.closed(&key);
+                    }
+                }
+            };
         self.backends[slot] = Some(backend);
         Ok(())
+    }
+
+    /// The pool of node `slot` for this client's role and database.
+    fn pool_key(&self, slot: usize) -> crate::pool::PoolKey {
+        crate::pool::PoolKey {
+            slot,
+            user: self.id.user.clone(),
+            database: self.id.database.clone(),
+            thread: self.thread,
+        }
+    }
+
+    /// Transaction pooling: between transactions the client holds no
+    /// server connection (unless session state pins it to the leader's).
+    /// A connection goes back clean (nothing unread, idle); otherwise it is
+    /// closed.
+    fn release(&mut self) {
+        if self.shared.cfg.pool_mode != PoolMode::Transaction
+            || self.status != b'I'
+            || self.pins.holds
+            || !matches!(self.phase, Phase::Idle)
+        {
+            return;
+        }
+        self.give_back();
+    }
+
+    /// Closes the connection of `slot` (broken, or not to be trusted):
+    /// under transaction pooling its pool may open another.
+    fn drop_backend(&mut self, slot: usize) {
+        if self.backends[slot].take().is_some()
+            && self.shared.cfg.pool_mode == PoolMode::Transaction
+        {
+            self.shared.pools.closed(&self.pool_key(slot));
+        }
+    }
+
+    /// Gives every held connection back to its pool (or closes it).
+    fn give_back(&mut self) {
+        if self.shared.cfg.pool_mode != PoolMode::Transaction {
+            return;
+        }
+        let clean = self.status == b'I' && !self.pins.holds && matches!(self.phase, Phase::Idle);
+        for slot in 0..self.backends.len() {
+            let Some(b) = self.backends[slot].take() else {
+                continue;
+            };
+            let key = self.pool_key(slot);
+            if clean && b.inbuf.is_empty() && b.passthrough == 0 {
+                self.shared.pools.put(&key, b);
+            } else {
+                drop(b);
+                self.shared.pools.closed(&key);
+            }
+        }
     }
 
     /// The classification of a statement text, cached per connection (a

@@ -198,11 +198,7 @@ impl Session {
                             };
                             if let Some(b) = self.backends[slot].as_mut() {
                                 for name in f.injected.drain(..) {
-                                    if name.is_empty() {
-                                        b.unnamed = None;
-                                    } else {
-                                        b.prepared.remove(&name);
-                                    }
+                                    b.forget_statement(&name);
                                 }
                             }
                         }
@@ -216,11 +212,7 @@ impl Session {
                             };
                             if let Some(b) = self.backends[slot].as_mut() {
                                 for name in f.injected.drain(..) {
-                                    if name.is_empty() {
-                                        b.unnamed = None;
-                                    } else {
-                                        b.prepared.remove(&name);
-                                    }
+                                    b.forget_statement(&name);
                                 }
                             }
                             if f.read.is_some() && node != Node::Leader {
@@ -372,7 +364,7 @@ impl Session {
             // Its preamble failed there: what the proxy thinks that node
             // holds is not sure any more; a new connection next time.
             let slot = self.slot(f.node);
-            self.backends[slot] = None;
+            self.drop_backend(slot);
         }
         let Flight {
             frames,
@@ -399,7 +391,7 @@ impl Session {
         };
         self.running(Running::Idle);
         let slot = self.slot(f.node);
-        self.backends[slot] = None;
+        self.drop_backend(slot);
         if f.node == Node::Leader {
             // The session's state there is gone with it.
             self.pins = Pins::default();
@@ -467,6 +459,7 @@ impl Session {
     ) -> Result<(), Closing> {
         let (code, message) = match &e {
             BackendError::Refused { fields, .. } => (fields.code.clone(), fields.message.clone()),
+            BackendError::Busy { why, .. } => ("53300".to_owned(), why.clone()),
             BackendError::Unreachable { node, .. } if &**node == ryw_router::LEADER_NAME => (
                 "57P03".to_owned(),
                 format!("the leader is unavailable: {e}"),

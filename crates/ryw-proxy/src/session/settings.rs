@@ -5,8 +5,8 @@
 //! `DISCARD ALL` drop what they undo, so the list holds each setting once
 //! and never grows past the settings a client uses.
 //!
-//! A node's connection remembers which of these it has applied (the same
-//! `Arc`s): while that is a prefix of the list, the rest is sent before the
+//! A node's connection remembers which of these it has applied: while
+//! that is a prefix of the list (by text), the rest is sent before the
 //! client's next batch there; otherwise the node's session is reset first
 //! (`SET SESSION AUTHORIZATION DEFAULT`, `RESET ALL`: back to the startup
 //! values, as `RESET` means) and the whole list replayed.
@@ -148,11 +148,13 @@ impl Settings {
     /// client is (simple queries), updates `applied`, and returns how many
     /// queries it wrote (each answers with a `ReadyForQuery`).
     pub fn replay(&self, applied: &mut Vec<Arc<str>>, out: &mut BytesMut) -> usize {
+        // By text: a pooled connection set up by another client with the
+        // same settings needs nothing.
         let prefix = applied.len() <= self.sqls.len()
             && applied
                 .iter()
                 .zip(&self.sqls)
-                .all(|(a, b)| Arc::ptr_eq(a, b));
+                .all(|(a, b)| Arc::ptr_eq(a, b) || **a == **b);
         let mut n = 0;
         let from = if prefix {
             applied.len()

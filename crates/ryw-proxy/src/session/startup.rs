@@ -73,10 +73,49 @@ pub(super) fn split_options(options: &str) -> (Vec<(String, String)>, String) {
     (ryw, keep.join(" "))
 }
 
+/// `-c name=value` and `--name=value` of a startup `options` value (what is
+/// left once the `ryw.*` ones are out), as settings.
+fn option_settings(options: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut words = options.split_whitespace().peekable();
+    while let Some(w) = words.next() {
+        let setting = if w == "-c" {
+            words.next()
+        } else {
+            w.strip_prefix("--").or_else(|| w.strip_prefix("-c"))
+        };
+        if let Some((k, v)) = setting.and_then(|s| s.split_once('=')) {
+            out.push((k.replace('-', "_"), v.to_owned()));
+        }
+    }
+    out
+}
+
+/// A setting's name as SQL: quoted unless a plain lower-case word (dotted
+/// names part by part).
+fn quote_ident(name: &str) -> String {
+    name.split('.')
+        .map(|part| {
+            let plain = !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && !part.starts_with(|c: char| c.is_ascii_digit());
+            if plain {
+                part.to_owned()
+            } else {
+                format!("\"{}\"", part.replace('"', "\"\""))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 pub(super) async fn startup(
     shared: &Arc<Shared>,
     client: &mut ClientConn,
     peer: SocketAddr,
+    thread: usize,
 ) -> Result<Session, Closing> {
     let (version, mut params) = loop {
         let packet = read_startup_packet(client).await?;
@@ -188,9 +227,28 @@ pub(super) async fn startup(
     };
     let cancel = Arc::new(std::sync::Mutex::new(crate::server::Running::Idle));
     let (pid, key) = shared.register(cancel.clone());
+    // Transaction pooling: connections are shared by role and database, so
+    // what else the client's startup asks for becomes settings of its own,
+    // replayed on whichever connection it gets (as PgBouncer's
+    // track_extra_parameters, for every parameter).
+    let mut startup_settings = Vec::new();
+    if shared.cfg.pool_mode == crate::pool::PoolMode::Transaction {
+        params.retain(|(k, v)| {
+            if k == "user" || k == "database" {
+                return true;
+            }
+            if k == "options" {
+                startup_settings.extend(option_settings(v));
+            } else {
+                startup_settings.push((k.clone(), v.clone()));
+            }
+            false
+        });
+    }
     let mut session = Session {
         shared: shared.clone(),
         peer,
+        thread,
         pid,
         cancel,
         id: Identity {
@@ -206,7 +264,7 @@ pub(super) async fn startup(
         ryw_txn: None,
         positions: Positions::default(),
         served_by: Arc::from("none"),
-        statements: Statements::default(),
+        statements: Statements::new(shared.cfg.pool_mode == crate::pool::PoolMode::Transaction),
         settings: Settings::default(),
         pins: Pins::default(),
         classes: ClassCache::new(),
@@ -217,6 +275,16 @@ pub(super) async fn startup(
         view: shared.router.watch_cluster(),
         _slot: slot,
     };
+    for (name, value) in &startup_settings {
+        let sql = format!(
+            "SET {} = '{}'",
+            quote_ident(name),
+            value.replace('\'', "''")
+        );
+        if let Some(op) = super::settings::op_of(&sql, &[]) {
+            session.settings.record(op, false);
+        }
+    }
     for (name, value) in ryw_options {
         if let Err((code, message)) = session.set_ryw(client, &name, Some(&value), false).await {
             shared.unregister(session.pid);
@@ -241,8 +309,14 @@ pub(super) async fn startup(
         },
     };
     for (name, value) in values.iter() {
-        protocol::parameter(&mut client.out, name, value);
+        // The client's own startup values, as its session will have them.
+        let own = startup_settings
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str());
+        protocol::parameter(&mut client.out, name, own.unwrap_or(value));
     }
+    session.release();
     protocol::key_data(&mut client.out, session.pid, key);
     protocol::ready(&mut client.out, b'I');
     client.flush().await?;

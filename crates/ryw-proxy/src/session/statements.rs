@@ -4,6 +4,7 @@
 //! bytes held count toward the client's memory limit.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -13,11 +14,18 @@ use crate::classify::{Class, PreparedEffect};
 /// What the proxy knows of a client's prepared statement.
 #[derive(Clone, Debug)]
 pub(super) struct Prepared {
-    /// The client's `Parse`, as sent: replayed on a backend that lacks it.
+    /// The client's `Parse`, as sent.
     pub parse: Bytes,
     pub class: Class,
-    /// Bumped each time the client prepares the name again.
+    /// Unique in the process, new each time the client prepares the name.
     pub version: u64,
+    /// Its name on the nodes: the client's own in session mode; in
+    /// transaction mode, a name of the proxy's derived from the text and
+    /// parameter types (`ryw_<hash>`), so that a pooled connection holds
+    /// one copy for every client that prepares the same statement.
+    pub server_name: Arc<str>,
+    /// The `Parse` under that name: replayed on a connection that lacks it.
+    pub server_parse: Bytes,
 }
 
 /// The client's statements by name (`""` is the unnamed one).
@@ -25,13 +33,51 @@ pub(super) struct Prepared {
 pub(super) struct Statements {
     map: HashMap<String, Prepared>,
     bytes: usize,
-    next_version: u64,
+    /// Transaction pooling: statements are renamed on the nodes.
+    pooled: bool,
+}
+
+/// The name of a client's statement on pooled connections: from its text
+/// and parameter types (a `Parse` body after its name), the same for every
+/// client.
+pub(super) fn server_name(parse_rest: &[u8]) -> Arc<str> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parse_rest.hash(&mut h);
+    Arc::from(format!("ryw_{:016x}", h.finish()))
+}
+
+/// A `Parse` message's body after its statement name (text and types).
+pub(super) fn parse_rest(parse: &[u8]) -> &[u8] {
+    let body = &parse[5..];
+    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+    &body[(end + 1).min(body.len())..]
+}
+
+/// A `Parse` message under another name.
+pub(super) fn renamed_parse(name: &str, rest: &[u8]) -> Bytes {
+    let mut out = bytes::BytesMut::with_capacity(5 + name.len() + 1 + rest.len());
+    out.extend_from_slice(&[b'P', 0, 0, 0, 0]);
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&[0]);
+    out.extend_from_slice(rest);
+    let len = (out.len() - 1) as i32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    out.freeze()
 }
 
 /// Bytes counted per statement beside its `Parse` (the map's own cost).
 const OVERHEAD: usize = 96;
 
 impl Statements {
+    /// A registry; `pooled`: statements are renamed on the nodes.
+    pub fn new(pooled: bool) -> Statements {
+        Statements {
+            pooled,
+            ..Statements::default()
+        }
+    }
+
     /// The statement called `name`.
     pub fn get(&self, name: &str) -> Option<&Prepared> {
         self.map.get(name)
@@ -42,22 +88,33 @@ impl Statements {
         self.bytes
     }
 
-    /// The client prepared `name` (again): returns its new version.
-    pub fn insert(&mut self, name: &str, parse: Bytes, class: Class) -> u64 {
-        self.next_version += 1;
-        let version = self.next_version;
-        self.bytes += parse.len() + name.len() + OVERHEAD;
-        if let Some(old) = self.map.insert(
-            name.to_owned(),
-            Prepared {
-                parse,
-                class,
-                version,
-            },
-        ) {
-            self.bytes -= old.parse.len() + name.len() + OVERHEAD;
+    /// The client prepared `name` (again), as `version`.
+    pub fn insert(&mut self, name: &str, parse: Bytes, class: Class, version: u64) {
+        let (server_name, server_parse) = if self.pooled && !name.is_empty() {
+            let rest = parse_rest(&parse);
+            let server = server_name(rest);
+            let renamed = renamed_parse(&server, rest);
+            (server, renamed)
+        } else {
+            (Arc::from(name), parse.clone())
+        };
+        let size = |p: &Prepared| p.parse.len() + p.server_parse.len() + 2 * name.len() + OVERHEAD;
+        let new = Prepared {
+            parse,
+            class,
+            version,
+            server_name,
+            server_parse,
+        };
+        self.bytes += size(&new);
+        if let Some(old) = self.map.insert(name.to_owned(), new) {
+            self.bytes -= size(&old);
         }
-        version
+    }
+
+    /// Whether statements are renamed on the nodes (transaction pooling).
+    pub fn pooled(&self) -> bool {
+        self.pooled
     }
 
     /// Puts back what `name` was before a `Parse` or `Close` that did not
@@ -65,7 +122,7 @@ impl Statements {
     pub fn restore(&mut self, name: &str, before: Option<Prepared>) {
         self.remove(name);
         if let Some(p) = before {
-            self.bytes += p.parse.len() + name.len() + OVERHEAD;
+            self.bytes += p.parse.len() + p.server_parse.len() + 2 * name.len() + OVERHEAD;
             self.map.insert(name.to_owned(), p);
         }
     }
@@ -73,7 +130,7 @@ impl Statements {
     /// The client closed `name`.
     pub fn remove(&mut self, name: &str) {
         if let Some(old) = self.map.remove(name) {
-            self.bytes -= old.parse.len() + name.len() + OVERHEAD;
+            self.bytes -= old.parse.len() + old.server_parse.len() + 2 * name.len() + OVERHEAD;
         }
     }
 
@@ -108,6 +165,12 @@ impl Statements {
             }
             PreparedEffect::DeallocateAll | PreparedEffect::DiscardAll => {
                 self.remove_named();
+                // A pooled connection's statements of every client are gone
+                // too.
+                if let Some(b) = backends.get_mut(ran_on).and_then(Option::as_mut) {
+                    b.pooled.clear();
+                    b.stale.clear();
+                }
                 for (i, b) in backends.iter_mut().enumerate() {
                     let Some(b) = b else { continue };
                     let names: Vec<String> = b.prepared.drain().map(|(n, _)| n).collect();

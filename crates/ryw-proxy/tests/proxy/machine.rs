@@ -151,6 +151,10 @@ struct Side {
     next: i64,
     /// Its advisory lock key (the two sides' must not collide).
     lock: i64,
+    /// The names of its SQL `PREPARE`s: `ps` as its protocol statements
+    /// (one namespace on a server), or `sq` under transaction pooling
+    /// (where the two are apart: README, "Transaction pooling").
+    sql_names: &'static str,
 }
 
 impl Side {
@@ -170,14 +174,18 @@ impl Side {
             DiscardAll => self.q("DISCARD ALL").await,
             DiscardPlans => self.q("DISCARD PLANS").await,
             DeallocateAll => self.q("DEALLOCATE ALL").await,
-            Deallocate(n) => self.q(&format!("DEALLOCATE ps{n}")).await,
+            Deallocate(n) => {
+                let sql = if n % 2 == 1 { self.sql_names } else { "ps" };
+                self.q(&format!("DEALLOCATE {sql}{n}")).await
+            }
             SqlPrepare(n) => {
                 self.q(&format!(
-                    "PREPARE ps{n} AS SELECT v FROM kv WHERE k = '{{t}}row'"
+                    "PREPARE {}{n} AS SELECT v FROM kv WHERE k = '{{t}}row'",
+                    self.sql_names
                 ))
                 .await
             }
-            SqlExecute(n) => self.q(&format!("EXECUTE ps{n}")).await,
+            SqlExecute(n) => self.q(&format!("EXECUTE {}{n}", self.sql_names)).await,
             PrepareProxysName => {
                 self.q("PREPARE ryw_position AS SELECT 'FFFFFFFF/FFFFFF00'::text")
                     .await
@@ -373,18 +381,83 @@ fn normalized(r: &Reply, prefix: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_client_actions_answer_as_the_leader_answers_and_never_read_stale() {
+    run_machine(Setup::default(), 1, 2000, false).await;
+}
+
+/// Transaction pooling: the same, on a pool of two server connections per
+/// node that another client shares meanwhile (the same statement texts
+/// prepared under its own names, settings of its own, transactions), so
+/// the machine's batches land on connections the other client used last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_client_actions_answer_as_the_leader_answers_under_transaction_pooling() {
+    let setup = Setup {
+        pool_mode: ryw_proxy::PoolMode::Transaction,
+        pool_size: 2,
+        ..Setup::default()
+    };
+    run_machine(setup, 2, 1500, true).await;
+}
+
+/// Another client of the proxy, until `stop`: named statements with the
+/// machine's texts, a session setting, short transactions.
+async fn neighbour(addr: std::net::SocketAddr, stop: tokio::sync::watch::Receiver<bool>) -> usize {
+    let mut raw = Raw::connect(addr, "postgres", "").await;
+    let mut rounds = 0;
+    while !*stop.borrow() {
+        let mut out = BytesMut::new();
+        let name = format!("n{}", rounds % 3);
+        put_parse(&mut out, &name, "SELECT v FROM kv WHERE k = $1");
+        put_bind(&mut out, "", &name, &[Some("n_row")]);
+        put_execute(&mut out, "");
+        put_sync(&mut out);
+        raw.send(&out).await;
+        let r = raw.reply().await;
+        assert!(
+            !r.msgs.iter().any(|m| m.tag == b'E'),
+            "the neighbour failed: {r:?}"
+        );
+        let mut out = BytesMut::new();
+        postgres_protocol::message::frontend::close(b'S', &name, &mut out).unwrap();
+        put_sync(&mut out);
+        raw.send(&out).await;
+        raw.reply().await;
+        let sql = match rounds % 4 {
+            0 => "SET search_path = pg_catalog, public",
+            1 => "BEGIN; SELECT count(*) FROM kv; COMMIT",
+            2 => "RESET search_path",
+            _ => "SELECT 1",
+        };
+        let mut out = BytesMut::new();
+        postgres_protocol::message::frontend::query(sql, &mut out).unwrap();
+        raw.send(&out).await;
+        let r = raw.reply().await;
+        assert!(
+            !r.msgs.iter().any(|m| m.tag == b'E'),
+            "the neighbour failed: {sql}: {r:?}"
+        );
+        rounds += 1;
+    }
+    rounds
+}
+
+async fn run_machine(setup: Setup, default_seed: u64, default_actions: usize, neighbours: bool) {
     let seed: u64 = std::env::var("RYW_MACHINE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
+        .unwrap_or(default_seed);
     let actions: usize = std::env::var("RYW_MACHINE_ACTIONS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2000);
+        .unwrap_or(default_actions);
     eprintln!(
-        "state machine: seed {seed}, {actions} actions (RYW_MACHINE_SEED, RYW_MACHINE_ACTIONS)"
+        "state machine ({:?} pooling): seed {seed}, {actions} actions (RYW_MACHINE_SEED, RYW_MACHINE_ACTIONS)",
+        setup.pool_mode
     );
-    let ctx = Ctx::start(Setup::default()).await;
+    let sql_names = match setup.pool_mode {
+        ryw_proxy::PoolMode::Session => "ps",
+        ryw_proxy::PoolMode::Transaction => "sq",
+    };
+    let ctx = Ctx::start(setup).await;
     let leader = direct(&ctx.cluster.leader_url()).await;
     for t in ["p_", "d_"] {
         leader
@@ -414,13 +487,19 @@ async fn random_client_actions_answer_as_the_leader_answers_and_never_read_stale
         prefix: "p_",
         next: 0,
         lock: 1001,
+        sql_names,
     };
     let mut direct_side = Side {
         raw: Raw::connect(leader_addr, "postgres", "").await,
         prefix: "d_",
         next: 0,
         lock: 2001,
+        sql_names,
     };
+    let (stop_neighbours, stopped) = tokio::sync::watch::channel(false);
+    let neighbour_tasks: Vec<_> = (0..if neighbours { 2 } else { 0 })
+        .map(|_| tokio::spawn(neighbour(ctx.proxy.addr, stopped.clone())))
+        .collect();
     let trace = std::env::var_os("RYW_MACHINE_TRACE").is_some();
     if trace {
         let _ = tracing_subscriber::fmt()
@@ -468,6 +547,12 @@ async fn random_client_actions_answer_as_the_leader_answers_and_never_read_stale
                 break;
             }
         }
+    }
+    let _ = stop_neighbours.send(true);
+    for t in neighbour_tasks {
+        let rounds = t.await.expect("the neighbour");
+        eprintln!("a neighbour ran {rounds} rounds meanwhile");
+        assert!(rounds > 10, "the neighbour barely ran ({rounds} rounds)");
     }
     eprintln!("{} kinds of action used", kinds.len());
     assert!(kinds.len() >= 30, "only {} kinds: {kinds:?}", kinds.len());

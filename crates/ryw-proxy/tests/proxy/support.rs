@@ -74,6 +74,11 @@ pub struct Setup {
     pub admin: bool,
     /// `ProxyConfig::threads`.
     pub threads: usize,
+    /// `ProxyConfig::pool_mode` and `pool_size`.
+    pub pool_mode: ryw_proxy::PoolMode,
+    pub pool_size: usize,
+    /// `ProxyConfig::max_clients`.
+    pub max_clients: usize,
 }
 
 impl Default for Setup {
@@ -85,6 +90,9 @@ impl Default for Setup {
             auth_file: None,
             admin: false,
             threads: 0,
+            pool_mode: ryw_proxy::PoolMode::Session,
+            pool_size: 20,
+            max_clients: 1000,
         }
     }
 }
@@ -189,6 +197,9 @@ pub async fn start_proxy(cluster: &TestCluster, setup: &Setup, key: TokenKey) ->
     cfg.router = setup.router.clone();
     cfg.auth_file = setup.auth_file.clone();
     cfg.threads = setup.threads;
+    cfg.pool_mode = setup.pool_mode;
+    cfg.pool_size = setup.pool_size;
+    cfg.max_clients = setup.max_clients;
     if setup.admin {
         cfg.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     }

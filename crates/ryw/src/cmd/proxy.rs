@@ -20,7 +20,9 @@ pub fn config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
     let mut cfg = ProxyConfig::new(node_urls(&args.nodes)?, token_key(&args.token)?);
     cfg.listen = args.listen;
     cfg.redis_url = redis_url(&args.nodes)?;
-    cfg.router = router_config(&args.routing)?;
+    // The router's own write pool (positions): its default; --pool-size
+    // sizes the pools of server connections.
+    cfg.router = router_config(&args.routing, ryw_router::RouterConfig::default().pool_size)?;
     cfg.router.feed = feed_config(&args.routing, cfg.redis_url.as_deref());
     cfg.auth_file = args.auth_file.clone();
     cfg.max_clients = args.max_clients.max(1);
@@ -30,5 +32,10 @@ pub fn config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
     cfg.connect_timeout = args.connect_timeout.0;
     cfg.admin_listen = args.admin_listen;
     cfg.threads = args.threads;
+    cfg.pool_mode = args.pool_mode;
+    cfg.pool_size = args.pool_size.max(1);
+    cfg.pool_timeout = args.pool_timeout.0;
+    cfg.server_idle_timeout = args.server_idle_timeout.0;
+    cfg.server_lifetime = args.server_lifetime.0;
     Ok(cfg)
 }

@@ -18,7 +18,7 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
     let mut cfg = ServiceConfig::new(node_urls(&args.nodes)?, token_key(&args.token)?);
     cfg.listen = args.listen;
     cfg.redis_url = redis_url(&args.nodes)?;
-    cfg.router = router_config(&args.routing)?;
+    cfg.router = router_config(&args.routing, args.pool_size)?;
     cfg.router.feed = feed_config(&args.routing, cfg.redis_url.as_deref());
     cfg.allow_strategy_header = args.allow_strategy_header;
     if args.opening_balance < 0 {

@@ -48,7 +48,9 @@ pub fn feed_config(args: &RoutingArgs, redis_url: Option<&str>) -> Option<FeedCo
 }
 
 /// The router's configuration from the routing flags.
-pub fn router_config(args: &RoutingArgs) -> anyhow::Result<RouterConfig> {
+/// `pool_size`: the leader's write pool (`ryw serve --pool-size`; the
+/// proxy's router needs only its default).
+pub fn router_config(args: &RoutingArgs, pool_size: usize) -> anyhow::Result<RouterConfig> {
     let cfg = RouterConfig {
         default_strategy: args.strategy,
         sticky_window: args.sticky_window.0,
@@ -57,7 +59,7 @@ pub fn router_config(args: &RoutingArgs) -> anyhow::Result<RouterConfig> {
         max_lag_time: args.max_lag.0,
         max_lag_bytes: args.max_lag_bytes,
         poll_interval: args.poll_interval.0,
-        pool_size: args.pool_size,
+        pool_size,
         read_connections: args.read_connections,
         read_timeout: args.read_timeout.0,
         ..RouterConfig::default()
