@@ -75,6 +75,22 @@
 //! never a stale read. A read that waited and still went to the leader is a
 //! *wasted wait*, counted per strategy ([`MetricsSnapshot::waits_by_strategy`]).
 //!
+//! # Which follower
+//!
+//! When several followers may serve a read (every follower in rotation for
+//! a stale-ok read; every one known to have replayed the token for a fresh
+//! read under `causal` and `hybrid`, and the first to reach it after a
+//! wait), the router draws two of them at random and takes the one with
+//! fewer reads in flight ([`FollowerChoice::Load`], [`decide::Load`]). Lag
+//! does not matter once a follower has the data, so followers that all
+//! have it share the work, and a slow or loaded one, whose reads stay in
+//! flight longer, gets less. A read counts as in flight from its routing
+//! until its [`Decision`] is dropped ([`Router::query`] and
+//! [`Router::read_on`] let go once it answered), so a front that runs the
+//! read on its own connections ([`Router::plan_read`]) only has to drop the
+//! decision when the read is done. [`FollowerChoice::LeastLagged`] is the
+//! old choice, kept to measure against.
+//!
 //! The sticky window ([`RouterConfig::sticky_window`]) decides only for a
 //! write whose position is unknown: one recorded by a seed-003-style service
 //! as `user:{id}:last_write_utc`, which the [`RedisStore`] reads beside its
@@ -91,17 +107,17 @@
 //! | `lsn.rs` | [`Lsn`]: a WAL position, parsed from `X/Y`, ordered, lag arithmetic |
 //! | `timeline.rs` | [`Position`] (an LSN and its timeline), [`History`]: what a position means after a failover |
 //! | `token.rs` | [`Token`], [`TokenKey`]: HMAC-signed `v2.<timeline><lsn>.<mac>` header values (rule 4) |
-//! | `strategy.rs` | [`Strategy`] (`leader`, `legacy`, `sticky`, `causal`, `hybrid`, `per-read-check`), [`Freshness`] |
+//! | `strategy.rs` | [`Strategy`] (`leader`, `legacy`, `sticky`, `causal`, `hybrid`, `per-read-check`), [`Freshness`], [`FollowerChoice`] |
 //! | `options.rs` | [`ReadOptions`] (`causal:50ms`), [`parse_duration`] |
 //! | `config.rs` | [`RouterConfig`] with the documented defaults, [`NodeUrls`] |
 //! | `clock.rs` | [`Clock`]: injectable wall clock for the sticky window and TTLs |
 //! | `view.rs` | [`ClusterView`], [`NodeStatus`]: what the tracker publishes |
 //! | `tracker/` | background polling of every node (`mod.rs`) and the pure bookkeeping of positions, lag, each follower's pace and rotation (`state.rs`; rules 3 and 8) |
 //! | `feed/` | the shared position feed ([`FeedConfig`]): a Redis lease, one instance polls and publishes each round (`message.rs`), the others apply it and poll only while it is quiet (`gate.rs`) |
-//! | `decide.rs` | [`decide()`]: the routing decision as a pure function (rules 2, 4, 5) |
+//! | `decide.rs` | [`decide()`]: the routing decision as a pure function (rules 2, 4, 5), and which follower by load ([`decide::Load`]) |
 //! | `predict.rs` | [`predict::forecast`]: when a follower is expected at a token, the pure function behind `hybrid`'s choice to wait |
 //! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`]; seed 003's `user:{id}:last_write_utc` key (`seed.rs`) |
-//! | `router/` | [`Router`]: the read protocol (`query.rs`), the write protocol (`write.rs`), and the lower level they are built on (`route.rs`, `feedback.rs`) |
+//! | `router/` | [`Router`]: the read protocol (`query.rs`), the write protocol (`write.rs`), the lower level they are built on (`route.rs`, `feedback.rs`), and the reads in flight per node (`load.rs`) |
 //! | `reader.rs` | [`ReadConn`]: shared, pipelining read connections per node, checked against restarts (rule 2) |
 //! | `pg.rs` | [`connection_lost`], position queries, error text |
 //! | `metrics.rs` | [`MetricsSnapshot`]: counters with no backend dependency |
@@ -169,7 +185,7 @@ pub use store::{
     MAX_SESSION_KEY, MemoryStore, RedisStore, RedisStoreConfig, SessionKey, SessionRecord,
     SessionStore, StoreFuture, StoreHealth,
 };
-pub use strategy::{Freshness, Strategy};
+pub use strategy::{FollowerChoice, Freshness, Strategy};
 pub use timeline::{History, Position, Switch, Verdict};
 pub use token::{MIN_KEY_BYTES, Token, TokenError, TokenKey};
 pub use view::{ClusterView, NodeStatus, Reached, Role};

@@ -10,8 +10,10 @@
 //! | `write.rs` | the write protocol: [`Router::begin`] → [`WriteTx::commit`], [`Router::write_query`] (rules 1, 6) |
 //! | `route.rs` | the lower level: [`Router::route`], a node and a [`Decision`] for one read, after a bounded wait (rules 2, 4, 5) |
 //! | `feedback.rs` | the lower level after a read: [`Router::raise_token`] (rule 7), [`Router::report_error`], [`Router::report_stall`] (rule 3) |
+//! | `load.rs` | reads in flight per node, counted while a [`Decision`] lives: what spreads reads over followers |
 
 mod feedback;
+mod load;
 mod query;
 mod route;
 mod write;
@@ -28,6 +30,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
 
+use self::load::InFlight;
 use crate::feed::{Feed, cluster_hash};
 use crate::metrics::Metrics;
 use crate::reader::{FollowerGuard, ReadConn, Readers};
@@ -85,6 +88,9 @@ struct Parts {
     feed: Option<Feed>,
     metrics: Arc<Metrics>,
     store_guard: StoreGuard,
+    /// Reads in flight per node (indexed as the tracker's nodes): the load
+    /// that followers able to serve a read are chosen by.
+    in_flight: Arc<InFlight>,
 }
 
 /// Routes a service's queries across a leader and its followers with
@@ -148,6 +154,7 @@ impl Router {
             parse_url(LEADER_NAME, &urls.leader, &cfg)?,
         ));
         let names: Vec<Arc<str>> = named.iter().map(|(n, _)| n.clone()).collect();
+        let in_flight = InFlight::new(names.len());
         let metrics = Arc::new(Metrics::new(
             std::iter::once(Arc::from(LEADER_NAME))
                 .chain(names.iter().cloned())
@@ -205,6 +212,7 @@ impl Router {
                 feed,
                 metrics,
                 store_guard: StoreGuard::default(),
+                in_flight,
             }),
         })
     }
@@ -274,6 +282,19 @@ impl Router {
     /// `"memory"` or `"redis"`.
     pub fn store_backend(&self) -> &'static str {
         self.inner.store.backend()
+    }
+
+    /// Reads in flight now on each node, by the name it has in
+    /// [`ClusterView::nodes`] (the node configured as the leader is
+    /// `former-leader` there): what this router spreads follower reads by.
+    /// A read counts from its routing until its [`Decision`] is dropped.
+    pub fn reads_in_flight(&self) -> Vec<(Arc<str>, u32)> {
+        let view = self.inner.tracker.shared.view();
+        view.nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .zip(self.inner.in_flight.snapshot())
+            .collect()
     }
 
     /// All counters now.

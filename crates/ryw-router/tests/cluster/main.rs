@@ -18,6 +18,7 @@
 //! | `cut` | a follower whose WAL receiver stopped leaves rotation and returns (rule 8) |
 //! | `kill` | a SIGKILLed follower: reads keep working, it leaves rotation and returns (rule 8) |
 //! | `hybrid` | the default strategy: 1,000 pay-then-read pairs (think 0–1 s) never stale or non-monotonic, mostly on followers; a follower whose replay stops costs at most the budget, then no more waits (rules 2, 4, 7) |
+//! | `spread` | fresh reads every follower could serve are spread over all of them by load (25–42% each), a slowed or loaded follower gets fewer, never stale (issue 22) |
 //! | `seed` | a seed-003-style session (only `user:{id}:last_write_utc` in Redis): the window decides, strict with the lag limit under it; then the position (issue 14) |
 
 mod commit_lsn;
@@ -30,6 +31,7 @@ mod pairs;
 mod protocol;
 mod restart;
 mod seed;
+mod spread;
 mod store_outage;
 mod support;
 mod tokens;
