@@ -137,6 +137,11 @@ pub fn any_alive(info: &ClusterInfo) -> Option<i32> {
         .iter()
         .filter_map(|n| postmaster_pid(&n.data_dir))
         .chain(info.redis.as_ref().map(|r| r.pid))
+        .chain(
+            info.redis_cluster
+                .iter()
+                .flat_map(|rc| rc.nodes.iter().map(|n| n.pid)),
+        )
         .find(|&p| is_alive(p))
 }
 

@@ -247,6 +247,7 @@ fn cluster_file(dir: &Path, nodes: &[(&str, Option<u64>)]) {
             })
             .collect(),
         redis: None,
+        redis_cluster: None,
         up_secs: 0.0,
     };
     info.save().unwrap();
