@@ -157,6 +157,7 @@ mod options;
 mod pg;
 pub mod predict;
 mod reader;
+mod redis_conn;
 mod router;
 mod store;
 mod strategy;
@@ -176,6 +177,7 @@ pub use options::{MAX_READ_OPTION, ReadOptions, parse_duration};
 pub use pg::connection_lost;
 pub use predict::Forecast;
 pub use reader::ReadConn;
+pub use redis_conn::CLUSTER_SCHEME;
 pub use router::{
     ColumnIndex, Committed, Decision, LocalSession, Read, ReadRequest, Router, Row, SessionRef,
     Unsettled, WriteTx, Written,
@@ -183,7 +185,7 @@ pub use router::{
 pub use store::seed;
 pub use store::{
     MAX_SESSION_KEY, MemoryStore, RedisStore, RedisStoreConfig, SessionKey, SessionRecord,
-    SessionStore, StoreFuture, StoreHealth,
+    SessionStore, StoreFuture, StoreHealth, StorePart,
 };
 pub use strategy::{FollowerChoice, Freshness, Strategy};
 pub use timeline::{History, Position, Switch, Verdict};

@@ -439,9 +439,11 @@ impl Router {
             SessionRef::Shared(key) if fresh && strategy.uses_session() => {
                 match inner.store.load(key).await {
                     Ok(rec)
-                        if inner
-                            .store_guard
-                            .trusted(now_ms, inner.cfg.store_recovery_grace) =>
+                        if inner.store_guard.trusted(
+                            inner.store.part(key),
+                            now_ms,
+                            inner.cfg.store_recovery_grace,
+                        ) =>
                     {
                         stored = rec.token;
                         raw = rec.token;
@@ -454,7 +456,7 @@ impl Router {
                     }
                     Ok(_) => SessionState::Unknown,
                     Err(e) => {
-                        self.store_failed(now_ms, &e);
+                        self.store_failed(key, now_ms, &e);
                         SessionState::Unknown
                     }
                 }

@@ -17,7 +17,7 @@ use crate::reader::check_incarnation;
 use crate::view::{NodeStatus, Role};
 use crate::{
     Freshness, Lsn, ManualClock, MemoryStore, Position, ReadOptions, ReadRequest, SessionKey,
-    Strategy,
+    StorePart, Strategy,
 };
 
 fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> NodeStatus {
@@ -404,17 +404,38 @@ fn the_store_stays_distrusted_for_the_grace_period_after_a_failure() {
     let clock = ManualClock::new(1_000_000);
     let grace = Duration::from_secs(10);
     let guard = StoreGuard::default();
-    assert!(guard.trusted(clock.now_ms(), grace));
-    guard.failed(clock.now_ms());
+    let w = StorePart::Whole;
+    assert!(guard.trusted(w, clock.now_ms(), grace));
+    guard.failed(w, clock.now_ms());
     clock.advance(Duration::from_millis(9_999));
-    assert!(!guard.trusted(clock.now_ms(), grace));
+    assert!(!guard.trusted(w, clock.now_ms(), grace));
     clock.advance(Duration::from_millis(1));
-    assert!(guard.trusted(clock.now_ms(), grace));
+    assert!(guard.trusted(w, clock.now_ms(), grace));
     // An older failure reported late does not shorten the grace.
-    guard.failed(clock.now_ms());
-    guard.failed(clock.now_ms() - 5_000);
+    guard.failed(w, clock.now_ms());
+    guard.failed(w, clock.now_ms() - 5_000);
     clock.advance(Duration::from_millis(6_000));
-    assert!(!guard.trusted(clock.now_ms(), grace));
+    assert!(!guard.trusted(w, clock.now_ms(), grace));
+}
+
+#[test]
+fn a_failed_shard_distrusts_only_its_own_sessions_and_the_whole_store_distrusts_all() {
+    let clock = ManualClock::new(1_000_000);
+    let grace = Duration::from_secs(10);
+    let guard = StoreGuard::default();
+    let (dead, alive) = (StorePart::Shard(5461), StorePart::Shard(0));
+    guard.failed(dead, clock.now_ms());
+    assert!(!guard.trusted(dead, clock.now_ms(), grace));
+    assert!(guard.trusted(alive, clock.now_ms(), grace));
+    assert!(
+        !guard.trusted(StorePart::Whole, clock.now_ms(), grace),
+        "a session whose shard is not known may be on the dead one"
+    );
+    assert!(!guard.all_trusted(clock.now_ms(), grace));
+    clock.advance(grace);
+    assert!(guard.trusted(dead, clock.now_ms(), grace));
+    guard.failed(StorePart::Whole, clock.now_ms());
+    assert!(!guard.trusted(alive, clock.now_ms(), grace));
 }
 
 #[test]
