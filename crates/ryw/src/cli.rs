@@ -185,7 +185,8 @@ pub struct PeersArgs {
     /// reads); 10000000 is the documentation's example.
     #[arg(long, default_value = "1,10000000")]
     pub delay_threshold: String,
-    /// Use the cluster's Redis (from `cluster up --redis`) as ryw proxy's
+    /// Use the cluster's Redis (from `cluster up --redis` or
+    /// `--redis-cluster N`) as ryw proxy's
     /// session store.
     #[arg(long)]
     pub redis: bool,
@@ -302,7 +303,8 @@ pub struct BenchRunArgs {
     /// Do not echo `X-Consistency-Token` (rely on the server's session store).
     #[arg(long)]
     pub no_token: bool,
-    /// Use the cluster's Redis (from `cluster up --redis`) as session store
+    /// Use the cluster's Redis (from `cluster up --redis` or
+    /// `--redis-cluster N`) as session store
     /// for the in-process service.
     #[arg(long)]
     pub redis: bool,
@@ -341,9 +343,11 @@ pub struct NodeArgs {
     #[arg(long = "follower-url", env = "RYW_FOLLOWER_URL", value_delimiter = ',')]
     pub follower_urls: Vec<String>,
     /// Redis URL for the shared session store (several instances, and
-    /// `ryw serve` and `ryw proxy` sharing sessions). Default: the
-    /// cluster's Redis with `--cluster` on a cluster started with
-    /// `--redis`; else sessions live in this process's memory.
+    /// `ryw serve` and `ryw proxy` sharing sessions): `redis://host:port/`
+    /// for one Redis, `redis+cluster://host:port,host:port` for a Redis
+    /// Cluster (any nodes as seeds). Default: the cluster's Redis with
+    /// `--cluster` on a cluster started with `--redis` or
+    /// `--redis-cluster N`; else sessions live in this process's memory.
     #[arg(long, env = "RYW_REDIS_URL")]
     pub redis_url: Option<String>,
 }
@@ -559,8 +563,18 @@ pub struct UpArgs {
     #[arg(long, default_value_t = ryw_cluster::DEFAULT_PORT)]
     pub port: u16,
     /// Also start a private redis-server (no persistence) on a free port.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "redis_cluster")]
     pub redis: bool,
+    /// Also start a private Redis Cluster of N masters (3..=16; no
+    /// persistence, free ports below 32768); its `redis+cluster://` URL is
+    /// in cluster.json and `--cluster DIR` uses it for sessions and the
+    /// position feed.
+    #[arg(long, value_name = "N")]
+    pub redis_cluster: Option<usize>,
+    /// With --redis-cluster: replicas per master (0..=2); a master that
+    /// dies is replaced by its replica after the node timeout (2 s).
+    #[arg(long, default_value_t = 0, requires = "redis_cluster")]
+    pub redis_replicas: usize,
     /// Folder of the PostgreSQL server binaries (default: PG_BIN,
     /// `pg_config --bindir`, PATH, highest /usr/lib/postgresql/*/bin).
     #[arg(long, env = "PG_BIN")]

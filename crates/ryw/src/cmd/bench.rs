@@ -140,11 +140,9 @@ async fn run_bench(args: BenchRunArgs) -> anyhow::Result<()> {
         Some(dir) => {
             let redis = if args.redis {
                 let info = ryw_cluster::ClusterInfo::load(dir)?;
-                Some(
-                    info.redis
-                        .map(|r| r.url)
-                        .context("--redis: this cluster has no Redis (`ryw cluster up --redis`)")?,
-                )
+                Some(info.redis_url().context(
+                    "--redis: this cluster has no Redis (`ryw cluster up --redis` or `--redis-cluster 3`)",
+                )?)
             } else {
                 None
             };

@@ -19,8 +19,8 @@ fn cluster_redis(dir: &Path, redis: bool) -> anyhow::Result<Option<String>> {
         return Ok(None);
     }
     let info = ryw_cluster::ClusterInfo::load(dir)?;
-    Ok(Some(info.redis.map(|r| r.url).context(
-        "--redis: this cluster has no Redis (`ryw cluster up --redis`)",
+    Ok(Some(info.redis_url().context(
+        "--redis: this cluster has no Redis (`ryw cluster up --redis` or `--redis-cluster 3`)",
     )?))
 }
 
