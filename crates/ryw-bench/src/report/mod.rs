@@ -30,8 +30,8 @@ mod tests;
 pub use offline::{check_file, follower_delays};
 pub use oracle::{oracle_count, smallest_apply_delay};
 pub use types::{
-    BenchReport, FollowerLag, GAP_EDGES_MS, GapBucket, Latency, MAX_LISTED_VIOLATIONS, Oracle,
-    ReportMeta, StrategyReport,
+    BenchReport, FollowerLag, FollowerShare, GAP_EDGES_MS, GapBucket, Latency,
+    MAX_LISTED_VIOLATIONS, Oracle, ReportMeta, StrategyReport,
 };
 
 fn median(sorted: &[f64]) -> f64 {
