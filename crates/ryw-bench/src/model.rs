@@ -410,7 +410,11 @@ pub fn shares(input: &Input, strategy: Option<StrategySpec>) -> Shares {
             .collect();
         let caught_total: f64 = caught.iter().sum();
         let waited_total = (1.0 - s.leader - caught_total).max(0.0);
-        let first: Vec<f64> = s.followers.iter().map(|&x| x / (1.0 - s.leader).max(1e-12)).collect();
+        let first: Vec<f64> = s
+            .followers
+            .iter()
+            .map(|&x| x / (1.0 - s.leader).max(1e-12))
+            .collect();
         for f in 0..n {
             s.followers[f] = caught[f] + waited_total * first[f];
         }
@@ -959,7 +963,11 @@ mod tests {
                 assert!(close(*f, 1.0 / 3.0), "{strategy}: {:?}", spread.followers);
             }
             let old = shares(&i, spec(&format!("{strategy}@least-lagged")));
-            assert!(close(old.followers[0], 1.0), "{strategy}: {:?}", old.followers);
+            assert!(
+                close(old.followers[0], 1.0),
+                "{strategy}: {:?}",
+                old.followers
+            );
         }
         // Uniform 0–1 s: reads before a follower catches up go to the
         // followers that have it, so the least lagged still gets more.

@@ -106,6 +106,48 @@ pub enum BenchCommand {
     /// followers' catch-up times and the tracker's polls; with `--compare
     /// FILE`, beside what a `ryw bench --json FILE` run measured.
     Model(ModelArgs),
+    /// Fresh-read throughput over every follower: `GET /api/balance`
+    /// (causal) through ryw on the leader and all followers while a steady
+    /// stream of payments keeps their positions apart, with followers
+    /// chosen by load (the default) against the old least-lagged choice
+    /// (`causal@least-lagged`), interleaved A B A B in one run; req/s,
+    /// latency and each follower's share of the reads.
+    Spread(SpreadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SpreadArgs {
+    /// The cluster folder (from `ryw cluster up`; 3 followers at 20, 50
+    /// and 100 ms: `--replicas 3 --lag 20ms,50ms,100ms`).
+    #[arg(long, default_value = ryw_cluster::DEFAULT_DIR)]
+    pub cluster: PathBuf,
+    /// Rounds; each measures both choices once, in the same order.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Length of each measurement.
+    #[arg(long, default_value = "10s")]
+    pub duration: Dur,
+    /// Concurrent HTTP connections.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Readers (accounts created first); each request reads the balance
+    /// of the next one, so each session reads every `users / req/s`
+    /// seconds.
+    #[arg(long, default_value_t = 2000)]
+    pub users: usize,
+    /// Payments per second meanwhile (another user), so the followers'
+    /// positions differ as they do under a real write load.
+    #[arg(long, default_value_t = 100)]
+    pub writes: u32,
+    /// Shared read connections per node in the service (`--read-connections`).
+    #[arg(long, default_value_t = 1)]
+    pub read_connections: usize,
+    /// HTTP load generator: `wrk`, `builtin` or `auto` (wrk if installed).
+    #[arg(long, default_value = "auto")]
+    pub generator: String,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::Peers(p)) => super::peers::peers(p).await,
         Some(BenchCommand::Overhead(o)) => super::peers::overhead(o).await,
         Some(BenchCommand::Model(m)) => model(m),
+        Some(BenchCommand::Spread(a)) => super::spread::spread(a).await,
         None if args.run.proxy.is_some() => super::peers::bench_proxy(args.run).await,
         None => run_bench(args.run).await,
     }
@@ -411,7 +412,10 @@ async fn rounds(
 
 /// `GET {base}/api/balance` with `headers`: the answer's balance and version,
 /// or an error that says what came back.
-async fn balance(base: &str, headers: &[(String, String)]) -> anyhow::Result<(Value, Value)> {
+pub(super) async fn balance(
+    base: &str,
+    headers: &[(String, String)],
+) -> anyhow::Result<(Value, Value)> {
     let mut req = reqwest::Client::new().get(format!("{base}/api/balance"));
     for (k, v) in headers {
         req = req.header(k, v);
@@ -507,7 +511,7 @@ pub(super) fn parse_tps(out: &str) -> Option<f64> {
 }
 
 /// Creates the calibration user's account and one payment.
-async fn prepare_user(base: &str, user: &str) -> anyhow::Result<()> {
+pub(super) async fn prepare_user(base: &str, user: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     for (path, body) in [
         ("/api/account", ""),
@@ -528,7 +532,7 @@ async fn prepare_user(base: &str, user: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn prewarm(url: &str) {
+pub(super) async fn prewarm(url: &str) {
     if let Ok(c) = ryw_cluster::ops::connect(url, "prewarm").await {
         for rel in [
             "accounts",

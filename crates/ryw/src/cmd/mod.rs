@@ -8,6 +8,7 @@ mod proxied;
 mod proxy;
 mod serve;
 mod shared;
+mod spread;
 
 use crate::cli::Command;
 

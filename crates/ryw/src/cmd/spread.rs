@@ -1,0 +1,276 @@
+//! `ryw bench spread`: fresh-read throughput over every follower, with
+//! followers chosen by load (the default, `causal`) against the old
+//! least-lagged choice (`causal@least-lagged`), interleaved A B A B in one
+//! run (FACTS: measure interleaved, quote medians and ratios).
+//!
+//! One in-process service on the leader and every follower of the cluster
+//! (causal by default); `--users` readers whose accounts every follower
+//! has, each request by the next of them, so each session reads now and
+//! then (a session reading all the time raises its token, rule 7, to the
+//! freshest position it saw, which only the least-lagged follower has); a
+//! writer paying `--writes` times a second meanwhile, so the followers'
+//! positions differ (on an idle cluster they tie, and the least-lagged
+//! choice spreads by its random tie-break too). Each measurement is
+//! `GET /api/balance` with one choice's `X-Read-Strategy`; the reads each
+//! follower served come from the service's own counters (`/metrics`,
+//! before and after).
+
+use super::bench::{prepare_user, prewarm};
+use super::serve::{InProcess, local_config};
+use crate::cli::SpreadArgs;
+use anyhow::{Context, bail};
+use ryw_bench::{LoadSpec, Series};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The two choices, by the name of their series and their header value.
+const CHOICES: [(&str, &str); 2] = [("load", "causal"), ("least-lagged", "causal@least-lagged")];
+
+pub async fn spread(args: SpreadArgs) -> anyhow::Result<()> {
+    let info = ryw_cluster::ClusterInfo::load(&args.cluster)?;
+    let followers: Vec<String> = info.followers().map(|f| f.name.clone()).collect();
+    if followers.len() < 2 {
+        bail!(
+            "the cluster has {} follower(s): spreading needs several (`ryw cluster up --replicas 3 --lag 20ms,50ms,100ms`)",
+            followers.len()
+        );
+    }
+    let generator = args.generator.parse::<ryw_bench::Generator>()?.resolve();
+    let mut cfg = local_config(&args.cluster, None, "127.0.0.1:0".parse()?)?;
+    cfg.router.default_strategy = ryw_router::Strategy::Causal;
+    cfg.router.read_connections = args.read_connections;
+    let service = InProcess::start(cfg).await?;
+    let base = format!("http://{}", service.addr);
+
+    let readers = create_accounts(&base, args.users).await?;
+    let writer = uuid::Uuid::new_v4().to_string();
+    prepare_user(&base, &writer).await?;
+    for f in info.followers() {
+        prewarm(&f.url).await;
+    }
+    // Every follower has the readers' accounts before the first round.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let paid = Arc::new(AtomicU64::new(0));
+    let writes = tokio::spawn(write_steadily(
+        base.clone(),
+        writer,
+        args.writes,
+        stop.clone(),
+        paid.clone(),
+    ));
+
+    let secs = args.duration.0.as_secs().max(1);
+    let mut series: Vec<Series> = CHOICES
+        .iter()
+        .map(|(name, header)| {
+            Series::new(
+                *name,
+                format!("{name} req/s"),
+                format!(
+                    "GET /api/balance (X-Read-Strategy: {header}) through ryw on the leader and {}",
+                    followers.join(", ")
+                ),
+            )
+        })
+        .collect();
+    let mut shares: BTreeMap<&str, Vec<Vec<f64>>> = BTreeMap::new();
+    let measured: anyhow::Result<()> = async {
+        for round in 1..=args.rounds {
+            for ((name, header), s) in CHOICES.iter().zip(&mut series) {
+                let before = reads_by_node(&base).await?;
+                let spec = LoadSpec {
+                    url: format!("{base}/api/balance"),
+                    headers: vec![("X-Read-Strategy".to_string(), header.to_string())],
+                    rotate: ("X-Demo-UserId".to_string(), readers.clone()),
+                    connections: args.connections,
+                    duration: Duration::from_secs(secs),
+                    ..LoadSpec::default()
+                };
+                let r = ryw_bench::load(generator, &spec).await?;
+                let after = reads_by_node(&base).await?;
+                if r.non_2xx > 0 || r.errors > 0 {
+                    bail!("{name}: {} non-2xx answers and {} errors", r.non_2xx, r.errors);
+                }
+                let served: Vec<f64> = followers
+                    .iter()
+                    .map(|f| after.get(f).copied().unwrap_or(0.0) - before.get(f).copied().unwrap_or(0.0))
+                    .collect();
+                let total: f64 = served.iter().sum::<f64>().max(1.0);
+                let split: Vec<f64> = served.iter().map(|n| 100.0 * n / total).collect();
+                let leader = after.get("leader").copied().unwrap_or(0.0)
+                    - before.get("leader").copied().unwrap_or(0.0);
+                eprintln!(
+                    "round {round}: {name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms; by follower {} %, leader {leader:.0} reads",
+                    r.requests_per_s,
+                    r.latency_ms.p50,
+                    r.latency_ms.p99,
+                    split
+                        .iter()
+                        .map(|p| format!("{p:.0}"))
+                        .collect::<Vec<_>>()
+                        .join("/")
+                );
+                s.rounds.push(r.requests_per_s);
+                s.latency_ms.push(r.latency_ms);
+                shares.entry(name).or_default().push(split);
+            }
+        }
+        Ok(())
+    }
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = writes.await;
+    service.stop().await?;
+    measured?;
+
+    let mut rounds = ryw_bench::Rounds::new(series);
+    rounds.add_ratio("load", "least-lagged");
+    // Each follower's median share per choice.
+    let median_shares: BTreeMap<&str, Vec<f64>> = shares
+        .iter()
+        .map(|(name, per_round)| {
+            let per_follower = (0..followers.len())
+                .map(|i| {
+                    let mut v: Vec<f64> = per_round.iter().map(|r| r[i]).collect();
+                    v.sort_by(f64::total_cmp);
+                    v[v.len() / 2]
+                })
+                .collect();
+            (*name, per_follower)
+        })
+        .collect();
+    let writes_per_s = paid.load(Ordering::Relaxed) as f64
+        / (args.rounds as f64 * CHOICES.len() as f64 * secs as f64).max(1.0);
+    let generator = format!("{generator:?}").to_lowercase();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "followers": followers,
+                "generator": generator,
+                "connections": args.connections,
+                "duration_s": secs,
+                "writes_per_s": writes_per_s,
+                "readers": args.users,
+                "read_connections": args.read_connections,
+                "series": rounds.series,
+                "ratios": rounds.ratios,
+                "follower_share_pct": median_shares,
+            }))?
+        );
+    } else {
+        for s in &rounds.series {
+            println!("{}: {}", s.name, s.what);
+        }
+        println!(
+            "HTTP load: {generator}, {} connections, {} readers in turn, {secs} s per measurement; {writes_per_s:.0} payments/s meanwhile; {} read connection(s) per node\n",
+            args.connections, args.users, args.read_connections
+        );
+        println!("{}", rounds.table());
+        println!("share of the follower reads (median of the rounds, %):");
+        println!("{:<14} {}", "choice", followers.join("  "));
+        for (name, v) in &median_shares {
+            println!(
+                "{name:<14} {}",
+                v.iter()
+                    .zip(&followers)
+                    .map(|(p, f)| format!("{p:>width$.1}", width = f.len()))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `n` new users with an account each, 32 at a time.
+async fn create_accounts(base: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    use futures_util::StreamExt;
+    let client = reqwest::Client::new();
+    let users: Vec<String> = (0..n.max(1))
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(users.iter().cloned())
+        .map(|user| {
+            let client = client.clone();
+            async move {
+                let resp = client
+                    .post(format!("{base}/api/account"))
+                    .header("X-Demo-UserId", &user)
+                    .send()
+                    .await
+                    .context("POST /api/account")?;
+                if !resp.status().is_success() {
+                    bail!("POST /api/account answered {}", resp.status());
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    results.into_iter().collect::<anyhow::Result<()>>()?;
+    Ok(users)
+}
+
+/// Pays 1 cent `per_s` times a second as `user` until `stop`.
+async fn write_steadily(
+    base: String,
+    user: String,
+    per_s: u32,
+    stop: Arc<AtomicBool>,
+    paid: Arc<AtomicU64>,
+) {
+    if per_s == 0 {
+        return;
+    }
+    let client = reqwest::Client::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / per_s);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let ok = client
+            .post(format!("{base}/api/payments"))
+            .header("X-Demo-UserId", &user)
+            .header("Content-Type", "application/json")
+            .body(r#"{"amount_cents": 1}"#)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            paid.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Fresh `causal` reads routed so far, per node, from the service's
+/// `/metrics` (`ryw_reads_total{node=…,freshness="fresh",strategy="causal"}`).
+async fn reads_by_node(base: &str) -> anyhow::Result<BTreeMap<String, f64>> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .context("GET /metrics")?
+        .text()
+        .await?;
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("ryw_reads_total{")) {
+        if !line.contains(r#"freshness="fresh""#) || !line.contains(r#"strategy="causal""#) {
+            continue;
+        }
+        let Some(node) = line
+            .split("node=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+        else {
+            continue;
+        };
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        *out.entry(node.to_owned()).or_default() += value;
+    }
+    Ok(out)
+}
