@@ -13,7 +13,10 @@
 //! choice spreads by its random tie-break too). Each measurement is
 //! `GET /api/balance` with one choice's `X-Read-Strategy`; the reads each
 //! follower served come from the service's own counters (`/metrics`,
-//! before and after).
+//! before and after). So does where the CPU went: the machine's busy share
+//! (`/proc/stat`), this process (the service), the generator (`wrk`, a
+//! child, once it exited; the built-in one is in this process), and each
+//! node (its postmaster and every process under it), per request.
 
 use super::bench::{prepare_user, prewarm};
 use super::serve::{InProcess, local_config};
@@ -78,10 +81,17 @@ pub async fn spread(args: SpreadArgs) -> anyhow::Result<()> {
         })
         .collect();
     let mut shares: BTreeMap<&str, Vec<Vec<f64>>> = BTreeMap::new();
+    let nodes: Vec<(String, std::path::PathBuf)> = info
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.data_dir.clone()))
+        .collect();
+    let mut cpu: BTreeMap<&str, Vec<Cpu>> = BTreeMap::new();
     let measured: anyhow::Result<()> = async {
         for round in 1..=args.rounds {
             for ((name, header), s) in CHOICES.iter().zip(&mut series) {
                 let before = reads_by_node(&base).await?;
+                let cpu_before = Cpu::now(&nodes);
                 let spec = LoadSpec {
                     url: format!("{base}/api/balance"),
                     headers: vec![("X-Read-Strategy".to_string(), header.to_string())],
@@ -91,6 +101,7 @@ pub async fn spread(args: SpreadArgs) -> anyhow::Result<()> {
                     ..LoadSpec::default()
                 };
                 let r = ryw_bench::load(generator, &spec).await?;
+                let used = Cpu::now(&nodes).since(&cpu_before);
                 let after = reads_by_node(&base).await?;
                 if r.non_2xx > 0 || r.errors > 0 {
                     bail!("{name}: {} non-2xx answers and {} errors", r.non_2xx, r.errors);
@@ -114,9 +125,11 @@ pub async fn spread(args: SpreadArgs) -> anyhow::Result<()> {
                         .collect::<Vec<_>>()
                         .join("/")
                 );
+                eprintln!("round {round}: {name}: {}", used.per_request(r.requests));
                 s.rounds.push(r.requests_per_s);
                 s.latency_ms.push(r.latency_ms);
                 shares.entry(name).or_default().push(split);
+                cpu.entry(name).or_default().push(used.per_1k(r.requests));
             }
         }
         Ok(())
@@ -143,6 +156,10 @@ pub async fn spread(args: SpreadArgs) -> anyhow::Result<()> {
             (*name, per_follower)
         })
         .collect();
+    let median_cpu: BTreeMap<&str, Cpu> = cpu
+        .iter()
+        .map(|(name, per_round)| (*name, Cpu::median(per_round)))
+        .collect();
     let writes_per_s = paid.load(Ordering::Relaxed) as f64
         / (args.rounds as f64 * CHOICES.len() as f64 * secs as f64).max(1.0);
     let generator = format!("{generator:?}").to_lowercase();
@@ -160,6 +177,7 @@ pub async fn spread(args: SpreadArgs) -> anyhow::Result<()> {
                 "series": rounds.series,
                 "ratios": rounds.ratios,
                 "follower_share_pct": median_shares,
+                "cpu_per_1k_requests": median_cpu,
             }))?
         );
     } else {
@@ -183,8 +201,133 @@ pub async fn spread(args: SpreadArgs) -> anyhow::Result<()> {
                     .join("  ")
             );
         }
+        println!(
+            "\nwhere the CPU went (median of the rounds): machine busy %, CPU ms per 1,000 requests"
+        );
+        for (name, c) in &median_cpu {
+            println!("{name:<14} {}", c.summary());
+        }
     }
     Ok(())
+}
+
+/// CPU used: the machine's busy share, and seconds by component.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+struct Cpu {
+    /// Busy ticks / all ticks of the machine (all cores).
+    machine_busy: f64,
+    busy_ticks: u64,
+    total_ticks: u64,
+    /// This process (the service; the built-in generator too).
+    service: f64,
+    /// Children this process waited for (`wrk`).
+    generator: f64,
+    /// Each node's postmaster and its processes, by name.
+    nodes: BTreeMap<String, f64>,
+}
+
+impl Cpu {
+    fn now(nodes: &[(String, std::path::PathBuf)]) -> Cpu {
+        let (busy_ticks, total_ticks) = ryw_cluster::proc::machine_cpu_ticks().unwrap_or((0, 0));
+        let (service, generator) =
+            ryw_cluster::proc::cpu_seconds(std::process::id() as i32).unwrap_or((0.0, 0.0));
+        Cpu {
+            machine_busy: 0.0,
+            busy_ticks,
+            total_ticks,
+            service,
+            generator,
+            nodes: nodes
+                .iter()
+                .map(|(n, d)| {
+                    (
+                        n.clone(),
+                        ryw_cluster::proc::node_cpu_seconds(d).unwrap_or(0.0),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// What was used between `before` and this.
+    fn since(&self, before: &Cpu) -> Cpu {
+        let busy = self.busy_ticks.saturating_sub(before.busy_ticks);
+        let total = self.total_ticks.saturating_sub(before.total_ticks);
+        Cpu {
+            machine_busy: if total > 0 {
+                busy as f64 / total as f64
+            } else {
+                0.0
+            },
+            busy_ticks: busy,
+            total_ticks: total,
+            service: self.service - before.service,
+            generator: self.generator - before.generator,
+            nodes: self
+                .nodes
+                .iter()
+                .map(|(n, s)| (n.clone(), s - before.nodes.get(n).copied().unwrap_or(0.0)))
+                .collect(),
+        }
+    }
+
+    /// Seconds per 1,000 requests (the machine's share unchanged).
+    fn per_1k(&self, requests: u64) -> Cpu {
+        let k = (requests as f64 / 1000.0).max(1e-9);
+        Cpu {
+            service: self.service / k,
+            generator: self.generator / k,
+            nodes: self.nodes.iter().map(|(n, s)| (n.clone(), s / k)).collect(),
+            ..self.clone()
+        }
+    }
+
+    fn per_request(&self, requests: u64) -> String {
+        self.per_1k(requests).summary()
+    }
+
+    fn summary(&self) -> String {
+        let ms = |s: f64| format!("{:.0}", s * 1000.0);
+        format!(
+            "machine {:.0}% busy; per 1k requests: service {} ms, generator {} ms, {}",
+            self.machine_busy * 100.0,
+            ms(self.service),
+            ms(self.generator),
+            self.nodes
+                .iter()
+                .map(|(n, s)| format!("{n} {}", ms(*s)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+
+    /// The median of each figure.
+    fn median(all: &[Cpu]) -> Cpu {
+        let med = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        Cpu {
+            machine_busy: med(all.iter().map(|c| c.machine_busy).collect()),
+            busy_ticks: 0,
+            total_ticks: 0,
+            service: med(all.iter().map(|c| c.service).collect()),
+            generator: med(all.iter().map(|c| c.generator).collect()),
+            nodes: all
+                .first()
+                .map(|c| c.nodes.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|n| {
+                    let v = med(all
+                        .iter()
+                        .map(|c| c.nodes.get(&n).copied().unwrap_or(0.0))
+                        .collect());
+                    (n, v)
+                })
+                .collect(),
+        }
+    }
 }
 
 /// `n` new users with an account each, 32 at a time.
