@@ -424,44 +424,62 @@ pub fn spread_caught_up<R: Rng + ?Sized, L: Load + ?Sized>(
 /// The power of two choices: two distinct nodes drawn uniformly among those
 /// `eligible` accepts, and the one with fewer reads in flight (the first
 /// drawn on a tie, itself random). The only eligible one if there is one;
-/// `None` if none. Two passes over the nodes, two random draws.
+/// `None` if none. One pass over the nodes (two beyond
+/// [`TWO_CHOICES_KEPT`] eligible ones) and one random draw.
 fn two_choices<R: Rng + ?Sized, L: Load + ?Sized>(
     view: &ClusterView,
     load: &L,
     rng: &mut R,
     eligible: impl Fn(&NodeStatus) -> bool,
 ) -> Option<usize> {
-    let candidates = || {
-        view.nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| eligible(f))
-            .map(|(i, _)| i)
-    };
-    let n = candidates().count();
-    if n <= 1 {
-        return candidates().next();
+    // The first eligible indexes, kept on the stack while counting.
+    let mut kept = [0usize; TWO_CHOICES_KEPT];
+    let mut n = 0usize;
+    for (i, f) in view.nodes.iter().enumerate() {
+        if eligible(f) {
+            if let Some(slot) = kept.get_mut(n) {
+                *slot = i;
+            }
+            n += 1;
+        }
     }
-    let a = rng.random_range(0..n);
-    let mut b = rng.random_range(0..n - 1);
+    match n {
+        0 => return None,
+        1 => return Some(kept[0]),
+        _ => {}
+    }
+    // Both draws from one 64-bit number (n is a handful: no visible bias).
+    let x: u64 = rng.random();
+    let m = n as u64;
+    let a = (x % m) as usize;
+    let mut b = ((x / m) % (m - 1)) as usize;
     if b >= a {
         b += 1;
     }
-    let (mut first, mut second) = (0, 0);
-    for (k, i) in candidates().enumerate() {
-        if k == a {
-            first = i;
-        }
-        if k == b {
-            second = i;
-        }
-    }
+    let nth = |k: usize| {
+        kept.get(k)
+            .copied()
+            .filter(|_| n <= TWO_CHOICES_KEPT)
+            .unwrap_or_else(|| {
+                view.nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| eligible(f))
+                    .nth(k)
+                    .map_or(0, |(i, _)| i)
+            })
+    };
+    let (first, second) = (nth(a), nth(b));
     if load.in_flight(second) < load.in_flight(first) {
         Some(second)
     } else {
         Some(first)
     }
 }
+
+/// How many eligible followers [`two_choices`] keeps while counting them;
+/// past that it walks the nodes again to find its two.
+const TWO_CHOICES_KEPT: usize = 16;
 
 /// The follower in rotation with the highest known replay position, if it is
 /// at least `target` (ties broken at random, so equally fresh followers share
@@ -727,6 +745,22 @@ mod tests {
         // Loads equal: the first drawn, so an even split.
         let even = causal_spread(&two, &[4, 4], &cfg, 2000);
         assert!((850..=1150).contains(&even[0]), "{even:?}");
+    }
+
+    #[test]
+    fn past_the_kept_few_every_eligible_follower_is_still_drawn() {
+        let many: Vec<(Option<u64>, bool)> = (0..TWO_CHOICES_KEPT + 5)
+            .map(|i| (Some(600), i % 7 != 3))
+            .collect();
+        let v = view(&many);
+        let seen = causal_spread(&v, IDLE, &RouterConfig::default(), 4000);
+        for (i, count) in seen.iter().enumerate() {
+            if i % 7 == 3 {
+                assert_eq!(*count, 0, "{i} is out of rotation");
+            } else {
+                assert!(*count > 100, "{i}: {seen:?}");
+            }
+        }
     }
 
     #[test]
