@@ -768,7 +768,7 @@ pub fn compare_table(rows: &[Compared]) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "{:<16} {:>16} {:>16} {:>11} {:>11} {:>13} {:>13}",
+        "{:<20} {:>16} {:>16} {:>11} {:>11} {:>13} {:>13}",
         "strategy",
         "leader% t/g/m",
         "stale% t/g/m",
@@ -794,7 +794,7 @@ pub fn compare_table(rows: &[Compared]) -> String {
         let gp = |f: &dyn Fn(&Shares) -> f64| g.map_or("-".to_string(), |g| pct(f(g)));
         let _ = write!(
             out,
-            "{:<16} {:>16} {:>16} {:>11} {:>11} {:>13} {:>13}",
+            "{:<20} {:>16} {:>16} {:>11} {:>11} {:>13} {:>13}",
             r.strategy,
             format!(
                 "{}/{}/{}",
