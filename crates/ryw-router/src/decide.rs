@@ -425,7 +425,7 @@ pub fn spread_caught_up<R: Rng + ?Sized, L: Load + ?Sized>(
 /// `eligible` accepts, and the one with fewer reads in flight (the first
 /// drawn on a tie, itself random). The only eligible one if there is one;
 /// `None` if none. One pass over the nodes (two beyond
-/// [`TWO_CHOICES_KEPT`] eligible ones) and one random draw.
+/// [`TWO_CHOICES_KEPT`] eligible ones), one random draw, no division.
 fn two_choices<R: Rng + ?Sized, L: Load + ?Sized>(
     view: &ClusterView,
     load: &L,
@@ -433,41 +433,42 @@ fn two_choices<R: Rng + ?Sized, L: Load + ?Sized>(
     eligible: impl Fn(&NodeStatus) -> bool,
 ) -> Option<usize> {
     // The first eligible indexes, kept on the stack while counting.
-    let mut kept = [0usize; TWO_CHOICES_KEPT];
+    let mut kept = [0u16; TWO_CHOICES_KEPT];
     let mut n = 0usize;
     for (i, f) in view.nodes.iter().enumerate() {
         if eligible(f) {
             if let Some(slot) = kept.get_mut(n) {
-                *slot = i;
+                *slot = i as u16;
             }
             n += 1;
         }
     }
+    // Past `u16::MAX` nodes the kept indexes would wrap: walk them again.
+    let walk = n > TWO_CHOICES_KEPT || view.nodes.len() > usize::from(u16::MAX);
     match n {
         0 => return None,
-        1 => return Some(kept[0]),
+        1 if !walk => return Some(usize::from(kept[0])),
         _ => {}
     }
-    // Both draws from one 64-bit number (n is a handful: no visible bias).
+    // Both draws from one 64-bit number, each half scaled to its range by
+    // a multiply and a shift (no division: this is most of what the choice
+    // costs; the bias, n / 2^32, is nil for a handful of followers).
     let x: u64 = rng.random();
-    let m = n as u64;
-    let a = (x % m) as usize;
-    let mut b = ((x / m) % (m - 1)) as usize;
+    let scale = |bits: u64, range: usize| ((bits * range as u64) >> 32) as usize;
+    let a = scale(x & 0xffff_ffff, n);
+    let mut b = scale(x >> 32, n - 1);
     if b >= a {
         b += 1;
     }
-    let nth = |k: usize| {
-        kept.get(k)
-            .copied()
-            .filter(|_| n <= TWO_CHOICES_KEPT)
-            .unwrap_or_else(|| {
-                view.nodes
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, f)| eligible(f))
-                    .nth(k)
-                    .map_or(0, |(i, _)| i)
-            })
+    let nth = |k: usize| match kept.get(k) {
+        Some(&i) if !walk => usize::from(i),
+        _ => view
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| eligible(f))
+            .nth(k)
+            .map_or(0, |(i, _)| i),
     };
     let (first, second) = (nth(a), nth(b));
     if load.in_flight(second) < load.in_flight(first) {
