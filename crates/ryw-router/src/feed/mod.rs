@@ -249,8 +249,7 @@ impl Feed {
         metrics: Arc<Metrics>,
     ) -> Result<Feed> {
         cfg.validate()?;
-        let addr =
-            RedisAddr::parse(&cfg.redis_url).map_err(|e| Error::Config(format!("feed: {e}")))?;
+        let addr = RedisAddr::parse(&cfg.redis_url)?;
         let conn = RedisConn::lazy(&addr, cfg.timeout, cfg.renew_every)?;
         // On a cluster the lease and the channel share a hash tag: one shard.
         let base = if addr.is_cluster() {

@@ -409,7 +409,6 @@ impl Router {
                     .options
                     .follower_choice
                     .unwrap_or(inner.cfg.follower_choice),
-                feed: None,
                 ..inner.cfg.clone()
             };
             &overridden
