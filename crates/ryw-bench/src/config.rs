@@ -320,8 +320,48 @@ impl StrategyName {
     }
 }
 
-/// One strategy as the bench asks for it: `X-Read-Strategy: <name>[:<duration>]`
-/// (the duration is the sticky window or the wait budget).
+/// Which follower the server gives a read that several followers could
+/// serve (the router's `FollowerChoice`, by its text name): asked per
+/// strategy group, so both run at once on the same lag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FollowerChoice {
+    /// The fewer reads in flight of two random candidates (the default).
+    Load,
+    /// The follower with the highest replay position (ryw before issue 22).
+    LeastLagged,
+}
+
+impl FollowerChoice {
+    /// The name after `@` in `X-Read-Strategy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FollowerChoice::Load => "load",
+            FollowerChoice::LeastLagged => "least-lagged",
+        }
+    }
+}
+
+impl fmt::Display for FollowerChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for FollowerChoice {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        [FollowerChoice::Load, FollowerChoice::LeastLagged]
+            .into_iter()
+            .find(|c| c.as_str() == s.trim())
+            .ok_or(())
+    }
+}
+
+/// One strategy as the bench asks for it: `X-Read-Strategy:
+/// <name>[:<duration>][@<choice>]` (the duration is the sticky window or the
+/// wait budget; the choice, `load` or `least-lagged`, which follower serves
+/// a read several could: `causal@least-lagged` beside `causal` measures the
+/// old least-lagged choice against the spread by load in one run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StrategySpec {
     /// Which strategy.
@@ -329,6 +369,9 @@ pub struct StrategySpec {
     /// The sticky window (`sticky`) or the wait budget (`causal`, `hybrid`,
     /// `per-read-check`); `None` = the server's default.
     pub param: Option<Duration>,
+    /// Which follower serves a read several could; `None` = the server's
+    /// default.
+    pub choice: Option<FollowerChoice>,
 }
 
 impl StrategySpec {
@@ -341,6 +384,7 @@ impl StrategySpec {
         let s = |name, ms: Option<u64>| StrategySpec {
             name,
             param: ms.map(Duration::from_millis),
+            choice: None,
         };
         vec![
             s(Leader, None),
@@ -362,6 +406,7 @@ impl StrategySpec {
         let causal = |ms| StrategySpec {
             name: StrategyName::Causal,
             param: Some(Duration::from_millis(ms)),
+            choice: None,
         };
         vec![
             causal(0),
@@ -372,6 +417,7 @@ impl StrategySpec {
             StrategySpec {
                 name: StrategyName::Hybrid,
                 param: None,
+                choice: None,
             },
         ]
     }
@@ -405,7 +451,19 @@ impl StrategySpec {
 impl FromStr for StrategySpec {
     type Err = BenchError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim();
+        let whole = s.trim();
+        let (t, choice) = match whole.split_once('@') {
+            Some((t, c)) => (
+                t,
+                Some(c.parse::<FollowerChoice>().map_err(|_| {
+                    BenchError::config(
+                        "strategy",
+                        format!("{whole:?}: the choice after @ is `load` or `least-lagged`"),
+                    )
+                })?),
+            ),
+            None => (whole, None),
+        };
         let (name, param) = match t.split_once(':') {
             Some((n, p)) => (
                 n,
@@ -435,17 +493,26 @@ impl FromStr for StrategySpec {
                 format!("{t:?}: `{}` takes no duration", name.as_str()),
             ));
         }
-        Ok(StrategySpec { name, param })
+        Ok(StrategySpec {
+            name,
+            param,
+            choice,
+        })
     }
 }
 
 impl fmt::Display for StrategySpec {
-    /// Exactly the `X-Read-Strategy` header value (`sticky:2s`).
+    /// Exactly the `X-Read-Strategy` header value (`sticky:2s`,
+    /// `causal@least-lagged`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.param {
-            Some(d) => f.pad(&format!("{}:{}", self.name.as_str(), DurationText(d))),
-            None => f.pad(self.name.as_str()),
+        let mut text = self.name.as_str().to_owned();
+        if let Some(d) = self.param {
+            text = format!("{text}:{}", DurationText(d));
         }
+        if let Some(c) = self.choice {
+            text = format!("{text}@{c}");
+        }
+        f.pad(&text)
     }
 }
 
@@ -582,6 +649,15 @@ mod tests {
         assert!(StrategySpec::parse_list("eventual").is_err());
         assert!(StrategySpec::parse_list("leader:2s").is_err());
         assert!(StrategySpec::parse_list(" , ").is_err());
+    }
+
+    #[test]
+    fn a_follower_choice_after_the_at_sign_round_trips_and_a_bad_one_is_refused() {
+        let list = StrategySpec::parse_list("causal,causal@least-lagged,hybrid:20ms@load").unwrap();
+        let texts: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        assert_eq!(texts, ["causal", "causal@least-lagged", "hybrid:20ms@load"]);
+        assert_eq!(list[1].choice, Some(FollowerChoice::LeastLagged));
+        assert!("causal@lag".parse::<StrategySpec>().is_err());
     }
 
     #[test]

@@ -192,10 +192,10 @@ pub async fn migrate_cluster(dir: &Path) -> Result<(), BenchError> {
 /// The cluster's own Redis URL (from `ryw cluster up --redis`).
 pub fn cluster_redis(dir: &Path) -> Result<String, BenchError> {
     let info = ryw_cluster::ClusterInfo::load(dir)?;
-    info.redis.map(|r| r.url).ok_or_else(|| {
+    info.redis_url().ok_or_else(|| {
         BenchError::config(
             "--redis",
-            "this cluster has no Redis (`ryw cluster up --redis`)",
+            "this cluster has no Redis (`ryw cluster up --redis` or `--redis-cluster 3`)",
         )
     })
 }

@@ -69,6 +69,7 @@ pub mod overhead;
 pub mod peers;
 pub mod pgbench;
 pub mod report;
+pub mod spread;
 pub mod sql;
 
 pub use calibrate::{

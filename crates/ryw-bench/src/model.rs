@@ -25,11 +25,19 @@
 //! | `per-read-check` | its random follower has `L_f > T` (the check is live: no poll delay) |
 //! | oracle | `T < min_f L_f` (no follower could have it) |
 //!
-//! Followers: `legacy`, `sticky` and stale-ok reads spread evenly; `causal`
-//! and `hybrid` send every fresh read to the least-lagged follower that has
-//! the token (ties at random), which under steady writes is always the one
-//! with the smallest catch-up time; `per-read-check` adds one check query
-//! per fresh read on its random follower.
+//! Followers: `legacy`, `sticky` and stale-ok reads spread evenly;
+//! `per-read-check` adds one check query per fresh read on its random
+//! follower. `causal` and `hybrid` (the router's default choice by load,
+//! issue 22) give a read that finds followers already seen at its token to
+//! any of them, evenly: follower `f`'s share of those read at `T` is
+//! `E[1{f seen} / (number seen)]`, each seen independently with `p_f(T) =
+//! P(S_f ≤ T)` (two random candidates and the fewer reads in flight is, at
+//! the loads one plans for, an even split that shifts reads off a slow
+//! follower; the model takes it even). A read that waits is served by the
+//! first follower seen at its token: the least lagged, shared with those
+//! within a poll of it. With `@least-lagged` (the choice before issue 22)
+//! every follower read goes that way: under steady writes the positions
+//! never tie, so the least-lagged follower takes them all.
 //!
 //! Query rates (requests per second; a write is one transaction):
 //! leader = writes + fresh reads × leader share + tracker polls; follower
@@ -37,7 +45,7 @@
 //! tracker polls. Tracker polls per node = instances / `P` without the
 //! shared position feed, 1 / `P` with it (one poller).
 
-use crate::config::{StrategyName, StrategySpec, Think};
+use crate::config::{FollowerChoice, StrategyName, StrategySpec, Think};
 use std::time::Duration;
 
 /// Defaults of the router, for strategies given without a duration.
@@ -315,6 +323,46 @@ fn unseen(lags: &[f64], poll: f64, x: f64) -> f64 {
         .product()
 }
 
+/// Each follower's expected share of a read `x` seconds after its write,
+/// spread evenly over the followers seen at the token by then: `E[1{f seen}
+/// / (number seen)]`, with each seen independently (`P(S_f ≤ x)`). The
+/// shares add up to the probability that some follower is seen.
+fn spread_at(lags: &[f64], poll: f64, x: f64) -> Vec<f64> {
+    let seen: Vec<f64> = lags
+        .iter()
+        .map(|&l| {
+            if poll <= 0.0 {
+                f64::from(u8::from(l <= x))
+            } else {
+                ((x - l) / poll).clamp(0.0, 1.0)
+            }
+        })
+        .collect();
+    (0..lags.len())
+        .map(|f| {
+            // The number of the others seen: a Poisson binomial, by DP.
+            let mut count = vec![1.0];
+            for (g, &p) in seen.iter().enumerate() {
+                if g == f {
+                    continue;
+                }
+                let mut next = vec![0.0; count.len() + 1];
+                for (k, &c) in count.iter().enumerate() {
+                    next[k] += c * (1.0 - p);
+                    next[k + 1] += c * p;
+                }
+                count = next;
+            }
+            let mean_inverse: f64 = count
+                .iter()
+                .enumerate()
+                .map(|(k, &c)| c / (k as f64 + 1.0))
+                .sum();
+            seen[f] * mean_inverse
+        })
+        .collect()
+}
+
 /// Index of the follower with the smallest catch-up time (the first of equals).
 fn least_lagged(lags: &[f64]) -> Option<usize> {
     (0..lags.len()).min_by(|&a, &b| lags[a].total_cmp(&lags[b]))
@@ -352,6 +400,25 @@ pub fn shares(input: &Input, strategy: Option<StrategySpec>) -> Shares {
             }
         }
     };
+    // With the default choice by load, the reads that find followers
+    // already seen at their token (`T` after the write) spread over them;
+    // the reads that waited go to the first seen (`to_least`'s split).
+    let spread = strategy.is_some_and(|st| st.choice != Some(FollowerChoice::LeastLagged));
+    let spread_over_seen = |s: &mut Shares| {
+        let caught: Vec<f64> = (0..n)
+            .map(|f| input.expect(|t| spread_at(&lags, poll, t)[f]))
+            .collect();
+        let caught_total: f64 = caught.iter().sum();
+        let waited_total = (1.0 - s.leader - caught_total).max(0.0);
+        let first: Vec<f64> = s
+            .followers
+            .iter()
+            .map(|&x| x / (1.0 - s.leader).max(1e-12))
+            .collect();
+        for f in 0..n {
+            s.followers[f] = caught[f] + waited_total * first[f];
+        }
+    };
     let param = |d: Duration| strategy.and_then(|st| st.param).unwrap_or(d).as_secs_f64();
     let Some(spec) = strategy else {
         let min = lags.iter().copied().fold(f64::INFINITY, f64::min);
@@ -377,6 +444,9 @@ pub fn shares(input: &Input, strategy: Option<StrategySpec>) -> Shares {
             let b = param(DEFAULT_CAUSAL_WAIT);
             let leader = input.expect(|t| unseen(&lags, poll, t + b));
             to_least(&mut s, leader);
+            if spread && leader < 1.0 {
+                spread_over_seen(&mut s);
+            }
             if b > 0.0 {
                 s.waits = input.expect(|t| unseen(&lags, poll, t));
                 s.wasted_waits = leader;
@@ -397,6 +467,9 @@ pub fn shares(input: &Input, strategy: Option<StrategySpec>) -> Shares {
                 }
             });
             to_least(&mut s, leader);
+            if spread && leader < 1.0 {
+                spread_over_seen(&mut s);
+            }
             s.waits = input.expect(|t| {
                 if foreseen(t) {
                     unseen(&lags, poll, t)
@@ -495,7 +568,7 @@ pub fn table(input: &Input, predictions: &[Prediction]) -> String {
     );
     let _ = write!(
         out,
-        "{:<16} {:>8} {:>7} {:>7} {:>7} {:>10} {:>10}",
+        "{:<20} {:>8} {:>7} {:>7} {:>7} {:>10} {:>10}",
         "strategy", "leader%", "stale%", "waits%", "wasted%", "leader r/s", "leader q/s"
     );
     for i in 0..input.followers.len() {
@@ -508,7 +581,7 @@ pub fn table(input: &Input, predictions: &[Prediction]) -> String {
             .map_or_else(|| "oracle".to_string(), |s| s.to_string());
         let _ = write!(
             out,
-            "{:<16} {:>8.1} {:>7.1} {:>7.1} {:>7.1} {:>10.1} {:>10.1}",
+            "{:<20} {:>8.1} {:>7.1} {:>7.1} {:>7.1} {:>10.1} {:>10.1}",
             name,
             p.shares.leader * 100.0,
             p.shares.stale * 100.0,
@@ -711,7 +784,7 @@ pub fn compare_table(rows: &[Compared]) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "{:<16} {:>16} {:>16} {:>11} {:>11} {:>13} {:>13}",
+        "{:<20} {:>16} {:>16} {:>11} {:>11} {:>13} {:>13}",
         "strategy",
         "leader% t/g/m",
         "stale% t/g/m",
@@ -737,7 +810,7 @@ pub fn compare_table(rows: &[Compared]) -> String {
         let gp = |f: &dyn Fn(&Shares) -> f64| g.map_or("-".to_string(), |g| pct(f(g)));
         let _ = write!(
             out,
-            "{:<16} {:>16} {:>16} {:>11} {:>11} {:>13} {:>13}",
+            "{:<20} {:>16} {:>16} {:>11} {:>11} {:>13} {:>13}",
             r.strategy,
             format!(
                 "{}/{}/{}",
@@ -831,10 +904,19 @@ mod tests {
     fn causal_pays_half_a_poll_and_gains_its_budget() {
         let i = demo();
         // Seen at 100 ms + U(0, 10 ms): leader iff T < 105 ms on average.
-        let c0 = shares(&i, spec("causal:0ms"));
+        let c0 = shares(&i, spec("causal:0ms@least-lagged"));
         assert!(close(c0.leader, 0.105), "{}", c0.leader);
         assert_eq!((c0.waits, c0.wasted_waits), (0.0, 0.0));
         assert!(close(c0.followers[0], 0.895) && c0.followers[1] == 0.0);
+        // By load (the default): a read after follower2 is seen (400 ms +
+        // U(0, 10 ms), 59.5% of reads) has two followers to choose from.
+        let spread = shares(&i, spec("causal:0ms"));
+        assert!(close(spread.leader, 0.105));
+        assert!(
+            close(spread.followers[1], 0.5 * 0.595) && close(spread.followers[0], 0.895 - 0.2975),
+            "{:?}",
+            spread.followers
+        );
         let c20 = shares(&i, spec("causal:20ms"));
         assert!(close(c20.leader, 0.085));
         assert!(close(c20.waits, 0.105) && close(c20.wasted_waits, 0.085));
@@ -882,6 +964,45 @@ mod tests {
     }
 
     #[test]
+    fn the_spread_gives_every_follower_that_has_the_write_an_even_share_and_least_lagged_gives_it_all_to_one()
+     {
+        // 20, 50 and 100 ms; reads 600 ms after the write: all have it.
+        let i = Input {
+            think: Think::Fixed(ms(600)),
+            followers: vec![ms(21), ms(51), ms(101)],
+            ..demo()
+        };
+        for strategy in ["causal", "hybrid"] {
+            let spread = shares(&i, spec(strategy));
+            assert!(close(spread.leader, 0.0));
+            for f in &spread.followers {
+                assert!(close(*f, 1.0 / 3.0), "{strategy}: {:?}", spread.followers);
+            }
+            let old = shares(&i, spec(&format!("{strategy}@least-lagged")));
+            assert!(
+                close(old.followers[0], 1.0),
+                "{strategy}: {:?}",
+                old.followers
+            );
+        }
+        // Uniform 0–1 s: reads before a follower catches up go to the
+        // followers that have it, so the least lagged still gets more.
+        let u = Input {
+            followers: vec![ms(21), ms(51), ms(101)],
+            ..demo()
+        };
+        let c = shares(&u, spec("causal:0ms"));
+        let total: f64 = c.followers.iter().sum();
+        assert!(close(total + c.leader, 1.0), "{c:?}");
+        assert!(c.followers[0] > c.followers[1] && c.followers[1] > c.followers[2]);
+        assert!(c.followers[2] > 0.28, "{c:?}");
+        // The even share at one instant, by the formula.
+        let at = spread_at(&[0.0, 0.0], 0.010, 0.005);
+        // Each seen with 1/2: E[1{f} / n] = 1/2 × (1/2 × 1 + 1/2 × 1/2).
+        assert!(close(at[0], 0.375) && close(at[1], 0.375), "{at:?}");
+    }
+
+    #[test]
     fn rates_add_writes_reads_and_polls() {
         let i = Input {
             rate: Rate::Open {
@@ -891,7 +1012,7 @@ mod tests {
             ..demo()
         };
         // 100 it/s: 120 writes, 120 fresh reads, 50 stale-ok reads per s.
-        let p = &predict(&i, &[spec("causal:0ms").unwrap()])[0];
+        let p = &predict(&i, &[spec("causal:0ms@least-lagged").unwrap()])[0];
         assert!(close(p.rates.writes, 120.0) && close(p.rates.fresh_reads, 120.0));
         assert!(close(p.rates.polls_per_node, 400.0));
         assert!(close(p.rates.leader_total, 120.0 + 12.6 + 400.0));

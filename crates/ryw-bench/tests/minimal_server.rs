@@ -94,6 +94,7 @@ async fn the_minimal_server_answers_the_services_balance_from_the_follower_under
         connections: 8,
         duration: Duration::from_millis(1500),
         timeout: Duration::from_secs(5),
+        ..LoadSpec::default()
     })
     .await
     .unwrap();

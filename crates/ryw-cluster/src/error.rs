@@ -15,6 +15,9 @@ pub enum ClusterError {
     /// `redis-server` is not installed.
     #[error("redis-server not found on PATH; install it with `apt-get install redis-server`")]
     RedisMissing,
+    /// The private Redis Cluster could not be formed or asked.
+    #[error("redis cluster: {0}")]
+    RedisCluster(String),
     /// A port the cluster needs is taken by another process.
     #[error("port {port} on 127.0.0.1 is already in use; choose another base port with --port")]
     PortInUse { port: u16 },

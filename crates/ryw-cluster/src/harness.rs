@@ -34,6 +34,7 @@
 
 use crate::failover::{FailoverOptions, FailoverReport, RejoinOptions, RejoinReport};
 use crate::info::{ClusterInfo, NodeRole};
+use crate::redis_cluster::{RedisClusterSpec, RedisMaster};
 use crate::up::{UpOptions, up};
 use crate::{ClusterError, ops, redis};
 use rand::Rng;
@@ -77,6 +78,7 @@ impl TestCluster {
                 redis: false,
             },
             true,
+            None,
         )
         .await
     }
@@ -84,10 +86,33 @@ impl TestCluster {
     /// A cluster as described by `opts`. Panics, with the reason and the fix,
     /// when it cannot be started.
     pub async fn start_with(opts: TestClusterOptions) -> TestCluster {
-        Self::start_inner(opts, false).await
+        Self::start_inner(opts, false, None).await
     }
 
-    async fn start_inner(opts: TestClusterOptions, sync: bool) -> TestCluster {
+    /// A leader and one follower per entry of `lags`, and a private Redis
+    /// Cluster of `spec`'s shape (`ryw cluster up --redis-cluster N
+    /// --redis-replicas R`): [`TestCluster::redis_url`] is its
+    /// `redis+cluster://` URL.
+    pub async fn start_with_redis_cluster(
+        lags: &[Duration],
+        spec: RedisClusterSpec,
+    ) -> TestCluster {
+        Self::start_inner(
+            TestClusterOptions {
+                lags: lags.to_vec(),
+                redis: false,
+            },
+            false,
+            Some(spec),
+        )
+        .await
+    }
+
+    async fn start_inner(
+        opts: TestClusterOptions,
+        sync: bool,
+        redis_cluster: Option<RedisClusterSpec>,
+    ) -> TestCluster {
         assert!(
             !opts.lags.is_empty(),
             "a test cluster needs at least one follower"
@@ -109,6 +134,7 @@ impl TestCluster {
                 lags: opts.lags.clone(),
                 port,
                 redis: opts.redis,
+                redis_cluster,
                 shared_buffers: "64MB".into(),
                 sync,
                 ..UpOptions::default()
@@ -187,9 +213,33 @@ impl TestCluster {
             .collect()
     }
 
-    /// URL of the private Redis, when started with one.
+    /// URL of the private Redis (or Redis Cluster), when started with one.
     pub fn redis_url(&self) -> Option<String> {
-        self.info().redis.map(|r| r.url)
+        self.info().redis_url()
+    }
+
+    /// The private Redis Cluster's masters now: each one's port and the
+    /// slot ranges it serves. Panics without a Redis Cluster.
+    pub fn redis_masters(&self) -> Vec<RedisMaster> {
+        let rc = self
+            .info()
+            .redis_cluster
+            .expect("this test cluster has no Redis Cluster");
+        crate::redis_cluster::masters(&rc).expect("CLUSTER SLOTS")
+    }
+
+    /// SIGKILLs the Redis Cluster node on `port`, as a crash would.
+    pub fn kill_redis_node(&self, port: u16) {
+        let rc = self
+            .info()
+            .redis_cluster
+            .expect("this test cluster has no Redis Cluster");
+        let node = rc
+            .nodes
+            .iter()
+            .find(|n| n.port == port)
+            .unwrap_or_else(|| panic!("no Redis Cluster node on {port}"));
+        crate::proc::kill_tree(node.pid);
     }
 
     /// Changes follower `replica`'s (1-based) replay delay live.
@@ -282,6 +332,7 @@ impl TestCluster {
         let mut guard = self.info.lock().unwrap();
         if let Ok(mut fresh) = ClusterInfo::load(&guard.dir) {
             fresh.redis = guard.redis.clone();
+            fresh.redis_cluster = guard.redis_cluster.clone();
             *guard = fresh;
         }
     }

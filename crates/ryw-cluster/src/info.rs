@@ -83,6 +83,39 @@ pub struct RedisInfo {
     pub log: PathBuf,
 }
 
+/// A private Redis Cluster, when `up --redis-cluster N` started one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisClusterInfo {
+    /// `redis+cluster://127.0.0.1:P1,…` (the masters as seeds): what
+    /// `--redis-url` takes.
+    pub url: String,
+    /// Masters (shards) it was formed with.
+    pub masters: usize,
+    /// Replicas per master.
+    pub replicas: usize,
+    /// `cluster-node-timeout` in ms: how long a master may be unreachable
+    /// before its replica takes over.
+    pub node_timeout_ms: u64,
+    /// Every node, the masters it was formed with first (roles move at a
+    /// failover: ask the cluster, `CLUSTER SLOTS`).
+    pub nodes: Vec<RedisNodeInfo>,
+}
+
+/// One node of the private Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisNodeInfo {
+    /// Client port on 127.0.0.1.
+    pub port: u16,
+    /// Cluster bus port.
+    pub bus_port: u16,
+    /// Process id.
+    pub pid: i32,
+    /// Log file.
+    pub log: PathBuf,
+    /// Its folder (`nodes.conf`, pid file, log).
+    pub dir: PathBuf,
+}
+
 /// Everything `up` started.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterInfo {
@@ -99,11 +132,23 @@ pub struct ClusterInfo {
     pub nodes: Vec<NodeInfo>,
     /// The private Redis, if any.
     pub redis: Option<RedisInfo>,
+    /// The private Redis Cluster, if any.
+    #[serde(default)]
+    pub redis_cluster: Option<RedisClusterInfo>,
     /// Seconds `up` took, for the record.
     pub up_secs: f64,
 }
 
 impl ClusterInfo {
+    /// The URL of the private Redis or Redis Cluster, if `up` started one:
+    /// what `--redis-url` takes.
+    pub fn redis_url(&self) -> Option<String> {
+        self.redis
+            .as_ref()
+            .map(|r| r.url.clone())
+            .or_else(|| self.redis_cluster.as_ref().map(|rc| rc.url.clone()))
+    }
+
     /// Reads `DIR/cluster.json`.
     pub fn load(dir: &Path) -> Result<ClusterInfo, ClusterError> {
         let path = dir.join(FILE);
@@ -304,6 +349,7 @@ mod tests {
                 node("follower2", NodeRole::Leader),
             ],
             redis: None,
+            redis_cluster: None,
             up_secs: 0.0,
         }
     }

@@ -1,6 +1,6 @@
 //! A real local replication cluster for ryw: one PostgreSQL primary, N
 //! streaming hot-standby followers with controllable replication lag, and
-//! optionally a private Redis — started from the PostgreSQL binaries on the
+//! optionally a private Redis or Redis Cluster — started from the PostgreSQL binaries on the
 //! machine, on loopback only, in a folder the user can find again.
 //!
 //! Everything here drives real `postgres` and `redis-server` processes; there
@@ -31,6 +31,8 @@
 //! - [`timeline`]: which timeline a node is on; history files and switch
 //!   points.
 //! - [`redis`]: a private `redis-server` without persistence.
+//! - [`redis_cluster`]: a private Redis Cluster (`up --redis-cluster N
+//!   --redis-replicas R`) formed from the same binary.
 //! - [`proc`]: processes and connections the others share (run a program,
 //!   `pg_ctl start`, liveness of a pid, a log's tail, URLs); `failover` →
 //!   `up` → `ops` → `redis` → `proc`, no cycle.
@@ -47,6 +49,7 @@ pub mod ops;
 pub mod pgbin;
 pub mod proc;
 pub mod redis;
+pub mod redis_cluster;
 pub mod runas;
 pub mod timeline;
 pub mod up;
@@ -55,8 +58,11 @@ pub use error::ClusterError;
 pub use failover::{
     FailoverOptions, FailoverReport, RejoinOptions, RejoinReport, failover, rejoin,
 };
-pub use info::{ClusterInfo, NodeInfo, NodeRole, RedisInfo, ReplicationInfo};
+pub use info::{
+    ClusterInfo, NodeInfo, NodeRole, RedisClusterInfo, RedisInfo, RedisNodeInfo, ReplicationInfo,
+};
 pub use ops::{NodeState, down, set_lag, status};
+pub use redis_cluster::RedisClusterSpec;
 pub use up::{UpOptions, up};
 
 /// Default folder of `ryw cluster up`, relative to the working directory.

@@ -234,6 +234,11 @@ pub(crate) fn stop_all(info: &ClusterInfo, user: &OsUser) -> Result<Vec<String>,
     {
         stopped.push("redis".into());
     }
+    if let Some(rc) = &info.redis_cluster {
+        for port in crate::redis_cluster::stop_all(rc) {
+            stopped.push(format!("redis {port}"));
+        }
+    }
     Ok(stopped)
 }
 
@@ -330,7 +335,7 @@ pub(crate) fn remove_stale_locks(info: &ClusterInfo, node: &NodeInfo) {
 }
 
 fn remove_data(dir: &Path) -> Result<(), ClusterError> {
-    for sub in ["pg", "redis"] {
+    for sub in ["pg", "redis", "redis-cluster"] {
         let p = dir.join(sub);
         if p.exists() {
             std::fs::remove_dir_all(&p).map_err(ClusterError::io("removing", &p))?;

@@ -137,6 +137,11 @@ pub fn any_alive(info: &ClusterInfo) -> Option<i32> {
         .iter()
         .filter_map(|n| postmaster_pid(&n.data_dir))
         .chain(info.redis.as_ref().map(|r| r.pid))
+        .chain(
+            info.redis_cluster
+                .iter()
+                .flat_map(|rc| rc.nodes.iter().map(|n| n.pid)),
+        )
         .find(|&p| is_alive(p))
 }
 
@@ -158,6 +163,51 @@ pub(crate) fn kill_tree(pid: i32) {
         let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
     }
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+}
+
+/// User + system CPU seconds of a process so far, and of the children it
+/// has waited for (`/proc/PID/stat` fields 14–17, at 100 ticks a second).
+pub fn cpu_seconds(pid: i32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses: fields 3.. (utime is 14).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    (f.len() == 4).then(|| ((f[0] + f[1]) / 100.0, (f[2] + f[3]) / 100.0))
+}
+
+/// User + system CPU seconds so far of a node: its postmaster and every
+/// process it runs now (backends, WAL sender or receiver, startup process).
+pub fn node_cpu_seconds(data: &Path) -> Option<f64> {
+    let pid = postmaster_pid(data)?;
+    let own = cpu_seconds(pid)?.0;
+    Some(
+        own + children_of(pid)
+            .into_iter()
+            .filter_map(|c| cpu_seconds(c).map(|(s, _)| s))
+            .sum::<f64>(),
+    )
+}
+
+/// The machine's busy and total CPU time so far (all cores, from the
+/// `cpu` line of `/proc/stat`, in ticks): busy / total over an interval is
+/// how much of the machine was in use.
+pub fn machine_cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    let total: u64 = v.iter().take(8).sum();
+    Some((total - idle, total))
 }
 
 pub(crate) fn children_of(pid: i32) -> Vec<i32> {

@@ -11,6 +11,7 @@
 use crate::conf::{self, append_as, set_auto_conf, slot_name, write_as};
 use crate::info::{ClusterInfo, NodeInfo, NodeRole, RedisInfo, ReplicationInfo};
 use crate::proc::{admin_url, connect, log_tail, run, start, url};
+use crate::redis_cluster::RedisClusterSpec;
 use crate::runas::OsUser;
 use crate::{ClusterError, DATABASE, DEFAULT_PORT, ops, pgbin};
 use futures_util::future::join_all;
@@ -37,6 +38,8 @@ pub struct UpOptions {
     pub port: u16,
     /// Also start a private Redis.
     pub redis: bool,
+    /// Also start a private Redis Cluster of this shape (not with `redis`).
+    pub redis_cluster: Option<RedisClusterSpec>,
     /// Explicit PostgreSQL binary folder.
     pub pg_bin: Option<PathBuf>,
     /// OS user for the servers when running as root (default `postgres`).
@@ -56,6 +59,7 @@ impl Default for UpOptions {
             lags: vec![Duration::from_millis(100), Duration::from_millis(400)],
             port: DEFAULT_PORT,
             redis: false,
+            redis_cluster: None,
             pg_bin: None,
             os_user: None,
             shared_buffers: "256MB".into(),
@@ -92,7 +96,15 @@ pub async fn up(opts: &UpOptions) -> Result<ClusterInfo, ClusterError> {
     }
     let bin = pgbin::find(opts.pg_bin.as_deref())?;
     let user = OsUser::resolve(opts.os_user.as_deref())?;
-    let redis_bin = if opts.redis {
+    if opts.redis && opts.redis_cluster.is_some() {
+        return Err(ClusterError::BadArgument(
+            "--redis and --redis-cluster: one Redis or one Redis Cluster, not both".into(),
+        ));
+    }
+    if let Some(spec) = &opts.redis_cluster {
+        spec.validate()?;
+    }
+    let redis_bin = if opts.redis || opts.redis_cluster.is_some() {
         Some(crate::redis::find()?)
     } else {
         None
@@ -121,6 +133,7 @@ pub async fn up(opts: &UpOptions) -> Result<ClusterInfo, ClusterError> {
         os_user: user.name.clone(),
         nodes: Vec::new(),
         redis: None,
+        redis_cluster: None,
         up_secs: 0.0,
     };
     match build(&mut info, opts, &user, &ports, redis_bin.as_deref()).await {
@@ -288,17 +301,66 @@ async fn build(
         set_sync_standbys(&admin, "leader", &names).await?;
     }
 
-    if let Some(redis_bin) = redis_bin {
-        let port = free_port_after(ports[ports.len() - 1] + 1)?;
-        let r = crate::redis::start(redis_bin, &info.dir, port).await?;
-        info.redis = Some(RedisInfo {
-            port,
-            pid: r.0,
-            url: format!("redis://127.0.0.1:{port}/"),
-            log: r.1,
-        });
+    match (redis_bin, opts.redis_cluster) {
+        (Some(redis_bin), Some(spec)) => {
+            let mut pairs = Vec::with_capacity(spec.nodes());
+            let mut next = ports[ports.len() - 1] + 1;
+            for _ in 0..spec.nodes() {
+                let port = free_port_below_32768(next)?;
+                let bus = free_port_below_32768(port + 1)?;
+                pairs.push((port, bus));
+                next = bus + 1;
+            }
+            // Saved as it starts, so `down` finds the nodes if forming fails.
+            let started = crate::redis_cluster::start(redis_bin, &info.dir, spec, &pairs).await;
+            match started {
+                Ok(rc) => info.redis_cluster = Some(rc),
+                Err(e) => {
+                    stop_redis_cluster_dir(&info.dir);
+                    return Err(e);
+                }
+            }
+        }
+        (Some(redis_bin), None) => {
+            let port = free_port_after(ports[ports.len() - 1] + 1)?;
+            let r = crate::redis::start(redis_bin, &info.dir, port).await?;
+            info.redis = Some(RedisInfo {
+                port,
+                pid: r.0,
+                url: format!("redis://127.0.0.1:{port}/"),
+                log: r.1,
+            });
+        }
+        (None, _) => {}
     }
     Ok(())
+}
+
+/// Stops whatever Redis Cluster nodes a failed `up` left in `DIR`, from
+/// their pid files.
+fn stop_redis_cluster_dir(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir.join("redis-cluster")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if let Some(pid) = std::fs::read_to_string(e.path().join("redis.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            crate::redis::stop(pid);
+        }
+    }
+}
+
+/// A free port from `from` on, below 32768 (see [`crate::DEFAULT_PORT`]).
+fn free_port_below_32768(from: u16) -> Result<u16, ClusterError> {
+    let port = free_port_after(from)?;
+    if port >= 32768 {
+        return Err(ClusterError::BadArgument(format!(
+            "no free port below 32768 for the Redis Cluster after {from}; choose a lower --port"
+        )));
+    }
+    Ok(port)
 }
 
 async fn wait_streaming(node: &NodeInfo) -> Result<(), ClusterError> {

@@ -120,10 +120,13 @@ fn bench(c: &mut Criterion) {
             last_write_ms,
             untracked_write_ms: None,
         };
+        // A few reads in flight, unevenly: the spread compares two of them.
+        let load: Vec<u32> = (0..followers as u32).map(|i| i % 3).collect();
         group.bench_function(name, |b| {
             b.iter(|| {
                 decide(
                     black_box(&v),
+                    black_box(&load[..]),
                     black_box(&session),
                     Freshness::Fresh,
                     black_box(strategy),

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::{Error, FeedConfig, Result, Strategy};
+use crate::{Error, FeedConfig, FollowerChoice, Result, Strategy};
 
 /// The name fresh reads report when they were served by the leader
 /// (`X-Served-By: leader`).
@@ -40,6 +40,13 @@ pub struct RouterConfig {
     /// token within this budget ([`crate::predict`]), and goes to the leader
     /// at once otherwise. 0 = never wait. Default 20 ms.
     pub hybrid_wait: Duration,
+    /// Which follower serves a read when several may (a stale-ok read; a
+    /// fresh read under `causal` or `hybrid`). Default
+    /// [`FollowerChoice::Load`]: of two random candidates, the one with
+    /// fewer reads in flight, so followers that have the data share the
+    /// work (`DESIGN.md`, "Scale"). A read may override it
+    /// ([`ReadOptions::follower_choice`](crate::ReadOptions)).
+    pub follower_choice: FollowerChoice,
     /// A follower whose lag time exceeds this leaves rotation (rule 8).
     /// Default 10 s.
     pub max_lag_time: Duration,
@@ -105,6 +112,7 @@ impl Default for RouterConfig {
             sticky_window: Duration::from_secs(5),
             causal_wait: Duration::from_millis(200),
             hybrid_wait: Duration::from_millis(20),
+            follower_choice: FollowerChoice::Load,
             max_lag_time: Duration::from_secs(10),
             max_lag_bytes: 16 * 1024 * 1024,
             poll_interval: Duration::from_millis(10),
@@ -219,6 +227,7 @@ mod tests {
         assert_eq!(c.sticky_window, Duration::from_secs(5));
         assert_eq!(c.causal_wait, Duration::from_millis(200));
         assert_eq!(c.hybrid_wait, Duration::from_millis(20));
+        assert_eq!(c.follower_choice, FollowerChoice::Load);
         assert_eq!(c.max_lag_time, Duration::from_secs(10));
         assert_eq!(c.max_lag_bytes, 16 << 20);
         assert_eq!(c.poll_interval, Duration::from_millis(10));

@@ -75,6 +75,22 @@
 //! never a stale read. A read that waited and still went to the leader is a
 //! *wasted wait*, counted per strategy ([`MetricsSnapshot::waits_by_strategy`]).
 //!
+//! # Which follower
+//!
+//! When several followers may serve a read (every follower in rotation for
+//! a stale-ok read; every one known to have replayed the token for a fresh
+//! read under `causal` and `hybrid`, and the first to reach it after a
+//! wait), the router draws two of them at random and takes the one with
+//! fewer reads in flight ([`FollowerChoice::Load`], [`decide::Load`]). Lag
+//! does not matter once a follower has the data, so followers that all
+//! have it share the work, and a slow or loaded one, whose reads stay in
+//! flight longer, gets less. A read counts as in flight from its routing
+//! until its [`Decision`] is dropped ([`Router::query`] and
+//! [`Router::read_on`] let go once it answered), so a front that runs the
+//! read on its own connections ([`Router::plan_read`]) only has to drop the
+//! decision when the read is done. [`FollowerChoice::LeastLagged`] is the
+//! old choice, kept to measure against.
+//!
 //! The sticky window ([`RouterConfig::sticky_window`]) decides only for a
 //! write whose position is unknown: one recorded by a seed-003-style service
 //! as `user:{id}:last_write_utc`, which the [`RedisStore`] reads beside its
@@ -91,17 +107,18 @@
 //! | `lsn.rs` | [`Lsn`]: a WAL position, parsed from `X/Y`, ordered, lag arithmetic |
 //! | `timeline.rs` | [`Position`] (an LSN and its timeline), [`History`]: what a position means after a failover |
 //! | `token.rs` | [`Token`], [`TokenKey`]: HMAC-signed `v2.<timeline><lsn>.<mac>` header values (rule 4) |
-//! | `strategy.rs` | [`Strategy`] (`leader`, `legacy`, `sticky`, `causal`, `hybrid`, `per-read-check`), [`Freshness`] |
+//! | `strategy.rs` | [`Strategy`] (`leader`, `legacy`, `sticky`, `causal`, `hybrid`, `per-read-check`), [`Freshness`], [`FollowerChoice`] |
 //! | `options.rs` | [`ReadOptions`] (`causal:50ms`), [`parse_duration`] |
 //! | `config.rs` | [`RouterConfig`] with the documented defaults, [`NodeUrls`] |
 //! | `clock.rs` | [`Clock`]: injectable wall clock for the sticky window and TTLs |
 //! | `view.rs` | [`ClusterView`], [`NodeStatus`]: what the tracker publishes |
 //! | `tracker/` | background polling of every node (`mod.rs`) and the pure bookkeeping of positions, lag, each follower's pace and rotation (`state.rs`; rules 3 and 8) |
-//! | `feed/` | the shared position feed ([`FeedConfig`]): a Redis lease, one instance polls and publishes each round (`message.rs`), the others apply it and poll only while it is quiet (`gate.rs`) |
-//! | `decide.rs` | [`decide()`]: the routing decision as a pure function (rules 2, 4, 5) |
+//! | `feed/` | the shared position feed ([`FeedConfig`]): a Redis lease, one instance polls and publishes each round (`message.rs`; sharded pub/sub on a Redis Cluster), the others apply it and poll only while it is quiet (`gate.rs`) |
+//! | `decide.rs` | [`decide()`]: the routing decision as a pure function (rules 2, 4, 5), and which follower by load ([`decide::Load`]) |
 //! | `predict.rs` | [`predict::forecast`]: when a follower is expected at a token, the pure function behind `hybrid`'s choice to wait |
-//! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`]; seed 003's `user:{id}:last_write_utc` key (`seed.rs`) |
-//! | `router/` | [`Router`]: the read protocol (`query.rs`), the write protocol (`write.rs`), and the lower level they are built on (`route.rs`, `feedback.rs`) |
+//! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`] (one Redis or a Redis Cluster, failing per [`StorePart`]); seed 003's `user:{id}:last_write_utc` key (`seed.rs`) |
+//! | `redis_conn.rs` | the Redis the store and the feed share: `redis://` or `redis+cluster://` ([`CLUSTER_SCHEME`]), one connection type for both, a key's hash slot |
+//! | `router/` | [`Router`]: the read protocol (`query.rs`), the write protocol (`write.rs`), the lower level they are built on (`route.rs`, `feedback.rs`), and the reads in flight per node (`load.rs`) |
 //! | `reader.rs` | [`ReadConn`]: shared, pipelining read connections per node, checked against restarts (rule 2) |
 //! | `pg.rs` | [`connection_lost`], position queries, error text |
 //! | `metrics.rs` | [`MetricsSnapshot`]: counters with no backend dependency |
@@ -123,7 +140,7 @@
 //! | 2. a follower serves a fresh read only if its position, seen before the read, covers the token | [`decide()`] on the tracker's published view; the epoch check in `Router::route`; [`ReadConn`]'s start-time check | `pairs::fresh_reads_right_after_a_write_are_stale_only_under_legacy` |
 //! | 3. a follower's position is forgotten when its connection breaks or it restarts | `tracker/state.rs` (`forget_follower`, start-time change; positions from the shared feed go through the same `TrackerState::apply`, see `feed/`); [`Router::report_error`] with [`connection_lost`]; [`Router::report_stall`] | `restart::a_follower_restarted_behind_a_session_token_never_serves_that_session_stale`; `lost::a_terminated_read_forgets_the_follower_and_is_served_elsewhere_but_a_cancelled_one_does_not` |
 //! | 4. tokens are signed; a token never makes a read wait past its budget | [`TokenKey::verify`]; `decide::is_absurd`; the bounded wait in `Router::route` (its budget in [`Choice::Wait`]: `causal_wait`, or `hybrid_wait` and only when [`predict::forecast`] expects a follower within it) | `tokens::forged_tokens_are_refused_and_far_future_tokens_never_wait_past_the_budget`; `hybrid::hybrid_pays_then_reads_never_stale_mostly_on_followers_and_a_stopped_follower_costs_at_most_the_budget`; unit `a_follower_whose_lag_jumps_past_the_prediction_costs_the_budget_then_no_more_waits` |
-//! | 5. store down → fresh reads on the leader | `SessionState::Unknown` in `Router::route`; the store guard's grace | `store_outage::with_redis_down_fresh_reads_go_to_the_leader_and_follower_reads_resume_after_the_grace` |
+//! | 5. store down → fresh reads on the leader | `SessionState::Unknown` in `Router::route`; the store guard's grace, per [`StorePart`] (a Redis Cluster's shard) | `store_outage::with_redis_down_fresh_reads_go_to_the_leader_and_follower_reads_resume_after_the_grace`; `redis_cluster::a_killed_redis_master_sends_only_its_sessions_to_the_leader_until_its_replica_serves_never_stale`; unit `a_failed_shard_distrusts_only_its_own_sessions_and_the_whole_store_distrusts_all` |
 //! | 6. writes only on the leader; a write that did not commit leaves nothing | [`Router::begin`] (the leader's pool); [`WriteTx`] rolls back when dropped; `commit` refuses a failed transaction | `protocol::a_dropped_or_failed_transaction_leaves_nothing_and_reports_not_committed`; service `twelve_concurrent_identical_clicks_charge_exactly_once` |
 //! | 7. monotonic reads | [`Router::query`] selects the node's position in the read and [`Router::raise_token`] keeps it | `monotonic::a_session_never_reads_an_older_version_across_followers_and_instances` |
 //! | 8. a down or lagging follower leaves rotation; reads do not fail | `tracker/state.rs` (rotation by lag time and bytes); the retry in [`Router::query`] | `kill::reads_survive_a_killed_follower_which_leaves_rotation_and_returns_after_restart`, `cut::a_follower_whose_replication_is_cut_leaves_rotation_and_returns_when_repaired` |
@@ -141,6 +158,7 @@ mod options;
 mod pg;
 pub mod predict;
 mod reader;
+mod redis_conn;
 mod router;
 mod store;
 mod strategy;
@@ -160,6 +178,7 @@ pub use options::{MAX_READ_OPTION, ReadOptions, parse_duration};
 pub use pg::connection_lost;
 pub use predict::Forecast;
 pub use reader::ReadConn;
+pub use redis_conn::CLUSTER_SCHEME;
 pub use router::{
     ColumnIndex, Committed, Decision, Finished, FrontRead, FrontWrite, LocalSession,
     PLAUSIBLE_AHEAD, Read, ReadRequest, Router, Row, SessionRef, Target, Unsettled, WriteTx,
@@ -168,9 +187,9 @@ pub use router::{
 pub use store::seed;
 pub use store::{
     MAX_SESSION_KEY, MemoryStore, RedisStore, RedisStoreConfig, SessionKey, SessionRecord,
-    SessionStore, StoreFuture, StoreHealth,
+    SessionStore, StoreFuture, StoreHealth, StorePart,
 };
-pub use strategy::{Freshness, Strategy};
+pub use strategy::{FollowerChoice, Freshness, Strategy};
 pub use timeline::{History, Position, Switch, Verdict};
 pub use token::{MIN_KEY_BYTES, Token, TokenError, TokenKey};
 pub use view::{ClusterView, NodeStatus, Reached, Role};

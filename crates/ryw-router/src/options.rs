@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::{Error, Result, Strategy};
+use crate::{Error, FollowerChoice, Result, Strategy};
 
 /// The longest duration a [`ReadOptions`] text may give: a per-read wait
 /// or window longer than this is a mistake (or an attempt to hold a request).
@@ -16,10 +16,13 @@ pub const MAX_READ_OPTION: Duration = Duration::from_secs(60);
 /// Per-read overrides of the router's configuration; `Default` changes
 /// nothing.
 ///
-/// Parses from `name[:duration]`: `causal`, `causal:0ms`, `sticky:2s`,
-/// `hybrid:20ms`. The duration is the sticky window for `sticky` and the wait
-/// budget for `causal`, `hybrid` and `per-read-check`; `leader` and `legacy`
-/// take none.
+/// Parses from `name[:duration][@choice]`: `causal`, `causal:0ms`,
+/// `sticky:2s`, `hybrid:20ms`, `causal@least-lagged`. The duration is the
+/// sticky window for `sticky` and the wait budget for `causal`, `hybrid` and
+/// `per-read-check`; `leader` and `legacy` take none. The choice
+/// ([`FollowerChoice`]: `load` or `least-lagged`) says which follower
+/// serves the read when several may; the bench gives it to measure the
+/// old least-lagged choice beside the default in one run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReadOptions {
     /// Strategy for this read (else the configured default).
@@ -29,6 +32,9 @@ pub struct ReadOptions {
     pub sticky_window: Option<Duration>,
     /// Wait budget for this read (`causal`, `hybrid`, `per-read-check`).
     pub wait_budget: Option<Duration>,
+    /// Which follower serves this read when several may (else
+    /// [`RouterConfig::follower_choice`](crate::RouterConfig::follower_choice)).
+    pub follower_choice: Option<FollowerChoice>,
 }
 
 impl ReadOptions {
@@ -38,6 +44,7 @@ impl ReadOptions {
             strategy: Some(strategy),
             sticky_window: None,
             wait_budget: None,
+            follower_choice: None,
         }
     }
 
@@ -52,12 +59,25 @@ impl FromStr for ReadOptions {
 
     fn from_str(text: &str) -> Result<ReadOptions> {
         let shown = || text.chars().take(64).collect::<String>();
-        let (name, param) = match text.trim().split_once(':') {
-            Some((n, p)) => (n, Some(p)),
+        let (text_without_choice, choice) = match text.trim().split_once('@') {
+            Some((t, c)) => (
+                t,
+                Some(
+                    c.parse::<FollowerChoice>()
+                        .map_err(|_| Error::UnknownStrategy(shown()))?,
+                ),
+            ),
             None => (text.trim(), None),
         };
+        let (name, param) = match text_without_choice.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (text_without_choice, None),
+        };
         let strategy: Strategy = name.parse()?;
-        let mut options = ReadOptions::strategy(strategy);
+        let mut options = ReadOptions {
+            follower_choice: choice,
+            ..ReadOptions::strategy(strategy)
+        };
         let Some(param) = param else {
             return Ok(options);
         };
@@ -87,8 +107,11 @@ impl fmt::Display for ReadOptions {
             Strategy::Sticky => self.sticky_window,
             _ => self.wait_budget,
         };
-        match param {
-            Some(d) => write!(f, ":{}ms", d.as_millis()),
+        if let Some(d) = param {
+            write!(f, ":{}ms", d.as_millis())?;
+        }
+        match self.follower_choice {
+            Some(c) => write!(f, "@{c}"),
             None => Ok(()),
         }
     }
@@ -136,6 +159,9 @@ mod tests {
             "",
             "CAUSAL:",
             "causal:-1s",
+            "causal@lag",
+            "causal@",
+            "bogus@load",
         ] {
             assert!(bad.parse::<ReadOptions>().is_err(), "{bad:?} was accepted");
         }
@@ -148,12 +174,26 @@ mod tests {
             "sticky:2000ms",
             "hybrid",
             "per-read-check:5ms",
+            "causal@least-lagged",
+            "hybrid:20ms@load",
         ] {
             let o: ReadOptions = text.parse().unwrap();
             assert_eq!(o.to_string(), text);
             assert_eq!(o.to_string().parse::<ReadOptions>().unwrap(), o);
         }
         assert_eq!(ReadOptions::default().to_string(), "default");
+    }
+
+    #[test]
+    fn a_choice_after_the_at_sign_overrides_the_configured_one() {
+        let o: ReadOptions = "hybrid:20ms@least-lagged".parse().unwrap();
+        assert_eq!(o.strategy, Some(Strategy::Hybrid));
+        assert_eq!(o.wait_budget, Some(Duration::from_millis(20)));
+        assert_eq!(o.follower_choice, Some(FollowerChoice::LeastLagged));
+        assert_eq!(
+            "causal".parse::<ReadOptions>().unwrap().follower_choice,
+            None
+        );
     }
 
     #[test]

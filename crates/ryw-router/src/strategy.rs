@@ -1,5 +1,6 @@
-//! [`Strategy`] (how a fresh read is routed) and [`Freshness`] (whether a read
-//! must reflect the caller's own writes).
+//! [`Strategy`] (how a fresh read is routed), [`Freshness`] (whether a read
+//! must reflect the caller's own writes) and [`FollowerChoice`] (which of the
+//! followers that may serve a read gets it).
 
 use std::fmt;
 use std::str::FromStr;
@@ -131,9 +132,67 @@ impl fmt::Display for Freshness {
     }
 }
 
+/// Which follower serves a read when several may: every follower in
+/// rotation for a stale-ok read, every one known to have replayed the
+/// token for a fresh read under `causal` and `hybrid` (and the first to
+/// reach it when the read waits). `legacy`, `sticky` and `per-read-check`
+/// take a random follower whatever this says: that is their definition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum FollowerChoice {
+    /// The default: of two followers drawn at random among those that may
+    /// serve the read, the one with fewer reads in flight (this router's
+    /// count). Followers that all have the data share the work, and a
+    /// slow or loaded one, whose reads stay in flight longer, gets less.
+    #[default]
+    Load,
+    /// The follower with the highest replay position (ties at random);
+    /// stale-ok reads at random. What ryw did before: under steady writes
+    /// positions never tie, so the least lagged follower takes every such
+    /// fresh read. Kept to measure the difference (`@least-lagged` in a
+    /// strategy's text form, see [`ReadOptions`](crate::ReadOptions)).
+    LeastLagged,
+}
+
+impl FollowerChoice {
+    /// `"load"` or `"least-lagged"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FollowerChoice::Load => "load",
+            FollowerChoice::LeastLagged => "least-lagged",
+        }
+    }
+}
+
+impl fmt::Display for FollowerChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for FollowerChoice {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<FollowerChoice, Error> {
+        match s.trim() {
+            "load" => Ok(FollowerChoice::Load),
+            "least-lagged" => Ok(FollowerChoice::LeastLagged),
+            other => Err(Error::UnknownStrategy(other.chars().take(40).collect())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn follower_choices_round_trip() {
+        for c in [FollowerChoice::Load, FollowerChoice::LeastLagged] {
+            assert_eq!(c.to_string().parse::<FollowerChoice>().unwrap(), c);
+        }
+        assert_eq!(FollowerChoice::default(), FollowerChoice::Load);
+        assert!("lag".parse::<FollowerChoice>().is_err());
+    }
 
     #[test]
     fn names_round_trip() {

@@ -134,6 +134,48 @@ pub enum BenchCommand {
     /// followers' catch-up times and the tracker's polls; with `--compare
     /// FILE`, beside what a `ryw bench --json FILE` run measured.
     Model(ModelArgs),
+    /// Fresh-read throughput over every follower: `GET /api/balance`
+    /// (causal) through ryw on the leader and all followers while a steady
+    /// stream of payments keeps their positions apart, with followers
+    /// chosen by load (the default) against the old least-lagged choice
+    /// (`causal@least-lagged`), interleaved A B A B in one run; req/s,
+    /// latency and each follower's share of the reads.
+    Spread(SpreadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SpreadArgs {
+    /// The cluster folder (from `ryw cluster up`; 3 followers at 20, 50
+    /// and 100 ms: `--replicas 3 --lag 20ms,50ms,100ms`).
+    #[arg(long, default_value = ryw_cluster::DEFAULT_DIR)]
+    pub cluster: PathBuf,
+    /// Rounds; each measures both choices once, in the same order.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Length of each measurement.
+    #[arg(long, default_value = "10s")]
+    pub duration: Dur,
+    /// Concurrent HTTP connections.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Readers (accounts created first); each request reads the balance
+    /// of the next one, so each session reads every `users / req/s`
+    /// seconds.
+    #[arg(long, default_value_t = 2000)]
+    pub users: usize,
+    /// Payments per second meanwhile (another user), so the followers'
+    /// positions differ as they do under a real write load.
+    #[arg(long, default_value_t = 100)]
+    pub writes: u32,
+    /// Shared read connections per node in the service (`--read-connections`).
+    #[arg(long, default_value_t = 1)]
+    pub read_connections: usize,
+    /// HTTP load generator: `wrk`, `builtin` or `auto` (wrk if installed).
+    #[arg(long, default_value = "auto")]
+    pub generator: String,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -213,7 +255,8 @@ pub struct PeersArgs {
     /// reads); 10000000 is the documentation's example.
     #[arg(long, default_value = "1,10000000")]
     pub delay_threshold: String,
-    /// Use the cluster's Redis (from `cluster up --redis`) as ryw proxy's
+    /// Use the cluster's Redis (from `cluster up --redis` or
+    /// `--redis-cluster N`) as ryw proxy's
     /// session store.
     #[arg(long)]
     pub redis: bool,
@@ -330,7 +373,8 @@ pub struct BenchRunArgs {
     /// Do not echo `X-Consistency-Token` (rely on the server's session store).
     #[arg(long)]
     pub no_token: bool,
-    /// Use the cluster's Redis (from `cluster up --redis`) as session store
+    /// Use the cluster's Redis (from `cluster up --redis` or
+    /// `--redis-cluster N`) as session store
     /// for the in-process service.
     #[arg(long)]
     pub redis: bool,
@@ -369,9 +413,11 @@ pub struct NodeArgs {
     #[arg(long = "follower-url", env = "RYW_FOLLOWER_URL", value_delimiter = ',')]
     pub follower_urls: Vec<String>,
     /// Redis URL for the shared session store (several instances, and
-    /// `ryw serve` and `ryw proxy` sharing sessions). Default: the
-    /// cluster's Redis with `--cluster` on a cluster started with
-    /// `--redis`; else sessions live in this process's memory.
+    /// `ryw serve` and `ryw proxy` sharing sessions): `redis://host:port/`
+    /// for one Redis, `redis+cluster://host:port,host:port` for a Redis
+    /// Cluster (any nodes as seeds). Default: the cluster's Redis with
+    /// `--cluster` on a cluster started with `--redis` or
+    /// `--redis-cluster N`; else sessions live in this process's memory.
     #[arg(long, env = "RYW_REDIS_URL")]
     pub redis_url: Option<String>,
 }
@@ -628,8 +674,18 @@ pub struct UpArgs {
     #[arg(long, default_value_t = ryw_cluster::DEFAULT_PORT)]
     pub port: u16,
     /// Also start a private redis-server (no persistence) on a free port.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "redis_cluster")]
     pub redis: bool,
+    /// Also start a private Redis Cluster of N masters (3..=16; no
+    /// persistence, free ports below 32768); its `redis+cluster://` URL is
+    /// in cluster.json and `--cluster DIR` uses it for sessions and the
+    /// position feed.
+    #[arg(long, value_name = "N")]
+    pub redis_cluster: Option<usize>,
+    /// With --redis-cluster: replicas per master (0..=2); a master that
+    /// dies is replaced by its replica after the node timeout (2 s).
+    #[arg(long, default_value_t = 0, requires = "redis_cluster")]
+    pub redis_replicas: usize,
     /// Folder of the PostgreSQL server binaries (default: PG_BIN,
     /// `pg_config --bindir`, PATH, highest /usr/lib/postgresql/*/bin).
     #[arg(long, env = "PG_BIN")]

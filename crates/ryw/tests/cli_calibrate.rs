@@ -112,3 +112,47 @@ async fn calibrate_measures_ryw_the_minimal_server_pgbench_and_a_compared_servic
         );
     }
 }
+
+/// `ryw bench spread` on three followers (20, 50, 100 ms) while payments
+/// go on: by load every follower serves a good part of the fresh reads;
+/// the old least-lagged choice gives follower1 most of them. One short
+/// round, the built-in generator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spread_measures_both_follower_choices_and_each_followers_share() {
+    let ms = Duration::from_millis;
+    let cluster = TestCluster::start(&[ms(20), ms(50), ms(100)]).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ryw"))
+        .args(["bench", "spread", "--cluster"])
+        .arg(cluster.dir())
+        .args(["--rounds", "1", "--duration", "2s", "--connections", "8"])
+        .args(["--users", "300", "--writes", "50"])
+        .args(["--generator", "builtin", "--json"])
+        .output()
+        .await
+        .expect("running ryw");
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = json["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["load", "least-lagged"], "{json}");
+    assert!(
+        json["series"][0]["median"].as_f64().unwrap() > 0.0,
+        "{json}"
+    );
+    let share = |choice: &str| -> Vec<f64> {
+        json["follower_share_pct"][choice]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let (load, old) = (share("load"), share("least-lagged"));
+    assert!((load.iter().sum::<f64>() - 100.0).abs() < 0.5, "{json}");
+    assert!(load.iter().all(|&p| p >= 15.0), "by load: {load:?}");
+    assert!(old[0] > 60.0, "least-lagged: {old:?}");
+}

@@ -210,3 +210,89 @@ fn a_sync_cluster_fails_over_and_the_old_leader_rejoins_through_the_binary() {
         text(&down)
     );
 }
+
+#[test]
+fn a_redis_cluster_comes_up_with_the_cluster_and_goes_down_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tmp.path().join("c");
+    let dir = dir.to_str().unwrap();
+    let both = ryw(&[
+        "cluster",
+        "up",
+        "--dir",
+        dir,
+        "--redis",
+        "--redis-cluster",
+        "3",
+    ]);
+    assert!(
+        !both.status.success(),
+        "--redis with --redis-cluster was accepted"
+    );
+    let mut up = None;
+    for _ in 0..5 {
+        // The Redis nodes take the ports after the followers'.
+        let port = rand::rng().random_range(20_000..30_000u16).to_string();
+        let o = ryw(&[
+            "cluster",
+            "up",
+            "--dir",
+            dir,
+            "--port",
+            &port,
+            "--replicas",
+            "1",
+            "--shared-buffers",
+            "32MB",
+            "--redis-cluster",
+            "3",
+            "--redis-replicas",
+            "1",
+        ]);
+        if o.status.success() {
+            up = Some(o);
+            break;
+        }
+        assert!(text(&o).contains("in use"), "up failed: {}", text(&o));
+    }
+    let up = up.expect("no free port block after 5 tries");
+    assert!(
+        text(&up).contains("redis+cluster://127.0.0.1:"),
+        "{}",
+        text(&up)
+    );
+
+    let st = ryw(&["cluster", "status", "--dir", dir, "--json"]);
+    assert!(st.status.success(), "{}", text(&st));
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let rc = &v["redis_cluster"];
+    assert!(
+        rc["url"].as_str().unwrap().starts_with("redis+cluster://"),
+        "{v}"
+    );
+    let nodes = rc["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 6, "{v}");
+    assert!(nodes.iter().all(|n| n["alive"] == true), "{v}");
+    let roles: Vec<&str> = nodes.iter().map(|n| n["role"].as_str().unwrap()).collect();
+    assert_eq!(
+        roles,
+        ["master", "master", "master", "slave", "slave", "slave"]
+    );
+    let pids: Vec<i64> = nodes.iter().map(|n| n["pid"].as_i64().unwrap()).collect();
+
+    let down = ryw(&["cluster", "down", "--dir", dir, "--purge"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(text(&down).matches("redis ").count(), 6, "{}", text(&down));
+    for pid in pids {
+        // Gone, or a zombie its parent (PID 1: daemonized) has not reaped.
+        let running = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+            !st.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        });
+        assert!(!running, "redis-server {pid} still runs");
+    }
+}

@@ -28,6 +28,10 @@ pub struct LoadSpec {
     /// A request without an answer by then counts as an error and its
     /// connection is replaced.
     pub timeout: Duration,
+    /// A header whose value changes from request to request, in turn over
+    /// the values (e.g. `X-Demo-UserId` over many users, so each session
+    /// reads now and then rather than all the time); empty values: none.
+    pub rotate: (String, Vec<String>),
 }
 
 impl Default for LoadSpec {
@@ -38,6 +42,7 @@ impl Default for LoadSpec {
             connections: 32,
             duration: Duration::from_secs(10),
             timeout: Duration::from_secs(5),
+            rotate: (String::new(), Vec::new()),
         }
     }
 }
@@ -64,6 +69,8 @@ pub(super) struct Target {
     port: u16,
     path: String,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The rotating header and its values (none when the list is empty).
+    rotate: Option<(HeaderName, Vec<HeaderValue>)>,
 }
 
 pub(super) fn parse_target(spec: &LoadSpec) -> Result<Target, BenchError> {
@@ -97,11 +104,27 @@ pub(super) fn parse_target(spec: &LoadSpec) -> Result<Target, BenchError> {
             .map_err(|e| BenchError::config("header", format!("{k}: {v:?}: {e}")))?;
         headers.push((name, value));
     }
+    let (name, values) = &spec.rotate;
+    let rotate = if values.is_empty() {
+        None
+    } else {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| BenchError::config("header", format!("{name:?}: {e}")))?;
+        let values = values
+            .iter()
+            .map(|v| {
+                HeaderValue::from_str(v)
+                    .map_err(|e| BenchError::config("header", format!("{name}: {v:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Some((header, values))
+    };
     Ok(Target {
         host,
         port,
         path,
         headers,
+        rotate,
     })
 }
 
@@ -130,6 +153,7 @@ async fn worker(
     deadline: Instant,
     timeout: Duration,
     hist: &mut Histogram<u64>,
+    mut turn: usize,
 ) -> Tally {
     let mut tally = Tally::default();
     let mut sender: Option<Sender> = None;
@@ -149,6 +173,11 @@ async fn worker(
             .body(Empty::<Bytes>::new())
             .expect("a parsed path is a valid request");
         req.headers_mut().extend(t.headers.iter().cloned());
+        if let Some((name, values)) = &t.rotate {
+            req.headers_mut()
+                .insert(name.clone(), values[turn % values.len()].clone());
+            turn += 1;
+        }
         let start = Instant::now();
         let answered = tokio::time::timeout(timeout, async {
             s.ready().await?;
@@ -187,12 +216,14 @@ pub async fn http_load(spec: &LoadSpec) -> Result<LoadResult, BenchError> {
     let start = Instant::now();
     let deadline = start + spec.duration;
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..spec.connections {
+    let stride = spec.rotate.1.len() / spec.connections.max(1);
+    for c in 0..spec.connections {
         let (t, timeout) = (target.clone(), spec.timeout);
         tasks.spawn(async move {
             let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("valid histogram bounds");
-            let tally = worker(&t, deadline, timeout, &mut h).await;
+            // Each connection starts at its own place in the rotation.
+            let tally = worker(&t, deadline, timeout, &mut h, c * stride).await;
             (tally, h)
         });
     }
@@ -358,6 +389,7 @@ mod tests {
             connections: 4,
             duration: Duration::from_millis(300),
             timeout: Duration::from_secs(2),
+            ..LoadSpec::default()
         };
         let r = http_load(&spec).await.unwrap();
         assert!(r.requests > 20, "{r:?}");
@@ -393,5 +425,50 @@ mod tests {
         .unwrap();
         assert_eq!(refused.requests, 0);
         assert!(refused.errors > 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rotating_header_takes_each_value_in_turn() {
+        use axum::http::HeaderMap;
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex};
+        let counts = Arc::new(Mutex::new(HashMap::<String, u64>::new()));
+        let seen = counts.clone();
+        let app = axum::Router::new().route(
+            "/ok",
+            axum::routing::get(move |h: HeaderMap| async move {
+                let user = h
+                    .get("x-demo-userid")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("none")
+                    .to_owned();
+                *seen.lock().unwrap().entry(user).or_default() += 1;
+                "ok"
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let users: Vec<String> = (0..8).map(|i| format!("u{i}")).collect();
+        let r = http_load(&LoadSpec {
+            url: format!("{base}/ok"),
+            connections: 2,
+            duration: Duration::from_millis(300),
+            rotate: ("X-Demo-UserId".into(), users.clone()),
+            ..LoadSpec::default()
+        })
+        .await
+        .unwrap();
+        let counts = counts.lock().unwrap();
+        assert!(r.requests > 40, "{r:?}");
+        assert_eq!(counts.values().sum::<u64>(), r.requests);
+        for u in &users {
+            let n = counts.get(u).copied().unwrap_or(0);
+            assert!(
+                n * 16 >= r.requests,
+                "{u}: {n} of {}: {counts:?}",
+                r.requests
+            );
+        }
     }
 }

@@ -23,7 +23,7 @@
 mod http;
 mod minimal;
 mod rounds;
-mod run;
+pub(crate) mod run;
 mod wrk;
 
 pub use http::{CONTENDER_NAMES, CompareTarget, LoadResult, LoadSpec, http_load};

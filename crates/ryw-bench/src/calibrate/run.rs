@@ -382,7 +382,7 @@ async fn wait_for_answer(
 }
 
 /// Creates the calibration user's account and one payment.
-async fn prepare_user(base: &str, user: &str) -> Result<(), String> {
+pub(crate) async fn prepare_user(base: &str, user: &str) -> Result<(), String> {
     let client = reqwest::Client::new();
     for (path, body) in [
         ("/api/account", ""),
@@ -405,7 +405,7 @@ async fn prepare_user(base: &str, user: &str) -> Result<(), String> {
 
 /// Loads the tables both servers and pgbench read into the follower's
 /// buffers (`pg_prewarm`), so no contender pays for the page cache.
-async fn prewarm(url: &str) {
+pub(crate) async fn prewarm(url: &str) {
     if let Ok(c) = ryw_cluster::ops::connect(url, "prewarm").await {
         for rel in [
             "accounts",

@@ -77,6 +77,20 @@ pub async fn wrk_load(spec: &LoadSpec) -> Result<LoadResult, BenchError> {
     for (name, value) in &spec.headers {
         cmd.arg("-H").arg(format!("{name}: {value}"));
     }
+    // A rotating header needs wrk's Lua: a script that sets it per request.
+    let script = if spec.rotate.1.is_empty() {
+        None
+    } else {
+        let file = tempfile::Builder::new()
+            .prefix("ryw-wrk-")
+            .suffix(".lua")
+            .tempfile()
+            .map_err(|e| BenchError::config("generator", format!("wrk script: {e}")))?;
+        std::fs::write(file.path(), rotate_script(&spec.rotate.0, &spec.rotate.1))
+            .map_err(|e| BenchError::config("generator", format!("wrk script: {e}")))?;
+        cmd.arg("-s").arg(file.path());
+        Some(file)
+    };
     cmd.arg(&spec.url);
     let out = cmd.output().await.map_err(|e| {
         BenchError::config(
@@ -84,6 +98,7 @@ pub async fn wrk_load(spec: &LoadSpec) -> Result<LoadResult, BenchError> {
             format!("cannot run wrk ({e}); install it with `apt-get install wrk` or use --generator builtin"),
         )
     })?;
+    drop(script);
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         return Err(BenchError::config(
@@ -97,6 +112,16 @@ pub async fn wrk_load(spec: &LoadSpec) -> Result<LoadResult, BenchError> {
     }
     parse_wrk(&text)
         .ok_or_else(|| BenchError::config("generator", format!("unexpected wrk output:\n{text}")))
+}
+
+/// A wrk Lua script that sets header `name` to the next of `values` on
+/// every request (values are quoted as Lua long strings).
+fn rotate_script(name: &str, values: &[String]) -> String {
+    let list: Vec<String> = values.iter().map(|v| format!("[==[{v}]==]")).collect();
+    format!(
+        "local values = {{{}}}\nlocal i = 0\nrequest = function()\n  i = i + 1\n  wrk.headers[ [==[{name}]==] ] = values[(i % #values) + 1]\n  return wrk.format()\nend\n",
+        list.join(", ")
+    )
 }
 
 /// The figures of `wrk --latency` output (it gives no p95: left at 0).
@@ -191,6 +216,15 @@ Transfer/sec:      9.24MB
         assert!(parse_wrk("wrk: connection refused").is_none());
         assert_eq!(wrk_ms("2.00s"), Some(2000.0));
         assert_eq!("wrk".parse::<Generator>().unwrap(), Generator::Wrk);
+        let script = rotate_script("X-Demo-UserId", &["a".into(), "b".into()]);
+        assert!(
+            script.contains("local values = {[==[a]==], [==[b]==]}"),
+            "{script}"
+        );
+        assert!(
+            script.contains("wrk.headers[ [==[X-Demo-UserId]==] ]"),
+            "{script}"
+        );
         assert!("ab".parse::<Generator>().is_err());
     }
 }

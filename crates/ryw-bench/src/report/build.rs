@@ -5,16 +5,20 @@
 //! since the user's write.
 
 use super::lag::follower_lag;
-use super::oracle::{oracle_count, smallest_apply_delay};
+use super::oracle::{largest_apply_delay, oracle_count, smallest_apply_delay};
 use super::{
-    BenchReport, GAP_EDGES_MS, GapBucket, Latency, MAX_LISTED_VIOLATIONS, Oracle, ReportMeta,
-    StrategyReport, ratio,
+    BenchReport, FollowerShare, GAP_EDGES_MS, GapBucket, Latency, MAX_LISTED_VIOLATIONS, Oracle,
+    ReportMeta, StrategyReport, ratio,
 };
 use crate::BenchError;
 use crate::checker::{Check, check_history};
 use crate::history::{OpKind, RunHistory};
 use hdrhistogram::Histogram;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+
+/// How much later than its apply delay a follower has shown a write, at the
+/// 99th percentile (FACTS: catch-up p99 is the delay + 10 ms).
+const CATCH_UP_SLACK_MS: f64 = 10.0;
 
 fn gap_buckets() -> Vec<GapBucket> {
     let label = |ms: u64| {
@@ -81,6 +85,8 @@ impl BenchReport {
         let check: Check = check_history(&history.ops);
         let followers = follower_lag(&history, &meta.follower_delays_ms);
         let delay = smallest_apply_delay(&followers, &meta.follower_delays_ms);
+        let every_follower_after_ms = largest_apply_delay(&followers, &meta.follower_delays_ms)
+            .map(|d| d + CATCH_UP_SLACK_MS);
         let elapsed_s = meta.elapsed_s.unwrap_or_else(|| history.span_s());
 
         // Strategy order: as configured, then any others by name.
@@ -108,11 +114,20 @@ impl BenchReport {
             let mut leader = 0;
             let (mut waits, mut waited, mut wasted) = (0u64, 0.0, 0u64);
             let mut by_gap = gap_buckets();
+            let mut split: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
             for r in &reads {
                 let op = &history.ops[r.op];
                 hist.saturating_record(op.latency_us().max(1));
                 let on_leader = op.served_by.as_deref() == Some("leader");
                 leader += u64::from(on_leader);
+                if let Some(node) = op.served_by.as_deref().filter(|_| !on_leader) {
+                    let all_could = every_follower_after_ms.is_some_and(|after| {
+                        r.since_write_us.is_some_and(|g| g as f64 >= after * 1000.0)
+                    });
+                    let e = split.entry(node).or_default();
+                    e.0 += 1;
+                    e.1 += u64::from(all_could);
+                }
                 if let Some(w) = op.waited_ms.filter(|w| *w > 0.0) {
                     waits += 1;
                     waited += w;
@@ -170,6 +185,14 @@ impl BenchReport {
                 },
                 wasted_waits: wasted,
                 by_gap,
+                follower_split: split
+                    .into_iter()
+                    .map(|(node, (reads, when_all_could))| FollowerShare {
+                        node: node.to_owned(),
+                        reads,
+                        when_all_could,
+                    })
+                    .collect(),
             });
         }
 
@@ -197,6 +220,7 @@ impl BenchReport {
             strategies,
             followers,
             oracle,
+            every_follower_after_ms,
             ryw_violations: check.ryw_violations(),
             monotonic_violations: check.monotonic_violations(),
             violations: check

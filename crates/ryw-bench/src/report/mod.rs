@@ -33,8 +33,8 @@ mod tests;
 pub use offline::{check_file, follower_delays, read_report};
 pub use oracle::{oracle_count, smallest_apply_delay};
 pub use types::{
-    BenchReport, FollowerLag, GAP_EDGES_MS, GapBucket, Latency, MAX_LISTED_VIOLATIONS, Oracle,
-    ReportMeta, StrategyReport,
+    BenchReport, FollowerLag, FollowerShare, GAP_EDGES_MS, GapBucket, Latency,
+    MAX_LISTED_VIOLATIONS, Oracle, ReportMeta, StrategyReport,
 };
 pub use words::plain_words;
 

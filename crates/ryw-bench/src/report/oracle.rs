@@ -28,6 +28,19 @@ pub fn smallest_apply_delay(
         })
 }
 
+/// The largest follower apply delay: configured (`cluster.json`) if known,
+/// else the largest median lag in the samples.
+pub fn largest_apply_delay(followers: &[FollowerLag], configured: &[(String, u64)]) -> Option<f64> {
+    if let Some(max) = configured.iter().map(|(_, d)| *d).max() {
+        return Some(max as f64);
+    }
+    followers
+        .iter()
+        .filter(|f| f.samples > 0)
+        .map(|f| f.median_ms)
+        .max_by(f64::total_cmp)
+}
+
 /// Share of reads that were forced to the leader: sent less than `delay_ms`
 /// after the user's latest acknowledged write. Returns (forced, reads).
 pub fn oracle_count(

@@ -1,7 +1,7 @@
 //! The terminal table: one row per strategy, the followers' lag, the oracle
 //! line, the totals and the first violations.
 
-use super::BenchReport;
+use super::{BenchReport, ratio};
 use std::fmt::{self, Write as _};
 
 impl BenchReport {
@@ -74,6 +74,59 @@ impl BenchReport {
                     ]
                 })
                 .collect();
+            write_table(&mut s, &header, &rows);
+        }
+
+        if self.strategies.iter().any(|r| !r.follower_split.is_empty()) {
+            s.push('\n');
+            let after = self
+                .every_follower_after_ms
+                .map_or("(delays unknown)".to_owned(), |a| {
+                    format!("≥ {a:.0} ms after the write")
+                });
+            let split = |r: &super::StrategyReport, all_could: bool| {
+                let n =
+                    |f: &super::FollowerShare| if all_could { f.when_all_could } else { f.reads };
+                let total: u64 = r.follower_split.iter().map(n).sum();
+                r.follower_split
+                    .iter()
+                    .map(|f| format!("{} {}%", f.node, pct(ratio(n(f), total))))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let header = [
+                "strategy",
+                "follower reads",
+                "every follower could serve",
+                "split of those",
+                "split of all follower reads",
+            ];
+            let rows: Vec<[String; 5]> = self
+                .strategies
+                .iter()
+                .filter(|r| !r.follower_split.is_empty())
+                .map(|r| {
+                    [
+                        r.strategy.clone(),
+                        r.follower_split
+                            .iter()
+                            .map(|f| f.reads)
+                            .sum::<u64>()
+                            .to_string(),
+                        r.follower_split
+                            .iter()
+                            .map(|f| f.when_all_could)
+                            .sum::<u64>()
+                            .to_string(),
+                        split(r, true),
+                        split(r, false),
+                    ]
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "fresh reads by follower (\"every follower could serve\": sent {after})"
+            );
             write_table(&mut s, &header, &rows);
         }
 

@@ -251,6 +251,7 @@ fn cluster_file(dir: &Path, nodes: &[(&str, Option<u64>)]) {
             })
             .collect(),
         redis: None,
+        redis_cluster: None,
         up_secs: 0.0,
     };
     info.save().unwrap();
@@ -334,4 +335,53 @@ fn a_read_that_found_nothing_is_judged_offline_not_counted_as_an_error() {
     assert!(t.contains("served by follower2"), "{t}");
     let json: serde_json::Value = serde_json::from_str(&r.to_json().unwrap()).unwrap();
     assert_eq!(json["violations"][0]["version"], serde_json::Value::Null);
+}
+
+#[test]
+fn the_follower_split_counts_the_reads_every_follower_could_have_served() {
+    use OpKind::*;
+    let history = RunHistory {
+        ops: vec![
+            op("a", "causal", Pay, 0, 10, 1, "leader"),
+            // 60 ms after the write: only the 50 ms follower could have it.
+            op("a", "causal", Balance, 70, 72, 1, "follower1"),
+            op("a", "causal", Pay, 100, 110, 2, "leader"),
+            // 400 ms after: both could (the largest delay is 200 ms).
+            op("a", "causal", Balance, 510, 512, 2, "follower2"),
+            op("a", "causal", Pay, 600, 610, 3, "leader"),
+            op("a", "causal", Balance, 1000, 1002, 3, "follower1"),
+            op("a", "causal", Pay, 1100, 1110, 4, "leader"),
+            op("a", "causal", Balance, 1115, 1120, 4, "leader"),
+        ],
+        lag: Vec::new(),
+    };
+    let r = BenchReport::from_history(
+        history,
+        ReportMeta {
+            follower_delays_ms: vec![("follower1".into(), 50), ("follower2".into(), 200)],
+            ..ReportMeta::default()
+        },
+    );
+    assert_eq!(r.every_follower_after_ms, Some(210.0));
+    let causal = &r.strategies[0];
+    assert_eq!(
+        causal.follower_split,
+        [
+            FollowerShare {
+                node: "follower1".into(),
+                reads: 2,
+                when_all_could: 1,
+            },
+            FollowerShare {
+                node: "follower2".into(),
+                reads: 1,
+                when_all_could: 1,
+            },
+        ]
+    );
+    let table = r.table();
+    assert!(
+        table.contains("follower1 50.0%, follower2 50.0%"),
+        "{table}"
+    );
 }

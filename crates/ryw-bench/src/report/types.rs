@@ -70,6 +70,18 @@ pub struct GapBucket {
     pub stale: u64,
 }
 
+/// The fresh reads one follower served for a strategy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerShare {
+    /// The follower (`served_by`).
+    pub node: String,
+    /// Checked fresh reads it served.
+    pub reads: u64,
+    /// Of those, reads every follower could have served: sent at least
+    /// [`BenchReport::every_follower_after_ms`] after the user's own write.
+    pub when_all_could: u64,
+}
+
 /// Everything measured for one strategy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StrategyReport {
@@ -118,6 +130,10 @@ pub struct StrategyReport {
     pub wasted_waits: u64,
     /// Stale-read rate by time since the user's write.
     pub by_gap: Vec<GapBucket>,
+    /// Fresh reads per follower that served any, by name: how evenly the
+    /// followers that have a write share its reads.
+    #[serde(default)]
+    pub follower_split: Vec<FollowerShare>,
 }
 
 /// One follower's replication lag while the bench ran.
@@ -189,6 +205,11 @@ pub struct BenchReport {
     pub followers: Vec<FollowerLag>,
     /// The oracle line, when the smallest apply delay is known.
     pub oracle: Option<Oracle>,
+    /// A fresh read sent this long after the user's own write could have
+    /// been served by every follower: the largest apply delay + 10 ms (a
+    /// catch-up's p99 beyond its delay). `None` when the delays are unknown.
+    #[serde(default)]
+    pub every_follower_after_ms: Option<f64>,
     /// RYW violations, all strategies.
     pub ryw_violations: usize,
     /// Monotonic-read violations, all strategies.

@@ -34,6 +34,15 @@
 //! `<cluster>` is a hash of the nodes' names, hosts, ports and databases,
 //! so only instances configured with the same nodes share a feed.
 //!
+//! On a Redis Cluster (a `redis+cluster://` URL) the hash is a hash tag
+//! (`<prefix>{<cluster>}:lease`, `<prefix>{<cluster>}:positions`), so the
+//! lease and the channel live on one shard and fail together, and the
+//! channel is a sharded one: `SPUBLISH`/`SSUBSCRIBE` (Redis 7) deliver its
+//! messages within that shard, where a classic `PUBLISH` would be broadcast
+//! over the whole cluster bus. The subscription is opened again when it has
+//! carried nothing (not even this instance's own messages) for a while: a
+//! shard that failed over may have dropped it.
+//!
 //! [`TrackerState`]: crate::tracker::TrackerState
 
 mod gate;
@@ -44,15 +53,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{PushKind, Script};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
+use crate::redis_conn::{RedisAddr, RedisConn};
 use crate::tracker::{PollOutcome, Shared};
 use crate::{Error, Result};
+
+/// A sharded subscription that carried nothing for this long (while the
+/// lease is held every poll interval by someone, this instance included) is
+/// opened again.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(2);
 
 pub(crate) use gate::{Change, Gate};
 use message::{FORMAT, FeedMessage, NodeReport, WireOutcome};
@@ -84,8 +98,8 @@ return 0
 /// Where the feed lives and how the lease is kept. `Debug` hides the URL.
 #[derive(Clone, PartialEq, Eq)]
 pub struct FeedConfig {
-    /// `redis://host:port/db`: the Redis every instance of the service
-    /// shares (usually the session store's).
+    /// `redis://host:port/db` or `redis+cluster://host:port,…`: the Redis
+    /// every instance of the service shares (usually the session store's).
     pub redis_url: String,
     /// Prefix of the lease key and the channel. Default `ryw:feed:`.
     pub prefix: String,
@@ -187,7 +201,7 @@ impl Lease {
 /// The feed's tasks and what they share; stopped by [`Feed::stop`] or on
 /// drop.
 pub(crate) struct Feed {
-    conn: ConnectionManager,
+    conn: RedisConn,
     lease: Arc<Lease>,
     lease_key: String,
     holder: String,
@@ -208,8 +222,8 @@ impl fmt::Debug for Feed {
 #[derive(Clone)]
 struct Ctx {
     cfg: FeedConfig,
-    conn: ConnectionManager,
-    client: redis::Client,
+    conn: RedisConn,
+    addr: RedisAddr,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     lease: Arc<Lease>,
@@ -235,24 +249,21 @@ impl Feed {
         metrics: Arc<Metrics>,
     ) -> Result<Feed> {
         cfg.validate()?;
-        let client = redis::Client::open(cfg.redis_url.as_str())
-            .map_err(|e| Error::Config(format!("feed redis url: {e}")))?;
-        let manager_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.timeout))
-            .set_response_timeout(Some(cfg.timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(cfg.renew_every);
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg)
-            .map_err(|e| Error::Config(format!("feed redis: {e}")))?;
-        let base = format!("{}{cluster:016x}", cfg.prefix);
+        let addr = RedisAddr::parse(&cfg.redis_url)?;
+        let conn = RedisConn::lazy(&addr, cfg.timeout, cfg.renew_every)?;
+        // On a cluster the lease and the channel share a hash tag: one shard.
+        let base = if addr.is_cluster() {
+            format!("{}{{{cluster:016x}}}", cfg.prefix)
+        } else {
+            format!("{}{cluster:016x}", cfg.prefix)
+        };
         let holder = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
         let quiet_after = cfg.quiet_limit(poll_interval);
         let (tx, rx) = mpsc::unbounded_channel();
         shared.attach_feed(tx, quiet_after);
         let ctx = Ctx {
             conn: conn.clone(),
-            client,
+            addr,
             shared,
             metrics,
             lease: Arc::new(Lease::default()),
@@ -413,9 +424,15 @@ async fn publish_loop(ctx: Ctx, mut rx: mpsc::UnboundedReceiver<LocalReport>) {
                 .collect(),
         };
         let mut conn = ctx.conn.clone();
+        // A sharded channel on a cluster: its messages stay on its shard.
+        let publish = if ctx.addr.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
         let sent = tokio::time::timeout(
             ctx.cfg.timeout,
-            redis::cmd("PUBLISH")
+            redis::cmd(publish)
                 .arg(&ctx.channel)
                 .arg(msg.encode())
                 .query_async::<i64>(&mut conn),
@@ -454,43 +471,88 @@ async fn subscribe_loop(ctx: Ctx) {
     }
 }
 
-/// One subscription, until its connection ends.
+/// One subscription, until its connection ends (or, on a cluster, until
+/// it has been silent for [`RESUBSCRIBE_AFTER`]).
 async fn listen(ctx: &Ctx) -> std::result::Result<(), String> {
     let limit = ctx.cfg.timeout * 5;
-    let mut pubsub = tokio::time::timeout(limit, ctx.client.get_async_pubsub())
-        .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
-    tokio::time::timeout(limit, pubsub.subscribe(&ctx.channel))
-        .await
-        .map_err(|_| "subscribe timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
-    tracing::debug!(channel = %ctx.channel, "position feed: subscribed");
-    let mut messages = pubsub.on_message();
-    while let Some(msg) = messages.next().await {
-        let arrival = Instant::now();
-        let Some(m) = FeedMessage::decode(msg.get_payload_bytes()) else {
-            continue;
-        };
-        if m.holder == ctx.holder {
-            continue;
+    match &ctx.addr {
+        RedisAddr::Single(url) => {
+            let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+            let mut pubsub = tokio::time::timeout(limit, client.get_async_pubsub())
+                .await
+                .map_err(|_| "connect timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
+            tokio::time::timeout(limit, pubsub.subscribe(&ctx.channel))
+                .await
+                .map_err(|_| "subscribe timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
+            tracing::debug!(channel = %ctx.channel, "position feed: subscribed");
+            let mut messages = pubsub.on_message();
+            while let Some(msg) = messages.next().await {
+                receive(ctx, msg.get_payload_bytes());
+            }
+            Ok(())
         }
-        let transit = message::transit(wall_us(), m.published_us);
-        // A message that was queued somewhere (a stalled instance, a
-        // backlog) still tells the truth about the past: its polls are
-        // placed back by the transit, so their age shows, and a later poll
-        // already applied wins. But it does not count as the feed
-        // speaking: if only late ones come, this instance polls itself.
-        let late = transit > ctx.quiet_after;
-        ctx.shared
-            .apply_feed(m, arrival, transit, &ctx.names, !late);
-        if late {
-            ctx.metrics.add_feed_late();
-        } else {
-            ctx.metrics.add_feed_message();
+        RedisAddr::Cluster(seeds) => {
+            let client =
+                RedisAddr::cluster_client(seeds, ctx.cfg.timeout).map_err(|e| e.to_string())?;
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let cfg = redis::cluster::ClusterConfig::new()
+                .set_connection_timeout(ctx.cfg.timeout)
+                .set_response_timeout(ctx.cfg.timeout)
+                .set_push_sender(tx);
+            let mut conn =
+                tokio::time::timeout(limit, client.get_async_connection_with_config(cfg))
+                    .await
+                    .map_err(|_| "connect timed out".to_owned())?
+                    .map_err(|e| e.to_string())?;
+            tokio::time::timeout(limit, conn.ssubscribe(&ctx.channel))
+                .await
+                .map_err(|_| "ssubscribe timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
+            tracing::debug!(channel = %ctx.channel, "position feed: subscribed (sharded)");
+            loop {
+                let push = tokio::time::timeout(RESUBSCRIBE_AFTER, rx.recv())
+                    .await
+                    .map_err(|_| format!("nothing on the channel for {RESUBSCRIBE_AFTER:?}"))?;
+                let Some(push) = push else {
+                    return Ok(());
+                };
+                if push.kind != PushKind::SMessage {
+                    continue;
+                }
+                // [channel, payload]
+                if let Some(redis::Value::BulkString(payload)) = push.data.get(1) {
+                    receive(ctx, payload);
+                }
+            }
         }
     }
-    Ok(())
+}
+
+/// Applies one message from the channel, unless it is this instance's own.
+fn receive(ctx: &Ctx, payload: &[u8]) {
+    let arrival = Instant::now();
+    let Some(m) = FeedMessage::decode(payload) else {
+        return;
+    };
+    if m.holder == ctx.holder {
+        return;
+    }
+    let transit = message::transit(wall_us(), m.published_us);
+    // A message that was queued somewhere (a stalled instance, a
+    // backlog) still tells the truth about the past: its polls are
+    // placed back by the transit, so their age shows, and a later poll
+    // already applied wins. But it does not count as the feed
+    // speaking: if only late ones come, this instance polls itself.
+    let late = transit > ctx.quiet_after;
+    ctx.shared
+        .apply_feed(m, arrival, transit, &ctx.names, !late);
+    if late {
+        ctx.metrics.add_feed_late();
+    } else {
+        ctx.metrics.add_feed_message();
+    }
 }
 
 /// Re-decides local polling every half poll interval.

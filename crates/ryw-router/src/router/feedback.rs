@@ -105,7 +105,7 @@ impl Router {
             pos
         };
         inner.store.observe(session, pos).await.inspect_err(|e| {
-            self.store_failed(inner.clock.now_ms(), e);
+            self.store_failed(session, inner.clock.now_ms(), e);
         })
     }
 
@@ -175,7 +175,7 @@ impl Router {
         {
             decision.forget_lost = false;
             if let Err(e) = self.inner.store.forget_write(session, lost).await {
-                self.store_failed(self.inner.clock.now_ms(), &e);
+                self.store_failed(session, self.inner.clock.now_ms(), &e);
             }
         }
         if !decision.persist || decision.token <= decision.stored {
@@ -186,7 +186,7 @@ impl Router {
         };
         match self.inner.store.observe(session, token).await {
             Ok(stored) => decision.stored = Some(stored),
-            Err(e) => self.store_failed(self.inner.clock.now_ms(), &e),
+            Err(e) => self.store_failed(session, self.inner.clock.now_ms(), &e),
         }
     }
 }

@@ -11,9 +11,11 @@
 //! | `route.rs` | the lower level: [`Router::route`], a node and a [`Decision`] for one read, after a bounded wait (rules 2, 4, 5) |
 //! | `front.rs` | for fronts with connections of their own (a proxy): [`FrontRead`], [`FrontWrite`], the coalesced [`Router::leader_position`] |
 //! | `feedback.rs` | the lower level after a read: [`Router::raise_token`] (rule 7), [`Router::report_error`], [`Router::report_stall`] (rule 3) |
+//! | `load.rs` | reads in flight per node, counted while a [`Decision`] lives: what spreads reads over followers |
 
 mod feedback;
 mod front;
+mod load;
 mod query;
 mod route;
 mod write;
@@ -22,14 +24,15 @@ mod write;
 mod tests;
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
 
+use self::load::InFlight;
 use crate::feed::{Feed, cluster_hash};
 use crate::metrics::Metrics;
 use crate::reader::{FollowerGuard, ReadConn, Readers};
@@ -37,7 +40,7 @@ use crate::tracker::{Limits, Shared, Tracker, TrackerState};
 use crate::view::ClusterView;
 use crate::{
     Clock, Error, FORMER_LEADER_NAME, LEADER_NAME, Lsn, MetricsSnapshot, NodeUrls, Result,
-    RouterConfig, SessionStore, StoreHealth, SystemClock,
+    RouterConfig, SessionKey, SessionStore, StoreHealth, StorePart, SystemClock,
 };
 
 pub use front::{Finished, FrontRead, FrontWrite, PLAUSIBLE_AHEAD, Target, Writer};
@@ -45,24 +48,68 @@ pub use query::{ColumnIndex, Read, Row};
 pub use route::{Decision, LocalSession, ReadRequest, SessionRef, Unsettled};
 pub use write::{Committed, WriteTx, Written};
 
-/// Remembers when the session store last failed: fresh reads stay on the
-/// leader until `store_recovery_grace` after that (rule 5), because writes
-/// made during the outage may be missing from it.
+/// Remembers when each part of the session store last failed: a session's
+/// fresh reads stay on the leader until `store_recovery_grace` after its
+/// part failed (rule 5), because writes made during the outage (or, on a
+/// Redis failover, acknowledged just before it and never replicated) may
+/// be missing from it. One Redis is one part; a Redis Cluster's shards are
+/// parts of their own, so one dead shard sends only its sessions to the
+/// leader.
 #[derive(Debug, Default)]
 struct StoreGuard {
-    /// Wall-clock ms of the last failure; 0 = never failed.
-    last_failure_ms: AtomicU64,
+    /// Wall-clock ms of the last failure of the whole store (or of a part
+    /// not known more precisely); 0 = never failed.
+    whole_ms: AtomicU64,
+    /// Wall-clock ms of the last failure of any part.
+    any_ms: AtomicU64,
+    /// Per shard (by its lowest slot), allocated on a shard's first failure.
+    shards_ms: OnceLock<Box<[AtomicU64]>>,
 }
 
 impl StoreGuard {
-    fn failed(&self, now_ms: u64) {
-        self.last_failure_ms
-            .fetch_max(now_ms.max(1), Ordering::Relaxed);
+    fn failed(&self, part: StorePart, now_ms: u64) {
+        let at = now_ms.max(1);
+        self.any_ms.fetch_max(at, Ordering::Relaxed);
+        match part {
+            StorePart::Whole => {
+                self.whole_ms.fetch_max(at, Ordering::Relaxed);
+            }
+            StorePart::Shard(slot) => {
+                let shards = self
+                    .shards_ms
+                    .get_or_init(|| (0..16384).map(|_| AtomicU64::new(0)).collect());
+                if let Some(s) = shards.get(usize::from(slot)) {
+                    s.fetch_max(at, Ordering::Relaxed);
+                } else {
+                    self.whole_ms.fetch_max(at, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
-    fn trusted(&self, now_ms: u64, grace: Duration) -> bool {
-        let last = self.last_failure_ms.load(Ordering::Relaxed);
-        last == 0 || u128::from(now_ms.saturating_sub(last)) >= grace.as_millis()
+    /// Whether a session in `part` may trust the store now: neither its
+    /// part nor the whole store failed within `grace`. A session whose part
+    /// is not known precisely (the whole store) trusts it only when no part
+    /// failed.
+    fn trusted(&self, part: StorePart, now_ms: u64, grace: Duration) -> bool {
+        let ok = |last: &AtomicU64| {
+            let last = last.load(Ordering::Relaxed);
+            last == 0 || u128::from(now_ms.saturating_sub(last)) >= grace.as_millis()
+        };
+        ok(&self.whole_ms)
+            && match part {
+                StorePart::Whole => ok(&self.any_ms),
+                StorePart::Shard(slot) => self
+                    .shards_ms
+                    .get()
+                    .and_then(|s| s.get(usize::from(slot)))
+                    .is_none_or(ok),
+            }
+    }
+
+    /// Whether no part failed within `grace`.
+    fn all_trusted(&self, now_ms: u64, grace: Duration) -> bool {
+        self.trusted(StorePart::Whole, now_ms, grace)
     }
 }
 
@@ -90,6 +137,9 @@ struct Parts {
     store_guard: StoreGuard,
     /// Coalesces fronts' reads of the leader's position after a write.
     leader_fetch: front::LeaderFetch,
+    /// Reads in flight per node (indexed as the tracker's nodes): the load
+    /// that followers able to serve a read are chosen by.
+    in_flight: Arc<InFlight>,
 }
 
 /// Routes a service's queries across a leader and its followers with
@@ -153,6 +203,7 @@ impl Router {
             parse_url(LEADER_NAME, &urls.leader, &cfg)?,
         ));
         let names: Vec<Arc<str>> = named.iter().map(|(n, _)| n.clone()).collect();
+        let in_flight = InFlight::new(names.len());
         let metrics = Arc::new(Metrics::new(
             std::iter::once(Arc::from(LEADER_NAME))
                 .chain(names.iter().cloned())
@@ -211,6 +262,7 @@ impl Router {
                 metrics,
                 store_guard: StoreGuard::default(),
                 leader_fetch: front::LeaderFetch::default(),
+                in_flight,
             }),
         })
     }
@@ -269,9 +321,12 @@ impl Router {
             StoreHealth::Ok
                 if !inner
                     .store_guard
-                    .trusted(inner.clock.now_ms(), inner.cfg.store_recovery_grace) =>
+                    .all_trusted(inner.clock.now_ms(), inner.cfg.store_recovery_grace) =>
             {
-                StoreHealth::Degraded("recovering: fresh reads stay on the leader".to_owned())
+                StoreHealth::Degraded(
+                    "recovering: fresh reads of the sessions it failed stay on the leader"
+                        .to_owned(),
+                )
             }
             health => health,
         }
@@ -280,6 +335,19 @@ impl Router {
     /// `"memory"` or `"redis"`.
     pub fn store_backend(&self) -> &'static str {
         self.inner.store.backend()
+    }
+
+    /// Reads in flight now on each node, by the name it has in
+    /// [`ClusterView::nodes`] (the node configured as the leader is
+    /// `former-leader` there): what this router spreads follower reads by.
+    /// A read counts from its routing until its [`Decision`] is dropped.
+    pub fn reads_in_flight(&self) -> Vec<(Arc<str>, u32)> {
+        let view = self.inner.tracker.shared.view();
+        view.nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .zip(self.inner.in_flight.snapshot())
+            .collect()
     }
 
     /// All counters now.
@@ -317,12 +385,14 @@ impl Router {
         self.shutdown();
     }
 
-    /// Rule 5: a store call failed, so fresh reads go to the leader until
-    /// the grace period after the store answers again.
-    fn store_failed(&self, now_ms: u64, error: &Error) {
+    /// Rule 5: a store call for `session` failed, so fresh reads of the
+    /// sessions in its part of the store go to the leader until the grace
+    /// period after it answers again.
+    fn store_failed(&self, session: &SessionKey, now_ms: u64, error: &Error) {
+        let part = self.inner.store.part(session);
         self.inner.metrics.add_store_error();
-        self.inner.store_guard.failed(now_ms);
-        tracing::debug!(error = %error, "session store call failed");
+        self.inner.store_guard.failed(part, now_ms);
+        tracing::debug!(error = %error, %part, "session store call failed");
     }
 
     /// The node that leads now, for a write or a read on the leader. While

@@ -174,6 +174,8 @@ impl Router {
             .await;
             match self.judge(outcome, &conn, &decision, attempt) {
                 Ok(rows) => {
+                    // The read has answered: no longer in flight on its node.
+                    decision.held.release();
                     return Ok(Read {
                         value: rows,
                         decision,
@@ -258,7 +260,10 @@ impl Router {
             };
             let outcome = tokio::time::timeout(self.inner.cfg.read_timeout, run).await;
             match self.judge(outcome, &conn, &decision, attempt) {
-                Ok(value) => return Ok(Read { value, decision }),
+                Ok(value) => {
+                    decision.held.release();
+                    return Ok(Read { value, decision });
+                }
                 Err(Attempt::Retry(why)) => last = why,
                 Err(Attempt::Fail(e)) => return Err(e),
             }

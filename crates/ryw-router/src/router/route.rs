@@ -11,12 +11,16 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Router;
-use crate::decide::{Choice, Now, Reason, SessionState, decide, is_absurd, least_lagged_caught_up};
+use super::load::{Held, InFlight};
+use crate::decide::{Choice, Now, Reason, SessionState, caught_up, decide, is_absurd};
 use crate::pg::{CHECK_POSITION, classify, describe_pg, lsn_column, position_expr};
 use crate::reader::ReadConn;
 use crate::timeline::Verdict;
 use crate::view::{ClusterView, Role};
-use crate::{Freshness, Lsn, Position, ReadOptions, Result, RouterConfig, SessionKey, Strategy};
+use crate::{
+    FollowerChoice, Freshness, Lsn, Position, ReadOptions, Result, RouterConfig, SessionKey,
+    Strategy,
+};
 
 /// Whose writes a read must see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +118,12 @@ impl<'a> ReadRequest<'a> {
 
 /// Where a read went and why: for `X-Served-By`, `X-Consistency-Token`, logs
 /// and the bench.
+///
+/// While a decision (or a clone of it) is alive, its read counts as in
+/// flight on its node, and followers that may serve a read are chosen by
+/// those counts ([`FollowerChoice::Load`]): keep it until the read is done
+/// and drop it then. [`Router::query`] and [`Router::read_on`] stop
+/// counting by themselves once the read answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     /// `leader` or the follower's name.
@@ -172,6 +182,9 @@ pub struct Decision {
     /// (fresh reads under strategies that promise monotonic reads, with the
     /// store answering).
     pub(crate) persist: bool,
+    /// The read's place in its node's reads in flight, until this decision
+    /// and its clones are dropped.
+    pub(crate) held: Held,
 }
 
 impl Decision {
@@ -384,11 +397,18 @@ impl Router {
         let strategy = req.options.strategy.unwrap_or(inner.cfg.default_strategy);
         // Overrides apply to this read only; the common path borrows.
         let overridden;
-        let cfg = if req.options.sticky_window.is_some() || req.options.wait_budget.is_some() {
+        let cfg = if req.options.sticky_window.is_some()
+            || req.options.wait_budget.is_some()
+            || req.options.follower_choice.is_some()
+        {
             overridden = RouterConfig {
                 sticky_window: req.options.sticky_window.unwrap_or(inner.cfg.sticky_window),
                 causal_wait: req.options.wait_budget.unwrap_or(inner.cfg.causal_wait),
                 hybrid_wait: req.options.wait_budget.unwrap_or(inner.cfg.hybrid_wait),
+                follower_choice: req
+                    .options
+                    .follower_choice
+                    .unwrap_or(inner.cfg.follower_choice),
                 ..inner.cfg.clone()
             };
             &overridden
@@ -418,9 +438,11 @@ impl Router {
             SessionRef::Shared(key) if fresh && strategy.uses_session() => {
                 match inner.store.load(key).await {
                     Ok(rec)
-                        if inner
-                            .store_guard
-                            .trusted(now_ms, inner.cfg.store_recovery_grace) =>
+                        if inner.store_guard.trusted(
+                            inner.store.part(key),
+                            now_ms,
+                            inner.cfg.store_recovery_grace,
+                        ) =>
                     {
                         stored = rec.token;
                         raw = rec.token;
@@ -433,7 +455,7 @@ impl Router {
                     }
                     Ok(_) => SessionState::Unknown,
                     Err(e) => {
-                        self.store_failed(now_ms, &e);
+                        self.store_failed(key, now_ms, &e);
                         SessionState::Unknown
                     }
                 }
@@ -475,7 +497,16 @@ impl Router {
                 wall_ms: now_ms,
                 at: Instant::now(),
             };
-            decide(&view, &state, req.freshness, strategy, now, cfg, &mut rng)
+            decide(
+                &view,
+                &*inner.in_flight,
+                &state,
+                req.freshness,
+                strategy,
+                now,
+                cfg,
+                &mut rng,
+            )
         };
 
         let mut waited = Duration::ZERO;
@@ -497,6 +528,7 @@ impl Router {
                     target,
                     view.history.current,
                     budget,
+                    (&inner.in_flight, cfg.follower_choice),
                 )
                 .await;
                 waited = started.elapsed();
@@ -558,6 +590,11 @@ impl Router {
             ..
         } = plan;
         let view = inner.tracker.shared.view();
+        let node_index = match server {
+            Server::Leader => view.leader_index,
+            Server::Follower(i, ..) => Some(i),
+        };
+        let held = inner.in_flight.hold(node_index);
         let (node, role, seen, follower, metric_node, epoch, timeline) = match server {
             Server::Leader => (
                 view.leader.name.clone(),
@@ -624,6 +661,7 @@ impl Router {
                 && matches!(state, SessionState::Known { .. }),
             session,
             stored,
+            held,
         };
         tracing::debug!(
             node = %decision.node,
@@ -790,15 +828,18 @@ fn follower_server(view: &ClusterView, i: usize) -> Server {
 
 /// Waits until a follower in rotation is known to have replayed `target`,
 /// a position of `timeline`, for at most `budget` (rule 4: nothing a client
-/// sends can make it longer). Wakes on every view the tracker publishes.
-/// Gives up early when no follower is left in rotation, or when the
-/// cluster's timeline moves on (a failover: `target` must be judged again).
-/// Returns the follower and the view it was chosen from.
+/// sends can make it longer). Wakes on every view the tracker publishes,
+/// and ends on the first that shows one (or several, caught up in the same
+/// poll: then chosen as `choice` says, by the reads in flight). Gives up
+/// early when no follower is left in rotation, or when the cluster's
+/// timeline moves on (a failover: `target` must be judged again). Returns
+/// the follower and the view it was chosen from.
 pub(super) async fn wait_for_caught_up(
     mut rx: watch::Receiver<Arc<ClusterView>>,
     target: Lsn,
     timeline: u32,
     budget: Duration,
+    (load, choice): (&InFlight, FollowerChoice),
 ) -> Option<(usize, Arc<ClusterView>)> {
     let deadline = Instant::now() + budget;
     loop {
@@ -808,7 +849,7 @@ pub(super) async fn wait_for_caught_up(
         }
         let found = {
             let mut rng = rand::rng();
-            least_lagged_caught_up(&view, target, &mut rng)
+            caught_up(&view, load, target, choice, &mut rng)
         };
         if let Some(i) = found {
             return Some((i, view));

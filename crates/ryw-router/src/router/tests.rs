@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
 
+use super::load::InFlight;
 use super::route::{Judged, advance_token, wait_for_caught_up};
 use super::*;
 use crate::decide::{Reason, SessionState};
@@ -16,7 +17,7 @@ use crate::reader::check_incarnation;
 use crate::view::{NodeStatus, Role};
 use crate::{
     Freshness, Lsn, ManualClock, MemoryStore, Position, ReadOptions, ReadRequest, SessionKey,
-    Strategy,
+    StorePart, Strategy,
 };
 
 fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> NodeStatus {
@@ -38,6 +39,15 @@ fn view(leader: u64, followers: &[(Option<u64>, bool)]) -> Arc<ClusterView> {
     })
 }
 
+/// No read in flight, followers chosen by load (the default).
+fn idle() -> (&'static InFlight, crate::FollowerChoice) {
+    static IDLE: std::sync::OnceLock<Arc<InFlight>> = std::sync::OnceLock::new();
+    (
+        IDLE.get_or_init(|| InFlight::new(8)),
+        crate::FollowerChoice::Load,
+    )
+}
+
 /// Publishes `behind` every 10 ms, like a tracker whose follower is stuck.
 fn keep_publishing(tx: watch::Sender<Arc<ClusterView>>, behind: Arc<ClusterView>) {
     tokio::spawn(async move {
@@ -56,7 +66,14 @@ async fn a_wait_ends_exactly_at_its_budget_when_no_follower_catches_up() {
     let (tx, rx) = watch::channel(behind.clone());
     keep_publishing(tx, behind);
     let started = Instant::now();
-    let found = wait_for_caught_up(rx, Lsn::from_u64(800), 1, Duration::from_millis(200)).await;
+    let found = wait_for_caught_up(
+        rx,
+        Lsn::from_u64(800),
+        1,
+        Duration::from_millis(200),
+        idle(),
+    )
+    .await;
     assert!(found.is_none());
     assert_eq!(started.elapsed(), Duration::from_millis(200));
 }
@@ -70,13 +87,49 @@ async fn a_waiting_read_wakes_on_the_publish_that_shows_a_follower_caught_up() {
         sleep(Duration::from_secs(10)).await; // keep the channel open
     });
     let started = Instant::now();
-    let (index, seen_in) =
-        wait_for_caught_up(rx, Lsn::from_u64(800), 1, Duration::from_millis(200))
-            .await
-            .expect("caught up within budget");
+    let (index, seen_in) = wait_for_caught_up(
+        rx,
+        Lsn::from_u64(800),
+        1,
+        Duration::from_millis(200),
+        idle(),
+    )
+    .await
+    .expect("caught up within budget");
     assert_eq!(index, 1);
     assert_eq!(seen_in.nodes[1].lsn, Some(Lsn::from_u64(800)));
     assert_eq!(started.elapsed(), Duration::from_millis(150));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_ends_on_the_first_view_with_the_target_and_takes_the_less_loaded_of_those() {
+    let in_flight = InFlight::new(3);
+    let _busy = [in_flight.hold(Some(0)), in_flight.hold(Some(0))];
+    for seed in 0..20 {
+        let (tx, rx) = watch::channel(view(1000, &[(Some(500), true), (Some(600), true)]));
+        tokio::spawn(async move {
+            sleep(Duration::from_millis(40)).await;
+            // Two followers reach the target in the same poll; the third,
+            // idle, has not.
+            tx.send_replace(view(
+                1000,
+                &[(Some(800), true), (Some(900), true), (Some(700), true)],
+            ));
+            sleep(Duration::from_secs(10)).await;
+        });
+        let started = Instant::now();
+        let (index, _) = wait_for_caught_up(
+            rx,
+            Lsn::from_u64(800),
+            1,
+            Duration::from_millis(200),
+            (&in_flight, crate::FollowerChoice::Load),
+        )
+        .await
+        .expect("caught up");
+        assert_eq!(started.elapsed(), Duration::from_millis(40), "seed {seed}");
+        assert_eq!(index, 1, "follower 1 holds two reads, follower 2 none");
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -88,7 +141,7 @@ async fn a_token_beyond_the_leader_cannot_stretch_the_wait() {
     let started = Instant::now();
     let target = Lsn::from_u64(1000 + (500 << 20));
     assert!(
-        wait_for_caught_up(rx, target, 1, Duration::from_millis(200))
+        wait_for_caught_up(rx, target, 1, Duration::from_millis(200), idle())
             .await
             .is_none()
     );
@@ -105,9 +158,15 @@ async fn a_wait_gives_up_when_the_last_follower_leaves_rotation() {
     });
     let started = Instant::now();
     assert!(
-        wait_for_caught_up(rx, Lsn::from_u64(800), 1, Duration::from_millis(200))
-            .await
-            .is_none()
+        wait_for_caught_up(
+            rx,
+            Lsn::from_u64(800),
+            1,
+            Duration::from_millis(200),
+            idle()
+        )
+        .await
+        .is_none()
     );
     assert_eq!(started.elapsed(), Duration::from_millis(30));
 }
@@ -118,9 +177,15 @@ async fn a_wait_ends_when_the_tracker_is_gone() {
     drop(tx);
     let started = Instant::now();
     assert!(
-        wait_for_caught_up(rx, Lsn::from_u64(800), 1, Duration::from_millis(200))
-            .await
-            .is_none()
+        wait_for_caught_up(
+            rx,
+            Lsn::from_u64(800),
+            1,
+            Duration::from_millis(200),
+            idle()
+        )
+        .await
+        .is_none()
     );
     assert_eq!(started.elapsed(), Duration::ZERO);
 }
@@ -144,6 +209,7 @@ fn seeds_view(t0: Instant, f1_replay: u64) -> Arc<ClusterView> {
 fn hybrid_choice(v: &ClusterView, at: Instant) -> crate::Choice {
     crate::decide(
         v,
+        &[][..] as &[u32],
         &SessionState::Known {
             token: Some(Lsn::from_u64(500)),
             last_write_ms: None,
@@ -177,7 +243,7 @@ async fn a_predicted_follower_that_arrives_is_waited_for_until_it_is_seen() {
         sleep(Duration::from_secs(10)).await;
     });
     let started = Instant::now();
-    let (index, _) = wait_for_caught_up(rx, target, 1, budget)
+    let (index, _) = wait_for_caught_up(rx, target, 1, budget, idle())
         .await
         .expect("caught up within the budget");
     assert_eq!(index, 0);
@@ -196,7 +262,11 @@ async fn a_follower_whose_lag_jumps_past_the_prediction_costs_the_budget_then_no
     let (tx, rx) = watch::channel(v.clone());
     keep_publishing(tx, v.clone());
     let started = Instant::now();
-    assert!(wait_for_caught_up(rx, target, 1, budget).await.is_none());
+    assert!(
+        wait_for_caught_up(rx, target, 1, budget, idle())
+            .await
+            .is_none()
+    );
     assert_eq!(
         started.elapsed(),
         budget,
@@ -334,17 +404,38 @@ fn the_store_stays_distrusted_for_the_grace_period_after_a_failure() {
     let clock = ManualClock::new(1_000_000);
     let grace = Duration::from_secs(10);
     let guard = StoreGuard::default();
-    assert!(guard.trusted(clock.now_ms(), grace));
-    guard.failed(clock.now_ms());
+    let w = StorePart::Whole;
+    assert!(guard.trusted(w, clock.now_ms(), grace));
+    guard.failed(w, clock.now_ms());
     clock.advance(Duration::from_millis(9_999));
-    assert!(!guard.trusted(clock.now_ms(), grace));
+    assert!(!guard.trusted(w, clock.now_ms(), grace));
     clock.advance(Duration::from_millis(1));
-    assert!(guard.trusted(clock.now_ms(), grace));
+    assert!(guard.trusted(w, clock.now_ms(), grace));
     // An older failure reported late does not shorten the grace.
-    guard.failed(clock.now_ms());
-    guard.failed(clock.now_ms() - 5_000);
+    guard.failed(w, clock.now_ms());
+    guard.failed(w, clock.now_ms() - 5_000);
     clock.advance(Duration::from_millis(6_000));
-    assert!(!guard.trusted(clock.now_ms(), grace));
+    assert!(!guard.trusted(w, clock.now_ms(), grace));
+}
+
+#[test]
+fn a_failed_shard_distrusts_only_its_own_sessions_and_the_whole_store_distrusts_all() {
+    let clock = ManualClock::new(1_000_000);
+    let grace = Duration::from_secs(10);
+    let guard = StoreGuard::default();
+    let (dead, alive) = (StorePart::Shard(5461), StorePart::Shard(0));
+    guard.failed(dead, clock.now_ms());
+    assert!(!guard.trusted(dead, clock.now_ms(), grace));
+    assert!(guard.trusted(alive, clock.now_ms(), grace));
+    assert!(
+        !guard.trusted(StorePart::Whole, clock.now_ms(), grace),
+        "a session whose shard is not known may be on the dead one"
+    );
+    assert!(!guard.all_trusted(clock.now_ms(), grace));
+    clock.advance(grace);
+    assert!(guard.trusted(dead, clock.now_ms(), grace));
+    guard.failed(StorePart::Whole, clock.now_ms());
+    assert!(!guard.trusted(alive, clock.now_ms(), grace));
 }
 
 #[test]

@@ -294,7 +294,7 @@ impl Router {
         let before = match inner.store.record_write(session, pos, floor, now_ms).await {
             Ok(before) => before,
             Err(e) => {
-                self.store_failed(now_ms, &e);
+                self.store_failed(session, now_ms, &e);
                 None
             }
         };

@@ -81,6 +81,30 @@ pub struct SessionRecord {
     pub untracked_write_ms: Option<u64>,
 }
 
+/// What of a session store fails together. A session's fresh reads trust
+/// the store only while its part has not failed within the recovery grace
+/// (rule 5), so one failed shard of a Redis Cluster sends only its own
+/// sessions' fresh reads to the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StorePart {
+    /// The whole store: one Redis, memory, or a cluster whose shards are not
+    /// known yet.
+    Whole,
+    /// One shard of a Redis Cluster, named by the lowest hash slot it
+    /// serves (the same after a failover: a promoted replica serves its
+    /// master's slots).
+    Shard(u16),
+}
+
+impl fmt::Display for StorePart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorePart::Whole => f.write_str("the session store"),
+            StorePart::Shard(slot) => write!(f, "the session store's shard at slot {slot}"),
+        }
+    }
+}
+
 /// Whether the store can be relied on; shown by `GET /api/cluster`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreHealth {
@@ -133,6 +157,14 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// failover: the write floor is cleared if it is still `lost`, so
     /// it is told once.
     fn forget_write<'a>(&'a self, key: &'a SessionKey, lost: Position) -> StoreFuture<'a, ()>;
+
+    /// The part of the store `key`'s record lives in: what must not have
+    /// failed lately for the session's fresh reads to trust it (rule 5).
+    /// [`StorePart::Whole`] unless the store is sharded.
+    fn part(&self, key: &SessionKey) -> StorePart {
+        let _ = key;
+        StorePart::Whole
+    }
 
     /// Whether the store is answering.
     fn health(&self) -> StoreHealth;

@@ -2,27 +2,46 @@
 //! so read-your-writes holds whichever instance serves the next request.
 //!
 //! Keys, for a session id `ID` and the default prefix `ryw:`:
-//! `ryw:user:ID:lsn` (the token, a decimal `u64` WAL offset) and
-//! `ryw:user:ID:last_write_ms` (decimal ms since the epoch), both with a TTL.
-//! Updates are Lua scripts that store `max(old, new)` in one step, so two
-//! instances racing can never lower a token.
+//! `ryw:user:ID:lsn` (the token), `ryw:user:ID:last_write_ms` (decimal ms
+//! since the epoch) and `ryw:user:ID:write` (the last write's floor), all
+//! with a TTL. Updates are Lua scripts that store `max(old, new)` in one
+//! step, so two instances racing can never lower a token.
+//!
+//! On a Redis Cluster (a `redis+cluster://` URL, see `redis_conn.rs`) the
+//! id is a hash tag, `ryw:user:{ID}:lsn`, so one session's keys share a
+//! slot and each script runs on one shard; on one Redis the names stay as
+//! they were (a rolling upgrade keeps its sessions). Each shard fails on its
+//! own: a call to a dead shard fails (fast, once its breaker is open) and
+//! only the sessions of that shard lose their state ([`StorePart`]).
 //!
 //! Reads also look at seed 003's own key, `user:ID:last_write_utc` (written
-//! by a seed-003-style service, never by ryw; see [`super::seed`]), in the
-//! same round trip: a write recorded there that ryw's position may not cover
-//! is returned as [`SessionRecord::untracked_write_ms`].
+//! by a seed-003-style service, never by ryw; see [`super::seed`]): a write
+//! recorded there that ryw's position may not cover is returned as
+//! [`SessionRecord::untracked_write_ms`]. On one Redis it is in the same
+//! `MGET`. On a cluster it has no hash tag (the `{id}` of its template is
+//! replaced by the id, braces and all), so it lives in a slot of its own,
+//! usually on another shard: it is read by a `GET` of its own at the same
+//! time, and when that shard cannot answer, the session is taken to have
+//! written just now (the sticky window's safe side: the leader) rather than
+//! failing its own shard.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisResult, Script};
+use redis::{RedisResult, Script, Value};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{SessionKey, SessionRecord, SessionStore, StoreFuture, StoreHealth, seed};
+use super::{SessionKey, SessionRecord, SessionStore, StoreFuture, StoreHealth, StorePart, seed};
+use crate::redis_conn::{RedisAddr, RedisConn, slot_of};
 use crate::{Error, Position, Result};
+
+/// How often a cluster's shards are asked for again (`CLUSTER SLOTS`): they
+/// change only when slots move between shards, not at a failover.
+const SHARDS_REFRESH: Duration = Duration::from_secs(2);
 
 /// `max` of two decimal strings without leading zeros, compared as numbers
 /// (Lua numbers are doubles and lose precision past 2^53).
@@ -70,9 +89,13 @@ return lsn
 /// How to reach Redis and how to name and keep sessions there.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisStoreConfig {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db` for one Redis, or
+    /// `redis+cluster://host:port,host:port` for a Redis Cluster (any of
+    /// its nodes as seeds).
     pub url: String,
-    /// Prefix of every key; default `ryw:`. Tests use their own to stay apart.
+    /// Prefix of every key; default `ryw:`. Tests use their own to stay
+    /// apart. On a cluster it should hold no `{`: a hash tag in the prefix
+    /// would put every session in one slot.
     pub key_prefix: String,
     /// Sessions are forgotten this long after their last update. Default 10
     /// min.
@@ -121,62 +144,197 @@ impl fmt::Debug for RedisStoreConfig {
     }
 }
 
-/// Remembers the last failure: health, and fail-fast between retries.
+/// Remembers the last failure of each part of the store: health, and
+/// fail-fast between retries. A call to a part admits only while neither
+/// that part nor the whole store is failing, or as the one probe per
+/// interval.
 #[derive(Debug, Default)]
 struct Breaker {
-    failure: Mutex<Option<(String, Instant)>>,
+    failures: Mutex<HashMap<StorePart, (String, Instant)>>,
 }
 
 impl Breaker {
-    /// Whether a call may go to Redis now.
-    fn admit(&self, retry_after: Duration) -> Result<()> {
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        match failure.as_mut() {
-            Some((why, last_try)) if last_try.elapsed() < retry_after => {
-                Err(Error::Store(format!("degraded: {why}")))
+    /// Whether a call to `part` may go to Redis now.
+    fn admit(&self, part: StorePart, retry_after: Duration) -> Result<()> {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let parts = [
+            Some(part),
+            (part != StorePart::Whole).then_some(StorePart::Whole),
+        ];
+        for p in parts.iter().flatten() {
+            if let Some((why, last_try)) = failures.get(p)
+                && last_try.elapsed() < retry_after
+            {
+                return Err(Error::Store(format!("degraded: {why}")));
             }
-            Some((_, last_try)) => {
-                // This call is the probe; others keep failing fast.
+        }
+        // This call is the probe of whatever failed; others keep failing
+        // fast until it answers.
+        for p in parts.iter().flatten() {
+            if let Some((_, last_try)) = failures.get_mut(p) {
                 *last_try = Instant::now();
-                Ok(())
             }
-            None => Ok(()),
+        }
+        Ok(())
+    }
+
+    fn succeeded(&self, part: StorePart) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut any = failures.remove(&part).is_some();
+        any |= failures.remove(&StorePart::Whole).is_some();
+        if any {
+            tracing::info!(%part, "reachable again");
         }
     }
 
-    fn succeeded(&self) {
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        if failure.take().is_some() {
-            tracing::info!("session store reachable again");
+    fn failed(&self, part: StorePart, why: String) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if !failures.contains_key(&part) {
+            tracing::warn!(error = %why, %part, "failing");
         }
-    }
-
-    fn failed(&self, why: String) {
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        if failure.is_none() {
-            tracing::warn!(error = %why, "session store failing");
-        }
-        *failure = Some((why, Instant::now()));
+        failures.insert(part, (why, Instant::now()));
     }
 
     fn health(&self) -> StoreHealth {
-        match &*self.failure.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some((why, _)) => StoreHealth::Degraded(why.clone()),
-            None => StoreHealth::Ok,
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failing: Vec<_> = failures.iter().collect();
+        failing.sort_by_key(|(part, _)| match part {
+            StorePart::Whole => None,
+            StorePart::Shard(slot) => Some(*slot),
+        });
+        match failing.as_slice() {
+            [] => StoreHealth::Ok,
+            [(StorePart::Whole, (why, _))] => StoreHealth::Degraded(why.clone()),
+            [(part, (why, _)), rest @ ..] => StoreHealth::Degraded(format!(
+                "{part}{}: {why}",
+                if rest.is_empty() {
+                    String::new()
+                } else {
+                    format!(" and {} more", rest.len())
+                }
+            )),
         }
     }
 }
 
-/// Sessions in Redis through a reconnecting [`ConnectionManager`]. Every call
-/// is bounded by `timeout`; failures are reported (not hidden) and make the
-/// store degraded until a call succeeds.
+/// A Redis Cluster's shards, as last learnt: for each hash slot, the lowest
+/// slot of the shard that serves it (its [`StorePart::Shard`] name).
+/// Unknown until the first `CLUSTER SLOTS` answers: meanwhile every failure
+/// counts against the whole store.
+#[derive(Debug, Default)]
+struct Shards {
+    by_slot: RwLock<Option<Arc<[u16]>>>,
+}
+
+impl Shards {
+    fn part(&self, slot: u16) -> StorePart {
+        match &*self.by_slot.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(map) => StorePart::Shard(map[usize::from(slot)]),
+            None => StorePart::Whole,
+        }
+    }
+
+    fn set(&self, map: Arc<[u16]>) {
+        *self.by_slot.write().unwrap_or_else(|e| e.into_inner()) = Some(map);
+    }
+}
+
+/// Seed 003's value for a session.
+enum Seed {
+    /// Read: the value, if the key exists.
+    Read(Option<String>),
+    /// Its shard did not answer.
+    Unreadable,
+}
+
+/// Slot → shard from a `CLUSTER SLOTS` reply: `[start, end, [ip, port, id,
+/// …], replicas…]` per range; a shard (one master id) may serve several
+/// ranges. A slot no range covers is a shard of its own.
+fn shards_from_slots(reply: &Value) -> Option<Arc<[u16]>> {
+    let Value::Array(ranges) = reply else {
+        return None;
+    };
+    let mut parsed = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            return None;
+        };
+        let start: u16 = redis::from_redis_value_ref(fields.first()?).ok()?;
+        let end: u16 = redis::from_redis_value_ref(fields.get(1)?).ok()?;
+        let Value::Array(master) = fields.get(2)? else {
+            return None;
+        };
+        let id: String = redis::from_redis_value_ref(master.get(2)?).ok()?;
+        if start > end || end >= 16384 {
+            return None;
+        }
+        parsed.push((start, end, id));
+    }
+    let mut lowest: HashMap<&str, u16> = HashMap::new();
+    for (start, _, id) in &parsed {
+        let e = lowest.entry(id.as_str()).or_insert(*start);
+        *e = (*e).min(*start);
+    }
+    let mut map: Vec<u16> = (0..16384).collect();
+    for (start, end, id) in &parsed {
+        let shard = lowest[id.as_str()];
+        for slot in *start..=*end {
+            map[usize::from(slot)] = shard;
+        }
+    }
+    Some(map.into())
+}
+
+/// Asks for the shards every [`SHARDS_REFRESH`] while the store lives.
+async fn refresh_shards(conn: RedisConn, shards: Weak<Shards>, timeout: Duration) {
+    loop {
+        let mut c = conn.clone();
+        let reply = tokio::time::timeout(
+            timeout,
+            redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async::<Value>(&mut c),
+        )
+        .await;
+        let Some(shards) = shards.upgrade() else {
+            return;
+        };
+        match reply {
+            Ok(Ok(v)) => match shards_from_slots(&v) {
+                Some(map) => shards.set(map),
+                None => tracing::warn!("unexpected CLUSTER SLOTS reply"),
+            },
+            Ok(Err(e)) => tracing::debug!(error = %e, "CLUSTER SLOTS failed"),
+            Err(_) => tracing::debug!("CLUSTER SLOTS timed out"),
+        }
+        drop(shards);
+        tokio::time::sleep(SHARDS_REFRESH).await;
+    }
+}
+
+/// Sessions in one Redis (through a reconnecting connection) or a Redis
+/// Cluster. Every call is bounded by `timeout`; failures are reported (not
+/// hidden) and make the store (or the shard) degraded until a call
+/// succeeds.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
+    cluster: bool,
     cfg: RedisStoreConfig,
     breaker: Breaker,
     record_write: Script,
     observe: Script,
     forget_write: Script,
+    /// A cluster's shards, and the task that keeps them current.
+    shards: Arc<Shards>,
+    refresh: Option<JoinHandle<()>>,
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        if let Some(task) = self.refresh.take() {
+            task.abort();
+        }
+    }
 }
 
 impl fmt::Debug for RedisStore {
@@ -202,59 +360,157 @@ impl RedisStore {
                 "redis seed_last_write_key must contain {id}".to_owned(),
             ));
         }
-        let client = redis::Client::open(cfg.url.as_str())
-            .map_err(|e| Error::Config(format!("redis url: {e}")))?;
-        let manager_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.timeout))
-            .set_response_timeout(Some(cfg.timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(cfg.retry_after);
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_cfg)
-            .map_err(|e| Error::Config(format!("redis: {e}")))?;
+        let addr = RedisAddr::parse(&cfg.url)?;
+        let conn = RedisConn::lazy(&addr, cfg.timeout, cfg.retry_after)?;
+        let shards = Arc::new(Shards::default());
+        let refresh = addr.is_cluster().then(|| {
+            tokio::spawn(refresh_shards(
+                conn.clone(),
+                Arc::downgrade(&shards),
+                cfg.timeout,
+            ))
+        });
         let store = RedisStore {
             conn,
+            cluster: addr.is_cluster(),
             cfg,
             breaker: Breaker::default(),
             record_write: Script::new(&format!("{LUA_MAX}{RECORD_WRITE}")),
             observe: Script::new(&format!("{LUA_MAX}{OBSERVE}")),
             forget_write: Script::new(FORGET_WRITE),
+            shards,
+            refresh,
         };
-        // Learn the initial health now rather than on the first request.
+        // Learn the initial health now rather than on the first request
+        // (on a cluster: any node answering).
         let mut conn = store.conn.clone();
         let _ = store
-            .call(async move { redis::cmd("PING").query_async::<()>(&mut conn).await })
+            .call(StorePart::Whole, async move {
+                redis::cmd("PING").query_async::<Value>(&mut conn).await
+            })
             .await;
         Ok(store)
     }
 
+    /// A session's key. On a cluster the id is a hash tag, so all of a
+    /// session's keys are in one slot (whatever the id holds: the tag ends
+    /// at the first `}` after the prefix's `{`, the same for every field).
     fn key(&self, session: &SessionKey, field: &str) -> String {
-        format!("{}user:{}:{}", self.cfg.key_prefix, session.as_str(), field)
+        if self.cluster {
+            format!(
+                "{}user:{{{}}}:{}",
+                self.cfg.key_prefix,
+                session.as_str(),
+                field
+            )
+        } else {
+            format!("{}user:{}:{}", self.cfg.key_prefix, session.as_str(), field)
+        }
+    }
+
+    /// The part of the store a key lives in.
+    fn part_of_key(&self, key: &str) -> StorePart {
+        if self.cluster {
+            self.shards.part(slot_of(key))
+        } else {
+            StorePart::Whole
+        }
     }
 
     fn ttl_ms(&self) -> u64 {
         self.cfg.ttl.as_millis().max(1) as u64
     }
 
-    /// Runs one Redis call under the breaker and the timeout.
-    async fn call<T>(&self, op: impl Future<Output = RedisResult<T>>) -> Result<T> {
-        self.breaker.admit(self.cfg.retry_after)?;
+    /// Runs one Redis call to `part` under the breaker and the timeout.
+    async fn call<T>(
+        &self,
+        part: StorePart,
+        op: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T> {
+        self.breaker.admit(part, self.cfg.retry_after)?;
         match tokio::time::timeout(self.cfg.timeout, op).await {
             Ok(Ok(v)) => {
-                self.breaker.succeeded();
+                self.breaker.succeeded(part);
                 Ok(v)
             }
             Ok(Err(e)) => {
                 let why = e.to_string();
-                self.breaker.failed(why.clone());
+                self.breaker.failed(part, why.clone());
                 Err(Error::Store(why))
             }
             Err(_) => {
                 self.breaker
-                    .failed(format!("timed out after {:?}", self.cfg.timeout));
+                    .failed(part, format!("timed out after {:?}", self.cfg.timeout));
                 Err(Error::StoreTimeout(self.cfg.timeout))
             }
         }
+    }
+
+    /// One session's own keys (`MGET`, one slot) and, on a cluster, seed
+    /// 003's key by a `GET` of its own at the same time. Returns ryw's three
+    /// values and the seed's.
+    async fn load_values(
+        &self,
+        key: &SessionKey,
+        seed_key: Option<String>,
+    ) -> Result<([Option<String>; 3], Seed)> {
+        let own = [
+            self.key(key, "lsn"),
+            self.key(key, "last_write_ms"),
+            self.key(key, "write"),
+        ];
+        let part = self.part(key);
+        if !self.cluster {
+            let mut conn = self.conn.clone();
+            let mut values: Vec<Option<String>> = self
+                .call(part, async {
+                    let mut cmd = redis::cmd("MGET");
+                    cmd.arg(&own);
+                    if let Some(k) = &seed_key {
+                        cmd.arg(k);
+                    }
+                    cmd.query_async(&mut conn).await
+                })
+                .await?;
+            values.resize(4, None);
+            let seed = values.pop().flatten();
+            let write = values.pop().flatten();
+            let at = values.pop().flatten();
+            let lsn = values.pop().flatten();
+            return Ok(([lsn, at, write], Seed::Read(seed)));
+        }
+        let (mut a, mut b) = (self.conn.clone(), self.conn.clone());
+        let own_values = self.call(part, async {
+            redis::cmd("MGET")
+                .arg(&own)
+                .query_async::<Vec<Option<String>>>(&mut a)
+                .await
+        });
+        let seed_value = async {
+            let Some(k) = seed_key else {
+                return Seed::Read(None);
+            };
+            let part = self.part_of_key(&k);
+            let got = self
+                .call(part, async {
+                    redis::cmd("GET")
+                        .arg(&k)
+                        .query_async::<Option<String>>(&mut b)
+                        .await
+                })
+                .await;
+            match got {
+                Ok(v) => Seed::Read(v),
+                Err(_) => Seed::Unreadable,
+            }
+        };
+        let (own_values, seed) = tokio::join!(own_values, seed_value);
+        let mut values = own_values?;
+        values.resize(3, None);
+        let write = values.pop().flatten();
+        let at = values.pop().flatten();
+        let lsn = values.pop().flatten();
+        Ok(([lsn, at, write], seed))
     }
 }
 
@@ -285,31 +541,20 @@ fn parse_u64(value: Option<String>, what: &str) -> Result<Option<u64>> {
 impl SessionStore for RedisStore {
     fn load<'a>(&'a self, key: &'a SessionKey) -> StoreFuture<'a, SessionRecord> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
             let seed_key = self
                 .cfg
                 .seed_last_write_key
                 .as_deref()
                 .map(|template| seed::key(template, key.as_str()));
-            let mut values: Vec<Option<String>> = self
-                .call(async {
-                    let mut cmd = redis::cmd("MGET");
-                    cmd.arg(self.key(key, "lsn"))
-                        .arg(self.key(key, "last_write_ms"))
-                        .arg(self.key(key, "write"));
-                    if let Some(k) = &seed_key {
-                        cmd.arg(k);
-                    }
-                    cmd.query_async(&mut conn).await
-                })
-                .await?;
-            values.resize(4, None);
-            let seed_at = values.pop().flatten();
-            let write = values.pop().flatten();
-            let at = values.pop().flatten();
-            let lsn = values.pop().flatten();
-            let (last_write_ms, untracked_write_ms) =
-                seed::merge(parse_u64(at, "last_write_ms")?, seed_at.as_deref());
+            let ([lsn, at, write], seed_at) = self.load_values(key, seed_key).await?;
+            let own_last_write = parse_u64(at, "last_write_ms")?;
+            let (last_write_ms, untracked_write_ms) = match seed_at {
+                Seed::Read(v) => seed::merge(own_last_write, v.as_deref()),
+                // The seed's shard cannot say whether the session wrote:
+                // as if it just had (the window's safe side: the leader),
+                // without failing the session's own shard.
+                Seed::Unreadable => (Some(seed::UNPARSEABLE), Some(seed::UNPARSEABLE)),
+            };
             Ok(SessionRecord {
                 token: parse_position(lsn)?,
                 write: parse_position(write)?,
@@ -329,7 +574,7 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             let mut conn = self.conn.clone();
             let before: String = self
-                .call(async {
+                .call(self.part(key), async {
                     self.record_write
                         .key(self.key(key, "lsn"))
                         .key(self.key(key, "last_write_ms"))
@@ -350,7 +595,7 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             let mut conn = self.conn.clone();
             let stored: String = self
-                .call(async {
+                .call(self.part(key), async {
                     self.observe
                         .key(self.key(key, "lsn"))
                         .arg(pos.ordinal().to_string())
@@ -367,7 +612,7 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             let mut conn = self.conn.clone();
             let _: i64 = self
-                .call(async {
+                .call(self.part(key), async {
                     self.forget_write
                         .key(self.key(key, "write"))
                         .arg(lost.ordinal().to_string())
@@ -379,12 +624,20 @@ impl SessionStore for RedisStore {
         })
     }
 
+    fn part(&self, key: &SessionKey) -> StorePart {
+        self.part_of_key(&self.key(key, "lsn"))
+    }
+
     fn health(&self) -> StoreHealth {
         self.breaker.health()
     }
 
     fn backend(&self) -> &'static str {
-        "redis"
+        if self.cluster {
+            "redis-cluster"
+        } else {
+            "redis"
+        }
     }
 }
 
@@ -419,15 +672,79 @@ mod tests {
     async fn while_degraded_calls_fail_fast_and_one_probe_per_interval_retries() {
         let b = Breaker::default();
         let every = Duration::from_millis(500);
-        b.admit(every).unwrap();
-        b.failed("refused".into());
-        assert!(b.admit(every).is_err(), "fails fast right after a failure");
+        let w = StorePart::Whole;
+        b.admit(w, every).unwrap();
+        b.failed(w, "refused".into());
+        assert!(
+            b.admit(w, every).is_err(),
+            "fails fast right after a failure"
+        );
         tokio::time::advance(Duration::from_millis(501)).await;
-        b.admit(every).unwrap();
-        assert!(b.admit(every).is_err(), "only one probe per interval");
-        b.succeeded();
-        b.admit(every).unwrap();
+        b.admit(w, every).unwrap();
+        assert!(b.admit(w, every).is_err(), "only one probe per interval");
+        b.succeeded(w);
+        b.admit(w, every).unwrap();
         assert_eq!(b.health(), StoreHealth::Ok);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_shard_fails_fast_alone_and_a_failing_whole_fails_every_shard() {
+        let b = Breaker::default();
+        let every = Duration::from_millis(500);
+        let (one, two) = (StorePart::Shard(0), StorePart::Shard(5461));
+        b.failed(two, "connection refused".into());
+        b.admit(one, every).unwrap();
+        assert!(b.admit(two, every).is_err());
+        assert_eq!(
+            b.health(),
+            StoreHealth::Degraded(
+                "the session store's shard at slot 5461: connection refused".into()
+            )
+        );
+        b.failed(StorePart::Whole, "no node answers".into());
+        assert!(
+            b.admit(one, every).is_err(),
+            "the whole store fails every part"
+        );
+        tokio::time::advance(Duration::from_millis(501)).await;
+        b.admit(one, every).unwrap();
+        b.succeeded(one);
+        assert!(
+            b.admit(one, every).is_ok(),
+            "a success of a part clears the whole"
+        );
+        // Shard two's probe interval had passed too: one probe, then fast
+        // failures again.
+        b.admit(two, every).unwrap();
+        assert!(b.admit(two, every).is_err());
+    }
+
+    #[test]
+    fn cluster_slots_name_each_shard_by_its_lowest_slot() {
+        let node = |port: i64, id: &str| {
+            Value::Array(vec![
+                Value::BulkString(b"127.0.0.1".to_vec()),
+                Value::Int(port),
+                Value::BulkString(id.as_bytes().to_vec()),
+            ])
+        };
+        let range = |start: i64, end: i64, master: Value| {
+            Value::Array(vec![Value::Int(start), Value::Int(end), master])
+        };
+        let reply = Value::Array(vec![
+            range(0, 5460, node(7001, "a")),
+            range(5461, 10922, node(7002, "b")),
+            range(10923, 16000, node(7003, "c")),
+            // Moved from b to a: a's lowest slot still names it.
+            range(16001, 16383, node(7001, "a")),
+        ]);
+        let map = shards_from_slots(&reply).expect("parsed");
+        assert_eq!(map[0], 0);
+        assert_eq!(map[5460], 0);
+        assert_eq!(map[5461], 5461);
+        assert_eq!(map[12000], 10923);
+        assert_eq!(map[16383], 0);
+        assert!(shards_from_slots(&Value::Int(1)).is_none());
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //! | `cut` | a follower whose WAL receiver stopped leaves rotation and returns (rule 8) |
 //! | `kill` | a SIGKILLed follower: reads keep working, it leaves rotation and returns (rule 8) |
 //! | `hybrid` | the default strategy: 1,000 pay-then-read pairs (think 0–1 s) never stale or non-monotonic, mostly on followers; a follower whose replay stops costs at most the budget, then no more waits (rules 2, 4, 7) |
+//! | `spread` | fresh reads every follower could serve are spread over all of them by load (25–42% each), a slowed or loaded follower gets fewer, never stale (issue 22) |
+//! | `redis_cluster` | sessions in a Redis Cluster (3 masters + replicas) shared by two routers; a SIGKILLed master: its sessions on the leader until its replica serves (and the grace), the others on followers, never stale (issue 22) |
 //! | `seed` | a seed-003-style session (only `user:{id}:last_write_utc` in Redis): the window decides, strict with the lag limit under it; then the position (issue 14) |
 
 mod commit_lsn;
@@ -28,8 +30,10 @@ mod lost;
 mod monotonic;
 mod pairs;
 mod protocol;
+mod redis_cluster;
 mod restart;
 mod seed;
+mod spread;
 mod store_outage;
 mod support;
 mod tokens;

@@ -109,6 +109,7 @@ async fn forged_tokens_are_refused_and_far_future_tokens_never_wait_past_the_bud
             strategy: Some(strategy),
             sticky_window: Some(Duration::ZERO),
             wait_budget: Some(budget),
+            ..ReadOptions::default()
         };
         for (label, t) in [("ahead", ahead), ("absurd", absurd)] {
             let s = session(format!("far-{strategy}-{label}"));

@@ -31,6 +31,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::Peers(p)) => super::peers::peers(p).await,
         Some(BenchCommand::Overhead(o)) => super::peers::overhead(o).await,
         Some(BenchCommand::Model(m)) => model(m),
+        Some(BenchCommand::Spread(a)) => {
+            ryw_bench::spread::spread(ryw_bench::spread::SpreadOptions {
+                cluster: a.cluster,
+                rounds: a.rounds,
+                duration: a.duration.0,
+                connections: a.connections,
+                users: a.users,
+                writes: a.writes,
+                read_connections: a.read_connections,
+                generator: a.generator,
+                json: a.json,
+            })
+            .await
+        }
         None if args.run.proxy.is_some() => super::peers::bench_proxy(args.run).await,
         None => run_bench(args.run).await,
     }

@@ -28,6 +28,12 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
                 let v = serde_json::json!({ "dir": info.dir, "sync": repl.sync, "timeline": repl.timeline,
                     "failovers": repl.failovers, "nodes": nodes, "redis": info.redis.as_ref().map(|r| serde_json::json!({
                     "port": r.port, "pid": r.pid, "url": r.url, "alive": ryw_cluster::ops::is_alive(r.pid),
+                })), "redis_cluster": info.redis_cluster.as_ref().map(|rc| serde_json::json!({
+                    "url": rc.url, "masters": rc.masters, "replicas": rc.replicas,
+                    "nodes": rc.nodes.iter().map(|n| serde_json::json!({
+                        "port": n.port, "pid": n.pid, "alive": ryw_cluster::ops::is_alive(n.pid),
+                        "role": ryw_cluster::redis_cluster::role(n.port),
+                    })).collect::<Vec<_>>(),
                 })) });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -61,6 +67,9 @@ pub fn up_options(args: &UpArgs) -> anyhow::Result<UpOptions> {
         lags: ryw_cluster::parse_lags(&args.lag)?,
         port: args.port,
         redis: args.redis,
+        redis_cluster: args
+            .redis_cluster
+            .map(|masters| ryw_cluster::RedisClusterSpec::new(masters, args.redis_replicas)),
         pg_bin: args.pg_bin.clone(),
         os_user: Some(args.os_user.clone()),
         shared_buffers: args.shared_buffers.clone(),
@@ -241,6 +250,21 @@ pub fn print_info(info: &ClusterInfo) {
             "redis", "session", r.port, r.pid, "-", r.url
         );
     }
+    if let Some(rc) = &info.redis_cluster {
+        for (i, n) in rc.nodes.iter().enumerate() {
+            let role = if i < rc.masters { "master" } else { "replica" };
+            let url = if i == 0 { rc.url.as_str() } else { "" };
+            println!(
+                "{:<10} {:<8} {:>5} {:>7}  {:<8} {}",
+                format!("redis{}", i + 1),
+                role,
+                n.port,
+                n.pid,
+                "-",
+                url
+            );
+        }
+    }
 }
 
 pub fn print_status(info: &ClusterInfo, repl: &ReplicationInfo, nodes: &[NodeState]) {
@@ -298,6 +322,25 @@ pub fn print_status(info: &ClusterInfo, repl: &ReplicationInfo, nodes: &[NodeSta
             if alive { "yes" } else { "no" },
             r.url
         );
+    }
+    if let Some(rc) = &info.redis_cluster {
+        for (i, n) in rc.nodes.iter().enumerate() {
+            let alive = ryw_cluster::ops::is_alive(n.pid);
+            let role = match ryw_cluster::redis_cluster::role(n.port).as_deref() {
+                Some("master") => "master",
+                Some(_) => "replica",
+                None => "-",
+            };
+            println!(
+                "{:<10} {:<8} {:>5} {:>7} {:<5} {}",
+                format!("redis{}", i + 1),
+                role,
+                n.port,
+                n.pid,
+                if alive { "yes" } else { "no" },
+                if i == 0 { rc.url.as_str() } else { "" }
+            );
+        }
     }
     if let Some(f) = repl.failovers.last() {
         println!(

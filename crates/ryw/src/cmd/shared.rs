@@ -34,9 +34,10 @@ pub fn node_urls(args: &NodeArgs) -> anyhow::Result<NodeUrls> {
 pub fn redis_url(args: &NodeArgs) -> anyhow::Result<Option<String>> {
     Ok(match (&args.redis_url, &args.cluster) {
         (Some(url), _) => Some(url.clone()),
-        // A cluster started with `--redis` has its own: share sessions
-        // through it, as several instances on that cluster must.
-        (None, Some(dir)) => ryw_cluster::ClusterInfo::load(dir)?.redis.map(|r| r.url),
+        // A cluster started with `--redis` (or `--redis-cluster N`) has its
+        // own: share sessions through it, as several instances on that
+        // cluster must.
+        (None, Some(dir)) => ryw_cluster::ClusterInfo::load(dir)?.redis_url(),
         (None, None) => None,
     })
 }
