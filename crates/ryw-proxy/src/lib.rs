@@ -48,5 +48,5 @@ mod session;
 
 pub use config::{PoolMode, ProxyConfig};
 pub use error::ProxyError;
-pub use server::Proxy;
+pub use server::{POSITION_CONNECTIONS, Proxy};
 pub use session::LOST_WRITE_SQLSTATE;

@@ -161,14 +161,40 @@ pub(crate) struct PoolSnapshot {
 pub(crate) struct Pools {
     limits: PoolLimits,
     map: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    /// Statements (by the proxy's name, per role and database) a server
+    /// has parsed: a client's `Parse` of one outside a transaction is
+    /// answered without a server connection (see `Session::answer_parse`).
+    known: Mutex<std::collections::HashSet<(Arc<str>, Arc<str>, Arc<str>)>>,
 }
+
+/// Statements remembered as parsed before the set starts over.
+const KNOWN_STATEMENTS: usize = 65_536;
 
 impl Pools {
     pub fn new(limits: PoolLimits) -> Pools {
         Pools {
             limits,
             map: Mutex::new(HashMap::new()),
+            known: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// A server parsed statement `name` (the proxy's) for `user` in
+    /// `database`.
+    pub fn parsed(&self, user: &Arc<str>, database: &Arc<str>, name: &Arc<str>) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= KNOWN_STATEMENTS {
+            known.clear();
+        }
+        known.insert((user.clone(), database.clone(), name.clone()));
+    }
+
+    /// Whether a server parsed statement `name` for `user` in `database`.
+    pub fn is_parsed(&self, user: &Arc<str>, database: &Arc<str>, name: &Arc<str>) -> bool {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(user.clone(), database.clone(), name.clone()))
     }
 
     fn pool(&self, key: &PoolKey, node: Option<&Arc<str>>) -> Arc<Pool> {

@@ -259,6 +259,11 @@ pub struct Proxy {
     admin: Option<(TcpListener, SocketAddr)>,
 }
 
+/// The router's own connections to the leader for positions (its write
+/// pool): with the tracker's and the router's read connection, what the
+/// proxy holds of a node beside the clients' connections.
+pub const POSITION_CONNECTIONS: usize = 2;
+
 impl Proxy {
     /// Connects the router (and the session store), reads the auth file,
     /// resolves the nodes' addresses and binds.
@@ -279,7 +284,11 @@ impl Proxy {
                 })?),
                 None => None,
             };
-        let router = Router::connect(cfg.router.clone(), cfg.nodes.clone(), store)
+        // The router's write pool reads only positions for the proxy (one
+        // fetch at a time, coalesced): two connections are plenty.
+        let mut router_cfg = cfg.router.clone();
+        router_cfg.pool_size = router_cfg.pool_size.min(POSITION_CONNECTIONS);
+        let router = Router::connect(router_cfg, cfg.nodes.clone(), store)
             .await
             .map_err(|e| ProxyError::Config(e.to_string()))?;
         let listener = TcpListener::bind(cfg.listen)

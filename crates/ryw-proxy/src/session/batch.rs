@@ -183,6 +183,14 @@ impl Session {
         if plan.close_only && synced && self.closes_known(&frames) {
             return self.answer_close(client, &frames).await;
         }
+        if self.statements.pooled()
+            && synced
+            && self.status == b'I'
+            && !self.pins.holds
+            && self.parses_known(&frames)
+        {
+            return self.answer_parse(client, &frames).await;
+        }
         if plan.drops_prepared
             && self.statements.pooled()
             && let Some(effects) = self.local_deallocations(&frames)
@@ -699,6 +707,37 @@ impl Session {
             PreparedEffect::DiscardAll => false,
         });
         ours.then_some(effects)
+    }
+
+    /// Transaction pooling: a batch of nothing but `Parse`s of new names,
+    /// each of a statement a server has parsed before for this role and
+    /// database, and a `Sync`, outside a transaction. The proxy answers it
+    /// (the statements go to a server with the first `Bind` that uses them),
+    /// so a client that prepares synchronously while its other connections
+    /// hold every server connection (pgbench `-M prepared`, one thread for
+    /// many clients) does not wait for one of them.
+    fn parses_known(&self, frames: &[Frame]) -> bool {
+        let [parses @ .., last] = frames else {
+            return false;
+        };
+        if last.tag != tag::frontend::SYNC || parses.is_empty() {
+            return false;
+        }
+        let mut names: Vec<&str> = Vec::new();
+        parses.iter().all(|f| match protocol::parse_client(f) {
+            Ok(Client::Parse { name, .. })
+                if !name.is_empty()
+                    && !names.contains(&name)
+                    && self.statements.get(name).is_none() =>
+            {
+                names.push(name);
+                let canonical = statements::server_name(statements::parse_rest(&f.raw));
+                self.shared
+                    .pools
+                    .is_parsed(&self.id.user, &self.id.database, &canonical)
+            }
+            _ => false,
+        })
     }
 
     /// Whether every statement a close-only batch closes is one of the

@@ -43,6 +43,32 @@ impl Session {
         client.flush().await
     }
 
+    /// Answers a batch of `Parse`s of statements servers know here
+    /// (transaction pooling; see `parses_known`).
+    pub(super) async fn answer_parse(
+        &mut self,
+        client: &mut ClientConn,
+        frames: &[Frame],
+    ) -> Result<(), Closing> {
+        for frame in frames {
+            match protocol::parse_client(frame) {
+                Ok(Client::Parse { name, query }) => {
+                    let class = self.class_of(query);
+                    let version = self
+                        .shared
+                        .next_version
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.statements
+                        .insert(name, frame.raw.clone(), class, version);
+                    protocol::bare(&mut client.out, tag::backend::PARSE_COMPLETE);
+                }
+                Ok(Client::Sync) => protocol::ready(&mut client.out, self.status),
+                _ => {}
+            }
+        }
+        client.flush().await
+    }
+
     /// Answers a simple query of `DEALLOCATE`s here (transaction pooling;
     /// see `local_deallocations`), as the server would.
     pub(super) async fn answer_deallocate(

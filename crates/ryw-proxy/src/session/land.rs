@@ -34,7 +34,15 @@ impl Session {
             self.served_by = self.node_name(f.node);
         }
         let ok = f.outcome.error.is_none();
-        if !ok {
+        if ok {
+            for p in &f.pooled {
+                if let pooled::PooledParse::Named { canonical, .. } = p {
+                    self.shared
+                        .pools
+                        .parsed(&self.id.user, &self.id.database, canonical);
+                }
+            }
+        } else {
             let undo = std::mem::take(&mut f.undo);
             self.take_back(f.node, undo, f.outcome.parsed, f.outcome.closed);
             let pooled = std::mem::take(&mut f.pooled);

@@ -10,20 +10,20 @@ use std::time::Duration;
 use crate::support::{Ctx, Setup, direct};
 
 /// A PostgreSQL client program of the cluster's installation.
-fn program(ctx: &Ctx, name: &str) -> PathBuf {
+pub(crate) fn program(ctx: &Ctx, name: &str) -> PathBuf {
     ryw_cluster::ops::pg_binary(&ctx.cluster.info(), name)
 }
 
 /// Runs a client program against the proxy; panics with its output when it
 /// fails. Returns stdout.
-async fn run(ctx: &Ctx, name: &str, args: &[&str]) -> String {
+pub(crate) async fn run(ctx: &Ctx, name: &str, args: &[&str]) -> String {
     run_in(ctx, name, args, None).await
 }
 
 /// [`run`], with every connection of the program bound to the named
 /// `session` (libpq's `PGOPTIONS`: the startup option `-c ryw.session=…`),
 /// so one program's reads see another's writes.
-async fn run_in(ctx: &Ctx, name: &str, args: &[&str], session: Option<&str>) -> String {
+pub(crate) async fn run_in(ctx: &Ctx, name: &str, args: &[&str], session: Option<&str>) -> String {
     let port = ctx.proxy.addr.port().to_string();
     let mut cmd = tokio::process::Command::new(program(ctx, name));
     cmd.args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
@@ -48,7 +48,7 @@ async fn run_in(ctx: &Ctx, name: &str, args: &[&str], session: Option<&str>) -> 
 }
 
 /// The number after `label` in pgbench's report.
-fn figure(report: &str, label: &str) -> Option<f64> {
+pub(crate) fn figure(report: &str, label: &str) -> Option<f64> {
     report.lines().find_map(|l| {
         let rest = l.trim().strip_prefix(label)?;
         rest.trim()
@@ -164,7 +164,7 @@ async fn psql_and_pgbench_in_all_three_protocols_work_through_the_proxy() {
 }
 
 /// `target/tmp/psycopg-venv` with the pinned packages, made once.
-fn venv() -> PathBuf {
+pub(crate) fn venv() -> PathBuf {
     const REQUIREMENTS: &str = include_str!("python/requirements.txt");
     const FIX: &str = "install Python 3 with its venv module: apt-get install -y python3 python3-venv \
                        (scripts/test does it when missing)";

@@ -219,6 +219,11 @@ impl Router {
                 shared: shared.clone(),
                 index,
             };
+            // Named in pg_stat_activity, unless the URL names them.
+            let mut pg = pg.clone();
+            if pg.get_application_name().is_none() {
+                pg.application_name("ryw-router");
+            }
             nodes.push(NodeConns {
                 pool: build_pool(pg.clone(), &cfg)?,
                 reads: Readers::new(

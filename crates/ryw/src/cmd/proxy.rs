@@ -20,9 +20,10 @@ pub fn config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
     let mut cfg = ProxyConfig::new(node_urls(&args.nodes)?, token_key(&args.token)?);
     cfg.listen = args.listen;
     cfg.redis_url = redis_url(&args.nodes)?;
-    // The router's own write pool (positions): its default; --pool-size
-    // sizes the pools of server connections.
-    cfg.router = router_config(&args.routing, ryw_router::RouterConfig::default().pool_size)?;
+    // The router's own write pool (positions) has its own size
+    // (ryw_proxy::POSITION_CONNECTIONS); --pool-size sizes the pools of
+    // server connections.
+    cfg.router = router_config(&args.routing, ryw_proxy::POSITION_CONNECTIONS)?;
     cfg.router.feed = feed_config(&args.routing, cfg.redis_url.as_deref());
     cfg.auth_file = args.auth_file.clone();
     cfg.max_clients = args.max_clients.max(1);
