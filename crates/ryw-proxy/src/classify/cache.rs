@@ -25,7 +25,9 @@ const MAX_KEY: usize = 16 * 1024;
 /// string and number constants become one byte for their kind; `$n`, quoted
 /// identifiers and punctuation stay as written.
 ///
-/// It refuses what it cannot key safely: anything the lexer cannot
+/// It refuses what it cannot key safely: texts whose string constants decide
+/// their class (`set_config`, `standard_conforming_strings`), anything the
+/// lexer cannot
 /// tokenize, texts longer than [`MAX_PARSE_LEN`] (whose class depends on
 /// their length), tokens that are not [`plain`](super::lex::Token::plain),
 /// and comments glued to an operator.
@@ -50,6 +52,15 @@ pub(super) fn normalize(sql: &str, key: &mut Vec<u8>) -> bool {
         }
         let text = &sql.as_bytes()[t.start..t.end];
         match t.kind {
+            // Their string arguments decide the class (which setting
+            // `set_config` sets: a `ryw.*` one is the proxy's; the value
+            // of standard_conforming_strings): not keyed without them.
+            Kind::Word
+                if text.eq_ignore_ascii_case(b"set_config")
+                    || text.eq_ignore_ascii_case(b"standard_conforming_strings") =>
+            {
+                return false;
+            }
             Kind::Word => key.extend(text.iter().map(u8::to_ascii_lowercase)),
             Kind::Quoted | Kind::Param | Kind::Punct => key.extend_from_slice(text),
             Kind::Str => key.push(STRING),

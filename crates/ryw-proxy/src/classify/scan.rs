@@ -570,15 +570,35 @@ impl Stmt {
             // SESSION …, SET ROLE, SET TIME ZONE, SET NAMES, is the session's.
             // A session that turns standard_conforming_strings off splits
             // strings differently from this lexer and sqlparser: it stays on
-            // the leader, whatever the value.
-            let name = self.head(if w(1, &["session"]) { 2 } else { 1 });
+            // the leader. Setting it to on (what it is by default; Rails
+            // does it on every connection) changes nothing.
+            let at = if w(1, &["session"]) { 2 } else { 1 };
+            let name = self.head(at);
             if w(1, &["local", "transaction", "constraints"]) {
                 Effect::None
             } else if name.is_some_and(|t| {
                 matches!(t.kind, Kind::Word | Kind::Quoted)
                     && name_text(src, &t).eq_ignore_ascii_case("standard_conforming_strings")
             }) {
-                Effect::PinsToLeader
+                let on = (w(at + 1, &["to"])
+                    || self.head(at + 1).is_some_and(|t| &src[t.start..t.end] == "="))
+                    && self.head(at + 3).is_none()
+                    && self.head(at + 2).is_some_and(|v| {
+                        let text = &src[v.start..v.end];
+                        let text = match v.kind {
+                            Kind::Str if v.plain && text.len() >= 2 => &text[1..text.len() - 1],
+                            Kind::Word => text,
+                            _ => return false,
+                        };
+                        ["on", "true", "yes", "default"]
+                            .iter()
+                            .any(|x| text.eq_ignore_ascii_case(x))
+                    });
+                if on {
+                    Effect::SessionSetting
+                } else {
+                    Effect::PinsToLeader
+                }
             } else {
                 Effect::SessionSetting
             }

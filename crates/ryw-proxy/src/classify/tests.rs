@@ -285,7 +285,10 @@ fn effects_are_read_from_the_leading_keywords() {
         ("DISCARD ALL", SessionSetting),
         ("DISCARD PLANS", SessionSetting),
         ("SET standard_conforming_strings = off", PinsToLeader),
-        ("SET SESSION \"standard_conforming_strings\" TO on", PinsToLeader),
+        ("SET SESSION \"standard_conforming_strings\" TO on", SessionSetting),
+        ("SET standard_conforming_strings = 'on'", SessionSetting),
+        ("SET standard_conforming_strings TO 'off'", PinsToLeader),
+        ("SET standard_conforming_strings = $1", PinsToLeader),
         ("SET LOCAL statement_timeout = 5", None),
         ("SET TRANSACTION READ ONLY", None),
         ("SET CONSTRAINTS ALL IMMEDIATE", None),
@@ -1019,4 +1022,20 @@ fn only_whole_deallocate_texts_are_deallocations() {
     assert_eq!(deallocations("DEALLOCATE"), None);
     assert_eq!(deallocations("SELECT 1"), None);
     assert_eq!(deallocations("DISCARD ALL"), None);
+}
+
+#[test]
+fn the_cache_never_mixes_up_set_config_of_different_settings() {
+    // Found by a Django app: its TimeZone set_config was cached, and a
+    // later set_config of ryw.session took that class (forwarded, not
+    // bound).
+    let mut cache = ClassCache::new();
+    let tz = cache.classify("SELECT set_config('TimeZone', 'UTC', false)");
+    assert!(tz.ryw.is_none());
+    let bind = cache.classify("SELECT set_config('ryw.session', 'bob', false)");
+    assert!(bind.ryw.is_some(), "{bind:?}");
+    let on = cache.classify("SET standard_conforming_strings = 'on'");
+    let off = cache.classify("SET standard_conforming_strings = 'off'");
+    assert_eq!(on.effect, Effect::SessionSetting);
+    assert_eq!(off.effect, Effect::PinsToLeader);
 }

@@ -73,8 +73,13 @@ impl Session {
             self.settings.rollback();
         }
         if f.node == Node::Leader && status == b'I' {
-            // The client's own settings ran there.
-            let current = self.settings.current().to_vec();
+            // The client's own settings ran there (but a RESET of a startup
+            // parameter went to the server's default, not the client's:
+            // the whole list again next time).
+            let current = match self.settings.took_defaults_back() {
+                false => self.settings.current().to_vec(),
+                true => Vec::new(),
+            };
             let slot = self.slot(Node::Leader);
             if let Some(b) = self.backends[slot].as_mut() {
                 b.settings = current;

@@ -71,6 +71,14 @@ pub(super) enum Op {
 #[derive(Debug, Default)]
 pub(super) struct Settings {
     list: Vec<Entry>,
+    /// Under transaction pooling, the client's startup parameters, as
+    /// settings: its session's defaults, which `RESET` returns to (on a
+    /// server they are in the startup packet; a pooled connection was
+    /// opened without them).
+    defaults: Vec<Entry>,
+    /// A reset put `defaults` back in the list: the server that ran it has
+    /// its own defaults instead (see [`Settings::took_defaults_back`]).
+    defaults_back: bool,
     /// The list's statements, in order (what nodes compare with).
     sqls: Vec<Arc<str>>,
     /// Made inside the open transaction.
@@ -87,6 +95,22 @@ impl Settings {
     /// The statements in force, in order.
     pub fn current(&self) -> &[Arc<str>] {
         &self.sqls
+    }
+
+    /// A startup parameter of the client's, as a setting (transaction
+    /// pooling): in force now, and what `RESET` returns to.
+    pub fn startup_default(&mut self, op: Op) {
+        if let Op::Set(entry) = op {
+            self.defaults.push(entry.clone());
+            self.apply(Op::Set(entry));
+        }
+    }
+
+    /// Whether a reset since the last call put startup parameters back:
+    /// the server that ran it reset them to its own defaults, so it does
+    /// not have the list (it gets all of it again before its next batch).
+    pub fn took_defaults_back(&mut self) -> bool {
+        std::mem::take(&mut self.defaults_back)
     }
 
     /// A setting made outside a transaction (`in_transaction` false) takes
@@ -128,17 +152,29 @@ impl Settings {
                     self.list.retain(|e| e.key != Key::Role);
                 }
                 self.list.retain(|e| e.key != key);
-                // A custom (dotted) setting stays known after a RESET,
-                // with an empty value: only replaying the RESET does that.
-                if matches!(&key, Key::Name(n) if n.contains('.')) {
+                if let Some(d) = self.defaults.iter().find(|d| d.key == key) {
+                    // Back to the value the client started with.
+                    self.list.push(d.clone());
+                    self.defaults_back = true;
+                } else if matches!(&key, Key::Name(n) if n.contains('.')) {
+                    // A custom (dotted) setting stays known after a RESET,
+                    // with an empty value: only replaying the RESET does
+                    // that.
                     self.list.push(Entry { key, sql });
                 }
             }
             // RESET ALL leaves the role and the session authorization.
-            Op::ResetAll => self
-                .list
-                .retain(|e| matches!(e.key, Key::Role | Key::Authorization | Key::Load(_))),
-            Op::DiscardAll => self.list.retain(|e| matches!(e.key, Key::Load(_))),
+            Op::ResetAll => {
+                self.list
+                    .retain(|e| matches!(e.key, Key::Role | Key::Authorization | Key::Load(_)));
+                self.list.extend(self.defaults.iter().cloned());
+                self.defaults_back |= !self.defaults.is_empty();
+            }
+            Op::DiscardAll => {
+                self.list.retain(|e| matches!(e.key, Key::Load(_)));
+                self.list.extend(self.defaults.iter().cloned());
+                self.defaults_back |= !self.defaults.is_empty();
+            }
         }
         self.sqls = self.list.iter().map(|e| e.sql.clone()).collect();
         self.bytes = self.list.iter().map(|e| e.sql.len() + 64).sum();
@@ -379,6 +415,21 @@ mod tests {
             ["SET datestyle TO iso", "SET datestyle TO ymd"],
             "a partial datestyle keeps the one before"
         );
+    }
+
+    #[test]
+    fn resets_return_to_the_startup_parameters() {
+        let mut s = Settings::default();
+        s.startup_default(op_of("SET datestyle = 'Postgres, MDY'", &[]).unwrap());
+        s.record(op_of("SET datestyle TO iso", &[]).unwrap(), false);
+        s.record(op_of("SET work_mem = '1MB'", &[]).unwrap(), false);
+        s.record(op_of("RESET datestyle", &[]).unwrap(), false);
+        assert_eq!(list(&s), ["SET work_mem = '1MB'", "SET datestyle = 'Postgres, MDY'"]);
+        s.record(op_of("SET datestyle TO iso", &[]).unwrap(), false);
+        s.record(op_of("RESET ALL", &[]).unwrap(), false);
+        assert_eq!(list(&s), ["SET datestyle = 'Postgres, MDY'"]);
+        s.record(op_of("DISCARD ALL", &[]).unwrap(), false);
+        assert_eq!(list(&s), ["SET datestyle = 'Postgres, MDY'"]);
     }
 
     #[test]

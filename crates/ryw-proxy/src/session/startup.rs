@@ -282,7 +282,7 @@ pub(super) async fn startup(
             value.replace('\'', "''")
         );
         if let Some(op) = super::settings::op_of(&sql, &[]) {
-            session.settings.record(op, false);
+            session.settings.startup_default(op);
         }
     }
     for (name, value) in ryw_options {

@@ -7,6 +7,10 @@
 //! verdict differs between the two runs is run again (both sides) before
 //! it counts.
 //!
+//! Then through a proxy in transaction pooling mode: beyond what fails
+//! directly, exactly the tests in [`NEEDS_SESSION`] fail, each for the
+//! session state it keeps across transactions.
+//!
 //! `scripts/pg-regress` sets the suite up (Debian's source package, the C
 //! functions compiled against the server headers) and runs it; all
 //! psql connections of the proxy's run share one `ryw.session`, as the
@@ -165,4 +169,72 @@ async fn postgresql_s_regression_suite_gives_through_the_proxy_what_it_gives_dir
             );
         }
     }
+
+    // Transaction pooling: beyond the direct run's failures, exactly the
+    // tests that keep session state across transactions, which a pooled
+    // connection does not carry (README, "Transaction pooling").
+    let pooled = crate::support::start_proxy(
+        &ctx.cluster,
+        &Setup {
+            pool_mode: ryw_proxy::PoolMode::Transaction,
+            pool_size: 20,
+            lags: vec![Duration::ZERO, Duration::ZERO],
+            ..Setup::default()
+        },
+        ctx.key.clone(),
+    )
+    .await;
+    let target = format!("127.0.0.1:{}", pooled.addr.port());
+    let expected: BTreeSet<String> = NEEDS_SESSION.iter().map(|(t, _)| (*t).to_owned()).collect();
+    let mut beyond = BTreeSet::new();
+    for round in 1..=2 {
+        let t = tmp.path().join(format!("pooled-{round}"));
+        run(&cache, &t, &admin, &target, options).await;
+        let ft = failed(&t);
+        let these: BTreeSet<String> = ft.difference(&fd1).cloned().collect();
+        eprintln!("transaction pooling, run {round}: {} failed, beyond the direct run {these:?}", ft.len());
+        beyond = if round == 1 { these } else { beyond.intersection(&these).cloned().collect() };
+        if beyond == expected {
+            break;
+        }
+    }
+    for (test, why) in NEEDS_SESSION {
+        eprintln!("  {test}: {why}");
+    }
+    assert_eq!(
+        beyond, expected,
+        "under transaction pooling, the tests that fail beyond the direct run"
+    );
+    pooled.stop().await;
 }
+
+/// The regression tests that fail under transaction pooling and not on one
+/// server connection, and why: each keeps session state across
+/// transactions that a pooled connection does not carry to the next one.
+const NEEDS_SESSION: &[(&str, &str)] = &[
+    (
+        "constraints",
+        "currval() in a transaction after the nextval() of an earlier one: a sequence's last \
+         value belongs to the server connection that ran nextval()",
+    ),
+    (
+        "sequence",
+        "lastval() after nextval()/setval() in an earlier transaction, as above",
+    ),
+    (
+        "guc",
+        "SET plpgsql.x before LOAD 'plpgsql': a connection that ran PL/pgSQL for an earlier \
+         client has the library loaded, and its prefix reserved",
+    ),
+    (
+        "temp",
+        "PREPARE TRANSACTION after temporary objects: whether a transaction touched the temp \
+         schema depends on the connection (the error differs: prepared transactions are off \
+         on the test cluster either way)",
+    ),
+    (
+        "stats",
+        "pg_stat_force_next_flush() and the statistics snapshot act on the server connection \
+         that runs them, not the one whose counts the test reads",
+    ),
+];
