@@ -11,6 +11,7 @@
 //! | `faults` | a cancel request reaches the node running the statement; a follower killed or frozen mid-read: no failed or stale read; the leader down: writes fail at once, reads go on |
 //! | `features` | session settings and prepared statements on every node, `SET`/`SHOW ryw.*`, a token carried to another connection, hints, the 25006 retry, transactions and temp tables on the leader, SCRAM logins |
 //! | `machine` | 2,000 random client actions of 36 kinds through the proxy and straight to the leader: the same answers, no stale read |
+//! | `recipes` | the framework recipes (`recipes/`): Django, SQLAlchemy, node-postgres, JDBC (HikariCP) and ActiveRecord apps on their pools, a read on another pooled connection than the write: 0 stale with the recipe, stale without; RQ jobs carrying the enqueuer's token: 0 stale, stale without |
 //! | `regress` | PostgreSQL's regression suite (`parallel_schedule`) straight to the leader and through the proxy: the same tests fail, the same way |
 //! | `trust` | a client is untrusted: its session state cannot skew or poison positions, one role per login, sessions per role, notifications while idle, a Query after a Flush, `ryw.*` in transactions, pins that lift, busy followers, far tokens, readers without leader connections |
 //! | `ryw` | write-then-read pairs on one connection and across connections (`ryw.session`), across two proxies sharing Redis: 0 stale; `legacy` stale; monotonic reads |
@@ -22,6 +23,7 @@ mod faults;
 mod features;
 mod machine;
 mod raw;
+mod recipes;
 mod regress;
 mod ryw;
 mod support;
