@@ -12,16 +12,18 @@ const rywSession = new AsyncLocalStorage();
 class RywPool extends pg.Pool {
   connect(callback) {
     const session = rywSession.getStore();
-    const bound = super.connect().then(async (client) => {
-      try {
-        if (session) await client.query("SELECT set_config('ryw.session', $1, false)", [session]);
-        else await client.query('RESET ryw.session');
-        return client;
-      } catch (e) {
-        client.release(e);
-        throw e;
-      }
-    });
+    const [sql, values] = session
+      ? ["SELECT set_config('ryw.session', $1, false)", [session]]
+      : ['RESET ryw.session', []];
+    const bound = super.connect().then((client) =>
+      client.query(sql, values).then(
+        () => client,
+        (e) => {
+          client.release(e);
+          throw e;
+        },
+      ),
+    );
     if (!callback) return bound;
     bound.then((client) => callback(undefined, client, (e) => client.release(e)), callback);
   }

@@ -10,7 +10,7 @@ from contextvars import ContextVar
 
 from sqlalchemy import event
 
-ryw_session: ContextVar[str | None] = ContextVar("ryw_session", default=None)
+ryw_session = ContextVar("ryw_session", default=None)
 
 
 def bind_ryw_sessions(engine):
