@@ -37,6 +37,11 @@ ActiveRecord::Base.establish_connection(
   username: "postgres", pool: 3, checkout_timeout: 10
 )
 
+scs = ActiveRecord::Base.connection_pool.with_connection do |c|
+  c.raw_connection.parameter_status("standard_conforming_strings")
+end
+raise "standard_conforming_strings is #{scs.inspect}, not on" unless scs == "on"
+
 class Kv < ActiveRecord::Base
   self.table_name = "kv"
   self.primary_key = "k"
