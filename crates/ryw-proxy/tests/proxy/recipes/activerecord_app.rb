@@ -22,16 +22,8 @@ BOUND = mode == "bound"
 require "ryw" if BOUND
 
 # ActiveRecord sends `SET standard_conforming_strings = on` on every new
-# connection; ryw proxy keeps a session that sets it on the leader for good
-# (whatever the value), so no read of a Rails app would leave the leader and
-# the control could not go stale. The server's default is already on (the
-# proxy's startup parameters say so): skip the statement, as an app can
-# until the proxy tells `on` from `off`.
-require "active_record/connection_adapters/postgresql_adapter"
-ActiveRecord::ConnectionAdapters::PostgreSQLAdapter.prepend(Module.new do
-  def set_standard_conforming_strings; end
-end)
-
+# connection: a setting like any other for the proxy (only `off` keeps a
+# session on the leader), so nothing is skipped here.
 ActiveRecord::Base.establish_connection(
   adapter: "postgresql", host: host, port: Integer(port), database: "ryw",
   username: "postgres", pool: 3, checkout_timeout: 10
