@@ -581,7 +581,9 @@ impl Stmt {
                     && name_text(src, &t).eq_ignore_ascii_case("standard_conforming_strings")
             }) {
                 let on = (w(at + 1, &["to"])
-                    || self.head(at + 1).is_some_and(|t| &src[t.start..t.end] == "="))
+                    || self
+                        .head(at + 1)
+                        .is_some_and(|t| &src[t.start..t.end] == "="))
                     && self.head(at + 3).is_none()
                     && self.head(at + 2).is_some_and(|v| {
                         let text = &src[v.start..v.end];

@@ -424,7 +424,10 @@ mod tests {
         s.record(op_of("SET datestyle TO iso", &[]).unwrap(), false);
         s.record(op_of("SET work_mem = '1MB'", &[]).unwrap(), false);
         s.record(op_of("RESET datestyle", &[]).unwrap(), false);
-        assert_eq!(list(&s), ["SET work_mem = '1MB'", "SET datestyle = 'Postgres, MDY'"]);
+        assert_eq!(
+            list(&s),
+            ["SET work_mem = '1MB'", "SET datestyle = 'Postgres, MDY'"]
+        );
         s.record(op_of("SET datestyle TO iso", &[]).unwrap(), false);
         s.record(op_of("RESET ALL", &[]).unwrap(), false);
         assert_eq!(list(&s), ["SET datestyle = 'Postgres, MDY'"]);

@@ -326,3 +326,77 @@ async fn drivers_with_server_side_prepares_run_clean_across_pooled_connections()
         );
     }
 }
+
+/// Runs a driver program; its JSON line.
+async fn driver(label: &str, mut cmd: tokio::process::Command) -> serde_json::Value {
+    cmd.kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{label} did not finish in 180 s"))
+        .unwrap_or_else(|e| panic!("{label} did not start: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{label} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{label}: {stdout}");
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{label} printed no JSON line ({e}): {stdout}"))
+}
+
+fn judge(label: &str, r: &serde_json::Value) {
+    assert!(r["executions"].as_u64().unwrap() >= 500, "{label}: {r}");
+    assert_eq!(r["errors"], serde_json::json!([]), "{label}: {r}");
+    assert_eq!(r["stale"], serde_json::json!([]), "{label}: {r}");
+    assert!(
+        r["server_connections"].as_u64().unwrap() >= 2,
+        "{label}: {r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres_named_statements_and_jdbc_server_prepares_run_clean_across_pooled_connections()
+ {
+    use crate::recipes::{cache, cached, java_classpath, must, node_modules};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/proxy/pooled");
+    let modules = tokio::task::spawn_blocking(node_modules).await.unwrap();
+    let classpath = java_classpath();
+    let source = dir.join("PooledJdbc.java");
+    let stamp = std::fs::read_to_string(&source).unwrap();
+    let cp = std::env::join_paths(&classpath).unwrap();
+    let classes = cached(&cache("pooled-java"), &stamp, |out| {
+        must(
+            std::process::Command::new("javac")
+                .arg("-d")
+                .arg(out)
+                .arg("-cp")
+                .arg(&cp)
+                .arg(&source),
+            "install a JDK: apt-get install -y default-jdk-headless (scripts/test does it when missing)",
+        );
+    });
+    let ctx = Ctx::start(Setup {
+        pool_mode: ryw_proxy::PoolMode::Transaction,
+        pool_size: 2,
+        ..Setup::default()
+    })
+    .await;
+    let port = ctx.proxy.addr.port().to_string();
+    let mut node = tokio::process::Command::new("node");
+    node.arg(dir.join("pooled_node.js"))
+        .args(["127.0.0.1", &port, "500"])
+        .env("NODE_PATH", &modules);
+    let r = driver("node-postgres", node).await;
+    judge("node-postgres", &r);
+    let mut java_cp = classpath.clone();
+    java_cp.push(classes);
+    let mut java = tokio::process::Command::new("java");
+    java.arg("-cp")
+        .arg(std::env::join_paths(java_cp).unwrap())
+        .arg("PooledJdbc")
+        .args(["127.0.0.1", &port, "500"]);
+    let r = driver("pgjdbc", java).await;
+    judge("pgjdbc", &r);
+}

@@ -73,7 +73,7 @@ fn recipe(name: &str) -> PathBuf {
 }
 
 /// Where the tests keep what they install.
-fn cache(name: &str) -> PathBuf {
+pub(crate) fn cache(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
 }
 
@@ -81,7 +81,7 @@ fn cache(name: &str) -> PathBuf {
 static INSTALLING: Mutex<()> = Mutex::new(());
 
 /// Runs `cmd` to completion; panics with its output and `fix` when it fails.
-fn must(cmd: &mut Command, fix: &str) {
+pub(crate) fn must(cmd: &mut Command, fix: &str) {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("{cmd:?} did not start ({e}); {fix}"));
@@ -96,7 +96,7 @@ fn must(cmd: &mut Command, fix: &str) {
 
 /// `dir`, made by `build` (in a folder of its own, moved into place once
 /// complete) unless its stamp already says `stamp`.
-fn cached(dir: &Path, stamp: &str, build: impl FnOnce(&Path)) -> PathBuf {
+pub(crate) fn cached(dir: &Path, stamp: &str, build: impl FnOnce(&Path)) -> PathBuf {
     let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     let file = dir.join("ryw-stamp");
     if std::fs::read_to_string(&file).is_ok_and(|s| s == stamp) {
@@ -138,7 +138,7 @@ fn venv() -> PathBuf {
 }
 
 /// `target/tmp/recipes-node`: node-postgres at the version the lock file pins.
-fn node_modules() -> PathBuf {
+pub(crate) fn node_modules() -> PathBuf {
     const FIX: &str = "install Node.js and npm (apt-get install -y nodejs npm; scripts/test \
                        does it when missing); npm needs the npm registry";
     let lock = std::fs::read_to_string(apps().join("package-lock.json")).unwrap();
@@ -157,7 +157,7 @@ fn node_modules() -> PathBuf {
 }
 
 /// Debian's pgjdbc, HikariCP and SLF4J jars.
-fn java_classpath() -> Vec<PathBuf> {
+pub(crate) fn java_classpath() -> Vec<PathBuf> {
     ["postgresql", "HikariCP", "slf4j-api", "slf4j-nop"]
         .iter()
         .map(|jar| {

@@ -185,56 +185,86 @@ async fn postgresql_s_regression_suite_gives_through_the_proxy_what_it_gives_dir
     )
     .await;
     let target = format!("127.0.0.1:{}", pooled.addr.port());
-    let expected: BTreeSet<String> = NEEDS_SESSION.iter().map(|(t, _)| (*t).to_owned()).collect();
+    let always: BTreeSet<String> = NEEDS_SESSION
+        .iter()
+        .filter(|(_, always, _)| *always)
+        .map(|(t, _, _)| (*t).to_owned())
+        .collect();
+    let allowed: BTreeSet<String> = NEEDS_SESSION
+        .iter()
+        .map(|(t, _, _)| (*t).to_owned())
+        .collect();
     let mut beyond = BTreeSet::new();
     for round in 1..=2 {
         let t = tmp.path().join(format!("pooled-{round}"));
         run(&cache, &t, &admin, &target, options).await;
         let ft = failed(&t);
         let these: BTreeSet<String> = ft.difference(&fd1).cloned().collect();
-        eprintln!("transaction pooling, run {round}: {} failed, beyond the direct run {these:?}", ft.len());
-        beyond = if round == 1 { these } else { beyond.intersection(&these).cloned().collect() };
-        if beyond == expected {
+        eprintln!(
+            "transaction pooling, run {round}: {} failed, beyond the direct run {these:?}",
+            ft.len()
+        );
+        // A test that failed only once (plan-dependent ones under load)
+        // does not count.
+        beyond = if round == 1 {
+            these
+        } else {
+            beyond.intersection(&these).cloned().collect()
+        };
+        if always.is_subset(&beyond) && beyond.is_subset(&allowed) {
             break;
         }
     }
-    for (test, why) in NEEDS_SESSION {
-        eprintln!("  {test}: {why}");
+    for (test, always, why) in NEEDS_SESSION {
+        let when = if *always {
+            "always"
+        } else {
+            "depends on the connection"
+        };
+        eprintln!("  {test} ({when}): {why}");
     }
-    assert_eq!(
-        beyond, expected,
-        "under transaction pooling, the tests that fail beyond the direct run"
+    assert!(
+        always.is_subset(&beyond) && beyond.is_subset(&allowed),
+        "under transaction pooling, beyond the direct run, {beyond:?} failed: expected all of \
+         {always:?} and nothing outside {allowed:?}"
     );
     pooled.stop().await;
 }
 
 /// The regression tests that fail under transaction pooling and not on one
-/// server connection, and why: each keeps session state across
-/// transactions that a pooled connection does not carry to the next one.
-const NEEDS_SESSION: &[(&str, &str)] = &[
+/// server connection, whether they always do (or only on some connections:
+/// it depends on what earlier clients did with the one a test gets), and
+/// why: each keeps session state across transactions that a pooled
+/// connection does not carry to the next one.
+const NEEDS_SESSION: &[(&str, bool, &str)] = &[
     (
         "constraints",
+        true,
         "currval() in a transaction after the nextval() of an earlier one: a sequence's last \
          value belongs to the server connection that ran nextval()",
     ),
     (
         "sequence",
+        true,
         "lastval() after nextval()/setval() in an earlier transaction, as above",
     ),
     (
+        "stats",
+        true,
+        "pg_stat_force_next_flush() and the statistics snapshot act on the server connection \
+         that runs them, not the ones whose counts the test reads",
+    ),
+    (
         "guc",
+        false,
         "SET plpgsql.x before LOAD 'plpgsql': a connection that ran PL/pgSQL for an earlier \
          client has the library loaded, and its prefix reserved",
     ),
     (
         "temp",
-        "PREPARE TRANSACTION after temporary objects: whether a transaction touched the temp \
-         schema depends on the connection (the error differs: prepared transactions are off \
+        false,
+        "PREPARE TRANSACTION after temporary objects: whether a transaction touched a temp \
+         schema depends on the connection (the error differs; prepared transactions are off \
          on the test cluster either way)",
-    ),
-    (
-        "stats",
-        "pg_stat_force_next_flush() and the statistics snapshot act on the server connection \
-         that runs them, not the one whose counts the test reads",
     ),
 ];
