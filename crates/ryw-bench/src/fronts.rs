@@ -102,6 +102,21 @@ impl ProxyInProcess {
         redis: Option<String>,
         migrate: bool,
     ) -> Result<ProxyInProcess, BenchError> {
+        Self::start_pooled(dir, only, router, redis, migrate, ryw_proxy::PoolMode::Session, 20)
+            .await
+    }
+
+    /// [`ProxyInProcess::start`] in pool mode `pool_mode`, with pools of
+    /// `pool_size` server connections (transaction pooling).
+    pub async fn start_pooled(
+        dir: &Path,
+        only: Option<&[String]>,
+        router: RouterConfig,
+        redis: Option<String>,
+        migrate: bool,
+        pool_mode: ryw_proxy::PoolMode,
+        pool_size: usize,
+    ) -> Result<ProxyInProcess, BenchError> {
         let mut nodes = ServiceConfig::nodes_from_cluster(dir)?;
         if let Some(names) = only {
             nodes.followers.retain(|(name, _)| names.contains(name));
@@ -110,6 +125,8 @@ impl ProxyInProcess {
         cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         cfg.router = router;
         cfg.redis_url = redis;
+        cfg.pool_mode = pool_mode;
+        cfg.pool_size = pool_size;
         let proxy = Proxy::build(cfg)
             .await
             .map_err(|e| front("starting ryw proxy")(e.to_string()))?;

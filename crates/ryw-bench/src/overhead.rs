@@ -31,6 +31,39 @@ pub struct OverheadOptions {
     /// `NAME=PROGRAM [ARGS…]` each: ryw proxy builds or settings measured
     /// as processes of their own instead of the proxy in this process.
     pub proxy_variants: Vec<String>,
+    /// Pool modes (`session`, `transaction`): PgBouncer and the proxy in
+    /// this process, each in every one of them.
+    pub pool_modes: Vec<String>,
+}
+
+/// `session,transaction`: pool modes, comma-separated.
+pub fn pool_modes(list: &str) -> Result<Vec<String>, BenchError> {
+    let modes: Vec<String> = list
+        .split(',')
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .collect();
+    if let Some(bad) = modes
+        .iter()
+        .find(|m| !["session", "transaction"].contains(&m.as_str()))
+    {
+        return Err(BenchError::config(
+            "--pool-modes",
+            format!("{bad:?} is not a pool mode (session, transaction)"),
+        ));
+    }
+    if modes.is_empty() {
+        return Err(BenchError::config("--pool-modes", "no mode given"));
+    }
+    Ok(modes)
+}
+
+/// A relay's name in pool mode `mode`: `pgbouncer`, `pgbouncer-tx`.
+fn in_mode(name: &str, mode: &str) -> String {
+    match mode {
+        "session" => name.to_string(),
+        _ => format!("{name}-tx"),
+    }
 }
 
 /// `prepared,simple`: pgbench query modes, comma-separated.
@@ -110,8 +143,9 @@ impl Overhead {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "pgbench -n -S -c8 -j2 -T {} on {} ({}): direct to it; through PgBouncer (session \
-             pooling, pool of 16); through ryw proxy (leader + {}, causal): {}",
+            "pgbench -n -S -c8 -j2 -T {} on {} ({}): direct to it; through PgBouncer (pools of \
+             16; `-tx`: transaction pooling); through ryw proxy (leader + {}, causal; `-tx`: \
+             transaction pooling, pools of 16): {}",
             self.duration_s, self.follower, self.follower_url, self.follower, self.proxies
         );
         for (r, l) in self.loads.iter().enumerate() {
@@ -139,6 +173,8 @@ struct Relay {
     what: String,
     port: u16,
     pid: Option<u32>,
+    /// A proxy's PgBouncer to compare with (the one in its pool mode).
+    pgbouncer: Option<String>,
 }
 
 /// Runs the whole measurement: pgbench's tables on the cluster (read by
@@ -150,18 +186,39 @@ pub async fn overhead(opts: &OverheadOptions) -> Result<Overhead, BenchError> {
     let leader = info.leader().clone();
     prepare_follower(&info, &follower).await?;
 
-    let bouncer = PgBouncer::start(&info, &follower.name, 16).await?;
-    let mut proxy = None;
+    let mut bouncers = Vec::new();
+    let mut proxies = Vec::new();
     let mut variants = Vec::new();
     let started: Result<(), BenchError> = async {
-        if opts.proxy_variants.is_empty() {
-            let router = RouterConfig {
-                default_strategy: Strategy::Causal,
-                ..RouterConfig::default()
-            };
-            let only = [follower.name.clone()];
-            proxy =
-                Some(ProxyInProcess::start(&opts.cluster, Some(&only), router, None, false).await?);
+        for mode in &opts.pool_modes {
+            bouncers.push((
+                mode.clone(),
+                PgBouncer::start_in(&info, &follower.name, 16, mode).await?,
+            ));
+            if opts.proxy_variants.is_empty() {
+                let router = RouterConfig {
+                    default_strategy: Strategy::Causal,
+                    ..RouterConfig::default()
+                };
+                let only = [follower.name.clone()];
+                let pool_mode = match mode.as_str() {
+                    "transaction" => ryw_proxy::PoolMode::Transaction,
+                    _ => ryw_proxy::PoolMode::Session,
+                };
+                proxies.push((
+                    mode.clone(),
+                    ProxyInProcess::start_pooled(
+                        &opts.cluster,
+                        Some(&only),
+                        router,
+                        None,
+                        false,
+                        pool_mode,
+                        16,
+                    )
+                    .await?,
+                ));
+            }
         }
         for spec in &opts.proxy_variants {
             variants.push(ProxyVariant::start(spec, &leader, &follower, &opts.cluster).await?);
@@ -171,26 +228,29 @@ pub async fn overhead(opts: &OverheadOptions) -> Result<Overhead, BenchError> {
     .await;
     let measured = match started {
         Ok(()) => {
-            let mut relays = vec![
-                Relay {
-                    name: "direct".into(),
-                    what: format!("straight to {}", follower.name),
-                    port: follower.port,
-                    pid: None,
-                },
-                Relay {
-                    name: "pgbouncer".into(),
-                    what: "through PgBouncer (session pooling)".into(),
-                    port: bouncer.port,
-                    pid: bouncer.pid(),
-                },
-            ];
-            if let Some(p) = &proxy {
+            let mut relays = vec![Relay {
+                name: "direct".into(),
+                what: format!("straight to {}", follower.name),
+                port: follower.port,
+                pid: None,
+                pgbouncer: None,
+            }];
+            for (mode, b) in &bouncers {
                 relays.push(Relay {
-                    name: "proxy".into(),
-                    what: "through ryw proxy (in this process) (causal)".into(),
+                    name: in_mode("pgbouncer", mode),
+                    what: format!("through PgBouncer ({mode} pooling)"),
+                    port: b.port,
+                    pid: b.pid(),
+                    pgbouncer: None,
+                });
+            }
+            for (mode, p) in &proxies {
+                relays.push(Relay {
+                    name: in_mode("proxy", mode),
+                    what: format!("through ryw proxy (in this process, {mode} pooling) (causal)"),
                     port: p.addr.port(),
                     pid: Some(std::process::id()),
+                    pgbouncer: Some(in_mode("pgbouncer", mode)),
                 });
             }
             for v in &variants {
@@ -199,17 +259,20 @@ pub async fn overhead(opts: &OverheadOptions) -> Result<Overhead, BenchError> {
                     what: format!("through ryw proxy {:?} (causal)", v.name),
                     port: v.port,
                     pid: v.child.id(),
+                    pgbouncer: Some(in_mode("pgbouncer", &v.pool_mode)),
                 });
             }
             measure(&info, opts, &relays).await
         }
         Err(e) => Err(e),
     };
-    bouncer.stop().await;
+    for (_, b) in bouncers {
+        b.stop().await;
+    }
     for v in variants {
         v.stop().await;
     }
-    if let Some(p) = proxy {
+    for (_, p) in proxies {
         p.stop().await?;
     }
     let (modes, loads) = measured?;
@@ -306,12 +369,28 @@ async fn measure(
         for (mode, contenders) in opts.modes.iter().zip(&mut per_mode) {
             for (relay, (tps_series, cpu_series)) in relays.iter().zip(contenders) {
                 let cpu_before = relay.pid.and_then(cpu_seconds);
-                let report = pgbench::select_only(info, relay.port, mode, opts.duration)
-                    .await
-                    .map_err(|e| BenchError::Measure {
-                        what: format!("pgbench -M {mode} via {}", relay.name),
-                        detail: e.to_string(),
-                    })?;
+                let report = match pgbench::select_only(info, relay.port, mode, opts.duration).await
+                {
+                    Ok(r) => r,
+                    // PgBouncer before 1.21 has no prepared statements in
+                    // transaction pooling: said, not fatal.
+                    Err(e) if relay.name.starts_with("pgbouncer") => {
+                        eprintln!(
+                            "round {round}: -M {mode} {}: failed ({})",
+                            relay.name,
+                            e.to_string().lines().rev().find(|l| l.contains("error")).unwrap_or("see its log")
+                        );
+                        tps_series.rounds.push(f64::NAN);
+                        cpu_series.rounds.push(f64::NAN);
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(BenchError::Measure {
+                            what: format!("pgbench -M {mode} via {}", relay.name),
+                            detail: e.to_string(),
+                        });
+                    }
+                };
                 let cpu_after = relay.pid.and_then(cpu_seconds);
                 let us_per_tx = match (cpu_before, cpu_after, report.transactions) {
                     (Some(a), Some(b), Some(n)) if n > 0.0 => (b - a) * 1e6 / n,
@@ -326,10 +405,15 @@ async fn measure(
             }
         }
     }
-    let proxies: Vec<&str> = relays
+    let proxies: Vec<(&str, Option<&str>)> = relays
+        .iter()
+        .filter(|r| r.name.starts_with("proxy"))
+        .map(|r| (r.name.as_str(), r.pgbouncer.as_deref()))
+        .collect();
+    let bouncers: Vec<&str> = relays
         .iter()
         .map(|r| r.name.as_str())
-        .filter(|n| n.starts_with("proxy"))
+        .filter(|n| n.starts_with("pgbouncer"))
         .collect();
     let tables = opts
         .modes
@@ -338,14 +422,17 @@ async fn measure(
         .map(|(mode, cs)| {
             let (tps, cpu): (Vec<Series>, Vec<Series>) = cs.into_iter().unzip();
             let mut t = Rounds::new(tps);
-            for n in &proxies {
+            for (n, bouncer) in &proxies {
                 t.add_ratio(n, "direct");
-                t.add_ratio(n, "pgbouncer");
+                if let Some(b) = bouncer
+                    && bouncers.contains(b)
+                {
+                    t.add_ratio(n, b);
+                }
             }
-            for n in proxies.iter().skip(1) {
-                t.add_ratio(n, proxies[0]);
+            for b in &bouncers {
+                t.add_ratio(b, "direct");
             }
-            t.add_ratio("pgbouncer", "direct");
             let cpu = Rounds::new(cpu.into_iter().filter(|s| s.name != "direct").collect());
             ModeTables {
                 mode: mode.clone(),
@@ -390,6 +477,8 @@ struct ProxyVariant {
     name: String,
     port: u16,
     child: tokio::process::Child,
+    /// `transaction` when its arguments say `--pool-mode transaction`.
+    pool_mode: String,
 }
 
 impl ProxyVariant {
@@ -436,10 +525,18 @@ impl ProxyVariant {
                 what: format!("--proxy-variant {name}"),
                 detail: format!("starting {program}: {e}"),
             })?;
+        let pool_mode = if command.contains("--pool-mode transaction")
+            || command.contains("--pool-mode=transaction")
+        {
+            "transaction"
+        } else {
+            "session"
+        };
         let mut v = ProxyVariant {
             name: name.to_string(),
             port,
             child,
+            pool_mode: pool_mode.to_string(),
         };
         let url = format!(
             "postgres://postgres@127.0.0.1:{port}/{}",

@@ -297,6 +297,11 @@ pub struct OverheadArgs {
     /// --leader-url … --follower-url … --listen … --strategy causal ARGS`.
     #[arg(long = "proxy-variant", value_name = "NAME=PROGRAM [ARGS]")]
     pub proxy_variants: Vec<String>,
+    /// Pool modes, comma-separated (`session`, `transaction`): PgBouncer
+    /// and the in-process proxy run in each (a variant with `--pool-mode
+    /// transaction` is compared with PgBouncer in transaction mode).
+    #[arg(long, default_value = "session")]
+    pub pool_modes: String,
 }
 
 #[derive(Debug, Args)]

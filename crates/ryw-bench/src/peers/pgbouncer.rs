@@ -38,6 +38,23 @@ impl PgBouncer {
         node: &str,
         pool_size: u32,
     ) -> Result<PgBouncer, BenchError> {
+        Self::start_in(info, node, pool_size, "session").await
+    }
+
+    /// [`PgBouncer::start`] in pool mode `pool_mode` (`session` or
+    /// `transaction`; a folder of its own for each).
+    pub async fn start_in(
+        info: &ClusterInfo,
+        node: &str,
+        pool_size: u32,
+        pool_mode: &str,
+    ) -> Result<PgBouncer, BenchError> {
+        if !["session", "transaction"].contains(&pool_mode) {
+            return Err(BenchError::peer(
+                "pgbouncer",
+                format!("pool mode {pool_mode:?}: session or transaction"),
+            ));
+        }
         let target = info
             .nodes
             .iter()
@@ -45,13 +62,16 @@ impl PgBouncer {
             .ok_or_else(|| BenchError::peer("pgbouncer", format!("no node named {node:?}")))?;
         let bin = find_binary("pgbouncer", "pgbouncer", "pgbouncer")?;
         let user = OsUser::resolve(Some(&info.os_user))?;
-        let dir = info.dir.join("pgbouncer");
+        let dir = match pool_mode {
+            "session" => info.dir.join("pgbouncer"),
+            other => info.dir.join(format!("pgbouncer-{other}")),
+        };
         own_dir(&user, &dir)?;
         let port = free_port();
         let ini = dir.join("pgbouncer.ini");
         let d = dir.display();
         let text = format!(
-            ";; Written by ryw bench (ryw_bench::peers::PgBouncer): session pooling in front of {node}.\n\
+            ";; Written by ryw bench (ryw_bench::peers::PgBouncer): {pool_mode} pooling in front of {node}.\n\
              [databases]\n\
              * = host=127.0.0.1 port={target_port}\n\
              [pgbouncer]\n\
@@ -62,7 +82,7 @@ impl PgBouncer {
              logfile =\n\
              auth_type = trust\n\
              auth_file = {d}/userlist.txt\n\
-             pool_mode = session\n\
+             pool_mode = {pool_mode}\n\
              max_client_conn = 500\n\
              default_pool_size = {pool}\n\
              server_reset_query = DISCARD ALL\n\

@@ -97,6 +97,7 @@ pub async fn overhead(args: OverheadArgs) -> anyhow::Result<()> {
         duration: args.duration.0,
         modes: query_modes(&args.modes)?,
         proxy_variants: args.proxy_variants,
+        pool_modes: ryw_bench::overhead::pool_modes(&args.pool_modes)?,
     };
     let measured = measure_overhead(&opts).await?;
     if args.json {
