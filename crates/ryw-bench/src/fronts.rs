@@ -102,8 +102,16 @@ impl ProxyInProcess {
         redis: Option<String>,
         migrate: bool,
     ) -> Result<ProxyInProcess, BenchError> {
-        Self::start_pooled(dir, only, router, redis, migrate, ryw_proxy::PoolMode::Session, 20)
-            .await
+        Self::start_pooled(
+            dir,
+            only,
+            router,
+            redis,
+            migrate,
+            ryw_proxy::PoolMode::Session,
+            20,
+        )
+        .await
     }
 
     /// [`ProxyInProcess::start`] in pool mode `pool_mode`, with pools of

@@ -378,7 +378,11 @@ async fn measure(
                         eprintln!(
                             "round {round}: -M {mode} {}: failed ({})",
                             relay.name,
-                            e.to_string().lines().rev().find(|l| l.contains("error")).unwrap_or("see its log")
+                            e.to_string()
+                                .lines()
+                                .rev()
+                                .find(|l| l.contains("error"))
+                                .unwrap_or("see its log")
                         );
                         tps_series.rounds.push(f64::NAN);
                         cpu_series.rounds.push(f64::NAN);

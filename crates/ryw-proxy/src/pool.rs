@@ -229,10 +229,15 @@ impl Pools {
         loop {
             let rx = {
                 let mut st = pool.state.lock().unwrap_or_else(|p| p.into_inner());
-                // The newest idle one (its socket the most likely warm).
-                while let Some((b, since)) = st.idle.pop() {
+                // The newest idle one (its socket the most likely warm),
+                // unless the server said something meanwhile (a FATAL
+                // before it closed the connection, the end of it: an idle
+                // connection has nothing to say). Free unless the socket
+                // became readable: tokio knows without a system call.
+                while let Some((mut b, since)) = st.idle.pop() {
                     if b.created.elapsed() < limits.lifetime
                         && since.elapsed() < limits.idle_timeout
+                        && matches!(b.try_fill(), Ok(None))
                     {
                         return Ok(b);
                     }

@@ -325,6 +325,35 @@ async fn drivers_with_server_side_prepares_run_clean_across_pooled_connections()
             "{driver}: {r}"
         );
     }
+
+    // The servers end every pooled connection while it is idle (a restart,
+    // pg_terminate_backend, idle_session_timeout): the next client's write
+    // and read do not fail, the dead connections are never lent.
+    let client = ctx.client().await;
+    crate::support::write(&client, "after-terminate", 1).await;
+    let mut ended = 0;
+    for (_, url) in std::iter::once(("leader".to_owned(), ctx.cluster.leader_url()))
+        .chain(ctx.cluster.follower_urls())
+    {
+        let node = direct(&url).await;
+        ended += node
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
+                 AND application_name NOT LIKE 'ryw-%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+    }
+    assert!(ended > 0, "pooled connections were there to end");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 2..=20 {
+        crate::support::write(&client, "after-terminate", i).await;
+        let (v, _) = crate::support::read(&client, "after-terminate").await;
+        assert_eq!(v, i, "a read after the pooled connections were ended");
+    }
 }
 
 /// Runs a driver program; its JSON line.
