@@ -164,8 +164,11 @@ pub(crate) struct Pools {
     /// Statements (by the proxy's name, per role and database) a server
     /// has parsed: a client's `Parse` of one outside a transaction is
     /// answered without a server connection (see `Session::answer_parse`).
-    known: Mutex<std::collections::HashSet<(Arc<str>, Arc<str>, Arc<str>)>>,
+    known: Mutex<std::collections::HashSet<KnownStatement>>,
 }
+
+/// A statement a server has parsed: (role, database, the proxy's name).
+type KnownStatement = (Arc<str>, Arc<str>, Arc<str>);
 
 /// Statements remembered as parsed before the set starts over.
 const KNOWN_STATEMENTS: usize = 65_536;

@@ -93,8 +93,7 @@ async fn sighup_reloads_the_auth_file_without_dropping_clients() {
     };
     let e = login(port, "first-password")
         .await
-        .err()
-        .expect("the old password is refused after the reload");
+        .expect_err("the old password is refused after the reload");
     assert_eq!(
         e.as_db_error().map(|d| d.code().code()),
         Some("28P01"),
