@@ -35,6 +35,14 @@ pub enum Error {
         /// Why it did not parse.
         source: tokio_postgres::Error,
     },
+    /// A node URL's TLS settings (`sslmode`, `sslrootcert`) cannot work.
+    #[error("tls for {node}: {source}")]
+    Tls {
+        /// The node's name.
+        node: String,
+        /// What is wrong.
+        source: crate::tls::TlsError,
+    },
     /// No connection could be had from a node's pool.
     #[error("no connection to {node}: {source}")]
     Pool {

@@ -121,6 +121,7 @@
 //! | `router/` | [`Router`]: the read protocol (`query.rs`), the write protocol (`write.rs`), the lower level they are built on (`route.rs`, `feedback.rs`), and the reads in flight per node (`load.rs`) |
 //! | `reader.rs` | [`ReadConn`]: shared, pipelining read connections per node, checked against restarts (rule 2) |
 //! | `pg.rs` | [`connection_lost`], position queries, error text |
+//! | `tls.rs` | [`tls::NodeTls`]: a node URL's `sslmode`/`sslrootcert` (libpq's meaning) as a rustls configuration, for every connection to a node |
 //! | `metrics.rs` | [`MetricsSnapshot`]: counters with no backend dependency |
 //! | `error.rs` | [`Error`], the crate's one error type |
 //!
@@ -163,6 +164,7 @@ mod router;
 mod store;
 mod strategy;
 mod timeline;
+pub mod tls;
 mod token;
 mod tracker;
 mod view;

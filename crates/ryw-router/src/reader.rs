@@ -35,7 +35,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 use crate::pg::{describe_pg, first_value, position_expr};
 use crate::tracker::{START_TIME_QUERY, Shared};
@@ -229,6 +229,7 @@ pub(crate) struct FollowerGuard {
 /// The shared read clients of one node.
 pub(crate) struct Readers {
     pg: tokio_postgres::Config,
+    tls: crate::tls::NodeTls,
     slots: Box<[Slot]>,
     next: AtomicUsize,
     connect_timeout: Duration,
@@ -239,12 +240,14 @@ pub(crate) struct Readers {
 impl Readers {
     pub(crate) fn new(
         pg: tokio_postgres::Config,
+        tls: crate::tls::NodeTls,
         connections: usize,
         connect_timeout: Duration,
         follower: Option<FollowerGuard>,
     ) -> Readers {
         Readers {
             pg,
+            tls,
             slots: (0..connections.max(1)).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
             connect_timeout,
@@ -291,7 +294,10 @@ impl Readers {
     }
 
     async fn open(&self) -> Result<Arc<ReadClient>, String> {
-        let connecting = tokio::time::timeout(self.connect_timeout, self.pg.connect(NoTls));
+        let connecting = tokio::time::timeout(
+            self.connect_timeout,
+            self.pg.connect(self.tls.make_connect()),
+        );
         let (client, connection) = match connecting.await {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => return Err(self.failed(&describe_pg(&e))),

@@ -28,9 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::tls::NodeTls;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::sync::watch;
-use tokio_postgres::NoTls;
 
 use self::load::InFlight;
 use crate::feed::{Feed, cluster_hash};
@@ -195,13 +195,16 @@ impl Router {
         // leader: a follower's index is its place in `urls.followers`.
         let mut named: Vec<(Arc<str>, tokio_postgres::Config)> =
             Vec::with_capacity(urls.followers.len() + 1);
+        // Each node's TLS (its URL's `sslmode`/`sslrootcert`), by index.
+        let mut tls = Vec::with_capacity(urls.followers.len() + 1);
         for (name, url) in &urls.followers {
-            named.push((Arc::from(name.as_str()), parse_url(name, url, &cfg)?));
+            let (pg, node_tls) = parse_url(name, url, &cfg)?;
+            named.push((Arc::from(name.as_str()), pg));
+            tls.push(node_tls);
         }
-        named.push((
-            Arc::from(FORMER_LEADER_NAME),
-            parse_url(LEADER_NAME, &urls.leader, &cfg)?,
-        ));
+        let (pg, node_tls) = parse_url(LEADER_NAME, &urls.leader, &cfg)?;
+        named.push((Arc::from(FORMER_LEADER_NAME), pg));
+        tls.push(node_tls);
         let names: Vec<Arc<str>> = named.iter().map(|(n, _)| n.clone()).collect();
         let in_flight = InFlight::new(names.len());
         let metrics = Arc::new(Metrics::new(
@@ -225,9 +228,10 @@ impl Router {
                 pg.application_name("ryw-router");
             }
             nodes.push(NodeConns {
-                pool: build_pool(pg.clone(), &cfg)?,
+                pool: build_pool(pg.clone(), &tls[index], &cfg)?,
                 reads: Readers::new(
                     pg.clone(),
+                    tls[index].clone(),
                     cfg.read_connections,
                     cfg.connect_timeout,
                     Some(guard),
@@ -253,7 +257,11 @@ impl Router {
         };
         let tracker = Tracker::start(
             shared,
-            named.into_iter().map(|(_, pg)| tracker_pg(pg)).collect(),
+            named
+                .into_iter()
+                .zip(tls)
+                .map(|((_, pg), tls)| (tracker_pg(pg), tls))
+                .collect(),
             &cfg,
         );
         Ok(Router {
@@ -481,23 +489,36 @@ impl Router {
     }
 }
 
-fn parse_url(name: &str, url: &str, cfg: &RouterConfig) -> Result<tokio_postgres::Config> {
-    let mut pg: tokio_postgres::Config = url.parse().map_err(|source| Error::Url {
+/// A node URL: its connection settings, and its TLS (`sslmode` and
+/// `sslrootcert` as libpq reads them: [`crate::tls`]).
+fn parse_url(
+    name: &str,
+    url: &str,
+    cfg: &RouterConfig,
+) -> Result<(tokio_postgres::Config, NodeTls)> {
+    let tls_error = |source| Error::Tls {
+        node: name.to_owned(),
+        source,
+    };
+    let (rest, mode, root) = crate::tls::take_tls_params(url).map_err(tls_error)?;
+    let mut pg: tokio_postgres::Config = rest.parse().map_err(|source| Error::Url {
         node: name.to_owned(),
         source,
     })?;
+    let tls = NodeTls::from_params(mode.as_deref(), root.as_deref()).map_err(tls_error)?;
+    tls.configure(&mut pg);
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(cfg.connect_timeout);
     }
-    Ok(pg)
+    Ok((pg, tls))
 }
 
 /// The leader's pool, for writes (a transaction needs a connection of its
 /// own).
-fn build_pool(pg: tokio_postgres::Config, cfg: &RouterConfig) -> Result<Pool> {
+fn build_pool(pg: tokio_postgres::Config, tls: &NodeTls, cfg: &RouterConfig) -> Result<Pool> {
     let manager = Manager::from_config(
         pg,
-        NoTls,
+        tls.make_connect(),
         ManagerConfig {
             // `is_closed()` only: validating with a query on every checkout
             // would add a round trip to every write.

@@ -22,8 +22,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_postgres::Client;
 use tokio_postgres::types::PgLsn;
-use tokio_postgres::{Client, NoTls};
 
 use crate::feed::message::{FeedMessage, local_times};
 use crate::feed::{Change, Gate, LocalReport};
@@ -239,13 +239,13 @@ impl Tracker {
     /// position ages.
     pub fn start(
         shared: Arc<Shared>,
-        nodes: Vec<tokio_postgres::Config>,
+        nodes: Vec<(tokio_postgres::Config, crate::tls::NodeTls)>,
         cfg: &RouterConfig,
     ) -> Tracker {
         let mut tasks: Vec<JoinHandle<()>> = nodes
             .into_iter()
             .enumerate()
-            .map(|(i, pg)| tokio::spawn(poll_loop(shared.clone(), pg, cfg.clone(), i)))
+            .map(|(i, (pg, tls))| tokio::spawn(poll_loop(shared.clone(), pg, tls, cfg.clone(), i)))
             .collect();
         tasks.push(tokio::spawn(sample_ages(shared.clone(), cfg.poll_interval)));
         Tracker {
@@ -296,6 +296,7 @@ async fn sample_ages(shared: Arc<Shared>, poll_interval: Duration) {
 async fn poll_loop(
     shared: Arc<Shared>,
     pg: tokio_postgres::Config,
+    tls: crate::tls::NodeTls,
     cfg: RouterConfig,
     node: usize,
 ) {
@@ -306,7 +307,7 @@ async fn poll_loop(
     loop {
         Shared::until_polling(&mut gate).await;
         let tried = Instant::now();
-        match connect(&pg, cfg.connect_timeout).await {
+        match connect(&pg, &tls, cfg.connect_timeout).await {
             Ok((client, connection)) => {
                 let (why, sent) = poll_connected(
                     &shared,
@@ -330,9 +331,10 @@ async fn poll_loop(
 
 async fn connect(
     pg: &tokio_postgres::Config,
+    tls: &crate::tls::NodeTls,
     timeout: Duration,
 ) -> Result<(Client, JoinHandle<()>), String> {
-    let (client, connection) = tokio::time::timeout(timeout, pg.connect(NoTls))
+    let (client, connection) = tokio::time::timeout(timeout, pg.connect(tls.make_connect()))
         .await
         .map_err(|_| "connect timed out".to_owned())?
         .map_err(|e| format!("connect: {}", describe_pg(&e)))?;
