@@ -1,5 +1,6 @@
 //! A connection of the proxy to one node, on a client's behalf: opened
-//! with the client's startup parameters, authenticated as the client's user
+//! (with TLS as the node's URL says: `tls.rs`) with the client's startup
+//! parameters, authenticated as the client's user
 //! (trust, password, md5 or SCRAM-SHA-256 with the auth file's password),
 //! and, for a follower, checked against the incarnation the router knows
 //! (rule 2).
@@ -12,10 +13,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use postgres_protocol::message::frontend;
+use rustls::pki_types::ServerName;
+use ryw_router::tls::NodeTls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::protocol::{self, ErrorFields};
+use crate::tls::NodeStream;
 
 /// The largest message from a backend that is held whole. Bigger
 /// `DataRow`, `CopyData`, `FunctionCallResponse`, `ErrorResponse` and
@@ -77,7 +81,7 @@ pub struct Backend {
     pub name: Arc<str>,
     /// Where it listens (for cancel requests).
     pub addr: SocketAddr,
-    stream: TcpStream,
+    stream: NodeStream,
     /// What it sent that is not handled yet.
     pub inbuf: BytesMut,
     /// Its process id and key, for cancel requests.
@@ -137,6 +141,10 @@ pub struct Connect<'a> {
     pub password: Option<&'a str>,
     /// Longest the connection and startup may take.
     pub timeout: Duration,
+    /// TLS as the node's URL says (`sslmode`, `sslrootcert`).
+    pub tls: &'a NodeTls,
+    /// The URL's host, checked against the certificate (`verify-full`).
+    pub host: &'a ServerName<'static>,
 }
 
 /// The start time query of rule 2 (µs since the epoch, as the tracker
@@ -169,10 +177,9 @@ impl Backend {
             why,
         };
         let opened = tokio::time::timeout(c.timeout, async {
-            let stream = TcpStream::connect(c.addr)
+            let stream = crate::tls::connect_node(c.addr, c.tls, c.host)
                 .await
-                .map_err(|e| unreachable(format!("connect: {e}")))?;
-            let _ = stream.set_nodelay(true);
+                .map_err(unreachable)?;
             let mut b = Backend {
                 name: c.name.clone(),
                 addr: c.addr,
@@ -385,7 +392,7 @@ impl Backend {
     /// Writes `bytes` to the node.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
         self.stream
-            .write_all(bytes)
+            .send(bytes)
             .await
             .map_err(|e| self.lost(format!("write: {e}")))
     }
@@ -416,7 +423,8 @@ impl Backend {
     }
 
     /// Sends a cancel request for this connection's running statement, on a
-    /// connection of its own.
+    /// connection of its own, in the clear (as libpq before 17 sends them;
+    /// the server takes them before any `pg_hba.conf` check).
     pub async fn cancel(addr: SocketAddr, key: (i32, i32)) {
         let mut out = BytesMut::new();
         frontend::cancel_request(key.0, key.1, &mut out);

@@ -207,14 +207,14 @@ impl Catalog {
 /// Two statements: every function name and whether all of its kind are
 /// non-volatile; every relation name and whether one of them is a sequence.
 async fn read_catalog(url: &str, database: &str) -> Result<Names, String> {
-    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
+    let (mut cfg, tls) = ryw_router::tls::parse_node_url(url).map_err(|e| format!("{e}"))?;
     cfg.dbname(database);
     cfg.application_name("ryw-proxy-catalog");
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(Duration::from_secs(2));
     }
     let (client, conn) = cfg
-        .connect(tokio_postgres::NoTls)
+        .connect(tls.make_connect())
         .await
         .map_err(|e| format!("{e}"))?;
     let task = tokio::spawn(conn);

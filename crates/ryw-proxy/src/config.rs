@@ -8,6 +8,7 @@ use std::time::Duration;
 use ryw_router::{NodeUrls, RouterConfig, TokenKey};
 
 pub use crate::pool::PoolMode;
+use crate::tls::TlsMode;
 
 /// Where the proxy listens, which nodes it routes to, and how.
 #[derive(Clone, Debug)]
@@ -78,6 +79,14 @@ pub struct ProxyConfig {
     /// work-stealing runtime moves tasks between workers and wakes idle
     /// ones, which cost the relay a third of its CPU on two cores).
     pub threads: usize,
+    /// Clients' TLS: `disable` answers `SSLRequest` with `N`, `allow` takes
+    /// TLS and the clear, `require` refuses a startup in the clear.
+    pub tls_mode: TlsMode,
+    /// The proxy's certificate chain (PEM), for `allow` and `require`;
+    /// read again on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ProxyConfig {
@@ -102,6 +111,9 @@ impl ProxyConfig {
             server_lifetime: Duration::from_secs(3600),
             admin_listen: None,
             threads: 0,
+            tls_mode: TlsMode::Disable,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -1,8 +1,9 @@
 //! `ryw proxy`: read-your-writes for any PostgreSQL client, with no code
-//! change. A wire-protocol relay (session pooling) that sends writes and
-//! transactions to the leader and each provably read-only statement to a
-//! follower that has what the session must see, through the same router,
-//! strategies, stores and tokens as `ryw serve`.
+//! change. A wire-protocol relay (session or transaction pooling, TLS
+//! both ways) that sends writes and transactions to the leader and each
+//! provably read-only statement to a follower that has what the session
+//! must see, through the same router, strategies, stores and tokens as
+//! `ryw serve`.
 //!
 //! ```no_run
 //! # async fn f(nodes: ryw_router::NodeUrls) -> Result<(), Box<dyn std::error::Error>> {
@@ -27,6 +28,7 @@
 //! | `classify/` | statement classification: read, leader, session effects, `ryw.*` commands, node-local state, the per-connection cache |
 //! | `catalog.rs` | which functions may run on a follower: the database's catalog (`pg_proc.provolatile`), per database |
 //! | `auth/` | the auth file and the server side of SCRAM-SHA-256 |
+//! | `tls.rs` | TLS both ways: [`TlsMode`] and the certificate for clients (reloaded on SIGHUP), the handshake to a node as its URL's `sslmode` says, the client and node stream types |
 //! | `metrics.rs` | the proxy's own counters (clients, batches by node and route, retries) |
 //! | `admin.rs` | the admin endpoint: `/metrics` (the router's and the proxy's), `/readyz` |
 //! | `error.rs` | [`ProxyError`] |
@@ -45,8 +47,10 @@ mod pool;
 pub mod protocol;
 mod server;
 mod session;
+mod tls;
 
 pub use config::{PoolMode, ProxyConfig};
 pub use error::ProxyError;
 pub use server::{POSITION_CONNECTIONS, Proxy};
 pub use session::LOST_WRITE_SQLSTATE;
+pub use tls::{TlsConfigError, TlsMode};

@@ -277,7 +277,8 @@ impl<'a> Reader<'a> {
 /// What a client's first packet asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Startup {
-    /// `SSLRequest`: answered `N` (no TLS), then the real startup follows.
+    /// `SSLRequest`: answered `S` and a TLS handshake, or `N` with TLS off;
+    /// then the real startup (or a cancel request) follows.
     Ssl,
     /// `GSSENCRequest`: answered `N`, then the real startup follows.
     GssEnc,

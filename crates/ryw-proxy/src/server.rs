@@ -26,6 +26,10 @@ pub struct NodeAddr {
     pub name: Arc<str>,
     /// Host and port.
     pub addr: SocketAddr,
+    /// TLS as its URL says (`sslmode`, `sslrootcert`).
+    pub tls: ryw_router::tls::NodeTls,
+    /// The URL's host, as the certificate must name it (`verify-full`).
+    pub host: rustls::pki_types::ServerName<'static>,
 }
 
 /// Where a client's statement is, for its cancel requests.
@@ -74,6 +78,8 @@ pub(crate) struct Shared {
     /// pooled connection holds statements of many clients).
     pub next_version: AtomicU64,
     pub metrics: ProxyMetrics,
+    /// Clients' TLS: the mode and the certificate in force.
+    pub tls: crate::tls::ServerTls,
 }
 
 /// The `ParameterStatus` values a client gets at login.
@@ -276,6 +282,12 @@ impl Proxy {
             ),
             None => Arc::new(MemoryStore::default()),
         };
+        let tls = crate::tls::ServerTls::new(
+            cfg.tls_mode,
+            cfg.tls_cert.as_deref(),
+            cfg.tls_key.as_deref(),
+        )
+        .map_err(|e| ProxyError::Config(e.to_string()))?;
         let nodes = node_addrs(&cfg).await?;
         let auth =
             match &cfg.auth_file {
@@ -325,7 +337,7 @@ impl Proxy {
         );
         let (pool_total, pool_threads) = (cfg.pool_size, cfg.threads.max(1));
         // The router's own database: known before the first client.
-        if let Ok(pg) = cfg.nodes.leader.parse::<tokio_postgres::Config>()
+        if let Ok((pg, _)) = ryw_router::tls::parse_node_url(&cfg.nodes.leader)
             && let Some(db) = pg.get_dbname()
         {
             catalog.load(db, cfg.connect_timeout).await;
@@ -355,6 +367,7 @@ impl Proxy {
                     lifetime: cfg_pool.2,
                 }),
                 next_version: AtomicU64::new(1),
+                tls,
             }),
             listener,
             addr,
@@ -415,10 +428,8 @@ impl Proxy {
                 }
             })
         };
-        let reload = self.shared.cfg.auth_file.clone().map(|path| {
-            let shared = self.shared.clone();
-            tokio::spawn(reload_auth_on_sighup(shared, path))
-        });
+        let reload = (self.shared.cfg.auth_file.is_some() || self.shared.cfg.tls_cert.is_some())
+            .then(|| tokio::spawn(reload_on_sighup(self.shared.clone())));
         let mut turn = 0usize;
         tokio::pin!(shutdown);
         loop {
@@ -477,21 +488,33 @@ impl Proxy {
     }
 }
 
-/// Reads the auth file again on each SIGHUP; clients logged in stay, new
-/// logins use the new file. A file that does not load leaves the old one.
-async fn reload_auth_on_sighup(shared: Arc<Shared>, path: std::path::PathBuf) {
+/// Reads the auth file and the TLS certificate and key again on each
+/// SIGHUP; clients logged in stay, new logins use the new files. A file
+/// that does not load leaves the old one in force.
+async fn reload_on_sighup(shared: Arc<Shared>) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP: the auth file will not be reloaded");
+        tracing::warn!(
+            "cannot listen for SIGHUP: the auth file and certificate will not be reloaded"
+        );
         return;
     };
     while hup.recv().await.is_some() {
-        match AuthFile::load(&path) {
-            Ok(auth) => {
-                tracing::info!(file = %path.display(), users = auth.len(), "auth file reloaded");
-                shared.set_auth(auth);
+        if let Some(path) = &shared.cfg.auth_file {
+            match AuthFile::load(path) {
+                Ok(auth) => {
+                    tracing::info!(file = %path.display(), users = auth.len(), "auth file reloaded");
+                    shared.set_auth(auth);
+                }
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "auth file not reloaded; the old one stays in force");
+                }
             }
+        }
+        match shared.tls.reload() {
+            Ok(true) => tracing::info!("TLS certificate and key reloaded"),
+            Ok(false) => {}
             Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "auth file not reloaded; the old one stays in force");
+                tracing::error!(error = %e, "TLS certificate not reloaded; the old one stays in force");
             }
         }
     }
@@ -555,8 +578,7 @@ async fn node_addrs(cfg: &ProxyConfig) -> Result<Vec<NodeAddr>, ProxyError> {
             cfg.nodes.leader.as_str(),
         )));
     for (name, url) in all {
-        let pg: tokio_postgres::Config = url
-            .parse()
+        let (pg, tls) = ryw_router::tls::parse_node_url(url)
             .map_err(|e| ProxyError::Config(format!("{name}: {e}")))?;
         let host = match pg.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
@@ -573,9 +595,13 @@ async fn node_addrs(cfg: &ProxyConfig) -> Result<Vec<NodeAddr>, ProxyError> {
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| ProxyError::Config(format!("{name}: cannot resolve {host}:{port}")))?;
+        let host = ryw_router::tls::server_name(&host)
+            .map_err(|e| ProxyError::Config(format!("{name}: {e}")))?;
         out.push(NodeAddr {
             name: Arc::from(name),
             addr,
+            tls,
+            host,
         });
     }
     Ok(out)

@@ -605,6 +605,20 @@ pub struct ProxyArgs {
     /// when it is next given back.
     #[arg(long, env = "RYW_PROXY_SERVER_LIFETIME", default_value = "3600s")]
     pub server_lifetime: Dur,
+    /// Clients' TLS: `disable` (an SSLRequest is answered N), `allow` (TLS
+    /// for clients that ask, the clear for the others) or `require` (a
+    /// startup in the clear is refused). Default: `allow` with
+    /// --tls-cert and --tls-key, else `disable`. Node connections follow
+    /// each node URL's sslmode and sslrootcert instead.
+    #[arg(long, env = "RYW_PROXY_TLS_MODE")]
+    pub tls_mode: Option<ryw_proxy::TlsMode>,
+    /// The proxy's certificate chain (PEM) for clients' TLS; read again on
+    /// SIGHUP.
+    #[arg(long, env = "RYW_PROXY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM); read again on SIGHUP.
+    #[arg(long, env = "RYW_PROXY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

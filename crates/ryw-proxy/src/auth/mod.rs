@@ -80,9 +80,11 @@
 //!
 //! RFC 5802 and RFC 7677 as PostgreSQL does them: the user name is the
 //! startup message's (the `n=` attribute is ignored), no authorization
-//! identity, and no channel binding, since the proxy offers no TLS (only the
-//! `SCRAM-SHA-256` mechanism is advertised, never `-PLUS`). See
-//! [`ScramServer`] for the messages around it.
+//! identity, and no channel binding: only the `SCRAM-SHA-256` mechanism is
+//! advertised, never `-PLUS`, also over TLS (`tls-server-end-point` binding
+//! is not done). A client over TLS that could bind says so with `y,,` (libpq's
+//! default `channel_binding=prefer`), one that cannot or will not with `n,,`;
+//! both log in. See [`ScramServer`] for the messages around it.
 
 mod file;
 mod scram;
@@ -131,11 +133,11 @@ pub enum AuthError {
     /// extension), or more than [`MAX_SCRAM_MESSAGE`] bytes.
     #[error("malformed SCRAM message: {0}")]
     Malformed(&'static str),
-    /// The client asked for channel binding (`p=` in the gs2 header), which
-    /// needs TLS; the proxy has none and never offers `SCRAM-SHA-256-PLUS`.
+    /// The client asked for channel binding (`p=` in the gs2 header); the
+    /// proxy never offers `SCRAM-SHA-256-PLUS`, with or without TLS.
     #[error(
         "malformed SCRAM message: the client asked for channel binding, \
-         but the proxy offers SCRAM-SHA-256 without it (it has no TLS)"
+         but the proxy offers SCRAM-SHA-256 without it"
     )]
     ChannelBinding,
     /// The SCRAM methods were called out of order: the final message before

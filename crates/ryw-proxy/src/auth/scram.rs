@@ -14,7 +14,8 @@ use super::file::User;
 use super::verifier::Verifier;
 
 /// The mechanism the proxy advertises in `AuthenticationSASL` and accepts in
-/// `SASLInitialResponse`. Never `SCRAM-SHA-256-PLUS`: that needs TLS.
+/// `SASLInitialResponse`. Never `SCRAM-SHA-256-PLUS`: channel binding to the
+/// proxy's TLS certificate (`tls-server-end-point`) is not done.
 pub const SCRAM_SHA_256: &str = postgres_protocol::authentication::sasl::SCRAM_SHA_256;
 
 /// The longest client SCRAM message accepted. Real ones are under 200 bytes
@@ -252,7 +253,7 @@ impl<'a> ClientFirst<'a> {
         let channel_binding = match text.as_bytes().first() {
             None => return Err(AuthError::Malformed("the client-first-message is empty")),
             Some(b'n') => "biws", // base64("n,,"): the client does not support channel binding
-            Some(b'y') => "eSws", // base64("y,,"): it does, but thinks we do not (true)
+            Some(b'y') => "eSws", // base64("y,,"): it does (over TLS), but sees we do not (true)
             Some(b'p') => return Err(AuthError::ChannelBinding),
             Some(_) => return Err(AuthError::Malformed("unexpected channel-binding flag")),
         };
@@ -483,14 +484,16 @@ mod tests {
     fn a_plaintext_user_logs_in_with_the_tokio_postgres_client() {
         let file = users();
         let alice = file.user("alice").unwrap();
-        // "n,,": a client without TLS (tokio-postgres over NoTls, libpq).
+        // "n,,": a client without TLS (tokio-postgres over NoTls, libpq), or
+        // with TLS and channel_binding=disable.
         exchange(
             &mut ScramServer::new(alice),
             "alice's secret",
             ChannelBinding::unsupported(),
         )
         .unwrap();
-        // "y,,": a client that could bind a channel but sees no TLS.
+        // "y,,": a client over TLS that could bind a channel but is not
+        // offered SCRAM-SHA-256-PLUS (libpq's channel_binding=prefer).
         exchange(
             &mut ScramServer::new(alice),
             "alice's secret",
@@ -597,7 +600,10 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, AuthError::ChannelBinding));
         assert_eq!(err.sqlstate(), "08P01");
-        assert!(err.to_string().contains("no TLS"), "{err}");
+        assert!(
+            err.to_string().contains("offers SCRAM-SHA-256 without it"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -65,7 +65,6 @@ use ryw_router::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
 use crate::backend::{Backend, BackendError, Connect, Node};
@@ -73,6 +72,7 @@ use crate::classify::{Class, ClassCache, Effect, Route, RywCommand};
 use crate::pool::PoolMode;
 use crate::protocol::{self, Client, Frame, ProtocolError, Startup, tag};
 use crate::server::{CancelTarget, Running, Shared};
+use crate::tls::ClientStream;
 
 mod batch;
 mod commands;
@@ -130,10 +130,8 @@ pub(crate) async fn serve(
     mut login: crate::server::Login,
     thread: usize,
 ) {
-    let (rd, wr) = stream.into_split();
     let mut client = ClientConn {
-        rd,
-        wr,
+        stream: ClientStream::Plain(stream),
         inbuf: BytesMut::with_capacity(16 * 1024),
         out: BytesMut::with_capacity(16 * 1024),
         passthrough: 0,
@@ -192,10 +190,9 @@ pub(crate) async fn serve(
     }
 }
 
-/// The client's socket and buffers.
+/// The client's socket (TLS once it asked) and buffers.
 struct ClientConn {
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    stream: ClientStream,
     inbuf: BytesMut,
     out: BytesMut,
     /// Bytes of a large `CopyData` still to relay straight to the node.
@@ -208,7 +205,7 @@ impl ClientConn {
         if self.inbuf.capacity() - self.inbuf.len() < 4096 {
             self.inbuf.reserve(16 * 1024);
         }
-        self.rd.read_buf(&mut self.inbuf).await
+        self.stream.read_buf(&mut self.inbuf).await
     }
 
     /// Writes out what is pending. While the client does not read, this
@@ -217,7 +214,7 @@ impl ClientConn {
         if self.out.is_empty() {
             return Ok(());
         }
-        let r = self.wr.write_all(&self.out).await;
+        let r = self.stream.send(&self.out).await;
         self.out.clear();
         if self.out.capacity() > 1 << 20 {
             // A burst of held replies: give the memory back.
@@ -230,7 +227,7 @@ impl ClientConn {
     async fn fatal(&mut self, code: &str, message: &str) {
         protocol::error(&mut self.out, "FATAL", code, message);
         let _ = self.flush().await;
-        let _ = self.wr.shutdown().await;
+        let _ = self.stream.shutdown().await;
     }
 }
 
@@ -613,6 +610,8 @@ impl Session {
                     params: &self.id.params,
                     password: self.id.password.as_deref(),
                     timeout: self.shared.cfg.connect_timeout,
+                    tls: &addr.tls,
+                    host: &addr.host,
                 },
                 incarnation,
             )

@@ -1,5 +1,7 @@
-//! A client's startup: TLS and GSS requests answered `N`, a cancel request
-//! forwarded, the startup parameters (each key once; `ryw.*` options taken
+//! A client's startup: a TLS request answered `S` and the handshake made
+//! (`N` with `--tls-mode disable`), a GSS request answered `N`, each once
+//! and with nothing after it in the clear; a startup in the clear refused
+//! under `--tls-mode require`; a cancel request forwarded (also over TLS), the startup parameters (each key once; `ryw.*` options taken
 //! out), the authentication (trust on loopback, SCRAM against the auth
 //! file, the same steps for a role that does not exist), a client slot,
 //! and the server parameters the client gets (cached per role, database
@@ -117,19 +119,77 @@ pub(super) async fn startup(
     peer: SocketAddr,
     thread: usize,
 ) -> Result<Session, Closing> {
+    let (mut ssl_asked, mut gss_asked) = (false, false);
     let (version, mut params) = loop {
         let packet = read_startup_packet(client).await?;
         match protocol::parse_startup(&packet) {
-            Ok(Startup::Ssl | Startup::GssEnc) => {
-                // No TLS or GSS encryption here: the client goes on in the
-                // clear or gives up, as it chooses.
-                client.out.put_u8(b'N');
-                client.flush().await?;
+            Ok(request @ (Startup::Ssl | Startup::GssEnc)) => {
+                // Each request once, and none once TLS is on (PostgreSQL's
+                // rule): a client cannot loop here.
+                let asked = match request {
+                    Startup::Ssl => &mut ssl_asked,
+                    _ => &mut gss_asked,
+                };
+                if std::mem::replace(asked, true) || client.stream.is_tls() {
+                    let e =
+                        ProtocolError::Malformed("startup packet (an encryption request repeated)");
+                    client
+                        .fatal(
+                            "08P01",
+                            "encryption was already negotiated on this connection",
+                        )
+                        .await;
+                    return Err(e.into());
+                }
+                // Bytes that came with the request came in the clear: after
+                // a TLS handshake they would pass for the client's
+                // (CVE-2021-23214). Nothing may follow the request unasked.
+                if !client.inbuf.is_empty() {
+                    let e = ProtocolError::Malformed(
+                        "startup packet (data after an encryption request)",
+                    );
+                    client
+                        .fatal("08P01", "received unencrypted data after SSL request")
+                        .await;
+                    return Err(e.into());
+                }
+                // No GSS encryption here; TLS when `--tls-mode` allows it.
+                // Answered `N`, the client goes on in the clear or gives
+                // up, as its `sslmode` says.
+                match (request, shared.tls.acceptor()) {
+                    (Startup::Ssl, Some(acceptor)) => {
+                        client.out.put_u8(b'S');
+                        client.flush().await?;
+                        // Within the login timeout and the pending-login
+                        // limit, as all of the startup is.
+                        client
+                            .stream
+                            .accept(acceptor)
+                            .await
+                            .map_err(|e| Closing::Fatal(format!("TLS handshake: {e}")))?;
+                    }
+                    _ => {
+                        client.out.put_u8(b'N');
+                        client.flush().await?;
+                    }
+                }
             }
             Ok(Startup::Cancel { pid, key }) => {
                 if let Some((addr, backend_key)) = shared.cancel_target(pid, key) {
                     Backend::cancel(addr, backend_key).await;
                 }
+                return Err(Closing::Quiet);
+            }
+            Ok(Startup::Params { .. })
+                if shared.tls.mode == crate::tls::TlsMode::Require && !client.stream.is_tls() =>
+            {
+                shared.metrics.auth_failure();
+                client
+                    .fatal(
+                        "28000",
+                        "ryw proxy requires TLS (--tls-mode require): connect with sslmode=require or verify-full",
+                    )
+                    .await;
                 return Err(Closing::Quiet);
             }
             Ok(Startup::Params { version, params }) => break (version, params),

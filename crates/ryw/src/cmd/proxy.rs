@@ -38,5 +38,10 @@ pub fn config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
     cfg.pool_timeout = args.pool_timeout.0;
     cfg.server_idle_timeout = args.server_idle_timeout.0;
     cfg.server_lifetime = args.server_lifetime.0;
+    cfg.tls_cert = args.tls_cert.clone();
+    cfg.tls_key = args.tls_key.clone();
+    cfg.tls_mode = args
+        .tls_mode
+        .unwrap_or_else(|| ryw_proxy::TlsMode::default_for(args.tls_cert.is_some()));
     Ok(cfg)
 }
