@@ -14,6 +14,7 @@
 //! | `pooling` | transaction pooling: 1,000 pgbench clients (`-S`, TPC-B extended and prepared) on 20 server connections per node, 0 failed, the sums agree, `pg_stat_activity` never over the pool; 2,000 write-then-read pairs (one connection, two in a named session) while 200 clients load the pool: 0 stale; psycopg 3 (`prepare_threshold=0`) and asyncpg clean across shared connections |
 //! | `recipes` | the framework recipes (`recipes/`): Django, SQLAlchemy, node-postgres, JDBC (HikariCP) and ActiveRecord apps on their pools, a read on another pooled connection than the write: 0 stale with the recipe, stale without; RQ jobs carrying the enqueuer's token: 0 stale, stale without |
 //! | `regress` | PostgreSQL's regression suite (`parallel_schedule`) straight to the leader and through the proxy: the same tests fail, the same way |
+//! | `tls` | TLS both ways with the test's own CA: psql, psycopg 3, node-postgres and pgjdbc with `verify-full` (SCRAM over TLS), the clear refused under `require`, a wrong CA refused, "server does not support SSL" from a proxy without TLS; nodes with `ssl = on` reached with `verify-full` (`pg_stat_ssl`: every connection encrypted); 200 write-then-read pairs over TLS, 0 stale; a cancel request over TLS; `SSLRequest` twice, bytes in the clear after it, a stalled handshake: refused |
 //! | `trust` | a client is untrusted: its session state cannot skew or poison positions, one role per login, sessions per role, notifications while idle, a Query after a Flush, `ryw.*` in transactions, pins that lift, busy followers, far tokens, readers without leader connections |
 //! | `ryw` | write-then-read pairs on one connection and across connections (`ryw.session`), across two proxies sharing Redis: 0 stale; `legacy` stale; monotonic reads |
 
@@ -29,4 +30,5 @@ mod recipes;
 mod regress;
 mod ryw;
 mod support;
+mod tls;
 mod trust;

@@ -79,6 +79,12 @@ pub struct Setup {
     pub pool_size: usize,
     /// `ProxyConfig::max_clients`.
     pub max_clients: usize,
+    /// Clients' TLS: `ProxyConfig::tls_mode`, `tls_cert`, `tls_key`.
+    pub tls: Option<(ryw_proxy::TlsMode, std::path::PathBuf, std::path::PathBuf)>,
+    /// Appended to every node URL the proxy gets (`sslmode=…&sslrootcert=…`).
+    pub node_params: Option<String>,
+    /// `ProxyConfig::login_timeout`, when not the default.
+    pub login_timeout: Option<Duration>,
 }
 
 impl Default for Setup {
@@ -93,6 +99,9 @@ impl Default for Setup {
             pool_mode: ryw_proxy::PoolMode::Session,
             pool_size: 20,
             max_clients: 1000,
+            tls: None,
+            node_params: None,
+            login_timeout: None,
         }
     }
 }
@@ -104,6 +113,11 @@ impl Ctx {
             redis: setup.redis,
         })
         .await;
+        Ctx::start_on(cluster, setup).await
+    }
+
+    /// [`Ctx::start`] on a cluster the test started (and set up) itself.
+    pub async fn start_on(cluster: TestCluster, setup: Setup) -> Ctx {
         let key = TokenKey::generate();
         let admin = direct(&cluster.leader_url()).await;
         admin.batch_execute(SCHEMA).await.expect("create table");
@@ -188,9 +202,17 @@ impl Nodes {
 /// Starts a proxy on `cluster` on a free port (a second instance shares
 /// the cluster's Redis when the setup has one).
 pub async fn start_proxy(cluster: &TestCluster, setup: &Setup, key: TokenKey) -> Running {
+    let with_params = |url: String| match &setup.node_params {
+        Some(p) => format!("{url}{}{p}", if url.contains('?') { '&' } else { '?' }),
+        None => url,
+    };
     let nodes = NodeUrls {
-        leader: cluster.leader_url(),
-        followers: cluster.follower_urls(),
+        leader: with_params(cluster.leader_url()),
+        followers: cluster
+            .follower_urls()
+            .into_iter()
+            .map(|(n, u)| (n, with_params(u)))
+            .collect(),
     };
     let mut cfg = ProxyConfig::new(nodes, key);
     cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -200,6 +222,14 @@ pub async fn start_proxy(cluster: &TestCluster, setup: &Setup, key: TokenKey) ->
     cfg.pool_mode = setup.pool_mode;
     cfg.pool_size = setup.pool_size;
     cfg.max_clients = setup.max_clients;
+    if let Some((mode, cert, key)) = &setup.tls {
+        cfg.tls_mode = *mode;
+        cfg.tls_cert = Some(cert.clone());
+        cfg.tls_key = Some(key.clone());
+    }
+    if let Some(t) = setup.login_timeout {
+        cfg.login_timeout = t;
+    }
     if setup.admin {
         cfg.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     }
