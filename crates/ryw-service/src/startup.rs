@@ -45,7 +45,11 @@ fn no_leader(cfg: &ServiceConfig, router: &Router) -> anyhow::Error {
 
 /// `host:port` of a libpq URL or key=value string, as far as it says.
 fn address(url: &str) -> String {
-    let Ok(pg) = url.parse::<tokio_postgres::Config>() else {
+    // `sslmode=verify-full` and `sslrootcert` are not tokio-postgres's.
+    let Some(pg) = ryw_router::tls::take_tls_params(url)
+        .ok()
+        .and_then(|(rest, _, _)| rest.parse::<tokio_postgres::Config>().ok())
+    else {
         return "(unparsable url)".to_owned();
     };
     let host = match pg.get_hosts().first() {
