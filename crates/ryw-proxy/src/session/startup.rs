@@ -183,7 +183,6 @@ pub(super) async fn startup(
             Ok(Startup::Params { .. })
                 if shared.tls.mode == crate::tls::TlsMode::Require && !client.stream.is_tls() =>
             {
-                shared.metrics.auth_failure();
                 client
                     .fatal(
                         "28000",
