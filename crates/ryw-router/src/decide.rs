@@ -70,7 +70,7 @@ pub enum SessionState {
         /// Wall-clock ms of the session's last write, for the sticky window.
         last_write_ms: Option<u64>,
         /// Wall-clock ms of a write of the session whose position no token
-        /// may cover: one recorded only by a seed-003-style service
+        /// may cover: one recorded only by the .NET + Redis demo
         /// (`user:{id}:last_write_utc`). `hybrid` lets the sticky window
         /// decide for it.
         untracked_write_ms: Option<u64>,
@@ -281,7 +281,7 @@ pub fn decide<R: Rng + ?Sized, L: Load + ?Sized>(
         Strategy::Sticky => random_follower(view, rng, Reason::RandomFollower),
         Strategy::Causal => causal(view, load, token, cfg, rng),
         // A write whose position is unknown: only the window can protect
-        // it (seed 003's guarantee: fresh while lag stays under the window;
+        // it (the .NET + Redis demo's guarantee: fresh while lag stays under the window;
         // strict when `max_lag_time` is under the window).
         Strategy::Hybrid if within_window(untracked_write_ms) => {
             Choice::Leader(Reason::WroteWithinWindow)
@@ -881,7 +881,7 @@ mod tests {
         );
     }
 
-    /// The seeds' cluster for `hybrid`: the token (500) was written at
+    /// A cluster with the lags of the `hybrid` tests: the token (500) was written at
     /// `t0`; follower 1 (index 0) takes 100 ms to show a write, follower 2
     /// 400 ms; both have been behind since `t0`.
     fn seeds_cluster(t0: Instant) -> ClusterView {

@@ -2,8 +2,9 @@
 //!
 //! Writes go to the leader; reads go to followers wherever that is safe, and a
 //! user always sees their own acknowledged writes, on any instance of the
-//! service, from any device. The rules this crate enforces are numbered as in
-//! `DESIGN.md` ("rule 2" in a comment marks where rule 2 is enforced); the
+//! service, from any device. The rules this crate enforces are the
+//! correctness rules of `docs/architecture.md#correctness-rules`, by number
+//! ("rule 2" in a comment marks where rule 2 is enforced); the
 //! [rules index](#rules-index) below says where and which test proves each.
 //!
 //! # One call per read, one per write
@@ -92,9 +93,9 @@
 //! old choice, kept to measure against.
 //!
 //! The sticky window ([`RouterConfig::sticky_window`]) decides only for a
-//! write whose position is unknown: one recorded by a seed-003-style service
+//! write whose position is unknown: one recorded by the .NET + Redis demo
 //! as `user:{id}:last_write_utc`, which the [`RedisStore`] reads beside its
-//! own keys ([`seed`]). For such a session the seed's guarantee holds (fresh
+//! own keys ([`seed`]). For such a session the demo's guarantee holds (fresh
 //! while lag stays under the window), strictly when
 //! [`RouterConfig::max_lag_time`] is under the window. [`Router::read_on`] does the same for a
 //! closure that runs several statements. For an axum service, the
@@ -116,7 +117,7 @@
 //! | `feed/` | the shared position feed ([`FeedConfig`]): a Redis lease, one instance polls and publishes each round (`message.rs`; sharded pub/sub on a Redis Cluster), the others apply it and poll only while it is quiet (`gate.rs`) |
 //! | `decide.rs` | [`decide()`]: the routing decision as a pure function (rules 2, 4, 5), and which follower by load ([`decide::Load`]) |
 //! | `predict.rs` | [`predict::forecast`]: when a follower is expected at a token, the pure function behind `hybrid`'s choice to wait |
-//! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`] (one Redis or a Redis Cluster, failing per [`StorePart`]); seed 003's `user:{id}:last_write_utc` key (`seed.rs`) |
+//! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`] (one Redis or a Redis Cluster, failing per [`StorePart`]); the .NET + Redis demo's `user:{id}:last_write_utc` key (`seed.rs`) |
 //! | `redis_conn.rs` | the Redis the store and the feed share: `redis://` or `redis+cluster://` ([`CLUSTER_SCHEME`]), one connection type for both, a key's hash slot |
 //! | `router/` | [`Router`]: the read protocol (`query.rs`), the write protocol (`write.rs`), the lower level they are built on (`route.rs`, `feedback.rs`), and the reads in flight per node (`load.rs`) |
 //! | `reader.rs` | [`ReadConn`]: shared, pipelining read connections per node, checked against restarts (rule 2) |
@@ -130,7 +131,7 @@
 //!
 //! # Rules index
 //!
-//! Each rule of `DESIGN.md`, the code that enforces it, and a test that fails
+//! Each rule of `docs/architecture.md#correctness-rules`, the code that enforces it, and a test that fails
 //! without it (`tests/cluster/` runs against a real primary and streaming
 //! followers; the service's tests in `crates/ryw-service/tests/`).
 //!

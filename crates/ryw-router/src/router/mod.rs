@@ -1,7 +1,7 @@
 //! [`Router`]: the one object a service holds. It owns the leader's write
 //! pool, the shared read connections, the follower tracker and the session
-//! store, and runs the read and write protocols that keep the rules of
-//! `DESIGN.md`.
+//! store, and runs the read and write protocols that keep the correctness
+//! rules (`docs/architecture.md#correctness-rules`).
 //!
 //! | file | what |
 //! | --- | --- |

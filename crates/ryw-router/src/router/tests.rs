@@ -190,7 +190,7 @@ async fn a_wait_ends_when_the_tracker_is_gone() {
     assert_eq!(started.elapsed(), Duration::ZERO);
 }
 
-/// The seeds' lags as the tracker publishes them for `hybrid`: a token at
+/// The lags of the `hybrid` tests as the tracker publishes them: a token at
 /// 500 written at `t0`; follower 1 shows writes 100 ms after the leader,
 /// follower 2 400 ms after.
 fn seeds_view(t0: Instant, f1_replay: u64) -> Arc<ClusterView> {

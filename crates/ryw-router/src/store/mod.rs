@@ -75,7 +75,7 @@ pub struct SessionRecord {
     /// Wall-clock ms of its last write (the sticky window).
     pub last_write_ms: Option<u64>,
     /// Wall-clock ms of a write whose position `token` may not cover: one
-    /// recorded only by a seed-003-style service
+    /// recorded only by the .NET + Redis demo
     /// (`user:{id}:last_write_utc`, see [`seed`]). `hybrid` lets the sticky
     /// window decide for it. Always `None` in the memory store.
     pub untracked_write_ms: Option<u64>,
