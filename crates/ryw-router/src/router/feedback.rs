@@ -13,7 +13,7 @@ use crate::decide::is_absurd;
 use crate::pg::{Failure, LEADER_POSITION, REPLAY_POSITION, classify, describe_pg, lsn_column};
 use crate::reader::ReadConn;
 use crate::view::Role;
-use crate::{Error, Lsn, Position, Result, SessionKey};
+use crate::{Lsn, Position, Result, SessionKey};
 
 impl Router {
     /// Rule 7: the read of `decision` saw the database up to `lsn`, a
@@ -39,28 +39,11 @@ impl Router {
         self.persist_token(decision).await;
     }
 
-    /// [`Router::raise_token`] with the position read here, in a statement
-    /// of its own on the read's connection, once the read's statements have
-    /// run. One more round trip (pipelined behind the read if sent before
-    /// its answer is awaited). Returns that position.
-    pub async fn raise_token_after(&self, decision: &mut Decision, conn: &ReadConn) -> Result<Lsn> {
-        let lsn = match read_position(conn, decision.role).await {
-            Ok(Some(lsn)) => lsn,
-            Ok(None) => return Err(Error::NoPosition(decision.node.to_string())),
-            Err(e) => {
-                self.report_error(decision, &e);
-                return Err(e.into());
-            }
-        };
-        self.raise_token(decision, lsn).await;
-        Ok(lsn)
-    }
-
     /// The lower level of rule 7 without a statement: the read of
     /// `decision`, served by a follower, ended at `ended_at`. `None` for a
     /// read on the leader (its position is cheap to read after it, and
     /// exact).
-    pub fn unsettled(&self, decision: &Decision, ended_at: Instant) -> Option<Unsettled> {
+    pub(crate) fn unsettled(&self, decision: &Decision, ended_at: Instant) -> Option<Unsettled> {
         Some(Unsettled {
             follower: decision.follower?,
             epoch: decision.epoch?,

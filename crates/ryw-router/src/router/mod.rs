@@ -149,9 +149,12 @@ struct Parts {
 /// Reads: [`Router::query`] (and `query_one`, `query_opt`, `read_on`).
 /// Writes: [`Router::begin`] → [`WriteTx::commit`], or
 /// [`Router::write_query`]. Each call keeps every rule that applies to it;
-/// the lower-level calls ([`Router::route`], [`Router::raise_token`],
-/// [`Router::record_write`], [`Router::report_error`]) are for fronts that
-/// run statements the router cannot see, such as a protocol proxy.
+/// a front that runs statements the router cannot see, such as a protocol
+/// proxy, plans each read with [`Router::front_read`] ([`FrontRead`]) and
+/// records each write with [`Router::front_write`] ([`FrontWrite`]); the
+/// lower-level read ([`Router::route`], [`Router::raise_token`],
+/// [`Router::report_error`], [`Router::report_stall`]) is for a caller that
+/// runs single statements on the router's connections.
 #[derive(Clone)]
 pub struct Router {
     inner: Arc<Parts>,
