@@ -18,7 +18,7 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use crate::predict::{Forecast, forecast};
-use crate::view::NodeStatus;
+use crate::view::ObservedNode;
 use crate::{ClusterView, FollowerChoice, Freshness, Lsn, RouterConfig, Strategy};
 
 /// Reads in flight on each node, indexed as [`ClusterView::nodes`]: the
@@ -430,7 +430,7 @@ fn two_choices<R: Rng + ?Sized, L: Load + ?Sized>(
     view: &ClusterView,
     load: &L,
     rng: &mut R,
-    eligible: impl Fn(&NodeStatus) -> bool,
+    eligible: impl Fn(&ObservedNode) -> bool,
 ) -> Option<usize> {
     // The first eligible indexes, kept on the stack while counting.
     let mut kept = [0u16; TWO_CHOICES_KEPT];
@@ -541,10 +541,10 @@ mod tests {
     use rand::rngs::StdRng;
 
     use super::*;
-    use crate::view::{NodeStatus, Role};
+    use crate::view::{ObservedNode, Role};
 
-    fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> NodeStatus {
-        NodeStatus::for_test(name, role, lsn, in_rotation)
+    fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> ObservedNode {
+        ObservedNode::for_test(name, role, lsn, in_rotation)
     }
 
     /// Leader at 1000; followers given as (replay, in rotation).
@@ -885,7 +885,7 @@ mod tests {
     /// `t0`; follower 1 (index 0) takes 100 ms to show a write, follower 2
     /// 400 ms; both have been behind since `t0`.
     fn seeds_cluster(t0: Instant) -> ClusterView {
-        let f = |name: &str, replay: u64, pace: u64| NodeStatus {
+        let f = |name: &str, replay: u64, pace: u64| ObservedNode {
             catch_up: Some(Duration::from_millis(pace)),
             behind_since: Some(t0),
             ..node(name, Role::Follower, Some(replay), true)

@@ -69,7 +69,7 @@
 //! a pure function of what the tracker publishes ([`ClusterView`]): when
 //! the leader reached each recent position, each follower's replay
 //! position, how long it has been behind, and its pace (how long its recent
-//! catch-ups took, [`NodeStatus::catch_up`]). It decides only whether to
+//! catch-ups took, [`ObservedNode::catch_up`]). It decides only whether to
 //! wait: a follower serves the read only once it is seen at the token (rule
 //! 2) and the wait ends at the budget (rule 4), so a wrong prediction (a
 //! follower whose replay stops) costs at most the budget, on the leader,
@@ -112,7 +112,7 @@
 //! | `options.rs` | [`ReadOptions`] (`causal:50ms`), [`parse_duration`] |
 //! | `config.rs` | [`RouterConfig`] with the documented defaults, [`NodeUrls`] |
 //! | `clock.rs` | [`Clock`]: injectable wall clock for the sticky window and TTLs |
-//! | `view.rs` | [`ClusterView`], [`NodeStatus`]: what the tracker publishes |
+//! | `view.rs` | [`ClusterView`], [`ObservedNode`]: what the tracker publishes |
 //! | `tracker/` | background polling of every node (`mod.rs`) and the pure bookkeeping of positions, lag, each follower's pace and rotation (`state.rs`; rules 3 and 8) |
 //! | `feed/` | the shared position feed ([`FeedConfig`]): a Redis lease, one instance polls and publishes each round (`message.rs`; sharded pub/sub on a Redis Cluster), the others apply it and poll only while it is quiet (`gate.rs`) |
 //! | `decide.rs` | [`decide()`]: the routing decision as a pure function (rules 2, 4, 5), and which follower by load ([`decide::Load`]) |
@@ -193,4 +193,4 @@ pub use store::{
 pub use strategy::{FollowerChoice, Freshness, Strategy};
 pub use timeline::{History, Position, Switch, Verdict};
 pub use token::{MIN_KEY_BYTES, Token, TokenError, TokenKey};
-pub use view::{ClusterView, NodeStatus, Reached, Role};
+pub use view::{ClusterView, ObservedNode, Reached, Role};

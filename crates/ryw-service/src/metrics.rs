@@ -263,8 +263,8 @@ mod tests {
         }
     }
 
-    fn test_node(name: &str) -> ryw_router::NodeStatus {
-        ryw_router::NodeStatus {
+    fn test_node(name: &str) -> ryw_router::ObservedNode {
+        ryw_router::ObservedNode {
             name: name.into(),
             role: ryw_router::Role::Leader,
             timeline: Some(1),

@@ -58,8 +58,8 @@ impl Router {
     /// of them was polled after the read (within a poll interval).
     pub fn settle(&self, unsettled: &Unsettled) -> Option<Position> {
         let view = self.inner.tracker.shared.view();
-        let after = |s: &crate::NodeStatus| s.polled_at.is_some_and(|t| t > unsettled.ended_at);
-        let on = |s: &crate::NodeStatus, lsn| {
+        let after = |s: &crate::ObservedNode| s.polled_at.is_some_and(|t| t > unsettled.ended_at);
+        let on = |s: &crate::ObservedNode, lsn| {
             Position::new(s.timeline.unwrap_or(view.history.current), lsn)
         };
         if let Some(f) = view.nodes.get(unsettled.follower)

@@ -291,7 +291,7 @@ impl Router {
             loop {
                 {
                     let view = watch.borrow_and_update();
-                    let polled = |f: &crate::NodeStatus| {
+                    let polled = |f: &crate::ObservedNode| {
                         f.note.as_deref() != Some(crate::view::NOT_POLLED_YET)
                     };
                     if view

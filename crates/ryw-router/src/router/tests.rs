@@ -14,14 +14,14 @@ use super::route::{Judged, advance_token, wait_for_caught_up};
 use super::*;
 use crate::decide::{Reason, SessionState};
 use crate::reader::check_incarnation;
-use crate::view::{NodeStatus, Role};
+use crate::view::{ObservedNode, Role};
 use crate::{
     Freshness, Lsn, ManualClock, MemoryStore, Position, ReadOptions, ReadRequest, SessionKey,
     StorePart, Strategy,
 };
 
-fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> NodeStatus {
-    NodeStatus::for_test(name, role, lsn, in_rotation)
+fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> ObservedNode {
+    ObservedNode::for_test(name, role, lsn, in_rotation)
 }
 
 /// Leader at `leader`; followers as (replay, in rotation).

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::timeline::History;
-use crate::view::{ClusterView, NOT_POLLED_YET, NodeStatus, Reached, Role};
+use crate::view::{ClusterView, NOT_POLLED_YET, ObservedNode, Reached, Role};
 use crate::{LEADER_NAME, Lsn, RouterConfig};
 
 /// Leader positions closer in time than this are merged into one history
@@ -153,7 +153,7 @@ impl LeaderHistory {
 
 /// A follower's latest catch-ups: how long after the leader reached a
 /// position the tracker first saw the follower at it. Their maximum is its
-/// published pace ([`NodeStatus::catch_up`]).
+/// published pace ([`ObservedNode::catch_up`]).
 #[derive(Debug, Default)]
 struct CatchUps {
     recent: [Duration; CATCH_UPS],
@@ -182,7 +182,7 @@ impl CatchUps {
 #[derive(Debug)]
 struct Node {
     /// As listed in [`ClusterView::nodes`].
-    status: NodeStatus,
+    status: ObservedNode,
     /// The postmaster start time the positions we hold came from. Kept when
     /// the position is forgotten, to tell a reconnect from a restart.
     started_at_us: Option<i64>,
@@ -247,7 +247,7 @@ pub(crate) enum PollOutcome {
 pub(crate) struct TrackerState {
     limits: Limits,
     /// The leader as published (`leader`): a copy of its node's status.
-    leader: NodeStatus,
+    leader: ObservedNode,
     leader_index: Option<usize>,
     /// The leader's positions over time (lag, the hybrid prediction). Its
     /// positions only; cleared when another node leads.
@@ -271,7 +271,7 @@ impl TrackerState {
             nodes: names
                 .iter()
                 .map(|name| Node {
-                    status: NodeStatus::new(name.clone(), Role::Follower),
+                    status: ObservedNode::new(name.clone(), Role::Follower),
                     started_at_us: None,
                     catch_ups: CatchUps::default(),
                     primary: false,
@@ -625,7 +625,7 @@ impl TrackerState {
 
     /// The snapshot routing reads.
     pub fn view(&self) -> ClusterView {
-        let nodes: Vec<NodeStatus> = self.nodes.iter().map(|f| f.status.clone()).collect();
+        let nodes: Vec<ObservedNode> = self.nodes.iter().map(|f| f.status.clone()).collect();
         // Only positions no follower in rotation has replayed can make a
         // read wait, so only those are published.
         let replayed = nodes
@@ -693,8 +693,8 @@ fn off_history(timelines: &History, timeline: Option<u32>, lsn: Lsn) -> Option<S
 }
 
 /// The published leader while none is known (`why` in its note).
-fn no_leader(why: &str) -> NodeStatus {
-    let mut s = NodeStatus::new(Arc::from(LEADER_NAME), Role::Leader);
+fn no_leader(why: &str) -> ObservedNode {
+    let mut s = ObservedNode::new(Arc::from(LEADER_NAME), Role::Leader);
     s.note = Some(why.to_owned());
     s
 }
@@ -702,7 +702,7 @@ fn no_leader(why: &str) -> NodeStatus {
 /// Rule 3: the position is no longer trusted, and decisions taken under the
 /// old epoch are void (the epoch moves only when something was known, so a
 /// node that stays down does not churn it).
-fn forget(s: &mut NodeStatus, why: &str) {
+fn forget(s: &mut ObservedNode, why: &str) {
     if s.healthy || s.lsn.is_some() {
         tracing::warn!(node = %s.name, reason = why, "forgetting follower position");
         s.epoch += 1;
