@@ -37,7 +37,7 @@ fn view(n: usize) -> ClusterView {
     ClusterView {
         leader: node("leader", Role::Leader, 10_000_000),
         leader_index: None,
-        history: std::sync::Arc::new(ryw_router::History::first()),
+        history: std::sync::Arc::new(ryw_router::TimelineHistory::first()),
         nodes: (0..n)
             .map(|i| {
                 node(

@@ -552,7 +552,7 @@ mod tests {
         ClusterView {
             leader: node("leader", Role::Leader, Some(1000), true),
             leader_index: None,
-            history: std::sync::Arc::new(crate::History::first()),
+            history: std::sync::Arc::new(crate::TimelineHistory::first()),
             nodes: followers
                 .iter()
                 .enumerate()
@@ -893,7 +893,7 @@ mod tests {
         ClusterView {
             leader: node("leader", Role::Leader, Some(1000), true),
             leader_index: None,
-            history: std::sync::Arc::new(crate::History::first()),
+            history: std::sync::Arc::new(crate::TimelineHistory::first()),
             nodes: vec![f("f1", 400, 100), f("f2", 300, 400)],
             leader_reached: vec![crate::view::Reached {
                 lsn: Lsn::from_u64(500),

@@ -106,7 +106,7 @@
 //! | file | what |
 //! | --- | --- |
 //! | `lsn.rs` | [`Lsn`]: a WAL position, parsed from `X/Y`, ordered, lag arithmetic |
-//! | `timeline.rs` | [`Position`] (an LSN and its timeline), [`History`]: what a position means after a failover |
+//! | `timeline.rs` | [`Position`] (an LSN and its timeline), [`TimelineHistory`]: what a position means after a failover |
 //! | `token.rs` | [`Token`], [`TokenKey`]: HMAC-signed `v2.<timeline><lsn>.<mac>` header values (rule 4) |
 //! | `strategy.rs` | [`Strategy`] (`leader`, `legacy`, `sticky`, `causal`, `hybrid`, `per-read-check`), [`Freshness`], [`FollowerChoice`] |
 //! | `options.rs` | [`ReadOptions`] (`causal:50ms`), [`parse_duration`] |
@@ -191,6 +191,6 @@ pub use store::{
     SessionStore, StoreFuture, StoreHealth, StorePart,
 };
 pub use strategy::{FollowerChoice, Freshness, Strategy};
-pub use timeline::{History, Position, Switch, Verdict};
+pub use timeline::{Position, Switch, TimelineHistory, Verdict};
 pub use token::{MIN_KEY_BYTES, Token, TokenError, TokenKey};
 pub use view::{ClusterView, ObservedNode, Reached, Role};

@@ -151,7 +151,7 @@ mod tests {
         ClusterView {
             leader: ObservedNode::for_test("leader", Role::Leader, Some(1_000), true),
             leader_index: None,
-            history: std::sync::Arc::new(crate::History::first()),
+            history: std::sync::Arc::new(crate::TimelineHistory::first()),
             nodes: followers,
             leader_reached: reached
                 .iter()

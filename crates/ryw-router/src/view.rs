@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::Lsn;
-use crate::timeline::History;
+use crate::timeline::TimelineHistory;
 
 /// The note of a node the tracker has not polled yet.
 pub(crate) const NOT_POLLED_YET: &str = "not polled yet";
@@ -162,8 +162,8 @@ pub struct ClusterView {
     pub nodes: Vec<ObservedNode>,
     /// The cluster's timeline history, from the leader: its timeline and
     /// where each earlier one ended (what a token from before a failover
-    /// means, [`History::judge`]).
-    pub history: Arc<History>,
+    /// means, [`TimelineHistory::judge`]).
+    pub history: Arc<TimelineHistory>,
     /// The leader's positions that no follower in rotation has replayed
     /// yet, oldest first, each with when the tracker first saw it: what the
     /// `hybrid` prediction needs to know when a token's position was

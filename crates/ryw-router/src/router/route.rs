@@ -752,7 +752,7 @@ pub(super) fn advance_token(
 }
 
 /// A session's positions judged against the cluster's timeline history
-/// ([`History::judge`](crate::History::judge)).
+/// ([`TimelineHistory::judge`](crate::TimelineHistory::judge)).
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Judged {
     /// The highest LSN a follower must have replayed: of the positions that

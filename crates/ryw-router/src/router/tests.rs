@@ -29,7 +29,7 @@ fn view(leader: u64, followers: &[(Option<u64>, bool)]) -> Arc<ClusterView> {
     Arc::new(ClusterView {
         leader: node("leader", Role::Leader, Some(leader), true),
         leader_index: None,
-        history: std::sync::Arc::new(crate::History::first()),
+        history: std::sync::Arc::new(crate::TimelineHistory::first()),
         nodes: followers
             .iter()
             .enumerate()
@@ -339,7 +339,7 @@ fn an_absurd_token_is_clamped_to_the_leader_position() {
 /// After a failover: the cluster on timeline 2, timeline 1 ended at 800.
 fn after_failover() -> Arc<ClusterView> {
     let mut v = (*view(1000, &[(Some(900), true)])).clone();
-    v.history = Arc::new(crate::History {
+    v.history = Arc::new(crate::TimelineHistory {
         current: 2,
         switches: vec![crate::Switch {
             timeline: 1,

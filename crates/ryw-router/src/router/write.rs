@@ -107,7 +107,7 @@ impl WriteTx {
     /// record). Returns that position, the session's new token. The
     /// position read just before `COMMIT`, in the same message, is kept as
     /// the write's floor: what a failover is judged against
-    /// ([`History::write_lost`](crate::History::write_lost)).
+    /// ([`TimelineHistory::write_lost`](crate::TimelineHistory::write_lost)).
     ///
     /// Errors: [`Error::NotCommitted`] when the transaction did not commit (a
     /// statement of it had failed, a deferred constraint, a serialization
@@ -294,7 +294,7 @@ impl Router {
     }
 
     /// Whether the write whose floor is `floor` was lost in a failover
-    /// ([`History::write_lost`](crate::History::write_lost)); counted when
+    /// ([`TimelineHistory::write_lost`](crate::TimelineHistory::write_lost)); counted when
     /// it was. For a front that keeps sessions itself (a proxy).
     pub(crate) fn lost_write(&self, floor: Position) -> Option<Position> {
         let lost = self.inner.tracker.shared.view().history.write_lost(floor);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::timeline::History;
+use crate::timeline::TimelineHistory;
 use crate::view::{ClusterView, NOT_POLLED_YET, ObservedNode, Reached, Role};
 use crate::{LEADER_NAME, Lsn, RouterConfig};
 
@@ -221,7 +221,7 @@ pub(crate) struct PrimaryPoll {
     pub started_at_us: i64,
     /// Where each earlier timeline ended, from its `NNNNNNNN.history` file;
     /// with no switches when it could not be read.
-    pub history: Arc<History>,
+    pub history: Arc<TimelineHistory>,
 }
 
 /// What one poll of a node said, from this instance's poll task or from
@@ -253,7 +253,7 @@ pub(crate) struct TrackerState {
     /// positions only; cleared when another node leads.
     history: LeaderHistory,
     /// The leader's timeline history.
-    timelines: Arc<History>,
+    timelines: Arc<TimelineHistory>,
     nodes: Vec<Node>,
 }
 
@@ -267,7 +267,7 @@ impl TrackerState {
             leader: no_leader(NOT_POLLED_YET),
             leader_index: None,
             history: LeaderHistory::default(),
-            timelines: Arc::new(History::default()),
+            timelines: Arc::new(TimelineHistory::default()),
             nodes: names
                 .iter()
                 .map(|name| Node {
@@ -657,7 +657,7 @@ impl TrackerState {
             lsn,
             timeline: 1,
             started_at_us: 0,
-            history: Arc::new(History::first()),
+            history: Arc::new(TimelineHistory::first()),
         };
         self.on_primary_poll(i, poll, now);
     }
@@ -674,7 +674,7 @@ impl TrackerState {
 /// earlier timeline and past where that one ended (the old leader's WAL
 /// that the new one never had), or on a timeline the leader has not
 /// reached (it follows a newer leader the tracker has not seen yet).
-fn off_history(timelines: &History, timeline: Option<u32>, lsn: Lsn) -> Option<String> {
+fn off_history(timelines: &TimelineHistory, timeline: Option<u32>, lsn: Lsn) -> Option<String> {
     let (current, t) = (timelines.current, timeline?);
     if current == 0 || t == current {
         return None;
@@ -1143,8 +1143,8 @@ mod tests {
     /// timeline 1 at 800 when `timeline` is 2).
     fn primary(st: &mut TrackerState, i: usize, lsn: u64, timeline: u32, now: Instant) {
         let history = match timeline {
-            1 => History::first(),
-            t => History {
+            1 => TimelineHistory::first(),
+            t => TimelineHistory {
                 current: t,
                 switches: vec![crate::Switch {
                     timeline: t - 1,
