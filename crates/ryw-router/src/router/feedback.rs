@@ -27,8 +27,9 @@ impl Router {
     ///
     /// Without it the token after a read is [`Decision::seen`], what the
     /// node was known to have reached *before* the read: a lower bound. The
-    /// session's own writes are safe either way (their tokens come from
-    /// [`Router::record_write`]); reads of what others write are not.
+    /// session's own writes are safe either way (their tokens are read after
+    /// `COMMIT`, [`WriteTx::commit`](crate::WriteTx::commit)); reads of what
+    /// others write are not.
     pub async fn raise_token(&self, decision: &mut Decision, lsn: Lsn) {
         if decision.role == Role::Leader {
             self.inner.tracker.shared.note_leader_lsn(lsn);

@@ -270,7 +270,10 @@ impl Router {
     /// The lowest level of rule 1: `pos` is the leader's position (on its
     /// timeline) read after a write of `session` committed, by a front that
     /// reads it itself. Stores it as the session's token and last write
-    /// time. `floor` as for [`Router::record_write`].
+    /// time. `floor`: a position the leader had reached before the write's
+    /// commit record ([`FrontWrite::floor`](crate::FrontWrite::floor));
+    /// without one, a failover that loses this write cannot tell the
+    /// session so.
     pub async fn record_write_position(
         &self,
         session: &SessionKey,
