@@ -88,8 +88,8 @@
 //! flight longer, gets less. A read counts as in flight from its routing
 //! until its [`Decision`] is dropped ([`Router::query`] and
 //! [`Router::read_on`] let go once it answered), so a front that runs the
-//! read on its own connections ([`Router::plan_read`]) only has to drop the
-//! decision when the read is done. [`FollowerChoice::LeastLagged`] is the
+//! read on its own connections ([`Router::front_read`]) only has to drop
+//! the [`FrontRead`] (or finish it) when the read is done. [`FollowerChoice::LeastLagged`] is the
 //! old choice, kept to measure against.
 //!
 //! The sticky window ([`RouterConfig::sticky_window`]) decides only for a

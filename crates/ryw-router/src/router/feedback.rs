@@ -97,7 +97,7 @@ impl Router {
     /// a reason that is not a `tokio-postgres` error (a front's own socket
     /// closed, a node that gave no position, a read that did not answer in
     /// time): a follower's position is forgotten now (rule 3).
-    pub fn report_lost(&self, decision: &Decision, why: &str) {
+    pub(crate) fn report_lost(&self, decision: &Decision, why: &str) {
         if let Some(i) = decision.follower {
             self.inner.tracker.shared.forget_follower(i, why);
         }

@@ -296,7 +296,7 @@ impl Router {
     /// the router knows ([`Router::follower_incarnation`]), and then raises
     /// the token ([`Router::raise_token`]) or reports the node lost
     /// ([`Router::report_lost`]) and plans again.
-    pub async fn plan_read(&self, req: &ReadRequest<'_>) -> Result<Decision> {
+    pub(crate) async fn plan_read(&self, req: &ReadRequest<'_>) -> Result<Decision> {
         let plan = self.plan(req).await;
         Ok(self.finish(req, plan))
     }
