@@ -17,6 +17,9 @@
 //! | `tls` | TLS both ways with the test's own CA: psql, psycopg 3, node-postgres and pgjdbc with `verify-full` (SCRAM over TLS), the clear refused under `require`, a wrong CA refused, "server does not support SSL" from a proxy without TLS; nodes with `ssl = on` reached with `verify-full` (`pg_stat_ssl`: every connection encrypted); 200 write-then-read pairs over TLS, 0 stale; a cancel request over TLS; `SSLRequest` twice, bytes in the clear after it, a stalled handshake: refused |
 //! | `trust` | a client is untrusted: its session state cannot skew or poison positions, one role per login, sessions per role, notifications while idle, a Query after a Flush, `ryw.*` in transactions, pins that lift, busy followers, far tokens, readers without leader connections |
 //! | `ryw` | write-then-read pairs on one connection and across connections (`ryw.session`), across two proxies sharing Redis: 0 stale; `legacy` stale; monotonic reads |
+//!
+//! "Rule N" in comments: the correctness rules, listed in
+//! `docs/architecture.md#correctness-rules` with the code and tests of each.
 
 mod admin;
 mod bad_input;
