@@ -5,7 +5,8 @@
 //!   `verify-full` with the CA and `channel_binding=disable`), psycopg 3,
 //!   node-postgres and pgjdbc with `verify-full`, each logging in with
 //!   SCRAM over TLS; the client side says its connection is encrypted
-//!   (psql's `\conninfo`, libpq's `PQsslInUse`, node's `encrypted`). The
+//!   (psql's `\conninfo`, libpq's `PQsslInUse`, node's `encrypted`); a
+//!   `NOTIFY` reaches a psycopg listener waiting idle. The
 //!   clear is refused with the reason; a wrong CA fails `verify-full`; a
 //!   proxy without TLS gets libpq's "server does not support SSL".
 //! - Nodes: the proxy's URLs say `sslmode=verify-full` and the CA;
@@ -315,13 +316,21 @@ async fn drivers_log_in_over_tls_with_verify_full_and_the_proxy_reaches_nodes_ov
     plain.stop().await;
     eprintln!("psql done at {:?}", started.elapsed());
 
-    // psycopg 3 (libpq): verify-full, PQsslInUse.
+    // psycopg 3 (libpq): verify-full, PQsslInUse; a notification reaches
+    // a listener waiting idle (the relay watching its TLS connection to the
+    // leader between batches).
     let script = format!(
         "import json, psycopg\n\
-         c = psycopg.connect(host='127.0.0.1', port={port}, user='postgres', password='{PASSWORD}', \
-         dbname='{db}', sslmode='verify-full', sslrootcert='{ca}', autocommit=True)\n\
+         def conn():\n\
+         \x20   return psycopg.connect(host='127.0.0.1', port={port}, user='postgres', \
+         password='{PASSWORD}', dbname='{db}', sslmode='verify-full', sslrootcert='{ca}', \
+         autocommit=True)\n\
+         c, n = conn(), conn()\n\
          v = c.execute('SELECT 40 + 2').fetchone()[0]\n\
-         print(json.dumps({{'answer': v, 'ssl_in_use': c.info.pgconn.ssl_in_use}}))\n",
+         c.execute('LISTEN ryw_tls')\n\
+         n.execute(\"NOTIFY ryw_tls, 'over tls'\")\n\
+         got = [x.payload for x in c.notifies(timeout=5, stop_after=1)]\n\
+         print(json.dumps({{'answer': v, 'ssl_in_use': c.info.pgconn.ssl_in_use, 'notified': got}}))\n",
         db = ryw_cluster::DATABASE,
         ca = pki.ca(),
     );
@@ -330,6 +339,7 @@ async fn drivers_log_in_over_tls_with_verify_full_and_the_proxy_reaches_nodes_ov
     let r = driver("psycopg", py).await;
     assert_eq!(r["answer"], 42, "{r}");
     assert_eq!(r["ssl_in_use"], true, "{r}");
+    assert_eq!(r["notified"], serde_json::json!(["over tls"]), "{r}");
 
     // node-postgres: its own TLS (Node's), the CA and the name to check.
     let script = format!(
