@@ -1,11 +1,12 @@
 //! A client's startup: a TLS request answered `S` and the handshake made
 //! (`N` with `--tls-mode disable`), a GSS request answered `N`, each once
 //! and with nothing after it in the clear; a startup in the clear refused
-//! under `--tls-mode require`; a cancel request forwarded (also over TLS), the startup parameters (each key once; `ryw.*` options taken
-//! out), the authentication (trust on loopback, SCRAM against the auth
-//! file, the same steps for a role that does not exist), a client slot,
-//! and the server parameters the client gets (cached per role, database
-//! and parameters; a node is opened only when none are cached).
+//! under `--tls-mode require`; a cancel request forwarded (also over TLS);
+//! the startup parameters (each key once; `ryw.*` options taken out), the
+//! authentication (trust on loopback, SCRAM against the auth file, the same
+//! steps for a role that does not exist), a client slot, and the server
+//! parameters the client gets (cached per role, database and parameters; a
+//! node is opened only when none are cached).
 
 use super::*;
 
@@ -136,7 +137,7 @@ pub(super) async fn startup(
                     client
                         .fatal(
                             "08P01",
-                            "encryption was already negotiated on this connection",
+                            "an encryption request was already answered on this connection",
                         )
                         .await;
                     return Err(e.into());
