@@ -103,7 +103,16 @@ pub enum TlsConfigError {
 pub(crate) struct ServerTls {
     pub mode: TlsMode,
     files: Option<(PathBuf, PathBuf)>,
-    config: RwLock<Option<Arc<ServerConfig>>>,
+    config: RwLock<Option<Loaded>>,
+}
+
+/// A certificate in force: the configuration, and the certificate's
+/// `tls-server-end-point` hash for SCRAM channel binding (none when its
+/// signature algorithm is not one RFC 5929 gives a hash for here).
+#[derive(Clone, Debug)]
+struct Loaded {
+    config: Arc<ServerConfig>,
+    end_point: Option<Arc<[u8]>>,
 }
 
 impl ServerTls {
@@ -130,13 +139,14 @@ impl ServerTls {
         })
     }
 
-    /// What answers an `SSLRequest`: `None` when TLS is off.
-    pub fn acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+    /// What answers an `SSLRequest` (`None` when TLS is off), with the
+    /// certificate's `tls-server-end-point` hash.
+    pub fn acceptor(&self) -> Option<(tokio_rustls::TlsAcceptor, Option<Arc<[u8]>>)> {
         self.config
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .map(tokio_rustls::TlsAcceptor::from)
+            .map(|l| (tokio_rustls::TlsAcceptor::from(l.config), l.end_point))
     }
 
     /// Reads the certificate and key again (SIGHUP): new handshakes use
@@ -157,7 +167,7 @@ impl ServerTls {
 }
 
 /// A server configuration from a PEM certificate chain and a PEM key.
-fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsConfigError> {
+fn server_config(cert: &Path, key: &Path) -> Result<Loaded, TlsConfigError> {
     let bad = |path: &Path, why: String| TlsConfigError::File {
         path: path.to_owned(),
         why,
@@ -171,11 +181,76 @@ fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsConfig
     }
     let pem = std::fs::read(key).map_err(|e| bad(key, e.to_string()))?;
     let key_der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| bad(key, e.to_string()))?;
+    let end_point = end_point_hash(&chain[0]).map(Arc::from);
     let config = ServerConfig::builder_with_provider(ryw_router::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key_der)?;
-    Ok(Arc::new(config))
+    Ok(Loaded {
+        config: Arc::new(config),
+        end_point,
+    })
+}
+
+/// RFC 5929's `tls-server-end-point`: the certificate hashed with the hash
+/// of its signature algorithm (SHA-256 for MD5 and SHA-1), as libpq and
+/// PostgreSQL compute it. `None` for an algorithm without one here (PSS,
+/// Ed25519, SHA-224): then no channel binding is offered.
+fn end_point_hash(cert: &[u8]) -> Option<Vec<u8>> {
+    use sha2::Digest;
+    // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm
+    // SEQUENCE { OID, … }, signature }: the OID's bytes.
+    let (0x30, body, _) = der(cert)? else {
+        return None;
+    };
+    let (0x30, _, rest) = der(body)? else {
+        return None;
+    };
+    let (0x30, algorithm, _) = der(rest)? else {
+        return None;
+    };
+    let (0x06, oid, _) = der(algorithm)? else {
+        return None;
+    };
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01];
+    const ECDSA_SHA2: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03];
+    let bits = match oid {
+        [r @ .., 0x04 | 0x05 | 0x0b] if r == RSA => 256,
+        [r @ .., 0x0c] if r == RSA => 384,
+        [r @ .., 0x0d] if r == RSA => 512,
+        o if o == ECDSA_SHA1 => 256,
+        [e @ .., 0x02] if e == ECDSA_SHA2 => 256,
+        [e @ .., 0x03] if e == ECDSA_SHA2 => 384,
+        [e @ .., 0x04] if e == ECDSA_SHA2 => 512,
+        _ => return None,
+    };
+    Some(match bits {
+        256 => sha2::Sha256::digest(cert).to_vec(),
+        384 => sha2::Sha384::digest(cert).to_vec(),
+        _ => sha2::Sha512::digest(cert).to_vec(),
+    })
+}
+
+/// One DER element: its tag, its content, what follows it.
+fn der(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *b.first()?;
+    let first = *b.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | usize::from(*b.get(2 + i)?);
+        }
+        (len, 2 + n)
+    };
+    let content = b.get(header..header.checked_add(len)?)?;
+    Some((tag, content, &b[header + len..]))
 }
 
 /// A client's connection: in the clear, or TLS once the client asked.
@@ -376,6 +451,38 @@ mod tests {
         assert_eq!(TlsMode::default_for(true), TlsMode::Allow);
         assert_eq!(TlsMode::default_for(false), TlsMode::Disable);
         assert_eq!(TlsMode::Require.to_string(), "require");
+    }
+
+    #[test]
+    fn the_end_point_hash_follows_the_signature_algorithm() {
+        use sha2::Digest;
+        // rcgen signs with ECDSA P-256 / SHA-256 (and P-384 / SHA-384).
+        for (alg, len) in [
+            (&rcgen::PKCS_ECDSA_P256_SHA256, 32),
+            (&rcgen::PKCS_ECDSA_P384_SHA384, 48),
+        ] {
+            let key = rcgen::KeyPair::generate_for(alg).unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            let hash = end_point_hash(cert.der()).expect("a known algorithm");
+            assert_eq!(hash.len(), len);
+            if len == 32 {
+                assert_eq!(hash, sha2::Sha256::digest(cert.der()).to_vec());
+            } else {
+                assert_eq!(hash, sha2::Sha384::digest(cert.der()).to_vec());
+            }
+        }
+        // Ed25519 has no hash of its own: no binding offered.
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        assert_eq!(end_point_hash(cert.der()), None);
+        assert_eq!(end_point_hash(b"\x30\x05garbage"), None);
+        assert_eq!(end_point_hash(b""), None);
     }
 
     #[test]

@@ -80,18 +80,20 @@
 //!
 //! RFC 5802 and RFC 7677 as PostgreSQL does them: the user name is the
 //! startup message's (the `n=` attribute is ignored), no authorization
-//! identity, and no channel binding: only the `SCRAM-SHA-256` mechanism is
-//! advertised, never `-PLUS`, also over TLS (`tls-server-end-point` binding
-//! is not done). A client over TLS that could bind says so with `y,,` (libpq's
-//! default `channel_binding=prefer`), one that cannot or will not with `n,,`;
-//! both log in. See [`ScramServer`] for the messages around it.
+//! identity. In the clear only `SCRAM-SHA-256` is advertised (`n,,` and
+//! `y,,` log in); over TLS `SCRAM-SHA-256-PLUS` comes first, bound to the
+//! proxy's certificate (`tls-server-end-point`: its hash with the hash of
+//! its signature algorithm, SHA-256 for SHA-1 and MD5, as PostgreSQL), when
+//! that algorithm is known; a client that chose plain `SCRAM-SHA-256` there
+//! must say `n,,`, as `y,,` would be a downgrade. See [`ScramServer`] for
+//! the messages around it.
 
 mod file;
 mod scram;
 mod verifier;
 
 pub use file::{AuthFile, MAX_FILE_BYTES, User};
-pub use scram::{MAX_SCRAM_MESSAGE, SCRAM_SHA_256, ScramServer};
+pub use scram::{MAX_SCRAM_MESSAGE, SCRAM_SHA_256, SCRAM_SHA_256_PLUS, ScramServer};
 pub use verifier::MAX_ITERATIONS;
 
 use std::io;
@@ -133,11 +135,12 @@ pub enum AuthError {
     /// extension), or more than [`MAX_SCRAM_MESSAGE`] bytes.
     #[error("malformed SCRAM message: {0}")]
     Malformed(&'static str),
-    /// The client asked for channel binding (`p=` in the gs2 header); the
-    /// proxy never offers `SCRAM-SHA-256-PLUS`, with or without TLS.
+    /// The client asked for channel binding (`p=` in the gs2 header)
+    /// where none is on offer (no TLS, a certificate with no
+    /// `tls-server-end-point` hash) or with plain `SCRAM-SHA-256`.
     #[error(
         "malformed SCRAM message: the client asked for channel binding, \
-         but the proxy offers SCRAM-SHA-256 without it"
+         but the proxy offers SCRAM-SHA-256 without it here"
     )]
     ChannelBinding,
     /// The SCRAM methods were called out of order: the final message before

@@ -1,5 +1,7 @@
 //! [`ScramServer`]: the server side of one SCRAM-SHA-256 exchange (RFC 5802,
-//! RFC 7677), as PostgreSQL runs it without channel binding.
+//! RFC 7677), as PostgreSQL runs it: without channel binding, or, over TLS,
+//! `SCRAM-SHA-256-PLUS` bound to the proxy's certificate
+//! (`tls-server-end-point`, RFC 5929).
 
 use std::fmt;
 use std::mem;
@@ -14,9 +16,16 @@ use super::file::User;
 use super::verifier::Verifier;
 
 /// The mechanism the proxy advertises in `AuthenticationSASL` and accepts in
-/// `SASLInitialResponse`. Never `SCRAM-SHA-256-PLUS`: channel binding to the
-/// proxy's TLS certificate (`tls-server-end-point`) is not done.
+/// `SASLInitialResponse`.
 pub const SCRAM_SHA_256: &str = postgres_protocol::authentication::sasl::SCRAM_SHA_256;
+
+/// The mechanism with channel binding, advertised (first) only over TLS
+/// with a certificate whose `tls-server-end-point` hash is known.
+pub const SCRAM_SHA_256_PLUS: &str = postgres_protocol::authentication::sasl::SCRAM_SHA_256_PLUS;
+
+/// The gs2 header of a client that binds to the certificate (no
+/// authorization identity).
+const END_POINT_HEADER: &str = "p=tls-server-end-point,,";
 
 /// The longest client SCRAM message accepted. Real ones are under 200 bytes
 /// (libpq's client-first is `n,,n=,r=` and a 24-character nonce); the cap
@@ -63,6 +72,10 @@ pub struct ScramServer {
     /// never passes.
     known: bool,
     server_nonce: String,
+    /// The `tls-server-end-point` data when this connection offers
+    /// channel binding (TLS), and whether the client chose
+    /// `SCRAM-SHA-256-PLUS`.
+    binding: Option<(std::sync::Arc<[u8]>, bool)>,
     state: State,
 }
 
@@ -71,8 +84,9 @@ enum State {
     Start,
     /// The server-first-message went out; waiting for the client-final-message.
     SentServerFirst {
-        /// The `c=` value the client must send back: base64 of its gs2 header.
-        channel_binding: &'static str,
+        /// The `c=` value the client must send back: base64 of its gs2
+        /// header (and, bound, of the certificate's hash).
+        channel_binding: String,
         client_first_bare: String,
         server_first: String,
         /// client nonce + server nonce.
@@ -123,8 +137,18 @@ impl ScramServer {
             verifier,
             known,
             server_nonce,
+            binding: None,
             state: State::Start,
         }
+    }
+
+    /// Over TLS: the connection offered `SCRAM-SHA-256-PLUS` bound to
+    /// `end_point` (the certificate's `tls-server-end-point` hash), and
+    /// `plus` says whether the client chose it. A client that chose plain
+    /// `SCRAM-SHA-256` must then say `n` (it cannot bind), never `y` (it
+    /// could, and thinks the server cannot: a downgrade, RFC 5802 §6).
+    pub fn offer_binding(&mut self, end_point: std::sync::Arc<[u8]>, plus: bool) {
+        self.binding = Some((end_point, plus));
     }
 
     /// The user this exchange authenticates (the startup message's).
@@ -137,8 +161,9 @@ impl ScramServer {
     /// `r=<client nonce><server nonce>,s=<salt>,i=<iterations>` for
     /// AuthenticationSASLContinue.
     ///
-    /// The gs2 header must be `n,,` or `y,,`: `p=…` (channel binding) and an
-    /// authorization identity are refused. The `n=` user name is ignored, as
+    /// The gs2 header must be `n,,` or `y,,` without channel binding on
+    /// offer, `n,,` or `p=tls-server-end-point,,` with it (as the mechanism
+    /// chosen says); an authorization identity is refused. The `n=` user name is ignored, as
     /// PostgreSQL ignores it: the startup message's user is the one that
     /// counts. Any error ends the exchange.
     pub fn client_first(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError> {
@@ -147,7 +172,8 @@ impl ScramServer {
                 "a second client-first-message, or one after the exchange ended",
             ));
         }
-        let first = ClientFirst::parse(text(data)?)?;
+        let binding = self.binding.as_ref().map(|(d, plus)| (&d[..], *plus));
+        let first = ClientFirst::parse(text(data)?, binding)?;
         let nonce = format!("{}{}", first.nonce, self.server_nonce);
         let server_first = format!(
             "r={nonce},s={},i={}",
@@ -239,27 +265,59 @@ fn text(data: &[u8]) -> Result<&str, AuthError> {
 }
 
 /// `client-first-message = gs2-header client-first-message-bare`, with
-/// `gs2-header = ("n" / "y") ",,"` (what we accept of it) and
+/// `gs2-header = ("n" / "y" / "p=tls-server-end-point") ",,"` (what we
+/// accept of it) and
 /// `client-first-message-bare = "n=" saslname ",r=" c-nonce ["," extensions]`.
 struct ClientFirst<'a> {
-    /// base64 of the gs2 header: what `c=` must say in the final message.
-    channel_binding: &'static str,
+    /// base64 of the gs2 header (and the binding data): what `c=` must say
+    /// in the final message.
+    channel_binding: String,
     bare: &'a str,
     nonce: &'a str,
 }
 
 impl<'a> ClientFirst<'a> {
-    fn parse(text: &'a str) -> Result<ClientFirst<'a>, AuthError> {
-        let channel_binding = match text.as_bytes().first() {
+    /// `binding`: the end-point data when channel binding is on offer, and
+    /// whether the client chose `SCRAM-SHA-256-PLUS`.
+    fn parse(text: &'a str, binding: Option<(&[u8], bool)>) -> Result<ClientFirst<'a>, AuthError> {
+        let plus = binding.is_some_and(|(_, plus)| plus);
+        let (channel_binding, flag_len) = match text.as_bytes().first() {
             None => return Err(AuthError::Malformed("the client-first-message is empty")),
-            Some(b'n') => "biws", // base64("n,,"): the client does not support channel binding
-            Some(b'y') => "eSws", // base64("y,,"): it does (over TLS), but sees we do not (true)
-            Some(b'p') => return Err(AuthError::ChannelBinding),
+            // base64("n,,"): the client does not support channel binding.
+            Some(b'n') if !plus => ("biws".to_owned(), 1),
+            // base64("y,,"): it does, but sees we do not: true only when
+            // none is on offer (else a downgrade).
+            Some(b'y') if binding.is_none() => ("eSws".to_owned(), 1),
+            Some(b'y') => {
+                return Err(AuthError::Malformed(
+                    "the client says the server does not support channel binding, but it does",
+                ));
+            }
+            Some(b'n') => {
+                return Err(AuthError::Malformed(
+                    "SCRAM-SHA-256-PLUS was chosen without channel binding",
+                ));
+            }
+            Some(b'p') => match binding {
+                Some((data, true)) if text.starts_with(END_POINT_HEADER) => {
+                    let mut input = END_POINT_HEADER.as_bytes().to_vec();
+                    input.extend_from_slice(data);
+                    (STANDARD.encode(input), END_POINT_HEADER.len() - 2)
+                }
+                Some((_, true)) => {
+                    return Err(AuthError::Malformed(
+                        "unsupported channel binding type (tls-server-end-point only)",
+                    ));
+                }
+                _ => return Err(AuthError::ChannelBinding),
+            },
             Some(_) => return Err(AuthError::Malformed("unexpected channel-binding flag")),
         };
-        let rest = text[1..].strip_prefix(',').ok_or(AuthError::Malformed(
-            "expected a comma after the channel-binding flag",
-        ))?;
+        let rest = text[flag_len..]
+            .strip_prefix(',')
+            .ok_or(AuthError::Malformed(
+                "expected a comma after the channel-binding flag",
+            ))?;
         if rest.starts_with('a') {
             return Err(AuthError::Malformed(
                 "an authorization identity (a=) is not supported",
@@ -590,6 +648,70 @@ mod tests {
                 "password authentication failed for user \"mallory\""
             );
         }
+    }
+
+    #[test]
+    fn over_tls_the_client_binds_to_the_certificate_and_a_downgrade_is_refused() {
+        let file = users();
+        let alice = file.user("alice").unwrap();
+        let end_point: std::sync::Arc<[u8]> = std::sync::Arc::from(&[7u8; 32][..]);
+        let bound = |plus: bool| {
+            let mut server = ScramServer::new(alice);
+            server.offer_binding(end_point.clone(), plus);
+            server
+        };
+        // SCRAM-SHA-256-PLUS with the certificate's hash: logs in.
+        exchange(
+            &mut bound(true),
+            "alice's secret",
+            ChannelBinding::tls_server_end_point(end_point.to_vec()),
+        )
+        .unwrap();
+        // Bound to another certificate (a man in the middle): refused.
+        let e = exchange(
+            &mut bound(true),
+            "alice's secret",
+            ChannelBinding::tls_server_end_point(vec![8u8; 32]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("channel binding (c=)"), "{e}");
+        // Plain SCRAM-SHA-256 from a client that cannot bind ("n,,"): logs in.
+        exchange(
+            &mut bound(false),
+            "alice's secret",
+            ChannelBinding::unsupported(),
+        )
+        .unwrap();
+        // "y,,": the client could bind and thinks the server cannot, but
+        // it offered binding: a downgrade, refused.
+        let e = exchange(
+            &mut bound(false),
+            "alice's secret",
+            ChannelBinding::unrequested(),
+        )
+        .unwrap_err();
+        assert_eq!(e.sqlstate(), "08P01");
+        assert!(
+            e.to_string()
+                .contains("does not support channel binding, but it does"),
+            "{e}"
+        );
+        // PLUS chosen, then no binding: refused.
+        let e = exchange(
+            &mut bound(true),
+            "alice's secret",
+            ChannelBinding::unsupported(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("without channel binding"), "{e}");
+        // Binding asked for with plain SCRAM-SHA-256: refused.
+        let e = exchange(
+            &mut bound(false),
+            "alice's secret",
+            ChannelBinding::tls_server_end_point(end_point.to_vec()),
+        )
+        .unwrap_err();
+        assert!(matches!(e, AuthError::ChannelBinding), "{e}");
     }
 
     #[test]

@@ -132,6 +132,7 @@ pub(crate) async fn serve(
 ) {
     let mut client = ClientConn {
         stream: ClientStream::Plain(stream),
+        end_point: None,
         inbuf: BytesMut::with_capacity(16 * 1024),
         out: BytesMut::with_capacity(16 * 1024),
         passthrough: 0,
@@ -193,6 +194,9 @@ pub(crate) async fn serve(
 /// The client's socket (TLS once it asked) and buffers.
 struct ClientConn {
     stream: ClientStream,
+    /// Over TLS: the proxy certificate's `tls-server-end-point` hash, for
+    /// SCRAM channel binding (none when its algorithm has none here).
+    end_point: Option<Arc<[u8]>>,
     inbuf: BytesMut,
     out: BytesMut,
     /// Bytes of a large `CopyData` still to relay straight to the node.

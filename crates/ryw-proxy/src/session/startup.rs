@@ -158,7 +158,7 @@ pub(super) async fn startup(
                 // Answered `N`, the client goes on in the clear or gives
                 // up, as its `sslmode` says.
                 match (request, shared.tls.acceptor()) {
-                    (Startup::Ssl, Some(acceptor)) => {
+                    (Startup::Ssl, Some((acceptor, end_point))) => {
                         client.out.put_u8(b'S');
                         client.flush().await?;
                         // Within the login timeout and the pending-login
@@ -168,6 +168,7 @@ pub(super) async fn startup(
                             .accept(acceptor)
                             .await
                             .map_err(|e| Closing::Fatal(format!("TLS handshake: {e}")))?;
+                        client.end_point = end_point;
                     }
                     _ => {
                         client.out.put_u8(b'N');
@@ -479,14 +480,25 @@ pub(super) async fn authenticate(
             ),
         );
     };
+    // Over TLS, channel binding to the certificate first (libpq's default
+    // `channel_binding=prefer` takes it).
     let mut mechanisms = BytesMut::new();
-    mechanisms.put_slice(b"SCRAM-SHA-256\0\0");
+    if client.end_point.is_some() {
+        mechanisms.put_slice(crate::auth::SCRAM_SHA_256_PLUS.as_bytes());
+        mechanisms.put_u8(0);
+    }
+    mechanisms.put_slice(crate::auth::SCRAM_SHA_256.as_bytes());
+    mechanisms.put_slice(b"\0\0");
     protocol::authentication(&mut client.out, 10, &mechanisms);
     client.flush().await?;
     let mut scram = auth.scram_server(user);
     let first = read_auth_message(client).await?;
     let (mechanism, data) = protocol::parse_sasl_initial(&first)?;
-    if mechanism != "SCRAM-SHA-256" {
+    let plus = mechanism == crate::auth::SCRAM_SHA_256_PLUS;
+    if let Some(end_point) = &client.end_point {
+        scram.offer_binding(end_point.clone(), plus);
+    }
+    if mechanism != crate::auth::SCRAM_SHA_256 && !(plus && client.end_point.is_some()) {
         client
             .fatal(
                 "28000",

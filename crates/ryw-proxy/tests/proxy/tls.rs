@@ -1,10 +1,11 @@
 //! TLS both ways, with a CA of the test's own (rcgen): the nodes run with
 //! `ssl = on` and a certificate from it, the proxy gets one too.
 //!
-//! - Clients under `--tls-mode require`: psql (`sslmode=require`, and
-//!   `verify-full` with the CA and `channel_binding=disable`), psycopg 3,
-//!   node-postgres and pgjdbc with `verify-full`, each logging in with
-//!   SCRAM over TLS; the client side says its connection is encrypted
+//! - Clients under `--tls-mode require`: psql (`sslmode=require` with
+//!   `channel_binding=require`, and `verify-full` with the CA and
+//!   `channel_binding=disable`), psycopg 3, node-postgres and pgjdbc with
+//!   `verify-full`, each logging in with SCRAM over TLS (bound to the
+//!   proxy's certificate where the driver binds); the client side says its connection is encrypted
 //!   (psql's `\conninfo`, libpq's `PQsslInUse`, node's `encrypted`); a
 //!   `NOTIFY` reaches a psycopg listener waiting idle. The
 //!   clear is refused with the reason; a wrong CA fails `verify-full`; a
@@ -266,10 +267,11 @@ async fn drivers_log_in_over_tls_with_verify_full_and_the_proxy_reaches_nodes_ov
     let port = ctx.proxy.addr.port();
     eprintln!("cluster with ssl and proxy up in {:?}", started.elapsed());
 
-    // psql: require (libpq's channel_binding=prefer: "y,,"), and
-    // verify-full without channel binding ("n,,").
+    // psql: require with channel_binding=require (SCRAM-SHA-256-PLUS bound
+    // to the proxy's certificate: libpq's hash must be the proxy's), and
+    // verify-full without channel binding ("n,," while binding is offered).
     for conninfo in [
-        "sslmode=require".to_owned(),
+        "sslmode=require channel_binding=require".to_owned(),
         format!(
             "sslmode=verify-full sslrootcert={} channel_binding=disable",
             pki.ca()
