@@ -281,7 +281,8 @@ impl Router {
         self.record_write_position(session, pos, floor).await
     }
 
-    /// [`Router::record_write_at`] with the write's timeline known.
+    /// [`Router::record_write_at`] with the write's timeline known. Also
+    /// raises the fleet-wide mark of scope `global` ([`crate::Scope`]).
     pub async fn record_write_position(
         &self,
         session: &SessionKey,
@@ -291,7 +292,13 @@ impl Router {
         let inner = &self.inner;
         self.note_leader_position(pos.lsn);
         let now_ms = inner.clock.now_ms();
-        let before = match inner.store.record_write(session, pos, floor, now_ms).await {
+        // Scope `global`'s mark is raised at the same time: on a Redis
+        // Cluster it is in a slot of its own, a call of its own.
+        let (recorded, ()) = tokio::join!(
+            inner.store.record_write(session, pos, floor, now_ms),
+            self.raise_mark(pos)
+        );
+        let before = match recorded {
             Ok(before) => before,
             Err(e) => {
                 self.store_failed(session, now_ms, &e);
