@@ -46,7 +46,7 @@ pub mod protocol;
 mod server;
 mod session;
 
-pub use config::{PoolMode, ProxyConfig};
+pub use config::{DEFAULT_SCOPE, PoolMode, ProxyConfig};
 pub use error::ProxyError;
 pub use server::{POSITION_CONNECTIONS, Proxy};
 pub use session::LOST_WRITE_SQLSTATE;

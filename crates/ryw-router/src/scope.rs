@@ -74,6 +74,12 @@ impl Scope {
         !matches!(self, Scope::Connection)
     }
 
+    /// Whether a read of this scope fetches a position of its own (the
+    /// store's mark, the leader's position): `global` and `cluster`.
+    pub const fn fetches(self) -> bool {
+        matches!(self, Scope::Global | Scope::Cluster)
+    }
+
     /// Whether `strategy` routes to this scope's position: only the
     /// strategies that route by a token. `leader` reads the leader anyway,
     /// `legacy` promises nothing, `sticky` decides by the session's last
@@ -145,6 +151,8 @@ mod tests {
             [Strategy::Causal, Strategy::Hybrid, Strategy::PerReadCheck]
         );
         assert!(!Scope::Connection.reads_session_store());
+        assert!(Scope::Global.fetches() && Scope::Cluster.fetches());
+        assert!(!Scope::Session.fetches() && !Scope::Connection.fetches());
         assert!(Scope::Cluster.reads_session_store());
     }
 }

@@ -5,7 +5,7 @@
 //! token flags ([`NodeArgs`], [`RoutingArgs`], [`TokenArgs`]).
 
 use clap::{Args, Parser, Subcommand};
-use ryw_router::{RouterConfig, Strategy};
+use ryw_router::{RouterConfig, Scope, Strategy};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -435,6 +435,11 @@ pub struct RoutingArgs {
     /// hybrid, per-read-check.
     #[arg(long, env = "RYW_STRATEGY", default_value_t = router_default().default_strategy)]
     pub strategy: Strategy,
+    /// Default scope of fresh reads (whose writes they must see):
+    /// connection, session, global, cluster. Default: `session` for `ryw
+    /// serve`, the README's choice for `ryw proxy` (`ryw_proxy::DEFAULT_SCOPE`).
+    #[arg(long, env = "RYW_SCOPE")]
+    pub scope: Option<Scope>,
     /// Sticky window: after a write, the session reads from the leader this
     /// long (`sticky`; `hybrid` only for a write whose position it does not
     /// know, such as the .NET demo's `user:{id}:last_write_utc`).

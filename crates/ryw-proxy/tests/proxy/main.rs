@@ -15,6 +15,7 @@
 //! | `recipes` | the framework recipes (`recipes/`): Django, SQLAlchemy, node-postgres, JDBC (HikariCP) and ActiveRecord apps on their pools, a read on another pooled connection than the write: 0 stale with the recipe, stale without; RQ jobs carrying the enqueuer's token: 0 stale, stale without |
 //! | `regress` | PostgreSQL's regression suite (`parallel_schedule`) straight to the leader and through the proxy: the same tests fail, the same way |
 //! | `trust` | a client is untrusted: its session state cannot skew or poison positions, one role per login, sessions per role, notifications while idle, a Query after a Flush, `ryw.*` in transactions, pins that lift, busy followers, far tokens, readers without leader connections |
+//! | `scopes` | the pooled pattern (write on one connection, read on another, no named session): `connection` scope stale (the control); `global` across two proxies sharing Redis, 0 stale of 1,000; `cluster` with writes straight to the leader, 0 stale of 1,000 (`session` stale), its fetches coalesced; `SET`/`SHOW`/`RESET ryw.scope`, `set_config`, the startup option, 22023 |
 //! | `ryw` | write-then-read pairs on one connection and across connections (`ryw.session`), across two proxies sharing Redis: 0 stale; `legacy` stale; monotonic reads |
 
 mod admin;
@@ -28,5 +29,6 @@ mod raw;
 mod recipes;
 mod regress;
 mod ryw;
+mod scopes;
 mod support;
 mod trust;
