@@ -222,7 +222,8 @@ async fn show(c: &Client) -> String {
 /// the cluster test's proxy, to spare a cluster).
 async fn ryw_scope_is_set_shown_refused_and_rolled_back_like_a_setting(ctx: &Ctx) {
     let c = ctx.client().await;
-    assert_eq!(show(&c).await, ryw_proxy::DEFAULT_SCOPE.to_string());
+    let default = ctx.proxy_router().config().default_scope.to_string();
+    assert_eq!(show(&c).await, default);
     c.batch_execute("SET ryw.scope = 'global'").await.unwrap();
     assert_eq!(show(&c).await, "global");
     let err = c
@@ -256,7 +257,7 @@ async fn ryw_scope_is_set_shown_refused_and_rolled_back_like_a_setting(ctx: &Ctx
     c.batch_execute("COMMIT").await.unwrap();
     assert_eq!(show(&c).await, "global");
     c.batch_execute("RESET ryw.scope").await.unwrap();
-    assert_eq!(show(&c).await, ryw_proxy::DEFAULT_SCOPE.to_string());
+    assert_eq!(show(&c).await, default);
     // The startup option, and set_config.
     let s = connect_to(ctx.proxy.addr, "-c ryw.scope=cluster").await;
     assert_eq!(show(&s).await, "cluster");
