@@ -343,9 +343,14 @@ impl Router {
         let view = inner.tracker.shared.view();
         let judged = Judged::of(&view, [local, req.client_token], write);
         let token = judged.holds;
+        // A scope that fetches its position cannot be planned at once: the
+        // leader has everything.
+        let scope = req.scope.unwrap_or(inner.cfg.default_scope);
+        let fetches = scope.fetches() && scope.applies_to(strategy);
         let server = match view.nodes.get(unsettled.follower) {
             Some(f)
-                if judged.leader_only().is_none()
+                if !fetches
+                    && judged.leader_only().is_none()
                     && f.epoch == unsettled.epoch
                     && f.in_rotation
                     && f.lsn.is_some_and(|l| Some(l) >= token)
