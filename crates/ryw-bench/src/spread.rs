@@ -6,7 +6,8 @@
 //! One in-process service on the leader and every follower of the cluster
 //! (causal by default); `--users` readers whose accounts every follower
 //! has, each request by the next of them, so each session reads now and
-//! then (a session reading all the time raises its token, rule 7, to the
+//! then (a session reading all the time raises its token, rule 7 of
+//! `docs/architecture.md#correctness-rules`, to the
 //! freshest position it saw, which only the least-lagged follower has); a
 //! writer paying `--writes` times a second meanwhile, so the followers'
 //! positions differ (on an idle cluster they tie, and the least-lagged

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio_postgres::types::PgLsn;
 
 /// What `status` reports for one node: its state as the node itself says
-/// it (the router's view of a node is `ryw_router::NodeStatus`).
+/// it (the router's view of a node is `ryw_router::ObservedNode`).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct NodeState {
     /// Node name (`leader`, `follower1`, …).

@@ -11,10 +11,10 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::server::Shared;
+use crate::server::ProxyState;
 
 /// The admin app.
-pub(crate) fn app(shared: Arc<Shared>) -> axum::Router {
+pub(crate) fn app(shared: Arc<ProxyState>) -> axum::Router {
     axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
@@ -22,10 +22,10 @@ pub(crate) fn app(shared: Arc<Shared>) -> axum::Router {
         .with_state(shared)
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+async fn metrics(State(shared): State<Arc<ProxyState>>) -> impl IntoResponse {
     let mut registry = ryw_metrics::Registry::default();
     ryw_metrics::register_router(&mut registry, shared.router.clone());
-    registry.register_collector(Box::new(SharedMetrics(shared.clone())));
+    registry.register_collector(Box::new(ProxyCounters(shared.clone())));
     registry.register_collector(Box::new(PoolMetrics(shared.clone())));
     (
         [(header::CONTENT_TYPE, ryw_metrics::CONTENT_TYPE)],
@@ -35,9 +35,9 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 /// The proxy's counters, read at the scrape.
 #[derive(Debug)]
-struct SharedMetrics(Arc<Shared>);
+struct ProxyCounters(Arc<ProxyState>);
 
-impl prometheus_client::collector::Collector for SharedMetrics {
+impl prometheus_client::collector::Collector for ProxyCounters {
     fn encode(
         &self,
         encoder: prometheus_client::encoding::DescriptorEncoder,
@@ -48,7 +48,7 @@ impl prometheus_client::collector::Collector for SharedMetrics {
 
 /// The pools' figures, read at the scrape.
 #[derive(Debug)]
-struct PoolMetrics(Arc<Shared>);
+struct PoolMetrics(Arc<ProxyState>);
 
 impl prometheus_client::collector::Collector for PoolMetrics {
     fn encode(
@@ -159,7 +159,7 @@ fn encode_pools(
     Ok(())
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+async fn readyz(State(shared): State<Arc<ProxyState>>) -> impl IntoResponse {
     let view = shared.router.cluster_view();
     let store = shared.router.store_health();
     let (status, word) = if !view.leader.healthy {

@@ -30,6 +30,9 @@
 //! | `metrics.rs` | the proxy's own counters (clients, batches by node and route, retries) |
 //! | `admin.rs` | the admin endpoint: `/metrics` (the router's and the proxy's), `/readyz` |
 //! | `error.rs` | [`ProxyError`] |
+//!
+//! "Rule N" in comments: the correctness rules, listed in
+//! `docs/architecture.md#correctness-rules` with the code and tests of each.
 
 #![warn(missing_docs)]
 

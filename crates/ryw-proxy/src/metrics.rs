@@ -32,7 +32,7 @@ pub enum Event {
     LoginEvicted,
     /// A client went over `--client-memory-limit` (54000).
     MemoryLimit,
-    /// A follower refused a connection (53300, 57P03): the read went to
+    /// A follower refused a connection (53300, 57P03; 28000, 28P01, 3D000: a role or database it has not replayed yet): the read went to
     /// the leader.
     FollowerRefused,
     /// A position read after a read was refused as impossible.
@@ -66,7 +66,7 @@ impl Event {
         (
             Event::FollowerRefused,
             "ryw_proxy_follower_refusals",
-            "reads sent to the leader because a follower refused a connection (53300, 57P03)",
+            "reads sent to the leader because a follower refused a connection (53300, 57P03; 28000, 28P01, 3D000: a role or database it has not replayed yet)",
         ),
         (
             Event::PositionRefused,

@@ -46,7 +46,7 @@ pub(crate) type CancelTarget = Arc<Mutex<Running>>;
 
 /// What every client task shares.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct ProxyState {
     pub router: Router,
     pub key: TokenKey,
     pub cfg: ProxyConfig,
@@ -102,7 +102,7 @@ impl ParamsKey {
 /// lock real clients out.
 #[derive(Debug)]
 pub(crate) struct Login {
-    shared: Arc<Shared>,
+    shared: Arc<ProxyState>,
     id: u64,
     evicted: Option<tokio::sync::oneshot::Receiver<()>>,
 }
@@ -131,7 +131,7 @@ impl Drop for Login {
 
 /// A logged-in client's slot (`--max-clients`), given back on drop.
 #[derive(Debug)]
-pub(crate) struct ClientSlot(Arc<Shared>);
+pub(crate) struct ClientSlot(Arc<ProxyState>);
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
@@ -139,7 +139,7 @@ impl Drop for ClientSlot {
     }
 }
 
-impl Shared {
+impl ProxyState {
     /// The auth file in force (reloaded on SIGHUP).
     pub fn auth(&self) -> Option<Arc<AuthFile>> {
         self.auth.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -253,7 +253,7 @@ impl Shared {
 /// A built proxy, bound to its port.
 #[derive(Debug)]
 pub struct Proxy {
-    shared: Arc<Shared>,
+    shared: Arc<ProxyState>,
     listener: TcpListener,
     addr: SocketAddr,
     admin: Option<(TcpListener, SocketAddr)>,
@@ -332,7 +332,7 @@ impl Proxy {
         }
         Ok(Proxy {
             admin,
-            shared: Arc::new(Shared {
+            shared: Arc::new(ProxyState {
                 metrics,
                 router,
                 key: cfg.token_key.clone(),
@@ -479,7 +479,7 @@ impl Proxy {
 
 /// Reads the auth file again on each SIGHUP; clients logged in stay, new
 /// logins use the new file. A file that does not load leaves the old one.
-async fn reload_auth_on_sighup(shared: Arc<Shared>, path: std::path::PathBuf) {
+async fn reload_auth_on_sighup(shared: Arc<ProxyState>, path: std::path::PathBuf) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP: the auth file will not be reloaded");
         return;

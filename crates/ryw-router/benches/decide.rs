@@ -9,13 +9,13 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use ryw_router::{
-    ClusterView, Freshness, Lsn, NodeStatus, Now, Reached, Role, RouterConfig, SessionState,
+    ClusterView, Freshness, Lsn, Now, ObservedNode, Reached, Role, RouterConfig, SessionState,
     Strategy, decide,
 };
 use tokio::time::Instant;
 
-fn node(name: &str, role: Role, lsn: u64) -> NodeStatus {
-    NodeStatus {
+fn node(name: &str, role: Role, lsn: u64) -> ObservedNode {
+    ObservedNode {
         name: Arc::from(name),
         role,
         timeline: Some(1),
@@ -37,7 +37,7 @@ fn view(n: usize) -> ClusterView {
     ClusterView {
         leader: node("leader", Role::Leader, 10_000_000),
         leader_index: None,
-        history: std::sync::Arc::new(ryw_router::History::first()),
+        history: std::sync::Arc::new(ryw_router::TimelineHistory::first()),
         nodes: (0..n)
             .map(|i| {
                 node(

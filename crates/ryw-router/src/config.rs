@@ -1,4 +1,4 @@
-//! [`RouterConfig`] (every knob, with the defaults of `DESIGN.md`) and
+//! [`RouterConfig`] (every knob, with its documented default) and
 //! [`NodeUrls`] (where the nodes are).
 //!
 //! The library reads no files and no environment: the service builds these
@@ -23,14 +23,14 @@ pub const FORMER_LEADER_NAME: &str = "former-leader";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouterConfig {
     /// Strategy of fresh reads that do not name one. Default `hybrid`, the
-    /// seeds' recommendation.
+    /// recommended one.
     pub default_strategy: Strategy,
     /// Scope of fresh reads that do not name one ([`Scope`](crate::Scope)):
     /// whose writes they must see. Default `session`.
     pub default_scope: crate::Scope,
     /// `sticky`: a session that wrote less than this long ago reads from the
     /// leader. `hybrid` applies it only to a write whose position it does
-    /// not know (seed 003's `user:{id}:last_write_utc`, see
+    /// not know (the .NET + Redis demo's `user:{id}:last_write_utc`, see
     /// [`RedisStoreConfig::seed_last_write_key`](crate::RedisStoreConfig)).
     /// Default 5 s.
     pub sticky_window: Duration,
@@ -47,7 +47,7 @@ pub struct RouterConfig {
     /// fresh read under `causal` or `hybrid`). Default
     /// [`FollowerChoice::Load`]: of two random candidates, the one with
     /// fewer reads in flight, so followers that have the data share the
-    /// work (`DESIGN.md`, "Scale"). A read may override it
+    /// work (`docs/scaling.md`, spreading fresh reads). A read may override it
     /// ([`ReadOptions::follower_choice`](crate::ReadOptions)).
     pub follower_choice: FollowerChoice,
     /// A follower whose lag time exceeds this leaves rotation (rule 8).
@@ -64,8 +64,7 @@ pub struct RouterConfig {
     /// hung node leaves rotation within a second (rule 8). Default 500 ms.
     pub poll_timeout: Duration,
     /// Connections in the leader's write pool (one per transaction in
-    /// flight). Default 8 (measured better than 16 on two cores, see
-    /// `FACTS.md`).
+    /// flight). Default 8: on two cores, 8 measured better than 16.
     pub pool_size: usize,
     /// Shared read connections per node, each pipelining every concurrent
     /// read given to it (see [`ReadConn`](crate::ReadConn)). More of them

@@ -18,7 +18,7 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use crate::predict::{Forecast, forecast};
-use crate::view::NodeStatus;
+use crate::view::ObservedNode;
 use crate::{ClusterView, FollowerChoice, Freshness, Lsn, RouterConfig, Strategy};
 
 /// Reads in flight on each node, indexed as [`ClusterView::nodes`]: the
@@ -70,7 +70,7 @@ pub enum SessionState {
         /// Wall-clock ms of the session's last write, for the sticky window.
         last_write_ms: Option<u64>,
         /// Wall-clock ms of a write of the session whose position no token
-        /// may cover: one recorded only by a seed-003-style service
+        /// may cover: one recorded only by the .NET + Redis demo
         /// (`user:{id}:last_write_utc`). `hybrid` lets the sticky window
         /// decide for it.
         untracked_write_ms: Option<u64>,
@@ -286,7 +286,7 @@ pub fn decide<R: Rng + ?Sized, L: Load + ?Sized>(
         Strategy::Sticky => random_follower(view, rng, Reason::RandomFollower),
         Strategy::Causal => causal(view, load, token, cfg, rng),
         // A write whose position is unknown: only the window can protect
-        // it (seed 003's guarantee: fresh while lag stays under the window;
+        // it (the .NET + Redis demo's guarantee: fresh while lag stays under the window;
         // strict when `max_lag_time` is under the window).
         Strategy::Hybrid if within_window(untracked_write_ms) => {
             Choice::Leader(Reason::WroteWithinWindow)
@@ -435,7 +435,7 @@ fn two_choices<R: Rng + ?Sized, L: Load + ?Sized>(
     view: &ClusterView,
     load: &L,
     rng: &mut R,
-    eligible: impl Fn(&NodeStatus) -> bool,
+    eligible: impl Fn(&ObservedNode) -> bool,
 ) -> Option<usize> {
     // The first eligible indexes, kept on the stack while counting.
     let mut kept = [0u16; TWO_CHOICES_KEPT];
@@ -546,10 +546,10 @@ mod tests {
     use rand::rngs::StdRng;
 
     use super::*;
-    use crate::view::{NodeStatus, Role};
+    use crate::view::{ObservedNode, Role};
 
-    fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> NodeStatus {
-        NodeStatus::for_test(name, role, lsn, in_rotation)
+    fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> ObservedNode {
+        ObservedNode::for_test(name, role, lsn, in_rotation)
     }
 
     /// Leader at 1000; followers given as (replay, in rotation).
@@ -557,7 +557,7 @@ mod tests {
         ClusterView {
             leader: node("leader", Role::Leader, Some(1000), true),
             leader_index: None,
-            history: std::sync::Arc::new(crate::History::first()),
+            history: std::sync::Arc::new(crate::TimelineHistory::first()),
             nodes: followers
                 .iter()
                 .enumerate()
@@ -886,11 +886,11 @@ mod tests {
         );
     }
 
-    /// The seeds' cluster for `hybrid`: the token (500) was written at
+    /// A cluster with the lags of the `hybrid` tests: the token (500) was written at
     /// `t0`; follower 1 (index 0) takes 100 ms to show a write, follower 2
     /// 400 ms; both have been behind since `t0`.
     fn seeds_cluster(t0: Instant) -> ClusterView {
-        let f = |name: &str, replay: u64, pace: u64| NodeStatus {
+        let f = |name: &str, replay: u64, pace: u64| ObservedNode {
             catch_up: Some(Duration::from_millis(pace)),
             behind_since: Some(t0),
             ..node(name, Role::Follower, Some(replay), true)
@@ -898,7 +898,7 @@ mod tests {
         ClusterView {
             leader: node("leader", Role::Leader, Some(1000), true),
             leader_index: None,
-            history: std::sync::Arc::new(crate::History::first()),
+            history: std::sync::Arc::new(crate::TimelineHistory::first()),
             nodes: vec![f("f1", 400, 100), f("f2", 300, 400)],
             leader_reached: vec![crate::view::Reached {
                 lsn: Lsn::from_u64(500),

@@ -2,8 +2,9 @@
 //!
 //! Writes go to the leader; reads go to followers wherever that is safe, and a
 //! user always sees their own acknowledged writes, on any instance of the
-//! service, from any device. The rules this crate enforces are numbered as in
-//! `DESIGN.md` ("rule 2" in a comment marks where rule 2 is enforced); the
+//! service, from any device. The rules this crate enforces are the
+//! correctness rules of `docs/architecture.md#correctness-rules`, by number
+//! ("rule 2" in a comment marks where rule 2 is enforced); the
 //! [rules index](#rules-index) below says where and which test proves each.
 //!
 //! # One call per read, one per write
@@ -68,7 +69,7 @@
 //! a pure function of what the tracker publishes ([`ClusterView`]): when
 //! the leader reached each recent position, each follower's replay
 //! position, how long it has been behind, and its pace (how long its recent
-//! catch-ups took, [`NodeStatus::catch_up`]). It decides only whether to
+//! catch-ups took, [`ObservedNode::catch_up`]). It decides only whether to
 //! wait: a follower serves the read only once it is seen at the token (rule
 //! 2) and the wait ends at the budget (rule 4), so a wrong prediction (a
 //! follower whose replay stops) costs at most the budget, on the leader,
@@ -87,14 +88,14 @@
 //! flight longer, gets less. A read counts as in flight from its routing
 //! until its [`Decision`] is dropped ([`Router::query`] and
 //! [`Router::read_on`] let go once it answered), so a front that runs the
-//! read on its own connections ([`Router::plan_read`]) only has to drop the
-//! decision when the read is done. [`FollowerChoice::LeastLagged`] is the
+//! read on its own connections ([`Router::front_read`]) only has to drop
+//! the [`FrontRead`] (or finish it) when the read is done. [`FollowerChoice::LeastLagged`] is the
 //! old choice, kept to measure against.
 //!
 //! The sticky window ([`RouterConfig::sticky_window`]) decides only for a
-//! write whose position is unknown: one recorded by a seed-003-style service
+//! write whose position is unknown: one recorded by the .NET + Redis demo
 //! as `user:{id}:last_write_utc`, which the [`RedisStore`] reads beside its
-//! own keys ([`seed`]). For such a session the seed's guarantee holds (fresh
+//! own keys ([`seed`]). For such a session the demo's guarantee holds (fresh
 //! while lag stays under the window), strictly when
 //! [`RouterConfig::max_lag_time`] is under the window. [`Router::read_on`] does the same for a
 //! closure that runs several statements. For an axum service, the
@@ -105,19 +106,19 @@
 //! | file | what |
 //! | --- | --- |
 //! | `lsn.rs` | [`Lsn`]: a WAL position, parsed from `X/Y`, ordered, lag arithmetic |
-//! | `timeline.rs` | [`Position`] (an LSN and its timeline), [`History`]: what a position means after a failover |
+//! | `timeline.rs` | [`Position`] (an LSN and its timeline), [`TimelineHistory`]: what a position means after a failover |
 //! | `token.rs` | [`Token`], [`TokenKey`]: HMAC-signed `v2.<timeline><lsn>.<mac>` header values (rule 4) |
 //! | `strategy.rs` | [`Strategy`] (`leader`, `legacy`, `sticky`, `causal`, `hybrid`, `per-read-check`), [`Freshness`], [`FollowerChoice`] |
 //! | `scope.rs` | [`Scope`] (`connection`, `session`, `global`, `cluster`): whose writes a fresh read must see |
 //! | `options.rs` | [`ReadOptions`] (`causal:50ms`), [`parse_duration`] |
 //! | `config.rs` | [`RouterConfig`] with the documented defaults, [`NodeUrls`] |
 //! | `clock.rs` | [`Clock`]: injectable wall clock for the sticky window and TTLs |
-//! | `view.rs` | [`ClusterView`], [`NodeStatus`]: what the tracker publishes |
+//! | `view.rs` | [`ClusterView`], [`ObservedNode`]: what the tracker publishes |
 //! | `tracker/` | background polling of every node (`mod.rs`) and the pure bookkeeping of positions, lag, each follower's pace and rotation (`state.rs`; rules 3 and 8) |
 //! | `feed/` | the shared position feed ([`FeedConfig`]): a Redis lease, one instance polls and publishes each round (`message.rs`; sharded pub/sub on a Redis Cluster), the others apply it and poll only while it is quiet (`gate.rs`) |
 //! | `decide.rs` | [`decide()`]: the routing decision as a pure function (rules 2, 4, 5), and which follower by load ([`decide::Load`]) |
 //! | `predict.rs` | [`predict::forecast`]: when a follower is expected at a token, the pure function behind `hybrid`'s choice to wait |
-//! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`] (one Redis or a Redis Cluster, failing per [`StorePart`]); seed 003's `user:{id}:last_write_utc` key (`seed.rs`) |
+//! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`] (one Redis or a Redis Cluster, failing per [`StorePart`]); the .NET + Redis demo's `user:{id}:last_write_utc` key (`seed.rs`) |
 //! | `redis_conn.rs` | the Redis the store and the feed share: `redis://` or `redis+cluster://` ([`CLUSTER_SCHEME`]), one connection type for both, a key's hash slot |
 //! | `router/` | [`Router`]: the read protocol (`query.rs`), the write protocol (`write.rs`), the lower level they are built on (`route.rs`, `feedback.rs`), and the reads in flight per node (`load.rs`) |
 //! | `reader.rs` | [`ReadConn`]: shared, pipelining read connections per node, checked against restarts (rule 2) |
@@ -131,13 +132,13 @@
 //!
 //! # Rules index
 //!
-//! Each rule of `DESIGN.md`, the code that enforces it, and a test that fails
+//! Each rule of `docs/architecture.md#correctness-rules`, the code that enforces it, and a test that fails
 //! without it (`tests/cluster/` runs against a real primary and streaming
 //! followers; the service's tests in `crates/ryw-service/tests/`).
 //!
 //! | rule | enforced by | fails without it |
 //! | --- | --- | --- |
-//! | 1. a write's token is read after `COMMIT` returned | [`WriteTx::commit`], [`Router::write_query`] → [`Router::record_write`] | `commit_lsn::a_follower_at_the_write_token_shows_the_write_but_not_at_an_lsn_read_inside_the_transaction` |
+//! | 1. a write's token is read after `COMMIT` returned | [`WriteTx::commit`], [`Router::write_query`] → `Router::record_write` | `commit_lsn::a_follower_at_the_write_token_shows_the_write_but_not_at_an_lsn_read_inside_the_transaction` |
 //! | 2. a follower serves a fresh read only if its position, seen before the read, covers the token | [`decide()`] on the tracker's published view; the epoch check in `Router::route`; [`ReadConn`]'s start-time check | `pairs::fresh_reads_right_after_a_write_are_stale_only_under_legacy` |
 //! | 3. a follower's position is forgotten when its connection breaks or it restarts | `tracker/state.rs` (`forget_follower`, start-time change; positions from the shared feed go through the same `TrackerState::apply`, see `feed/`); [`Router::report_error`] with [`connection_lost`]; [`Router::report_stall`] | `restart::a_follower_restarted_behind_a_session_token_never_serves_that_session_stale`; `lost::a_terminated_read_forgets_the_follower_and_is_served_elsewhere_but_a_cancelled_one_does_not` |
 //! | 4. tokens are signed; a token never makes a read wait past its budget | [`TokenKey::verify`]; `decide::is_absurd`; the bounded wait in `Router::route` (its budget in [`Choice::Wait`]: `causal_wait`, or `hybrid_wait` and only when [`predict::forecast`] expects a follower within it) | `tokens::forged_tokens_are_refused_and_far_future_tokens_never_wait_past_the_budget`; `hybrid::hybrid_pays_then_reads_never_stale_mostly_on_followers_and_a_stopped_follower_costs_at_most_the_budget`; unit `a_follower_whose_lag_jumps_past_the_prediction_costs_the_budget_then_no_more_waits` |
@@ -193,6 +194,6 @@ pub use store::{
     SessionStore, StoreFuture, StoreHealth, StorePart,
 };
 pub use strategy::{FollowerChoice, Freshness, Strategy};
-pub use timeline::{History, Position, Switch, Verdict};
+pub use timeline::{Position, Switch, TimelineHistory, Verdict};
 pub use token::{MIN_KEY_BYTES, Token, TokenError, TokenKey};
-pub use view::{ClusterView, NodeStatus, Reached, Role};
+pub use view::{ClusterView, ObservedNode, Reached, Role};

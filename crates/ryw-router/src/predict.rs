@@ -12,11 +12,11 @@
 //!   ([`ClusterView::leader_reached_at`]: the leader's position history, in
 //!   which a write through this router is noted right after its `COMMIT`
 //!   returned);
-//! - each follower's pace ([`NodeStatus::catch_up`]): how long after the
+//! - each follower's pace ([`ObservedNode::catch_up`]): how long after the
 //!   leader reached a position the tracker saw the follower at it, the
 //!   longest of its last 8 catch-ups;
 //! - each follower's replay position and how long it has been behind
-//!   ([`NodeStatus::behind_since`]).
+//!   ([`ObservedNode::behind_since`]).
 //!
 //! A follower at its usual pace shows the token `catch_up` after the leader
 //! reached it. A follower slower than that now (it has been behind for
@@ -57,7 +57,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::Lsn;
-use crate::view::{ClusterView, NodeStatus};
+use crate::view::{ClusterView, ObservedNode};
 
 /// When a follower is expected to be seen at a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,7 +100,7 @@ pub fn forecast(
 /// When follower `f` is expected to be seen at `target`, which the leader
 /// reached at `reached`; `None` if it cannot be predicted.
 fn arrival(
-    f: &NodeStatus,
+    f: &ObservedNode,
     target: Lsn,
     reached: Instant,
     now: Instant,
@@ -139,19 +139,19 @@ mod tests {
     }
 
     /// A follower in rotation at `replay`, with a pace, behind since `since`.
-    fn follower(replay: u64, pace: Option<u64>, since: Option<Instant>) -> NodeStatus {
-        NodeStatus {
+    fn follower(replay: u64, pace: Option<u64>, since: Option<Instant>) -> ObservedNode {
+        ObservedNode {
             catch_up: pace.map(ms),
             behind_since: since,
-            ..NodeStatus::for_test("f", Role::Follower, Some(replay), true)
+            ..ObservedNode::for_test("f", Role::Follower, Some(replay), true)
         }
     }
 
-    fn view(followers: Vec<NodeStatus>, reached: &[(u64, Instant)]) -> ClusterView {
+    fn view(followers: Vec<ObservedNode>, reached: &[(u64, Instant)]) -> ClusterView {
         ClusterView {
-            leader: NodeStatus::for_test("leader", Role::Leader, Some(1_000), true),
+            leader: ObservedNode::for_test("leader", Role::Leader, Some(1_000), true),
             leader_index: None,
-            history: std::sync::Arc::new(crate::History::first()),
+            history: std::sync::Arc::new(crate::TimelineHistory::first()),
             nodes: followers,
             leader_reached: reached
                 .iter()
@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn only_followers_in_rotation_with_a_known_pace_are_predicted() {
         let t0 = Instant::now();
-        let out = NodeStatus {
+        let out = ObservedNode {
             in_rotation: false,
             ..follower(400, Some(10), None)
         };

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use crate::Error;
 
-/// How a fresh read is routed. The names are the contract of `DESIGN.md`
+/// How a fresh read is routed. The names are a public contract
 /// (lowercase, kebab-case), used on the command line, in the
 /// `X-Read-Strategy` header and in reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,7 +28,7 @@ pub enum Strategy {
     /// token; if none, a wait only when the tracker predicts a follower will
     /// reach the token within the hybrid budget (20 ms), else the leader at
     /// once ([`crate::predict`]). The sticky window decides only for a write
-    /// whose position is unknown (seed 003's `user:{id}:last_write_utc`).
+    /// whose position is unknown (the .NET + Redis demo's `user:{id}:last_write_utc`).
     /// Read-your-writes and monotonic reads, leader share near the oracle,
     /// almost no wasted waits.
     Hybrid,

@@ -9,7 +9,7 @@
 //! acknowledged but never shipped, and a follower "caught up" with it
 //! numerically does not have it. So tokens name their timeline
 //! ([`Position`]), and a position from an older timeline is judged against
-//! the switch point it ended at ([`History::judge`]).
+//! the switch point it ended at ([`TimelineHistory::judge`]).
 
 use std::fmt;
 
@@ -89,17 +89,17 @@ pub enum Verdict {
 /// The cluster's timeline history, as the router knows it: the current
 /// timeline and where each earlier one ended.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct History {
+pub struct TimelineHistory {
     /// The leader's timeline; 0 while unknown (before its first poll).
     pub current: u32,
     /// Earlier timelines, oldest first.
     pub switches: Vec<Switch>,
 }
 
-impl History {
+impl TimelineHistory {
     /// A cluster on timeline 1, never failed over.
-    pub fn first() -> History {
-        History {
+    pub fn first() -> TimelineHistory {
+        TimelineHistory {
             current: 1,
             switches: Vec::new(),
         }
@@ -152,7 +152,7 @@ impl History {
     /// per earlier timeline, `<timeline>\t<switch lsn>\t<reason>`; blank
     /// lines and `#` comments skipped. `current` is the timeline the file
     /// belongs to.
-    pub fn parse(current: u32, text: &str) -> Option<History> {
+    pub fn parse(current: u32, text: &str) -> Option<TimelineHistory> {
         let mut switches = Vec::new();
         for line in text.lines() {
             let line = line.trim();
@@ -167,7 +167,7 @@ impl History {
                 switch_lsn,
             });
         }
-        Some(History { current, switches })
+        Some(TimelineHistory { current, switches })
     }
 }
 
@@ -180,8 +180,8 @@ mod tests {
     }
 
     /// Timeline 1 ended at 1000, timeline 2 at 5000; the cluster is on 3.
-    fn history() -> History {
-        History::parse(
+    fn history() -> TimelineHistory {
+        TimelineHistory::parse(
             3,
             "1\t0/3E8\tno recovery target specified\n\n2\t0/1388\tpromoted\n",
         )
@@ -219,7 +219,7 @@ mod tests {
 
     #[test]
     fn a_write_is_lost_only_when_its_floor_is_at_or_past_the_switch_point() {
-        let h = History {
+        let h = TimelineHistory {
             current: 2,
             switches: vec![Switch {
                 timeline: 1,
@@ -235,7 +235,7 @@ mod tests {
         assert_eq!(h.write_lost(at(2, 5000)), None);
         assert_eq!(h.write_lost(at(7, 5000)), None, "unknown timeline");
         assert_eq!(h.write_lost(at(0, 5000)), None, "before timelines");
-        assert_eq!(History::default().write_lost(at(1, 5000)), None);
+        assert_eq!(TimelineHistory::default().write_lost(at(1, 5000)), None);
     }
 
     #[test]
@@ -252,11 +252,11 @@ mod tests {
     #[test]
     fn before_the_first_poll_everything_holds() {
         assert_eq!(
-            History::default().judge(at(9, 1)),
+            TimelineHistory::default().judge(at(9, 1)),
             Verdict::Holds(Lsn::from_u64(1))
         );
         assert_eq!(
-            History::first().judge(at(1, 5)),
+            TimelineHistory::first().judge(at(1, 5)),
             Verdict::Holds(Lsn::from_u64(5))
         );
     }
@@ -272,8 +272,11 @@ mod tests {
 
     #[test]
     fn history_files_that_do_not_parse_are_refused() {
-        assert!(History::parse(2, "1\tnot-an-lsn\treason").is_none());
-        assert!(History::parse(2, "x\t0/1\treason").is_none());
-        assert_eq!(History::parse(1, "").unwrap(), History::first());
+        assert!(TimelineHistory::parse(2, "1\tnot-an-lsn\treason").is_none());
+        assert!(TimelineHistory::parse(2, "x\t0/1\treason").is_none());
+        assert_eq!(
+            TimelineHistory::parse(1, "").unwrap(),
+            TimelineHistory::first()
+        );
     }
 }

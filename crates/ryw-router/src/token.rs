@@ -9,7 +9,7 @@
 //!
 //! Version 1 (`v1.<lsn as 16 hex>.<mac>`, before failover support) still
 //! verifies, as a position with timeline 0: read as of the cluster's
-//! current timeline (see [`History::judge`](crate::History::judge)). A
+//! current timeline (see [`TimelineHistory::judge`](crate::TimelineHistory::judge)). A
 //! client keeps its token across an upgrade; it only learns of a lost write
 //! once it holds a version 2 token.
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::Lsn;
-use crate::timeline::History;
+use crate::timeline::TimelineHistory;
 
 /// The note of a node the tracker has not polled yet.
 pub(crate) const NOT_POLLED_YET: &str = "not polled yet";
@@ -33,7 +33,7 @@ impl Role {
 
 /// One node as last observed by the tracker.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeStatus {
+pub struct ObservedNode {
     /// What `X-Served-By` says of a read it serves: `leader` for
     /// [`ClusterView::leader`]; in [`ClusterView::nodes`], the node's
     /// configured name, except that the node configured as the leader is
@@ -89,9 +89,9 @@ pub struct NodeStatus {
     pub catch_up: Option<Duration>,
 }
 
-impl NodeStatus {
-    pub(crate) fn new(name: Arc<str>, role: Role) -> NodeStatus {
-        NodeStatus {
+impl ObservedNode {
+    pub(crate) fn new(name: Arc<str>, role: Role) -> ObservedNode {
+        ObservedNode {
             name,
             role,
             timeline: None,
@@ -110,15 +110,15 @@ impl NodeStatus {
 }
 
 #[cfg(test)]
-impl NodeStatus {
+impl ObservedNode {
     /// A node for unit tests: healthy exactly when in rotation.
     pub(crate) fn for_test(
         name: &str,
         role: Role,
         lsn: Option<u64>,
         in_rotation: bool,
-    ) -> NodeStatus {
-        NodeStatus {
+    ) -> ObservedNode {
+        ObservedNode {
             name: Arc::from(name),
             role,
             timeline: Some(1),
@@ -152,18 +152,18 @@ pub struct Reached {
 pub struct ClusterView {
     /// The leader (the node not in recovery), named `leader`; a placeholder
     /// that is not healthy while no node is known to be the leader.
-    pub leader: NodeStatus,
+    pub leader: ObservedNode,
     /// Which of [`ClusterView::nodes`] is the leader, if one is known.
     pub leader_index: Option<usize>,
     /// Every node, in configuration order: the configured leader first,
     /// then the followers (indexes are stable). Roles are discovered: after
     /// a failover another node is the leader. The leader's entry is never
     /// in rotation (it serves reads as the leader, not as a follower).
-    pub nodes: Vec<NodeStatus>,
+    pub nodes: Vec<ObservedNode>,
     /// The cluster's timeline history, from the leader: its timeline and
     /// where each earlier one ended (what a token from before a failover
-    /// means, [`History::judge`]).
-    pub history: Arc<History>,
+    /// means, [`TimelineHistory::judge`]).
+    pub history: Arc<TimelineHistory>,
     /// The leader's positions that no follower in rotation has replayed
     /// yet, oldest first, each with when the tracker first saw it: what the
     /// `hybrid` prediction needs to know when a token's position was
@@ -176,7 +176,7 @@ pub struct ClusterView {
 impl ClusterView {
     /// The nodes that are not the leader: followers, and nodes that are
     /// down or unusable (each with its note).
-    pub fn followers(&self) -> impl Iterator<Item = &NodeStatus> {
+    pub fn followers(&self) -> impl Iterator<Item = &ObservedNode> {
         self.nodes
             .iter()
             .enumerate()
@@ -185,13 +185,13 @@ impl ClusterView {
     }
 
     /// Every node, leader first: what the dashboard lists.
-    pub fn listed(&self) -> impl Iterator<Item = &NodeStatus> {
+    pub fn listed(&self) -> impl Iterator<Item = &ObservedNode> {
         std::iter::once(&self.leader).chain(self.followers())
     }
 
     /// The node called `name` in [`ClusterView::nodes`] (a follower's
     /// name, or `former-leader`).
-    pub fn node(&self, name: &str) -> Option<&NodeStatus> {
+    pub fn node(&self, name: &str) -> Option<&ObservedNode> {
         self.nodes.iter().find(|n| &*n.name == name)
     }
 

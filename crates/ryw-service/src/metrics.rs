@@ -182,7 +182,7 @@ mod tests {
                 leader: test_node("leader"),
                 leader_index: None,
                 nodes: vec![],
-                history: std::sync::Arc::new(ryw_router::History::first()),
+                history: std::sync::Arc::new(ryw_router::TimelineHistory::first()),
                 leader_reached: vec![],
             },
             true,
@@ -236,7 +236,7 @@ mod tests {
                 leader: test_node("leader"),
                 leader_index: None,
                 nodes: vec![],
-                history: std::sync::Arc::new(ryw_router::History::first()),
+                history: std::sync::Arc::new(ryw_router::TimelineHistory::first()),
                 leader_reached: vec![],
             },
             false,
@@ -263,8 +263,8 @@ mod tests {
         }
     }
 
-    fn test_node(name: &str) -> ryw_router::NodeStatus {
-        ryw_router::NodeStatus {
+    fn test_node(name: &str) -> ryw_router::ObservedNode {
+        ryw_router::ObservedNode {
             name: name.into(),
             role: ryw_router::Role::Leader,
             timeline: Some(1),

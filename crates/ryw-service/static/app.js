@@ -101,7 +101,7 @@ async function pay() {
   const r = await api("POST", "/api/payments", { amount_cents: 10000, description: "dashboard" },
     { "Idempotency-Key": crypto.randomUUID() });
   if (r.status === 201 || r.status === 200) {
-    // Seed 000's strategy 1: show the new balance from the write response at once.
+    // Show the new balance from the write response at once.
     // After a lost write the new leader's version is the truth, even if lower.
     state.lastPaidVersion = r.writeLost ? r.data.version : Math.max(state.lastPaidVersion, r.data.version);
     showBalance(r.data.balance_cents, r.data.version);

@@ -9,7 +9,7 @@
 //!   account `version`, many of them on followers.
 //! - The feed's lease is held by exactly one of the three, and the others
 //!   send (almost) no polls of their own, as with one Redis.
-//! - Seed 003's key (`user:ID:last_write_utc`, another slot than the
+//! - The .NET + Redis demo's key (`user:ID:last_write_utc`, another slot than the
 //!   session's own keys) still counts: a session known only by it reads
 //!   from the leader within the sticky window.
 
@@ -273,8 +273,8 @@ async fn feed_is_held_by_one_and_the_others_do_not_poll(routers: &[Router]) {
     panic!("the others kept polling (holder {holder}): {seen:?}");
 }
 
-/// A user known only by seed 003's key, written just now by a
-/// seed-003-style service: the sticky window sends its fresh read to the
+/// A user known only by the .NET + Redis demo's key, written just now by
+/// that demo: the sticky window sends its fresh read to the
 /// leader (hybrid), though that key lives on another shard than the
 /// session's own; a user with no key at all reads from a follower.
 async fn a_seed_003_write_sends_its_session_to_the_leader(
@@ -305,7 +305,7 @@ async fn a_seed_003_write_sends_its_session_to_the_leader(
         .await;
         assert!(status == 201 || status == 200);
         // Past the account's own write and its sticky window's reach:
-        // only the seed's key can send the read to the leader.
+        // only the demo's key can send the read to the leader.
         if seeded {
             let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
             let _: () = redis::cmd("SET")

@@ -411,7 +411,9 @@ impl Session {
     /// A read's node, planned by the router (rules 2, 4, 5), with a
     /// connection to it open. A follower that cannot be reached, or has
     /// restarted, is forgotten (rule 3) and the read planned again; one
-    /// that is full (53300) or going away (57P03) sends the read to the
+    /// that is full (53300), going away (57P03), or does not know yet the
+    /// role or database the leader let the client in with (28000, 28P01,
+    /// 3D000: a `CREATE ROLE` it has not replayed) sends the read to the
     /// leader. `None` when the client was answered with an error.
     async fn plan_read(
         &mut self,
@@ -469,7 +471,10 @@ impl Session {
                 }
                 Err(BackendError::Refused { fields, .. })
                     if node != Node::Leader
-                        && matches!(fields.code.as_str(), "53300" | "57P03") =>
+                        && matches!(
+                            fields.code.as_str(),
+                            "53300" | "57P03" | "28000" | "28P01" | "3D000"
+                        ) =>
                 {
                     tracing::info!(node = %self.node_name(node), code = %fields.code, "a follower refused a connection; the read goes to the leader");
                     self.shared

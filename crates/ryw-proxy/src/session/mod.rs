@@ -72,7 +72,7 @@ use crate::backend::{Backend, BackendError, Connect, Node};
 use crate::classify::{Class, ClassCache, Effect, Route, RywCommand};
 use crate::pool::PoolMode;
 use crate::protocol::{self, Client, Frame, ProtocolError, Startup, tag};
-use crate::server::{CancelTarget, Running, Shared};
+use crate::server::{CancelTarget, ProxyState, Running};
 
 mod batch;
 mod commands;
@@ -124,7 +124,7 @@ impl From<ProtocolError> for Closing {
 /// connections still logging in: given up once logged in (or evicted by a
 /// newer one when too many are pending).
 pub(crate) async fn serve(
-    shared: Arc<Shared>,
+    shared: Arc<ProxyState>,
     stream: TcpStream,
     peer: SocketAddr,
     mut login: crate::server::Login,
@@ -459,7 +459,7 @@ struct Pins {
 
 /// One client's session.
 struct Session {
-    shared: Arc<Shared>,
+    shared: Arc<ProxyState>,
     peer: SocketAddr,
     /// The relay thread it runs on (its pools are that thread's).
     thread: usize,

@@ -112,7 +112,7 @@ fn quote_ident(name: &str) -> String {
 }
 
 pub(super) async fn startup(
-    shared: &Arc<Shared>,
+    shared: &Arc<ProxyState>,
     client: &mut ClientConn,
     peer: SocketAddr,
     thread: usize,
@@ -385,7 +385,7 @@ impl Session {
 /// fails at the same step with the same message, so a client cannot tell
 /// which roles exist. Returns the password to give the nodes.
 pub(super) async fn authenticate(
-    shared: &Arc<Shared>,
+    shared: &Arc<ProxyState>,
     client: &mut ClientConn,
     peer: SocketAddr,
     user: &str,

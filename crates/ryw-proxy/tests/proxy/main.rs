@@ -17,6 +17,9 @@
 //! | `trust` | a client is untrusted: its session state cannot skew or poison positions, one role per login, sessions per role, notifications while idle, a Query after a Flush, `ryw.*` in transactions, pins that lift, busy followers, far tokens, readers without leader connections |
 //! | `scopes` | the pooled pattern (write on one connection, read on another, no named session): `connection` scope stale (the control); `global` across two proxies sharing Redis, 0 stale of 1,000; `cluster` with writes straight to the leader, 0 stale of 1,000 (`session` stale), its fetches coalesced; `SET`/`SHOW`/`RESET ryw.scope`, `set_config`, the startup option, 22023 |
 //! | `ryw` | write-then-read pairs on one connection and across connections (`ryw.session`), across two proxies sharing Redis: 0 stale; `legacy` stale; monotonic reads |
+//!
+//! "Rule N" in comments: the correctness rules, listed in
+//! `docs/architecture.md#correctness-rules` with the code and tests of each.
 
 mod admin;
 mod bad_input;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::Lsn;
-use crate::timeline::{History, Switch};
+use crate::timeline::{Switch, TimelineHistory};
 use crate::tracker::{FollowerPoll, PollOutcome, PrimaryPoll};
 
 /// The format's version: a message of another version is ignored (an
@@ -124,7 +124,7 @@ impl WireOutcome {
                 lsn: Lsn::from_u64(lsn),
                 timeline,
                 started_at_us,
-                history: Arc::new(History {
+                history: Arc::new(TimelineHistory {
                     current: timeline,
                     switches: history
                         .into_iter()

@@ -1,7 +1,7 @@
 //! The shared position feed: with Redis, one instance at a time polls the
 //! nodes and publishes every poll round; the others apply what it
 //! publishes instead of polling, so the cost of knowing positions on each
-//! node does not grow with the number of instances (`DESIGN.md`, "Scale").
+//! node does not grow with the number of instances (`docs/scaling.md`).
 //!
 //! - **Lease.** A Lua script sets `<prefix><cluster>:lease` to this
 //!   instance's id with a `PX <ttl>` when it is free (as `SET NX PX`), and

@@ -13,7 +13,7 @@ use crate::decide::is_absurd;
 use crate::pg::{Failure, LEADER_POSITION, REPLAY_POSITION, classify, describe_pg, lsn_column};
 use crate::reader::ReadConn;
 use crate::view::Role;
-use crate::{Error, Lsn, Position, Result, SessionKey};
+use crate::{Lsn, Position, Result, SessionKey};
 
 impl Router {
     /// Rule 7: the read of `decision` saw the database up to `lsn`, a
@@ -27,8 +27,9 @@ impl Router {
     ///
     /// Without it the token after a read is [`Decision::seen`], what the
     /// node was known to have reached *before* the read: a lower bound. The
-    /// session's own writes are safe either way (their tokens come from
-    /// [`Router::record_write`]); reads of what others write are not.
+    /// session's own writes are safe either way (their tokens are read after
+    /// `COMMIT`, [`WriteTx::commit`](crate::WriteTx::commit)); reads of what
+    /// others write are not.
     pub async fn raise_token(&self, decision: &mut Decision, lsn: Lsn) {
         if decision.role == Role::Leader {
             self.inner.tracker.shared.note_leader_lsn(lsn);
@@ -39,28 +40,11 @@ impl Router {
         self.persist_token(decision).await;
     }
 
-    /// [`Router::raise_token`] with the position read here, in a statement
-    /// of its own on the read's connection, once the read's statements have
-    /// run. One more round trip (pipelined behind the read if sent before
-    /// its answer is awaited). Returns that position.
-    pub async fn raise_token_after(&self, decision: &mut Decision, conn: &ReadConn) -> Result<Lsn> {
-        let lsn = match read_position(conn, decision.role).await {
-            Ok(Some(lsn)) => lsn,
-            Ok(None) => return Err(Error::NoPosition(decision.node.to_string())),
-            Err(e) => {
-                self.report_error(decision, &e);
-                return Err(e.into());
-            }
-        };
-        self.raise_token(decision, lsn).await;
-        Ok(lsn)
-    }
-
     /// The lower level of rule 7 without a statement: the read of
     /// `decision`, served by a follower, ended at `ended_at`. `None` for a
     /// read on the leader (its position is cheap to read after it, and
     /// exact).
-    pub fn unsettled(&self, decision: &Decision, ended_at: Instant) -> Option<Unsettled> {
+    pub(crate) fn unsettled(&self, decision: &Decision, ended_at: Instant) -> Option<Unsettled> {
         Some(Unsettled {
             follower: decision.follower?,
             epoch: decision.epoch?,
@@ -75,8 +59,8 @@ impl Router {
     /// of them was polled after the read (within a poll interval).
     pub fn settle(&self, unsettled: &Unsettled) -> Option<Position> {
         let view = self.inner.tracker.shared.view();
-        let after = |s: &crate::NodeStatus| s.polled_at.is_some_and(|t| t > unsettled.ended_at);
-        let on = |s: &crate::NodeStatus, lsn| {
+        let after = |s: &crate::ObservedNode| s.polled_at.is_some_and(|t| t > unsettled.ended_at);
+        let on = |s: &crate::ObservedNode, lsn| {
             Position::new(s.timeline.unwrap_or(view.history.current), lsn)
         };
         if let Some(f) = view.nodes.get(unsettled.follower)
@@ -113,7 +97,7 @@ impl Router {
     /// a reason that is not a `tokio-postgres` error (a front's own socket
     /// closed, a node that gave no position, a read that did not answer in
     /// time): a follower's position is forgotten now (rule 3).
-    pub fn report_lost(&self, decision: &Decision, why: &str) {
+    pub(crate) fn report_lost(&self, decision: &Decision, why: &str) {
         if let Some(i) = decision.follower {
             self.inner.tracker.shared.forget_follower(i, why);
         }

@@ -295,8 +295,7 @@ impl Router {
     }
 
     /// Plans the next read of a session whose last read is
-    /// [`Unsettled`]: at once, on that follower or the leader
-    /// ([`Router::plan_after_unsettled`]).
+    /// [`Unsettled`]: at once, on that follower or the leader.
     pub fn front_read_unsettled(&self, req: &ReadRequest<'_>, unsettled: &Unsettled) -> FrontRead {
         FrontRead {
             router: self.clone(),
@@ -339,7 +338,7 @@ impl Router {
     /// Coalesced: one statement answers every caller that asked before it
     /// was sent; at most one is under way at a time. Times out after the
     /// configured read timeout.
-    pub async fn leader_position(&self) -> Result<Position> {
+    pub(crate) async fn leader_position(&self) -> Result<Position> {
         let timeout = self.inner.cfg.read_timeout;
         match tokio::time::timeout(timeout, self.leader_position_inner()).await {
             Ok(r) => r,

@@ -1,14 +1,14 @@
 //! Reads in flight per node: what [`FollowerChoice::Load`] spreads reads
 //! by. A read counts from its decision until the [`Decision`] that says
 //! where it went (and every clone of it) is dropped, so a front that runs
-//! reads on its own connections (a protocol proxy: [`Router::plan_read`],
+//! reads on its own connections (a protocol proxy: [`Router::front_read`],
 //! then its own statement, then it drops the decision) is counted without
 //! calling anything more. [`Router::query`] and [`Router::read_on`] let go
 //! of the count as soon as the read has answered.
 //!
 //! [`FollowerChoice::Load`]: crate::FollowerChoice::Load
 //! [`Decision`]: super::Decision
-//! [`Router::plan_read`]: super::Router::plan_read
+//! [`Router::front_read`]: super::Router::front_read
 //! [`Router::query`]: super::Router::query
 //! [`Router::read_on`]: super::Router::read_on
 

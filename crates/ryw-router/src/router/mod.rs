@@ -1,7 +1,7 @@
 //! [`Router`]: the one object a service holds. It owns the leader's write
 //! pool, the shared read connections, the follower tracker and the session
-//! store, and runs the read and write protocols that keep the rules of
-//! `DESIGN.md`.
+//! store, and runs the read and write protocols that keep the correctness
+//! rules (`docs/architecture.md#correctness-rules`).
 //!
 //! | file | what |
 //! | --- | --- |
@@ -155,9 +155,12 @@ struct Parts {
 /// Reads: [`Router::query`] (and `query_one`, `query_opt`, `read_on`).
 /// Writes: [`Router::begin`] → [`WriteTx::commit`], or
 /// [`Router::write_query`]. Each call keeps every rule that applies to it;
-/// the lower-level calls ([`Router::route`], [`Router::raise_token`],
-/// [`Router::record_write`], [`Router::report_error`]) are for fronts that
-/// run statements the router cannot see, such as a protocol proxy.
+/// a front that runs statements the router cannot see, such as a protocol
+/// proxy, plans each read with [`Router::front_read`] ([`FrontRead`]) and
+/// records each write with [`Router::front_write`] ([`FrontWrite`]); the
+/// lower-level read ([`Router::route`], [`Router::raise_token`],
+/// [`Router::report_error`], [`Router::report_stall`]) is for a caller that
+/// runs single statements on the router's connections.
 #[derive(Clone)]
 pub struct Router {
     inner: Arc<Parts>,
@@ -295,7 +298,7 @@ impl Router {
             loop {
                 {
                     let view = watch.borrow_and_update();
-                    let polled = |f: &crate::NodeStatus| {
+                    let polled = |f: &crate::ObservedNode| {
                         f.note.as_deref() != Some(crate::view::NOT_POLLED_YET)
                     };
                     if view

@@ -267,7 +267,7 @@ struct Plan {
 /// the position statement after a read (rule 7's upper bound of what it
 /// saw) learns it from the tracker's next poll of that follower
 /// ([`Router::settle`]); until then the session reads only on that
-/// follower or the leader ([`Router::plan_after_unsettled`]).
+/// follower or the leader ([`Router::front_read_unsettled`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unsettled {
     /// The follower that served the read.
@@ -298,8 +298,7 @@ impl Router {
     ///   reads of the node and pipelines them, see [`ReadConn`]);
     /// - for a fresh read, raise the session's token to what the read saw
     ///   (rule 7): select [`Decision::position_sql`] in the read's statement
-    ///   and pass it to [`Router::raise_token`], or call
-    ///   [`Router::raise_token_after`];
+    ///   and pass it to [`Router::raise_token`];
     /// - if the statement fails, pass the error to [`Router::report_error`]
     ///   (a broken follower is forgotten, rule 3); if it does not answer in
     ///   time, call [`Router::report_stall`]; then route again (rule 8).
@@ -319,7 +318,7 @@ impl Router {
     /// the router knows ([`Router::follower_incarnation`]), and then raises
     /// the token ([`Router::raise_token`]) or reports the node lost
     /// ([`Router::report_lost`]) and plans again.
-    pub async fn plan_read(&self, req: &ReadRequest<'_>) -> Result<Decision> {
+    pub(crate) async fn plan_read(&self, req: &ReadRequest<'_>) -> Result<Decision> {
         let plan = self.plan(req).await;
         Ok(self.finish(req, plan))
     }
@@ -333,7 +332,11 @@ impl Router {
     /// and has the session's writes (rule 2). Otherwise the leader, which
     /// has everything ([`Reason::Unsettled`]). For a session the caller keeps
     /// ([`SessionRef::Local`]).
-    pub fn plan_after_unsettled(&self, req: &ReadRequest<'_>, unsettled: &Unsettled) -> Decision {
+    pub(crate) fn plan_after_unsettled(
+        &self,
+        req: &ReadRequest<'_>,
+        unsettled: &Unsettled,
+    ) -> Decision {
         let inner = &self.inner;
         let strategy = req.options.strategy.unwrap_or(inner.cfg.default_strategy);
         let (local, write, last_write_ms) = match req.session {
@@ -805,7 +808,7 @@ pub(super) fn advance_token(
 }
 
 /// A session's positions judged against the cluster's timeline history
-/// ([`History::judge`](crate::History::judge)).
+/// ([`TimelineHistory::judge`](crate::TimelineHistory::judge)).
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Judged {
     /// The highest LSN a follower must have replayed: of the positions that

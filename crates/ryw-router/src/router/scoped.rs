@@ -141,15 +141,15 @@ mod tests {
     use std::sync::Arc;
 
     use super::super::route::Judged;
-    use crate::view::{ClusterView, NodeStatus, Role};
-    use crate::{History, Lsn, Position, Switch};
+    use crate::view::{ClusterView, ObservedNode, Role};
+    use crate::{Lsn, Position, Switch, TimelineHistory};
 
     /// Timeline 2 since a switch at 500 on timeline 1.
     fn view() -> ClusterView {
         ClusterView {
-            leader: NodeStatus::for_test("leader", Role::Leader, Some(1000), true),
+            leader: ObservedNode::for_test("leader", Role::Leader, Some(1000), true),
             leader_index: None,
-            history: Arc::new(History {
+            history: Arc::new(TimelineHistory {
                 current: 2,
                 switches: vec![Switch {
                     timeline: 1,

@@ -14,14 +14,14 @@ use super::route::{Judged, advance_token, wait_for_caught_up};
 use super::*;
 use crate::decide::{Reason, SessionState};
 use crate::reader::check_incarnation;
-use crate::view::{NodeStatus, Role};
+use crate::view::{ObservedNode, Role};
 use crate::{
     Freshness, Lsn, ManualClock, MemoryStore, Position, ReadOptions, ReadRequest, SessionKey,
     StorePart, Strategy,
 };
 
-fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> NodeStatus {
-    NodeStatus::for_test(name, role, lsn, in_rotation)
+fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> ObservedNode {
+    ObservedNode::for_test(name, role, lsn, in_rotation)
 }
 
 /// Leader at `leader`; followers as (replay, in rotation).
@@ -29,7 +29,7 @@ fn view(leader: u64, followers: &[(Option<u64>, bool)]) -> Arc<ClusterView> {
     Arc::new(ClusterView {
         leader: node("leader", Role::Leader, Some(leader), true),
         leader_index: None,
-        history: std::sync::Arc::new(crate::History::first()),
+        history: std::sync::Arc::new(crate::TimelineHistory::first()),
         nodes: followers
             .iter()
             .enumerate()
@@ -190,7 +190,7 @@ async fn a_wait_ends_when_the_tracker_is_gone() {
     assert_eq!(started.elapsed(), Duration::ZERO);
 }
 
-/// The seeds' lags as the tracker publishes them for `hybrid`: a token at
+/// The lags of the `hybrid` tests as the tracker publishes them: a token at
 /// 500 written at `t0`; follower 1 shows writes 100 ms after the leader,
 /// follower 2 400 ms after.
 fn seeds_view(t0: Instant, f1_replay: u64) -> Arc<ClusterView> {
@@ -339,7 +339,7 @@ fn an_absurd_token_is_clamped_to_the_leader_position() {
 /// After a failover: the cluster on timeline 2, timeline 1 ended at 800.
 fn after_failover() -> Arc<ClusterView> {
     let mut v = (*view(1000, &[(Some(900), true)])).clone();
-    v.history = Arc::new(crate::History {
+    v.history = Arc::new(crate::TimelineHistory {
         current: 2,
         switches: vec![crate::Switch {
             timeline: 1,

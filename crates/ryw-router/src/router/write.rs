@@ -6,8 +6,9 @@
 //!   the write's position for the session, so no caller can record it
 //!   inside the transaction. Dropped without `commit`, it rolls back.
 //! - [`Router::write_query`]: one autocommit statement, then the position.
-//! - [`Router::record_write`], [`Router::record_write_at`]: the lower level,
-//!   for fronts that commit by themselves (a protocol proxy).
+//! - [`Router::record_write`], [`Router::record_write_position`]: the lower
+//!   level, for fronts that commit by themselves (a protocol proxy, through
+//!   [`FrontWrite`](crate::FrontWrite)).
 
 use std::fmt;
 use std::ops::Deref;
@@ -106,7 +107,7 @@ impl WriteTx {
     /// record). Returns that position, the session's new token. The
     /// position read just before `COMMIT`, in the same message, is kept as
     /// the write's floor: what a failover is judged against
-    /// ([`History::write_lost`](crate::History::write_lost)).
+    /// ([`TimelineHistory::write_lost`](crate::TimelineHistory::write_lost)).
     ///
     /// Errors: [`Error::NotCommitted`] when the transaction did not commit (a
     /// statement of it had failed, a deferred constraint, a serialization
@@ -235,7 +236,7 @@ impl Router {
     /// sent, or `pg_current_wal_insert_lsn()` read inside its transaction);
     /// without one, a failover that loses this write cannot tell the
     /// session so.
-    pub async fn record_write(
+    pub(crate) async fn record_write(
         &self,
         session: &SessionKey,
         client: &tokio_postgres::Client,
@@ -257,7 +258,7 @@ impl Router {
     /// A floor for a write about to be sent to the leader: its position as
     /// the tracker last knew it (never ahead of the leader's WAL), on its
     /// timeline. `None` before the leader's first poll.
-    pub fn leader_floor(&self) -> Option<Position> {
+    pub(crate) fn leader_floor(&self) -> Option<Position> {
         let view = self.inner.tracker.shared.view();
         let lsn = view.leader.lsn?;
         Some(Position::new(
@@ -266,23 +267,14 @@ impl Router {
         ))
     }
 
-    /// The lowest level of rule 1: `lsn` is the leader's position read
-    /// after a write of `session` committed (by a front that reads it
-    /// itself), on the timeline the tracker knows the leader on. Stores it
-    /// as the session's token and last write time.
-    /// `floor` as for [`Router::record_write`].
-    pub async fn record_write_at(
-        &self,
-        session: &SessionKey,
-        lsn: Lsn,
-        floor: Option<Position>,
-    ) -> Committed {
-        let pos = Position::new(self.leader_timeline(), lsn);
-        self.record_write_position(session, pos, floor).await
-    }
-
-    /// [`Router::record_write_at`] with the write's timeline known. Also
-    /// raises the fleet-wide mark of scope `global` ([`crate::Scope`]).
+    /// The lowest level of rule 1: `pos` is the leader's position (on its
+    /// timeline) read after a write of `session` committed, by a front that
+    /// reads it itself. Stores it as the session's token and last write
+    /// time. `floor`: a position the leader had reached before the write's
+    /// commit record ([`FrontWrite::floor`](crate::FrontWrite::floor));
+    /// without one, a failover that loses this write cannot tell the
+    /// session so. Also raises the fleet-wide mark of scope `global`
+    /// ([`crate::Scope`]).
     pub async fn record_write_position(
         &self,
         session: &SessionKey,
@@ -312,9 +304,9 @@ impl Router {
     }
 
     /// Whether the write whose floor is `floor` was lost in a failover
-    /// ([`History::write_lost`](crate::History::write_lost)); counted when
+    /// ([`TimelineHistory::write_lost`](crate::TimelineHistory::write_lost)); counted when
     /// it was. For a front that keeps sessions itself (a proxy).
-    pub fn lost_write(&self, floor: Position) -> Option<Position> {
+    pub(crate) fn lost_write(&self, floor: Position) -> Option<Position> {
         let lost = self.inner.tracker.shared.view().history.write_lost(floor);
         if lost.is_some() {
             self.inner.metrics.add_write_lost();
@@ -322,16 +314,10 @@ impl Router {
         lost
     }
 
-    /// The timeline the tracker knows the leader on (0 before it knows).
-    pub fn leader_timeline(&self) -> u32 {
-        let view = self.inner.tracker.shared.view();
-        view.leader.timeline.unwrap_or(view.history.current)
-    }
-
     /// The leader was at `lsn` (read by a front on its own connection, for
     /// a session it keeps itself): the tracker learns of it before its next
     /// poll, for lag and the absurd-token bound (rule 4).
-    pub fn note_leader_position(&self, lsn: Lsn) {
+    pub(crate) fn note_leader_position(&self, lsn: Lsn) {
         self.inner.tracker.shared.note_leader_lsn(lsn);
     }
 

@@ -71,13 +71,13 @@ pub struct SessionRecord {
     pub token: Option<Position>,
     /// The floor of the session's latest write: a position the leader had
     /// reached before the write's commit record. What tells a write that a
-    /// failover lost ([`History::write_lost`](crate::History::write_lost))
+    /// failover lost ([`TimelineHistory::write_lost`](crate::TimelineHistory::write_lost))
     /// from a read of data that went with it.
     pub write: Option<Position>,
     /// Wall-clock ms of its last write (the sticky window).
     pub last_write_ms: Option<u64>,
     /// Wall-clock ms of a write whose position `token` may not cover: one
-    /// recorded only by a seed-003-style service
+    /// recorded only by the .NET + Redis demo
     /// (`user:{id}:last_write_utc`, see [`seed`]). `hybrid` lets the sticky
     /// window decide for it. Always `None` in the memory store.
     pub untracked_write_ms: Option<u64>,
@@ -139,7 +139,7 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// After a committed write at `pos`: token = max(token, pos), write =
     /// max(write, floor) when the write's floor is known (a position the
     /// leader had reached before the write committed:
-    /// [`History::write_lost`](crate::History::write_lost) judges it), and
+    /// [`TimelineHistory::write_lost`](crate::TimelineHistory::write_lost) judges it), and
     /// last write = max(last write, `now_ms`). Returns the write floor the
     /// session had *before* (so the router can tell it a write of it was
     /// lost in a failover, even when this write replaces it).

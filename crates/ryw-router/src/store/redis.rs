@@ -18,10 +18,11 @@
 //! highest acknowledged write's position, raised by a max script, no TTL).
 //! On a cluster it is a slot of its own, apart from every session's, so a
 //! write raises it with a call of its own, at the same time as the
-//! session's script; its shard failing fails `global` reads only.
+//! session's script; while its shard fails, `global` reads go to the
+//! leader.
 //!
-//! Reads also look at seed 003's own key, `user:ID:last_write_utc` (written
-//! by a seed-003-style service, never by ryw; see [`super::seed`]): a write
+//! Reads also look at the .NET + Redis demo's key, `user:ID:last_write_utc`
+//! (written by that demo, never by ryw; see [`super::seed`]): a write
 //! recorded there that ryw's position may not cover is returned as
 //! [`SessionRecord::untracked_write_ms`]. On one Redis it is in the same
 //! `MGET`. On a cluster it has no hash tag (the `{id}` of its template is
@@ -121,12 +122,12 @@ pub struct RedisStoreConfig {
     /// tries Redis again, so a dead Redis costs requests nothing. Default
     /// 500 ms.
     pub retry_after: Duration,
-    /// A key written by a seed-003-style service after each write (`{id}`
+    /// A key written by the .NET + Redis demo after each write (`{id}`
     /// stands for the session id), holding an ISO-8601 UTC time and no
     /// position. Read with ryw's own keys; a write recorded there that ryw's
     /// position may not cover gets the sticky window under `hybrid` (and
     /// counts as a write for `sticky`). Never written by ryw. Default
-    /// `user:{id}:last_write_utc` (seed 003's); `None` to ignore it.
+    /// `user:{id}:last_write_utc` (the demo's); `None` to ignore it.
     pub seed_last_write_key: Option<String>,
 }
 
@@ -252,7 +253,7 @@ impl Shards {
     }
 }
 
-/// Seed 003's value for a session.
+/// The .NET + Redis demo's value for a session.
 enum Seed {
     /// Read: the value, if the key exists.
     Read(Option<String>),
@@ -468,7 +469,7 @@ impl RedisStore {
 
     /// One session's own keys (`MGET`, one slot) and, on a cluster, seed
     /// 003's key by a `GET` of its own at the same time. Returns ryw's three
-    /// values and the seed's.
+    /// values and the demo's.
     async fn load_values(
         &self,
         key: &SessionKey,
@@ -570,7 +571,7 @@ impl SessionStore for RedisStore {
             let own_last_write = parse_u64(at, "last_write_ms")?;
             let (last_write_ms, untracked_write_ms) = match seed_at {
                 Seed::Read(v) => seed::merge(own_last_write, v.as_deref()),
-                // The seed's shard cannot say whether the session wrote:
+                // The demo's shard cannot say whether the session wrote:
                 // as if it just had (the window's safe side: the leader),
                 // without failing the session's own shard.
                 Seed::Unreadable => (Some(seed::UNPARSEABLE), Some(seed::UNPARSEABLE)),

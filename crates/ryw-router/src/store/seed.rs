@@ -1,16 +1,16 @@
-//! Seed 003's session key, read so that a team can move from the seed's
-//! design to ryw, or run both side by side, without dropping its users'
-//! sessions: a seed-003-style service records only
+//! The session key of the .NET + Redis read-your-writes demo ryw grew from,
+//! read so that a team can move from that demo's design to ryw, or run both
+//! side by side, without dropping its users' sessions: the demo records only
 //! `user:{userId}:last_write_utc` (an ISO-8601 UTC time, TTL 10 minutes)
 //! after each write, and no position.
 
 use std::time::Duration;
 
-/// Seed 003's key, with `{id}` for the session id.
+/// The .NET + Redis demo's key, with `{id}` for the session id.
 pub const SEED_LAST_WRITE_KEY: &str = "user:{id}:last_write_utc";
 
-/// How much later than the seed's time ryw's own last write must be for
-/// ryw's position to cover the seed's write: the seed may record whole
+/// How much later than the demo's time ryw's own last write must be for
+/// ryw's position to cover the demo's write: the demo may record whole
 /// seconds, and the two services' clocks may differ a little.
 pub const SEED_TIME_SLACK: Duration = Duration::from_secs(1);
 
@@ -23,11 +23,11 @@ pub fn key(template: &str, id: &str) -> String {
     template.replace("{id}", id)
 }
 
-/// The seed's write time in ms since the epoch, and whether ryw's own
+/// The demo's write time in ms since the epoch, and whether ryw's own
 /// position may have missed it: `(last write for the window, untracked
-/// write)`, from ryw's own last write time and the seed's value.
+/// write)`, from ryw's own last write time and the demo's value.
 ///
-/// The seed's write is covered by ryw's position when ryw recorded a write
+/// The demo's write is covered by ryw's position when ryw recorded a write
 /// of its own [`SEED_TIME_SLACK`] after it: ryw's token is read after its
 /// own commit, so it covers every write that committed before.
 pub fn merge(own_last_write_ms: Option<u64>, seed: Option<&str>) -> (Option<u64>, Option<u64>) {
@@ -143,8 +143,8 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Formats ms since the epoch as seed 003 writes it (`…T11:25:30.123Z`), for
-/// tests and tools that play the seed's part.
+/// Formats ms since the epoch as the .NET + Redis demo writes it (`…T11:25:30.123Z`), for
+/// tests and tools that play the demo's part.
 pub fn format_utc_ms(ms: u64) -> String {
     let secs = (ms / 1000) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn the_seeds_formats_parse_to_the_same_instant() {
-        // 2025-11-17T11:25:30Z, the seed's README example.
+        // 2025-11-17T11:25:30Z, the demo's README example.
         let at = 1_763_378_730_000;
         for text in [
             "2025-11-17T11:25:30Z",
@@ -229,19 +229,19 @@ mod tests {
     fn a_seed_write_is_untracked_until_ryw_records_a_later_write_of_its_own() {
         let seed = "2025-11-17T11:25:30Z";
         let at = 1_763_378_730_000;
-        // Only the seed's key: its time is the last write, and untracked.
+        // Only the demo's key: its time is the last write, and untracked.
         assert_eq!(merge(None, Some(seed)), (Some(at), Some(at)));
         // ryw wrote 0.5 s later: within the slack, still untracked.
         assert_eq!(
             merge(Some(at + 500), Some(seed)),
             (Some(at + 500), Some(at))
         );
-        // ryw wrote 2 s later: its position covers the seed's write.
+        // ryw wrote 2 s later: its position covers the demo's write.
         assert_eq!(
             merge(Some(at + 2_000), Some(seed)),
             (Some(at + 2_000), None)
         );
-        // The seed wrote after ryw: untracked again.
+        // The demo wrote after ryw: untracked again.
         assert_eq!(merge(Some(at - 60_000), Some(seed)), (Some(at), Some(at)));
         // No seed key: ryw's own record alone.
         assert_eq!(merge(Some(at), None), (Some(at), None));

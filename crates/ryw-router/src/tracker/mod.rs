@@ -29,7 +29,7 @@ use crate::feed::message::{FeedMessage, local_times};
 use crate::feed::{Change, Gate, LocalReport};
 use crate::metrics::Metrics;
 use crate::pg::{describe_pg, first_value};
-use crate::timeline::History;
+use crate::timeline::TimelineHistory;
 use crate::view::ClusterView;
 use crate::{Lsn, RouterConfig};
 
@@ -301,7 +301,7 @@ async fn poll_loop(
 ) {
     let mut backoff = cfg.reconnect_min;
     // The history of the timeline this node last led on, read once.
-    let mut history: Option<Arc<History>> = None;
+    let mut history: Option<Arc<TimelineHistory>> = None;
     let mut gate = shared.poll.subscribe();
     loop {
         Shared::until_polling(&mut gate).await;
@@ -350,7 +350,7 @@ async fn poll_connected(
     cfg: &RouterConfig,
     node: usize,
     backoff: &mut Duration,
-    history: &mut Option<Arc<History>>,
+    history: &mut Option<Arc<TimelineHistory>>,
     gate: &mut watch::Receiver<bool>,
 ) -> (String, Instant) {
     let stmt = match tokio::time::timeout(cfg.poll_timeout, client.prepare(NODE_POLL)).await {
@@ -450,9 +450,9 @@ fn parse_row(row: &tokio_postgres::Row) -> Result<Polled, String> {
 /// (`pg_read_file` needs a superuser or the `pg_read_server_files` role);
 /// when that fails, the history has no switches, so tokens from earlier
 /// timelines are served by the leader and a lost write is not reported.
-async fn read_history(client: &Client, timeline: u32, limit: Duration) -> History {
+async fn read_history(client: &Client, timeline: u32, limit: Duration) -> TimelineHistory {
     if timeline <= 1 {
-        return History::first();
+        return TimelineHistory::first();
     }
     let sql = format!("SELECT pg_read_file('pg_wal/{timeline:08X}.history')");
     let text = match tokio::time::timeout(limit, client.simple_query(&sql)).await {
@@ -468,12 +468,15 @@ async fn read_history(client: &Client, timeline: u32, limit: Duration) -> Histor
         }
         Err(_) => None,
     };
-    match text.as_deref().and_then(|t| History::parse(timeline, t)) {
+    match text
+        .as_deref()
+        .and_then(|t| TimelineHistory::parse(timeline, t))
+    {
         Some(h) => {
             tracing::info!(timeline, switches = ?h.switches, "timeline history read");
             h
         }
-        None => History {
+        None => TimelineHistory {
             current: timeline,
             switches: Vec::new(),
         },

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::timeline::History;
-use crate::view::{ClusterView, NOT_POLLED_YET, NodeStatus, Reached, Role};
+use crate::timeline::TimelineHistory;
+use crate::view::{ClusterView, NOT_POLLED_YET, ObservedNode, Reached, Role};
 use crate::{LEADER_NAME, Lsn, RouterConfig};
 
 /// Leader positions closer in time than this are merged into one history
@@ -153,7 +153,7 @@ impl LeaderHistory {
 
 /// A follower's latest catch-ups: how long after the leader reached a
 /// position the tracker first saw the follower at it. Their maximum is its
-/// published pace ([`NodeStatus::catch_up`]).
+/// published pace ([`ObservedNode::catch_up`]).
 #[derive(Debug, Default)]
 struct CatchUps {
     recent: [Duration; CATCH_UPS],
@@ -182,7 +182,7 @@ impl CatchUps {
 #[derive(Debug)]
 struct Node {
     /// As listed in [`ClusterView::nodes`].
-    status: NodeStatus,
+    status: ObservedNode,
     /// The postmaster start time the positions we hold came from. Kept when
     /// the position is forgotten, to tell a reconnect from a restart.
     started_at_us: Option<i64>,
@@ -221,7 +221,7 @@ pub(crate) struct PrimaryPoll {
     pub started_at_us: i64,
     /// Where each earlier timeline ended, from its `NNNNNNNN.history` file;
     /// with no switches when it could not be read.
-    pub history: Arc<History>,
+    pub history: Arc<TimelineHistory>,
 }
 
 /// What one poll of a node said, from this instance's poll task or from
@@ -247,13 +247,13 @@ pub(crate) enum PollOutcome {
 pub(crate) struct TrackerState {
     limits: Limits,
     /// The leader as published (`leader`): a copy of its node's status.
-    leader: NodeStatus,
+    leader: ObservedNode,
     leader_index: Option<usize>,
     /// The leader's positions over time (lag, the hybrid prediction). Its
     /// positions only; cleared when another node leads.
     history: LeaderHistory,
     /// The leader's timeline history.
-    timelines: Arc<History>,
+    timelines: Arc<TimelineHistory>,
     nodes: Vec<Node>,
 }
 
@@ -267,11 +267,11 @@ impl TrackerState {
             leader: no_leader(NOT_POLLED_YET),
             leader_index: None,
             history: LeaderHistory::default(),
-            timelines: Arc::new(History::default()),
+            timelines: Arc::new(TimelineHistory::default()),
             nodes: names
                 .iter()
                 .map(|name| Node {
-                    status: NodeStatus::new(name.clone(), Role::Follower),
+                    status: ObservedNode::new(name.clone(), Role::Follower),
                     started_at_us: None,
                     catch_ups: CatchUps::default(),
                     primary: false,
@@ -625,7 +625,7 @@ impl TrackerState {
 
     /// The snapshot routing reads.
     pub fn view(&self) -> ClusterView {
-        let nodes: Vec<NodeStatus> = self.nodes.iter().map(|f| f.status.clone()).collect();
+        let nodes: Vec<ObservedNode> = self.nodes.iter().map(|f| f.status.clone()).collect();
         // Only positions no follower in rotation has replayed can make a
         // read wait, so only those are published.
         let replayed = nodes
@@ -657,7 +657,7 @@ impl TrackerState {
             lsn,
             timeline: 1,
             started_at_us: 0,
-            history: Arc::new(History::first()),
+            history: Arc::new(TimelineHistory::first()),
         };
         self.on_primary_poll(i, poll, now);
     }
@@ -674,7 +674,7 @@ impl TrackerState {
 /// earlier timeline and past where that one ended (the old leader's WAL
 /// that the new one never had), or on a timeline the leader has not
 /// reached (it follows a newer leader the tracker has not seen yet).
-fn off_history(timelines: &History, timeline: Option<u32>, lsn: Lsn) -> Option<String> {
+fn off_history(timelines: &TimelineHistory, timeline: Option<u32>, lsn: Lsn) -> Option<String> {
     let (current, t) = (timelines.current, timeline?);
     if current == 0 || t == current {
         return None;
@@ -693,8 +693,8 @@ fn off_history(timelines: &History, timeline: Option<u32>, lsn: Lsn) -> Option<S
 }
 
 /// The published leader while none is known (`why` in its note).
-fn no_leader(why: &str) -> NodeStatus {
-    let mut s = NodeStatus::new(Arc::from(LEADER_NAME), Role::Leader);
+fn no_leader(why: &str) -> ObservedNode {
+    let mut s = ObservedNode::new(Arc::from(LEADER_NAME), Role::Leader);
     s.note = Some(why.to_owned());
     s
 }
@@ -702,7 +702,7 @@ fn no_leader(why: &str) -> NodeStatus {
 /// Rule 3: the position is no longer trusted, and decisions taken under the
 /// old epoch are void (the epoch moves only when something was known, so a
 /// node that stays down does not churn it).
-fn forget(s: &mut NodeStatus, why: &str) {
+fn forget(s: &mut ObservedNode, why: &str) {
     if s.healthy || s.lsn.is_some() {
         tracing::warn!(node = %s.name, reason = why, "forgetting follower position");
         s.epoch += 1;
@@ -1143,8 +1143,8 @@ mod tests {
     /// timeline 1 at 800 when `timeline` is 2).
     fn primary(st: &mut TrackerState, i: usize, lsn: u64, timeline: u32, now: Instant) {
         let history = match timeline {
-            1 => History::first(),
-            t => History {
+            1 => TimelineHistory::first(),
+            t => TimelineHistory {
                 current: t,
                 switches: vec![crate::Switch {
                     timeline: t - 1,

@@ -127,6 +127,15 @@ async fn a_follower_whose_replication_is_cut_leaves_rotation_and_returns_when_re
     )
     .await;
     eprintln!("follower1 back in rotation {back:?} after the repair");
+    // Back in rotation is within the lag limits (10 s), not caught up: the
+    // WAL of the cut is still replaying, and `sticky` and stale-ok reads
+    // (what `late_reads` judges) may lag until it is. On a loaded machine
+    // that has taken over 300 ms.
+    let caught_up = wait_view(&ctx.router, "follower1 catches up", secs(15), |v| {
+        v.nodes[0].lag_ms.is_some_and(|l| l < 100)
+    })
+    .await;
+    eprintln!("follower1 caught up {caught_up:?} after that");
 
     let after = late_reads(&ctx, "after the repair").await;
     assert_eq!(after.stale, 0, "{after:?}");

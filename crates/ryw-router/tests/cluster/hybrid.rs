@@ -1,5 +1,5 @@
-//! Issue 14: the default strategy, `hybrid`, on the seeds' lags (100 ms and
-//! 400 ms). 1,000 pay-then-read pairs with a think time uniform in 0–1 s:
+//! Issue 14: the default strategy, `hybrid`, on followers 100 ms and 400 ms
+//! behind. 1,000 pay-then-read pairs with a think time uniform in 0–1 s:
 //! no stale read and no monotonic-read violation, most reads on followers
 //! (the old hybrid, sticky for 5 s after every write, sent all of them to
 //! the leader), waits only when a follower was about to catch up.

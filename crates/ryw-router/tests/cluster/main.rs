@@ -21,7 +21,10 @@
 //! | `hybrid` | the default strategy: 1,000 pay-then-read pairs (think 0–1 s) never stale or non-monotonic, mostly on followers; a follower whose replay stops costs at most the budget, then no more waits (rules 2, 4, 7) |
 //! | `spread` | fresh reads every follower could serve are spread over all of them by load (25–42% each), a slowed or loaded follower gets fewer, never stale (issue 22) |
 //! | `redis_cluster` | sessions in a Redis Cluster (3 masters + replicas) shared by two routers; a SIGKILLed master: its sessions on the leader until its replica serves (and the grace), the others on followers, never stale (issue 22) |
-//! | `seed` | a seed-003-style session (only `user:{id}:last_write_utc` in Redis): the window decides, strict with the lag limit under it; then the position (issue 14) |
+//! | `seed` | a session of the .NET + Redis demo (only `user:{id}:last_write_utc` in Redis): the window decides, strict with the lag limit under it; then the position (issue 14) |
+//!
+//! "Rule N" in comments: the correctness rules, listed in
+//! `docs/architecture.md#correctness-rules` with the code and tests of each.
 
 mod commit_lsn;
 mod cut;

@@ -1,16 +1,16 @@
-//! Issue 14: moving from seed 003's design to ryw without dropping sessions.
-//! A seed-003-style service writes to the leader and records only
+//! Issue 14: moving from the .NET + Redis demo's design to ryw without dropping
+//! sessions. The .NET + Redis demo writes to the leader and records only
 //! `user:{userId}:last_write_utc` (an ISO-8601 UTC time, TTL 10 minutes) in
 //! the real Redis; ryw's Redis store reads it when its own position does not
 //! cover it, and `hybrid` lets the sticky window decide for that write:
 //!
 //! - inside the window: the leader;
 //! - after it, with no position: a follower, fresh only while its lag stays
-//!   under the window (seed 003's own guarantee): here one 1.5 s behind
+//!   under the window (the demo's own guarantee): here one 1.5 s behind
 //!   with a 1 s window shows the old row; with `max_lag_time` under the
 //!   window no follower that far behind is in rotation, so it is strict;
 //! - after the session's next write through ryw: its position decides (a
-//!   newer write recorded only by the seed service gets the window again).
+//!   newer write recorded only by the demo gets the window again).
 
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use crate::support::{
     Ctx, Read, StoreKind, direct, ms, read, router_for, session, wait_view, with, write,
 };
 
-/// Seed 003's sticky window here (its default is 5 s; shorter keeps the
+/// The demo's sticky window here (its default is 5 s; shorter keeps the
 /// test short), and a follower further behind than it.
 const WINDOW: Duration = Duration::from_secs(1);
 const LAG: Duration = Duration::from_millis(1500);
@@ -32,7 +32,7 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// What a seed-003-style service does for a write: the write on the leader,
+/// What the .NET + Redis demo does for a write: the write on the leader,
 /// then `user:{id}:last_write_utc` = now (TTL 10 minutes), and no position.
 async fn seed_write(
     ctx: &Ctx,
@@ -74,7 +74,7 @@ async fn a_seed_003_session_follows_the_window_until_its_next_write_through_ryw(
     };
     let ctx = Ctx::start(&[LAG], cfg.clone(), StoreKind::Redis).await;
     // A second instance on the same Redis, with the lag limit under the
-    // window: the seed's guarantee made strict.
+    // window: the demo's guarantee made strict.
     let strict = router_for(
         &ctx.cluster,
         &["follower1"],
@@ -93,7 +93,7 @@ async fn a_seed_003_session_follows_the_window_until_its_next_write_through_ryw(
         .await
         .expect("redis connection");
 
-    // Three users of the seed service, each with one write and no position.
+    // Three users of the demo, each with one write and no position.
     let (inside, after, after_strict) = (
         session("seed-in"),
         session("seed-out"),
@@ -111,9 +111,9 @@ async fn a_seed_003_session_follows_the_window_until_its_next_write_through_ryw(
     assert_eq!((r.v, r.node.as_str()), (1, "leader"), "{}", shown(&r));
     assert_eq!(r.decision.reason, Reason::WroteWithinWindow);
 
-    // After the window, with no position: a follower. Seed 003's guarantee
+    // After the window, with no position: a follower. The demo's guarantee
     // holds only while lag stays under the window; this follower is 1.5 s
-    // behind, so it shows the old row (the seed's weakness, kept as is)...
+    // behind, so it shows the old row (the demo's weakness, kept as is)...
     tokio::time::sleep_until(wrote + WINDOW + ms(150)).await;
     let r = read(router, nodes, &after, Freshness::Fresh, hybrid(), None)
         .await
@@ -164,7 +164,7 @@ async fn a_seed_003_session_follows_the_window_until_its_next_write_through_ryw(
     assert_eq!((r.v, r.node.as_str()), (2, "follower1"), "{}", shown(&r));
     assert_eq!(r.decision.reason, Reason::CaughtUp);
 
-    // Side by side: a newer write through the seed service, which ryw's
+    // Side by side: a newer write through the demo, which ryw's
     // position does not cover, gets the window again.
     seed_write(&ctx, &mut redis, &inside, 3).await;
     let r = read(router, nodes, &inside, Freshness::Fresh, hybrid(), None)
@@ -173,7 +173,7 @@ async fn a_seed_003_session_follows_the_window_until_its_next_write_through_ryw(
     assert_eq!((r.v, r.node.as_str()), (3, "leader"), "{}", shown(&r));
     assert_eq!(r.decision.reason, Reason::WroteWithinWindow);
 
-    // `sticky` (seed 003's own strategy) reads the seed's key as a write too.
+    // `sticky` (the demo's own strategy) reads the demo's key as a write too.
     let r = read(
         router,
         nodes,

@@ -153,7 +153,7 @@ async fn a_slowed_follower_serves_fewer_reads(ctx: &Ctx) {
 }
 
 /// Six reads in flight on follower2, as a proxy holds them (the decision
-/// of `plan_read`, kept until its read is done): fresh reads go elsewhere;
+/// of `front_read`, kept until its read is done): fresh reads go elsewhere;
 /// once the decisions are dropped, follower2 counts none.
 async fn a_loaded_follower_serves_fewer_reads_until_its_reads_are_done(ctx: &Ctx) {
     let router = &ctx.router;
@@ -163,8 +163,8 @@ async fn a_loaded_follower_serves_fewer_reads_until_its_reads_are_done(ctx: &Ctx
     // that land on follower2.
     let legacy = ReadRequest::fresh(&holder).options(with(Strategy::Legacy));
     for _ in 0..500 {
-        let d = router.plan_read(&legacy).await.expect("plan");
-        if &*d.node == "follower2" {
+        let d = router.front_read(&legacy).await.expect("plan");
+        if &*d.decision().node == "follower2" {
             held.push(d);
             if held.len() == 6 {
                 break;
@@ -191,7 +191,7 @@ async fn a_loaded_follower_serves_fewer_reads_until_its_reads_are_done(ctx: &Ctx
         t.on("follower2"),
         t.off_leader()
     );
-    let clone = held[0].clone();
+    let clone = held[0].decision().clone();
     held.truncate(1);
     assert_eq!(
         in_flight(router, "follower2"),

@@ -92,7 +92,7 @@ pub async fn show(State(state): State<AppState>) -> Json<ClusterBody> {
     let view = state.router.cluster_view();
     let delays = configured_delays(state.cfg.cluster_dir.clone()).await;
     // The configured name behind each published one.
-    let configured = |n: &ryw_router::NodeStatus| -> String {
+    let configured = |n: &ryw_router::ObservedNode| -> String {
         if std::ptr::eq(n, &view.leader) {
             view.leader_node()
                 .unwrap_or(ryw_router::LEADER_NAME)

@@ -1,4 +1,4 @@
-//! Seed 003's profile: `POST /api/me/profile` (write) and `GET /api/me`
+//! The .NET + Redis demo's profile: `POST /api/me/profile` (write) and `GET /api/me`
 //! (fresh read).
 
 use crate::domain::Profile;

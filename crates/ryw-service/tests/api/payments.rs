@@ -144,7 +144,7 @@ async fn the_write_response_carries_the_new_state_and_a_token_that_reads_it() {
     assert_eq!(list.body["payments"].as_array().unwrap().len(), 1);
     assert_eq!(list.body["payments"][0]["amount_cents"], 2_500);
 
-    // Seed 003: profile write then /api/me.
+    // The .NET + Redis demo's flow: profile write then /api/me.
     let p = app
         .call("POST", "/api/me/profile", Some(&u), &[], Some(r#"{"email":"akbar@example.com","name":"Akbar","avatarUrl":"https://example.com/a.jpg"}"#))
         .await;
