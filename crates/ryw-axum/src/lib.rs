@@ -70,6 +70,10 @@ pub use session::Session;
 /// `X-Consistency-Token`: the session's signed token, on every response and
 /// accepted on requests (to carry causality to another device).
 pub const X_CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("x-consistency-token");
+/// `X-Ryw-Scope` (request): the scope of the request's fresh reads
+/// (`connection`, `session`, `global`, `cluster`; see
+/// [`ryw_router::Scope`]); an unknown scope is a 400.
+pub const X_RYW_SCOPE: HeaderName = HeaderName::from_static("x-ryw-scope");
 /// `X-Served-By`: `leader`, a follower's name, or `none`.
 pub const X_SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 /// `X-Waited-Ms`: how long a read waited for a follower to catch up, in

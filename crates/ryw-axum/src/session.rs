@@ -7,9 +7,9 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use ryw_router::{Position, ReadOptions, ReadRequest, SessionKey};
+use ryw_router::{Position, ReadOptions, ReadRequest, Scope, SessionKey};
 
-use crate::{Problem, Ryw, SessionSource, X_CONSISTENCY_TOKEN};
+use crate::{Problem, Ryw, SessionSource, X_CONSISTENCY_TOKEN, X_RYW_SCOPE};
 
 /// The caller's session, as the [`Ryw`] layer's configuration reads it from
 /// the request:
@@ -19,7 +19,9 @@ use crate::{Problem, Ryw, SessionSource, X_CONSISTENCY_TOKEN};
 ///   verified (rule 4: a malformed, tampered or foreign token is a 400,
 ///   never a silent stale read);
 /// - `options`: the request's strategy, when the service allows a
-///   strategy header.
+///   strategy header;
+/// - `scope`: the request's `X-Ryw-Scope` (whose writes its fresh reads
+///   must see; an unknown scope is a 400).
 #[derive(Clone, Debug)]
 pub struct Session {
     /// Whose writes the reads must see.
@@ -28,14 +30,20 @@ pub struct Session {
     pub client_token: Option<Position>,
     /// Per-request read options (default: the router's).
     pub options: ReadOptions,
+    /// The request's scope (`X-Ryw-Scope`); `None`: the router's default.
+    pub scope: Option<Scope>,
 }
 
 impl Session {
     /// A fresh read for this session: [`Router::query`](ryw_router::Router::query) and co.
     pub fn fresh(&self) -> ReadRequest<'_> {
-        ReadRequest::fresh(&self.key)
+        let req = ReadRequest::fresh(&self.key)
             .client_token(self.client_token)
-            .options(self.options)
+            .options(self.options);
+        match self.scope {
+            Some(scope) => req.scope(scope),
+            None => req,
+        }
     }
 
     /// A stale-ok read (a catalogue): any follower in rotation.
@@ -61,10 +69,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
         let key = session_key(&cfg, &parts.headers)?;
         let client_token = client_token(&cfg, &parts.headers)?;
         let options = read_options(&cfg, &parts.headers)?;
+        let scope = scope(&parts.headers)?;
         Ok(Session {
             key,
             client_token,
             options,
+            scope,
         })
     }
 }
@@ -129,6 +139,25 @@ fn client_token(cfg: &Ryw, headers: &HeaderMap) -> Result<Option<Position>, Prob
         .verify(text.trim())
         .map(Some)
         .map_err(|e| bad(e.to_string()))
+}
+
+/// `X-Ryw-Scope`: `connection`, `session`, `global` or `cluster`.
+fn scope(headers: &HeaderMap) -> Result<Option<Scope>, Problem> {
+    let Some(v) = headers.get(X_RYW_SCOPE) else {
+        return Ok(None);
+    };
+    let unknown = |text: &str| {
+        Problem::bad_request(
+            "unknown-scope",
+            "Unknown read scope",
+            format!(
+                "unknown X-Ryw-Scope {:?}; use one of connection, session, global, cluster",
+                text.chars().take(64).collect::<String>()
+            ),
+        )
+    };
+    let text = v.to_str().map_err(|_| unknown("(not visible ASCII)"))?;
+    text.parse().map(Some).map_err(|_| unknown(text))
 }
 
 fn read_options(cfg: &Ryw, headers: &HeaderMap) -> Result<ReadOptions, Problem> {
@@ -218,6 +247,17 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-user", HeaderValue::from_bytes(b"\xff\xfe").unwrap());
         assert_eq!(session_key(&c, &h).unwrap_err().slug, "bad-user-id");
+    }
+
+    #[test]
+    fn the_scope_header_is_parsed_and_an_unknown_scope_refused() {
+        assert_eq!(scope(&headers(&[])).unwrap(), None);
+        assert_eq!(
+            scope(&headers(&[("x-ryw-scope", "global")])).unwrap(),
+            Some(Scope::Global)
+        );
+        let p = scope(&headers(&[("x-ryw-scope", "everything")])).unwrap_err();
+        assert_eq!((p.status.as_u16(), p.slug), (400, "unknown-scope"));
     }
 
     #[test]

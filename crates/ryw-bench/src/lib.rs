@@ -51,6 +51,9 @@
 //!   (Pgpool-II) and [`peers::PgBouncer`]; [`peers::peer_groups`], the
 //!   side-by-side comparison's groups; [`peers::side_by_side()`], the whole
 //!   of `ryw bench peers`.
+//! - [`scopes`]: [`scopes::scopes()`], the whole of `ryw bench scopes`
+//!   (the pooled pattern through `ryw proxy` with each read scope, beside
+//!   Pgpool-II; reads/s, follower share, stale reads, p50/p99).
 //! - [`model`]: the scaling model of `docs/scaling.md` (`ryw bench
 //!   model`): leader share and per-node query rates predicted from the
 //!   think time, the mix, the followers' catch-up times and the strategy.
@@ -69,6 +72,7 @@ pub mod overhead;
 pub mod peers;
 pub mod pgbench;
 pub mod report;
+pub mod scopes;
 pub mod spread;
 pub mod sql;
 

@@ -240,6 +240,32 @@ impl Collector for RouterSample {
                     .encode(family.encode_family(&[("strategy", strategy.as_str())])?)?;
             }
         }
+        // Scopes: fresh reads per scope, and the coalesced fetches of
+        // `global`'s mark and `cluster`'s leader position beside the reads
+        // that took them (fetches well below reads: the coalescing works).
+        for (name, help, pick) in [
+            (
+                "ryw_scope_reads",
+                "fresh reads by scope",
+                (|s: &ryw_router::ScopeReads| s.reads) as fn(&ryw_router::ScopeReads) -> u64,
+            ),
+            (
+                "ryw_scope_fetches",
+                "fetches sent of a scope's position (global: the mark; cluster: the leader's position), each shared by the reads that began before it was sent",
+                |s| s.fetches,
+            ),
+            (
+                "ryw_scope_fetched_reads",
+                "fresh reads that took a fetched scope position (their own fetch or a shared one)",
+                |s| s.fetched_reads,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for s in &m.scopes {
+                ConstCounter::new(pick(s))
+                    .encode(family.encode_family(&[("scope", s.scope.as_str())])?)?;
+            }
+        }
         let wait_sum = ConstCounter::new(m.wait_time.as_secs_f64());
         wait_sum.encode(encoder.encode_descriptor(
             "ryw_wait_seconds",

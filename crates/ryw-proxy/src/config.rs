@@ -5,10 +5,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ryw_router::{NodeUrls, RouterConfig, TokenKey};
+use ryw_router::{NodeUrls, RouterConfig, Scope, TokenKey};
 
 pub use crate::pool::PoolMode;
 use crate::tls::TlsMode;
+
+/// The proxy's default scope of fresh reads (`--scope`; a client's `SET
+/// ryw.scope` overrides it): why this one is in the README ("Scopes").
+pub const DEFAULT_SCOPE: Scope = Scope::Session;
 
 /// Where the proxy listens, which nodes it routes to, and how.
 #[derive(Clone, Debug)]
@@ -19,7 +23,8 @@ pub struct ProxyConfig {
     /// tracker) use these URLs as given; clients' connections go to the
     /// same hosts and ports with the client's user and database.
     pub nodes: NodeUrls,
-    /// Routing: default strategy, windows and budgets, lag limits.
+    /// Routing: default strategy and scope ([`DEFAULT_SCOPE`]), windows
+    /// and budgets, lag limits.
     pub router: RouterConfig,
     /// Redis for sessions shared with other proxies and with `ryw serve`
     /// (the same keys); `None` keeps named sessions in this process.
@@ -95,7 +100,10 @@ impl ProxyConfig {
         ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 6432)),
             nodes,
-            router: RouterConfig::default(),
+            router: RouterConfig {
+                default_scope: DEFAULT_SCOPE,
+                ..RouterConfig::default()
+            },
             redis_url: None,
             token_key,
             auth_file: None,

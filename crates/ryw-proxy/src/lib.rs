@@ -52,7 +52,7 @@ mod server;
 mod session;
 mod tls;
 
-pub use config::{PoolMode, ProxyConfig};
+pub use config::{DEFAULT_SCOPE, PoolMode, ProxyConfig};
 pub use error::ProxyError;
 pub use server::{POSITION_CONNECTIONS, Proxy};
 pub use session::LOST_WRITE_SQLSTATE;

@@ -25,6 +25,9 @@ pub struct RouterConfig {
     /// Strategy of fresh reads that do not name one. Default `hybrid`, the
     /// recommended one.
     pub default_strategy: Strategy,
+    /// Scope of fresh reads that do not name one ([`Scope`](crate::Scope)):
+    /// whose writes they must see. Default `session`.
+    pub default_scope: crate::Scope,
     /// `sticky`: a session that wrote less than this long ago reads from the
     /// leader. `hybrid` applies it only to a write whose position it does
     /// not know (the .NET + Redis demo's `user:{id}:last_write_utc`, see
@@ -108,6 +111,7 @@ impl Default for RouterConfig {
     fn default() -> RouterConfig {
         RouterConfig {
             default_strategy: Strategy::Hybrid,
+            default_scope: crate::Scope::Session,
             sticky_window: Duration::from_secs(5),
             causal_wait: Duration::from_millis(200),
             hybrid_wait: Duration::from_millis(20),

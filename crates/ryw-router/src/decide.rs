@@ -133,6 +133,9 @@ pub enum Reason {
     /// newer leader it has not seen yet): no follower can be proven to have
     /// it.
     TimelineUnknown,
+    /// The read's scope is `cluster` and the leader's position could not
+    /// be read: only the leader can serve it.
+    ScopeUnknown,
 }
 
 impl Reason {
@@ -158,6 +161,7 @@ impl Reason {
             Reason::WriteLost => "the session's write was lost in a failover",
             Reason::TokenPastSwitch => "token past its timeline's end",
             Reason::TimelineUnknown => "token on a timeline not seen yet",
+            Reason::ScopeUnknown => "the scope's position could not be read",
         }
     }
 
@@ -178,6 +182,7 @@ impl Reason {
                 | Reason::WriteLost
                 | Reason::TokenPastSwitch
                 | Reason::TimelineUnknown
+                | Reason::ScopeUnknown
         )
     }
 }

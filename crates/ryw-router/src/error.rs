@@ -18,6 +18,9 @@ pub enum Error {
     /// A strategy name outside the contract.
     #[error("unknown strategy {0:?}")]
     UnknownStrategy(String),
+    /// A scope name outside the contract ([`Scope`](crate::Scope)).
+    #[error("unknown scope {0:?}; use one of connection, session, global, cluster")]
+    UnknownScope(String),
     /// A session key that is empty, too long or has control characters.
     #[error("invalid session key")]
     InvalidSessionKey,

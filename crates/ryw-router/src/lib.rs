@@ -109,6 +109,7 @@
 //! | `timeline.rs` | [`Position`] (an LSN and its timeline), [`TimelineHistory`]: what a position means after a failover |
 //! | `token.rs` | [`Token`], [`TokenKey`]: HMAC-signed `v2.<timeline><lsn>.<mac>` header values (rule 4) |
 //! | `strategy.rs` | [`Strategy`] (`leader`, `legacy`, `sticky`, `causal`, `hybrid`, `per-read-check`), [`Freshness`], [`FollowerChoice`] |
+//! | `scope.rs` | [`Scope`] (`connection`, `session`, `global`, `cluster`): whose writes a fresh read must see |
 //! | `options.rs` | [`ReadOptions`] (`causal:50ms`), [`parse_duration`] |
 //! | `config.rs` | [`RouterConfig`] with the documented defaults, [`NodeUrls`] |
 //! | `clock.rs` | [`Clock`]: injectable wall clock for the sticky window and TTLs |
@@ -162,6 +163,7 @@ pub mod predict;
 mod reader;
 mod redis_conn;
 mod router;
+mod scope;
 mod store;
 mod strategy;
 mod timeline;
@@ -176,7 +178,7 @@ pub use decide::{Choice, Now, Reason, SessionState, decide};
 pub use error::{Error, Result};
 pub use feed::FeedConfig;
 pub use lsn::Lsn;
-pub use metrics::{MetricsSnapshot, ReadCount, StrategyWaits};
+pub use metrics::{MetricsSnapshot, ReadCount, ScopeReads, StrategyWaits};
 pub use options::{MAX_READ_OPTION, ReadOptions, parse_duration};
 pub use pg::connection_lost;
 pub use predict::Forecast;
@@ -187,6 +189,7 @@ pub use router::{
     PLAUSIBLE_AHEAD, Read, ReadRequest, Router, Row, SessionRef, Target, Unsettled, WriteTx,
     Writer, Written,
 };
+pub use scope::Scope;
 pub use store::seed;
 pub use store::{
     MAX_SESSION_KEY, MemoryStore, RedisStore, RedisStoreConfig, SessionKey, SessionRecord,

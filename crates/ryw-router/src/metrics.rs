@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::{Freshness, Strategy};
+use crate::{Freshness, Scope, Strategy};
 
 const STRATEGIES: usize = Strategy::ALL.len();
+const SCOPES: usize = Scope::ALL.len();
 /// Buckets of the wait histogram: one per bound, plus one beyond the last.
 const WAIT_BUCKETS: usize = MetricsSnapshot::WAIT_BOUNDS.len() + 1;
 /// Buckets of the position-age histogram, likewise.
@@ -33,6 +34,12 @@ pub(crate) struct Metrics {
     /// Waits per strategy, and those of them that ended on the leader.
     waits_by_strategy: [AtomicU64; STRATEGIES],
     wasted_by_strategy: [AtomicU64; STRATEGIES],
+    /// Fresh reads per scope.
+    scope_reads: [AtomicU64; SCOPES],
+    /// Fetches sent for scope positions (`global`'s mark, `cluster`'s
+    /// leader position), and reads that took one (sent or shared).
+    scope_fetches: [AtomicU64; SCOPES],
+    scope_fetch_reads: [AtomicU64; SCOPES],
     fallbacks_to_leader: AtomicU64,
     evictions: AtomicU64,
     forgets: AtomicU64,
@@ -67,6 +74,9 @@ impl Metrics {
             wait_timeouts: AtomicU64::new(0),
             waits_by_strategy: Default::default(),
             wasted_by_strategy: Default::default(),
+            scope_reads: Default::default(),
+            scope_fetches: Default::default(),
+            scope_fetch_reads: Default::default(),
             fallbacks_to_leader: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             forgets: AtomicU64::new(0),
@@ -133,6 +143,20 @@ impl Metrics {
             Freshness::StaleOk => 1,
         };
         self.reads[node][f][strategy.index()].fetch_add(1, Relaxed);
+    }
+
+    /// A fresh read of `scope`.
+    pub fn add_scope_read(&self, scope: Scope) {
+        self.scope_reads[scope.index()].fetch_add(1, Relaxed);
+    }
+
+    /// A read took `scope`'s coalesced position; `sent`: its own call sent
+    /// the fetch.
+    pub fn add_scope_fetch(&self, scope: Scope, sent: bool) {
+        self.scope_fetch_reads[scope.index()].fetch_add(1, Relaxed);
+        if sent {
+            self.scope_fetches[scope.index()].fetch_add(1, Relaxed);
+        }
     }
 
     pub fn add_write(&self) {
@@ -227,8 +251,19 @@ impl Metrics {
             })
             .filter(|w| w.waits > 0 || w.wasted > 0)
             .collect();
+        let scopes = Scope::ALL
+            .into_iter()
+            .map(|scope| ScopeReads {
+                scope,
+                reads: self.scope_reads[scope.index()].load(Relaxed),
+                fetches: self.scope_fetches[scope.index()].load(Relaxed),
+                fetched_reads: self.scope_fetch_reads[scope.index()].load(Relaxed),
+            })
+            .filter(|s| s.reads > 0 || s.fetched_reads > 0)
+            .collect();
         MetricsSnapshot {
             reads,
+            scopes,
             writes: self.writes.load(Relaxed),
             wasted_waits: waits_by_strategy.iter().map(|w| w.wasted).sum(),
             waits_by_strategy,
@@ -271,6 +306,21 @@ pub struct ReadCount {
     pub count: u64,
 }
 
+/// Fresh reads of one scope, and the coalesced fetches of its position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScopeReads {
+    /// The scope in force for the reads.
+    pub scope: Scope,
+    /// Fresh reads routed under it.
+    pub reads: u64,
+    /// Fetches sent of its position (`global`: `GET`s of the mark;
+    /// `cluster`: statements on the leader); 0 for `connection` and
+    /// `session`. Well below `fetched_reads` when reads are coalesced.
+    pub fetches: u64,
+    /// Reads that took a fetched position (their own fetch or a shared one).
+    pub fetched_reads: u64,
+}
+
 /// Waits of one strategy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StrategyWaits {
@@ -290,6 +340,9 @@ pub struct MetricsSnapshot {
     /// Reads by node, freshness and strategy; combinations never used are
     /// left out.
     pub reads: Vec<ReadCount>,
+    /// Fresh reads per scope, and the coalesced fetches of their positions;
+    /// scopes never used are left out.
+    pub scopes: Vec<ScopeReads>,
     /// Writes begun ([`Router::begin`](crate::Router::begin), [`Router::write_query`](crate::Router::write_query)).
     pub writes: u64,
     /// Fresh reads that waited for a follower to catch up.

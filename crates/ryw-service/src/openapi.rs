@@ -43,7 +43,7 @@ pub const TOKEN_PATTERN: &str = r"^(v2\.[0-9a-f]{24}|v1\.[0-9a-f]{16})\.[A-Za-z0
         crate::routes::ops::readyz,
         crate::routes::ops::metrics,
     ),
-    components(schemas(crate::error::Problem, StrategyName)),
+    components(schemas(crate::error::Problem, StrategyName, ScopeName)),
     tags((name = "payments", description = "pay, then read the balance"),
          (name = "profile", description = "profile write, then /api/me"),
          (name = "products", description = "stale-ok catalogue"),
@@ -69,6 +69,32 @@ pub enum StrategyName {
     Hybrid,
     /// Asks the chosen follower for its position first.
     PerReadCheck,
+}
+
+/// The read scopes `X-Ryw-Scope` names: whose writes a fresh read must
+/// see.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "kebab-case")]
+pub enum ScopeName {
+    /// The request's own token (`X-Consistency-Token`) only.
+    Connection,
+    /// The caller's session (`X-Demo-UserId`), from any instance: the default.
+    Session,
+    /// Every write any instance sharing the session store acknowledged
+    /// before the read began.
+    Global,
+    /// Every transaction the leader committed before the read began.
+    Cluster,
+}
+
+/// `X-Ryw-Scope`: the scope of one request's fresh reads.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct ScopeHeader {
+    /// Whose writes the request's fresh reads must see (default: the
+    /// server's `--scope`, `session`). Unknown: 400 `unknown-scope`.
+    #[param(rename = "X-Ryw-Scope", required = false, inline)]
+    pub scope: ScopeName,
 }
 
 /// `X-Demo-UserId`: who calls (the demo's identity).

@@ -5,7 +5,7 @@
 //! token flags ([`NodeArgs`], [`RoutingArgs`], [`TokenArgs`]).
 
 use clap::{Args, Parser, Subcommand};
-use ryw_router::{RouterConfig, Strategy};
+use ryw_router::{RouterConfig, Scope, Strategy};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -141,6 +141,41 @@ pub enum BenchCommand {
     /// (`causal@least-lagged`), interleaved A B A B in one run; req/s,
     /// latency and each follower's share of the reads.
     Spread(SpreadArgs),
+    /// The read scopes' cost through `ryw proxy` in the pooled pattern (a
+    /// write on one connection, reads at once on another, no named
+    /// session): each scope, and Pgpool-II (`--pgpool`), interleaved in
+    /// one run; reads/s, share on followers, stale reads, p50/p99.
+    Scopes(ScopesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScopesArgs {
+    /// The cluster folder (from `ryw cluster up`; e.g. `--lag 20ms,300ms
+    /// --redis`).
+    #[arg(long, default_value = ryw_cluster::DEFAULT_DIR)]
+    pub cluster: PathBuf,
+    /// The proxy's Redis (global's mark); default the cluster's, if any.
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// Rounds; each runs every contender once, in the same order.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Length of each contender's run.
+    #[arg(long, default_value = "10s")]
+    pub duration: Dur,
+    /// Writer/reader connection pairs.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Reads after each write.
+    #[arg(long, default_value_t = 4)]
+    pub reads_per_write: usize,
+    /// Also Pgpool-II (`disable_load_balance_on_write` always and
+    /// transaction).
+    #[arg(long)]
+    pub pgpool: bool,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -435,6 +470,11 @@ pub struct RoutingArgs {
     /// hybrid, per-read-check.
     #[arg(long, env = "RYW_STRATEGY", default_value_t = router_default().default_strategy)]
     pub strategy: Strategy,
+    /// Default scope of fresh reads (whose writes they must see):
+    /// connection, session, global, cluster. Default: `session` for `ryw
+    /// serve`, the README's choice for `ryw proxy` (`ryw_proxy::DEFAULT_SCOPE`).
+    #[arg(long, env = "RYW_SCOPE")]
+    pub scope: Option<Scope>,
     /// Sticky window: after a write, the session reads from the leader this
     /// long (`sticky`; `hybrid` only for a write whose position it does not
     /// know, such as the .NET demo's `user:{id}:last_write_utc`).

@@ -2,7 +2,8 @@
 //! `--cluster` uses the cluster's Redis unless `--redis-url` says otherwise,
 //! a leader that cannot be reached is reported once with its address, and
 //! captured output carries no colour codes nor the service's start-up lines
-//! in the middle of the bench's own story.
+//! in the middle of the bench's own story; an unknown `--scope` is refused
+//! with the choices.
 
 use rand::Rng;
 use ryw_cluster::harness::{TestCluster, TestClusterOptions};
@@ -186,6 +187,30 @@ fn an_unreachable_leader_is_reported_once_with_its_address_and_without_colour() 
         !out.contains('\u{1b}'),
         "colour codes in captured output: {out:?}"
     );
+}
+
+#[test]
+fn an_unknown_scope_on_serve_or_proxy_is_refused_before_anything_starts() {
+    for command in ["serve", "proxy"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_ryw"))
+            .args([
+                command,
+                "--scope",
+                "universe",
+                "--leader-url",
+                "postgres://postgres@127.0.0.1:19991/ryw",
+            ])
+            .env_remove("RYW_SCOPE")
+            .output()
+            .expect("running ryw");
+        let out = text(&o);
+        assert!(!o.status.success(), "{out}");
+        assert!(out.contains("--scope"), "{out}");
+        assert!(
+            out.contains("use one of connection, session, global, cluster"),
+            "{command}: {out}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

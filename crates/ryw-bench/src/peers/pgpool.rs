@@ -47,6 +47,10 @@ pub struct PgpoolOptions {
     /// `num_init_children`: clients it serves at once (one process each);
     /// more wait for a free one.
     pub num_init_children: u32,
+    /// `disable_load_balance_on_write`: `always` (default: after a write,
+    /// every later read of the connection on the primary) or `transaction`
+    /// (only within the writing transaction); both per connection.
+    pub on_write: String,
 }
 
 impl Default for PgpoolOptions {
@@ -56,6 +60,7 @@ impl Default for PgpoolOptions {
             delay_threshold: 1,
             sr_check_period: 1,
             num_init_children: 64,
+            on_write: "always".to_owned(),
         }
     }
 }
@@ -200,7 +205,7 @@ fn config_text(
          logging_collector = off\n\
          load_balance_mode = on\n\
          statement_level_load_balance = on\n\
-         disable_load_balance_on_write = 'always'\n\
+         disable_load_balance_on_write = '{on_write}'\n\
          sr_check_period = {period}\n\
          sr_check_user = 'postgres'\n\
          sr_check_password = ''\n\
@@ -225,6 +230,7 @@ fn config_text(
         period = opts.sr_check_period.max(1),
         threshold = opts.delay_threshold,
         children = opts.num_init_children.max(1),
+        on_write = opts.on_write,
     );
     for (i, n) in info.nodes.iter().enumerate() {
         let weight = match n.role {

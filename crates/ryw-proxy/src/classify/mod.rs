@@ -231,7 +231,8 @@ pub enum RywCommand {
     /// `RESET ryw.<name>` (also `SET ryw.<name> TO DEFAULT`): back to the
     /// default.
     Reset(String),
-    /// `SHOW ryw.<name>` (`token`, `served_by`, `session`, `strategy`).
+    /// `SHOW ryw.<name>` (`token`, `served_by`, `session`, `strategy`,
+    /// `scope`).
     Show(String),
     /// A `ryw.` command the proxy must refuse with SQLSTATE 22023 and this
     /// message: an unknown name (`SHOW ryw.bogus`), setting

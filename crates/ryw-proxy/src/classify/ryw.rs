@@ -6,10 +6,10 @@ use super::RywCommand;
 use super::lex::{Kind, Lexer, Token, name_text};
 
 /// Settings a client may `SET` and `RESET`.
-pub(super) const SETTABLE: &[&str] = &["session", "token", "strategy"];
+pub(super) const SETTABLE: &[&str] = &["session", "token", "strategy", "scope"];
 /// Settings a client may `SHOW` (the node that served the last statement
 /// can only be read).
-const SHOWABLE: &[&str] = &["session", "token", "strategy", "served_by"];
+const SHOWABLE: &[&str] = &["session", "token", "strategy", "scope", "served_by"];
 
 /// Parses one statement (the text between its first and last token) that
 /// the scan recognised as a `ryw.` command.

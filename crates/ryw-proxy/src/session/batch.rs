@@ -296,7 +296,7 @@ impl Session {
         // needs one, once the batch is synced.
         let position = read
             .as_ref()
-            .is_some_and(|r| r.wants_position(self.named().is_some()))
+            .is_some_and(|r| r.wants_position(self.shares_positions()))
             && synced
             && !plan.copy;
         let target = {
@@ -422,6 +422,13 @@ impl Session {
         route: Route,
         mut on_leader: bool,
     ) -> Result<Option<(Node, FrontRead)>, Closing> {
+        // A scope that fetches its position cannot take the unsettled
+        // shortcut below (it would skip the position): the last read's
+        // bound is settled first, else the read goes to the leader.
+        if self.scope().fetches() && self.positions.unsettled.is_some() {
+            self.settle_wait().await;
+            on_leader |= self.positions.unsettled.is_some();
+        }
         for _ in 0..3 {
             let mut req = self.read_request(route);
             if on_leader {
@@ -431,8 +438,12 @@ impl Session {
                 });
             }
             // Rule 7 while the last read's bound is unknown: the same
-            // follower or the leader, at once.
-            let unsettled = self.positions.unsettled.filter(|_| route == Route::Read);
+            // follower or the leader, at once (not for a scope that
+            // fetches its position, settled above).
+            let unsettled = self
+                .positions
+                .unsettled
+                .filter(|_| route == Route::Read && !self.scope().fetches());
             let read = match unsettled {
                 Some(u) if !on_leader => self.shared.router.front_read_unsettled(&req, &u),
                 _ => match self.shared.router.front_read(&req).await {
@@ -507,7 +518,7 @@ impl Session {
         plan: BatchPlan,
         synced: bool,
     ) -> Result<(), Closing> {
-        let named = self.named().is_some();
+        let named = self.shares_positions();
         let Phase::Flying(f) = &mut self.phase else {
             return Ok(());
         };

@@ -347,6 +347,7 @@ impl Session {
                 Some(_) => self.ryw.options.to_string(),
                 None => self.shared.router.config().default_strategy.to_string(),
             },
+            "scope" => self.scope().to_string(),
             other => return Err(unknown_setting(other)),
         })
     }
@@ -397,6 +398,19 @@ impl Session {
                 })?;
             }
             ("strategy", None) => next.options = ReadOptions::default(),
+            ("scope", Some(v)) => {
+                next.scope = Some(v.parse().map_err(|_| {
+                    (
+                        "22023",
+                        format!(
+                            "invalid value for ryw.scope: {:?}; use one of connection, session, \
+                             global, cluster",
+                            cut(v, 64)
+                        ),
+                    )
+                })?);
+            }
+            ("scope", None) => next.scope = None,
             (other, _) => return Err(unknown_setting(other)),
         }
         let bound = next.named.as_ref().map(|(_, k)| k.clone());
@@ -409,6 +423,7 @@ impl Session {
             if !local {
                 match name {
                     "session" => txn.committed.named = next.named.clone(),
+                    "scope" => txn.committed.scope = next.scope,
                     _ => txn.committed.options = next.options,
                 }
             }
@@ -522,8 +537,8 @@ pub(super) fn unknown_setting(name: &str) -> Refusal {
     (
         "22023",
         format!(
-            "unknown setting ryw.{}; ryw proxy knows ryw.session, ryw.token, ryw.strategy \
-             and (SHOW) ryw.served_by",
+            "unknown setting ryw.{}; ryw proxy knows ryw.session, ryw.token, ryw.strategy, \
+             ryw.scope and (SHOW) ryw.served_by",
             cut(name, 64)
         ),
     )

@@ -60,7 +60,7 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::message::frontend;
 use ryw_router::{
-    ClusterView, FrontRead, FrontWrite, LocalSession, Position, ReadOptions, ReadRequest,
+    ClusterView, FrontRead, FrontWrite, LocalSession, Position, ReadOptions, ReadRequest, Scope,
     SessionKey, Unsettled,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -257,6 +257,9 @@ struct RywSettings {
     /// under the role that bound it).
     named: Option<(Arc<str>, SessionKey)>,
     options: ReadOptions,
+    /// `ryw.scope`: whose writes fresh reads must see (`None`: the
+    /// proxy's `--scope`).
+    scope: Option<Scope>,
 }
 
 /// What the connection knows of its positions.
@@ -758,7 +761,25 @@ impl Session {
                 last_write_ms: p.last_write_ms,
             }),
         };
-        req.freshness(freshness).options(self.ryw.options)
+        req.freshness(freshness)
+            .options(self.ryw.options)
+            .scope(self.scope())
+    }
+
+    /// The scope of the session's fresh reads: `ryw.scope`, else the
+    /// proxy's `--scope`.
+    fn scope(&self) -> Scope {
+        self.ryw
+            .scope
+            .unwrap_or(self.shared.router.config().default_scope)
+    }
+
+    /// Whether a read must read its node's position after it (rule 7):
+    /// a session others read too, or a scope whose reads start from a
+    /// fetched position (they never leave a read unsettled, which would
+    /// send the next one to the last follower without that position).
+    fn shares_positions(&self) -> bool {
+        self.named().is_some() || self.scope().fetches()
     }
 
     /// Where the client's statement runs, for its cancel requests.

@@ -16,6 +16,7 @@
 //! | `regress` | PostgreSQL's regression suite (`parallel_schedule`) straight to the leader and through the proxy: the same tests fail, the same way |
 //! | `tls` | TLS both ways with the test's own CA: psql, psycopg 3, node-postgres and pgjdbc with `verify-full` (SCRAM over TLS), the clear refused under `require`, a wrong CA refused, "server does not support SSL" from a proxy without TLS; nodes with `ssl = on` reached with `verify-full` (`pg_stat_ssl`: every connection encrypted); 200 write-then-read pairs over TLS, 0 stale; a cancel request over TLS; `SSLRequest` twice, bytes in the clear after it, a stalled handshake: refused |
 //! | `trust` | a client is untrusted: its session state cannot skew or poison positions, one role per login, sessions per role, notifications while idle, a Query after a Flush, `ryw.*` in transactions, pins that lift, busy followers, far tokens, readers without leader connections |
+//! | `scopes` | the pooled pattern (write on one connection, read on another, no named session): `connection` scope stale (the control); `global` across two proxies sharing Redis, 0 stale of 1,000; `cluster` with writes straight to the leader, 0 stale of 1,000 (`session` stale), its fetches coalesced; `SET`/`SHOW`/`RESET ryw.scope`, `set_config`, the startup option, 22023 |
 //! | `ryw` | write-then-read pairs on one connection and across connections (`ryw.session`), across two proxies sharing Redis: 0 stale; `legacy` stale; monotonic reads |
 //!
 //! "Rule N" in comments: the correctness rules, listed in
@@ -32,6 +33,7 @@ mod raw;
 mod recipes;
 mod regress;
 mod ryw;
+mod scopes;
 mod support;
 mod tls;
 mod trust;

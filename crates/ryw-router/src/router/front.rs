@@ -211,6 +211,8 @@ impl FrontWrite {
             }
             Writer::Local(written) => {
                 self.router.note_leader_position(pos.lsn);
+                // Scope `global`: before the write is acknowledged.
+                self.router.raise_mark(pos).await;
                 crate::Committed {
                     token: pos,
                     lost: written.and_then(|w| self.router.lost_write(w)),
@@ -395,7 +397,7 @@ impl Router {
     /// One statement on the leader's shared read connection: its position
     /// and timeline (the timeline is the server's own, from the name of
     /// its current WAL segment).
-    async fn fetch_leader_position(&self) -> Result<Position> {
+    pub(super) async fn fetch_leader_position(&self) -> Result<Position> {
         let started = Instant::now();
         let conn = self.leader_read_conn().await?;
         let stmt = conn

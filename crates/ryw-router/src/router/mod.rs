@@ -12,12 +12,16 @@
 //! | `front.rs` | for fronts with connections of their own (a proxy): [`FrontRead`], [`FrontWrite`], the coalesced [`Router::leader_position`] |
 //! | `feedback.rs` | the lower level after a read: [`Router::raise_token`] (rule 7), [`Router::report_error`], [`Router::report_stall`] (rule 3) |
 //! | `load.rs` | reads in flight per node, counted while a [`Decision`] lives: what spreads reads over followers |
+//! | `scoped.rs` | what a read's [`Scope`](crate::Scope) adds to its target: `global`'s fleet-wide mark (raised by every write), `cluster`'s leader position |
+//! | `coalesce.rs` | one fetch for every read that began before it was sent (`global`'s mark, `cluster`'s leader position) |
 
+mod coalesce;
 mod feedback;
 mod front;
 mod load;
 mod query;
 mod route;
+mod scoped;
 mod write;
 
 #[cfg(test)]
@@ -137,6 +141,8 @@ struct Parts {
     store_guard: StoreGuard,
     /// Coalesces fronts' reads of the leader's position after a write.
     leader_fetch: front::LeaderFetch,
+    /// Coalesces the fetches of `global` and `cluster` reads.
+    scope_fetches: scoped::ScopeFetches,
     /// Reads in flight per node (indexed as the tracker's nodes): the load
     /// that followers able to serve a read are chosen by.
     in_flight: Arc<InFlight>,
@@ -278,6 +284,7 @@ impl Router {
                 metrics,
                 store_guard: StoreGuard::default(),
                 leader_fetch: front::LeaderFetch::default(),
+                scope_fetches: scoped::ScopeFetches::default(),
                 in_flight,
             }),
         })

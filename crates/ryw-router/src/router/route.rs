@@ -12,13 +12,14 @@ use tokio::time::Instant;
 
 use super::Router;
 use super::load::{Held, InFlight};
+use super::scoped::ScopePosition;
 use crate::decide::{Choice, Now, Reason, SessionState, caught_up, decide, is_absurd};
 use crate::pg::{CHECK_POSITION, classify, describe_pg, lsn_column, position_expr};
 use crate::reader::ReadConn;
 use crate::timeline::Verdict;
 use crate::view::{ClusterView, Role};
 use crate::{
-    FollowerChoice, Freshness, Lsn, Position, ReadOptions, Result, RouterConfig, SessionKey,
+    FollowerChoice, Freshness, Lsn, Position, ReadOptions, Result, RouterConfig, Scope, SessionKey,
     Strategy,
 };
 
@@ -66,6 +67,10 @@ pub struct ReadRequest<'a> {
     /// verified with [`TokenKey::verify`](crate::TokenKey::verify)
     /// (rule 4).
     pub client_token: Option<Position>,
+    /// Whose writes the read must see ([`Scope`]); `None`: the
+    /// configured [`RouterConfig::default_scope`]. The read's target is the
+    /// highest of the scope's position and the tokens above.
+    pub scope: Option<Scope>,
 }
 
 impl<'a> ReadRequest<'a> {
@@ -76,6 +81,7 @@ impl<'a> ReadRequest<'a> {
             freshness: Freshness::Fresh,
             options: ReadOptions::default(),
             client_token: None,
+            scope: None,
         }
     }
 
@@ -94,6 +100,7 @@ impl<'a> ReadRequest<'a> {
             freshness: Freshness::Fresh,
             options: ReadOptions::default(),
             client_token: None,
+            scope: None,
         }
     }
 
@@ -105,6 +112,21 @@ impl<'a> ReadRequest<'a> {
     /// With these per-read overrides.
     pub fn options(self, options: ReadOptions) -> ReadRequest<'a> {
         ReadRequest { options, ..self }
+    }
+
+    /// With this scope ([`Scope`]): whose writes the read must see.
+    ///
+    /// ```
+    /// # use ryw_router::{ReadRequest, Scope, SessionKey};
+    /// let session = SessionKey::new("alice").unwrap();
+    /// let req = ReadRequest::fresh(&session).scope(Scope::Global);
+    /// assert_eq!(req.scope, Some(Scope::Global));
+    /// ```
+    pub fn scope(self, scope: Scope) -> ReadRequest<'a> {
+        ReadRequest {
+            scope: Some(scope),
+            ..self
+        }
     }
 
     /// With the client's verified token.
@@ -324,9 +346,14 @@ impl Router {
         let view = inner.tracker.shared.view();
         let judged = Judged::of(&view, [local, req.client_token], write);
         let token = judged.holds;
+        // A scope that fetches its position cannot be planned at once: the
+        // leader has everything.
+        let scope = req.scope.unwrap_or(inner.cfg.default_scope);
+        let fetches = scope.fetches() && scope.applies_to(strategy);
         let server = match view.nodes.get(unsettled.follower) {
             Some(f)
-                if judged.leader_only().is_none()
+                if !fetches
+                    && judged.leader_only().is_none()
                     && f.epoch == unsettled.epoch
                     && f.in_rotation
                     && f.lsn.is_some_and(|l| Some(l) >= token)
@@ -421,9 +448,14 @@ impl Router {
         let now_ms = inner.clock.now_ms();
         let fresh = req.freshness == Freshness::Fresh;
 
+        let scope = req.scope.unwrap_or(inner.cfg.default_scope);
         // Routing reads only what is already in memory, plus one session
-        // store call for strategies that need it; never the database.
+        // store call for strategies that need it, and for scopes `global`
+        // and `cluster` one coalesced fetch (at the same time); never the
+        // database otherwise.
+        let mut scoped = Some(self.scope_position(scope, strategy, fresh));
         let mut stored = None;
+        let mut scope_at = None;
         // The session's positions, judged against the cluster's history
         // once the view is read below.
         let mut raw = None;
@@ -438,8 +470,13 @@ impl Router {
                     untracked_write_ms: None,
                 }
             }
-            SessionRef::Shared(key) if fresh && strategy.uses_session() => {
-                match inner.store.load(key).await {
+            SessionRef::Shared(key)
+                if fresh && strategy.uses_session() && scope.reads_session_store() =>
+            {
+                let fetch = scoped.take().expect("the scope is fetched once");
+                let (loaded, at) = tokio::join!(inner.store.load(key), fetch);
+                scope_at = Some(at);
+                match loaded {
                     Ok(rec)
                         if inner.store_guard.trusted(
                             inner.store.part(key),
@@ -470,11 +507,24 @@ impl Router {
             },
         };
 
+        let scope_at = match scoped {
+            Some(fetch) => fetch.await,
+            None => scope_at.unwrap_or(ScopePosition::Nothing),
+        };
         let view = inner.tracker.shared.view();
         // Rule 4: the client's verified token joins the stored one. Each is
         // judged on its own: a lost write must not hide behind a later
-        // token of the other.
-        let judged = Judged::of(&view, [raw, req.client_token], written);
+        // token of the other. The scope's position joins them: the read's
+        // target is the highest.
+        let mut judged = Judged::of(&view, [raw, req.client_token], written);
+        let scope_leader = match scope_at {
+            ScopePosition::Nothing => None,
+            ScopePosition::At(pos) => {
+                judged.raise_to_scope(&view, pos);
+                None
+            }
+            ScopePosition::LeaderOnly(reason) => Some(reason),
+        };
         let state = match state {
             SessionState::Known {
                 last_write_ms,
@@ -489,7 +539,8 @@ impl Router {
         };
         let leader_only = judged
             .leader_only()
-            .filter(|_| fresh && strategy.uses_session());
+            .filter(|_| fresh && strategy.uses_session())
+            .or(scope_leader);
         let choice = if let Some(reason) = leader_only {
             Choice::Leader(reason)
         } else {
@@ -627,6 +678,10 @@ impl Router {
             inner.metrics.add_write_lost();
         }
         inner.metrics.add_read(metric_node, req.freshness, strategy);
+        let scope = req.scope.unwrap_or(inner.cfg.default_scope);
+        if req.freshness == Freshness::Fresh {
+            inner.metrics.add_scope_read(scope);
+        }
         if role == Role::Leader && reason.is_fallback() {
             inner.metrics.add_fallback();
         }
@@ -638,9 +693,10 @@ impl Router {
         if clamped {
             inner.metrics.add_absurd_token();
         }
+        // Scope `connection` leaves the store alone: neither read nor raised.
         let session = match req.session {
-            SessionRef::Shared(key) => Some(key.clone()),
-            SessionRef::Local(_) => None,
+            SessionRef::Shared(key) if scope.reads_session_store() => Some(key.clone()),
+            SessionRef::Shared(_) | SessionRef::Local(_) => None,
         };
         let decision = Decision {
             node,
@@ -808,6 +864,24 @@ impl Judged {
             }
         }
         j
+    }
+
+    /// The read's scope must see `pos` too ([`Scope`]): the target rises
+    /// to it, and so does the token the session carries on (the read sees
+    /// at least that). A position past the end of its timeline (a mark
+    /// from before a failover that lost writes) or on a timeline not known
+    /// yet sends the read to the leader, as a token would.
+    pub fn raise_to_scope(&mut self, view: &ClusterView, pos: Option<Position>) {
+        let Some(pos) = pos else { return };
+        match view.history.judge(pos) {
+            Verdict::Holds(lsn) => {
+                self.holds = self.holds.max(Some(lsn));
+                self.keep = self.keep.max(Some(pos));
+                self.client_keep = self.client_keep.max(Some(pos));
+            }
+            Verdict::Lost(_) => self.past_switch = true,
+            Verdict::Unknown(_) => self.unknown = true,
+        }
     }
 
     /// Why only the leader may serve the session's fresh read, if so.

@@ -273,7 +273,8 @@ impl Router {
     /// time. `floor`: a position the leader had reached before the write's
     /// commit record ([`FrontWrite::floor`](crate::FrontWrite::floor));
     /// without one, a failover that loses this write cannot tell the
-    /// session so.
+    /// session so. Also raises the fleet-wide mark of scope `global`
+    /// ([`crate::Scope`]).
     pub async fn record_write_position(
         &self,
         session: &SessionKey,
@@ -283,7 +284,13 @@ impl Router {
         let inner = &self.inner;
         self.note_leader_position(pos.lsn);
         let now_ms = inner.clock.now_ms();
-        let before = match inner.store.record_write(session, pos, floor, now_ms).await {
+        // Scope `global`'s mark is raised at the same time: on a Redis
+        // Cluster it is in a slot of its own, a call of its own.
+        let (recorded, ()) = tokio::join!(
+            inner.store.record_write(session, pos, floor, now_ms),
+            self.raise_mark(pos)
+        );
+        let before = match recorded {
             Ok(before) => before,
             Err(e) => {
                 self.store_failed(session, now_ms, &e);

@@ -21,6 +21,9 @@ struct Entry {
 struct Map {
     sessions: HashMap<SessionKey, Entry>,
     updates: u64,
+    /// Scope `global`'s mark: the highest write acknowledged in this
+    /// process (never expires).
+    mark: Option<Position>,
 }
 
 /// Sessions in memory, each forgotten `ttl` after its last update (like the
@@ -130,6 +133,17 @@ impl SessionStore for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn raise_mark<'a>(&'a self, pos: Position) -> StoreFuture<'a, ()> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.mark = map.mark.max(Some(pos));
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn load_mark<'a>(&'a self) -> StoreFuture<'a, Option<Position>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        Box::pin(std::future::ready(Ok(map.mark)))
+    }
+
     fn health(&self) -> StoreHealth {
         StoreHealth::Ok
     }
@@ -158,6 +172,22 @@ mod tests {
 
     fn pos(lsn: u64) -> Position {
         Position::new(1, crate::Lsn::from_u64(lsn))
+    }
+
+    #[tokio::test]
+    async fn the_global_mark_only_ever_rises() {
+        let (s, _) = store();
+        assert_eq!(s.load_mark().await.unwrap(), None);
+        s.raise_mark(pos(500)).await.unwrap();
+        s.raise_mark(pos(300)).await.unwrap();
+        assert_eq!(s.load_mark().await.unwrap(), Some(pos(500)));
+        let next = Position::new(2, crate::Lsn::from_u64(10));
+        s.raise_mark(next).await.unwrap();
+        assert_eq!(
+            s.load_mark().await.unwrap(),
+            Some(next),
+            "a later timeline is higher"
+        );
     }
 
     #[tokio::test]

@@ -4,7 +4,9 @@
 //!
 //! [`SessionStore`] is the crate's one trait, because there are two real
 //! implementations: [`MemoryStore`] (one process) and [`RedisStore`] (shared
-//! by every instance of a service).
+//! by every instance of a service). Beside the sessions, the store keeps
+//! one fleet-wide mark (the highest acknowledged write), for reads of scope
+//! `global` ([`crate::Scope`]).
 
 mod memory;
 mod redis;
@@ -157,6 +159,22 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// failover: the write floor is cleared if it is still `lost`, so
     /// it is told once.
     fn forget_write<'a>(&'a self, key: &'a SessionKey, lost: Position) -> StoreFuture<'a, ()>;
+
+    /// Scope `global`: raises the fleet-wide high-water mark to `pos`
+    /// (mark = max(mark, pos), atomically): every write does it before it is
+    /// acknowledged, whoever wrote it, so a `global` read that fetches the
+    /// mark after it began sees every acknowledged write. One key for every
+    /// session (on a Redis Cluster, a slot of its own).
+    fn raise_mark<'a>(&'a self, pos: Position) -> StoreFuture<'a, ()>;
+
+    /// Scope `global`: the fleet-wide mark now (`None` before any write).
+    fn load_mark<'a>(&'a self) -> StoreFuture<'a, Option<Position>>;
+
+    /// The part of the store the mark lives in (rule 5, as
+    /// [`SessionStore::part`] for a session).
+    fn mark_part(&self) -> StorePart {
+        StorePart::Whole
+    }
 
     /// The part of the store `key`'s record lives in: what must not have
     /// failed lately for the session's fresh reads to trust it (rule 5).

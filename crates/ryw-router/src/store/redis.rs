@@ -14,6 +14,13 @@
 //! own: a call to a dead shard fails (fast, once its breaker is open) and
 //! only the sessions of that shard lose their state ([`StorePart`]).
 //!
+//! Scope `global`'s fleet-wide mark is one more key, `ryw:mark` (the
+//! highest acknowledged write's position, raised by a max script, no TTL).
+//! On a cluster it is a slot of its own, apart from every session's, so a
+//! write raises it with a call of its own, at the same time as the
+//! session's script; while its shard fails, `global` reads go to the
+//! leader.
+//!
 //! Reads also look at the .NET + Redis demo's key, `user:ID:last_write_utc`
 //! (written by that demo, never by ryw; see [`super::seed`]): a write
 //! recorded there that ryw's position may not cover is returned as
@@ -84,6 +91,13 @@ const OBSERVE: &str = r"
 local lsn = max_dec(redis.call('GET', KEYS[1]), ARGV[1])
 redis.call('SET', KEYS[1], lsn, 'PX', ARGV[2])
 return lsn
+";
+
+/// KEYS: the mark key. ARGV: position. No TTL: the mark must outlive
+/// every session (a lower mark would let a `global` read be stale).
+const RAISE_MARK: &str = r"
+redis.call('SET', KEYS[1], max_dec(redis.call('GET', KEYS[1]), ARGV[1]))
+return 1
 ";
 
 /// How to reach Redis and how to name and keep sessions there.
@@ -324,6 +338,7 @@ pub struct RedisStore {
     record_write: Script,
     observe: Script,
     forget_write: Script,
+    raise_mark: Script,
     /// A cluster's shards, and the task that keeps them current.
     shards: Arc<Shards>,
     refresh: Option<JoinHandle<()>>,
@@ -378,6 +393,7 @@ impl RedisStore {
             record_write: Script::new(&format!("{LUA_MAX}{RECORD_WRITE}")),
             observe: Script::new(&format!("{LUA_MAX}{OBSERVE}")),
             forget_write: Script::new(FORGET_WRITE),
+            raise_mark: Script::new(&format!("{LUA_MAX}{RAISE_MARK}")),
             shards,
             refresh,
         };
@@ -406,6 +422,11 @@ impl RedisStore {
         } else {
             format!("{}user:{}:{}", self.cfg.key_prefix, session.as_str(), field)
         }
+    }
+
+    /// Scope `global`'s mark: one key for every session (no hash tag).
+    fn mark_key(&self) -> String {
+        format!("{}mark", self.cfg.key_prefix)
     }
 
     /// The part of the store a key lives in.
@@ -622,6 +643,40 @@ impl SessionStore for RedisStore {
                 .await?;
             Ok(())
         })
+    }
+
+    fn raise_mark<'a>(&'a self, pos: Position) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let key = self.mark_key();
+            let _: i64 = self
+                .call(self.part_of_key(&key), async {
+                    self.raise_mark
+                        .key(&key)
+                        .arg(pos.ordinal().to_string())
+                        .invoke_async(&mut conn)
+                        .await
+                })
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn load_mark<'a>(&'a self) -> StoreFuture<'a, Option<Position>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let key = self.mark_key();
+            let value: Option<String> = self
+                .call(self.part_of_key(&key), async {
+                    redis::cmd("GET").arg(&key).query_async(&mut conn).await
+                })
+                .await?;
+            parse_position(value)
+        })
+    }
+
+    fn mark_part(&self) -> StorePart {
+        self.part_of_key(&self.mark_key())
     }
 
     fn part(&self, key: &SessionKey) -> StorePart {

@@ -11,6 +11,7 @@
 //! | `commit_lsn` | a follower at the write's token shows the write; at an LSN read inside the transaction it does not (rules 1, 2; run by `pairs`) |
 //! | `restart` | a follower restarted behind is not trusted at its old position (rule 3) |
 //! | `tokens` | forged tokens are refused, far-future tokens wait at most the budget (rule 4) |
+//! | `scopes` | `global` through the library: every write's mark in Redis, 0 stale where `session` is stale; Redis down: `global` reads on the leader (rule 5) |
 //! | `store_outage` | Redis down: fresh reads on the leader, health degraded; back after the grace (rule 5) |
 //! | `monotonic` | a session never reads an older version, across followers and instances; a control group that does not raise its token does (rule 7) |
 //! | `lost` | a terminated read forgets its follower and runs elsewhere; a cancelled one is the caller's error (rules 3, 8) |
@@ -35,6 +36,7 @@ mod pairs;
 mod protocol;
 mod redis_cluster;
 mod restart;
+mod scopes;
 mod seed;
 mod spread;
 mod store_outage;

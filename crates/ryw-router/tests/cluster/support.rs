@@ -206,6 +206,7 @@ pub async fn read_row(
         freshness,
         options: opts,
         client_token,
+        scope: None,
     };
     let read = router.query_one(&req, SELECT, &[&row]).await?;
     Ok(Read {

@@ -250,7 +250,7 @@ pub async fn pay(
 
 /// The caller's balance: a fresh read, routed by the strategy.
 #[utoipa::path(get, path = "/api/balance", tag = "payments", operation_id = "balance",
-    params(crate::openapi::IdentityHeader, crate::openapi::TokenHeader, crate::openapi::StrategyHeader),
+    params(crate::openapi::IdentityHeader, crate::openapi::TokenHeader, crate::openapi::StrategyHeader, crate::openapi::ScopeHeader),
     responses(
         (status = 200, description = "the balance, read-your-writes", body = BalanceBody, headers(("X-Waited-Ms" = u64, description = "time this read waited for a follower to catch up, in ms rounded up (0: no wait)"), ("X-Waited-For" = String, description = "the follower a hybrid read waited for (the one predicted to catch up), when it waited"))),
         (status = 400, description = "bad X-Demo-UserId (bad-user-id), X-Consistency-Token (bad-token) or X-Read-Strategy (unknown-strategy, strategy-header-not-allowed)", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -285,7 +285,7 @@ pub async fn balance(State(state): State<AppState>, caller: Caller) -> Result<Re
 
 /// The caller's recent payments, newest first: a fresh read.
 #[utoipa::path(get, path = "/api/payments", tag = "payments", operation_id = "list_payments",
-    params(crate::openapi::IdentityHeader, crate::openapi::TokenHeader, crate::openapi::StrategyHeader),
+    params(crate::openapi::IdentityHeader, crate::openapi::TokenHeader, crate::openapi::StrategyHeader, crate::openapi::ScopeHeader),
     responses(
         (status = 200, description = "the caller's recent payments, newest first (empty without an account)", body = PaymentList, headers(("X-Waited-Ms" = u64, description = "time this read waited for a follower to catch up, in ms rounded up (0: no wait)"), ("X-Waited-For" = String, description = "the follower a hybrid read waited for (the one predicted to catch up), when it waited"))),
         (status = 400, description = "bad X-Demo-UserId (bad-user-id), X-Consistency-Token (bad-token) or X-Read-Strategy (unknown-strategy, strategy-header-not-allowed)", body = crate::error::Problem, content_type = "application/problem+json"),

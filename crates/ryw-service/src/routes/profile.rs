@@ -113,7 +113,7 @@ pub async fn upsert(
 
 /// The caller's profile: a fresh read.
 #[utoipa::path(get, path = "/api/me", tag = "profile", operation_id = "me",
-    params(crate::openapi::IdentityHeader, crate::openapi::TokenHeader, crate::openapi::StrategyHeader),
+    params(crate::openapi::IdentityHeader, crate::openapi::TokenHeader, crate::openapi::StrategyHeader, crate::openapi::ScopeHeader),
     responses(
         (status = 200, description = "the caller's profile, read-your-writes", body = ProfileBody, headers(("X-Waited-Ms" = u64, description = "time this read waited for a follower to catch up, in ms rounded up (0: no wait)"), ("X-Waited-For" = String, description = "the follower a hybrid read waited for (the one predicted to catch up), when it waited"))),
         (status = 400, description = "bad X-Demo-UserId (bad-user-id), X-Consistency-Token (bad-token) or X-Read-Strategy (unknown-strategy, strategy-header-not-allowed)", body = crate::error::Problem, content_type = "application/problem+json"),

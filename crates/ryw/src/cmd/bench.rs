@@ -31,6 +31,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::Peers(p)) => super::peers::peers(p).await,
         Some(BenchCommand::Overhead(o)) => super::peers::overhead(o).await,
         Some(BenchCommand::Model(m)) => model(m),
+        Some(BenchCommand::Scopes(a)) => scopes(a).await,
         Some(BenchCommand::Spread(a)) => {
             ryw_bench::spread::spread(ryw_bench::spread::SpreadOptions {
                 cluster: a.cluster,
@@ -193,6 +194,26 @@ async fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&calibration.to_json())?);
     } else {
         print!("{}", calibration.text());
+    }
+    Ok(())
+}
+
+/// `ryw bench scopes`: the comparison, then its table (or JSON).
+async fn scopes(a: crate::cli::ScopesArgs) -> anyhow::Result<()> {
+    let report = ryw_bench::scopes::scopes(&ryw_bench::scopes::ScopesOptions {
+        cluster: a.cluster,
+        redis_url: a.redis_url,
+        duration: a.duration.0,
+        rounds: a.rounds,
+        clients: a.clients,
+        reads_per_write: a.reads_per_write,
+        pgpool: a.pgpool,
+    })
+    .await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", ryw_bench::scopes::table(&report));
     }
     Ok(())
 }

@@ -23,7 +23,11 @@ pub fn config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
     // The router's own write pool (positions) has its own size
     // (ryw_proxy::POSITION_CONNECTIONS); --pool-size sizes the pools of
     // server connections.
-    cfg.router = router_config(&args.routing, ryw_proxy::POSITION_CONNECTIONS)?;
+    cfg.router = router_config(
+        &args.routing,
+        ryw_proxy::POSITION_CONNECTIONS,
+        ryw_proxy::DEFAULT_SCOPE,
+    )?;
     cfg.router.feed = feed_config(&args.routing, cfg.redis_url.as_deref());
     cfg.auth_file = args.auth_file.clone();
     cfg.max_clients = args.max_clients.max(1);

@@ -3,6 +3,7 @@
 use super::shared::{feed_config, node_urls, redis_url, router_config, shutdown_signal, token_key};
 use crate::cli::ServeArgs;
 use anyhow::bail;
+use ryw_router::Scope;
 use ryw_service::{Service, ServiceConfig};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -18,7 +19,7 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
     let mut cfg = ServiceConfig::new(node_urls(&args.nodes)?, token_key(&args.token)?);
     cfg.listen = args.listen;
     cfg.redis_url = redis_url(&args.nodes)?;
-    cfg.router = router_config(&args.routing, args.pool_size)?;
+    cfg.router = router_config(&args.routing, args.pool_size, Scope::Session)?;
     cfg.router.feed = feed_config(&args.routing, cfg.redis_url.as_deref());
     cfg.allow_strategy_header = args.allow_strategy_header;
     if args.opening_balance < 0 {

@@ -4,7 +4,7 @@
 
 use crate::cli::{NodeArgs, RoutingArgs, TokenArgs};
 use anyhow::{Context, bail};
-use ryw_router::{FeedConfig, NodeUrls, RouterConfig, TokenKey};
+use ryw_router::{FeedConfig, NodeUrls, RouterConfig, Scope, TokenKey};
 
 /// The nodes, from `--cluster` or `--leader-url`/`--follower-url`.
 pub fn node_urls(args: &NodeArgs) -> anyhow::Result<NodeUrls> {
@@ -50,10 +50,16 @@ pub fn feed_config(args: &RoutingArgs, redis_url: Option<&str>) -> Option<FeedCo
 
 /// The router's configuration from the routing flags.
 /// `pool_size`: the leader's write pool (`ryw serve --pool-size`; the
-/// proxy's router needs only its default).
-pub fn router_config(args: &RoutingArgs, pool_size: usize) -> anyhow::Result<RouterConfig> {
+/// proxy's router needs only its default); `scope`: the command's default
+/// scope, when `--scope` is not given.
+pub fn router_config(
+    args: &RoutingArgs,
+    pool_size: usize,
+    scope: Scope,
+) -> anyhow::Result<RouterConfig> {
     let cfg = RouterConfig {
         default_strategy: args.strategy,
+        default_scope: args.scope.unwrap_or(scope),
         sticky_window: args.sticky_window.0,
         causal_wait: args.causal_wait.0,
         hybrid_wait: args.hybrid_wait.0,
