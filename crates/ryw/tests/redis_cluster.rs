@@ -150,7 +150,14 @@ async fn two_services_and_a_proxy_share_sessions_and_the_feed_through_a_redis_cl
                 .port(sql.port())
                 .user("postgres")
                 .dbname("ryw")
-                .options(format!("-c ryw.session={user}"))
+                // The proxy's named session is `postgres/<user>` in the
+                // store (a named session belongs to its role), not the
+                // services' `<user>`: what makes the services' payments
+                // visible to it is scope `global` (the fleet-wide mark,
+                // in a slot of its own on the Redis Cluster). Bound to
+                // `<user>` alone, 5-39 of 480 reads were stale, all of
+                // them here.
+                .options(format!("-c ryw.session={user} -c ryw.scope=global"))
                 .connect(tokio_postgres::NoTls)
                 .await
                 .expect("connect to the proxy");

@@ -168,6 +168,10 @@ pub(crate) fn venv() -> PathBuf {
     const REQUIREMENTS: &str = include_str!("python/requirements.txt");
     const FIX: &str = "install Python 3 with its venv module: apt-get install -y python3 python3-venv \
                        (scripts/test does it when missing)";
+    // Tests of this binary (one process) call this at once on a clean
+    // checkout: one builds, the others wait for it.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("psycopg-venv");
     let stamp = dir.join("ryw-requirements.txt");
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == REQUIREMENTS) {
