@@ -25,6 +25,7 @@ fn node(name: &str, role: Role, lsn: u64) -> ObservedNode {
         healthy: true,
         in_rotation: true,
         note: None,
+        polled: true,
         epoch: 0,
         polled_at: None,
         behind_since: None,

@@ -9,7 +9,8 @@ use tokio::time::Instant;
 use crate::Lsn;
 use crate::timeline::TimelineHistory;
 
-/// The note of a node the tracker has not polled yet.
+/// The note of a node the tracker has not polled yet (for display: see
+/// [`ObservedNode::polled`]).
 pub(crate) const NOT_POLLED_YET: &str = "not polled yet";
 
 /// A node's part in replication.
@@ -64,8 +65,16 @@ pub struct ObservedNode {
     /// Follower: healthy, position known and lag within both limits, so it
     /// may serve reads (rule 8). Leader: reachable.
     pub in_rotation: bool,
-    /// Why the node is unhealthy or out of rotation, for the dashboard.
+    /// Why the node is unhealthy or out of rotation, for the dashboard
+    /// (for display only: [`ObservedNode::polled`] is the fact to test).
     pub note: Option<String>,
+    /// Whether the tracker has heard of the node: a poll of it answered or
+    /// failed, or a connection of the router's to it broke. In
+    /// [`ClusterView::leader`]: whether a poll told who leads or that none
+    /// can (a node answered as a primary, or a node's poll failed while
+    /// none leads). `false` during the tracker's first polls: a node not
+    /// heard of yet is waited for, not taken for down.
+    pub polled: bool,
     /// Bumped each time the router forgets this node's position (restart,
     /// broken connection). A read chosen under one epoch is not served under
     /// another (rule 2).
@@ -101,6 +110,7 @@ impl ObservedNode {
             healthy: false,
             in_rotation: false,
             note: Some(NOT_POLLED_YET.to_owned()),
+            polled: false,
             epoch: 0,
             polled_at: None,
             behind_since: None,
@@ -128,6 +138,7 @@ impl ObservedNode {
             healthy: in_rotation,
             in_rotation,
             note: None,
+            polled: true,
             epoch: 0,
             polled_at: None,
             behind_since: None,

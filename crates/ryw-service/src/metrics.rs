@@ -274,6 +274,7 @@ mod tests {
             healthy: true,
             in_rotation: true,
             note: None,
+            polled: true,
             epoch: 0,
             polled_at: None,
             behind_since: None,

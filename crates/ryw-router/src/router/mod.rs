@@ -306,12 +306,9 @@ impl Router {
             loop {
                 {
                     let view = watch.borrow_and_update();
-                    let polled = |f: &crate::ObservedNode| {
-                        f.note.as_deref() != Some(crate::view::NOT_POLLED_YET)
-                    };
                     if view
                         .followers()
-                        .all(|f| f.lsn.is_some_and(|l| l >= lsn) || (polled(f) && !f.healthy))
+                        .all(|f| f.lsn.is_some_and(|l| l >= lsn) || (f.polled && !f.healthy))
                     {
                         return;
                     }
@@ -430,8 +427,7 @@ impl Router {
         if let Some(i) = usable(&view) {
             return Ok(i);
         }
-        let never_polled = view.leader.note.as_deref() == Some(crate::view::NOT_POLLED_YET);
-        if never_polled {
+        if !view.leader.polled {
             let mut watch = shared.subscribe();
             let found = tokio::time::timeout(self.inner.cfg.connect_timeout, async {
                 loop {

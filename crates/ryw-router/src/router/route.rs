@@ -4,6 +4,7 @@
 //! that runs statements the router cannot see (a protocol proxy) uses it
 //! directly, with the calls in `feedback.rs` after the read.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -244,23 +245,203 @@ impl Decision {
     }
 }
 
-/// Where the plan of a read says it goes, before any connection.
+/// Where the plan of a read says it goes, before any connection: what it
+/// was planned from and how the choice was carried out. Both planning
+/// paths build one (`plan_once`, after at most a bounded wait;
+/// [`Router::plan_after_unsettled`], at once) and hand it to `finish`,
+/// the one place a [`Decision`] is made.
 struct Plan {
-    server: Server,
-    reason: Reason,
-    waited: Duration,
-    did_wait: bool,
-    waited_for: Option<Arc<str>>,
+    inputs: Inputs,
+    outcome: Outcome,
+}
+
+/// What a read is planned from: the strategy, and the session as judged
+/// against the cluster's history.
+struct Inputs {
+    strategy: Strategy,
+    /// The session's state; its token is the LSN a follower must have
+    /// replayed.
     state: SessionState,
     /// The session's tokens as judged against the cluster's history.
     judged: Judged,
     /// The timeline of that history.
     timeline: u32,
+    /// The token the session store answered with, if it was read.
     stored: Option<Position>,
-    strategy: Strategy,
+}
+
+impl Inputs {
+    /// Judges the session's positions and the client's verified token
+    /// against `view`'s history, each on its own (rule 4: a lost write
+    /// must not hide behind a later token of the other). The scope's
+    /// position joins them: the read's target is the highest. Also returns
+    /// why only the leader may serve the read, when the scope's position
+    /// could not be known.
+    fn judge(
+        view: &ClusterView,
+        strategy: Strategy,
+        loaded: Loaded,
+        client_token: Option<Position>,
+        scope_at: ScopePosition,
+    ) -> (Inputs, Option<Reason>) {
+        let mut judged = Judged::of(view, [loaded.token, client_token], loaded.write);
+        let scope_leader = match scope_at {
+            ScopePosition::Nothing => None,
+            ScopePosition::At(pos) => {
+                judged.raise_to_scope(view, pos);
+                None
+            }
+            ScopePosition::LeaderOnly(reason) => Some(reason),
+        };
+        let state = match loaded.state {
+            SessionState::Known {
+                last_write_ms,
+                untracked_write_ms,
+                ..
+            } => SessionState::Known {
+                token: judged.holds,
+                last_write_ms,
+                untracked_write_ms,
+            },
+            SessionState::Unknown => SessionState::Unknown,
+        };
+        let inputs = Inputs {
+            strategy,
+            state,
+            judged,
+            timeline: view.history.current,
+            stored: loaded.stored,
+        };
+        (inputs, scope_leader)
+    }
+}
+
+/// The session as loaded, before its positions are judged: its state
+/// (with no token yet) and the positions it holds.
+struct Loaded {
+    state: SessionState,
+    /// Its token: the store's or the caller's.
+    token: Option<Position>,
+    /// The floor of its latest write.
+    write: Option<Position>,
+    /// The token the session store answered with.
+    stored: Option<Position>,
+}
+
+impl Loaded {
+    /// A session whose store is not read: the caller's own, or a shared
+    /// one whose read does not look it up (stale-ok, a strategy that
+    /// routes by no token, scope `connection`).
+    fn unstored(session: SessionRef<'_>) -> Loaded {
+        let (token, write, last_write_ms) = match session {
+            SessionRef::Local(local) => (local.token, local.write, local.last_write_ms),
+            SessionRef::Shared(_) => (None, None, None),
+        };
+        Loaded {
+            state: SessionState::Known {
+                token: None,
+                last_write_ms,
+                untracked_write_ms: None,
+            },
+            token,
+            write,
+            stored: None,
+        }
+    }
+
+    /// A session the store did not answer for, or is not trusted for yet
+    /// (rule 5).
+    fn unknown() -> Loaded {
+        Loaded {
+            state: SessionState::Unknown,
+            token: None,
+            write: None,
+            stored: None,
+        }
+    }
+}
+
+/// How a read's [`Choice`] was carried out: the node and why, and the wait
+/// or check on the way.
+struct Outcome {
+    server: Server,
+    reason: Reason,
+    waited: Duration,
+    did_wait: bool,
+    waited_for: Option<Arc<str>>,
     /// `per-read-check`: the connection the check ran on (rule 2: the read
     /// must follow on it).
     checked: Option<ReadConn>,
+}
+
+impl Outcome {
+    /// Served by `server`, with no wait and no check.
+    fn at_once(server: Server, reason: Reason) -> Outcome {
+        Outcome {
+            server,
+            reason,
+            waited: Duration::ZERO,
+            did_wait: false,
+            waited_for: None,
+            checked: None,
+        }
+    }
+}
+
+/// The node a read's plan ends on, as `finish` reads it off the view.
+struct Serving {
+    /// `leader` or the follower's name.
+    node: Arc<str>,
+    role: Role,
+    /// The position it was known to have reached.
+    seen: Option<Lsn>,
+    /// Follower index (`None`: the leader).
+    follower: Option<usize>,
+    /// Its index in the reads in flight (the leader's, if one is known).
+    in_flight: Option<usize>,
+    /// Its number in the metrics: the leader 0, follower `i` at `i + 1`.
+    metric_node: usize,
+    /// A follower's epoch when the read was planned (rule 2).
+    epoch: Option<u64>,
+    /// Its timeline: positions read on it are on this one.
+    timeline: u32,
+}
+
+impl Serving {
+    /// `server` as `view` shows it.
+    fn of(view: &ClusterView, server: Server) -> Serving {
+        let observed = match server {
+            Server::Leader => &view.leader,
+            Server::Follower(i, ..) => &view.nodes[i],
+        };
+        // Positions read on the node are on its timeline (a follower still
+        // on an earlier one is at or before where it ended); while unknown,
+        // on the cluster's.
+        let timeline = observed.timeline.unwrap_or(view.history.current);
+        let node = observed.name.clone();
+        match server {
+            Server::Leader => Serving {
+                node,
+                role: Role::Leader,
+                seen: view.leader_lsn(),
+                follower: None,
+                in_flight: view.leader_index,
+                metric_node: 0,
+                epoch: None,
+                timeline,
+            },
+            Server::Follower(i, seen, epoch) => Serving {
+                node,
+                role: Role::Follower,
+                seen,
+                follower: Some(i),
+                in_flight: Some(i),
+                metric_node: i + 1,
+                epoch: Some(epoch),
+                timeline,
+            },
+        }
+    }
 }
 
 /// A read on a follower whose bound is not known yet: a front that skips
@@ -339,12 +520,16 @@ impl Router {
     ) -> Decision {
         let inner = &self.inner;
         let strategy = req.options.strategy.unwrap_or(inner.cfg.default_strategy);
-        let (local, write, last_write_ms) = match req.session {
-            SessionRef::Local(l) => (l.token, l.write, l.last_write_ms),
-            SessionRef::Shared(_) => (None, None, None),
-        };
         let view = inner.tracker.shared.view();
-        let judged = Judged::of(&view, [local, req.client_token], write);
+        let loaded = Loaded::unstored(req.session);
+        let (inputs, _) = Inputs::judge(
+            &view,
+            strategy,
+            loaded,
+            req.client_token,
+            ScopePosition::Nothing,
+        );
+        let judged = &inputs.judged;
         let token = judged.holds;
         // A scope that fetches its position cannot be planned at once: the
         // leader has everything.
@@ -367,38 +552,23 @@ impl Router {
             Server::Follower(..) => Reason::CaughtUp,
             Server::Leader => judged.leader_only().unwrap_or(Reason::Unsettled),
         };
-        let plan = Plan {
-            server,
-            reason,
-            waited: Duration::ZERO,
-            state: SessionState::Known {
-                token,
-                last_write_ms,
-                untracked_write_ms: None,
-            },
-            judged,
-            timeline: view.history.current,
-            stored: None,
-            strategy,
-            checked: None,
-            did_wait: false,
-            waited_for: None,
-        };
-        self.finish(req, plan)
+        let outcome = Outcome::at_once(server, reason);
+        self.finish(req, Plan { inputs, outcome })
     }
 
     /// [`Router::route`] without storing the session's token: the read
     /// protocol stores it once, after the read raised it.
     pub(super) async fn route_read(&self, req: &ReadRequest<'_>) -> Result<(ReadConn, Decision)> {
         let mut plan = self.plan(req).await;
-        let conn = match (plan.server, plan.checked.take()) {
+        let outcome = &mut plan.outcome;
+        let conn = match (outcome.server, outcome.checked.take()) {
             (Server::Follower(..), Some(conn)) => conn,
             (Server::Follower(index, _, epoch), None) => {
                 match self.follower_conn(index, Some(epoch)).await {
                     Ok(conn) => conn,
                     Err(()) => {
-                        plan.server = Server::Leader;
-                        plan.reason = Reason::FollowerUnavailable;
+                        outcome.server = Server::Leader;
+                        outcome.reason = Reason::FollowerUnavailable;
                         self.leader_read_conn().await?
                     }
                 }
@@ -416,131 +586,22 @@ impl Router {
     /// compared with the new one's (a lost write would look replayed).
     async fn plan(&self, req: &ReadRequest<'_>) -> Plan {
         let plan = self.plan_once(req).await;
-        if plan.timeline == self.inner.tracker.shared.view().history.current {
+        if plan.inputs.timeline == self.inner.tracker.shared.view().history.current {
             return plan;
         }
         self.plan_once(req).await
     }
 
+    /// One plan of `req`, in the steps `docs/architecture.md` draws ("The
+    /// router"): load the session and judge it against the view
+    /// (`gather`), [`decide()`] (pure), then wait or check as the choice
+    /// says (`carry_out`).
     async fn plan_once(&self, req: &ReadRequest<'_>) -> Plan {
         let inner = &self.inner;
         let strategy = req.options.strategy.unwrap_or(inner.cfg.default_strategy);
-        // Overrides apply to this read only; the common path borrows.
-        let overridden;
-        let cfg = if req.options.sticky_window.is_some()
-            || req.options.wait_budget.is_some()
-            || req.options.follower_choice.is_some()
-        {
-            overridden = RouterConfig {
-                sticky_window: req.options.sticky_window.unwrap_or(inner.cfg.sticky_window),
-                causal_wait: req.options.wait_budget.unwrap_or(inner.cfg.causal_wait),
-                hybrid_wait: req.options.wait_budget.unwrap_or(inner.cfg.hybrid_wait),
-                follower_choice: req
-                    .options
-                    .follower_choice
-                    .unwrap_or(inner.cfg.follower_choice),
-                ..inner.cfg.clone()
-            };
-            &overridden
-        } else {
-            &inner.cfg
-        };
+        let cfg = read_config(&inner.cfg, &req.options);
         let now_ms = inner.clock.now_ms();
-        let fresh = req.freshness == Freshness::Fresh;
-
-        let scope = req.scope.unwrap_or(inner.cfg.default_scope);
-        // Routing reads only what is already in memory, plus one session
-        // store call for strategies that need it, and for scopes `global`
-        // and `cluster` one coalesced fetch (at the same time); never the
-        // database otherwise.
-        let mut scoped = Some(self.scope_position(scope, strategy, fresh));
-        let mut stored = None;
-        let mut scope_at = None;
-        // The session's positions, judged against the cluster's history
-        // once the view is read below.
-        let mut raw = None;
-        let mut written = None;
-        let state = match req.session {
-            SessionRef::Local(local) => {
-                raw = local.token;
-                written = local.write;
-                SessionState::Known {
-                    token: None,
-                    last_write_ms: local.last_write_ms,
-                    untracked_write_ms: None,
-                }
-            }
-            SessionRef::Shared(key)
-                if fresh && strategy.uses_session() && scope.reads_session_store() =>
-            {
-                let fetch = scoped.take().expect("the scope is fetched once");
-                let (loaded, at) = tokio::join!(inner.store.load(key), fetch);
-                scope_at = Some(at);
-                match loaded {
-                    Ok(rec)
-                        if inner.store_guard.trusted(
-                            inner.store.part(key),
-                            now_ms,
-                            inner.cfg.store_recovery_grace,
-                        ) =>
-                    {
-                        stored = rec.token;
-                        raw = rec.token;
-                        written = rec.write;
-                        SessionState::Known {
-                            token: None,
-                            last_write_ms: rec.last_write_ms,
-                            untracked_write_ms: rec.untracked_write_ms,
-                        }
-                    }
-                    Ok(_) => SessionState::Unknown,
-                    Err(e) => {
-                        self.store_failed(key, now_ms, &e);
-                        SessionState::Unknown
-                    }
-                }
-            }
-            SessionRef::Shared(_) => SessionState::Known {
-                token: None,
-                last_write_ms: None,
-                untracked_write_ms: None,
-            },
-        };
-
-        let scope_at = match scoped {
-            Some(fetch) => fetch.await,
-            None => scope_at.unwrap_or(ScopePosition::Nothing),
-        };
-        let view = inner.tracker.shared.view();
-        // Rule 4: the client's verified token joins the stored one. Each is
-        // judged on its own: a lost write must not hide behind a later
-        // token of the other. The scope's position joins them: the read's
-        // target is the highest.
-        let mut judged = Judged::of(&view, [raw, req.client_token], written);
-        let scope_leader = match scope_at {
-            ScopePosition::Nothing => None,
-            ScopePosition::At(pos) => {
-                judged.raise_to_scope(&view, pos);
-                None
-            }
-            ScopePosition::LeaderOnly(reason) => Some(reason),
-        };
-        let state = match state {
-            SessionState::Known {
-                last_write_ms,
-                untracked_write_ms,
-                ..
-            } => SessionState::Known {
-                token: judged.holds,
-                last_write_ms,
-                untracked_write_ms,
-            },
-            SessionState::Unknown => SessionState::Unknown,
-        };
-        let leader_only = judged
-            .leader_only()
-            .filter(|_| fresh && strategy.uses_session())
-            .or(scope_leader);
+        let (view, inputs, leader_only) = self.gather(req, strategy, now_ms).await;
         let choice = if let Some(reason) = leader_only {
             Choice::Leader(reason)
         } else {
@@ -554,46 +615,134 @@ impl Router {
             decide(
                 &view,
                 &*inner.in_flight,
-                &state,
+                &inputs.state,
                 req.freshness,
                 strategy,
                 now,
-                cfg,
+                &cfg,
                 &mut rng,
             )
         };
+        let outcome = self
+            .carry_out(choice, &view, strategy, cfg.follower_choice)
+            .await;
+        Plan { inputs, outcome }
+    }
 
-        let mut waited = Duration::ZERO;
-        let mut did_wait = false;
-        let mut waited_for = None;
-        let mut checked = None;
-        let (server, reason) = match choice {
-            Choice::Leader(reason) => (Server::Leader, reason),
-            Choice::Follower { index, reason } => (follower_server(&view, index), reason),
+    /// The inputs of a read's plan. Routing reads only what is already in
+    /// memory, plus one session store call for strategies that need it
+    /// (`load_session`), and for scopes `global` and `cluster` one
+    /// coalesced fetch at the same time ([`Router::scope_position`]);
+    /// never the database otherwise. Both are judged against the view read
+    /// once they answered. Returns that view, the inputs, and why only the
+    /// leader may serve the read, if so.
+    async fn gather(
+        &self,
+        req: &ReadRequest<'_>,
+        strategy: Strategy,
+        now_ms: u64,
+    ) -> (Arc<ClusterView>, Inputs, Option<Reason>) {
+        let inner = &self.inner;
+        let fresh = req.freshness == Freshness::Fresh;
+        let scope = req.scope.unwrap_or(inner.cfg.default_scope);
+        let (loaded, scope_at) = tokio::join!(
+            self.load_session(req, strategy, scope, now_ms),
+            self.scope_position(scope, strategy, fresh),
+        );
+        let view = inner.tracker.shared.view();
+        let (inputs, scope_leader) =
+            Inputs::judge(&view, strategy, loaded, req.client_token, scope_at);
+        let leader_only = inputs
+            .judged
+            .leader_only()
+            .filter(|_| fresh && strategy.uses_session())
+            .or(scope_leader);
+        (view, inputs, leader_only)
+    }
+
+    /// The session as the read sees it: the store's record for a fresh
+    /// read of a shared session under a strategy that routes by its token
+    /// (scope `connection` leaves the store alone), else as the caller
+    /// keeps it ([`Loaded::unstored`]). A store that fails, or a part of it
+    /// that failed within the recovery grace, leaves the session unknown
+    /// (rule 5).
+    async fn load_session(
+        &self,
+        req: &ReadRequest<'_>,
+        strategy: Strategy,
+        scope: Scope,
+        now_ms: u64,
+    ) -> Loaded {
+        let inner = &self.inner;
+        let key = match req.session {
+            SessionRef::Shared(key)
+                if req.freshness == Freshness::Fresh
+                    && strategy.uses_session()
+                    && scope.reads_session_store() =>
+            {
+                key
+            }
+            session => return Loaded::unstored(session),
+        };
+        match inner.store.load(key).await {
+            Ok(rec)
+                if inner.store_guard.trusted(
+                    inner.store.part(key),
+                    now_ms,
+                    inner.cfg.store_recovery_grace,
+                ) =>
+            {
+                Loaded {
+                    state: SessionState::Known {
+                        token: None,
+                        last_write_ms: rec.last_write_ms,
+                        untracked_write_ms: rec.untracked_write_ms,
+                    },
+                    token: rec.token,
+                    write: rec.write,
+                    stored: rec.token,
+                }
+            }
+            Ok(_) => Loaded::unknown(),
+            Err(e) => {
+                self.store_failed(key, now_ms, &e);
+                Loaded::unknown()
+            }
+        }
+    }
+
+    /// Carries out `choice`: the leader or a follower at once; `Wait`, the
+    /// bounded wait (rule 4); `Check`, `per-read-check`'s own statement
+    /// first (rule 2).
+    async fn carry_out(
+        &self,
+        choice: Choice,
+        view: &ClusterView,
+        strategy: Strategy,
+        follower_choice: FollowerChoice,
+    ) -> Outcome {
+        let inner = &self.inner;
+        match choice {
+            Choice::Leader(reason) => Outcome::at_once(Server::Leader, reason),
+            Choice::Follower { index, reason } => {
+                Outcome::at_once(follower_server(view, index), reason)
+            }
             Choice::Wait {
                 target,
                 budget,
                 forecast,
             } => {
-                let started = Instant::now();
-                waited_for = forecast.map(|f| view.nodes[f.follower].name.clone());
-                let found = wait_for_caught_up(
-                    inner.tracker.shared.subscribe(),
+                let waited_for = forecast.map(|f| view.nodes[f.follower].name.clone());
+                let timeline = view.history.current;
+                self.wait(
                     target,
-                    view.history.current,
+                    timeline,
                     budget,
-                    (&inner.in_flight, cfg.follower_choice),
+                    waited_for,
+                    strategy,
+                    follower_choice,
                 )
-                .await;
-                waited = started.elapsed();
-                did_wait = true;
-                inner.metrics.add_wait(waited, found.is_none(), strategy);
-                match found {
-                    Some((index, view)) => {
-                        (follower_server(&view, index), Reason::CaughtUpAfterWait)
-                    }
-                    None => (Server::Leader, Reason::WaitBudgetSpent),
-                }
+                .await
             }
             Choice::Check { index, target } => {
                 inner.metrics.add_read_check();
@@ -601,119 +750,101 @@ impl Router {
                     .check_follower(index, target, view.history.current)
                     .await
                 {
-                    Ok((conn, seen, epoch)) => {
-                        checked = Some(conn);
-                        (
+                    Ok((conn, seen, epoch)) => Outcome {
+                        checked: Some(conn),
+                        ..Outcome::at_once(
                             Server::Follower(index, Some(seen), epoch),
                             Reason::CheckPassed,
                         )
-                    }
-                    Err(reason) => (Server::Leader, reason),
+                    },
+                    Err(reason) => Outcome::at_once(Server::Leader, reason),
                 }
             }
+        }
+    }
+
+    /// `causal` and `hybrid`: waits at most `budget` for a follower in
+    /// rotation to replay `target`, a position of `timeline`
+    /// ([`wait_for_caught_up`]), then the leader.
+    async fn wait(
+        &self,
+        target: Lsn,
+        timeline: u32,
+        budget: Duration,
+        waited_for: Option<Arc<str>>,
+        strategy: Strategy,
+        follower_choice: FollowerChoice,
+    ) -> Outcome {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let found = wait_for_caught_up(
+            inner.tracker.shared.subscribe(),
+            target,
+            timeline,
+            budget,
+            (&inner.in_flight, follower_choice),
+        )
+        .await;
+        let waited = started.elapsed();
+        inner.metrics.add_wait(waited, found.is_none(), strategy);
+        let (server, reason) = match found {
+            Some((index, view)) => (follower_server(&view, index), Reason::CaughtUpAfterWait),
+            None => (Server::Leader, Reason::WaitBudgetSpent),
         };
-        Plan {
-            server,
-            reason,
+        Outcome {
             waited,
-            did_wait,
+            did_wait: true,
             waited_for,
-            state,
-            judged,
-            timeline: view.history.current,
-            stored,
-            strategy,
-            checked,
+            ..Outcome::at_once(server, reason)
         }
     }
 
     /// Counts the read, advances the session's token (rule 7: never below
-    /// what the node was known to have) and builds the decision.
+    /// what the node was known to have) and builds the decision: the one
+    /// place a [`Decision`] is made.
     fn finish(&self, req: &ReadRequest<'_>, plan: Plan) -> Decision {
         let inner = &self.inner;
-        let Plan {
-            server,
-            reason,
-            waited,
-            did_wait,
-            waited_for,
+        let Plan { inputs, outcome } = plan;
+        let view = inner.tracker.shared.view();
+        let at = Serving::of(&view, outcome.server);
+        let held = inner.in_flight.hold(at.in_flight);
+        let lost = inputs.judged.lost.filter(|_| at.role == Role::Leader);
+        self.count_read(req, inputs.strategy, &outcome, &at, lost.is_some());
+        let seen_at = at.seen.map(|lsn| Position::new(at.timeline, lsn));
+        let Inputs {
+            strategy,
             state,
             judged,
             stored,
-            strategy,
             ..
-        } = plan;
-        let view = inner.tracker.shared.view();
-        let node_index = match server {
-            Server::Leader => view.leader_index,
-            Server::Follower(i, ..) => Some(i),
-        };
-        let held = inner.in_flight.hold(node_index);
-        let (node, role, seen, follower, metric_node, epoch, timeline) = match server {
-            Server::Leader => (
-                view.leader.name.clone(),
-                Role::Leader,
-                view.leader_lsn(),
-                None,
-                0,
-                None,
-                view.leader.timeline,
-            ),
-            Server::Follower(i, seen, epoch) => (
-                view.nodes[i].name.clone(),
-                Role::Follower,
-                seen,
-                Some(i),
-                i + 1,
-                Some(epoch),
-                view.nodes[i].timeline,
-            ),
-        };
-        // Positions read on the node are on its timeline (a follower still
-        // on an earlier one is at or before where it ended); while unknown,
-        // on the cluster's.
-        let timeline = timeline.unwrap_or(view.history.current);
-        let lost = judged.lost.filter(|_| role == Role::Leader);
-        if lost.is_some() {
-            inner.metrics.add_write_lost();
-        }
-        inner.metrics.add_read(metric_node, req.freshness, strategy);
-        let scope = req.scope.unwrap_or(inner.cfg.default_scope);
-        if req.freshness == Freshness::Fresh {
-            inner.metrics.add_scope_read(scope);
-        }
-        if role == Role::Leader && reason.is_fallback() {
-            inner.metrics.add_fallback();
-        }
-        if role == Role::Leader && did_wait {
-            inner.metrics.add_wasted_wait(strategy);
-        }
-        let seen_at = seen.map(|lsn| Position::new(timeline, lsn));
+        } = inputs;
         let (token, clamped) = advance_token(&view, &inner.cfg, &state, &judged, seen_at);
         if clamped {
             inner.metrics.add_absurd_token();
         }
         // Scope `connection` leaves the store alone: neither read nor raised.
+        let scope = req.scope.unwrap_or(inner.cfg.default_scope);
         let session = match req.session {
             SessionRef::Shared(key) if scope.reads_session_store() => Some(key.clone()),
             SessionRef::Shared(_) | SessionRef::Local(_) => None,
         };
+        let reason = outcome.reason;
         let decision = Decision {
-            node,
-            role,
+            node: at.node,
+            role: at.role,
             strategy,
             freshness: req.freshness,
             reason,
-            waited,
-            did_wait,
-            waited_for,
-            seen,
+            waited: outcome.waited,
+            did_wait: outcome.did_wait,
+            waited_for: outcome.waited_for,
+            seen: at.seen,
             token,
             lost,
             forget_lost: lost.is_some(),
-            timeline,
-            follower,
-            epoch,
+            timeline: at.timeline,
+            follower: at.follower,
+            epoch: at.epoch,
             persist: req.freshness == Freshness::Fresh
                 && strategy.tracks_tokens()
                 && session.is_some()
@@ -726,10 +857,39 @@ impl Router {
             node = %decision.node,
             strategy = %strategy,
             reason = %reason,
-            waited_us = waited.as_micros() as u64,
+            waited_us = decision.waited.as_micros() as u64,
             "read routed"
         );
         decision
+    }
+
+    /// Counts a read served by `at` in the metrics.
+    fn count_read(
+        &self,
+        req: &ReadRequest<'_>,
+        strategy: Strategy,
+        outcome: &Outcome,
+        at: &Serving,
+        lost: bool,
+    ) {
+        let inner = &self.inner;
+        if lost {
+            inner.metrics.add_write_lost();
+        }
+        inner
+            .metrics
+            .add_read(at.metric_node, req.freshness, strategy);
+        if req.freshness == Freshness::Fresh {
+            inner
+                .metrics
+                .add_scope_read(req.scope.unwrap_or(inner.cfg.default_scope));
+        }
+        if at.role == Role::Leader && outcome.reason.is_fallback() {
+            inner.metrics.add_fallback();
+        }
+        if at.role == Role::Leader && outcome.did_wait {
+            inner.metrics.add_wasted_wait(strategy);
+        }
     }
 
     /// `per-read-check`: asks follower `i` for its replay position in a
@@ -901,6 +1061,23 @@ impl Judged {
 fn follower_server(view: &ClusterView, i: usize) -> Server {
     let f = &view.nodes[i];
     Server::Follower(i, f.lsn, f.epoch)
+}
+/// The configuration a read is planned under: its `options` override the
+/// router's for this read only; the common read, with none, borrows.
+fn read_config<'a>(cfg: &'a RouterConfig, options: &ReadOptions) -> Cow<'a, RouterConfig> {
+    if options.sticky_window.is_none()
+        && options.wait_budget.is_none()
+        && options.follower_choice.is_none()
+    {
+        return Cow::Borrowed(cfg);
+    }
+    Cow::Owned(RouterConfig {
+        sticky_window: options.sticky_window.unwrap_or(cfg.sticky_window),
+        causal_wait: options.wait_budget.unwrap_or(cfg.causal_wait),
+        hybrid_wait: options.wait_budget.unwrap_or(cfg.hybrid_wait),
+        follower_choice: options.follower_choice.unwrap_or(cfg.follower_choice),
+        ..cfg.clone()
+    })
 }
 
 /// Waits until a follower in rotation is known to have replayed `target`,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::timeline::TimelineHistory;
-use crate::view::{ClusterView, NOT_POLLED_YET, ObservedNode, Reached, Role};
+use crate::view::{ClusterView, ObservedNode, Reached, Role};
 use crate::{LEADER_NAME, Lsn, RouterConfig};
 
 /// Leader positions closer in time than this are merged into one history
@@ -264,7 +264,7 @@ impl TrackerState {
     pub fn new(names: &[Arc<str>], limits: Limits) -> TrackerState {
         TrackerState {
             limits,
-            leader: no_leader(NOT_POLLED_YET),
+            leader: ObservedNode::new(Arc::from(LEADER_NAME), Role::Leader),
             leader_index: None,
             history: LeaderHistory::default(),
             timelines: Arc::new(TimelineHistory::default()),
@@ -295,6 +295,7 @@ impl TrackerState {
     /// rewound, whose writes the cluster's history does not have.
     pub fn on_primary_poll(&mut self, i: usize, poll: PrimaryPoll, now: Instant) {
         let node = &mut self.nodes[i];
+        node.status.polled = true;
         if node.started_at_us.is_some_and(|k| k != poll.started_at_us) {
             node.forget("postmaster restarted");
         }
@@ -327,6 +328,7 @@ impl TrackerState {
         self.leader.healthy = true;
         self.leader.in_rotation = true;
         self.leader.note = None;
+        self.leader.polled = true;
         self.leader.timeline = Some(poll.timeline);
         self.note_leader_lsn(poll.lsn, now);
     }
@@ -378,6 +380,7 @@ impl TrackerState {
     /// too (it leads again when it answers, unless another node was
     /// promoted meanwhile).
     pub fn on_node_error(&mut self, i: usize, why: &str) {
+        self.nodes[i].status.polled = true;
         if self.leader_index == Some(i) {
             if self.leader.healthy {
                 tracing::warn!(node = %self.nodes[i].status.name, error = why, "leader unreachable");
@@ -389,6 +392,7 @@ impl TrackerState {
             self.nodes[i].primary = false;
             self.nodes[i].forget(why);
             if self.leader_index.is_none() {
+                self.leader.polled = true;
                 self.leader.note = Some(format!(
                     "no node is the leader; {}: {why}",
                     self.nodes[i].status.name
@@ -412,6 +416,7 @@ impl TrackerState {
         }
         let leader_up = self.leader_up();
         let f = &mut self.nodes[i];
+        f.status.polled = true;
         if f.primary {
             f.primary = false;
             f.status.role = Role::Follower;
@@ -692,10 +697,12 @@ fn off_history(timelines: &TimelineHistory, timeline: Option<u32>, lsn: Lsn) -> 
     }
 }
 
-/// The published leader while none is known (`why` in its note).
+/// The published leader while none is known, after a poll told why
+/// (`why` in its note).
 fn no_leader(why: &str) -> ObservedNode {
     let mut s = ObservedNode::new(Arc::from(LEADER_NAME), Role::Leader);
     s.note = Some(why.to_owned());
+    s.polled = true;
     s
 }
 
@@ -756,6 +763,20 @@ mod tests {
         assert_eq!(f.lsn, Some(Lsn::from_u64(1000)));
         // Idle cluster, a minute later: still zero lag (not replay-timestamp lag).
         assert_eq!((f.lag_bytes, f.lag_ms), (Some(0), Some(0)));
+    }
+
+    #[test]
+    fn a_failed_first_poll_marks_a_node_polled_though_nothing_is_known_of_it() {
+        let t0 = Instant::now();
+        let mut st = state(1);
+        let v = st.view();
+        assert!(!v.leader.polled && !v.nodes[0].polled);
+        st.apply(0, PollOutcome::Error("refused".into()), t0, t0);
+        let v = st.view();
+        // `polled_at` stays unset: a failed poll shows no position.
+        assert!(v.nodes[0].polled && v.nodes[0].polled_at.is_none());
+        // No node leads, and a poll said so.
+        assert!(v.leader.polled && v.leader_index.is_none());
     }
 
     #[test]
