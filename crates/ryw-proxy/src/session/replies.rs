@@ -404,6 +404,11 @@ impl Session {
         }
         if was_read && !f.forwarded && f.attempts < 3 && f.synced && !f.proxy_sync {
             tracing::info!(node = %name, %why, "read lost its node; running it elsewhere");
+            // The batch runs again whole: what it registered (its `Parse`s
+            // and `Close`s) is taken back first, or its own `Parse` would
+            // meet the copy prepared for it on the next node (42P05).
+            self.take_back(f.node, f.undo, 0, 0);
+            self.take_back_pooled(f.node, f.pooled, 0);
             self.shared.metrics.retry(crate::metrics::Retry::Lost);
             let route = f.plan.route.unwrap_or(Route::Read);
             // Boxed: sending may find this connection lost in turn.
