@@ -277,21 +277,28 @@ pub fn deallocations(sql: &str) -> Option<Vec<PreparedEffect>> {
 /// The prepared statement names a text's SQL `PREPARE`, `EXECUTE` and
 /// `DEALLOCATE` use: they share one namespace with the protocol's named
 /// statements, which the proxy may have prepared on another node.
+///
+/// Texts that do not spell one of those keywords anywhere (most: a keyword
+/// is a word of the text as written, whatever its case) are not scanned.
 pub fn prepared_names(sql: &str) -> Vec<String> {
-    let head = sql
-        .trim_start()
-        .get(..10)
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if ["prepare", "execute", "deallocate"]
-        .iter()
-        .any(|w| head.starts_with(w))
-        || sql.contains(';')
-    {
+    if mentions_any(sql, &["prepare", "execute", "deallocate"]) {
         scan::prepared_names(sql)
     } else {
         Vec::new()
     }
+}
+
+/// Whether `sql` holds one of `words` (lower-case ASCII), in any case,
+/// anywhere: a cheap necessary condition for a keyword to be there.
+fn mentions_any(sql: &str, words: &[&str]) -> bool {
+    let b = sql.as_bytes();
+    (0..b.len()).any(|i| {
+        let first = b[i].to_ascii_lowercase();
+        words.iter().any(|w| {
+            let w = w.as_bytes();
+            w[0] == first && b.len() - i >= w.len() && b[i..i + w.len()].eq_ignore_ascii_case(w)
+        })
+    })
 }
 
 /// Whether a pinning text made state the proxy cannot ask the leader

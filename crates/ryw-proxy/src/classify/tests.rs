@@ -1044,3 +1044,23 @@ fn the_cache_never_mixes_up_set_config_of_different_settings() {
     assert_eq!(on.effect, Effect::SessionSetting);
     assert_eq!(off.effect, Effect::PinsToLeader);
 }
+
+#[test]
+fn sql_prepared_names_are_found_wherever_they_are_spelled() {
+    assert_eq!(
+        super::prepared_names("select 1; PrePare Q1 as select 2; execute q1"),
+        vec!["q1".to_owned(), "q1".to_owned()]
+    );
+    assert_eq!(
+        super::prepared_names(r#"DEALLOCATE PREPARE "Q2""#),
+        vec!["Q2".to_owned()]
+    );
+    assert_eq!(
+        super::prepared_names("select 1;\n\tEXECUTE x"),
+        vec!["x".to_owned()]
+    );
+    // Named nowhere, or only inside a string or an identifier: nothing.
+    assert!(super::prepared_names("SELECT abalance FROM pgbench_accounts WHERE aid = 1;").is_empty());
+    assert!(super::prepared_names("select 'execute x'; select \"prepare\" from t").is_empty());
+    assert!(super::prepared_names("deallocate all").is_empty());
+}
