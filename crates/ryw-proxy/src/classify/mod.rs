@@ -288,16 +288,19 @@ pub fn prepared_names(sql: &str) -> Vec<String> {
     }
 }
 
-/// Whether `sql` holds one of `words` (lower-case ASCII), in any case,
-/// anywhere: a cheap necessary condition for a keyword to be there.
+/// Whether `sql` holds one of `words` (lower-case ASCII), in any case, at
+/// the start of a word: a cheap necessary condition for a keyword to be
+/// there (a keyword token is its text as written, after a byte that cannot
+/// continue an identifier).
 fn mentions_any(sql: &str, words: &[&str]) -> bool {
     let b = sql.as_bytes();
+    let continues = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
     (0..b.len()).any(|i| {
-        let first = b[i].to_ascii_lowercase();
-        words.iter().any(|w| {
-            let w = w.as_bytes();
-            w[0] == first && b.len() - i >= w.len() && b[i..i + w.len()].eq_ignore_ascii_case(w)
-        })
+        (i == 0 || !continues(b[i - 1]))
+            && words.iter().any(|w| {
+                let w = w.as_bytes();
+                b.len() - i >= w.len() && b[i..i + w.len()].eq_ignore_ascii_case(w)
+            })
     })
 }
 

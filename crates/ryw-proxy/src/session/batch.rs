@@ -378,7 +378,7 @@ impl Session {
             }
         } else {
             Stage::Client {
-                held: holding.then(BytesMut::new),
+                held: holding.then(|| std::mem::take(&mut self.hold_spare)),
                 copy_in: false,
             }
         };
@@ -616,8 +616,9 @@ impl Session {
         }
         // SQL PREPARE/EXECUTE/DEALLOCATE of a name share the namespace of
         // the protocol's statements: the node must have the client's.
+        // (None to look for while the client has no statement.)
         let mut named_in_sql: Vec<String> = Vec::new();
-        for frame in frames {
+        for frame in frames.iter().filter(|_| !self.statements.is_empty()) {
             if let Ok(Client::Query(sql) | Client::Parse { query: sql, .. }) =
                 protocol::parse_client(frame)
             {

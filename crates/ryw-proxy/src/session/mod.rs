@@ -492,6 +492,9 @@ struct Session {
     /// The bytes of the next write to a node, kept between batches so that
     /// a batch allocates nothing.
     scratch: BytesMut,
+    /// The buffer a follower read holds its first replies in, between
+    /// reads.
+    hold_spare: BytesMut,
     view: watch::Receiver<Arc<ClusterView>>,
     /// Its place among the clients (`--max-clients`), given back on drop.
     _slot: crate::server::ClientSlot,

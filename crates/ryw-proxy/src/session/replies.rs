@@ -124,7 +124,7 @@ impl Session {
                     f.outcome.error.get_or_insert(e.code);
                 }
                 if let Some(h) = held.take() {
-                    client.out.put_slice(&h);
+                    release(&mut client.out, &mut self.hold_spare, h);
                 }
                 f.forwarded = true;
                 Ok(Large::Relay)
@@ -239,7 +239,7 @@ impl Session {
                 if *queries == 0 && *statements == 0 && !*sync {
                     let holding = *holding;
                     f.stage = Stage::Client {
-                        held: holding.then(BytesMut::new),
+                        held: holding.then(|| std::mem::take(&mut self.hold_spare)),
                         copy_in: false,
                     };
                 }
@@ -249,7 +249,7 @@ impl Session {
                 match t {
                     b::READY_FOR_QUERY if f.synced => {
                         if let Some(h) = held.take() {
-                            client.out.put_slice(&h);
+                            release(&mut client.out, &mut self.hold_spare, h);
                         }
                         if f.position {
                             f.stage = Stage::Position {
@@ -300,7 +300,7 @@ impl Session {
                     _ => {}
                 }
                 if let Some(h) = held.take() {
-                    client.out.put_slice(&h);
+                    release(&mut client.out, &mut self.hold_spare, h);
                 }
                 f.forwarded = true;
                 client.out.put_slice(&frame.raw);
@@ -510,5 +510,15 @@ impl Session {
             self.status = b'E';
         }
         self.fail_batch(client, frames, code, message).await
+    }
+}
+
+/// Held replies go to the client; their buffer is kept for the next read
+/// (a follower read holds its first replies: no allocation per read).
+fn release(out: &mut BytesMut, spare: &mut BytesMut, mut held: BytesMut) {
+    out.put_slice(&held);
+    held.clear();
+    if held.capacity() <= HOLD_CAP * 2 {
+        *spare = held;
     }
 }

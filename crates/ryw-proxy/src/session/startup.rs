@@ -333,6 +333,7 @@ pub(super) async fn startup(
         batch: Vec::new(),
         batch_bytes: 0,
         scratch: BytesMut::with_capacity(4096),
+        hold_spare: BytesMut::new(),
         view: shared.router.watch_cluster(),
         _slot: slot,
     };

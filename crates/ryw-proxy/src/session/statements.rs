@@ -83,6 +83,12 @@ impl Statements {
         self.map.get(name)
     }
 
+    /// Whether the client has no statement (then no SQL `EXECUTE` or
+    /// `DEALLOCATE` can name one of its protocol statements).
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// What the registry holds, for the client's memory limit.
     pub fn bytes(&self) -> usize {
         self.bytes
