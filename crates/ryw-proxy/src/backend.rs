@@ -369,10 +369,14 @@ impl Backend {
         }
     }
 
-    /// Waits until the node may have sent something (cancel-safe; the
-    /// readiness can be stale: follow with [`Backend::try_fill`]).
-    pub async fn readable(&self) -> std::io::Result<()> {
-        self.stream.readable().await
+    /// Ready when the node may have sent something (the readiness can be
+    /// stale: follow with [`Backend::try_fill`]); a poll, for a wait on
+    /// several nodes at once without a future per node.
+    pub fn poll_readable(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.stream.poll_readable(cx)
     }
 
     /// Reads what the node has sent, without waiting: `Ok(None)` when

@@ -112,10 +112,12 @@ struct State {
     waiters: VecDeque<tokio::sync::oneshot::Sender<Handoff>>,
 }
 
-/// One pool.
+/// One pool. A session keeps the pools it uses (one per node it reaches),
+/// so lending and taking back touch this pool's lock only.
 pub(crate) struct Pool {
     /// The node's name.
     node: Arc<str>,
+    limits: PoolLimits,
     state: Mutex<State>,
     /// Waits for a connection that had to queue, in µs (for the metrics).
     waits: Mutex<WaitStats>,
@@ -200,12 +202,14 @@ impl Pools {
             .contains(&(user.clone(), database.clone(), name.clone()))
     }
 
-    fn pool(&self, key: &PoolKey, node: Option<&Arc<str>>) -> Arc<Pool> {
+    /// The pool of `key` (a connection to `node`), made on first use.
+    pub fn pool(&self, key: &PoolKey, node: &Arc<str>) -> Arc<Pool> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(key.clone())
             .or_insert_with(|| {
                 Arc::new(Pool {
-                    node: node.cloned().unwrap_or_else(|| Arc::from("?")),
+                    node: node.clone(),
+                    limits: self.limits,
                     state: Mutex::new(State::default()),
                     waits: Mutex::new(WaitStats::default()),
                 })
@@ -213,20 +217,55 @@ impl Pools {
             .clone()
     }
 
-    /// A connection of `key`'s pool: an idle one, a new one while the pool
+    /// Closes connections idle past the timeout.
+    pub fn sweep(&self) {
+        let pools: Vec<Arc<Pool>> = self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for pool in pools {
+            let mut st = pool.state.lock().unwrap_or_else(|p| p.into_inner());
+            let before = st.idle.len();
+            let (idle, lifetime) = (self.limits.idle_timeout, self.limits.lifetime);
+            st.idle
+                .retain(|(b, since)| since.elapsed() < idle && b.created.elapsed() < lifetime);
+            let closed = before - st.idle.len();
+            st.open -= closed;
+        }
+    }
+
+    /// Every pool's figures.
+    pub fn snapshot(&self) -> Vec<PoolSnapshot> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .map(|(key, pool)| {
+                let st = pool.state.lock().unwrap_or_else(|p| p.into_inner());
+                PoolSnapshot {
+                    key: key.clone(),
+                    node: pool.node.clone(),
+                    open: st.open,
+                    idle: st.idle.len(),
+                    waiting: st.waiters.len(),
+                    waits: pool.waits.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Pool {
+    /// A connection of this pool: an idle one, a new one while the pool
     /// is not full (`connect`), or the first one given back within the
     /// wait.
-    pub async fn get<F, Fut>(
-        &self,
-        key: &PoolKey,
-        node: &Arc<str>,
-        connect: F,
-    ) -> Result<Backend, PoolError>
+    pub async fn get<F, Fut>(&self, connect: F) -> Result<Backend, PoolError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Backend, BackendError>>,
     {
-        let pool = self.pool(key, Some(node));
+        let pool = self;
         let limits = self.limits;
         let started = Instant::now();
         loop {
@@ -282,7 +321,7 @@ impl Pools {
                         Ok(Err(_)) => false,
                         Err(_) => {
                             return Err(PoolError::Busy {
-                                node: node.clone(),
+                                node: pool.node.clone(),
                                 waited: limits.timeout,
                                 size: limits.total,
                                 threads: limits.threads,
@@ -304,8 +343,8 @@ impl Pools {
     }
 
     /// A connection comes back, idle and clean.
-    pub fn put(&self, key: &PoolKey, backend: Backend) {
-        let pool = self.pool(key, None);
+    pub fn put(&self, backend: Backend) {
+        let pool = self;
         if backend.created.elapsed() >= self.limits.lifetime {
             drop(backend);
             pool.closed();
@@ -323,53 +362,9 @@ impl Pools {
         st.idle.push((*conn.expect("held"), Instant::now()));
     }
 
-    /// A connection of `key`'s pool was closed (broken, or left dirty).
-    pub fn closed(&self, key: &PoolKey) {
-        self.pool(key, None).closed();
-    }
-
-    /// Closes connections idle past the timeout.
-    pub fn sweep(&self) {
-        let pools: Vec<Arc<Pool>> = self
-            .map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for pool in pools {
-            let mut st = pool.state.lock().unwrap_or_else(|p| p.into_inner());
-            let before = st.idle.len();
-            let (idle, lifetime) = (self.limits.idle_timeout, self.limits.lifetime);
-            st.idle
-                .retain(|(b, since)| since.elapsed() < idle && b.created.elapsed() < lifetime);
-            let closed = before - st.idle.len();
-            st.open -= closed;
-        }
-    }
-
-    /// Every pool's figures.
-    pub fn snapshot(&self) -> Vec<PoolSnapshot> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter()
-            .map(|(key, pool)| {
-                let st = pool.state.lock().unwrap_or_else(|p| p.into_inner());
-                PoolSnapshot {
-                    key: key.clone(),
-                    node: pool.node.clone(),
-                    open: st.open,
-                    idle: st.idle.len(),
-                    waiting: st.waiters.len(),
-                    waits: pool.waits.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-                }
-            })
-            .collect()
-    }
-}
-
-impl Pool {
-    /// One connection fewer: a waiter may open one instead.
-    fn closed(&self) {
+    /// One connection fewer (closed: broken, or left dirty): a waiter may
+    /// open one instead.
+    pub fn closed(&self) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.open = st.open.saturating_sub(1);
         while let Some(w) = st.waiters.pop_front() {

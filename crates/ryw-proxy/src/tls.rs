@@ -384,20 +384,20 @@ pub(crate) async fn connect_node(
 }
 
 impl NodeStream {
-    /// Waits until there may be something to read (cancel-safe; may be
-    /// stale: follow with [`NodeStream::try_read_buf`]). With TLS,
-    /// decrypted bytes rustls still holds count.
-    pub async fn readable(&self) -> io::Result<()> {
+    /// Ready when there may be something to read (may be stale: follow
+    /// with [`NodeStream::try_read_buf`]; the waker of the latest call is
+    /// woken). With TLS, decrypted bytes rustls still holds count.
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            NodeStream::Plain(s) => s.readable().await,
+            NodeStream::Plain(s) => s.poll_read_ready(cx),
             NodeStream::Tls(s) => {
                 let (tcp, conn) = s.get_ref();
                 // rustls wants no more input while it holds plaintext (or
                 // the peer closed): there is something to read now.
                 if !conn.wants_read() {
-                    return Ok(());
+                    return Poll::Ready(Ok(()));
                 }
-                tcp.readable().await
+                tcp.poll_read_ready(cx)
             }
         }
     }

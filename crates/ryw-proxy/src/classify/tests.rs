@@ -1060,14 +1060,19 @@ fn sql_prepared_names_are_found_wherever_they_are_spelled() {
         vec!["x".to_owned()]
     );
     // Named nowhere, or only inside a string or an identifier: nothing.
-    assert!(super::prepared_names("SELECT abalance FROM pgbench_accounts WHERE aid = 1;").is_empty());
+    assert!(
+        super::prepared_names("SELECT abalance FROM pgbench_accounts WHERE aid = 1;").is_empty()
+    );
     assert!(super::prepared_names("select 'execute x'; select \"prepare\" from t").is_empty());
     assert!(super::prepared_names("deallocate all").is_empty());
 }
 
 #[test]
 fn sql_prepared_names_follow_any_punctuation() {
-    assert_eq!(super::prepared_names("select 1;execute a"), vec!["a".to_owned()]);
+    assert_eq!(
+        super::prepared_names("select 1;execute a"),
+        vec!["a".to_owned()]
+    );
     assert_eq!(
         super::prepared_names("/* x */prepare b as select 1"),
         vec!["b".to_owned()]

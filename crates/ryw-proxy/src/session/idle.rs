@@ -30,28 +30,25 @@ impl Session {
     /// as it would have with the server.
     pub(super) async fn wait_idle(&mut self, client: &mut ClientConn) -> Result<(), Closing> {
         let ready = {
-            let mut waits: Vec<_> = self
-                .backends
-                .iter()
-                .enumerate()
-                .filter_map(|(i, b)| {
-                    b.as_ref()
-                        .map(|b| Box::pin(async move { (i, b.readable().await) }))
-                })
-                .collect();
-            let any_backend = async {
-                if waits.is_empty() {
-                    std::future::pending::<(usize, std::io::Result<()>)>().await
-                } else {
-                    futures_util::future::select_all(waits.iter_mut()).await.0
+            // Every open node at once, polled in place (nothing allocated
+            // per wait).
+            let backends = &self.backends;
+            let any_backend = std::future::poll_fn(|cx| {
+                for (i, b) in backends.iter().enumerate() {
+                    if let Some(b) = b
+                        && b.poll_readable(cx).is_ready()
+                    {
+                        return std::task::Poll::Ready(i);
+                    }
                 }
-            };
+                std::task::Poll::Pending
+            });
             tokio::select! {
                 r = client.fill() => match r {
                     Ok(0) | Err(_) => return Err(Closing::Left),
                     Ok(_) => None,
                 },
-                (slot, _) = any_backend => Some(slot),
+                slot = any_backend => Some(slot),
             }
         };
         let Some(slot) = ready else { return Ok(()) };

@@ -470,6 +470,9 @@ struct Session {
     /// By the router's node index (the followers, then the node configured
     /// as the leader).
     backends: Vec<Option<Backend>>,
+    /// Transaction pooling: the pool of each node reached so far, by the
+    /// same index.
+    pools: Vec<Option<Arc<crate::pool::Pool>>>,
     /// The node that leads, as of the last batch that started outside a
     /// transaction (a transaction stays where it began).
     leader_slot: usize,
@@ -553,7 +556,11 @@ impl Session {
     /// What `X-Served-By` would say of `node`.
     fn node_name(&self, node: Node) -> Arc<str> {
         match node {
-            Node::Leader => Arc::from(ryw_router::LEADER_NAME),
+            Node::Leader => {
+                static LEADER: std::sync::LazyLock<Arc<str>> =
+                    std::sync::LazyLock::new(|| Arc::from(ryw_router::LEADER_NAME));
+                LEADER.clone()
+            }
             Node::Follower(i) => self.shared.addr(i).name.clone(),
         }
     }
@@ -604,13 +611,22 @@ impl Session {
         if self.backends[slot].is_some() {
             return Ok(());
         }
-        let addr = self.shared.addr(slot).clone();
+        let shared = self.shared.clone();
+        let addr = shared.addr(slot);
         let incarnation = match node {
             Node::Leader => None,
             Node::Follower(_) => match incarnation {
                 Some(started) => Some(started),
-                None => return Err(BackendError::Incarnation { node: addr.name }),
+                None => {
+                    return Err(BackendError::Incarnation {
+                        node: addr.name.clone(),
+                    });
+                }
             },
+        };
+        let pool = match self.shared.cfg.pool_mode {
+            PoolMode::Session => None,
+            PoolMode::Transaction => Some(self.pool(slot)),
         };
         let connect = || {
             Backend::connect(
@@ -626,45 +642,46 @@ impl Session {
                 incarnation,
             )
         };
-        let backend =
-            match self.shared.cfg.pool_mode {
-                PoolMode::Session => connect().await?,
-                PoolMode::Transaction => {
-                    let key = self.pool_key(slot);
-                    let name = self.node_name(node);
-                    loop {
-                        let b =
-                            self.shared.pools.get(&key, &name, connect).await.map_err(
-                                |e| match e {
-                                    crate::pool::PoolError::Backend(e) => e,
-                                    busy => BackendError::Busy {
-                                        node: addr.name.clone(),
-                                        why: busy.to_string(),
-                                    },
-                                },
-                            )?;
-                        // Rule 2: a pooled connection to a follower that has
-                        // restarted since it was opened is not used.
-                        if b.incarnation == incarnation {
-                            break b;
-                        }
-                        drop(b);
-                        self.shared.pools.closed(&key);
+        let backend = match pool {
+            None => connect().await?,
+            Some(pool) => {
+                loop {
+                    let b = pool.get(connect).await.map_err(|e| match e {
+                        crate::pool::PoolError::Backend(e) => e,
+                        busy => BackendError::Busy {
+                            node: addr.name.clone(),
+                            why: busy.to_string(),
+                        },
+                    })?;
+                    // Rule 2: a pooled connection to a follower that has
+                    // restarted since it was opened is not used.
+                    if b.incarnation == incarnation {
+                        break b;
                     }
+                    drop(b);
+                    pool.closed();
                 }
-            };
+            }
+        };
         self.backends[slot] = Some(backend);
         Ok(())
     }
 
-    /// The pool of node `slot` for this client's role and database.
-    fn pool_key(&self, slot: usize) -> crate::pool::PoolKey {
-        crate::pool::PoolKey {
+    /// The pool of node `slot` for this client's role and database (kept
+    /// by the session once looked up).
+    fn pool(&mut self, slot: usize) -> Arc<crate::pool::Pool> {
+        if let Some(pool) = &self.pools[slot] {
+            return pool.clone();
+        }
+        let key = crate::pool::PoolKey {
             slot,
             user: self.id.user.clone(),
             database: self.id.database.clone(),
             thread: self.thread,
-        }
+        };
+        let pool = self.shared.pools.pool(&key, &self.shared.addr(slot).name);
+        self.pools[slot] = Some(pool.clone());
+        pool
     }
 
     /// Transaction pooling: between transactions the client holds no
@@ -688,7 +705,7 @@ impl Session {
         if self.backends[slot].take().is_some()
             && self.shared.cfg.pool_mode == PoolMode::Transaction
         {
-            self.shared.pools.closed(&self.pool_key(slot));
+            self.pool(slot).closed();
         }
     }
 
@@ -702,12 +719,12 @@ impl Session {
             let Some(b) = self.backends[slot].take() else {
                 continue;
             };
-            let key = self.pool_key(slot);
+            let pool = self.pool(slot);
             if clean && b.inbuf.is_empty() && b.passthrough == 0 {
-                self.shared.pools.put(&key, b);
+                pool.put(b);
             } else {
                 drop(b);
-                self.shared.pools.closed(&key);
+                pool.closed();
             }
         }
     }

@@ -319,6 +319,7 @@ pub(super) async fn startup(
             password,
         },
         backends: (0..shared.nodes.len()).map(|_| None).collect(),
+        pools: (0..shared.nodes.len()).map(|_| None).collect(),
         leader_slot: shared.leader_slot(shared.nodes.len() - 1),
         status: b'I',
         ryw: RywSettings::default(),
