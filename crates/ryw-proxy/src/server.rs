@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use ryw_router::{MemoryStore, RedisStore, RedisStoreConfig, Router, SessionStore, TokenKey};
+use ryw_router::{
+    MemoryStore, NodeId, RedisStore, RedisStoreConfig, Router, SessionStore, TokenKey,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -55,8 +57,14 @@ pub(crate) struct ProxyState {
     pub key: TokenKey,
     pub cfg: ProxyConfig,
     /// Every node in the router's order: the followers, then the node
-    /// configured as the leader (named as the router names them).
+    /// configured as the leader (named as the router names them), indexed
+    /// by [`NodeId::index`].
     pub nodes: Vec<NodeAddr>,
+    /// The router's id of each node of `nodes`, in the same order.
+    pub ids: Vec<NodeId>,
+    /// The node configured as the leader: the one that leads until the
+    /// router has seen which does.
+    configured_leader: NodeId,
     auth: RwLock<Option<Arc<AuthFile>>>,
     /// Sessions by the process id the proxy gave them: (secret key, the
     /// backend running their statement).
@@ -211,10 +219,18 @@ impl ProxyState {
         &self.nodes[slot]
     }
 
+    /// The node configured as the leader (which may not lead now).
+    pub fn configured_leader(&self) -> NodeId {
+        self.configured_leader
+    }
+
     /// The node that leads now (the router's tracker follows promotions),
     /// else `fallback` (the one that led last).
     pub fn leader_slot(&self, fallback: usize) -> usize {
-        self.router.cluster_view().leader_index.unwrap_or(fallback)
+        self.router
+            .cluster_view()
+            .leader_id
+            .map_or(fallback, NodeId::index)
     }
 
     /// A process id and key for a new session, registered for cancels.
@@ -327,6 +343,11 @@ impl Proxy {
                 .chain(nodes.iter().map(|n| n.name.to_string()))
                 .collect(),
         );
+        let view = router.cluster_view();
+        let ids: Vec<NodeId> = view.ids().collect();
+        let configured_leader = view
+            .configured_leader()
+            .ok_or_else(|| ProxyError::Config("no nodes".to_owned()))?;
         let catalog = Catalog::new(cfg.nodes.leader.clone());
         // Each relay thread pools its own sockets: the size shared out.
         let pool_share = (cfg.pool_size / cfg.threads.max(1)).max(1);
@@ -350,6 +371,8 @@ impl Proxy {
                 key: cfg.token_key.clone(),
                 cfg,
                 nodes,
+                ids,
+                configured_leader,
                 auth: RwLock::new(auth.map(Arc::new)),
                 cancels: Mutex::new(HashMap::new()),
                 next_pid: AtomicI32::new(1),

@@ -457,8 +457,8 @@ impl Session {
             };
             let (node, incarnation) = match read.target() {
                 ryw_router::Target::Leader => (Node::Leader, None),
-                ryw_router::Target::Follower { index, incarnation } => {
-                    (Node::Follower(index), incarnation)
+                ryw_router::Target::Follower { node, incarnation } => {
+                    (Node::Follower(node), incarnation)
                 }
             };
             match self.open(node, incarnation).await {

@@ -60,8 +60,8 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::message::frontend;
 use ryw_router::{
-    ClusterView, FrontRead, FrontWrite, LocalSession, Position, ReadOptions, ReadRequest, Scope,
-    SessionKey, Unsettled,
+    ClusterView, FrontRead, FrontWrite, LocalSession, NodeId, Position, ReadOptions, ReadRequest,
+    Scope, SessionKey, Unsettled,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -519,7 +519,7 @@ fn now_ms() -> u64 {
 fn metric_index(node: Node) -> usize {
     match node {
         Node::Leader => 0,
-        Node::Follower(i) => i + 1,
+        Node::Follower(id) => id.index() + 1,
     }
 }
 
@@ -536,7 +536,7 @@ impl Session {
     fn slot(&self, node: Node) -> usize {
         match node {
             Node::Leader => self.leader_slot,
-            Node::Follower(i) => i,
+            Node::Follower(id) => id.index(),
         }
     }
 
@@ -551,7 +551,7 @@ impl Session {
     fn node_name(&self, node: Node) -> Arc<str> {
         match node {
             Node::Leader => Arc::from(ryw_router::LEADER_NAME),
-            Node::Follower(i) => self.shared.addr(i).name.clone(),
+            Node::Follower(i) => self.shared.addr(i.index()).name.clone(),
         }
     }
 
@@ -568,7 +568,11 @@ impl Session {
             return;
         }
         // The view this session already watches: no copy of it per batch.
-        let now = self.view.borrow().leader_index.unwrap_or(self.leader_slot);
+        let now = self
+            .view
+            .borrow()
+            .leader_id
+            .map_or(self.leader_slot, NodeId::index);
         if now != self.leader_slot {
             tracing::info!(
                 from = %self.shared.addr(self.leader_slot).name,

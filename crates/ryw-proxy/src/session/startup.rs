@@ -394,7 +394,12 @@ impl Session {
         client: &mut ClientConn,
     ) -> Result<Option<crate::server::ServerParams>, Closing> {
         let mut last = None;
-        let followers = (0..self.shared.nodes.len() - 1).map(Node::Follower);
+        let shared = self.shared.clone();
+        let followers = shared
+            .ids
+            .iter()
+            .filter(|&&id| id != shared.configured_leader())
+            .map(|&id| Node::Follower(id));
         for node in std::iter::once(Node::Leader).chain(followers) {
             let incarnation = match node {
                 Node::Leader => None,
