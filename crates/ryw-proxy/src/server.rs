@@ -214,9 +214,9 @@ impl ProxyState {
         cache.insert(key, (Instant::now(), values));
     }
 
-    /// The address of node `slot` (an index of the router's nodes).
-    pub fn addr(&self, slot: usize) -> &NodeAddr {
-        &self.nodes[slot]
+    /// The address of node `node`.
+    pub fn addr(&self, node: NodeId) -> &NodeAddr {
+        &self.nodes[node.index()]
     }
 
     /// The node configured as the leader (which may not lead now).
@@ -225,12 +225,12 @@ impl ProxyState {
     }
 
     /// The node that leads now (the router's tracker follows promotions),
-    /// else `fallback` (the one that led last).
-    pub fn leader_slot(&self, fallback: usize) -> usize {
+    /// else the node configured as the leader.
+    pub fn leader_slot(&self) -> NodeId {
         self.router
             .cluster_view()
             .leader_id
-            .map_or(fallback, NodeId::index)
+            .unwrap_or(self.configured_leader)
     }
 
     /// A process id and key for a new session, registered for cancels.

@@ -838,10 +838,10 @@ impl Session {
                     for (i, b) in self.backends.iter_mut().enumerate() {
                         let Some(b) = b else { continue };
                         if name.is_empty() {
-                            if i == slot {
+                            if i == slot.index() {
                                 b.unnamed = None;
                             }
-                        } else if b.prepared.remove(name).is_some() && i != slot {
+                        } else if b.prepared.remove(name).is_some() && i != slot.index() {
                             // Closed where it ran; closed elsewhere with the
                             // next batch sent there.
                             b.pending_close.push(name.to_owned());

@@ -33,15 +33,15 @@ impl Session {
             let mut waits: Vec<_> = self
                 .backends
                 .iter()
-                .enumerate()
-                .filter_map(|(i, b)| {
+                .zip(&self.shared.ids)
+                .filter_map(|(b, &id)| {
                     b.as_ref()
-                        .map(|b| Box::pin(async move { (i, b.readable().await) }))
+                        .map(|b| Box::pin(async move { (id, b.readable().await) }))
                 })
                 .collect();
             let any_backend = async {
                 if waits.is_empty() {
-                    std::future::pending::<(usize, std::io::Result<()>)>().await
+                    std::future::pending::<(NodeId, std::io::Result<()>)>().await
                 } else {
                     futures_util::future::select_all(waits.iter_mut()).await.0
                 }
@@ -70,7 +70,11 @@ impl Session {
     }
 
     /// Relays the whole messages node `slot` sent while no batch was there.
-    async fn relay_unasked(&mut self, client: &mut ClientConn, slot: usize) -> Result<(), Closing> {
+    async fn relay_unasked(
+        &mut self,
+        client: &mut ClientConn,
+        slot: NodeId,
+    ) -> Result<(), Closing> {
         loop {
             let Some(backend) = self.backends[slot].as_mut() else {
                 return Ok(());
@@ -118,7 +122,7 @@ impl Session {
     async fn idle_backend_gone(
         &mut self,
         client: &mut ClientConn,
-        slot: usize,
+        slot: NodeId,
         why: String,
     ) -> Result<(), Closing> {
         let name = self.shared.addr(slot).name.clone();
@@ -179,7 +183,7 @@ impl Session {
     async fn exchange(
         &mut self,
         client: &mut ClientConn,
-        slot: usize,
+        slot: NodeId,
         sql: &str,
     ) -> Result<Option<Option<String>>, Closing> {
         match self.exchange_raw(&mut client.out, slot, sql).await {
@@ -194,7 +198,7 @@ impl Session {
     async fn exchange_raw(
         &mut self,
         asides: &mut BytesMut,
-        slot: usize,
+        slot: NodeId,
         sql: &str,
     ) -> Result<Option<Option<String>>, String> {
         let Some(backend) = self.backends[slot].as_mut() else {

@@ -274,7 +274,8 @@ impl Session {
                     self.pins = Pins::default();
                     self.settings.record(settings::Op::DiscardAll, false);
                 }
-                self.statements.dropped(&effect, &mut self.backends, slot);
+                self.statements
+                    .dropped(&effect, &mut self.backends, slot.index());
             }
         }
     }

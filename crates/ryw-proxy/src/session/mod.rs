@@ -467,12 +467,11 @@ struct Session {
     pid: i32,
     cancel: CancelTarget,
     id: Identity,
-    /// By the router's node index (the followers, then the node configured
-    /// as the leader).
-    backends: Vec<Option<Backend>>,
+    /// By the router's [`NodeId`].
+    backends: Backends,
     /// The node that leads, as of the last batch that started outside a
     /// transaction (a transaction stays where it began).
-    leader_slot: usize,
+    leader_slot: NodeId,
     /// The transaction status the client last saw.
     status: u8,
     ryw: RywSettings,
@@ -495,6 +494,45 @@ struct Session {
     view: watch::Receiver<Arc<ClusterView>>,
     /// Its place among the clients (`--max-clients`), given back on drop.
     _slot: crate::server::ClientSlot,
+}
+
+/// A session's connection to each node (`None`: not open), in the
+/// router's order, indexed by [`NodeId`].
+struct Backends(Vec<Option<Backend>>);
+
+impl Backends {
+    /// None open, for `nodes` nodes.
+    fn new(nodes: usize) -> Backends {
+        Backends((0..nodes).map(|_| None).collect())
+    }
+}
+
+impl std::ops::Index<NodeId> for Backends {
+    type Output = Option<Backend>;
+
+    fn index(&self, node: NodeId) -> &Option<Backend> {
+        &self.0[node.index()]
+    }
+}
+
+impl std::ops::IndexMut<NodeId> for Backends {
+    fn index_mut(&mut self, node: NodeId) -> &mut Option<Backend> {
+        &mut self.0[node.index()]
+    }
+}
+
+impl std::ops::Deref for Backends {
+    type Target = [Option<Backend>];
+
+    fn deref(&self) -> &[Option<Backend>] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Backends {
+    fn deref_mut(&mut self) -> &mut [Option<Backend>] {
+        &mut self.0
+    }
 }
 
 /// `ryw.*` inside a transaction.
@@ -532,11 +570,11 @@ pub(crate) fn cut(s: &str, n: usize) -> String {
 }
 
 impl Session {
-    /// The router's index of `node`: a follower's own, or the leader's.
-    fn slot(&self, node: Node) -> usize {
+    /// The router's id of `node`: a follower's own, or the leader's.
+    fn slot(&self, node: Node) -> NodeId {
         match node {
             Node::Leader => self.leader_slot,
-            Node::Follower(id) => id.index(),
+            Node::Follower(id) => id,
         }
     }
 
@@ -551,7 +589,7 @@ impl Session {
     fn node_name(&self, node: Node) -> Arc<str> {
         match node {
             Node::Leader => Arc::from(ryw_router::LEADER_NAME),
-            Node::Follower(i) => self.shared.addr(i.index()).name.clone(),
+            Node::Follower(i) => self.shared.addr(i).name.clone(),
         }
     }
 
@@ -568,11 +606,7 @@ impl Session {
             return;
         }
         // The view this session already watches: no copy of it per batch.
-        let now = self
-            .view
-            .borrow()
-            .leader_id
-            .map_or(self.leader_slot, NodeId::index);
+        let now = self.view.borrow().leader_id.unwrap_or(self.leader_slot);
         if now != self.leader_slot {
             tracing::info!(
                 from = %self.shared.addr(self.leader_slot).name,
@@ -659,9 +693,9 @@ impl Session {
     }
 
     /// The pool of node `slot` for this client's role and database.
-    fn pool_key(&self, slot: usize) -> crate::pool::PoolKey {
+    fn pool_key(&self, slot: NodeId) -> crate::pool::PoolKey {
         crate::pool::PoolKey {
-            slot,
+            slot: slot.index(),
             user: self.id.user.clone(),
             database: self.id.database.clone(),
             thread: self.thread,
@@ -685,7 +719,7 @@ impl Session {
 
     /// Closes the connection of `slot` (broken, or not to be trusted):
     /// under transaction pooling its pool may open another.
-    fn drop_backend(&mut self, slot: usize) {
+    fn drop_backend(&mut self, slot: NodeId) {
         if self.backends[slot].take().is_some()
             && self.shared.cfg.pool_mode == PoolMode::Transaction
         {
@@ -699,7 +733,8 @@ impl Session {
             return;
         }
         let clean = self.status == b'I' && !self.pins.holds && matches!(self.phase, Phase::Idle);
-        for slot in 0..self.backends.len() {
+        for i in 0..self.backends.len() {
+            let slot = self.shared.ids[i];
             let Some(b) = self.backends[slot].take() else {
                 continue;
             };

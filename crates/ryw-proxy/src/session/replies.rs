@@ -175,7 +175,7 @@ impl Session {
                             tracing::warn!(
                                 node = %match f.node {
                                     Node::Leader => names.addr(leader_slot).name.clone(),
-                                    Node::Follower(i) => names.addr(i.index()).name.clone(),
+                                    Node::Follower(i) => names.addr(i).name.clone(),
                                 },
                                 code = %e.code,
                                 message = %e.message,
@@ -194,7 +194,7 @@ impl Session {
                             *statements = 0;
                             let slot = match f.node {
                                 Node::Leader => leader_slot,
-                                Node::Follower(i) => i.index(),
+                                Node::Follower(i) => i,
                             };
                             if let Some(b) = self.backends[slot].as_mut() {
                                 for name in f.injected.drain(..) {
@@ -208,7 +208,7 @@ impl Session {
                             let node = f.node;
                             let slot = match node {
                                 Node::Leader => leader_slot,
-                                Node::Follower(i) => i.index(),
+                                Node::Follower(i) => i,
                             };
                             if let Some(b) = self.backends[slot].as_mut() {
                                 for name in f.injected.drain(..) {
