@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ryw_router::{
-    MemoryStore, NodeId, RedisStore, RedisStoreConfig, Router, SessionStore, TokenKey,
+    MemoryStore, MetricSlot, NodeId, RedisStore, RedisStoreConfig, Router, SessionStore, TokenKey,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -337,12 +337,9 @@ impl Proxy {
             }
             None => None,
         };
-        // Counted as routed: the leader first, then each node as a follower.
-        let metrics = ProxyMetrics::new(
-            std::iter::once(ryw_router::LEADER_NAME.to_owned())
-                .chain(nodes.iter().map(|n| n.name.to_string()))
-                .collect(),
-        );
+        // Counted as routed: the leader, then each node as a follower.
+        let metrics =
+            ProxyMetrics::new(MetricSlot::labels(nodes.iter().map(|n| n.name.to_string())));
         let view = router.cluster_view();
         let ids: Vec<NodeId> = view.ids().collect();
         let configured_leader = view

@@ -178,7 +178,7 @@ pub use decide::{Choice, Now, Reason, SessionState, decide};
 pub use error::{Error, Result};
 pub use feed::FeedConfig;
 pub use lsn::Lsn;
-pub use metrics::{MetricsSnapshot, ReadCount, ScopeReads, StrategyWaits};
+pub use metrics::{MetricSlot, MetricsSnapshot, ReadCount, ScopeReads, StrategyWaits};
 pub use options::{MAX_READ_OPTION, ReadOptions, parse_duration};
 pub use pg::connection_lost;
 pub use predict::Forecast;

@@ -356,7 +356,7 @@ impl Session {
             simple_query(&mut out, POSITION_SQL);
             self.backends[slot].as_mut().expect("opened").unnamed = None;
         }
-        self.shared.metrics.batch(metric_index(node), route);
+        self.shared.metrics.batch(metric_slot(node), route);
         tracing::debug!(
             pid = self.pid,
             node = %self.node_name(node),

@@ -60,8 +60,8 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::message::frontend;
 use ryw_router::{
-    ClusterView, FrontRead, FrontWrite, LocalSession, NodeId, Position, ReadOptions, ReadRequest,
-    Scope, SessionKey, Unsettled,
+    ClusterView, FrontRead, FrontWrite, LocalSession, MetricSlot, NodeId, Position, ReadOptions,
+    ReadRequest, Scope, SessionKey, Unsettled,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -552,12 +552,11 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The metrics' index of a batch routed to `node`: the leader first, then
-/// each node as a follower.
-fn metric_index(node: Node) -> usize {
+/// Where the metrics count a batch routed to `node`.
+fn metric_slot(node: Node) -> MetricSlot {
     match node {
-        Node::Leader => 0,
-        Node::Follower(id) => id.index() + 1,
+        Node::Leader => MetricSlot::Leader,
+        Node::Follower(id) => MetricSlot::Node(id),
     }
 }
 

@@ -38,7 +38,7 @@ use tokio::sync::watch;
 
 use self::load::InFlight;
 use crate::feed::{Feed, cluster_hash};
-use crate::metrics::Metrics;
+use crate::metrics::{MetricSlot, Metrics};
 use crate::reader::{FollowerGuard, ReadConn, Readers};
 use crate::tracker::{Limits, Shared, Tracker, TrackerState};
 use crate::view::{ClusterView, NodeId};
@@ -216,11 +216,7 @@ impl Router {
         tls.push(node_tls);
         let names: Vec<Arc<str>> = named.iter().map(|(n, _)| n.clone()).collect();
         let in_flight = InFlight::new(names.len());
-        let metrics = Arc::new(Metrics::new(
-            std::iter::once(Arc::from(LEADER_NAME))
-                .chain(names.iter().cloned())
-                .collect(),
-        ));
+        let metrics = Arc::new(Metrics::new(MetricSlot::labels(names.iter().cloned())));
         let shared = Arc::new(Shared::new(
             TrackerState::new(&names, Limits::from_config(&cfg)),
             metrics.clone(),

@@ -15,6 +15,7 @@ use super::Router;
 use super::load::{Held, InFlight};
 use super::scoped::ScopePosition;
 use crate::decide::{Choice, Now, Reason, SessionState, caught_up, decide, is_absurd};
+use crate::metrics::MetricSlot;
 use crate::pg::{CHECK_POSITION, classify, describe_pg, lsn_column, position_expr};
 use crate::reader::ReadConn;
 use crate::timeline::Verdict;
@@ -400,9 +401,8 @@ struct Serving {
     /// Whose reads in flight it counts among (the leader's, if one is
     /// known).
     in_flight: Option<NodeId>,
-    /// Its number in the metrics: the leader 0, follower `id` at
-    /// `id.index() + 1`.
-    metric_node: usize,
+    /// Where the metrics count it.
+    metric: MetricSlot,
     /// A follower's epoch when the read was planned (rule 2).
     epoch: Option<u64>,
     /// Its timeline: positions read on it are on this one.
@@ -428,7 +428,7 @@ impl Serving {
                 seen: view.leader_lsn(),
                 follower: None,
                 in_flight: view.leader_id,
-                metric_node: 0,
+                metric: MetricSlot::Leader,
                 epoch: None,
                 timeline,
             },
@@ -438,7 +438,7 @@ impl Serving {
                 seen,
                 follower: Some(id),
                 in_flight: Some(id),
-                metric_node: id.index() + 1,
+                metric: MetricSlot::Node(id),
                 epoch: Some(epoch),
                 timeline,
             },
@@ -878,9 +878,7 @@ impl Router {
         if lost {
             inner.metrics.add_write_lost();
         }
-        inner
-            .metrics
-            .add_read(at.metric_node, req.freshness, strategy);
+        inner.metrics.add_read(at.metric, req.freshness, strategy);
         if req.freshness == Freshness::Fresh {
             inner
                 .metrics
