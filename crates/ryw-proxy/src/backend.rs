@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use postgres_protocol::message::frontend;
 use rustls::pki_types::ServerName;
+use ryw_router::NodeId;
 use ryw_router::tls::NodeTls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -32,8 +33,8 @@ pub const MAX_BACKEND_MESSAGE: usize = 1 << 20;
 pub enum Node {
     /// The leader.
     Leader,
-    /// Follower `i` (in the order of the router's follower URLs).
-    Follower(usize),
+    /// A follower, by the router's id of it.
+    Follower(NodeId),
 }
 
 /// Why a backend connection could not be had.

@@ -11,6 +11,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+use ryw_router::MetricSlot;
+
 use crate::classify::Route;
 
 /// Why a batch ran a second time.
@@ -101,8 +103,9 @@ impl Event {
 /// The proxy's own counters.
 #[derive(Debug)]
 pub struct ProxyMetrics {
+    /// The label of each [`MetricSlot`].
     names: Vec<String>,
-    /// `[node][read, stale_ok, leader]`.
+    /// `[slot][read, stale_ok, leader]`.
     batches: Vec<[AtomicU64; 3]>,
     clients: AtomicI64,
     clients_total: AtomicU64,
@@ -116,7 +119,7 @@ pub struct ProxyMetrics {
 }
 
 impl ProxyMetrics {
-    /// Counters for these nodes (leader first).
+    /// Counters for these nodes, labelled by [`MetricSlot::labels`].
     pub fn new(names: Vec<String>) -> ProxyMetrics {
         ProxyMetrics {
             batches: names.iter().map(|_| Default::default()).collect(),
@@ -133,15 +136,15 @@ impl ProxyMetrics {
         }
     }
 
-    /// A batch sent to node `index` (0 the leader), routed `route`.
-    pub fn batch(&self, index: usize, route: Route) {
-        let slot = match route {
+    /// A batch sent to the node of `slot`, routed `route`.
+    pub fn batch(&self, slot: MetricSlot, route: Route) {
+        let kind = match route {
             Route::Read => 0,
             Route::StaleOk => 1,
             Route::Leader => 2,
         };
-        if let Some(b) = self.batches.get(index) {
-            b[slot].fetch_add(1, Relaxed);
+        if let Some(b) = self.batches.get(slot.index()) {
+            b[kind].fetch_add(1, Relaxed);
         }
     }
 

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use ryw_router::{MemoryStore, RedisStore, RedisStoreConfig, Router, SessionStore, TokenKey};
+use ryw_router::{
+    MemoryStore, MetricSlot, NodeId, RedisStore, RedisStoreConfig, Router, SessionStore, TokenKey,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -55,8 +57,14 @@ pub(crate) struct ProxyState {
     pub key: TokenKey,
     pub cfg: ProxyConfig,
     /// Every node in the router's order: the followers, then the node
-    /// configured as the leader (named as the router names them).
+    /// configured as the leader (named as the router names them), indexed
+    /// by [`NodeId::index`].
     pub nodes: Vec<NodeAddr>,
+    /// The router's id of each node of `nodes`, in the same order.
+    pub ids: Vec<NodeId>,
+    /// The node configured as the leader: the one that leads until the
+    /// router has seen which does.
+    configured_leader: NodeId,
     auth: RwLock<Option<Arc<AuthFile>>>,
     /// Sessions by the process id the proxy gave them: (secret key, the
     /// backend running their statement).
@@ -206,15 +214,23 @@ impl ProxyState {
         cache.insert(key, (Instant::now(), values));
     }
 
-    /// The address of node `slot` (an index of the router's nodes).
-    pub fn addr(&self, slot: usize) -> &NodeAddr {
-        &self.nodes[slot]
+    /// The address of node `node`.
+    pub fn addr(&self, node: NodeId) -> &NodeAddr {
+        &self.nodes[node.index()]
+    }
+
+    /// The node configured as the leader (which may not lead now).
+    pub fn configured_leader(&self) -> NodeId {
+        self.configured_leader
     }
 
     /// The node that leads now (the router's tracker follows promotions),
-    /// else `fallback` (the one that led last).
-    pub fn leader_slot(&self, fallback: usize) -> usize {
-        self.router.cluster_view().leader_index.unwrap_or(fallback)
+    /// else the node configured as the leader.
+    pub fn leader_slot(&self) -> NodeId {
+        self.router
+            .cluster_view()
+            .leader_id
+            .unwrap_or(self.configured_leader)
     }
 
     /// A process id and key for a new session, registered for cancels.
@@ -321,12 +337,14 @@ impl Proxy {
             }
             None => None,
         };
-        // Counted as routed: the leader first, then each node as a follower.
-        let metrics = ProxyMetrics::new(
-            std::iter::once(ryw_router::LEADER_NAME.to_owned())
-                .chain(nodes.iter().map(|n| n.name.to_string()))
-                .collect(),
-        );
+        // Counted as routed: the leader, then each node as a follower.
+        let metrics =
+            ProxyMetrics::new(MetricSlot::labels(nodes.iter().map(|n| n.name.to_string())));
+        let view = router.cluster_view();
+        let ids: Vec<NodeId> = view.ids().collect();
+        let configured_leader = view
+            .configured_leader()
+            .ok_or_else(|| ProxyError::Config("no nodes".to_owned()))?;
         let catalog = Catalog::new(cfg.nodes.leader.clone());
         // Each relay thread pools its own sockets: the size shared out.
         let pool_share = (cfg.pool_size / cfg.threads.max(1)).max(1);
@@ -350,6 +368,8 @@ impl Proxy {
                 key: cfg.token_key.clone(),
                 cfg,
                 nodes,
+                ids,
+                configured_leader,
                 auth: RwLock::new(auth.map(Arc::new)),
                 cancels: Mutex::new(HashMap::new()),
                 next_pid: AtomicI32::new(1),

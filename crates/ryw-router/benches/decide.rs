@@ -37,7 +37,7 @@ fn node(name: &str, role: Role, lsn: u64) -> ObservedNode {
 fn view(n: usize) -> ClusterView {
     ClusterView {
         leader: node("leader", Role::Leader, 10_000_000),
-        leader_index: None,
+        leader_id: None,
         history: std::sync::Arc::new(ryw_router::TimelineHistory::first()),
         nodes: (0..n)
             .map(|i| {

@@ -18,7 +18,7 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use crate::predict::{Forecast, forecast};
-use crate::view::ObservedNode;
+use crate::view::{NodeId, ObservedNode};
 use crate::{ClusterView, FollowerChoice, Freshness, Lsn, RouterConfig, Strategy};
 
 /// Reads in flight on each node, indexed as [`ClusterView::nodes`]: the
@@ -27,13 +27,13 @@ use crate::{ClusterView, FollowerChoice, Freshness, Lsn, RouterConfig, Strategy}
 /// [`Decision`](crate::Decision) is dropped); tests and the bench give a
 /// slice of fixed numbers.
 pub trait Load {
-    /// Reads in flight on node `index` (0 for an index it does not know).
-    fn in_flight(&self, index: usize) -> u32;
+    /// Reads in flight on node `node` (0 for a node it does not know).
+    fn in_flight(&self, node: NodeId) -> u32;
 }
 
 impl Load for [u32] {
-    fn in_flight(&self, index: usize) -> u32 {
-        self.get(index).copied().unwrap_or(0)
+    fn in_flight(&self, node: NodeId) -> u32 {
+        self.get(node.index()).copied().unwrap_or(0)
     }
 }
 
@@ -198,10 +198,10 @@ impl fmt::Display for Reason {
 pub enum Choice {
     /// Serve it on the leader.
     Leader(Reason),
-    /// Serve it on follower `index` (of `view.nodes`).
+    /// Serve it on follower `node`.
     Follower {
-        /// Index into `ClusterView::nodes`.
-        index: usize,
+        /// The follower.
+        node: NodeId,
         /// Why.
         reason: Reason,
     },
@@ -216,11 +216,11 @@ pub enum Choice {
         /// `hybrid`: the follower expected, and when.
         forecast: Option<Forecast>,
     },
-    /// `per-read-check`: ask follower `index` for its replay position first;
+    /// `per-read-check`: ask follower `node` for its replay position first;
     /// serve there if it has reached `target`, else on the leader.
     Check {
-        /// Index into `ClusterView::nodes`.
-        index: usize,
+        /// The follower.
+        node: NodeId,
         /// The position it must have reached.
         target: Lsn,
     },
@@ -248,8 +248,8 @@ pub fn decide<R: Rng + ?Sized, L: Load + ?Sized>(
     if freshness == Freshness::StaleOk {
         return match cfg.follower_choice {
             FollowerChoice::Load => match two_choices(view, load, rng, |f| f.in_rotation) {
-                Some(index) => Choice::Follower {
-                    index,
+                Some(node) => Choice::Follower {
+                    node,
                     reason: Reason::StaleOk,
                 },
                 None => Choice::Leader(Reason::NoFollowerInRotation),
@@ -300,7 +300,7 @@ pub fn decide<R: Rng + ?Sized, L: Load + ?Sized>(
                 return Choice::Leader(Reason::TokenAbsurd);
             }
             match random_follower(view, rng, Reason::RandomFollower) {
-                Choice::Follower { index, .. } => Choice::Check { index, target },
+                Choice::Follower { node, .. } => Choice::Check { node, target },
                 leader => leader,
             }
         }
@@ -328,9 +328,9 @@ fn before_waiting<R: Rng + ?Sized, L: Load + ?Sized>(
     }
     // Rule 2: the positions in the view were observed by the tracker before
     // this read's statement will start.
-    if let Some(index) = caught_up(view, load, target, cfg.follower_choice, rng) {
+    if let Some(node) = caught_up(view, load, target, cfg.follower_choice, rng) {
         return Err(Choice::Follower {
-            index,
+            node,
             reason: Reason::CaughtUp,
         });
     }
@@ -405,7 +405,7 @@ pub fn caught_up<R: Rng + ?Sized, L: Load + ?Sized>(
     target: Lsn,
     choice: FollowerChoice,
     rng: &mut R,
-) -> Option<usize> {
+) -> Option<NodeId> {
     match choice {
         FollowerChoice::Load => spread_caught_up(view, load, target, rng),
         FollowerChoice::LeastLagged => least_lagged_caught_up(view, target, rng),
@@ -420,7 +420,7 @@ pub fn spread_caught_up<R: Rng + ?Sized, L: Load + ?Sized>(
     load: &L,
     target: Lsn,
     rng: &mut R,
-) -> Option<usize> {
+) -> Option<NodeId> {
     two_choices(view, load, rng, |f| {
         f.in_rotation && f.lsn.is_some_and(|replay| replay >= target)
     })
@@ -436,7 +436,7 @@ fn two_choices<R: Rng + ?Sized, L: Load + ?Sized>(
     load: &L,
     rng: &mut R,
     eligible: impl Fn(&ObservedNode) -> bool,
-) -> Option<usize> {
+) -> Option<NodeId> {
     // The first eligible indexes, kept on the stack while counting.
     let mut kept = [0u16; TWO_CHOICES_KEPT];
     let mut n = 0usize;
@@ -452,7 +452,7 @@ fn two_choices<R: Rng + ?Sized, L: Load + ?Sized>(
     let walk = n > TWO_CHOICES_KEPT || view.nodes.len() > usize::from(u16::MAX);
     match n {
         0 => return None,
-        1 if !walk => return Some(usize::from(kept[0])),
+        1 if !walk => return Some(NodeId::new(usize::from(kept[0]))),
         _ => {}
     }
     // Both draws from one 64-bit number, each half scaled to its range by
@@ -475,7 +475,7 @@ fn two_choices<R: Rng + ?Sized, L: Load + ?Sized>(
             .nth(k)
             .map_or(0, |(i, _)| i),
     };
-    let (first, second) = (nth(a), nth(b));
+    let (first, second) = (NodeId::new(nth(a)), NodeId::new(nth(b)));
     if load.in_flight(second) < load.in_flight(first) {
         Some(second)
     } else {
@@ -494,10 +494,10 @@ pub fn least_lagged_caught_up<R: Rng + ?Sized>(
     view: &ClusterView,
     target: Lsn,
     rng: &mut R,
-) -> Option<usize> {
-    let mut best: Option<(usize, Lsn)> = None;
+) -> Option<NodeId> {
+    let mut best: Option<(NodeId, Lsn)> = None;
     let mut ties = 0u32;
-    for (i, f) in view.nodes.iter().enumerate() {
+    for (i, f) in view.with_ids() {
         let Some(replay) = f.lsn else { continue };
         if !f.in_rotation || replay < target {
             continue;
@@ -527,15 +527,13 @@ fn random_follower<R: Rng + ?Sized>(view: &ClusterView, rng: &mut R, reason: Rea
         return Choice::Leader(Reason::NoFollowerInRotation);
     }
     let pick = rng.random_range(0..n);
-    let index = view
-        .nodes
-        .iter()
-        .enumerate()
+    let node = view
+        .with_ids()
         .filter(|(_, f)| f.in_rotation)
         .nth(pick)
-        .map(|(i, _)| i)
+        .map(|(id, _)| id)
         .expect("pick < number in rotation");
-    Choice::Follower { index, reason }
+    Choice::Follower { node, reason }
 }
 
 #[cfg(test)]
@@ -556,7 +554,7 @@ mod tests {
     fn view(followers: &[(Option<u64>, bool)]) -> ClusterView {
         ClusterView {
             leader: node("leader", Role::Leader, Some(1000), true),
-            leader_index: None,
+            leader_id: None,
             history: std::sync::Arc::new(crate::TimelineHistory::first()),
             nodes: followers
                 .iter()
@@ -599,7 +597,10 @@ mod tests {
     }
 
     fn follower(index: usize, reason: Reason) -> Choice {
-        Choice::Follower { index, reason }
+        Choice::Follower {
+            node: NodeId::new(index),
+            reason,
+        }
     }
 
     #[test]
@@ -699,9 +700,9 @@ mod tests {
                 &mut StdRng::seed_from_u64(seed),
             ) {
                 Choice::Follower {
-                    index,
+                    node,
                     reason: Reason::CaughtUp,
-                } => seen[index] += 1,
+                } => seen[node.index()] += 1,
                 other => panic!("{other:?}"),
             }
         }
@@ -816,7 +817,9 @@ mod tests {
         let mut seen = [0; 3];
         let mut r = rng();
         for _ in 0..300 {
-            seen[least_lagged_caught_up(&v, Lsn::from_u64(900), &mut r).unwrap()] += 1;
+            seen[least_lagged_caught_up(&v, Lsn::from_u64(900), &mut r)
+                .unwrap()
+                .index()] += 1;
         }
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
     }
@@ -897,7 +900,7 @@ mod tests {
         };
         ClusterView {
             leader: node("leader", Role::Leader, Some(1000), true),
-            leader_index: None,
+            leader_id: None,
             history: std::sync::Arc::new(crate::TimelineHistory::first()),
             nodes: vec![f("f1", 400, 100), f("f2", 300, 400)],
             leader_reached: vec![crate::view::Reached {
@@ -941,7 +944,7 @@ mod tests {
                 target: Lsn::from_u64(500),
                 budget: Duration::from_millis(20),
                 forecast: Some(Forecast {
-                    follower: 0,
+                    follower: NodeId::new(0),
                     eta: Duration::from_millis(5)
                 }),
             }
@@ -1077,7 +1080,7 @@ mod tests {
         assert_eq!(
             fresh(&v, known(Some(500), None), Strategy::PerReadCheck, 0),
             Choice::Check {
-                index: 0,
+                node: NodeId::new(0),
                 target: Lsn::from_u64(500)
             },
             "the tracker's view is not consulted for the position"
@@ -1125,7 +1128,7 @@ mod tests {
         let mut r = rng();
         for _ in 0..200 {
             match random_follower(&v, &mut r, Reason::StaleOk) {
-                Choice::Follower { index, .. } => seen[index] += 1,
+                Choice::Follower { node, .. } => seen[node.index()] += 1,
                 other => panic!("{other:?}"),
             }
         }

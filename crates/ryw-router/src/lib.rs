@@ -113,7 +113,7 @@
 //! | `options.rs` | [`ReadOptions`] (`causal:50ms`), [`parse_duration`] |
 //! | `config.rs` | [`RouterConfig`] with the documented defaults, [`NodeUrls`] |
 //! | `clock.rs` | [`Clock`]: injectable wall clock for the sticky window and TTLs |
-//! | `view.rs` | [`ClusterView`], [`ObservedNode`]: what the tracker publishes |
+//! | `view.rs` | [`ClusterView`], [`ObservedNode`]: what the tracker publishes; [`NodeId`], a node's place in it |
 //! | `tracker/` | background polling of every node (`mod.rs`) and the pure bookkeeping of positions, lag, each follower's pace and rotation (`state.rs`; rules 3 and 8) |
 //! | `feed/` | the shared position feed ([`FeedConfig`]): a Redis lease, one instance polls and publishes each round (`message.rs`; sharded pub/sub on a Redis Cluster), the others apply it and poll only while it is quiet (`gate.rs`) |
 //! | `decide.rs` | [`decide()`]: the routing decision as a pure function (rules 2, 4, 5), and which follower by load ([`decide::Load`]) |
@@ -178,7 +178,7 @@ pub use decide::{Choice, Now, Reason, SessionState, decide};
 pub use error::{Error, Result};
 pub use feed::FeedConfig;
 pub use lsn::Lsn;
-pub use metrics::{MetricsSnapshot, ReadCount, ScopeReads, StrategyWaits};
+pub use metrics::{MetricSlot, MetricsSnapshot, ReadCount, ScopeReads, StrategyWaits};
 pub use options::{MAX_READ_OPTION, ReadOptions, parse_duration};
 pub use pg::connection_lost;
 pub use predict::Forecast;
@@ -198,4 +198,4 @@ pub use store::{
 pub use strategy::{FollowerChoice, Freshness, Strategy};
 pub use timeline::{Position, Switch, TimelineHistory, Verdict};
 pub use token::{MIN_KEY_BYTES, Token, TokenError, TokenKey};
-pub use view::{ClusterView, ObservedNode, Reached, Role};
+pub use view::{ClusterView, NodeId, ObservedNode, Reached, Role};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::{Freshness, Scope, Strategy};
+use crate::{Freshness, LEADER_NAME, NodeId, Scope, Strategy};
 
 const STRATEGIES: usize = Strategy::ALL.len();
 const SCOPES: usize = Scope::ALL.len();
@@ -17,12 +17,42 @@ const WAIT_BUCKETS: usize = MetricsSnapshot::WAIT_BOUNDS.len() + 1;
 /// Buckets of the position-age histogram, likewise.
 const AGE_BUCKETS: usize = MetricsSnapshot::AGE_BOUNDS.len() + 1;
 
+/// Where a read (or a front's batch) is counted among per-node counters:
+/// on the node that leads, whichever it is (labelled `leader`), or on a
+/// node serving as a follower. The one numbering of such counters for the
+/// router's metrics and a front's: the leader's slot first, then one per
+/// node in the order of [`ClusterView::nodes`](crate::ClusterView).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetricSlot {
+    /// The node that leads now.
+    Leader,
+    /// A node serving as a follower.
+    Node(NodeId),
+}
+
+impl MetricSlot {
+    /// Its place in a table of per-node counters laid out by
+    /// [`MetricSlot::labels`].
+    pub const fn index(self) -> usize {
+        match self {
+            MetricSlot::Leader => 0,
+            MetricSlot::Node(id) => 1 + id.index(),
+        }
+    }
+
+    /// The labels of such a table, in slot order: `leader`, then `names`
+    /// (every node's name, in the order of the view's nodes).
+    pub fn labels<T: From<&'static str>>(names: impl IntoIterator<Item = T>) -> Vec<T> {
+        std::iter::once(T::from(LEADER_NAME)).chain(names).collect()
+    }
+}
+
 /// The live counters, shared by the router and the tracker.
 #[derive(Debug)]
 pub(crate) struct Metrics {
-    /// Node names, leader first, in the order of `reads`.
+    /// Node names by [`MetricSlot`], in the order of `reads`.
     nodes: Vec<Arc<str>>,
-    /// `[node][fresh = 0, stale-ok = 1][strategy]`.
+    /// `[slot][fresh = 0, stale-ok = 1][strategy]`.
     reads: Vec<[[AtomicU64; STRATEGIES]; 2]>,
     writes: AtomicU64,
     waits: AtomicU64,
@@ -61,7 +91,8 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    /// Counters for `nodes` (leader first, then followers in config order).
+    /// Counters for `nodes`, the labels of each [`MetricSlot`]
+    /// ([`MetricSlot::labels`]).
     pub fn new(nodes: Vec<Arc<str>>) -> Metrics {
         let reads = nodes.iter().map(|_| Default::default()).collect();
         Metrics {
@@ -136,13 +167,13 @@ impl Metrics {
         self.age_buckets[bucket].fetch_add(1, Relaxed);
     }
 
-    /// `node` is 0 for the leader, `1 + i` for follower `i`.
-    pub fn add_read(&self, node: usize, freshness: Freshness, strategy: Strategy) {
+    /// A read served by the node of `slot`.
+    pub fn add_read(&self, slot: MetricSlot, freshness: Freshness, strategy: Strategy) {
         let f = match freshness {
             Freshness::Fresh => 0,
             Freshness::StaleOk => 1,
         };
-        self.reads[node][f][strategy.index()].fetch_add(1, Relaxed);
+        self.reads[slot.index()][f][strategy.index()].fetch_add(1, Relaxed);
     }
 
     /// A fresh read of `scope`.
@@ -486,10 +517,11 @@ mod tests {
     #[test]
     fn snapshot_lists_used_counters_by_node() {
         let m = Metrics::new(vec![Arc::from("leader"), Arc::from("f1")]);
-        m.add_read(0, Freshness::Fresh, Strategy::Causal);
-        m.add_read(1, Freshness::Fresh, Strategy::Causal);
-        m.add_read(1, Freshness::Fresh, Strategy::Causal);
-        m.add_read(1, Freshness::StaleOk, Strategy::Hybrid);
+        let f1 = MetricSlot::Node(NodeId::new(0));
+        m.add_read(MetricSlot::Leader, Freshness::Fresh, Strategy::Causal);
+        m.add_read(f1, Freshness::Fresh, Strategy::Causal);
+        m.add_read(f1, Freshness::Fresh, Strategy::Causal);
+        m.add_read(f1, Freshness::StaleOk, Strategy::Hybrid);
         m.add_wait(Duration::from_millis(3), true, Strategy::Hybrid);
         m.add_wasted_wait(Strategy::Hybrid);
         m.add_wait(Duration::from_millis(1), false, Strategy::Causal);

@@ -57,13 +57,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::Lsn;
-use crate::view::{ClusterView, ObservedNode};
+use crate::view::{ClusterView, NodeId, ObservedNode};
 
 /// When a follower is expected to be seen at a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Forecast {
-    /// The follower expected first (index into [`ClusterView::nodes`]).
-    pub follower: usize,
+    /// The follower expected first.
+    pub follower: NodeId,
     /// How long from now until the tracker is expected to see it at the
     /// token (zero when it is overdue).
     pub eta: Duration,
@@ -85,7 +85,7 @@ pub fn forecast(
     // Not seen yet: the leader reached it no later than now.
     let reached = view.leader_reached_at(target).unwrap_or(now).min(now);
     let mut best: Option<Forecast> = None;
-    for (follower, f) in view.nodes.iter().enumerate() {
+    for (follower, f) in view.with_ids() {
         let Some(arrival) = arrival(f, target, reached, now, budget) else {
             continue;
         };
@@ -150,7 +150,7 @@ mod tests {
     fn view(followers: Vec<ObservedNode>, reached: &[(u64, Instant)]) -> ClusterView {
         ClusterView {
             leader: ObservedNode::for_test("leader", Role::Leader, Some(1_000), true),
-            leader_index: None,
+            leader_id: None,
             history: std::sync::Arc::new(crate::TimelineHistory::first()),
             nodes: followers,
             leader_reached: reached
@@ -179,7 +179,7 @@ mod tests {
         assert_eq!(
             forecast(&v, Lsn::from_u64(500), now, BUDGET),
             Some(Forecast {
-                follower: 0,
+                follower: NodeId::new(0),
                 eta: ms(5)
             })
         );

@@ -39,7 +39,7 @@ use tokio_postgres::{Client, Statement};
 
 use crate::pg::{describe_pg, first_value, position_expr};
 use crate::tracker::{START_TIME_QUERY, Shared};
-use crate::view::Role;
+use crate::view::{NodeId, Role};
 
 /// Prepared statements kept per client; past this the cache starts over, so
 /// a caller building SQL text per request cannot grow it without bound.
@@ -223,7 +223,7 @@ impl Slot {
 /// The follower a node's connections must belong to (rule 2).
 pub(crate) struct FollowerGuard {
     pub shared: Arc<Shared>,
-    pub index: usize,
+    pub node: NodeId,
 }
 
 /// The shared read clients of one node.
@@ -335,7 +335,7 @@ impl Readers {
                 Ok(Err(e)) => return Err(self.failed(&describe_pg(&e))),
                 Err(_) => return Err(self.failed("no postmaster start time in time")),
             };
-            let known = guard.shared.known_incarnation(guard.index);
+            let known = guard.shared.known_incarnation(guard.node);
             if let Err(why) = check_incarnation(known, started) {
                 // Unknown: the tracker has not seen it yet; nothing to forget.
                 return Err(if known.is_some() {
@@ -352,7 +352,7 @@ impl Readers {
     fn failed(&self, why: &str) -> String {
         let why = format!("no read connection: {why}");
         if let Some(guard) = &self.follower {
-            guard.shared.forget_follower(guard.index, &why);
+            guard.shared.forget_follower(guard.node, &why);
         }
         why
     }

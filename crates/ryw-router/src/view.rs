@@ -13,6 +13,34 @@ use crate::timeline::TimelineHistory;
 /// [`ObservedNode::polled`]).
 pub(crate) const NOT_POLLED_YET: &str = "not polled yet";
 
+/// A node's place in [`ClusterView::nodes`]: configuration order, the
+/// followers of [`NodeUrls::followers`](crate::NodeUrls) first, then the
+/// node configured as the leader. Stable for the router's life, across
+/// failovers (which node *leads* is [`ClusterView::leader_id`]). Only the
+/// router makes them, from its view; a front keeps per-node state in a
+/// vector indexed by [`NodeId::index`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(u32);
+
+impl NodeId {
+    /// The node at `index` in the view's order.
+    pub(crate) fn new(index: usize) -> NodeId {
+        NodeId(u32::try_from(index).expect("fewer than 2^32 nodes"))
+    }
+
+    /// Its place in [`ClusterView::nodes`], for indexing a vector kept in
+    /// the same order.
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// A node's part in replication.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -165,11 +193,12 @@ pub struct ClusterView {
     /// that is not healthy while no node is known to be the leader.
     pub leader: ObservedNode,
     /// Which of [`ClusterView::nodes`] is the leader, if one is known.
-    pub leader_index: Option<usize>,
-    /// Every node, in configuration order: the configured leader first,
-    /// then the followers (indexes are stable). Roles are discovered: after
-    /// a failover another node is the leader. The leader's entry is never
-    /// in rotation (it serves reads as the leader, not as a follower).
+    pub leader_id: Option<NodeId>,
+    /// Every node, in configuration order ([`NodeId`]): the followers,
+    /// then the node configured as the leader (called `former-leader`
+    /// here). Roles are discovered: after a failover another node is the
+    /// leader. The leader's entry is never in rotation (it serves reads as
+    /// the leader, not as a follower).
     pub nodes: Vec<ObservedNode>,
     /// The cluster's timeline history, from the leader: its timeline and
     /// where each earlier one ended (what a token from before a failover
@@ -188,11 +217,35 @@ impl ClusterView {
     /// The nodes that are not the leader: followers, and nodes that are
     /// down or unusable (each with its note).
     pub fn followers(&self) -> impl Iterator<Item = &ObservedNode> {
+        self.with_ids()
+            .filter(|&(id, _)| Some(id) != self.leader_id)
+            .map(|(_, n)| n)
+    }
+
+    /// Every node of [`ClusterView::nodes`] with its id.
+    pub fn with_ids(&self) -> impl Iterator<Item = (NodeId, &ObservedNode)> {
         self.nodes
             .iter()
             .enumerate()
-            .filter(|(i, _)| Some(*i) != self.leader_index)
-            .map(|(_, n)| n)
+            .map(|(i, n)| (NodeId::new(i), n))
+    }
+
+    /// Every node's id, in the order of [`ClusterView::nodes`].
+    pub fn ids(&self) -> impl Iterator<Item = NodeId> + use<> {
+        (0..self.nodes.len()).map(NodeId::new)
+    }
+
+    /// The node configured as the leader (`former-leader` in
+    /// [`ClusterView::nodes`]), whether or not it leads now; `None` in a
+    /// view of no nodes.
+    pub fn configured_leader(&self) -> Option<NodeId> {
+        self.nodes.len().checked_sub(1).map(NodeId::new)
+    }
+
+    /// Node `id` as last observed (`None` for an id of another router's
+    /// view).
+    pub fn node(&self, id: NodeId) -> Option<&ObservedNode> {
+        self.nodes.get(id.index())
     }
 
     /// Every node, leader first: what the dashboard lists.
@@ -202,15 +255,14 @@ impl ClusterView {
 
     /// The node called `name` in [`ClusterView::nodes`] (a follower's
     /// name, or `former-leader`).
-    pub fn node(&self, name: &str) -> Option<&ObservedNode> {
+    pub fn named(&self, name: &str) -> Option<&ObservedNode> {
         self.nodes.iter().find(|n| &*n.name == name)
     }
 
     /// The configured name of the node that leads now (`leader` while it is
     /// the configured one), if one is known.
     pub fn leader_node(&self) -> Option<&str> {
-        let i = self.leader_index?;
-        let name = &*self.nodes[i].name;
+        let name = &*self.node(self.leader_id?)?.name;
         Some(if name == crate::config::FORMER_LEADER_NAME {
             crate::LEADER_NAME
         } else {

@@ -180,7 +180,7 @@ mod tests {
             &MetricsSnapshot::default(),
             &ClusterView {
                 leader: test_node("leader"),
-                leader_index: None,
+                leader_id: None,
                 nodes: vec![],
                 history: std::sync::Arc::new(ryw_router::TimelineHistory::first()),
                 leader_reached: vec![],
@@ -234,7 +234,7 @@ mod tests {
             &snap,
             &ClusterView {
                 leader: test_node("leader"),
-                leader_index: None,
+                leader_id: None,
                 nodes: vec![],
                 history: std::sync::Arc::new(ryw_router::TimelineHistory::first()),
                 leader_reached: vec![],

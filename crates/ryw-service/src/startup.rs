@@ -28,7 +28,7 @@ fn unreachable(url: &str, e: &ryw_router::Error) -> anyhow::Error {
 fn no_leader(cfg: &ServiceConfig, router: &Router) -> anyhow::Error {
     let view = router.cluster_view();
     let why = view
-        .node(ryw_router::FORMER_LEADER_NAME)
+        .named(ryw_router::FORMER_LEADER_NAME)
         .and_then(|n| n.note.clone())
         .map(|note| note.trim_start_matches("connect: ").to_owned())
         .unwrap_or_else(|| "it is not the leader".to_owned());

@@ -356,7 +356,7 @@ impl Session {
             simple_query(&mut out, POSITION_SQL);
             self.backends[slot].as_mut().expect("opened").unnamed = None;
         }
-        self.shared.metrics.batch(metric_index(node), route);
+        self.shared.metrics.batch(metric_slot(node), route);
         tracing::debug!(
             pid = self.pid,
             node = %self.node_name(node),
@@ -457,8 +457,8 @@ impl Session {
             };
             let (node, incarnation) = match read.target() {
                 ryw_router::Target::Leader => (Node::Leader, None),
-                ryw_router::Target::Follower { index, incarnation } => {
-                    (Node::Follower(index), incarnation)
+                ryw_router::Target::Follower { node, incarnation } => {
+                    (Node::Follower(node), incarnation)
                 }
             };
             match self.open(node, incarnation).await {
@@ -839,10 +839,10 @@ impl Session {
                     for (i, b) in self.backends.iter_mut().enumerate() {
                         let Some(b) = b else { continue };
                         if name.is_empty() {
-                            if i == slot {
+                            if i == slot.index() {
                                 b.unnamed = None;
                             }
-                        } else if b.prepared.remove(name).is_some() && i != slot {
+                        } else if b.prepared.remove(name).is_some() && i != slot.index() {
                             // Closed where it ran; closed elsewhere with the
                             // next batch sent there.
                             b.pending_close.push(name.to_owned());

@@ -33,12 +33,13 @@ impl Session {
             // Every open node at once, polled in place (nothing allocated
             // per wait).
             let backends = &self.backends;
+            let ids = &self.shared.ids;
             let any_backend = std::future::poll_fn(|cx| {
-                for (i, b) in backends.iter().enumerate() {
+                for (b, &id) in backends.iter().zip(ids) {
                     if let Some(b) = b
                         && b.poll_readable(cx).is_ready()
                     {
-                        return std::task::Poll::Ready(i);
+                        return std::task::Poll::Ready(id);
                     }
                 }
                 std::task::Poll::Pending
@@ -67,7 +68,11 @@ impl Session {
     }
 
     /// Relays the whole messages node `slot` sent while no batch was there.
-    async fn relay_unasked(&mut self, client: &mut ClientConn, slot: usize) -> Result<(), Closing> {
+    async fn relay_unasked(
+        &mut self,
+        client: &mut ClientConn,
+        slot: NodeId,
+    ) -> Result<(), Closing> {
         loop {
             let Some(backend) = self.backends[slot].as_mut() else {
                 return Ok(());
@@ -115,7 +120,7 @@ impl Session {
     async fn idle_backend_gone(
         &mut self,
         client: &mut ClientConn,
-        slot: usize,
+        slot: NodeId,
         why: String,
     ) -> Result<(), Closing> {
         let name = self.shared.addr(slot).name.clone();
@@ -176,7 +181,7 @@ impl Session {
     async fn exchange(
         &mut self,
         client: &mut ClientConn,
-        slot: usize,
+        slot: NodeId,
         sql: &str,
     ) -> Result<Option<Option<String>>, Closing> {
         match self.exchange_raw(&mut client.out, slot, sql).await {
@@ -191,7 +196,7 @@ impl Session {
     async fn exchange_raw(
         &mut self,
         asides: &mut BytesMut,
-        slot: usize,
+        slot: NodeId,
         sql: &str,
     ) -> Result<Option<Option<String>>, String> {
         let Some(backend) = self.backends[slot].as_mut() else {

@@ -124,7 +124,7 @@ impl Session {
         read: FrontRead,
         lsn: Option<ryw_router::Lsn>,
     ) {
-        let follower = read.decision().follower_index();
+        let follower = read.decision().follower();
         let done = read.finish(lsn).await;
         if done.refused {
             self.shared
@@ -274,7 +274,8 @@ impl Session {
                     self.pins = Pins::default();
                     self.settings.record(settings::Op::DiscardAll, false);
                 }
-                self.statements.dropped(&effect, &mut self.backends, slot);
+                self.statements
+                    .dropped(&effect, &mut self.backends, slot.index());
             }
         }
     }

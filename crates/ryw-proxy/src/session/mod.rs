@@ -60,8 +60,8 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::message::frontend;
 use ryw_router::{
-    ClusterView, FrontRead, FrontWrite, LocalSession, Position, ReadOptions, ReadRequest, Scope,
-    SessionKey, Unsettled,
+    ClusterView, FrontRead, FrontWrite, LocalSession, MetricSlot, NodeId, Position, ReadOptions,
+    ReadRequest, Scope, SessionKey, Unsettled,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -467,15 +467,14 @@ struct Session {
     pid: i32,
     cancel: CancelTarget,
     id: Identity,
-    /// By the router's node index (the followers, then the node configured
-    /// as the leader).
-    backends: Vec<Option<Backend>>,
+    /// By the router's [`NodeId`].
+    backends: Backends,
     /// Transaction pooling: the pool of each node reached so far, by the
-    /// same index.
+    /// node's index.
     pools: Vec<Option<Arc<crate::pool::Pool>>>,
     /// The node that leads, as of the last batch that started outside a
     /// transaction (a transaction stays where it began).
-    leader_slot: usize,
+    leader_slot: NodeId,
     /// The transaction status the client last saw.
     status: u8,
     ryw: RywSettings,
@@ -503,6 +502,45 @@ struct Session {
     _slot: crate::server::ClientSlot,
 }
 
+/// A session's connection to each node (`None`: not open), in the
+/// router's order, indexed by [`NodeId`].
+struct Backends(Vec<Option<Backend>>);
+
+impl Backends {
+    /// None open, for `nodes` nodes.
+    fn new(nodes: usize) -> Backends {
+        Backends((0..nodes).map(|_| None).collect())
+    }
+}
+
+impl std::ops::Index<NodeId> for Backends {
+    type Output = Option<Backend>;
+
+    fn index(&self, node: NodeId) -> &Option<Backend> {
+        &self.0[node.index()]
+    }
+}
+
+impl std::ops::IndexMut<NodeId> for Backends {
+    fn index_mut(&mut self, node: NodeId) -> &mut Option<Backend> {
+        &mut self.0[node.index()]
+    }
+}
+
+impl std::ops::Deref for Backends {
+    type Target = [Option<Backend>];
+
+    fn deref(&self) -> &[Option<Backend>] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Backends {
+    fn deref_mut(&mut self) -> &mut [Option<Backend>] {
+        &mut self.0
+    }
+}
+
 /// `ryw.*` inside a transaction.
 #[derive(Debug)]
 struct RywTxn {
@@ -520,12 +558,11 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The metrics' index of a batch routed to `node`: the leader first, then
-/// each node as a follower.
-fn metric_index(node: Node) -> usize {
+/// Where the metrics count a batch routed to `node`.
+fn metric_slot(node: Node) -> MetricSlot {
     match node {
-        Node::Leader => 0,
-        Node::Follower(i) => i + 1,
+        Node::Leader => MetricSlot::Leader,
+        Node::Follower(id) => MetricSlot::Node(id),
     }
 }
 
@@ -538,11 +575,11 @@ pub(crate) fn cut(s: &str, n: usize) -> String {
 }
 
 impl Session {
-    /// The router's index of `node`: a follower's own, or the leader's.
-    fn slot(&self, node: Node) -> usize {
+    /// The router's id of `node`: a follower's own, or the leader's.
+    fn slot(&self, node: Node) -> NodeId {
         match node {
             Node::Leader => self.leader_slot,
-            Node::Follower(i) => i,
+            Node::Follower(id) => id,
         }
     }
 
@@ -578,7 +615,7 @@ impl Session {
             return;
         }
         // The view this session already watches: no copy of it per batch.
-        let now = self.view.borrow().leader_index.unwrap_or(self.leader_slot);
+        let now = self.view.borrow().leader_id.unwrap_or(self.leader_slot);
         if now != self.leader_slot {
             tracing::info!(
                 from = %self.shared.addr(self.leader_slot).name,
@@ -669,18 +706,18 @@ impl Session {
 
     /// The pool of node `slot` for this client's role and database (kept
     /// by the session once looked up).
-    fn pool(&mut self, slot: usize) -> Arc<crate::pool::Pool> {
-        if let Some(pool) = &self.pools[slot] {
+    fn pool(&mut self, slot: NodeId) -> Arc<crate::pool::Pool> {
+        if let Some(pool) = &self.pools[slot.index()] {
             return pool.clone();
         }
         let key = crate::pool::PoolKey {
-            slot,
+            slot: slot.index(),
             user: self.id.user.clone(),
             database: self.id.database.clone(),
             thread: self.thread,
         };
         let pool = self.shared.pools.pool(&key, &self.shared.addr(slot).name);
-        self.pools[slot] = Some(pool.clone());
+        self.pools[slot.index()] = Some(pool.clone());
         pool
     }
 
@@ -701,7 +738,7 @@ impl Session {
 
     /// Closes the connection of `slot` (broken, or not to be trusted):
     /// under transaction pooling its pool may open another.
-    fn drop_backend(&mut self, slot: usize) {
+    fn drop_backend(&mut self, slot: NodeId) {
         if self.backends[slot].take().is_some()
             && self.shared.cfg.pool_mode == PoolMode::Transaction
         {
@@ -715,7 +752,8 @@ impl Session {
             return;
         }
         let clean = self.status == b'I' && !self.pins.holds && matches!(self.phase, Phase::Idle);
-        for slot in 0..self.backends.len() {
+        for i in 0..self.backends.len() {
+            let slot = self.shared.ids[i];
             let Some(b) = self.backends[slot].take() else {
                 continue;
             };

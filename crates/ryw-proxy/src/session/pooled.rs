@@ -216,7 +216,7 @@ impl Session {
     /// `name` (parsed in this batch, or before).
     fn actual_name(
         &mut self,
-        slot: usize,
+        slot: NodeId,
         here: &[(&str, Arc<str>)],
         name: &str,
     ) -> Option<Arc<str>> {

@@ -318,9 +318,9 @@ pub(super) async fn startup(
             params,
             password,
         },
-        backends: (0..shared.nodes.len()).map(|_| None).collect(),
+        backends: super::Backends::new(shared.nodes.len()),
         pools: (0..shared.nodes.len()).map(|_| None).collect(),
-        leader_slot: shared.leader_slot(shared.nodes.len() - 1),
+        leader_slot: shared.leader_slot(),
         status: b'I',
         ryw: RywSettings::default(),
         ryw_txn: None,
@@ -396,7 +396,12 @@ impl Session {
         client: &mut ClientConn,
     ) -> Result<Option<crate::server::ServerParams>, Closing> {
         let mut last = None;
-        let followers = (0..self.shared.nodes.len() - 1).map(Node::Follower);
+        let shared = self.shared.clone();
+        let followers = shared
+            .ids
+            .iter()
+            .filter(|&&id| id != shared.configured_leader())
+            .map(|&id| Node::Follower(id));
         for node in std::iter::once(Node::Leader).chain(followers) {
             let incarnation = match node {
                 Node::Leader => None,

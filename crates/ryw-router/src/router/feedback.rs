@@ -12,7 +12,7 @@ use super::route::{Decision, Unsettled};
 use crate::decide::is_absurd;
 use crate::pg::{Failure, LEADER_POSITION, REPLAY_POSITION, classify, describe_pg, lsn_column};
 use crate::reader::ReadConn;
-use crate::view::Role;
+use crate::view::{NodeId, Role};
 use crate::{Lsn, Position, Result, SessionKey};
 
 impl Router {
@@ -63,7 +63,7 @@ impl Router {
         let on = |s: &crate::ObservedNode, lsn| {
             Position::new(s.timeline.unwrap_or(view.history.current), lsn)
         };
-        if let Some(f) = view.nodes.get(unsettled.follower)
+        if let Some(f) = view.node(unsettled.follower)
             && f.epoch == unsettled.epoch
             && after(f)
             && let Some(lsn) = f.lsn
@@ -98,19 +98,19 @@ impl Router {
     /// closed, a node that gave no position, a read that did not answer in
     /// time): a follower's position is forgotten now (rule 3).
     pub(crate) fn report_lost(&self, decision: &Decision, why: &str) {
-        if let Some(i) = decision.follower {
-            self.inner.tracker.shared.forget_follower(i, why);
+        if let Some(id) = decision.follower {
+            self.inner.tracker.shared.forget_follower(id, why);
         }
     }
 
     /// The postmaster start time (µs since the epoch) under which the
-    /// tracker knows follower `index`'s position, if it knows one. A front
+    /// tracker knows follower `node`'s position, if it knows one. A front
     /// that opens its own connection to a follower checks the server's
     /// `pg_postmaster_start_time()` against it before serving a read there
     /// (rule 2: a restarted standby can come back behind what made it
     /// eligible).
-    pub fn follower_incarnation(&self, index: usize) -> Option<i64> {
-        self.inner.tracker.shared.known_incarnation(index)
+    pub fn follower_incarnation(&self, node: NodeId) -> Option<i64> {
+        self.inner.tracker.shared.known_incarnation(node)
     }
 
     /// Tell the router that running a read on the connection of `decision`
@@ -118,13 +118,13 @@ impl Router {
     /// ([`connection_lost`](crate::connection_lost)), that follower's
     /// position is forgotten now (rule 3) rather than at the next poll.
     pub fn report_error(&self, decision: &Decision, error: &tokio_postgres::Error) {
-        if let Some(i) = decision.follower
+        if let Some(id) = decision.follower
             && classify(error, true) == Failure::ConnectionLost
         {
             self.inner
                 .tracker
                 .shared
-                .forget_follower(i, &format!("read failed: {}", describe_pg(error)));
+                .forget_follower(id, &format!("read failed: {}", describe_pg(error)));
         }
     }
 
@@ -137,11 +137,11 @@ impl Router {
         conn.retire();
         self.inner.metrics.add_stall();
         match decision.follower {
-            Some(i) => self
+            Some(id) => self
                 .inner
                 .tracker
                 .shared
-                .forget_follower(i, &format!("read stalled for {after:?}")),
+                .forget_follower(id, &format!("read stalled for {after:?}")),
             None => tracing::warn!(
                 after_ms = after.as_millis() as u64,
                 "a read on the leader stalled"

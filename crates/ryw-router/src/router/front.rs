@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use super::Router;
 use super::route::{Decision, ReadRequest, Unsettled};
 use crate::decide::is_absurd;
-use crate::view::ClusterView;
+use crate::view::{ClusterView, NodeId};
 use crate::{Error, Lsn, Position, Result, SessionKey};
 
 /// A follower position read by a front on its own connection is believed
@@ -43,13 +43,13 @@ pub const PLAUSIBLE_AHEAD: u64 = 64 * 1024 * 1024;
 pub enum Target {
     /// The node that leads now.
     Leader,
-    /// Follower `index` (in the order of `NodeUrls::followers`), known to
-    /// the router under `incarnation` (its postmaster start time, µs since
-    /// the epoch): a new connection to it must find that start time (rule
-    /// 2: a restarted standby can come back behind).
+    /// Follower `node`, known to the router under `incarnation` (its
+    /// postmaster start time, µs since the epoch): a new connection to it
+    /// must find that start time (rule 2: a restarted standby can come
+    /// back behind).
     Follower {
-        /// The follower's index.
-        index: usize,
+        /// The follower.
+        node: NodeId,
         /// Its postmaster start time as the tracker knows it; `None` when
         /// the tracker no longer knows a position for it (do not use it).
         incarnation: Option<i64>,
@@ -70,9 +70,9 @@ impl FrontRead {
     /// Where to run it.
     pub fn target(&self) -> Target {
         match self.decision.follower {
-            Some(index) => Target::Follower {
-                index,
-                incarnation: self.router.inner.tracker.shared.known_incarnation(index),
+            Some(node) => Target::Follower {
+                node,
+                incarnation: self.router.inner.tracker.shared.known_incarnation(node),
             },
             None => Target::Leader,
         }
@@ -100,11 +100,10 @@ impl FrontRead {
     /// planned (it broke, stalled or restarted: rule 3): a read still
     /// waiting there, with nothing relayed yet, should move.
     pub fn abandoned(&self, view: &ClusterView) -> bool {
-        let Some(i) = self.decision.follower else {
+        let Some(id) = self.decision.follower else {
             return false;
         };
-        view.nodes
-            .get(i)
+        view.node(id)
             .is_none_or(|s| !s.healthy && Some(s.epoch) != self.decision.epoch)
     }
 

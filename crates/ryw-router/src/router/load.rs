@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::decide::Load;
+use crate::view::NodeId;
 
 /// One counter per node, indexed as [`ClusterView::nodes`](crate::ClusterView).
 #[derive(Debug)]
@@ -34,8 +35,8 @@ impl InFlight {
 
     /// Counts one read on `node` until the returned [`Held`] (and every
     /// clone) is dropped. `None`: a read on no known node, not counted.
-    pub fn hold(self: &Arc<InFlight>, node: Option<usize>) -> Held {
-        let Some(node) = node.filter(|&n| n < self.counts.len()) else {
+    pub fn hold(self: &Arc<InFlight>, node: Option<NodeId>) -> Held {
+        let Some(node) = node.map(NodeId::index).filter(|&n| n < self.counts.len()) else {
             return Held(None);
         };
         self.counts[node].fetch_add(1, Ordering::Relaxed);
@@ -55,9 +56,9 @@ impl InFlight {
 }
 
 impl Load for InFlight {
-    fn in_flight(&self, index: usize) -> u32 {
+    fn in_flight(&self, node: NodeId) -> u32 {
         self.counts
-            .get(index)
+            .get(node.index())
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 }
@@ -112,25 +113,26 @@ mod tests {
     #[test]
     fn a_read_counts_until_its_last_clone_is_dropped_or_released() {
         let in_flight = InFlight::new(3);
-        let a = in_flight.hold(Some(1));
+        let node = NodeId::new;
+        let a = in_flight.hold(Some(node(1)));
         let b = a.clone();
-        let mut c = in_flight.hold(Some(1));
-        let _d = in_flight.hold(Some(2));
+        let mut c = in_flight.hold(Some(node(1)));
+        let _d = in_flight.hold(Some(node(2)));
         assert_eq!(in_flight.snapshot(), [0, 2, 1]);
         drop(a);
-        assert_eq!(in_flight.in_flight(1), 2, "a clone still holds it");
+        assert_eq!(in_flight.in_flight(node(1)), 2, "a clone still holds it");
         drop(b);
-        assert_eq!(in_flight.in_flight(1), 1);
+        assert_eq!(in_flight.in_flight(node(1)), 1);
         c.release();
         assert_eq!(in_flight.snapshot(), [0, 0, 1]);
-        assert_eq!(in_flight.in_flight(9), 0, "an unknown node has none");
+        assert_eq!(in_flight.in_flight(node(9)), 0, "an unknown node has none");
     }
 
     #[test]
     fn a_read_on_no_known_node_is_not_counted() {
         let in_flight = InFlight::new(2);
         let held = in_flight.hold(None);
-        let beyond = in_flight.hold(Some(5));
+        let beyond = in_flight.hold(Some(NodeId::new(5)));
         assert_eq!(in_flight.snapshot(), [0, 0]);
         assert_eq!(held, beyond, "holding never makes decisions differ");
     }

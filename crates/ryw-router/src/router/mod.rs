@@ -38,10 +38,10 @@ use tokio::sync::watch;
 
 use self::load::InFlight;
 use crate::feed::{Feed, cluster_hash};
-use crate::metrics::Metrics;
+use crate::metrics::{MetricSlot, Metrics};
 use crate::reader::{FollowerGuard, ReadConn, Readers};
 use crate::tracker::{Limits, Shared, Tracker, TrackerState};
-use crate::view::ClusterView;
+use crate::view::{ClusterView, NodeId};
 use crate::{
     Clock, Error, FORMER_LEADER_NAME, LEADER_NAME, Lsn, MetricsSnapshot, NodeUrls, Result,
     RouterConfig, SessionKey, SessionStore, StoreHealth, StorePart, SystemClock,
@@ -216,11 +216,7 @@ impl Router {
         tls.push(node_tls);
         let names: Vec<Arc<str>> = named.iter().map(|(n, _)| n.clone()).collect();
         let in_flight = InFlight::new(names.len());
-        let metrics = Arc::new(Metrics::new(
-            std::iter::once(Arc::from(LEADER_NAME))
-                .chain(names.iter().cloned())
-                .collect(),
-        ));
+        let metrics = Arc::new(Metrics::new(MetricSlot::labels(names.iter().cloned())));
         let shared = Arc::new(Shared::new(
             TrackerState::new(&names, Limits::from_config(&cfg)),
             metrics.clone(),
@@ -229,7 +225,7 @@ impl Router {
         for (index, (_, pg)) in named.iter().enumerate() {
             let guard = FollowerGuard {
                 shared: shared.clone(),
-                index,
+                node: NodeId::new(index),
             };
             // Named in pg_stat_activity, unless the URL names them.
             let mut pg = pg.clone();
@@ -420,9 +416,9 @@ impl Router {
     /// `connect_timeout`; once the leader has been seen down, answers at
     /// once ([`Error::LeaderUnavailable`]): a write must not hang through a
     /// failover, and a retry with its idempotency key is safe.
-    async fn leader_index(&self) -> Result<usize> {
+    async fn leader_id(&self) -> Result<NodeId> {
         let shared = &self.inner.tracker.shared;
-        let usable = |v: &ClusterView| v.leader_index.filter(|_| v.leader.healthy);
+        let usable = |v: &ClusterView| v.leader_id.filter(|_| v.leader.healthy);
         let view = shared.view();
         if let Some(i) = usable(&view) {
             return Ok(i);
@@ -456,8 +452,8 @@ impl Router {
 
     /// A connection of the leader's write pool.
     async fn leader_conn(&self) -> Result<Object> {
-        let i = self.leader_index().await?;
-        self.inner.nodes[i]
+        let id = self.leader_id().await?;
+        self.inner.nodes[id.index()]
             .pool
             .get()
             .await
@@ -469,8 +465,8 @@ impl Router {
 
     /// A shared read connection to the leader.
     async fn leader_read_conn(&self) -> Result<ReadConn> {
-        let i = self.leader_index().await?;
-        self.inner.nodes[i]
+        let id = self.leader_id().await?;
+        self.inner.nodes[id.index()]
             .reads
             .get()
             .await
@@ -480,15 +476,19 @@ impl Router {
             })
     }
 
-    /// A shared read connection to follower `i`. With `epoch`, refuses it if
+    /// A shared read connection to follower `id`. With `epoch`, refuses it if
     /// the tracker forgot the follower since the decision was taken (rule 2:
     /// the position that made it eligible must still stand). On a
     /// connection failure the follower is forgotten (rule 3, in
     /// [`Readers`]). `Err` means "use the leader".
-    async fn follower_conn(&self, i: usize, epoch: Option<u64>) -> Result<ReadConn, ()> {
+    async fn follower_conn(&self, id: NodeId, epoch: Option<u64>) -> Result<ReadConn, ()> {
         let shared = &self.inner.tracker.shared;
-        let conn = self.inner.nodes[i].reads.get().await.map_err(|_| ())?;
-        if epoch.is_some_and(|e| shared.view().nodes[i].epoch != e) {
+        let conn = self.inner.nodes[id.index()]
+            .reads
+            .get()
+            .await
+            .map_err(|_| ())?;
+        if epoch.is_some_and(|e| shared.view().node(id).is_none_or(|n| n.epoch != e)) {
             return Err(());
         }
         Ok(conn)

@@ -15,10 +15,11 @@ use super::Router;
 use super::load::{Held, InFlight};
 use super::scoped::ScopePosition;
 use crate::decide::{Choice, Now, Reason, SessionState, caught_up, decide, is_absurd};
+use crate::metrics::MetricSlot;
 use crate::pg::{CHECK_POSITION, classify, describe_pg, lsn_column, position_expr};
 use crate::reader::ReadConn;
 use crate::timeline::Verdict;
-use crate::view::{ClusterView, Role};
+use crate::view::{ClusterView, NodeId, Role};
 use crate::{
     FollowerChoice, Freshness, Lsn, Position, ReadOptions, Result, RouterConfig, Scope, SessionKey,
     Strategy,
@@ -191,8 +192,9 @@ pub struct Decision {
     pub(crate) timeline: u32,
     /// `lost` is still to be cleared from the session store (once told).
     pub(crate) forget_lost: bool,
-    /// Follower index, so a failure can be reported against the right node.
-    pub(crate) follower: Option<usize>,
+    /// The follower serving the read, so a failure can be reported against
+    /// the right node.
+    pub(crate) follower: Option<NodeId>,
     /// The follower's epoch when the read was planned (rule 2).
     pub(crate) epoch: Option<u64>,
     /// The shared session whose stored token the read raises (`None` for a
@@ -237,10 +239,9 @@ impl Decision {
         position_expr(self.role)
     }
 
-    /// The index of the follower that serves the read (in the order of
-    /// [`NodeUrls::followers`](crate::NodeUrls)), or `None` for the leader:
-    /// for fronts that hold their own connections to the nodes.
-    pub fn follower_index(&self) -> Option<usize> {
+    /// The follower that serves the read, or `None` for the leader: for
+    /// fronts that hold their own connections to the nodes.
+    pub fn follower(&self) -> Option<NodeId> {
         self.follower
     }
 }
@@ -395,12 +396,13 @@ struct Serving {
     role: Role,
     /// The position it was known to have reached.
     seen: Option<Lsn>,
-    /// Follower index (`None`: the leader).
-    follower: Option<usize>,
-    /// Its index in the reads in flight (the leader's, if one is known).
-    in_flight: Option<usize>,
-    /// Its number in the metrics: the leader 0, follower `i` at `i + 1`.
-    metric_node: usize,
+    /// The follower (`None`: the leader).
+    follower: Option<NodeId>,
+    /// Whose reads in flight it counts among (the leader's, if one is
+    /// known).
+    in_flight: Option<NodeId>,
+    /// Where the metrics count it.
+    metric: MetricSlot,
     /// A follower's epoch when the read was planned (rule 2).
     epoch: Option<u64>,
     /// Its timeline: positions read on it are on this one.
@@ -412,7 +414,7 @@ impl Serving {
     fn of(view: &ClusterView, server: Server) -> Serving {
         let observed = match server {
             Server::Leader => &view.leader,
-            Server::Follower(i, ..) => &view.nodes[i],
+            Server::Follower(id, ..) => &view.nodes[id.index()],
         };
         // Positions read on the node are on its timeline (a follower still
         // on an earlier one is at or before where it ended); while unknown,
@@ -425,18 +427,18 @@ impl Serving {
                 role: Role::Leader,
                 seen: view.leader_lsn(),
                 follower: None,
-                in_flight: view.leader_index,
-                metric_node: 0,
+                in_flight: view.leader_id,
+                metric: MetricSlot::Leader,
                 epoch: None,
                 timeline,
             },
-            Server::Follower(i, seen, epoch) => Serving {
+            Server::Follower(id, seen, epoch) => Serving {
                 node,
                 role: Role::Follower,
                 seen,
-                follower: Some(i),
-                in_flight: Some(i),
-                metric_node: i + 1,
+                follower: Some(id),
+                in_flight: Some(id),
+                metric: MetricSlot::Node(id),
                 epoch: Some(epoch),
                 timeline,
             },
@@ -452,7 +454,7 @@ impl Serving {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unsettled {
     /// The follower that served the read.
-    pub follower: usize,
+    pub follower: NodeId,
     /// Its epoch then: a position from another epoch proves nothing.
     pub epoch: u64,
     /// When the read had ended (its last reply arrived): the follower had
@@ -460,13 +462,13 @@ pub struct Unsettled {
     pub ended_at: Instant,
 }
 
-/// The node that serves a read: a follower (index, the position it was
+/// The node that serves a read: a follower (its id, the position it was
 /// known to have reached before the read's statement, and the epoch that
 /// position was observed under: rule 2) or the leader.
 #[derive(Clone, Copy, Debug)]
 enum Server {
     Leader,
-    Follower(usize, Option<Lsn>, u64),
+    Follower(NodeId, Option<Lsn>, u64),
 }
 
 impl Router {
@@ -494,7 +496,7 @@ impl Router {
     /// nodes (a protocol proxy): where `req` goes and why, after at most a
     /// bounded wait, with no connection of the router's. Keeps rules 2, 4
     /// and 5 as [`Router::route`] does; the caller runs the read on its
-    /// connection to [`Decision::follower_index`] (or the leader), having
+    /// connection to [`Decision::follower`] (or the leader), having
     /// checked that a new connection to that follower is of the incarnation
     /// the router knows ([`Router::follower_incarnation`]), and then raises
     /// the token ([`Router::raise_token`]) or reports the node lost
@@ -535,7 +537,7 @@ impl Router {
         // leader has everything.
         let scope = req.scope.unwrap_or(inner.cfg.default_scope);
         let fetches = scope.fetches() && scope.applies_to(strategy);
-        let server = match view.nodes.get(unsettled.follower) {
+        let server = match view.node(unsettled.follower) {
             Some(f)
                 if !fetches
                     && judged.leader_only().is_none()
@@ -563,8 +565,8 @@ impl Router {
         let outcome = &mut plan.outcome;
         let conn = match (outcome.server, outcome.checked.take()) {
             (Server::Follower(..), Some(conn)) => conn,
-            (Server::Follower(index, _, epoch), None) => {
-                match self.follower_conn(index, Some(epoch)).await {
+            (Server::Follower(id, _, epoch), None) => {
+                match self.follower_conn(id, Some(epoch)).await {
                     Ok(conn) => conn,
                     Err(()) => {
                         outcome.server = Server::Leader;
@@ -724,15 +726,15 @@ impl Router {
         let inner = &self.inner;
         match choice {
             Choice::Leader(reason) => Outcome::at_once(Server::Leader, reason),
-            Choice::Follower { index, reason } => {
-                Outcome::at_once(follower_server(view, index), reason)
+            Choice::Follower { node, reason } => {
+                Outcome::at_once(follower_server(view, node), reason)
             }
             Choice::Wait {
                 target,
                 budget,
                 forecast,
             } => {
-                let waited_for = forecast.map(|f| view.nodes[f.follower].name.clone());
+                let waited_for = forecast.map(|f| view.nodes[f.follower.index()].name.clone());
                 let timeline = view.history.current;
                 self.wait(
                     target,
@@ -744,16 +746,16 @@ impl Router {
                 )
                 .await
             }
-            Choice::Check { index, target } => {
+            Choice::Check { node, target } => {
                 inner.metrics.add_read_check();
                 match self
-                    .check_follower(index, target, view.history.current)
+                    .check_follower(node, target, view.history.current)
                     .await
                 {
                     Ok((conn, seen, epoch)) => Outcome {
                         checked: Some(conn),
                         ..Outcome::at_once(
-                            Server::Follower(index, Some(seen), epoch),
+                            Server::Follower(node, Some(seen), epoch),
                             Reason::CheckPassed,
                         )
                     },
@@ -788,7 +790,7 @@ impl Router {
         let waited = started.elapsed();
         inner.metrics.add_wait(waited, found.is_none(), strategy);
         let (server, reason) = match found {
-            Some((index, view)) => (follower_server(&view, index), Reason::CaughtUpAfterWait),
+            Some((node, view)) => (follower_server(&view, node), Reason::CaughtUpAfterWait),
             None => (Server::Leader, Reason::WaitBudgetSpent),
         };
         Outcome {
@@ -876,9 +878,7 @@ impl Router {
         if lost {
             inner.metrics.add_write_lost();
         }
-        inner
-            .metrics
-            .add_read(at.metric_node, req.freshness, strategy);
+        inner.metrics.add_read(at.metric, req.freshness, strategy);
         if req.freshness == Freshness::Fresh {
             inner
                 .metrics
@@ -892,7 +892,7 @@ impl Router {
         }
     }
 
-    /// `per-read-check`: asks follower `i` for its replay position in a
+    /// `per-read-check`: asks follower `id` for its replay position in a
     /// statement of its own, before the read's statement (rule 2).
     /// It must also still be on `timeline` (or an earlier one, at or before
     /// where that ended: the tracker keeps such a follower out of rotation
@@ -900,13 +900,13 @@ impl Router {
     /// that cannot be compared with `target`.
     async fn check_follower(
         &self,
-        i: usize,
+        id: NodeId,
         target: Lsn,
         timeline: u32,
     ) -> Result<(ReadConn, Lsn, u64), Reason> {
-        let epoch = self.inner.tracker.shared.view().nodes[i].epoch;
+        let epoch = self.inner.tracker.shared.view().nodes[id.index()].epoch;
         let conn = self
-            .follower_conn(i, Some(epoch))
+            .follower_conn(id, Some(epoch))
             .await
             .map_err(|()| Reason::FollowerUnavailable)?;
         let replay = async {
@@ -928,7 +928,7 @@ impl Router {
                     self.inner
                         .tracker
                         .shared
-                        .forget_follower(i, &format!("check failed: {}", describe_pg(&e)));
+                        .forget_follower(id, &format!("check failed: {}", describe_pg(&e)));
                 }
                 Err(Reason::FollowerUnavailable)
             }
@@ -1058,9 +1058,9 @@ impl Judged {
     }
 }
 
-fn follower_server(view: &ClusterView, i: usize) -> Server {
-    let f = &view.nodes[i];
-    Server::Follower(i, f.lsn, f.epoch)
+fn follower_server(view: &ClusterView, id: NodeId) -> Server {
+    let f = &view.nodes[id.index()];
+    Server::Follower(id, f.lsn, f.epoch)
 }
 /// The configuration a read is planned under: its `options` override the
 /// router's for this read only; the common read, with none, borrows.
@@ -1094,7 +1094,7 @@ pub(super) async fn wait_for_caught_up(
     timeline: u32,
     budget: Duration,
     (load, choice): (&InFlight, FollowerChoice),
-) -> Option<(usize, Arc<ClusterView>)> {
+) -> Option<(NodeId, Arc<ClusterView>)> {
     let deadline = Instant::now() + budget;
     loop {
         let view = rx.borrow_and_update().clone();

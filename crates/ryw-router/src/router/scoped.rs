@@ -148,7 +148,7 @@ mod tests {
     fn view() -> ClusterView {
         ClusterView {
             leader: ObservedNode::for_test("leader", Role::Leader, Some(1000), true),
-            leader_index: None,
+            leader_id: None,
             history: Arc::new(TimelineHistory {
                 current: 2,
                 switches: vec![Switch {

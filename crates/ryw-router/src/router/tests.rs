@@ -28,7 +28,7 @@ fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> Observed
 fn view(leader: u64, followers: &[(Option<u64>, bool)]) -> Arc<ClusterView> {
     Arc::new(ClusterView {
         leader: node("leader", Role::Leader, Some(leader), true),
-        leader_index: None,
+        leader_id: None,
         history: std::sync::Arc::new(crate::TimelineHistory::first()),
         nodes: followers
             .iter()
@@ -96,7 +96,7 @@ async fn a_waiting_read_wakes_on_the_publish_that_shows_a_follower_caught_up() {
     )
     .await
     .expect("caught up within budget");
-    assert_eq!(index, 1);
+    assert_eq!(index.index(), 1);
     assert_eq!(seen_in.nodes[1].lsn, Some(Lsn::from_u64(800)));
     assert_eq!(started.elapsed(), Duration::from_millis(150));
 }
@@ -104,7 +104,10 @@ async fn a_waiting_read_wakes_on_the_publish_that_shows_a_follower_caught_up() {
 #[tokio::test(start_paused = true)]
 async fn a_wait_ends_on_the_first_view_with_the_target_and_takes_the_less_loaded_of_those() {
     let in_flight = InFlight::new(3);
-    let _busy = [in_flight.hold(Some(0)), in_flight.hold(Some(0))];
+    let _busy = [
+        in_flight.hold(Some(NodeId::new(0))),
+        in_flight.hold(Some(NodeId::new(0))),
+    ];
     for seed in 0..20 {
         let (tx, rx) = watch::channel(view(1000, &[(Some(500), true), (Some(600), true)]));
         tokio::spawn(async move {
@@ -128,7 +131,11 @@ async fn a_wait_ends_on_the_first_view_with_the_target_and_takes_the_less_loaded
         .await
         .expect("caught up");
         assert_eq!(started.elapsed(), Duration::from_millis(40), "seed {seed}");
-        assert_eq!(index, 1, "follower 1 holds two reads, follower 2 none");
+        assert_eq!(
+            index.index(),
+            1,
+            "follower 1 holds two reads, follower 2 none"
+        );
     }
 }
 
@@ -246,7 +253,7 @@ async fn a_predicted_follower_that_arrives_is_waited_for_until_it_is_seen() {
     let (index, _) = wait_for_caught_up(rx, target, 1, budget, idle())
         .await
         .expect("caught up within the budget");
-    assert_eq!(index, 0);
+    assert_eq!(index.index(), 0);
     assert_eq!(started.elapsed(), Duration::from_millis(7));
 }
 
@@ -571,7 +578,7 @@ async fn an_unsettled_read_is_bounded_by_the_first_poll_sent_after_it_ended() {
     });
     let epoch = router.cluster_view().nodes[0].epoch;
     let read_ended = Unsettled {
-        follower: 0,
+        follower: NodeId::new(0),
         epoch,
         ended_at: t0 + Duration::from_millis(1),
     };
@@ -629,7 +636,7 @@ async fn until_it_settles_the_next_read_goes_to_the_same_follower_or_the_leader(
     });
     let epoch = router.cluster_view().nodes[0].epoch;
     let unsettled = Unsettled {
-        follower: 0,
+        follower: NodeId::new(0),
         epoch,
         ended_at: t0,
     };
@@ -643,17 +650,20 @@ async fn until_it_settles_the_next_read_goes_to_the_same_follower_or_the_leader(
         .options(causal)
     };
     let d = router.plan_after_unsettled(&at(800), &unsettled);
-    assert_eq!((d.follower_index(), d.reason), (Some(0), Reason::CaughtUp));
+    assert_eq!(
+        (d.follower().map(NodeId::index), d.reason),
+        (Some(0), Reason::CaughtUp)
+    );
     let d = router.plan_after_unsettled(&at(801), &unsettled);
     assert_eq!(
-        (d.follower_index(), d.reason),
+        (d.follower().map(NodeId::index), d.reason),
         (None, Reason::Unsettled),
         "the follower lacks the session's token: the leader"
     );
     shared.update(|st| st.forget_follower(0, "test"));
     let d = router.plan_after_unsettled(&at(100), &unsettled);
     assert_eq!(
-        (d.follower_index(), d.reason),
+        (d.follower().map(NodeId::index), d.reason),
         (None, Reason::Unsettled),
         "another epoch"
     );

@@ -30,7 +30,7 @@ use crate::feed::{Change, Gate, LocalReport};
 use crate::metrics::Metrics;
 use crate::pg::{describe_pg, first_value};
 use crate::timeline::TimelineHistory;
-use crate::view::ClusterView;
+use crate::view::{ClusterView, NodeId};
 use crate::{Lsn, RouterConfig};
 
 pub(crate) use state::{FollowerPoll, Limits, PollOutcome, PrimaryPoll, TrackerState};
@@ -173,17 +173,17 @@ impl Shared {
         }
     }
 
-    /// Reads teach the tracker: a fresh read on follower `i`, planned under
+    /// Reads teach the tracker: a fresh read on follower `id`, planned under
     /// `epoch`, saw it at `lsn`. Raises the known position if that epoch
     /// still stands (no restart or broken connection since: same
     /// incarnation) and `lsn` is ahead; positions only move forward.
-    pub fn learn_from_read(&self, i: usize, epoch: u64, lsn: Lsn) {
+    pub fn learn_from_read(&self, id: NodeId, epoch: u64, lsn: Lsn) {
         let view = self.view();
-        match view.nodes.get(i) {
+        match view.node(id) {
             Some(n) if n.epoch == epoch && n.lsn.is_some_and(|known| known < lsn) => {}
             _ => return,
         }
-        self.update(|st| st.learn_position(i, epoch, lsn));
+        self.update(|st| st.learn_position(id.index(), epoch, lsn));
     }
 
     fn lock(&self) -> MutexGuard<'_, TrackerState> {
@@ -212,14 +212,14 @@ impl Shared {
     }
 
     /// Rule 3, from the router's side: one of its connections to follower
-    /// `i` broke, so its position is forgotten now, not at the next poll.
-    pub fn forget_follower(&self, i: usize, why: &str) {
+    /// `id` broke, so its position is forgotten now, not at the next poll.
+    pub fn forget_follower(&self, id: NodeId, why: &str) {
         self.metrics.add_forget();
-        self.update(|st| st.forget_follower(i, why));
+        self.update(|st| st.forget_follower(id.index(), why));
     }
 
-    pub fn known_incarnation(&self, i: usize) -> Option<i64> {
-        self.lock().known_incarnation(i)
+    pub fn known_incarnation(&self, id: NodeId) -> Option<i64> {
+        self.lock().known_incarnation(id.index())
     }
 
     pub fn note_leader_lsn(&self, lsn: Lsn) {

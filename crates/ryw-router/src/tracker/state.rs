@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::timeline::TimelineHistory;
-use crate::view::{ClusterView, ObservedNode, Reached, Role};
+use crate::view::{ClusterView, NodeId, ObservedNode, Reached, Role};
 use crate::{LEADER_NAME, Lsn, RouterConfig};
 
 /// Leader positions closer in time than this are merged into one history
@@ -644,7 +644,7 @@ impl TrackerState {
         };
         ClusterView {
             leader: self.leader.clone(),
-            leader_index: self.leader_index,
+            leader_id: self.leader_index.map(NodeId::new),
             nodes,
             history: self.timelines.clone(),
             leader_reached,
@@ -776,7 +776,7 @@ mod tests {
         // `polled_at` stays unset: a failed poll shows no position.
         assert!(v.nodes[0].polled && v.nodes[0].polled_at.is_none());
         // No node leads, and a poll said so.
-        assert!(v.leader.polled && v.leader_index.is_none());
+        assert!(v.leader.polled && v.leader_id.is_none());
     }
 
     #[test]
@@ -1198,7 +1198,7 @@ mod tests {
         st.on_follower_poll(1, on_timeline(1000, 1, 1), t0);
         st.refresh(t0);
         let v = st.view();
-        assert_eq!(v.leader_index, Some(2));
+        assert_eq!(v.leader_id.map(NodeId::index), Some(2));
         assert_eq!(v.leader_node(), Some(LEADER_NAME));
         assert_eq!(v.followers().count(), 2);
         let f1_epoch = v.nodes[0].epoch;
@@ -1208,11 +1208,15 @@ mod tests {
         st.on_node_error(2, "connect: refused");
         st.refresh(t0 + ms(5));
         assert!(!st.view().leader.healthy);
-        assert_eq!(st.view().leader_index, Some(2), "still the leader, down");
+        assert_eq!(
+            st.view().leader_id.map(NodeId::index),
+            Some(2),
+            "still the leader, down"
+        );
         primary(&mut st, 0, 1010, 2, t0 + ms(10));
         st.refresh(t0 + ms(10));
         let v = st.view();
-        assert_eq!(v.leader_index, Some(0));
+        assert_eq!(v.leader_id.map(NodeId::index), Some(0));
         assert_eq!(v.leader_node(), Some("f1"));
         assert!(v.leader.healthy);
         assert_eq!(v.leader.timeline, Some(2));
@@ -1234,7 +1238,7 @@ mod tests {
         primary(&mut st, 1, 900, 1, t0 + ms(1));
         st.refresh(t0 + ms(1));
         let v = st.view();
-        assert_eq!(v.leader_index, Some(0));
+        assert_eq!(v.leader_id.map(NodeId::index), Some(0));
         let old = &v.nodes[1];
         assert!(!old.in_rotation && !old.healthy, "{old:?}");
         assert!(old.note.as_deref().unwrap().contains("second primary"));
@@ -1242,7 +1246,7 @@ mod tests {
         let mut st = state(1);
         primary(&mut st, 1, 1000, 1, t0);
         primary(&mut st, 0, 1000, 1, t0);
-        assert_eq!(st.view().leader_index, Some(1));
+        assert_eq!(st.view().leader_id.map(NodeId::index), Some(1));
     }
 
     #[test]
@@ -1253,7 +1257,7 @@ mod tests {
         st.on_follower_poll(1, on_timeline(1000, 8, 2), t0 + ms(1));
         st.refresh(t0 + ms(1));
         let v = st.view();
-        assert_eq!(v.leader_index, None);
+        assert_eq!(v.leader_id, None);
         assert!(!v.leader.healthy);
         assert_eq!(v.nodes[1].role, Role::Follower);
     }

@@ -146,7 +146,7 @@ async fn a_slowed_follower_serves_fewer_reads(ctx: &Ctx) {
     let router = &ctx.router;
     let leader = router.cluster_view().leader_lsn().expect("leader position");
     wait_view(router, "follower3 caught up again", secs(20), |v| {
-        v.node("follower3")
+        v.named("follower3")
             .is_some_and(|f| f.in_rotation && f.lsn.is_some_and(|l| l >= leader))
     })
     .await;

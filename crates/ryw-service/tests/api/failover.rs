@@ -437,7 +437,7 @@ async fn an_asynchronous_failover_under_load_tells_every_owner_of_a_lost_payment
     while !state
         .router
         .cluster_view()
-        .node(ryw_router::FORMER_LEADER_NAME)
+        .named(ryw_router::FORMER_LEADER_NAME)
         .is_some_and(|n| n.in_rotation)
     {
         assert!(
