@@ -120,7 +120,7 @@
 //! | `predict.rs` | [`predict::forecast`]: when a follower is expected at a token, the pure function behind `hybrid`'s choice to wait |
 //! | `store/` | [`SessionStore`] (the one trait), [`MemoryStore`], [`RedisStore`] (one Redis or a Redis Cluster, failing per [`StorePart`]); the .NET + Redis demo's `user:{id}:last_write_utc` key (`seed.rs`) |
 //! | `redis_conn.rs` | the Redis the store and the feed share: `redis://` or `redis+cluster://` ([`CLUSTER_SCHEME`]), one connection type for both, a key's hash slot |
-//! | `router/` | [`Router`]: the read protocol (`query.rs`), the write protocol (`write.rs`), the lower level they are built on (`route.rs`, `feedback.rs`), and the reads in flight per node (`load.rs`) |
+//! | `router/` | [`Router`]: the read protocol (`query.rs`), the write protocol (`write.rs`), the lower level they are built on (`route.rs` plans a read, `request.rs` holds what is asked and answered, `judge.rs` a session's positions against the timeline history and the token a read leaves, `feedback.rs`), the fronts' typed reads and writes (`front.rs`), and the reads in flight per node (`load.rs`) |
 //! | `reader.rs` | [`ReadConn`]: shared, pipelining read connections per node, checked against restarts (rule 2) |
 //! | `pg.rs` | [`connection_lost`], position queries, error text |
 //! | `tls.rs` | [`tls::NodeTls`]: a node URL's `sslmode`/`sslrootcert` (libpq's meaning) as a rustls configuration, for every connection to a node |

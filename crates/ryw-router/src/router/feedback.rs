@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Router;
-use super::route::{Decision, Unsettled};
+use super::request::{Decision, Unsettled};
 use crate::decide::is_absurd;
 use crate::pg::{Failure, LEADER_POSITION, REPLAY_POSITION, classify, describe_pg, lsn_column};
 use crate::reader::ReadConn;

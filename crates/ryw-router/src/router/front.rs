@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Router;
-use super::route::{Decision, ReadRequest, Unsettled};
+use super::request::{Decision, ReadRequest, Unsettled};
 use crate::decide::is_absurd;
 use crate::view::{ClusterView, NodeId};
 use crate::{Error, Lsn, Position, Result, SessionKey};

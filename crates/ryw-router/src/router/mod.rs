@@ -18,8 +18,10 @@
 mod coalesce;
 mod feedback;
 mod front;
+mod judge;
 mod load;
 mod query;
+mod request;
 mod route;
 mod scoped;
 mod write;
@@ -49,7 +51,7 @@ use crate::{
 
 pub use front::{Finished, FrontRead, FrontWrite, PLAUSIBLE_AHEAD, Target, Writer};
 pub use query::{ColumnIndex, Read, Row};
-pub use route::{Decision, LocalSession, ReadRequest, SessionRef, Unsettled};
+pub use request::{Decision, LocalSession, ReadRequest, SessionRef, Unsettled};
 pub use write::{Committed, WriteTx, Written};
 
 /// Remembers when each part of the session store last failed: a session's

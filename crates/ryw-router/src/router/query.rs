@@ -20,7 +20,7 @@ use tokio_postgres::types::{FromSql, ToSql};
 
 use super::Router;
 use super::feedback::read_position;
-use super::route::{Decision, ReadRequest};
+use super::request::{Decision, ReadRequest};
 use crate::pg::{Failure, classify, describe_pg, lsn_column};
 use crate::reader::{FreshStatement, ReadConn};
 use crate::view::Role;

@@ -140,7 +140,7 @@ impl Router {
 mod tests {
     use std::sync::Arc;
 
-    use super::super::route::Judged;
+    use super::super::judge::Judged;
     use crate::view::{ClusterView, ObservedNode, Role};
     use crate::{Lsn, Position, Switch, TimelineHistory};
 

@@ -9,8 +9,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
 
+use super::judge::{Judged, advance_token};
 use super::load::InFlight;
-use super::route::{Judged, advance_token, wait_for_caught_up};
+use super::route::wait_for_caught_up;
 use super::*;
 use crate::decide::{Reason, SessionState};
 use crate::reader::check_incarnation;
