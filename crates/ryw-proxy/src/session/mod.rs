@@ -45,9 +45,12 @@
 //! | --- | --- |
 //! | `mod.rs` | the session's state and the relay loop |
 //! | `startup.rs` | startup, authentication, the parameters the client gets |
+//! | `flight.rs` | a batch with a node: its plan, its stage, what it did and how to take it back |
 //! | `batch.rs` | what a batch does ([`BatchPlan`]), where it goes, sending it with its preamble |
+//! | `prepare.rs` | the client's statements on a batch's node: what it lacks first, what the batch parses and closes, taken back if it did not run |
 //! | `replies.rs` | the node's replies, stage by stage; retries before anything reached the client |
 //! | `land.rs` | after a batch: tokens (rules 1 and 7), settings, pins, prepared statements |
+//! | `nodes.rs` | the session's connections to the nodes: opened (or lent by a pool), given back |
 //! | `idle.rs` | what nodes send while the client is idle; the pin check |
 //! | `commands.rs` | `ryw.*` commands, and batches answered here |
 //! | `settings.rs` | the client's session settings, replayed on every node it reaches |
@@ -76,14 +79,19 @@ use crate::tls::ClientStream;
 
 mod batch;
 mod commands;
+mod flight;
 mod idle;
 mod land;
+mod nodes;
 mod pooled;
+mod prepare;
 mod replies;
 mod settings;
 mod startup;
 mod statements;
 
+use flight::{BatchPlan, Flight, Outcome, Phase, Stage, Undo, Undoes};
+use nodes::Backends;
 use settings::Settings;
 use startup::startup;
 use statements::Statements;
@@ -282,162 +290,6 @@ struct Positions {
     unsettled: Option<Unsettled>,
 }
 
-/// A batch sent to a node, until its `ReadyForQuery` has been handled.
-#[derive(Debug)]
-struct Flight {
-    node: Node,
-    /// The client's frames, kept to run the batch again elsewhere.
-    frames: Vec<Frame>,
-    plan: BatchPlan,
-    /// A read planned by the router, until it is finished with what it saw.
-    read: Option<FrontRead>,
-    /// A batch on the leader that may write: its floor, until its commit.
-    write: Option<FrontWrite>,
-    /// Runs of the batch so far.
-    attempts: u8,
-    /// The client's `Sync` (or `Query`) has been sent: a `ReadyForQuery`
-    /// ends the batch. Until then (after a `Flush`) replies just flow.
-    synced: bool,
-    /// The position statement follows the client's `Sync`.
-    position: bool,
-    stage: Stage,
-    /// Something of this batch reached the client.
-    forwarded: bool,
-    /// What the client's part did, from the node's replies.
-    outcome: Outcome,
-    /// The transaction status when the batch was sent.
-    status_before: u8,
-    /// What to take back of the registry if part of the batch did not run.
-    undo: Vec<Undo>,
-    /// The client's statements the preamble prepared on the node: not
-    /// there after all if the preamble failed.
-    injected: Vec<String>,
-    /// Transaction pooling: what the batch's `Parse`s did to the pooled
-    /// connection (taken back for those the server never ran).
-    pooled: Vec<pooled::PooledParse>,
-    /// The batch was ended by a `Sync` of the proxy's (the client sent a
-    /// `Flush`, then something for another node): its `ReadyForQuery` is
-    /// not the client's.
-    proxy_sync: bool,
-}
-
-/// What the node's next replies answer.
-#[derive(Debug)]
-enum Stage {
-    /// The proxy's own messages before the client's batch: `queries`
-    /// settings replayed (each ends with a `ReadyForQuery`), then
-    /// `statements` `Parse`/`Close` replies, then, if `sync`, the
-    /// `ReadyForQuery` of the proxy's `Sync` after them (before a simple
-    /// query); then the client's batch, held back if `holding`.
-    Preamble {
-        queries: usize,
-        statements: usize,
-        sync: bool,
-        holding: bool,
-    },
-    /// The client's batch. A read on a follower holds its first replies
-    /// back (`held`) until a row, a completion or an error shows it will
-    /// not move.
-    Client {
-        held: Option<BytesMut>,
-        copy_in: bool,
-    },
-    /// The batch goes to the leader instead once the node reaches its end
-    /// (`ReadyForQuery`s left: the batch's, and the position statement's);
-    /// nothing of it reaches the client from here. `as_write`: a follower
-    /// refused it as a write (25006); else it could not prepare what it
-    /// needed there.
-    Redirect { readies: u8, as_write: bool },
-    /// The client's batch ended (its `ReadyForQuery`, held); the position
-    /// statement answers next.
-    Position {
-        ready: Frame,
-        lsn: Option<ryw_router::Lsn>,
-    },
-}
-
-/// How to take back what a batch's `Parse` or `Close` did to the
-/// registry and to its node's statements, if the server never got to it.
-#[derive(Debug)]
-struct Undo {
-    what: Undoes,
-    name: String,
-    registry: Option<statements::Prepared>,
-    /// What the node held under the name (`unnamed` for `""`).
-    node: Option<u64>,
-}
-
-/// Which message an [`Undo`] takes back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Undoes {
-    Parse,
-    /// A `Close` of a statement.
-    Close,
-    /// A `Close` of a portal: nothing to take back, but it counts among
-    /// the closes.
-    ClosePortal,
-}
-
-/// What the client's part of a batch did.
-#[derive(Debug, Default)]
-struct Outcome {
-    /// `ParseComplete`s and `CloseComplete`s of the client's messages: the
-    /// first that many of its `Parse`s and `Close`s took effect (a server
-    /// skips the rest of a batch after an error).
-    parsed: usize,
-    closed: usize,
-    /// The SQLSTATE of its first error.
-    error: Option<String>,
-    /// A `COMMIT` (command tag) completed.
-    committed: bool,
-    /// A `ROLLBACK` completed (also a `COMMIT` of a failed transaction).
-    rolled_back: bool,
-}
-
-/// The plan of one batch: where it goes and what it does.
-#[derive(Debug, Default)]
-struct BatchPlan {
-    route: Option<Route>,
-    /// Why the leader, for logs.
-    why: &'static str,
-    /// Session settings in it (replayed on other nodes once it committed).
-    settings: bool,
-    /// It creates state that lives on the leader only.
-    pins: bool,
-    /// It drops prepared statements (`DEALLOCATE`, `DISCARD ALL`).
-    drops_prepared: bool,
-    copy: bool,
-    /// The batch is the proxy's own commands only.
-    ryw: bool,
-    /// It mixes `ryw.*` commands with statements for the nodes.
-    mixed_ryw: bool,
-    /// It only closes statements or portals (answered here).
-    close_only: bool,
-    /// It runs something (an `Execute`, a `Query`, a function call), as
-    /// opposed to preparing or describing: `ryw.served_by` follows it.
-    runs: bool,
-    /// Every statement in it is a read (a read kept on the leader by a pin
-    /// or a hint is still one: its position bounds what it saw).
-    all_reads: bool,
-    /// Function calls the catalog must clear before the batch may leave
-    /// the leader.
-    functions: Vec<Arc<[Box<str>]>>,
-    /// Relations the catalog must clear (known, not sequences).
-    relations: Vec<Arc<[Box<str>]>>,
-    /// It reads the node's statistics: the session's reads stay on the
-    /// leader from then on.
-    statistics: bool,
-}
-
-/// Where the session is in its request-reply cycle.
-#[derive(Debug)]
-enum Phase {
-    /// Waiting for the client's next batch.
-    Idle,
-    /// A batch is with a node.
-    Flying(Box<Flight>),
-}
-
 /// Pins: session state that lives on the leader only (temp tables,
 /// `LISTEN`, SQL `PREPARE`, holdable cursors, session advisory locks), so
 /// the connection's reads stay there while it exists.
@@ -500,45 +352,6 @@ struct Session {
     view: watch::Receiver<Arc<ClusterView>>,
     /// Its place among the clients (`--max-clients`), given back on drop.
     _slot: crate::server::ClientSlot,
-}
-
-/// A session's connection to each node (`None`: not open), in the
-/// router's order, indexed by [`NodeId`].
-struct Backends(Vec<Option<Backend>>);
-
-impl Backends {
-    /// None open, for `nodes` nodes.
-    fn new(nodes: usize) -> Backends {
-        Backends((0..nodes).map(|_| None).collect())
-    }
-}
-
-impl std::ops::Index<NodeId> for Backends {
-    type Output = Option<Backend>;
-
-    fn index(&self, node: NodeId) -> &Option<Backend> {
-        &self.0[node.index()]
-    }
-}
-
-impl std::ops::IndexMut<NodeId> for Backends {
-    fn index_mut(&mut self, node: NodeId) -> &mut Option<Backend> {
-        &mut self.0[node.index()]
-    }
-}
-
-impl std::ops::Deref for Backends {
-    type Target = [Option<Backend>];
-
-    fn deref(&self) -> &[Option<Backend>] {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Backends {
-    fn deref_mut(&mut self) -> &mut [Option<Backend>] {
-        &mut self.0
-    }
 }
 
 /// `ryw.*` inside a transaction.
@@ -639,132 +452,6 @@ impl Session {
         );
         tracing::warn!(pid = self.pid, lsn = %lost.lsn, timeline = lost.timeline, "told a session its write was lost");
         protocol::notice(&mut client.out, "WARNING", LOST_WRITE_SQLSTATE, &message);
-    }
-
-    /// Opens the connection to `node` unless it is open. A follower's is
-    /// checked against the incarnation the router knows (rule 2).
-    async fn open(&mut self, node: Node, incarnation: Option<i64>) -> Result<(), BackendError> {
-        let slot = self.slot(node);
-        if self.backends[slot].is_some() {
-            return Ok(());
-        }
-        let shared = self.shared.clone();
-        let addr = shared.addr(slot);
-        let incarnation = match node {
-            Node::Leader => None,
-            Node::Follower(_) => match incarnation {
-                Some(started) => Some(started),
-                None => {
-                    return Err(BackendError::Incarnation {
-                        node: addr.name.clone(),
-                    });
-                }
-            },
-        };
-        let pool = match self.shared.cfg.pool_mode {
-            PoolMode::Session => None,
-            PoolMode::Transaction => Some(self.pool(slot)),
-        };
-        let connect = || {
-            Backend::connect(
-                Connect {
-                    name: &addr.name,
-                    addr: addr.addr,
-                    params: &self.id.params,
-                    password: self.id.password.as_deref(),
-                    timeout: self.shared.cfg.connect_timeout,
-                    tls: &addr.tls,
-                    host: &addr.host,
-                },
-                incarnation,
-            )
-        };
-        let backend = match pool {
-            None => connect().await?,
-            Some(pool) => {
-                loop {
-                    let b = pool.get(connect).await.map_err(|e| match e {
-                        crate::pool::PoolError::Backend(e) => e,
-                        busy => BackendError::Busy {
-                            node: addr.name.clone(),
-                            why: busy.to_string(),
-                        },
-                    })?;
-                    // Rule 2: a pooled connection to a follower that has
-                    // restarted since it was opened is not used.
-                    if b.incarnation == incarnation {
-                        break b;
-                    }
-                    drop(b);
-                    pool.closed();
-                }
-            }
-        };
-        self.backends[slot] = Some(backend);
-        Ok(())
-    }
-
-    /// The pool of node `slot` for this client's role and database (kept
-    /// by the session once looked up).
-    fn pool(&mut self, slot: NodeId) -> Arc<crate::pool::Pool> {
-        if let Some(pool) = &self.pools[slot.index()] {
-            return pool.clone();
-        }
-        let key = crate::pool::PoolKey {
-            slot: slot.index(),
-            user: self.id.user.clone(),
-            database: self.id.database.clone(),
-            thread: self.thread,
-        };
-        let pool = self.shared.pools.pool(&key, &self.shared.addr(slot).name);
-        self.pools[slot.index()] = Some(pool.clone());
-        pool
-    }
-
-    /// Transaction pooling: between transactions the client holds no
-    /// server connection (unless session state pins it to the leader's).
-    /// A connection goes back clean (nothing unread, idle); otherwise it is
-    /// closed.
-    fn release(&mut self) {
-        if self.shared.cfg.pool_mode != PoolMode::Transaction
-            || self.status != b'I'
-            || self.pins.holds
-            || !matches!(self.phase, Phase::Idle)
-        {
-            return;
-        }
-        self.give_back();
-    }
-
-    /// Closes the connection of `slot` (broken, or not to be trusted):
-    /// under transaction pooling its pool may open another.
-    fn drop_backend(&mut self, slot: NodeId) {
-        if self.backends[slot].take().is_some()
-            && self.shared.cfg.pool_mode == PoolMode::Transaction
-        {
-            self.pool(slot).closed();
-        }
-    }
-
-    /// Gives every held connection back to its pool (or closes it).
-    fn give_back(&mut self) {
-        if self.shared.cfg.pool_mode != PoolMode::Transaction {
-            return;
-        }
-        let clean = self.status == b'I' && !self.pins.holds && matches!(self.phase, Phase::Idle);
-        for i in 0..self.backends.len() {
-            let slot = self.shared.ids[i];
-            let Some(b) = self.backends[slot].take() else {
-                continue;
-            };
-            let pool = self.pool(slot);
-            if clean && b.inbuf.is_empty() && b.passthrough == 0 {
-                pool.put(b);
-            } else {
-                drop(b);
-                pool.closed();
-            }
-        }
     }
 
     /// The classification of a statement text, cached per connection (a

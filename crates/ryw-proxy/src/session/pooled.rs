@@ -56,7 +56,7 @@ impl Session {
         let mut swallow = 0;
         let mut injected = Vec::new();
         for name in backend.stale.drain(..) {
-            batch::close_statement(out, &name);
+            prepare::close_statement(out, &name);
             swallow += 1;
         }
         if backend.pooled.len() >= CACHE {
@@ -69,7 +69,7 @@ impl Session {
             by_use.sort_unstable_by_key(|(used, _, _)| *used);
             for (_, canonical, actual) in by_use.into_iter().take(CACHE / 4) {
                 backend.pooled.remove(&canonical);
-                batch::close_statement(out, &actual);
+                prepare::close_statement(out, &actual);
                 swallow += 1;
             }
         }
@@ -204,7 +204,7 @@ impl Session {
                     // Shared: it stays on the connection.
                     here.retain(|(n, _)| *n != name);
                     closed_here.push(name);
-                    batch::close_statement(out, NOTHING);
+                    prepare::close_statement(out, NOTHING);
                 }
                 _ => put_frame(out, frame),
             }
