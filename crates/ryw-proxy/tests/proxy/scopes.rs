@@ -191,8 +191,11 @@ async fn cluster_scope_reads_every_write_made_straight_to_the_leader_with_coales
         "800 concurrent cluster-scope reads: {fetches} fetches of the leader's position for {reads} reads"
     );
     assert!(reads >= 800, "{reads}");
+    // Without coalescing every read takes a fetch of its own. How many
+    // share one depends on how many overlap: 231 fetches for 1,600 reads
+    // alone, 814 while the whole suite loaded the machine.
     assert!(
-        fetches * 2 < reads,
+        fetches * 4 < reads * 3,
         "coalesced: {fetches} fetches for {reads} reads"
     );
 }
