@@ -186,6 +186,17 @@ impl Session {
         })
     }
 
+    /// The version of the client's statement `name` that the open
+    /// connection to `slot` holds (`""`: the unnamed one).
+    fn held_version(&self, slot: NodeId, name: &str) -> Option<u64> {
+        let b = self.backends[slot].as_ref().expect("open");
+        if name.is_empty() {
+            b.unnamed
+        } else {
+            b.prepared.get(name).copied()
+        }
+    }
+
     /// Keeps the registry of the client's prepared statements, and which
     /// of them `node` has, in step with a batch sent there; returns how to
     /// take each `Parse` and `Close` back (a `Parse` of a name that exists
@@ -198,14 +209,7 @@ impl Session {
                     let class = self.class_of(query);
                     let registry = self.statements.get(name).cloned();
                     let slot = self.slot(node);
-                    let held = {
-                        let b = self.backends[slot].as_ref().expect("open");
-                        if name.is_empty() {
-                            b.unnamed
-                        } else {
-                            b.prepared.get(name).copied()
-                        }
-                    };
+                    let held = self.held_version(slot, name);
                     undo.push(Undo {
                         what: Undoes::Parse,
                         name: name.to_owned(),
@@ -237,14 +241,7 @@ impl Session {
                         continue;
                     }
                     let registry = self.statements.get(name).cloned();
-                    let held = {
-                        let b = self.backends[slot].as_ref().expect("open");
-                        if name.is_empty() {
-                            b.unnamed
-                        } else {
-                            b.prepared.get(name).copied()
-                        }
-                    };
+                    let held = self.held_version(slot, name);
                     undo.push(Undo {
                         what: Undoes::Close,
                         name: name.to_owned(),
