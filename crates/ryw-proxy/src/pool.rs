@@ -265,12 +265,11 @@ impl Pool {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Backend, BackendError>>,
     {
-        let pool = self;
         let limits = self.limits;
         let started = Instant::now();
         loop {
             let rx = {
-                let mut st = pool.state.lock().unwrap_or_else(|p| p.into_inner());
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 // The newest idle one (its socket the most likely warm),
                 // unless the server said something meanwhile (a FATAL
                 // before it closed the connection, the end of it: an idle
@@ -310,18 +309,18 @@ impl Pool {
                     };
                     match got {
                         Ok(Ok(Handoff::Conn(b))) => {
-                            pool.waited(started.elapsed());
+                            self.waited(started.elapsed());
                             return Ok(*b);
                         }
                         Ok(Ok(Handoff::Open)) => {
-                            pool.waited(started.elapsed());
+                            self.waited(started.elapsed());
                             true
                         }
                         // The sender went away: look again.
                         Ok(Err(_)) => false,
                         Err(_) => {
                             return Err(PoolError::Busy {
-                                node: pool.node.clone(),
+                                node: self.node.clone(),
                                 waited: limits.timeout,
                                 size: limits.total,
                                 threads: limits.threads,
@@ -334,7 +333,7 @@ impl Pool {
                 match connect().await {
                     Ok(b) => return Ok(b),
                     Err(e) => {
-                        pool.closed();
+                        self.closed();
                         return Err(e.into());
                     }
                 }
@@ -344,13 +343,12 @@ impl Pool {
 
     /// A connection comes back, idle and clean.
     pub fn put(&self, backend: Backend) {
-        let pool = self;
         if backend.created.elapsed() >= self.limits.lifetime {
             drop(backend);
-            pool.closed();
+            self.closed();
             return;
         }
-        let mut st = pool.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut conn = Some(Box::new(backend));
         while let Some(w) = st.waiters.pop_front() {
             match w.send(Handoff::Conn(conn.take().expect("held"))) {
