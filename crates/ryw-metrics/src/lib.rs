@@ -314,7 +314,7 @@ impl Collector for RouterSample {
                 MetricType::Gauge,
             )?;
             for f in self.view.followers() {
-                if let Some(b) = f.lag_bytes {
+                if let Some(b) = f.follower().and_then(|h| h.lag_bytes) {
                     let labels = [("node", &*f.name)];
                     ConstGauge::new(b as i64).encode(family.encode_family(&labels)?)?;
                 }
@@ -328,7 +328,7 @@ impl Collector for RouterSample {
                 MetricType::Gauge,
             )?;
             for f in self.view.followers() {
-                if let Some(ms) = f.lag_ms {
+                if let Some(ms) = f.follower().and_then(|h| h.lag_ms) {
                     let labels = [("node", &*f.name)];
                     ConstGauge::new(ms as f64 / 1000.0).encode(family.encode_family(&labels)?)?;
                 }

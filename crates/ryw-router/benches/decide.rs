@@ -9,27 +9,31 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use ryw_router::{
-    ClusterView, Freshness, Lsn, Now, ObservedNode, Reached, Role, RouterConfig, SessionState,
-    Strategy, decide,
+    ClusterView, FollowerHealth, Freshness, Lsn, Now, ObservedNode, Reached, Role, RoleHealth,
+    RouterConfig, SessionState, Strategy, decide,
 };
 use tokio::time::Instant;
 
 fn node(name: &str, role: Role, lsn: u64) -> ObservedNode {
     ObservedNode {
         name: Arc::from(name),
-        role,
+        health: match role {
+            Role::Leader => RoleHealth::Leader,
+            Role::Follower => RoleHealth::Follower(FollowerHealth {
+                lag_bytes: Some(0),
+                lag_ms: Some(0),
+                behind_since: None,
+                catch_up: Some(Duration::from_millis(100)),
+            }),
+        },
         timeline: Some(1),
         lsn: Some(Lsn::from_u64(lsn)),
-        lag_bytes: Some(0),
-        lag_ms: Some(0),
         healthy: true,
         in_rotation: true,
         note: None,
         polled: true,
         epoch: 0,
         polled_at: None,
-        behind_since: None,
-        catch_up: Some(Duration::from_millis(100)),
     }
 }
 

@@ -544,7 +544,7 @@ mod tests {
     use rand::rngs::StdRng;
 
     use super::*;
-    use crate::view::{ObservedNode, Role};
+    use crate::view::{FollowerHealth, ObservedNode, Role, RoleHealth};
 
     fn node(name: &str, role: Role, lsn: Option<u64>, in_rotation: bool) -> ObservedNode {
         ObservedNode::for_test(name, role, lsn, in_rotation)
@@ -894,8 +894,11 @@ mod tests {
     /// 400 ms; both have been behind since `t0`.
     fn seeds_cluster(t0: Instant) -> ClusterView {
         let f = |name: &str, replay: u64, pace: u64| ObservedNode {
-            catch_up: Some(Duration::from_millis(pace)),
-            behind_since: Some(t0),
+            health: RoleHealth::Follower(FollowerHealth {
+                catch_up: Some(Duration::from_millis(pace)),
+                behind_since: Some(t0),
+                ..FollowerHealth::UNKNOWN
+            }),
             ..node(name, Role::Follower, Some(replay), true)
         };
         ClusterView {
@@ -986,7 +989,9 @@ mod tests {
         let mut v = seeds_cluster(t0);
         // Follower 1's replay stopped 300 ms before the write: its pace
         // still says 100 ms, it has been behind for 395 ms.
-        v.nodes[0].behind_since = Some(t0 - Duration::from_millis(300));
+        if let RoleHealth::Follower(h) = &mut v.nodes[0].health {
+            h.behind_since = Some(t0 - Duration::from_millis(300));
+        }
         let s = known(Some(500), None);
         assert_eq!(
             hybrid_at(

@@ -69,7 +69,7 @@
 //! a pure function of what the tracker publishes ([`ClusterView`]): when
 //! the leader reached each recent position, each follower's replay
 //! position, how long it has been behind, and its pace (how long its recent
-//! catch-ups took, [`ObservedNode::catch_up`]). It decides only whether to
+//! catch-ups took, [`FollowerHealth::catch_up`]). It decides only whether to
 //! wait: a follower serves the read only once it is seen at the token (rule
 //! 2) and the wait ends at the budget (rule 4), so a wrong prediction (a
 //! follower whose replay stops) costs at most the budget, on the leader,
@@ -198,4 +198,4 @@ pub use store::{
 pub use strategy::{FollowerChoice, Freshness, Strategy};
 pub use timeline::{Position, Switch, TimelineHistory, Verdict};
 pub use token::{MIN_KEY_BYTES, Token, TokenError, TokenKey};
-pub use view::{ClusterView, NodeId, ObservedNode, Reached, Role};
+pub use view::{ClusterView, FollowerHealth, NodeId, ObservedNode, Reached, Role, RoleHealth};

@@ -12,11 +12,11 @@
 //!   ([`ClusterView::leader_reached_at`]: the leader's position history, in
 //!   which a write through this router is noted right after its `COMMIT`
 //!   returned);
-//! - each follower's pace ([`ObservedNode::catch_up`]): how long after the
+//! - each follower's pace ([`FollowerHealth::catch_up`](crate::FollowerHealth::catch_up)): how long after the
 //!   leader reached a position the tracker saw the follower at it, the
 //!   longest of its last 8 catch-ups;
 //! - each follower's replay position and how long it has been behind
-//!   ([`ObservedNode::behind_since`]).
+//!   ([`FollowerHealth::behind_since`](crate::FollowerHealth::behind_since)).
 //!
 //! A follower at its usual pace shows the token `catch_up` after the leader
 //! reached it. A follower slower than that now (it has been behind for
@@ -106,7 +106,8 @@ fn arrival(
     now: Instant,
     budget: Duration,
 ) -> Option<Instant> {
-    let (true, Some(replay), Some(pace)) = (f.in_rotation, f.lsn, f.catch_up) else {
+    let lag = f.follower()?;
+    let (true, Some(replay), Some(pace)) = (f.in_rotation, f.lsn, lag.catch_up) else {
         return None;
     };
     if replay >= target {
@@ -114,7 +115,7 @@ fn arrival(
     }
     // At its usual pace.
     let usual = reached + pace;
-    let Some(since) = f.behind_since else {
+    let Some(since) = lag.behind_since else {
         return Some(usual);
     };
     // It has been behind since `since`, so it is at least that far behind
@@ -130,7 +131,7 @@ fn arrival(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::{Reached, Role};
+    use crate::view::{FollowerHealth, Reached, Role, RoleHealth};
 
     const BUDGET: Duration = Duration::from_millis(20);
 
@@ -141,8 +142,11 @@ mod tests {
     /// A follower in rotation at `replay`, with a pace, behind since `since`.
     fn follower(replay: u64, pace: Option<u64>, since: Option<Instant>) -> ObservedNode {
         ObservedNode {
-            catch_up: pace.map(ms),
-            behind_since: since,
+            health: RoleHealth::Follower(FollowerHealth {
+                catch_up: pace.map(ms),
+                behind_since: since,
+                ..FollowerHealth::UNKNOWN
+            }),
             ..ObservedNode::for_test("f", Role::Follower, Some(replay), true)
         }
     }

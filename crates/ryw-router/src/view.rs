@@ -68,8 +68,9 @@ pub struct ObservedNode {
     /// configured name, except that the node configured as the leader is
     /// called `former-leader` there (it shows only once another node leads).
     pub name: Arc<str>,
-    /// Leader or follower: what its last poll said (`pg_is_in_recovery()`).
-    pub role: Role,
+    /// Leader or follower, as its last poll said (`pg_is_in_recovery()`),
+    /// with what only that role has: a follower's lag and pace.
+    pub health: RoleHealth,
     /// The node's timeline: a leader's current one, a follower's last
     /// received one (`pg_stat_wal_receiver.received_tli`). `None` while
     /// unknown.
@@ -79,14 +80,6 @@ pub struct ObservedNode {
     /// (`pg_last_wal_replay_lsn()`), or `None` while unknown or forgotten
     /// (rule 3: never trusted across a broken connection or a restart).
     pub lsn: Option<Lsn>,
-    /// Follower: WAL bytes between the leader's position and its replay
-    /// position. `None` for the leader, or while either is unknown.
-    pub lag_bytes: Option<u64>,
-    /// Follower: how long ago the leader first went past the follower's replay
-    /// position, measured in-process (never from
-    /// `pg_last_xact_replay_timestamp()`, which grows on an idle cluster).
-    /// 0 when caught up.
-    pub lag_ms: Option<u64>,
     /// The last poll succeeded and, for a follower, its WAL receiver is
     /// streaming.
     pub healthy: bool,
@@ -113,38 +106,106 @@ pub struct ObservedNode {
     /// of what that read saw from the first poll sent after `t` (see
     /// `Router::settle`). `None` while nothing is known.
     pub polled_at: Option<tokio::time::Instant>,
-    /// Follower: when the tracker first saw the leader beyond this
-    /// follower's replay position, so it has been behind for `now -
-    /// behind_since` (the lag above, measured at any instant). `None` when
-    /// it has caught up with the leader, or while unknown.
-    pub behind_since: Option<Instant>,
-    /// Follower: how long after the leader reaches a position the tracker
-    /// sees this follower at it — the longest of its last 8 catch-ups (its
-    /// replay delay plus up to a poll interval). `None` until it has been
-    /// seen catching up, and again after its position is forgotten. The
-    /// `hybrid` prediction reads it ([`crate::predict`]).
-    pub catch_up: Option<Duration>,
 }
 
 impl ObservedNode {
     pub(crate) fn new(name: Arc<str>, role: Role) -> ObservedNode {
         ObservedNode {
             name,
-            role,
+            health: RoleHealth::new(role),
             timeline: None,
             lsn: None,
-            lag_bytes: None,
-            lag_ms: None,
             healthy: false,
             in_rotation: false,
             note: Some(NOT_POLLED_YET.to_owned()),
             polled: false,
             epoch: 0,
             polled_at: None,
-            behind_since: None,
-            catch_up: None,
         }
     }
+
+    /// Leader or follower.
+    pub const fn role(&self) -> Role {
+        self.health.role()
+    }
+
+    /// A follower's lag and pace; `None` for a leader.
+    pub const fn follower(&self) -> Option<&FollowerHealth> {
+        match &self.health {
+            RoleHealth::Leader => None,
+            RoleHealth::Follower(f) => Some(f),
+        }
+    }
+
+    /// Its poll said it is `role` now: a follower's lag is kept while it
+    /// stays one, and starts unknown when it becomes one.
+    pub(crate) fn set_role(&mut self, role: Role) {
+        if self.role() != role {
+            self.health = RoleHealth::new(role);
+        }
+    }
+}
+
+/// What a node's role makes of it: a leader has no lag; a follower's is
+/// measured against the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleHealth {
+    /// The primary (or a node that answered as one).
+    Leader,
+    /// A standby, with its lag and pace.
+    Follower(FollowerHealth),
+}
+
+impl RoleHealth {
+    /// A node in `role`, a follower's lag unknown yet.
+    pub const fn new(role: Role) -> RoleHealth {
+        match role {
+            Role::Leader => RoleHealth::Leader,
+            Role::Follower => RoleHealth::Follower(FollowerHealth::UNKNOWN),
+        }
+    }
+
+    /// Leader or follower.
+    pub const fn role(&self) -> Role {
+        match self {
+            RoleHealth::Leader => Role::Leader,
+            RoleHealth::Follower(_) => Role::Follower,
+        }
+    }
+}
+
+/// A follower's distance behind the leader, recomputed at every refresh of
+/// the view. Every field is `None` while unknown (its position or the
+/// leader's is not known, or it is out of the leader's history).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FollowerHealth {
+    /// WAL bytes between the leader's position and its replay position.
+    pub lag_bytes: Option<u64>,
+    /// How long ago the leader first went past its replay position,
+    /// measured in-process (never from `pg_last_xact_replay_timestamp()`,
+    /// which grows on an idle cluster). 0 when caught up.
+    pub lag_ms: Option<u64>,
+    /// When the tracker first saw the leader beyond its replay position,
+    /// so it has been behind for `now - behind_since` (the lag above,
+    /// measured at any instant). `None` when it has caught up with the
+    /// leader.
+    pub behind_since: Option<Instant>,
+    /// How long after the leader reaches a position the tracker sees this
+    /// follower at it — the longest of its last 8 catch-ups (its replay
+    /// delay plus up to a poll interval). `None` until it has been seen
+    /// catching up, and again after its position is forgotten. The
+    /// `hybrid` prediction reads it ([`crate::predict`]).
+    pub catch_up: Option<Duration>,
+}
+
+impl FollowerHealth {
+    /// Nothing known.
+    pub const UNKNOWN: FollowerHealth = FollowerHealth {
+        lag_bytes: None,
+        lag_ms: None,
+        behind_since: None,
+        catch_up: None,
+    };
 }
 
 #[cfg(test)]
@@ -158,19 +219,15 @@ impl ObservedNode {
     ) -> ObservedNode {
         ObservedNode {
             name: Arc::from(name),
-            role,
+            health: RoleHealth::new(role),
             timeline: Some(1),
             lsn: lsn.map(Lsn::from_u64),
-            lag_bytes: None,
-            lag_ms: None,
             healthy: in_rotation,
             in_rotation,
             note: None,
             polled: true,
             epoch: 0,
             polled_at: None,
-            behind_since: None,
-            catch_up: None,
         }
     }
 }

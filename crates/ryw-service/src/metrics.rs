@@ -266,19 +266,15 @@ mod tests {
     fn test_node(name: &str) -> ryw_router::ObservedNode {
         ryw_router::ObservedNode {
             name: name.into(),
-            role: ryw_router::Role::Leader,
+            health: ryw_router::RoleHealth::Leader,
             timeline: Some(1),
             lsn: None,
-            lag_bytes: None,
-            lag_ms: None,
             healthy: true,
             in_rotation: true,
             note: None,
             polled: true,
             epoch: 0,
             polled_at: None,
-            behind_since: None,
-            catch_up: None,
         }
     }
 }

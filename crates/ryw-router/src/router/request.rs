@@ -61,7 +61,7 @@ pub struct ReadRequest<'a> {
     /// (rule 4).
     pub client_token: Option<Position>,
     /// Whose writes the read must see ([`Scope`]); `None`: the
-    /// configured [`RouterConfig::default_scope`]. The read's target is the
+    /// configured [`RouterConfig::default_scope`](crate::RouterConfig::default_scope). The read's target is the
     /// highest of the scope's position and the tokens above.
     pub scope: Option<Scope>,
 }
@@ -136,7 +136,7 @@ impl<'a> ReadRequest<'a> {
 ///
 /// While a decision (or a clone of it) is alive, its read counts as in
 /// flight on its node, and followers that may serve a read are chosen by
-/// those counts ([`FollowerChoice::Load`]): keep it until the read is done
+/// those counts ([`FollowerChoice::Load`](crate::FollowerChoice::Load)): keep it until the read is done
 /// and drop it then. [`Router::query`] and [`Router::read_on`] stop
 /// counting by themselves once the read answered.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -204,8 +204,11 @@ async fn a_wait_ends_when_the_tracker_is_gone() {
 fn seeds_view(t0: Instant, f1_replay: u64) -> Arc<ClusterView> {
     let mut v = (*view(1000, &[(Some(f1_replay), true), (Some(300), true)])).clone();
     for (f, pace) in v.nodes.iter_mut().zip([100, 400]) {
-        f.catch_up = Some(Duration::from_millis(pace));
-        f.behind_since = Some(t0);
+        f.health = crate::RoleHealth::Follower(crate::FollowerHealth {
+            catch_up: Some(Duration::from_millis(pace)),
+            behind_since: Some(t0),
+            ..crate::FollowerHealth::UNKNOWN
+        });
     }
     v.leader_reached = vec![crate::view::Reached {
         lsn: Lsn::from_u64(500),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::timeline::TimelineHistory;
-use crate::view::{ClusterView, NodeId, ObservedNode, Reached, Role};
+use crate::view::{ClusterView, FollowerHealth, NodeId, ObservedNode, Reached, Role, RoleHealth};
 use crate::{LEADER_NAME, Lsn, RouterConfig};
 
 /// Leader positions closer in time than this are merged into one history
@@ -153,7 +153,7 @@ impl LeaderHistory {
 
 /// A follower's latest catch-ups: how long after the leader reached a
 /// position the tracker first saw the follower at it. Their maximum is its
-/// published pace ([`ObservedNode::catch_up`]).
+/// published pace ([`FollowerHealth::catch_up`]).
 #[derive(Debug, Default)]
 struct CatchUps {
     recent: [Duration; CATCH_UPS],
@@ -319,7 +319,7 @@ impl TrackerState {
                 "a second primary, on timeline {} (the leader's is {leader_timeline}): not used",
                 poll.timeline
             ));
-            node.status.role = Role::Leader;
+            node.status.set_role(Role::Leader);
             return;
         }
         if !self.leader.healthy {
@@ -350,7 +350,7 @@ impl TrackerState {
             let n = &mut self.nodes[old];
             n.primary = false;
             n.forget("no longer the leader");
-            n.status.role = Role::Follower;
+            n.status.set_role(Role::Follower);
         }
         self.leader_index = Some(i);
         self.history = LeaderHistory::default();
@@ -360,7 +360,7 @@ impl TrackerState {
         // Its follower position means nothing now; decisions taken under it
         // are void (rule 2).
         node.forget("the leader");
-        node.status.role = Role::Leader;
+        node.status.set_role(Role::Leader);
     }
 
     /// A leader position learnt elsewhere (a write's commit LSN): makes lag
@@ -412,14 +412,14 @@ impl TrackerState {
             self.leader = no_leader("the leader went into recovery");
             let n = &mut self.nodes[i];
             n.forget("was the leader");
-            n.status.role = Role::Follower;
+            n.status.set_role(Role::Follower);
         }
         let leader_up = self.leader_up();
         let f = &mut self.nodes[i];
         f.status.polled = true;
         if f.primary {
             f.primary = false;
-            f.status.role = Role::Follower;
+            f.status.set_role(Role::Follower);
             f.forget("in recovery again");
         }
         // Rule 3: a restarted standby can come back behind what it had
@@ -571,21 +571,16 @@ impl TrackerState {
             let pace = f.catch_ups.pace();
             let s = &mut f.status;
             let was_in = s.in_rotation;
-            s.behind_since = None;
-            s.catch_up = None;
             if Some(i) == self.leader_index {
-                s.lag_bytes = None;
-                s.lag_ms = None;
                 s.in_rotation = false;
                 s.note = Some("the leader".to_owned());
                 continue;
             }
+            let mut lag = FollowerHealth::UNKNOWN;
             if let Some(why) = s
                 .lsn
                 .and_then(|lsn| off_history(&timelines, s.timeline, lsn))
             {
-                s.lag_bytes = None;
-                s.lag_ms = None;
                 s.in_rotation = false;
                 s.note = Some(why);
             } else {
@@ -593,10 +588,12 @@ impl TrackerState {
                     (true, Some(replay), Some(leader_lsn)) => {
                         let bytes = leader_lsn.bytes_since(replay);
                         let time = self.history.lag(replay, now).unwrap_or_default();
-                        s.lag_bytes = Some(bytes);
-                        s.lag_ms = Some(time.as_millis() as u64);
-                        s.behind_since = self.history.first_beyond(replay);
-                        s.catch_up = pace;
+                        lag = FollowerHealth {
+                            lag_bytes: Some(bytes),
+                            lag_ms: Some(time.as_millis() as u64),
+                            behind_since: self.history.first_beyond(replay),
+                            catch_up: pace,
+                        };
                         // Rule 8: lagging past either limit leaves rotation.
                         s.in_rotation =
                             bytes <= limits.max_lag_bytes && time <= limits.max_lag_time;
@@ -606,17 +603,15 @@ impl TrackerState {
                     (true, Some(_), None) => {
                         // The leader was never reached: lag cannot be judged.
                         // Position-based (causal) decisions stay correct.
-                        s.lag_bytes = None;
-                        s.lag_ms = None;
+                        lag.catch_up = pace;
                         s.in_rotation = true;
-                        s.catch_up = pace;
                     }
-                    _ => {
-                        s.lag_bytes = None;
-                        s.lag_ms = None;
-                        s.in_rotation = false;
-                    }
+                    _ => s.in_rotation = false,
                 }
+            }
+            // A second primary (not used) keeps the leader's role, and no lag.
+            if let RoleHealth::Follower(h) = &mut s.health {
+                *h = lag;
             }
             if was_in && !s.in_rotation {
                 evicted += 1;
@@ -717,8 +712,10 @@ fn forget(s: &mut ObservedNode, why: &str) {
     s.lsn = None;
     s.healthy = false;
     // `in_rotation` is left to `refresh`, which counts the eviction.
-    s.lag_bytes = None;
-    s.lag_ms = None;
+    if let RoleHealth::Follower(h) = &mut s.health {
+        h.lag_bytes = None;
+        h.lag_ms = None;
+    }
     s.polled_at = None;
     s.note = Some(why.to_owned());
 }
@@ -726,6 +723,11 @@ fn forget(s: &mut ObservedNode, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A follower's lag and pace.
+    fn lag(n: &ObservedNode) -> FollowerHealth {
+        *n.follower().expect("a follower")
+    }
 
     const MIB: u64 = 1024 * 1024;
 
@@ -762,7 +764,7 @@ mod tests {
         assert!(f.healthy && f.in_rotation);
         assert_eq!(f.lsn, Some(Lsn::from_u64(1000)));
         // Idle cluster, a minute later: still zero lag (not replay-timestamp lag).
-        assert_eq!((f.lag_bytes, f.lag_ms), (Some(0), Some(0)));
+        assert_eq!((lag(f).lag_bytes, lag(f).lag_ms), (Some(0), Some(0)));
     }
 
     #[test]
@@ -790,8 +792,8 @@ mod tests {
         st.refresh(t0 + Duration::from_millis(400));
         let f = &st.view().nodes[0];
         // The leader first went beyond 150 when it reached 200, at t0+50ms.
-        assert_eq!(f.lag_ms, Some(350));
-        assert_eq!(f.lag_bytes, Some(150));
+        assert_eq!(lag(f).lag_ms, Some(350));
+        assert_eq!(lag(f).lag_bytes, Some(150));
     }
 
     #[test]
@@ -1071,9 +1073,9 @@ mod tests {
         st.note_leader_lsn(Lsn::from_u64(200), t0 + ms(20));
         st.refresh(t0 + ms(20));
         let f = &st.view().nodes[0];
-        assert_eq!(f.catch_up, None, "not seen catching up yet");
+        assert_eq!(lag(f).catch_up, None, "not seen catching up yet");
         assert_eq!(
-            f.behind_since,
+            lag(f).behind_since,
             Some(t0),
             "behind since the leader reached 100"
         );
@@ -1082,8 +1084,8 @@ mod tests {
         st.on_follower_poll(0, streaming(100, 1), t0 + ms(100));
         st.refresh(t0 + ms(100));
         let f = &st.view().nodes[0];
-        assert_eq!(f.catch_up, Some(ms(100)));
-        assert_eq!(f.behind_since, Some(t0 + ms(20)));
+        assert_eq!(lag(f).catch_up, Some(ms(100)));
+        assert_eq!(lag(f).behind_since, Some(t0 + ms(20)));
 
         // A move that crosses no position the leader was seen at teaches nothing.
         st.on_follower_poll(0, streaming(150, 1), t0 + ms(300));
@@ -1092,24 +1094,28 @@ mod tests {
         st.on_follower_poll(0, streaming(200, 1), t0 + ms(330));
         st.refresh(t0 + ms(330));
         let f = &st.view().nodes[0];
-        assert_eq!(f.catch_up, Some(ms(310)));
-        assert_eq!(f.behind_since, None, "caught up with the leader");
+        assert_eq!(lag(f).catch_up, Some(ms(310)));
+        assert_eq!(lag(f).behind_since, None, "caught up with the leader");
         // After eight quicker ones, the slow one is forgotten.
         for k in 1..=8u64 {
             st.note_leader_lsn(Lsn::from_u64(200 + k), t0 + ms(400 + 10 * k));
             st.on_follower_poll(0, streaming(200 + k, 1), t0 + ms(450 + 10 * k));
         }
         st.refresh(t0 + ms(600));
-        assert_eq!(st.view().nodes[0].catch_up, Some(ms(50)));
+        assert_eq!(lag(&st.view().nodes[0]).catch_up, Some(ms(50)));
 
         // Rule 3: a forgotten follower's pace goes with its position.
         st.forget_follower(0, "connection closed");
         st.refresh(t0 + ms(600));
         let f = &st.view().nodes[0];
-        assert_eq!((f.catch_up, f.behind_since), (None, None));
+        assert_eq!((lag(f).catch_up, lag(f).behind_since), (None, None));
         st.on_follower_poll(0, streaming(208, 1), t0 + ms(700));
         st.refresh(t0 + ms(700));
-        assert_eq!(st.view().nodes[0].catch_up, None, "relearnt from scratch");
+        assert_eq!(
+            lag(&st.view().nodes[0]).catch_up,
+            None,
+            "relearnt from scratch"
+        );
     }
 
     #[test]
@@ -1259,7 +1265,7 @@ mod tests {
         let v = st.view();
         assert_eq!(v.leader_id, None);
         assert!(!v.leader.healthy);
-        assert_eq!(v.nodes[1].role, Role::Follower);
+        assert_eq!(v.nodes[1].role(), Role::Follower);
     }
 
     #[test]

@@ -132,7 +132,10 @@ async fn a_follower_whose_replication_is_cut_leaves_rotation_and_returns_when_re
     // (what `late_reads` judges) may lag until it is. On a loaded machine
     // that has taken over 300 ms.
     let caught_up = wait_view(&ctx.router, "follower1 catches up", secs(15), |v| {
-        v.nodes[0].lag_ms.is_some_and(|l| l < 100)
+        v.nodes[0]
+            .follower()
+            .and_then(|f| f.lag_ms)
+            .is_some_and(|l| l < 100)
     })
     .await;
     eprintln!("follower1 caught up {caught_up:?} after that");

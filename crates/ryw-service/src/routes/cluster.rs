@@ -108,15 +108,18 @@ pub async fn show(State(state): State<AppState>) -> Json<ClusterBody> {
         .map(|n| NodeBody {
             name: n.name.to_string(),
             node: configured(n),
-            role: n.role.as_str(),
+            role: n.role().as_str(),
             timeline: n.timeline,
             lsn: n.lsn.map(|l| l.to_string()),
-            lag_bytes: n.lag_bytes,
-            lag_ms: n.lag_ms,
+            lag_bytes: n.follower().and_then(|f| f.lag_bytes),
+            lag_ms: n.follower().and_then(|f| f.lag_ms),
             healthy: n.healthy,
             in_rotation: n.in_rotation,
             note: n.note.clone(),
-            catch_up_ms: n.catch_up.map(|d| d.as_millis() as u64),
+            catch_up_ms: n
+                .follower()
+                .and_then(|f| f.catch_up)
+                .map(|d| d.as_millis() as u64),
             delay_ms: delays
                 .iter()
                 .find(|(name, _)| *name == configured(n))
