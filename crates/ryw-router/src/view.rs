@@ -177,7 +177,7 @@ impl RoleHealth {
 /// A follower's distance behind the leader, recomputed at every refresh of
 /// the view. Every field is `None` while unknown (its position or the
 /// leader's is not known, or it is out of the leader's history).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FollowerHealth {
     /// WAL bytes between the leader's position and its replay position.
     pub lag_bytes: Option<u64>,

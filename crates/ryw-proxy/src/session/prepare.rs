@@ -42,20 +42,9 @@ impl Session {
             }
         }
         for name in &named_in_sql {
-            let Some(p) = self.statements.get(name) else {
-                continue;
-            };
-            if backend.prepared.get(name.as_str()) == Some(&p.version) {
-                continue;
+            if let Some(p) = self.statements.get(name) {
+                swallow += put_statement(backend, name, p, out, &mut injected);
             }
-            if backend.prepared.contains_key(name.as_str()) {
-                close_statement(out, name);
-                swallow += 1;
-            }
-            out.put_slice(&p.parse);
-            swallow += 1;
-            backend.prepared.insert(name.clone(), p.version);
-            injected.push(name.clone());
         }
         for frame in frames {
             let name = match protocol::parse_client(frame) {
@@ -65,16 +54,7 @@ impl Session {
                     // as it would on one server.
                     if !name.is_empty() && !parsed_here.contains(&name) {
                         if let Some(p) = self.statements.get(name) {
-                            if backend.prepared.get(name) != Some(&p.version) {
-                                if backend.prepared.contains_key(name) {
-                                    close_statement(out, name);
-                                    swallow += 1;
-                                }
-                                out.put_slice(&p.parse);
-                                swallow += 1;
-                                backend.prepared.insert(name.to_owned(), p.version);
-                                injected.push(name.to_owned());
-                            }
+                            swallow += put_statement(backend, name, p, out, &mut injected);
                         } else if backend.prepared.remove(name).is_some() {
                             // A copy the client closed or dropped.
                             close_statement(out, name);
@@ -94,27 +74,11 @@ impl Session {
             let Some(p) = self.statements.get(name) else {
                 continue;
             };
-            let has = if name.is_empty() {
-                backend.unnamed == Some(p.version)
-            } else {
-                backend.prepared.get(name) == Some(&p.version)
-            };
-            if has {
-                continue;
+            let added = put_statement(backend, name, p, out, &mut injected);
+            if added > 0 {
+                swallow += added;
+                parsed_here.push(name);
             }
-            if !name.is_empty() && backend.prepared.contains_key(name) {
-                close_statement(out, name);
-                swallow += 1;
-            }
-            out.put_slice(&p.parse);
-            swallow += 1;
-            if name.is_empty() {
-                backend.unnamed = Some(p.version);
-            } else {
-                backend.prepared.insert(name.to_owned(), p.version);
-            }
-            injected.push(name.to_owned());
-            parsed_here.push(name);
         }
         (swallow, injected)
     }
@@ -312,6 +276,40 @@ impl Session {
 }
 
 /// A `Close` of the client's statement `name`.
+/// Puts version `p` of the client's statement `name` (`""` the unnamed
+/// one) on `backend` unless it holds that version: a `Close` of an older
+/// copy, then the `Parse`, the name noted in `injected`. Returns how many
+/// replies that adds, to swallow (0 when the node held it).
+fn put_statement(
+    backend: &mut crate::backend::Backend,
+    name: &str,
+    p: &super::statements::Prepared,
+    out: &mut BytesMut,
+    injected: &mut Vec<String>,
+) -> usize {
+    let held = if name.is_empty() {
+        backend.unnamed
+    } else {
+        backend.prepared.get(name).copied()
+    };
+    if held == Some(p.version) {
+        return 0;
+    }
+    let mut replies = 1;
+    if !name.is_empty() && held.is_some() {
+        close_statement(out, name);
+        replies += 1;
+    }
+    out.put_slice(&p.parse);
+    if name.is_empty() {
+        backend.unnamed = Some(p.version);
+    } else {
+        backend.prepared.insert(name.to_owned(), p.version);
+    }
+    injected.push(name.to_owned());
+    replies
+}
+
 pub(super) fn close_statement(out: &mut BytesMut, name: &str) {
     let _ = frontend::close(b'S', name, out);
 }
