@@ -425,7 +425,9 @@ impl Router {
         if let Some(i) = usable(&view) {
             return Ok(i);
         }
-        if !view.leader.polled {
+        // At start, until every node has been heard of: one node's failed
+        // poll says no node leads *yet*, not that the leader is down.
+        if !view.leader.polled || view.nodes.iter().any(|n| !n.polled) {
             let mut watch = shared.subscribe();
             let found = tokio::time::timeout(self.inner.cfg.connect_timeout, async {
                 loop {
