@@ -196,6 +196,11 @@ struct Node {
     /// taught by a read); a poll behind *this* is a position going
     /// backwards.
     polled_lsn: Option<Lsn>,
+    /// Since when (a poll's answer) its WAL receiver has been seen stopped,
+    /// and how it said so. Believed once the leader answers a poll sent
+    /// after it: a leader that dies stops every receiver, and its last
+    /// answers can arrive after the followers' polls saw them stop.
+    receiver_stopped: Option<(Instant, String)>,
 }
 
 impl Node {
@@ -255,6 +260,8 @@ pub(crate) struct TrackerState {
     /// The leader's timeline history.
     timelines: Arc<TimelineHistory>,
     nodes: Vec<Node>,
+    /// When the latest poll the leader answered was sent.
+    leader_heard_sent: Option<Instant>,
 }
 
 impl TrackerState {
@@ -277,14 +284,38 @@ impl TrackerState {
                     primary: false,
                     last_sent: None,
                     polled_lsn: None,
+                    receiver_stopped: None,
                 })
                 .collect(),
+            leader_heard_sent: None,
         }
     }
 
     /// Whether a node leads and answered its last poll.
     fn leader_up(&self) -> bool {
         self.leader_index.is_some() && self.leader.healthy
+    }
+
+    /// The leader answered a poll sent at `sent`: it was up after every
+    /// follower poll answered before `sent`, so a WAL receiver such a poll
+    /// saw stopped is not the leader's death: that follower's data is
+    /// frozen, and it is treated as down until it streams again.
+    fn leader_heard(&mut self, sent: Instant) {
+        if !self.leader_up() {
+            return;
+        }
+        self.leader_heard_sent = self.leader_heard_sent.max(Some(sent));
+        for (i, f) in self.nodes.iter_mut().enumerate() {
+            if self.leader_index == Some(i) {
+                continue;
+            }
+            if let Some((since, why)) = &f.receiver_stopped
+                && *since < sent
+            {
+                let why = why.clone();
+                f.forget(&why);
+            }
+        }
     }
 
     /// A successful poll of node `i`, which is not in recovery.
@@ -434,20 +465,33 @@ impl TrackerState {
             f.status.timeline = poll.timeline;
         }
         let streaming = poll.receiver.as_deref() == Some("streaming");
+        if streaming {
+            f.receiver_stopped = None;
+        } else if f.receiver_stopped.is_none() {
+            let why = match poll.receiver.as_deref() {
+                None => "wal receiver not running".to_owned(),
+                Some(other) => format!("wal receiver {other}"),
+            };
+            f.receiver_stopped = Some((now, why));
+        }
+        // A standby whose WAL receiver stopped answers queries with frozen
+        // data: treated as down until it streams again, once the leader
+        // has answered a poll sent after the stop was seen. Not before
+        // (the leader's death stops every receiver, and its last answer
+        // can arrive after the followers' polls), and not while the leader
+        // is down: each replay position is still exact (same incarnation),
+        // so stale-ok reads and fresh reads whose token it has replayed go
+        // on; lag against the leader's last known position still evicts
+        // one that was behind.
+        let heard = self.leader_heard_sent;
+        let frozen = f
+            .receiver_stopped
+            .as_ref()
+            .filter(|(since, _)| leader_up && heard.is_some_and(|heard| *since < heard));
         match poll.replay {
             None => f.forget("no replay position (not a standby?)"),
-            Some(_) if !streaming && leader_up => {
-                // A standby whose WAL receiver stopped answers queries with
-                // frozen data; treat it as down until it streams again.
-                // Not while the leader is down: then every receiver stops,
-                // yet each replay position is still exact (same
-                // incarnation), so stale-ok reads and fresh reads whose
-                // token it has replayed can go on; lag against the leader's
-                // last known position still evicts one that was behind.
-                let why = match poll.receiver.as_deref() {
-                    None => "wal receiver not running".to_owned(),
-                    Some(other) => format!("wal receiver {other}"),
-                };
+            Some(_) if frozen.is_some() => {
+                let why = frozen.map(|(_, why)| why.clone()).unwrap_or_default();
                 f.forget(&why);
             }
             Some(replay) => {
@@ -504,6 +548,9 @@ impl TrackerState {
             PollOutcome::Primary(poll) => {
                 self.on_primary_poll(i, poll, received);
                 self.note_poll_sent(i, sent);
+                if self.leader_index == Some(i) {
+                    self.leader_heard(sent);
+                }
             }
             PollOutcome::Error(why) => self.on_node_error(i, &why),
         }
@@ -660,6 +707,7 @@ impl TrackerState {
             history: Arc::new(TimelineHistory::first()),
         };
         self.on_primary_poll(i, poll, now);
+        self.leader_heard(now);
     }
 
     /// The node configured as the leader could not be polled.
@@ -832,30 +880,88 @@ mod tests {
     }
 
     #[test]
-    fn a_stopped_wal_receiver_is_forgotten_until_it_streams_again() {
+    fn a_stopped_wal_receiver_is_forgotten_once_the_leader_answers_after_it() {
         let t0 = Instant::now();
         let mut st = state(1);
         st.on_leader_poll(Lsn::from_u64(1000), t0);
         st.on_follower_poll(0, streaming(1000, 1), t0);
         st.refresh(t0);
         let epoch = st.view().nodes[0].epoch;
-        st.on_follower_poll(
-            0,
-            FollowerPoll {
-                replay: Some(Lsn::from_u64(1000)),
-                started_at_us: 1,
-                receiver: None,
-                timeline: None,
-            },
-            t0,
+        let stopped = FollowerPoll {
+            replay: Some(Lsn::from_u64(1000)),
+            started_at_us: 1,
+            receiver: None,
+            timeline: None,
+        };
+        st.on_follower_poll(0, stopped.clone(), t0 + ms(1));
+        st.refresh(t0 + ms(1));
+        assert!(
+            st.view().nodes[0].in_rotation,
+            "not yet: the leader has not answered since"
         );
-        st.refresh(t0);
+        st.on_leader_poll(Lsn::from_u64(1000), t0 + ms(10));
+        st.refresh(t0 + ms(10));
         let f = &st.view().nodes[0];
         assert_eq!((f.lsn, f.healthy, f.in_rotation), (None, false, false));
         assert!(f.epoch > epoch);
-        st.on_follower_poll(0, streaming(1000, 1), t0);
-        st.refresh(t0);
+        // Still stopped: still out.
+        st.on_follower_poll(0, stopped, t0 + ms(11));
+        st.refresh(t0 + ms(11));
+        assert!(!st.view().nodes[0].in_rotation);
+        st.on_follower_poll(0, streaming(1000, 1), t0 + ms(20));
+        st.refresh(t0 + ms(20));
         assert!(st.view().nodes[0].in_rotation);
+    }
+
+    #[test]
+    fn receivers_stopped_by_the_leaders_death_keep_their_followers() {
+        // The leader killed mid-load: both followers' polls see their
+        // receivers stop just before the leader's last answer (a poll sent
+        // before they stopped) is applied, and then its next poll fails.
+        let t0 = Instant::now();
+        let mut st = state(2);
+        st.on_leader_poll(Lsn::from_u64(1000), t0);
+        st.on_follower_poll(0, streaming(1000, 1), t0);
+        st.on_follower_poll(1, streaming(1000, 1), t0);
+        st.refresh(t0);
+        let stopped = FollowerPoll {
+            replay: Some(Lsn::from_u64(1000)),
+            started_at_us: 1,
+            receiver: None,
+            timeline: None,
+        };
+        let leader = st.nodes.len() - 1;
+        let answer = PollOutcome::Primary(PrimaryPoll {
+            lsn: Lsn::from_u64(1000),
+            timeline: 1,
+            started_at_us: 0,
+            history: Arc::new(TimelineHistory::first()),
+        });
+        assert!(st.apply(
+            0,
+            PollOutcome::Follower(stopped.clone()),
+            t0 + ms(10),
+            t0 + ms(11)
+        ));
+        assert!(st.apply(1, PollOutcome::Follower(stopped), t0 + ms(10), t0 + ms(11)));
+        assert!(st.apply(leader, answer, t0 + ms(10), t0 + ms(12)));
+        st.refresh(t0 + ms(12));
+        assert!(
+            st.view().nodes[..2]
+                .iter()
+                .all(|f| f.in_rotation && f.healthy),
+            "an answer sent before the stops were seen says nothing of them"
+        );
+        assert!(st.apply(
+            leader,
+            PollOutcome::Error("connection refused".into()),
+            t0 + ms(20),
+            t0 + ms(21)
+        ));
+        st.refresh(t0 + ms(21));
+        let view = st.view();
+        assert!(view.nodes[..2].iter().all(|f| f.in_rotation));
+        assert_eq!(view.nodes[0].lsn, Some(Lsn::from_u64(1000)));
     }
 
     #[test]
