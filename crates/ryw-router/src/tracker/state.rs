@@ -487,14 +487,12 @@ impl TrackerState {
         let frozen = f
             .receiver_stopped
             .as_ref()
-            .filter(|(since, _)| leader_up && heard.is_some_and(|heard| *since < heard));
-        match poll.replay {
-            None => f.forget("no replay position (not a standby?)"),
-            Some(_) if frozen.is_some() => {
-                let why = frozen.map(|(_, why)| why.clone()).unwrap_or_default();
-                f.forget(&why);
-            }
-            Some(replay) => {
+            .filter(|(since, _)| leader_up && heard.is_some_and(|heard| *since < heard))
+            .map(|(_, why)| why.clone());
+        match (poll.replay, frozen) {
+            (None, _) => f.forget("no replay position (not a standby?)"),
+            (Some(_), Some(why)) => f.forget(&why),
+            (Some(replay), None) => {
                 if f.polled_lsn.is_some_and(|known| replay < known) {
                     // Same incarnation yet behind its last poll: something
                     // we do not understand (a different server behind the
@@ -694,19 +692,24 @@ impl TrackerState {
     }
 }
 
+/// The configured leader's poll at `lsn`, on timeline 1.
+#[cfg(test)]
+fn leader_answer(lsn: Lsn) -> PrimaryPoll {
+    PrimaryPoll {
+        lsn,
+        timeline: 1,
+        started_at_us: 0,
+        history: Arc::new(TimelineHistory::first()),
+    }
+}
+
 #[cfg(test)]
 impl TrackerState {
     /// The node configured as the leader (the last) polled as a primary on
     /// timeline 1.
     pub fn on_leader_poll(&mut self, lsn: Lsn, now: Instant) {
         let i = self.nodes.len() - 1;
-        let poll = PrimaryPoll {
-            lsn,
-            timeline: 1,
-            started_at_us: 0,
-            history: Arc::new(TimelineHistory::first()),
-        };
-        self.on_primary_poll(i, poll, now);
+        self.on_primary_poll(i, leader_answer(lsn), now);
         self.leader_heard(now);
     }
 
@@ -801,6 +804,14 @@ mod tests {
         }
     }
 
+    /// A follower's poll with no WAL receiver running.
+    fn stopped(replay: u64, started: i64) -> FollowerPoll {
+        FollowerPoll {
+            receiver: None,
+            ..streaming(replay, started)
+        }
+    }
+
     #[test]
     fn a_caught_up_follower_is_in_rotation_with_zero_lag() {
         let t0 = Instant::now();
@@ -887,12 +898,7 @@ mod tests {
         st.on_follower_poll(0, streaming(1000, 1), t0);
         st.refresh(t0);
         let epoch = st.view().nodes[0].epoch;
-        let stopped = FollowerPoll {
-            replay: Some(Lsn::from_u64(1000)),
-            started_at_us: 1,
-            receiver: None,
-            timeline: None,
-        };
+        let stopped = stopped(1000, 1);
         st.on_follower_poll(0, stopped.clone(), t0 + ms(1));
         st.refresh(t0 + ms(1));
         assert!(
@@ -924,19 +930,9 @@ mod tests {
         st.on_follower_poll(0, streaming(1000, 1), t0);
         st.on_follower_poll(1, streaming(1000, 1), t0);
         st.refresh(t0);
-        let stopped = FollowerPoll {
-            replay: Some(Lsn::from_u64(1000)),
-            started_at_us: 1,
-            receiver: None,
-            timeline: None,
-        };
+        let stopped = stopped(1000, 1);
         let leader = st.nodes.len() - 1;
-        let answer = PollOutcome::Primary(PrimaryPoll {
-            lsn: Lsn::from_u64(1000),
-            timeline: 1,
-            started_at_us: 0,
-            history: Arc::new(TimelineHistory::first()),
-        });
+        let answer = PollOutcome::Primary(leader_answer(Lsn::from_u64(1000)));
         assert!(st.apply(
             0,
             PollOutcome::Follower(stopped.clone()),
@@ -971,12 +967,7 @@ mod tests {
         st.on_leader_poll(Lsn::from_u64(1000), t0);
         st.on_follower_poll(0, streaming(1000, 1), t0);
         st.refresh(t0);
-        let stopped = FollowerPoll {
-            replay: Some(Lsn::from_u64(1000)),
-            started_at_us: 1,
-            receiver: None,
-            timeline: None,
-        };
+        let stopped = stopped(1000, 1);
         st.on_leader_error("connection refused");
         st.on_follower_poll(0, stopped.clone(), t0);
         st.refresh(t0 + Duration::from_millis(100));
