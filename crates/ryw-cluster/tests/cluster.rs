@@ -23,7 +23,13 @@ async fn replay_lsn(follower: &tokio_postgres::Client) -> u64 {
 
 /// Commits `UPDATE t SET v = v` and returns the commit LSN, read with its own
 /// statement after COMMIT returned (correctness rule 1).
-async fn bump(leader: &tokio_postgres::Client, v: i64) -> u64 {
+/// Updates the row to `v` and returns the commit's LSN and when the update
+/// was sent. A follower's `recovery_min_apply_delay` counts from the commit
+/// record's timestamp, taken on the leader before the commit is flushed and
+/// acknowledged; on a slow disk that flush and the LSN query take tens of
+/// milliseconds, so catch-up is timed from the send, which is never later.
+async fn bump(leader: &tokio_postgres::Client, v: i64) -> (u64, Instant) {
+    let sent = Instant::now();
     leader
         .execute("UPDATE t SET v = $1 WHERE id = 1", &[&v])
         .await
@@ -32,11 +38,11 @@ async fn bump(leader: &tokio_postgres::Client, v: i64) -> u64 {
         .query_one("SELECT pg_current_wal_lsn()", &[])
         .await
         .unwrap();
-    u64::from(row.get::<_, PgLsn>(0))
+    (u64::from(row.get::<_, PgLsn>(0)), sent)
 }
 
-async fn wait_replayed(follower: &tokio_postgres::Client, lsn: u64) -> Duration {
-    let t = Instant::now();
+/// Waits for `follower` to replay `lsn`; returns the time since `t`.
+async fn wait_replayed(follower: &tokio_postgres::Client, lsn: u64, t: Instant) -> Duration {
     while replay_lsn(follower).await < lsn {
         assert!(
             t.elapsed() < Duration::from_secs(10),
@@ -70,10 +76,10 @@ async fn a_write_is_invisible_on_a_delayed_follower_until_its_replay_lsn_reaches
             .unwrap()
             .get::<_, PgLsn>(0),
     );
-    wait_replayed(&follower, lsn).await;
+    wait_replayed(&follower, lsn, Instant::now()).await;
 
     for v in 1..=5 {
-        let commit_lsn = bump(&leader, v).await;
+        let (commit_lsn, sent) = bump(&leader, v).await;
         // Right after the commit, the 500 ms delayed follower shows the old row.
         assert_eq!(
             value(&follower).await,
@@ -83,7 +89,7 @@ async fn a_write_is_invisible_on_a_delayed_follower_until_its_replay_lsn_reaches
         assert!(replay_lsn(&follower).await < commit_lsn);
         // Once its replay LSN (checked in a statement of its own, before the
         // read) reaches the commit LSN, the row is there.
-        let waited = wait_replayed(&follower, commit_lsn).await;
+        let waited = wait_replayed(&follower, commit_lsn, sent).await;
         assert_eq!(
             value(&follower).await,
             v,
@@ -108,8 +114,8 @@ async fn cluster_lag_changes_the_observed_catch_up_time() {
 
     let mut fast = Vec::new();
     for v in 1..=3 {
-        let lsn = bump(&leader, v).await;
-        fast.push(wait_replayed(&follower, lsn).await);
+        let (lsn, sent) = bump(&leader, v).await;
+        fast.push(wait_replayed(&follower, lsn, sent).await);
     }
     ryw_cluster::set_lag(&cluster.dir(), "1", Duration::from_millis(800))
         .await
@@ -118,8 +124,8 @@ async fn cluster_lag_changes_the_observed_catch_up_time() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let mut slow = Vec::new();
     for v in 4..=6 {
-        let lsn = bump(&leader, v).await;
-        slow.push(wait_replayed(&follower, lsn).await);
+        let (lsn, sent) = bump(&leader, v).await;
+        slow.push(wait_replayed(&follower, lsn, sent).await);
     }
     fast.sort();
     slow.sort();
