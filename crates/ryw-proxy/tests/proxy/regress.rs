@@ -5,7 +5,8 @@
 //! `make check` install (file paths, existing roles); a few plan-dependent
 //! ones fail now and then under load whatever the front: a test whose
 //! verdict differs between the two runs is run again (both sides) before
-//! it counts.
+//! it counts. One whose plans depend on timing ([`TIMING_DEPENDENT`]) is
+//! not compared.
 //!
 //! Then through a proxy in transaction pooling mode: beyond what fails
 //! directly, exactly the tests in [`NEEDS_SESSION`] fail, each for the
@@ -50,7 +51,8 @@ async fn run(cache: &Path, out: &Path, admin: &str, target: &str, options: &str)
     );
 }
 
-/// The tests that failed in a run (from `regression.out`).
+/// The tests that failed in a run (from `regression.out`), but for those in
+/// [`TIMING_DEPENDENT`].
 fn failed(out: &Path) -> BTreeSet<String> {
     let text = std::fs::read_to_string(out.join("regression.out")).expect("regression.out");
     text.lines()
@@ -61,6 +63,7 @@ fn failed(out: &Path) -> BTreeSet<String> {
                 .find(|w| !matches!(*w, "test" | "..."))
                 .map(str::to_owned)
         })
+        .filter(|t| TIMING_DEPENDENT.iter().all(|(name, _)| name != t))
         .collect()
 }
 
@@ -130,9 +133,14 @@ async fn postgresql_s_regression_suite_gives_through_the_proxy_what_it_gives_dir
     run(&cache, &d1, &admin, &admin, "").await;
     run(&cache, &p1, &admin, &proxy, options).await;
     let (fd1, fp1) = (failed(&d1), failed(&p1));
+    for (test, why) in TIMING_DEPENDENT {
+        eprintln!("not compared: {test}: {why}");
+    }
     eprintln!("direct: {} failed {fd1:?}", fd1.len());
     eprintln!("proxy:  {} failed {fp1:?}", fp1.len());
     let (mut fd, mut fp) = (fd1.clone(), fp1.clone());
+    // What failed in any direct run: the pooled runs are compared with it.
+    let mut any_direct = fd1.clone();
     if fd1 != fp1 {
         // A test whose verdict differs runs again, both ways: it counts
         // only if it fails both times one way and never the other.
@@ -143,6 +151,7 @@ async fn postgresql_s_regression_suite_gives_through_the_proxy_what_it_gives_dir
         eprintln!("direct again: {fd2:?}");
         eprintln!("proxy again:  {fp2:?}");
         let either_direct: BTreeSet<String> = fd1.union(&fd2).cloned().collect();
+        any_direct.extend(fd2.iter().cloned());
         let either_proxy: BTreeSet<String> = fp1.union(&fp2).cloned().collect();
         fp = fp1.intersection(&fp2).cloned().collect();
         fd = fd1.intersection(&fd2).cloned().collect();
@@ -211,7 +220,7 @@ async fn postgresql_s_regression_suite_gives_through_the_proxy_what_it_gives_dir
         let t = tmp.path().join(format!("pooled-{round}"));
         run(&cache, &t, &admin, &target, options).await;
         let ft = failed(&t);
-        let these: BTreeSet<String> = ft.difference(&fd1).cloned().collect();
+        let these: BTreeSet<String> = ft.difference(&any_direct).cloned().collect();
         eprintln!(
             "transaction pooling, run {round}: {} failed, beyond the direct run {these:?}",
             ft.len()
@@ -242,6 +251,17 @@ async fn postgresql_s_regression_suite_gives_through_the_proxy_what_it_gives_dir
     );
     pooled.stop().await;
 }
+
+/// The regression tests whose result depends on timing on a cluster that is
+/// not a fresh `make check` install, whatever the front: neither their
+/// verdict nor their differences are compared, and why.
+const TIMING_DEPENDENT: &[(&str, &str)] = &[(
+    "create_index",
+    "its EXPLAIN outputs depend on whether tenk1's pages were all-visible when they were \
+     planned, which depends on what the tests running beside it had open: on one idle \
+     machine it failed in 2 of 2 direct runs and passed in the run beside two busy loops, \
+     so a slower run (a busy CI machine, or the run through the proxy) can pass it",
+)];
 
 /// The regression tests that fail under transaction pooling and not on one
 /// server connection, whether they always do (or only on some connections:
