@@ -21,13 +21,13 @@ async fn replay_lsn(follower: &tokio_postgres::Client) -> u64 {
     u64::from(row.get::<_, PgLsn>(0))
 }
 
-/// Commits `UPDATE t SET v = v` and returns the commit LSN, read with its own
-/// statement after COMMIT returned (correctness rule 1).
-/// Updates the row to `v` and returns the commit's LSN and when the update
-/// was sent. A follower's `recovery_min_apply_delay` counts from the commit
-/// record's timestamp, taken on the leader before the commit is flushed and
-/// acknowledged; on a slow disk that flush and the LSN query take tens of
-/// milliseconds, so catch-up is timed from the send, which is never later.
+/// Updates the row to `v` and returns the commit's LSN, read with its own
+/// statement after the commit returned (correctness rule 1), and when the
+/// update was sent. A follower's `recovery_min_apply_delay` counts from the
+/// commit record's timestamp, taken on the leader before the commit is
+/// flushed and acknowledged; on a slow disk that flush and the LSN query
+/// take tens of milliseconds, so catch-up is timed from the send, which is
+/// never later.
 async fn bump(leader: &tokio_postgres::Client, v: i64) -> (u64, Instant) {
     let sent = Instant::now();
     leader
