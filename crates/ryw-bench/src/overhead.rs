@@ -2,7 +2,8 @@
 //! on the cluster's first follower straight, through PgBouncer (session
 //! pooling) and through `ryw proxy` (in this process, or each proxy
 //! variant, a process of its own), interleaved A B C A B C per query mode;
-//! TPS and each relay's CPU time per transaction (from `/proc`).
+//! TPS and, per transaction, each relay's CPU time, its user part and its
+//! involuntary context switches (from `/proc`).
 
 use crate::BenchError;
 use crate::calibrate::{Rounds, Series};
@@ -98,6 +99,12 @@ pub struct ModeTables {
     pub tps: Rounds,
     /// CPU µs per transaction of each relay's process.
     pub cpu: Rounds,
+    /// The user-space part of it, µs per transaction.
+    pub user: Rounds,
+    /// Times the relay's process was switched out while it could run
+    /// (involuntary context switches), per transaction: a relay that runs
+    /// longer per wake-up is preempted more by the processes it wakes.
+    pub preempted: Rounds,
 }
 
 /// What an overhead run measured.
@@ -126,7 +133,14 @@ impl Overhead {
             .modes
             .iter()
             .map(|m| {
-                serde_json::json!({"mode": m.mode, "series": m.tps.series, "ratios": m.tps.ratios, "cpu_us_per_transaction": m.cpu.series})
+                serde_json::json!({
+                    "mode": m.mode,
+                    "series": m.tps.series,
+                    "ratios": m.tps.ratios,
+                    "cpu_us_per_transaction": m.cpu.series,
+                    "user_us_per_transaction": m.user.series,
+                    "involuntary_switches_per_transaction": m.preempted.series,
+                })
             })
             .collect();
         serde_json::json!({
@@ -158,7 +172,20 @@ impl Overhead {
                 "\n-M {}: CPU time (user + system) of the relay's process per transaction, µs \
                  (the in-process proxy's figure includes this command's own)\n{}",
                 m.mode,
-                m.cpu.table()
+                m.cpu.table_with(1)
+            );
+            let _ = writeln!(
+                s,
+                "\n-M {}: of which user time, µs per transaction\n{}",
+                m.mode,
+                m.user.table_with(1)
+            );
+            let _ = writeln!(
+                s,
+                "\n-M {}: involuntary context switches of the relay's process per transaction \
+                 (switched out while it could run)\n{}",
+                m.mode,
+                m.preempted.table_with(2)
             );
         }
         s
@@ -341,8 +368,8 @@ async fn measure(
     opts: &OverheadOptions,
     relays: &[Relay],
 ) -> Result<(Vec<ModeTables>, Vec<String>), BenchError> {
-    // Per mode, per relay: (TPS, CPU µs per transaction).
-    let mut per_mode: Vec<Vec<(Series, Series)>> = opts
+    // Per mode, per relay: TPS and what its process spent.
+    let mut per_mode: Vec<Vec<Measured>> = opts
         .modes
         .iter()
         .map(|m| {
@@ -355,10 +382,20 @@ async fn measure(
                         "pgbouncer" => "PgBouncer TPS".to_string(),
                         n => format!("{n} TPS"),
                     };
-                    (
-                        Series::new(r.name.clone(), label, what.clone()),
-                        Series::new(r.name.clone(), format!("{} µs/tx", r.name), what),
-                    )
+                    Measured {
+                        tps: Series::new(r.name.clone(), label, what.clone()),
+                        cpu: Series::new(r.name.clone(), format!("{} µs/tx", r.name), what.clone()),
+                        user: Series::new(
+                            r.name.clone(),
+                            format!("{} user µs/tx", r.name),
+                            what.clone(),
+                        ),
+                        preempted: Series::new(
+                            r.name.clone(),
+                            format!("{} switches/tx", r.name),
+                            what,
+                        ),
+                    }
                 })
                 .collect()
         })
@@ -367,8 +404,8 @@ async fn measure(
     for round in 1..=opts.rounds {
         loads.push(load_average().unwrap_or_default());
         for (mode, contenders) in opts.modes.iter().zip(&mut per_mode) {
-            for (relay, (tps_series, cpu_series)) in relays.iter().zip(contenders) {
-                let cpu_before = relay.pid.and_then(cpu_seconds);
+            for (relay, m) in relays.iter().zip(contenders) {
+                let before = relay.pid.and_then(proc_times);
                 let report = match pgbench::select_only(info, relay.port, mode, opts.duration).await
                 {
                     Ok(r) => r,
@@ -384,8 +421,7 @@ async fn measure(
                                 .find(|l| l.contains("error"))
                                 .unwrap_or("see its log")
                         );
-                        tps_series.rounds.push(f64::NAN);
-                        cpu_series.rounds.push(f64::NAN);
+                        m.push(f64::NAN, None);
                         continue;
                     }
                     Err(e) => {
@@ -395,17 +431,18 @@ async fn measure(
                         });
                     }
                 };
-                let cpu_after = relay.pid.and_then(cpu_seconds);
-                let us_per_tx = match (cpu_before, cpu_after, report.transactions) {
-                    (Some(a), Some(b), Some(n)) if n > 0.0 => (b - a) * 1e6 / n,
-                    _ => f64::NAN,
+                let after = relay.pid.and_then(proc_times);
+                let per_tx = match (before, after, report.transactions) {
+                    (Some(a), Some(b), Some(n)) if n > 0.0 => Some(b.since(&a).per(n)),
+                    _ => None,
                 };
                 eprintln!(
-                    "round {round}: -M {mode} {}: {:.0} TPS, {us_per_tx:.1} µs CPU/tx",
-                    relay.name, report.tps
+                    "round {round}: -M {mode} {}: {:.0} TPS, {:.1} µs CPU/tx",
+                    relay.name,
+                    report.tps,
+                    per_tx.map_or(f64::NAN, |p| p.cpu_us())
                 );
-                tps_series.rounds.push(report.tps);
-                cpu_series.rounds.push(us_per_tx);
+                m.push(report.tps, per_tx);
             }
         }
     }
@@ -424,7 +461,16 @@ async fn measure(
         .iter()
         .zip(per_mode)
         .map(|(mode, cs)| {
-            let (tps, cpu): (Vec<Series>, Vec<Series>) = cs.into_iter().unzip();
+            let mut tps = Vec::new();
+            let (mut cpu, mut user, mut preempted) = (Vec::new(), Vec::new(), Vec::new());
+            for m in cs {
+                tps.push(m.tps);
+                if m.cpu.name != "direct" {
+                    cpu.push(m.cpu);
+                    user.push(m.user);
+                    preempted.push(m.preempted);
+                }
+            }
             let mut t = Rounds::new(tps);
             for (n, bouncer) in &proxies {
                 t.add_ratio(n, "direct");
@@ -437,11 +483,12 @@ async fn measure(
             for b in &bouncers {
                 t.add_ratio(b, "direct");
             }
-            let cpu = Rounds::new(cpu.into_iter().filter(|s| s.name != "direct").collect());
             ModeTables {
                 mode: mode.clone(),
                 tps: t,
-                cpu,
+                cpu: Rounds::new(cpu),
+                user: Rounds::new(user),
+                preempted: Rounds::new(preempted),
             }
         })
         .collect();
@@ -459,20 +506,105 @@ fn load_average() -> Option<String> {
     )
 }
 
-/// User + system CPU time of process `pid` so far, in seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    cpu_seconds_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+/// One relay's figures, per round.
+struct Measured {
+    tps: Series,
+    cpu: Series,
+    user: Series,
+    preempted: Series,
 }
 
-/// User + system CPU time in a `/proc/PID/stat` line, in seconds (at 100
-/// clock ticks a second, Linux's `USER_HZ`).
-fn cpu_seconds_in(stat: &str) -> Option<f64> {
+impl Measured {
+    /// A round: its TPS and what the process spent per transaction
+    /// (`None`: not known, a gap in those tables).
+    fn push(&mut self, tps: f64, per_tx: Option<ProcTimes>) {
+        self.tps.rounds.push(tps);
+        let p = per_tx.unwrap_or(ProcTimes {
+            user_s: f64::NAN,
+            system_s: f64::NAN,
+            involuntary: f64::NAN,
+        });
+        self.cpu.rounds.push(p.cpu_us());
+        self.user.rounds.push(p.user_s * 1e6);
+        self.preempted.rounds.push(p.involuntary);
+    }
+}
+
+/// What a process has spent so far (or between two readings, or per
+/// transaction): CPU seconds in user space and in the kernel, and
+/// involuntary context switches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ProcTimes {
+    user_s: f64,
+    system_s: f64,
+    involuntary: f64,
+}
+
+impl ProcTimes {
+    fn since(&self, earlier: &ProcTimes) -> ProcTimes {
+        ProcTimes {
+            user_s: self.user_s - earlier.user_s,
+            system_s: self.system_s - earlier.system_s,
+            involuntary: self.involuntary - earlier.involuntary,
+        }
+    }
+
+    fn per(&self, n: f64) -> ProcTimes {
+        ProcTimes {
+            user_s: self.user_s / n,
+            system_s: self.system_s / n,
+            involuntary: self.involuntary / n,
+        }
+    }
+
+    /// User + system, in µs.
+    fn cpu_us(&self) -> f64 {
+        (self.user_s + self.system_s) * 1e6
+    }
+}
+
+/// What process `pid` has spent so far: its CPU time (`/proc/PID/stat`,
+/// the whole process's) and its threads' involuntary switches (each
+/// thread's `status`; a thread that ended takes its count with it).
+fn proc_times(pid: u32) -> Option<ProcTimes> {
+    let (user_s, system_s) =
+        cpu_split_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let mut involuntary = 0.0;
+    for thread in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        if let Ok(status) = std::fs::read_to_string(thread.path().join("status")) {
+            involuntary += involuntary_switches_in(&status).unwrap_or(0.0);
+        }
+    }
+    Some(ProcTimes {
+        user_s,
+        system_s,
+        involuntary,
+    })
+}
+
+/// User and system CPU time in a `/proc/PID/stat` line, in seconds (at
+/// 100 clock ticks a second, Linux's `USER_HZ`).
+fn cpu_split_in(stat: &str) -> Option<(f64, f64)> {
     // After the command name in parentheses (which may hold spaces and
     // parentheses): fields 3.. (utime is 14, stime 15).
     let rest = stat.get(stat.rfind(')')? + 2..)?;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
+    let user: f64 = f.get(11)?.parse().ok()?;
+    let system: f64 = f.get(12)?.parse().ok()?;
+    Some((user / 100.0, system / 100.0))
+}
+
+/// The `nonvoluntary_ctxt_switches` of a thread's `status`.
+fn involuntary_switches_in(status: &str) -> Option<f64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// A `ryw proxy` of a proxy variant, a process of its own.
@@ -579,12 +711,37 @@ mod tests {
 
     #[test]
     fn cpu_time_is_read_after_the_command_name_whatever_it_holds() {
-        // utime 250 and stime 150 ticks: 4 s.
+        // utime 250 and stime 150 ticks: 2.5 s and 1.5 s.
         let stat = "4242 (ryw (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 150 0 0 20 0 \
                     3 0 1234 100000 200 18446744073709551615";
-        assert_eq!(cpu_seconds_in(stat), Some(4.0));
-        assert_eq!(cpu_seconds_in("4242 (ryw) S 1"), None);
-        assert_eq!(cpu_seconds_in("garbage"), None);
+        assert_eq!(cpu_split_in(stat), Some((2.5, 1.5)));
+        assert_eq!(cpu_split_in("4242 (ryw) S 1"), None);
+        assert_eq!(cpu_split_in("garbage"), None);
+    }
+
+    #[test]
+    fn involuntary_switches_are_read_from_their_own_line() {
+        let status = "Name:\tryw\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t37\n";
+        assert_eq!(involuntary_switches_in(status), Some(37.0));
+        assert_eq!(involuntary_switches_in("Name:\tryw\n"), None);
+    }
+
+    #[test]
+    fn per_transaction_figures_are_differences_divided() {
+        let a = ProcTimes {
+            user_s: 1.0,
+            system_s: 2.0,
+            involuntary: 10.0,
+        };
+        let b = ProcTimes {
+            user_s: 1.5,
+            system_s: 3.0,
+            involuntary: 60.0,
+        };
+        let p = b.since(&a).per(100_000.0);
+        assert!((p.cpu_us() - 15.0).abs() < 1e-9);
+        assert!((p.user_s * 1e6 - 5.0).abs() < 1e-9);
+        assert!((p.involuntary - 0.0005).abs() < 1e-12);
     }
 
     #[test]

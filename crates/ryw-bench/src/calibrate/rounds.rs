@@ -120,7 +120,13 @@ impl Rounds {
     /// the medians with the ratios of the medians, then the medians of the
     /// per-round ratios.
     pub fn table(&self) -> String {
-        let figure = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.0}"));
+        self.table_with(0)
+    }
+
+    /// [`Rounds::table`] with the figures to `decimals` places (the
+    /// ratios always to two).
+    pub fn table_with(&self, decimals: usize) -> String {
+        let figure = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.decimals$}"));
         let ratio = |x: Option<f64>| x.map_or("-".to_string(), |r| format!("{r:.2}"));
         let header: Vec<String> = std::iter::once("round".to_string())
             .chain(self.series.iter().map(|s| s.label.clone()))
