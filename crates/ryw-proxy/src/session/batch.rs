@@ -14,11 +14,11 @@ impl Session {
             all_reads: true,
             ..BatchPlan::default()
         };
-        // One pass over the batch; a handful of messages, so small inline
-        // vectors rather than maps (nothing allocated for a usual batch).
-        let mut classes: SmallVec<[Class; 2]> = SmallVec::new();
-        let mut parsed: SmallVec<[(&str, Class); 2]> = SmallVec::new();
-        let mut portals: SmallVec<[(&str, Class); 2]> = SmallVec::new();
+        // One pass over the batch; a handful of messages, so small vectors
+        // rather than maps (nothing allocated for a Bind/Execute/Sync).
+        let mut classes: Vec<Class> = Vec::new();
+        let mut parsed: Vec<(&str, Class)> = Vec::new();
+        let mut portals: Vec<(&str, Class)> = Vec::new();
         let find = |list: &[(&str, Class)], name: &str| {
             list.iter()
                 .rev()

@@ -143,9 +143,9 @@ pub(super) struct BatchPlan {
     pub(super) all_reads: bool,
     /// Function calls the catalog must clear before the batch may leave
     /// the leader.
-    pub(super) functions: SmallVec<[Arc<[Box<str>]>; 2]>,
+    pub(super) functions: Vec<Arc<[Box<str>]>>,
     /// Relations the catalog must clear (known, not sequences).
-    pub(super) relations: SmallVec<[Arc<[Box<str>]>; 2]>,
+    pub(super) relations: Vec<Arc<[Box<str>]>>,
     /// It reads the node's statistics: the session's reads stay on the
     /// leader from then on.
     pub(super) statistics: bool,

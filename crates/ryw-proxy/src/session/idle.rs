@@ -45,9 +45,6 @@ impl Session {
                 std::task::Poll::Pending
             });
             tokio::select! {
-                // The client first (no random number per wake-up); a node
-                // that keeps talking is relayed between its messages.
-                biased;
                 r = client.fill() => match r {
                     Ok(0) | Err(_) => return Err(Closing::Left),
                     Ok(_) => None,

@@ -107,7 +107,6 @@ impl Session {
         self.end_ryw_transaction(&f.outcome, status);
         self.status = status;
         self.release();
-        self.recycle_frames(&mut f.frames);
         if f.proxy_sync {
             return client.flush().await;
         }
@@ -116,15 +115,6 @@ impl Session {
             None => protocol::ready(&mut client.out, status),
         }
         client.flush().await
-    }
-
-    /// The landed batch's vector, emptied, holds the next batch, so that a
-    /// batch allocates none (a big one's is let go).
-    fn recycle_frames(&mut self, frames: &mut Vec<Frame>) {
-        if self.batch.capacity() == 0 && frames.capacity() <= 64 {
-            frames.clear();
-            std::mem::swap(&mut self.batch, frames);
-        }
     }
 
     /// Rule 7: what a read saw raises the session's token.

@@ -66,7 +66,6 @@ use ryw_router::{
     ClusterView, FrontRead, FrontWrite, LocalSession, MetricSlot, NodeId, Position, ReadOptions,
     ReadRequest, Scope, SessionKey, Unsettled,
 };
-use smallvec::SmallVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -585,20 +584,14 @@ impl Session {
                         .as_mut()
                         .expect("a flight's backend is open");
                     let view = &mut self.view;
-                    // In this order, not at random (no random number per
-                    // wake-up): the node's replies first; the client's next
-                    // messages are read whenever the node has nothing (its
-                    // read-ahead is bounded anyway); the view is what a
-                    // follower that went quiet is watched by.
                     tokio::select! {
-                        biased;
-                        r = backend.fill() => match r {
-                            Ok(_) => self.take_backend_frames(client).await?,
-                            Err(e) => self.backend_lost(client, e.to_string()).await?,
-                        },
                         r = client.fill(), if reading => match r {
                             Ok(0) | Err(_) => return Err(Closing::Left),
                             Ok(_) => {}
+                        },
+                        r = backend.fill() => match r {
+                            Ok(_) => self.take_backend_frames(client).await?,
+                            Err(e) => self.backend_lost(client, e.to_string()).await?,
                         },
                         Ok(()) = view.changed(), if watch_node && matches!(node, Node::Follower(_)) => {
                             self.check_follower_still_eligible(client).await?;
